@@ -1,0 +1,1 @@
+//! (module `auth`: under construction, see ARCHITECTURE.md)

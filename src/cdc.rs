@@ -1,0 +1,1 @@
+//! (module `cdc`: under construction, see ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+//! (module `checkpoint`: under construction, see ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+//! (module `config`: under construction, see ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+//! (module `demo`: under construction, see ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+//! (module `kafka`: under construction, see ARCHITECTURE.md)

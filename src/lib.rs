@@ -1,0 +1,19 @@
+//! forcebridge: streams Salesforce Change Data Capture and Platform Events into Kafka, and writes
+//! Kafka changes back into Salesforce.
+//!
+//! # Layout
+//! See `ARCHITECTURE.md` for the data flow and the contract of each module.
+
+pub mod auth;
+pub mod cdc;
+pub mod checkpoint;
+pub mod config;
+pub mod demo;
+pub mod kafka;
+pub mod pipeline;
+pub mod proto;
+pub mod pubsub;
+pub mod retry;
+pub mod schema;
+pub mod sim;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! (module `pipeline`: under construction, see ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+//! (module `pubsub`: under construction, see ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+//! (module `retry`: under construction, see ARCHITECTURE.md)

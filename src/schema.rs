@@ -1,0 +1,1 @@
+//! (module `schema`: under construction, see ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+//! (module `sim`: under construction, see ARCHITECTURE.md)

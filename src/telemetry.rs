@@ -1,0 +1,1 @@
+//! (module `telemetry`: under construction, see ARCHITECTURE.md)
