@@ -1,1 +1,579 @@
-//! (module `config`: under construction, see ARCHITECTURE.md)
+//! The forcebridge configuration: one YAML file.
+//!
+//! Contract:
+//! * `${NAME}` anywhere in the file is replaced by the environment variable `NAME` before parsing
+//!   (`$${` escapes a literal `${`); an unset variable is an error naming it and its line.
+//! * Unknown keys are errors (`deny_unknown_fields`); every error names the offending key path
+//!   (e.g. `source.channels[1].name`) and, where serde knows it, the line.
+//! * [`Config::validate`] checks cross-field rules before anything starts.
+//! * Secrets are [`SecretString`]s: never printed by `Debug`, and the config is not `Serialize`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Errors while loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `${NAME}` names a variable that is not set.
+    #[error("line {line}: environment variable `{name}` is not set (referenced as ${{{name}}})")]
+    MissingEnv { name: String, line: usize },
+    /// `${` without a closing `}`.
+    #[error("line {line}: unterminated `${{` (write `$${{` for a literal `${{`)")]
+    UnterminatedEnv { line: usize },
+    /// YAML did not match the schema.
+    #[error("{location}`{key}`: {message}")]
+    Parse {
+        key: String,
+        location: String,
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("`{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of this connector: prefixes checkpoint keys and is the default client tag.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// How to reach and log in to the Salesforce org.
+    pub salesforce: SalesforceConfig,
+    /// Salesforce → Kafka.
+    pub source: SourceConfig,
+    /// The Kafka cluster.
+    pub kafka: KafkaConfig,
+}
+
+fn default_name() -> String {
+    "forcebridge".to_owned()
+}
+
+/// Where the org is and how to log in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceConfig {
+    /// OAuth login URL: `https://login.salesforce.com`, `https://test.salesforce.com` or the org's
+    /// My Domain URL (required for the client credentials flow).
+    #[serde(default = "default_login_url")]
+    pub login_url: String,
+    /// Pub/Sub API endpoint.
+    #[serde(default = "default_pubsub_endpoint")]
+    pub pubsub_endpoint: String,
+    /// REST API version used for REST calls, e.g. `62.0`.
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// Allow `http://` endpoints (a simulated org on loopback). Never for a real org.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Timeout of one HTTP request (login, REST).
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
+    /// The OAuth flow.
+    pub auth: AuthConfig,
+}
+
+fn default_login_url() -> String {
+    "https://login.salesforce.com".to_owned()
+}
+fn default_pubsub_endpoint() -> String {
+    "https://api.pubsub.salesforce.com:7443".to_owned()
+}
+fn default_api_version() -> String {
+    "62.0".to_owned()
+}
+const fn default_http_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The OAuth 2.0 flow used to obtain an access token.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// OAuth 2.0 client credentials flow (connected app with a run-as user; My Domain login URL).
+    ClientCredentials {
+        client_id: String,
+        client_secret: SecretString,
+    },
+    /// OAuth 2.0 username-password flow; the password is sent with the security token appended.
+    Password {
+        client_id: String,
+        client_secret: SecretString,
+        username: String,
+        password: SecretString,
+        #[serde(default)]
+        security_token: Option<SecretString>,
+    },
+    /// A token obtained elsewhere (no refresh possible).
+    AccessToken {
+        access_token: SecretString,
+        instance_url: String,
+        /// The org id; taken from `userinfo` when absent.
+        #[serde(default)]
+        org_id: Option<String>,
+    },
+}
+
+/// Salesforce → Kafka settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The Pub/Sub channels to subscribe to.
+    pub channels: Vec<ChannelConfig>,
+    /// Kafka topic per object; `{object}` is the object API name (`Account`, `Order_Event__e`),
+    /// `{channel}` the channel name without the leading `/` and with `/` turned into `.`.
+    #[serde(default = "default_topic_template")]
+    pub topic_template: String,
+    /// Flow-control credits per subscription (`num_requested`), 1..=100.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Write a tombstone (null value) after each DELETE, for compacted topics.
+    #[serde(default)]
+    pub tombstones: bool,
+    /// Rebuild a stream that delivered nothing (not even a keepalive) for this long.
+    #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+    /// How often durable replay ids are written to the checkpoint topic.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+fn default_topic_template() -> String {
+    "salesforce.{object}".to_owned()
+}
+const fn default_batch_size() -> u32 {
+    100
+}
+const fn default_stream_idle_timeout() -> Duration {
+    // Salesforce sends a keepalive within 270 s; allow a margin before calling the stream dead.
+    Duration::from_secs(300)
+}
+const fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// One Pub/Sub channel.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// `/data/AccountChangeEvent`, `/data/ChangeEvents`, `/data/Name__chn`, `/event/Name__e`.
+    pub name: String,
+    /// Where to start when no checkpoint exists.
+    #[serde(default)]
+    pub initial_replay: InitialReplay,
+    /// Overrides `source.topic_template` for this channel.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+/// Where a channel without a checkpoint starts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialReplay {
+    /// Only events published from now on.
+    #[default]
+    Latest,
+    /// Every event still retained (up to 72 hours).
+    Earliest,
+}
+
+/// The Kafka cluster and forcebridge's own topics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port,host:port`.
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed through unchanged (`security.protocol`, `sasl.*`, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Compacted topic holding replay ids per channel.
+    #[serde(default = "default_checkpoint_topic")]
+    pub checkpoint_topic: String,
+    /// Events that cannot be processed go here, with the reason in headers.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+}
+
+fn default_checkpoint_topic() -> String {
+    "forcebridge.checkpoints".to_owned()
+}
+fn default_dead_letter_topic() -> String {
+    "forcebridge.dlq".to_owned()
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text; `env` resolves `${NAME}`.
+    pub fn from_yaml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = interpolate(text, env)?;
+        let deserializer = serde_yaml::Deserializer::from_str(&text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            let location = inner
+                .location()
+                .map(|l| format!("line {}: ", l.line()))
+                .unwrap_or_default();
+            ConfigError::Parse {
+                key,
+                location,
+                message: strip_location(&inner.to_string()),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field and range checks; each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() || !self.name.chars().all(is_tag_char) {
+            return Err(invalid(
+                "name",
+                "must be non-empty and use only letters, digits, '_', '-' and '.'",
+            ));
+        }
+        self.salesforce.validate()?;
+        self.source.validate()?;
+        self.kafka.validate()
+    }
+}
+
+fn is_tag_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+impl SalesforceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.check_url("salesforce.login_url", &self.login_url)?;
+        self.check_url("salesforce.pubsub_endpoint", &self.pubsub_endpoint)?;
+        if let AuthConfig::AccessToken { instance_url, .. } = &self.auth {
+            self.check_url("salesforce.auth.instance_url", instance_url)?;
+        }
+        let version_ok = self
+            .api_version
+            .split_once('.')
+            .is_some_and(|(major, minor)| {
+                major.parse::<u32>().is_ok() && minor.chars().all(|c| c.is_ascii_digit())
+            });
+        if !version_ok {
+            return Err(invalid(
+                "salesforce.api_version",
+                format!("`{}` is not a version like `62.0`", self.api_version),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_url(&self, key: &str, url: &str) -> Result<(), ConfigError> {
+        if url.starts_with("https://") {
+            return Ok(());
+        }
+        if url.starts_with("http://") {
+            return if self.allow_plaintext {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    format!(
+                        "`{url}` is plaintext; set `salesforce.allow_plaintext: true` only for a simulated org"
+                    ),
+                ))
+            };
+        }
+        Err(invalid(
+            key,
+            format!("`{url}` must start with https://"),
+        ))
+    }
+}
+
+impl SourceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.channels.is_empty() {
+            return Err(invalid("source.channels", "at least one channel is required"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, channel) in self.channels.iter().enumerate() {
+            let key = format!("source.channels[{i}].name");
+            validate_channel_name(&channel.name).map_err(|m| invalid(&key, m))?;
+            if !seen.insert(channel.name.as_str()) {
+                return Err(invalid(key, format!("`{}` is listed twice", channel.name)));
+            }
+            if let Some(topic) = &channel.topic {
+                crate::kafka::render_topic(topic, "Object", &channel.name)
+                    .map_err(|e| invalid(format!("source.channels[{i}].topic"), e.to_string()))?;
+            }
+        }
+        crate::kafka::render_topic(&self.topic_template, "Account", "/data/AccountChangeEvent")
+            .map_err(|e| invalid("source.topic_template", e.to_string()))?;
+        if !(1..=100).contains(&self.batch_size) {
+            return Err(invalid(
+                "source.batch_size",
+                format!(
+                    "{} is out of range: the Pub/Sub API allows 1 to 100 outstanding events",
+                    self.batch_size
+                ),
+            ));
+        }
+        if self.stream_idle_timeout < Duration::from_secs(1) {
+            return Err(invalid("source.stream_idle_timeout", "must be at least 1s"));
+        }
+        if self.checkpoint_interval.is_zero() {
+            return Err(invalid("source.checkpoint_interval", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a Pub/Sub channel name: `/data/...` or `/event/...` followed by an API name.
+pub fn validate_channel_name(name: &str) -> Result<(), String> {
+    let rest = name
+        .strip_prefix("/data/")
+        .or_else(|| name.strip_prefix("/event/"))
+        .ok_or_else(|| format!("`{name}` must start with /data/ or /event/"))?;
+    if rest.is_empty() || !rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "`{name}`: `{rest}` is not an API name (letters, digits and '_')"
+        ));
+    }
+    Ok(())
+}
+
+impl KafkaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
+        }
+        for (key, topic) in [
+            ("kafka.checkpoint_topic", &self.checkpoint_topic),
+            ("kafka.dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            crate::kafka::render_topic(topic, "", "").map_err(|e| invalid(key, e.to_string()))?;
+        }
+        for managed in ["bootstrap.servers", "enable.idempotence"] {
+            if self.properties.contains_key(managed) {
+                return Err(invalid(
+                    format!("kafka.properties.{managed}"),
+                    "is set by forcebridge; remove it",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings the Kafka stage needs.
+    pub fn settings(&self) -> crate::kafka::KafkaSettings {
+        crate::kafka::KafkaSettings {
+            bootstrap_servers: self.bootstrap_servers.clone(),
+            properties: self.properties.clone(),
+        }
+    }
+}
+
+/// serde_yaml appends "at line L column C"; we print the line ourselves, first.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Replaces `${NAME}` with the value of `env(NAME)`; `$${` is a literal `${`.
+fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let line_of = |rest: &str| text[..text.len() - rest.len()].matches('\n').count() + 1;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail
+                .find('}')
+                .ok_or(ConfigError::UnterminatedEnv { line: line_of(after) })?;
+            let name = &tail[..end];
+            let value = env(name).ok_or_else(|| ConfigError::MissingEnv {
+                name: name.to_owned(),
+                line: line_of(after),
+            })?;
+            out.push_str(&value);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const EXAMPLE: &str = r#"
+name: acme-sync
+salesforce:
+  login_url: https://acme.my.salesforce.com
+  auth:
+    type: client_credentials
+    client_id: ${SF_CLIENT_ID}
+    client_secret: ${SF_CLIENT_SECRET}
+source:
+  channels:
+    - name: /data/AccountChangeEvent
+      initial_replay: earliest
+    - name: /event/Order_Event__e
+      topic: orders
+  tombstones: true
+  checkpoint_interval: 500ms
+kafka:
+  bootstrap_servers: localhost:9092
+  properties:
+    compression.type: zstd
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SF_CLIENT_ID" => Some("3MVG9id".into()),
+            "SF_CLIENT_SECRET" => Some("s3cr3t-value".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn example_parses_with_env_and_defaults() {
+        let config = Config::from_yaml(EXAMPLE, env).unwrap();
+        assert_eq!(config.name, "acme-sync");
+        let AuthConfig::ClientCredentials {
+            client_id,
+            client_secret,
+        } = &config.salesforce.auth
+        else {
+            panic!("wrong auth variant");
+        };
+        assert_eq!(client_id, "3MVG9id");
+        assert_eq!(client_secret.expose_secret(), "s3cr3t-value");
+        assert_eq!(config.source.channels[0].initial_replay, InitialReplay::Earliest);
+        assert_eq!(config.source.channels[1].initial_replay, InitialReplay::Latest);
+        assert_eq!(config.source.checkpoint_interval, Duration::from_millis(500));
+        assert_eq!(config.source.batch_size, 100);
+        assert_eq!(config.kafka.checkpoint_topic, "forcebridge.checkpoints");
+        assert_eq!(config.salesforce.pubsub_endpoint, "https://api.pubsub.salesforce.com:7443");
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let config = Config::from_yaml(EXAMPLE, env).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cr3t-value"), "{printed}");
+    }
+
+    #[test]
+    fn unknown_key_names_its_path_and_line() {
+        let text = EXAMPLE.replace("tombstones: true", "tombstone: true");
+        let err = Config::from_yaml(&text, env).unwrap_err().to_string();
+        assert!(err.contains("source"), "{err}");
+        assert!(err.contains("unknown field `tombstone`"), "{err}");
+        assert!(err.contains("line 15"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_nested_key() {
+        let text = EXAMPLE.replace("initial_replay: earliest", "initial_replay: yesterday");
+        let err = Config::from_yaml(&text, env).unwrap_err().to_string();
+        assert!(err.contains("source.channels[0].initial_replay"), "{err}");
+    }
+
+    #[test]
+    fn missing_env_names_the_variable_and_line() {
+        let err = Config::from_yaml(EXAMPLE, |_| None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "line 7: environment variable `SF_CLIENT_ID` is not set (referenced as ${SF_CLIENT_ID})"
+        );
+    }
+
+    #[test]
+    fn interpolation_escape_and_lone_dollar() {
+        let out = interpolate("a: $${X} $5 ${Y}", |n| (n == "Y").then(|| "y".into())).unwrap();
+        assert_eq!(out, "a: ${X} $5 y");
+        assert!(matches!(
+            interpolate("a: ${X", |_| None),
+            Err(ConfigError::UnterminatedEnv { line: 1 })
+        ));
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let cases = [
+            ("batch_size", "  tombstones: true\n  batch_size: 500", "source.batch_size"),
+            (
+                "channel",
+                "    - name: /data/AccountChangeEvent\n      initial_replay: earliest",
+                "source.channels[0].name",
+            ),
+            (
+                "plaintext",
+                "  login_url: https://acme.my.salesforce.com",
+                "salesforce.login_url",
+            ),
+        ];
+        for (what, from, key) in cases {
+            let to = match what {
+                "batch_size" => from.to_owned(),
+                "channel" => from.replace("/data/AccountChangeEvent", "AccountChangeEvent"),
+                _ => from.replace("https://", "http://"),
+            };
+            let search = match what {
+                "batch_size" => "  tombstones: true",
+                _ => from,
+            };
+            let text = EXAMPLE.replace(search, &to);
+            let err = Config::from_yaml(&text, env).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("`{key}`")), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_channel_is_rejected() {
+        let text = EXAMPLE.replace("/event/Order_Event__e", "/data/AccountChangeEvent");
+        let err = Config::from_yaml(&text, env).unwrap_err().to_string();
+        assert!(err.contains("source.channels[1].name"), "{err}");
+        assert!(err.contains("listed twice"), "{err}");
+    }
+}

@@ -1,1 +1,256 @@
-//! (module `demo`: under construction, see ARCHITECTURE.md)
+//! `forcebridge demo`: the whole source path on embedded defaults.
+//!
+//! Contract: starts a simulated Salesforce org and an embedded Kafka (librdkafka's mock cluster,
+//! on loopback, readable by any Kafka client), runs the real pipeline against them with a config
+//! rendered exactly as a user would write it, makes a known stream of changes (creates, updates,
+//! deletes, undeletes, a multi-record transaction, contacts, Platform Events), shows progress,
+//! and ends with a summary read back from Kafka. It fails (non-zero exit) when Kafka does not
+//! hold exactly the records the changes should produce.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::kafka::EmbeddedKafka;
+use crate::sim::{SimConfig, SimOrg};
+use crate::telemetry::PipelineStats;
+
+/// Options of `forcebridge demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Accounts to create (half of them are then updated).
+    #[arg(long, default_value_t = 2000)]
+    pub accounts: usize,
+    /// Contacts to create.
+    #[arg(long, default_value_t = 200)]
+    pub contacts: usize,
+    /// Platform Events (`/event/Order_Event__e`) to publish.
+    #[arg(long, default_value_t = 100)]
+    pub platform_events: usize,
+    /// Keep the simulated org and Kafka running after the summary, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Give up when the records have not all arrived after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+}
+
+/// Errors of the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("the simulated org failed: {0}")]
+    Sim(String),
+    #[error("the embedded Kafka failed: {0}")]
+    Kafka(String),
+    #[error("the demo config was rejected: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+const ACCOUNT_TOPIC: &str = "salesforce.Account";
+const CONTACT_TOPIC: &str = "salesforce.Contact";
+const ORDER_TOPIC: &str = "salesforce.Order_Event__e";
+
+/// Runs the demo until the summary (or until `cancel` with `--keep-running`).
+pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoError> {
+    let sim = SimOrg::start(SimConfig::default())
+        .await
+        .map_err(|e| DemoError::Sim(e.to_string()))?;
+    // The mock cluster is !Send: it lives on this task, for the whole demo.
+    let kafka = EmbeddedKafka::start(3).map_err(|e| DemoError::Kafka(e.to_string()))?;
+    let bootstrap = kafka.bootstrap_servers();
+    println!("forcebridge demo");
+    println!("  simulated Salesforce org  Pub/Sub {}  REST/OAuth {}", sim.pubsub_endpoint(), sim.instance_url());
+    println!("  embedded Kafka            {bootstrap}  (librdkafka mock cluster; any Kafka client can read it)");
+
+    let config_text = demo_config(&sim, &bootstrap);
+    let config = Config::from_yaml(&config_text, |_| None)?;
+    let stats = Arc::new(PipelineStats::default());
+    let pipeline_cancel = cancel.child_token();
+    let pipeline = tokio::spawn(crate::pipeline::run(
+        config,
+        stats.clone(),
+        pipeline_cancel.clone(),
+    ));
+
+    let started = Instant::now();
+    let expected = make_changes(&sim, &args).map_err(DemoError::Sim)?;
+    let total: u64 = expected.values().sum();
+    println!(
+        "  made {} changes in the org ({} Kafka records expected) in {:.1?}",
+        expected_events(&args),
+        total,
+        started.elapsed()
+    );
+
+    // Progress until every expected record is acknowledged by Kafka.
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        let snapshot = stats.snapshot();
+        let produced = snapshot.records_produced();
+        println!(
+            "  [{:>5.1}s] events in {:>6}  records out {:>6}/{total}  dead-lettered {}",
+            started.elapsed().as_secs_f64(),
+            snapshot.events_received(),
+            produced,
+            snapshot.events_dead_lettered()
+        );
+        if produced >= total || pipeline.is_finished() || cancel.is_cancelled() {
+            break;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    pipeline_cancel.cancel();
+    let outcome = pipeline
+        .await
+        .map_err(|e| DemoError::Mismatch(format!("pipeline task failed: {e}")))?;
+    outcome?;
+    let elapsed = started.elapsed();
+
+    // The summary is read back from Kafka, not from our own counters.
+    let snapshot = stats.snapshot();
+    let mut in_kafka = BTreeMap::new();
+    for topic in expected.keys() {
+        let count = crate::kafka::count_records(&bootstrap, topic, Duration::from_secs(10))
+            .map_err(|e| DemoError::Kafka(e.to_string()))?;
+        in_kafka.insert(topic.clone(), count);
+    }
+    println!();
+    println!("summary ({:.1?})", elapsed);
+    println!("  events received from Salesforce  {}", snapshot.events_received());
+    for (channel, c) in &snapshot.channels {
+        println!(
+            "    {channel:<32} {:>6} events  {} keepalives  {} checkpoints",
+            c.events_received, c.keepalives, c.checkpoints_written
+        );
+    }
+    println!("  records in Kafka (read back)     {}", in_kafka.values().sum::<u64>());
+    println!("    {:<32} {:>8} {:>8}", "topic", "expected", "in Kafka");
+    let mut ok = true;
+    for (topic, want) in &expected {
+        let got = in_kafka.get(topic).copied().unwrap_or(0);
+        let mark = if got == *want { "ok" } else { "MISMATCH" };
+        ok &= got == *want;
+        println!("    {topic:<32} {want:>8} {got:>8}  {mark}");
+    }
+    println!("  dead-lettered                    {}", snapshot.events_dead_lettered());
+    println!("  schemas fetched (GetSchema)      {}", snapshot.schemas_fetched);
+    println!();
+    println!("Kafka bootstrap servers: {bootstrap}");
+    if args.keep_running {
+        println!("keeping the simulated org and Kafka running; Ctrl-C to stop");
+        cancel.cancelled().await;
+    }
+    drop(kafka);
+    sim.shutdown().await;
+    if !ok {
+        return Err(DemoError::Mismatch(
+            "Kafka does not hold exactly the expected records".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The config a user would write for this org and cluster.
+fn demo_config(sim: &SimOrg, bootstrap: &str) -> String {
+    let c = sim.config();
+    format!(
+        r#"name: forcebridge-demo
+salesforce:
+  login_url: {instance}
+  pubsub_endpoint: {pubsub}
+  allow_plaintext: true
+  auth:
+    type: client_credentials
+    client_id: {client_id}
+    client_secret: {client_secret}
+source:
+  channels:
+    - name: /data/AccountChangeEvent
+      initial_replay: earliest
+    - name: /data/ContactChangeEvent
+      initial_replay: earliest
+    - name: /event/Order_Event__e
+      initial_replay: earliest
+  topic_template: "salesforce.{{object}}"
+  checkpoint_interval: 200ms
+kafka:
+  bootstrap_servers: {bootstrap}
+"#,
+        instance = sim.instance_url(),
+        pubsub = sim.pubsub_endpoint(),
+        client_id = c.client_id,
+        client_secret = c.client_secret,
+    )
+}
+
+fn expected_events(args: &DemoArgs) -> usize {
+    args.accounts + args.accounts / 2 + 1 + 5 + 2 + args.contacts + args.platform_events
+}
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Makes the demo's changes; returns the Kafka records each topic should receive.
+fn make_changes(sim: &SimOrg, args: &DemoArgs) -> Result<BTreeMap<String, u64>, String> {
+    let err = |e: crate::sim::SimError| e.to_string();
+    let accounts = sim.generate("Account", args.accounts).map_err(err)?;
+    for (i, id) in accounts.iter().take(args.accounts / 2).enumerate() {
+        let change = json!({ "Phone": format!("+1 415 555 {:04}", i % 10_000), "BillingAddress": { "City": "San Francisco", "State": "CA" } });
+        sim.update("Account", id, fields(change)).map_err(err)?;
+    }
+    // One transaction: the same change to ten accounts → one event with ten recordIds.
+    let batch: Vec<&String> = accounts.iter().rev().take(10.min(accounts.len())).collect();
+    let mut tx = sim.transaction();
+    for id in &batch {
+        tx.update("Account", id, fields(json!({ "Rating": "Hot" })));
+    }
+    tx.commit().map_err(err)?;
+    let deleted: Vec<&String> = accounts.iter().skip(args.accounts / 2).take(5).collect();
+    for id in &deleted {
+        sim.delete("Account", id).map_err(err)?;
+    }
+    for id in deleted.iter().take(2) {
+        sim.undelete("Account", id).map_err(err)?;
+    }
+    for i in 0..args.contacts {
+        let account = accounts.get(i % accounts.len().max(1)).cloned();
+        let contact = json!({
+            "Name": { "FirstName": format!("Ada{i}"), "LastName": "Lovelace" },
+            "Email": format!("ada{i}@example.com"),
+            "AccountId": account,
+        });
+        sim.create("Contact", fields(contact)).map_err(err)?;
+    }
+    for i in 0..args.platform_events {
+        let event = json!({
+            "Order_Number__c": format!("ORD-{i:06}"),
+            "Amount__c": 100.0 + i as f64,
+            "Status__c": "Placed",
+        });
+        sim.publish_event("/event/Order_Event__e", fields(event))
+            .map_err(err)?;
+    }
+    let account_records =
+        args.accounts + args.accounts / 2 + batch.len() + deleted.len() + deleted.len().min(2);
+    Ok(BTreeMap::from([
+        (ACCOUNT_TOPIC.to_owned(), account_records as u64),
+        (CONTACT_TOPIC.to_owned(), args.contacts as u64),
+        (ORDER_TOPIC.to_owned(), args.platform_events as u64),
+    ]))
+}

@@ -1,1 +1,118 @@
-fn main() {}
+//! The `forcebridge` command: orchestration only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use forcebridge::config::Config;
+use forcebridge::telemetry::{self, LogFormat, PipelineStats};
+
+/// Streams Salesforce changes into Kafka.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "FORCEBRIDGE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline with a config file.
+    Run {
+        /// The YAML config file.
+        #[arg(long, short, env = "FORCEBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file (keys, values, environment variables) without connecting.
+    Check {
+        /// The YAML config file.
+        #[arg(long, short, env = "FORCEBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Demo: a simulated Salesforce org and an embedded Kafka, a stream of changes, the pipeline,
+    /// progress and a summary.
+    Demo(forcebridge::demo::DemoArgs),
+    /// Run the simulated Salesforce org (Pub/Sub gRPC, OAuth, REST) until interrupted.
+    Sim(forcebridge::sim::SimArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    // Config errors surface before any runtime or connection exists.
+    let config = match &command {
+        Command::Run { config } | Command::Check { config } => Some(
+            Config::load(config).with_context(|| format!("invalid config {}", config.display()))?,
+        ),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match command {
+        Command::Check { config: path } => {
+            println!("{}: configuration is valid", path.display());
+            Ok(())
+        }
+        Command::Run { .. } => {
+            let config = config.expect("loaded above");
+            runtime.block_on(async {
+                let cancel = shutdown_on_signals();
+                let stats = Arc::new(PipelineStats::default());
+                forcebridge::pipeline::run(config, stats.clone(), cancel).await?;
+                let snapshot = stats.snapshot();
+                info!(
+                    events = snapshot.events_received(),
+                    records = snapshot.records_produced(),
+                    dead_lettered = snapshot.events_dead_lettered(),
+                    "stopped"
+                );
+                Ok(())
+            })
+        }
+        Command::Demo(args) => runtime.block_on(forcebridge::demo::run(args, shutdown_on_signals())),
+        Command::Sim(args) => runtime.block_on(forcebridge::sim::run_cli(args, shutdown_on_signals())),
+    }
+}
+
+/// One cancellation token for the process, fired by SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+fn shutdown_on_signals() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received; draining"),
+            _ = terminate => info!("SIGTERM received; draining"),
+        }
+        token.cancel();
+    });
+    cancel
+}

@@ -1,1 +1,567 @@
-//! (module `pipeline`: under construction, see ARCHITECTURE.md)
+//! The source pipeline: Salesforce Pub/Sub → decode → Kafka, one task group per channel.
+//!
+//! Contract (at-least-once, per channel, in replay order):
+//! * A **reader** task owns the `Subscribe` stream and hands events to the **processor** through a
+//!   bounded channel; credits are topped up only as events are handed on, so a slow Kafka stops
+//!   the stream instead of filling memory. A failed stream is rebuilt (backoff with jitter,
+//!   re-login on auth errors) from the last event handed on, so nothing is skipped or repeated.
+//! * The processor decodes each event with the schema its own `schema_id` names, fans it out to
+//!   one Kafka record per record Id, and registers the records in the channel's [`AckWindow`].
+//!   An event that cannot be decoded goes to the dead-letter topic with the reason and its raw
+//!   bytes; it is never dropped.
+//! * A **checkpointer** writes the window's durable replay id (every earlier event acknowledged by
+//!   Kafka) to the checkpoint topic every `checkpoint_interval` and once more on shutdown.
+//!   Keepalive `latest_replay_id`s pass through the window too, so they are checkpointed in order.
+//! * If Kafka fails to deliver a record, the channel restarts from its durable checkpoint: records
+//!   after it may be produced twice (each carries its replay id), none are lost.
+//! * Cancellation stops intake at once, flushes Kafka within the drain deadline and writes the
+//!   final checkpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::auth::{AuthError, Authenticator, SessionHandle};
+use crate::cdc::{self, EnvelopeOptions, RawEvent};
+use crate::checkpoint::{AckWindow, CheckpointError, CheckpointStore};
+use crate::config::{ChannelConfig, Config, InitialReplay};
+use crate::kafka::{KafkaError, OutgoingRecord, Producer};
+use crate::proto::ConsumerEvent;
+use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
+use crate::retry::{Backoff, Directive, sleep_or_cancel};
+use crate::schema::{SchemaCache, SchemaError};
+use crate::telemetry::{ChannelStats, PipelineStats};
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Login failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+    /// Pub/Sub failed in a way retrying cannot fix.
+    #[error(transparent)]
+    PubSub(#[from] PubSubError),
+    /// A channel cannot be subscribed to.
+    #[error("channel {channel}: {message}")]
+    Channel { channel: String, message: String },
+    /// Kafka could not be set up.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The checkpoint topic could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// How long shutdown may take to flush Kafka and write checkpoints.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Everything the channel tasks share.
+struct Shared {
+    config: Config,
+    pubsub: PubSub,
+    session: SessionHandle,
+    authenticator: Authenticator,
+    producer: Producer,
+    checkpoints: CheckpointStore,
+    schemas: SchemaCache,
+    stats: Arc<PipelineStats>,
+}
+
+/// Runs the source pipeline until `cancel` fires (then drains) or a fatal error occurs.
+pub async fn run(
+    config: Config,
+    stats: Arc<PipelineStats>,
+    cancel: CancellationToken,
+) -> Result<(), PipelineError> {
+    let http = crate::auth::http_client(config.salesforce.http_timeout)
+        .map_err(PipelineError::Http)?;
+    let authenticator = Authenticator::new(&config.salesforce, http);
+    let session = SessionHandle::new(authenticator.login().await?);
+    info!(org_id = %session.current().org_id, instance_url = %session.current().instance_url, "logged in to Salesforce");
+    let pubsub = PubSub::connect(
+        &config.salesforce.pubsub_endpoint,
+        session.clone(),
+        config.salesforce.allow_plaintext,
+    )
+    .await?;
+    for channel in &config.source.channels {
+        let topic = pubsub.get_topic(&channel.name).await?;
+        if !topic.can_subscribe {
+            return Err(PipelineError::Channel {
+                channel: channel.name.clone(),
+                message: "the integration user may not subscribe to it (GetTopic can_subscribe = false)"
+                    .into(),
+            });
+        }
+    }
+    let settings = config.kafka.settings();
+    let producer = Producer::new(&settings)?;
+    let checkpoints =
+        CheckpointStore::open(&settings, &config.kafka.checkpoint_topic, &config.name).await?;
+    let shared = Arc::new(Shared {
+        config,
+        pubsub,
+        session,
+        authenticator,
+        producer,
+        checkpoints,
+        schemas: SchemaCache::new(),
+        stats,
+    });
+
+    let failed = cancel.child_token();
+    let mut tasks = JoinSet::new();
+    for index in 0..shared.config.source.channels.len() {
+        let shared = shared.clone();
+        let cancel = failed.clone();
+        let name = shared.config.source.channels[index].name.clone();
+        tasks.spawn(
+            async move { run_channel(&shared, index, cancel).await }
+                .instrument(info_span!("channel", channel = %name)),
+        );
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.unwrap_or_else(|panic| {
+            Err(PipelineError::Channel {
+                channel: "?".into(),
+                message: format!("task panicked: {panic}"),
+            })
+        });
+        if let Err(err) = outcome {
+            error!(error = %err, "channel stopped");
+            if result.is_ok() {
+                result = Err(err);
+            }
+            failed.cancel();
+        }
+    }
+    if let Err(err) = shared.producer.flush(DRAIN_DEADLINE).await {
+        warn!(error = %err, "Kafka flush at shutdown did not complete");
+    }
+    result
+}
+
+/// One channel: attempts that each run reader + processor + checkpointer from the durable
+/// checkpoint, until cancelled or a fatal error.
+async fn run_channel(
+    shared: &Shared,
+    index: usize,
+    cancel: CancellationToken,
+) -> Result<(), PipelineError> {
+    let channel = &shared.config.source.channels[index];
+    let stats = shared.stats.channel(&channel.name);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let start = match shared.checkpoints.get(&channel.name) {
+            Some(checkpoint) => ReplayStart::After(checkpoint.replay_id),
+            None => match channel.initial_replay {
+                InitialReplay::Latest => ReplayStart::Latest,
+                InitialReplay::Earliest => ReplayStart::Earliest,
+            },
+        };
+        info!(?start, "starting channel");
+        match run_attempt(shared, channel, &stats, start, &cancel).await {
+            Ok(()) => return Ok(()),
+            Err(AttemptError::Fatal(err)) => return Err(err),
+            Err(AttemptError::DeliveryFailed(reason)) => {
+                let delay = backoff.next_delay();
+                warn!(%reason, ?delay, "Kafka did not acknowledge a record; restarting the channel from its checkpoint");
+                if !sleep_or_cancel(delay, &cancel).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+enum AttemptError {
+    Fatal(PipelineError),
+    DeliveryFailed(String),
+}
+
+/// The position the reader resumes from after rebuilding a stream: the last replay id handed to
+/// the processor (the processor will produce it), or the attempt's start.
+struct Position(std::sync::Mutex<ReplayStart>);
+
+async fn run_attempt(
+    shared: &Shared,
+    channel: &ChannelConfig,
+    stats: &Arc<ChannelStats>,
+    start: ReplayStart,
+    cancel: &CancellationToken,
+) -> Result<(), AttemptError> {
+    let window = AckWindow::new();
+    let attempt = cancel.child_token();
+    let capacity = shared.config.source.batch_size as usize;
+    let (tx, rx) = mpsc::channel::<Delivery>(capacity);
+    let position = Position(std::sync::Mutex::new(start));
+
+    let reader = read_stream(shared, channel, stats, &position, tx, &attempt);
+    let processor = process(shared, channel, stats, &window, rx, &attempt);
+    let checkpointer = checkpoint_loop(shared, channel, stats, &window, &attempt);
+    let (read, processed, checkpointed) = tokio::join!(
+        async {
+            let r = reader.await;
+            attempt.cancel();
+            r
+        },
+        async {
+            let r = processor.await;
+            attempt.cancel();
+            r
+        },
+        checkpointer
+    );
+    read.and(processed).and(checkpointed)
+}
+
+/// Owns the Subscribe stream; rebuilds it on transient errors.
+async fn read_stream(
+    shared: &Shared,
+    channel: &ChannelConfig,
+    stats: &ChannelStats,
+    position: &Position,
+    tx: mpsc::Sender<Delivery>,
+    cancel: &CancellationToken,
+) -> Result<(), AttemptError> {
+    let source = &shared.config.source;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        let start = position.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let opened = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            opened = shared.pubsub.subscribe(&channel.name, start, source.batch_size, source.stream_idle_timeout) => opened,
+        };
+        let error = match opened {
+            Err(err) => err,
+            Ok(mut subscription) => {
+                stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+                debug!("subscribed");
+                loop {
+                    let delivery = tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        delivery = subscription.next() => delivery,
+                    };
+                    let delivery = match delivery {
+                        Ok(d) => d,
+                        Err(err) => break err,
+                    };
+                    backoff.reset();
+                    let replay_id = match &delivery {
+                        Delivery::Event(event) => {
+                            stats.events_received.fetch_add(1, Ordering::Relaxed);
+                            Bytes::copy_from_slice(&event.replay_id)
+                        }
+                        Delivery::Keepalive { latest_replay_id } => {
+                            stats.keepalives.fetch_add(1, Ordering::Relaxed);
+                            latest_replay_id.clone()
+                        }
+                    };
+                    if tx.send(delivery).await.is_err() {
+                        return Ok(()); // the processor stopped; it reports why
+                    }
+                    if !replay_id.is_empty() {
+                        *position.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                            ReplayStart::After(replay_id);
+                    }
+                }
+            }
+        };
+        match error.directive() {
+            Directive::Fatal | Directive::ReplayRejected => {
+                return Err(AttemptError::Fatal(error.into()));
+            }
+            Directive::Reauthenticate => {
+                warn!(error = %error, "session rejected; logging in again");
+                match shared.authenticator.login().await {
+                    Ok(session) => shared.session.replace(session),
+                    Err(err) if err.is_retryable() => warn!(error = %err, "re-login failed"),
+                    Err(err) => return Err(AttemptError::Fatal(err.into())),
+                }
+            }
+            Directive::Retry => {}
+        }
+        let delay = backoff.next_delay();
+        warn!(error = %error, ?delay, attempt = backoff.attempts(), "stream failed; resubscribing");
+        if !sleep_or_cancel(delay, cancel).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Decodes and produces events in order.
+async fn process(
+    shared: &Shared,
+    channel: &ChannelConfig,
+    stats: &ChannelStats,
+    window: &AckWindow,
+    mut rx: mpsc::Receiver<Delivery>,
+    cancel: &CancellationToken,
+) -> Result<(), AttemptError> {
+    let options = EnvelopeOptions {
+        tombstones: shared.config.source.tombstones,
+    };
+    let template = channel
+        .topic
+        .as_deref()
+        .unwrap_or(&shared.config.source.topic_template);
+    let mut counters = std::collections::HashMap::new();
+    loop {
+        if let Some(reason) = window.failure() {
+            return Err(AttemptError::DeliveryFailed(reason));
+        }
+        let delivery = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            delivery = rx.recv() => match delivery {
+                Some(d) => d,
+                None => return Ok(()),
+            },
+        };
+        match delivery {
+            Delivery::Keepalive { latest_replay_id } => {
+                if !latest_replay_id.is_empty() {
+                    window.begin(latest_replay_id).seal();
+                }
+            }
+            Delivery::Event(event) => {
+                let outcome = handle_event(
+                    shared,
+                    channel,
+                    stats,
+                    window,
+                    template,
+                    &options,
+                    &event,
+                    &mut counters,
+                    cancel,
+                )
+                .await;
+                match outcome {
+                    Ok(()) => {}
+                    Err(HandleError::Cancelled) => return Ok(()),
+                    Err(HandleError::Kafka(err)) => {
+                        return Err(AttemptError::DeliveryFailed(err.to_string()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum HandleError {
+    Cancelled,
+    Kafka(KafkaError),
+}
+
+/// Why an event goes to the dead-letter topic.
+struct DeadLetter {
+    stage: &'static str,
+    reason: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle_event(
+    shared: &Shared,
+    channel: &ChannelConfig,
+    stats: &ChannelStats,
+    window: &AckWindow,
+    template: &str,
+    options: &EnvelopeOptions,
+    consumer_event: &ConsumerEvent,
+    counters: &mut std::collections::HashMap<String, Arc<std::sync::atomic::AtomicU64>>,
+    cancel: &CancellationToken,
+) -> Result<(), HandleError> {
+    let empty = crate::proto::ProducerEvent::default();
+    let event = consumer_event.event.as_ref().unwrap_or(&empty);
+    let raw = RawEvent {
+        channel: &channel.name,
+        replay_id: &consumer_event.replay_id,
+        event_id: &event.id,
+        schema_id: &event.schema_id,
+        payload: &event.payload,
+    };
+    let handle = window.begin(Bytes::copy_from_slice(&consumer_event.replay_id));
+
+    let records = match decode_event(shared, &raw, options, cancel).await {
+        Err(None) => return Err(HandleError::Cancelled),
+        Err(Some(dead)) => Err(dead),
+        Ok(records) => Ok(records),
+    };
+    let records = match records {
+        Ok(records) => {
+            let mut routed = Vec::with_capacity(records.len());
+            let mut failure = None;
+            for record in records {
+                match crate::kafka::render_topic(template, &record.object, &channel.name) {
+                    Ok(topic) => routed.push((topic, record)),
+                    Err(err) => {
+                        failure = Some(DeadLetter {
+                            stage: "route",
+                            reason: err.to_string(),
+                        });
+                        break;
+                    }
+                }
+            }
+            match failure {
+                Some(dead) => Err(dead),
+                None => Ok(routed),
+            }
+        }
+        Err(dead) => Err(dead),
+    };
+
+    match records {
+        Ok(routed) => {
+            for (topic, record) in &routed {
+                let headers: Vec<(&str, &[u8])> = record
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_bytes()))
+                    .collect();
+                let outgoing = OutgoingRecord {
+                    topic,
+                    key: Some(record.key.as_bytes()),
+                    value: record.value.as_deref(),
+                    headers: &headers,
+                };
+                shared
+                    .producer
+                    .send(outgoing, handle.token())
+                    .await
+                    .map_err(HandleError::Kafka)?;
+                let counter = counters
+                    .entry(topic.clone())
+                    .or_insert_with(|| stats.topic_counter(topic));
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(dead) => {
+            warn!(
+                stage = dead.stage,
+                reason = %dead.reason,
+                replay_id = %hex::encode(raw.replay_id),
+                schema_id = raw.schema_id,
+                "event sent to the dead-letter topic"
+            );
+            stats.events_dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let replay_hex = hex::encode(raw.replay_id);
+            let headers: [(&str, &[u8]); 6] = [
+                ("forcebridge.error.stage", dead.stage.as_bytes()),
+                ("forcebridge.error.reason", dead.reason.as_bytes()),
+                ("forcebridge.channel", raw.channel.as_bytes()),
+                ("forcebridge.replay_id", replay_hex.as_bytes()),
+                ("forcebridge.schema_id", raw.schema_id.as_bytes()),
+                ("forcebridge.event_id", raw.event_id.as_bytes()),
+            ];
+            let outgoing = OutgoingRecord {
+                topic: &shared.config.kafka.dead_letter_topic,
+                key: Some(replay_hex.as_bytes()),
+                value: Some(raw.payload),
+                headers: &headers,
+            };
+            shared
+                .producer
+                .send(outgoing, handle.token())
+                .await
+                .map_err(HandleError::Kafka)?;
+        }
+    }
+    handle.seal();
+    Ok(())
+}
+
+/// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema.
+async fn decode_event(
+    shared: &Shared,
+    raw: &RawEvent<'_>,
+    options: &EnvelopeOptions,
+    cancel: &CancellationToken,
+) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let schema = loop {
+        let fetched_before = shared.schemas.len();
+        let result = shared.schemas.get(raw.schema_id, &shared.pubsub).await;
+        if shared.schemas.len() > fetched_before {
+            shared.stats.schemas_fetched.fetch_add(1, Ordering::Relaxed);
+        }
+        match result {
+            Ok(schema) => break schema,
+            Err(err @ SchemaError::Unavailable { .. }) => {
+                let delay = backoff.next_delay();
+                warn!(error = %err, ?delay, "schema fetch failed; retrying");
+                if !sleep_or_cancel(delay, cancel).await {
+                    return Err(None);
+                }
+            }
+            Err(err) => {
+                return Err(Some(DeadLetter {
+                    stage: "schema",
+                    reason: err.to_string(),
+                }));
+            }
+        }
+    };
+    let decoded = cdc::decode(&schema, raw.payload).map_err(|err| {
+        Some(DeadLetter {
+            stage: err.stage(),
+            reason: err.to_string(),
+        })
+    })?;
+    Ok(cdc::to_records(raw, &decoded, options))
+}
+
+/// Writes the durable replay id every `checkpoint_interval`, and once more when the attempt ends.
+async fn checkpoint_loop(
+    shared: &Shared,
+    channel: &ChannelConfig,
+    stats: &ChannelStats,
+    window: &AckWindow,
+    cancel: &CancellationToken,
+) -> Result<(), AttemptError> {
+    let mut last_saved: Option<Bytes> = shared
+        .checkpoints
+        .get(&channel.name)
+        .map(|c| c.replay_id);
+    let mut ticker = tokio::time::interval(shared.config.source.checkpoint_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = cancel.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        if stopping {
+            // Drain: let in-flight records land (bounded), then write the final position.
+            let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
+                let _ = shared.producer.flush(DRAIN_DEADLINE).await;
+                window.wait_idle().await;
+            })
+            .await;
+        }
+        if let Some(durable) = window.durable()
+            && last_saved.as_ref() != Some(&durable)
+        {
+            shared
+                .checkpoints
+                .save(&channel.name, &durable)
+                .await
+                .map_err(|err| AttemptError::Fatal(err.into()))?;
+            stats.checkpoints_written.fetch_add(1, Ordering::Relaxed);
+            last_saved = Some(durable);
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}

@@ -1,1 +1,381 @@
-//! (module `pubsub`: under construction, see ARCHITECTURE.md)
+//! The Salesforce Pub/Sub API client (gRPC, tonic).
+//!
+//! Contract:
+//! * Every call carries the `accesstoken`, `instanceurl` and `tenantid` metadata of the *current*
+//!   session ([`SessionHandle`]), so a re-login applies to the next call without a rebuild.
+//! * TLS (rustls, the platform's root certificates) for `https://` endpoints; `http://` only where
+//!   the config allows plaintext (a simulated org on loopback). HTTP/2 keepalive pings detect
+//!   half-open connections.
+//! * A [`Subscription`] is one `Subscribe` stream. It never has more than `batch` (≤ 100) events
+//!   outstanding — requested from the server, or received and not yet handed on — and tops credits
+//!   up as the caller takes events ([`Subscription::next`]), before the server runs dry, so the
+//!   stream neither stalls waiting for a whole batch nor buffers without bound. The server's
+//!   `pending_num_requested` resynchronises the count after every response.
+//! * A stream that delivers nothing, not even a keepalive, for `idle_timeout` is reported as
+//!   [`PubSubError::Silent`] so the caller can rebuild it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::auth::SessionHandle;
+use crate::proto::pub_sub_client::PubSubClient;
+use crate::proto::{
+    ConsumerEvent, FetchRequest, FetchResponse, ReplayPreset, SchemaRequest, TopicInfo,
+    TopicRequest,
+};
+use crate::retry::{Directive, classify_status};
+use crate::schema::{SchemaSource, SourceError};
+
+/// The most events a Subscribe call may have outstanding (Salesforce's limit).
+pub const MAX_OUTSTANDING: u32 = 100;
+
+/// Pub/Sub client failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PubSubError {
+    /// The endpoint URL is not usable.
+    #[error("invalid Pub/Sub endpoint `{endpoint}`: {message}")]
+    Endpoint { endpoint: String, message: String },
+    /// The channel could not be established.
+    #[error("cannot connect to the Pub/Sub API at {endpoint}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// An RPC failed; the Salesforce error code is in the status trailers.
+    #[error("{rpc} on {topic} failed: {}{}", .status.message(), error_code_suffix(.status))]
+    Rpc {
+        rpc: &'static str,
+        topic: String,
+        status: tonic::Status,
+    },
+    /// The stream delivered nothing, not even a keepalive, for too long.
+    #[error("Subscribe on {topic} delivered nothing for {after:?}: treating the stream as dead")]
+    Silent { topic: String, after: Duration },
+    /// The server ended the stream (e.g. after the 60 s no-credit rule).
+    #[error("Subscribe on {topic} was closed by the server")]
+    Closed { topic: String },
+    /// The session's credentials cannot be sent as metadata.
+    #[error("the session's {field} cannot be sent as gRPC metadata")]
+    Metadata { field: &'static str },
+}
+
+fn error_code_suffix(status: &tonic::Status) -> String {
+    crate::retry::error_code(status)
+        .map(|c| format!(" (error-code {c})"))
+        .unwrap_or_default()
+}
+
+impl PubSubError {
+    /// What the supervisor should do about this error.
+    pub fn directive(&self) -> Directive {
+        match self {
+            PubSubError::Rpc { status, .. } => classify_status(status),
+            PubSubError::Connect { .. } | PubSubError::Silent { .. } | PubSubError::Closed { .. } => {
+                Directive::Retry
+            }
+            PubSubError::Endpoint { .. } | PubSubError::Metadata { .. } => Directive::Fatal,
+        }
+    }
+
+    /// The gRPC status, when the error came from an RPC.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            PubSubError::Rpc { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+/// Adds the session's auth metadata to every call.
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    session: SessionHandle,
+}
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let session = self.session.current();
+        let metadata = request.metadata_mut();
+        insert(metadata, "accesstoken", session.access_token.expose_secret())?;
+        insert(metadata, "instanceurl", &session.instance_url)?;
+        insert(metadata, "tenantid", &session.org_id)?;
+        Ok(request)
+    }
+}
+
+fn insert(metadata: &mut MetadataMap, key: &'static str, value: &str) -> Result<(), tonic::Status> {
+    let value = AsciiMetadataValue::try_from(value).map_err(|_| {
+        tonic::Status::invalid_argument(format!("{key} is not valid ASCII metadata"))
+    })?;
+    metadata.insert(key, value);
+    Ok(())
+}
+
+type Inner = PubSubClient<InterceptedService<Channel, AuthInterceptor>>;
+
+/// A connected Pub/Sub client; cheap to clone (one HTTP/2 connection, many streams).
+#[derive(Clone)]
+pub struct PubSub {
+    inner: Inner,
+    /// Size limit of one decoded message; FetchResponses carry up to 100 events of ≤ 1 MB.
+    max_message_size: usize,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayStart {
+    /// New events only.
+    Latest,
+    /// The oldest retained event.
+    Earliest,
+    /// Strictly after this replay id.
+    After(Bytes),
+}
+
+impl PubSub {
+    /// Connects to `endpoint` (`https://api.pubsub.salesforce.com:7443`, or `http://…` for a
+    /// simulated org when `allow_plaintext`).
+    pub async fn connect(
+        endpoint: &str,
+        session: SessionHandle,
+        allow_plaintext: bool,
+    ) -> Result<PubSub, PubSubError> {
+        let bad = |message: String| PubSubError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            message,
+        };
+        let mut builder = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        if endpoint.starts_with("https://") {
+            crate::telemetry::install_crypto_provider();
+            builder = builder
+                .tls_config(ClientTlsConfig::new().with_native_roots())
+                .map_err(|e| bad(e.to_string()))?;
+        } else if !(endpoint.starts_with("http://") && allow_plaintext) {
+            return Err(bad(
+                "must be https:// (plaintext http:// only with salesforce.allow_plaintext)".into(),
+            ));
+        }
+        let channel = builder.connect().await.map_err(|source| PubSubError::Connect {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+        let max_message_size = 128 * 1024 * 1024;
+        let inner = PubSubClient::with_interceptor(channel, AuthInterceptor { session })
+            .max_decoding_message_size(max_message_size);
+        Ok(PubSub {
+            inner,
+            max_message_size,
+        })
+    }
+
+    /// `GetTopic`: whether the topic exists, may be subscribed to, and its current schema id.
+    pub async fn get_topic(&self, topic: &str) -> Result<TopicInfo, PubSubError> {
+        let request = TopicRequest {
+            topic_name: topic.to_owned(),
+        };
+        self.inner
+            .clone()
+            .get_topic(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| PubSubError::Rpc {
+                rpc: "GetTopic",
+                topic: topic.to_owned(),
+                status,
+            })
+    }
+
+    /// Opens a `Subscribe` stream on `topic` with `batch` (1..=100) credits.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        start: ReplayStart,
+        batch: u32,
+        idle_timeout: Duration,
+    ) -> Result<Subscription, PubSubError> {
+        let batch = batch.clamp(1, MAX_OUTSTANDING);
+        let (preset, replay_id) = match start {
+            ReplayStart::Latest => (ReplayPreset::Latest, Bytes::new()),
+            ReplayStart::Earliest => (ReplayPreset::Earliest, Bytes::new()),
+            ReplayStart::After(id) => (ReplayPreset::Custom, id),
+        };
+        let (requests, rx) = mpsc::channel(8);
+        let first = FetchRequest {
+            topic_name: topic.to_owned(),
+            replay_preset: preset as i32,
+            replay_id: replay_id.to_vec(),
+            num_requested: batch as i32,
+            auth_refresh: String::new(),
+        };
+        // The channel is empty and owned here: this cannot fail.
+        let _ = requests.try_send(first);
+        let rpc_error = |status| PubSubError::Rpc {
+            rpc: "Subscribe",
+            topic: topic.to_owned(),
+            status,
+        };
+        let responses = self
+            .inner
+            .clone()
+            .subscribe(ReceiverStream::new(rx))
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        Ok(Subscription {
+            topic: topic.to_owned(),
+            requests,
+            responses,
+            batch,
+            outstanding: batch,
+            buffered: VecDeque::new(),
+            idle_timeout,
+        })
+    }
+
+    /// The decoding limit of one gRPC message.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+}
+
+impl SchemaSource for PubSub {
+    async fn schema_json(&self, schema_id: &str) -> Result<String, SourceError> {
+        let request = SchemaRequest {
+            schema_id: schema_id.to_owned(),
+        };
+        match self.inner.clone().get_schema(request).await {
+            Ok(response) => Ok(response.into_inner().schema_json),
+            Err(status) => {
+                let definitive = matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::InvalidArgument
+                );
+                let error = PubSubError::Rpc {
+                    rpc: "GetSchema",
+                    topic: schema_id.to_owned(),
+                    status,
+                };
+                if definitive {
+                    Err(SourceError::NotFound {
+                        schema_id: schema_id.to_owned(),
+                        message: error.to_string(),
+                    })
+                } else {
+                    Err(SourceError::Unavailable(Box::new(error)))
+                }
+            }
+        }
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug)]
+pub enum Delivery {
+    /// One event, in replay order.
+    Event(ConsumerEvent),
+    /// An empty FetchResponse: nothing new, but the position advanced to `latest_replay_id`.
+    Keepalive { latest_replay_id: Bytes },
+}
+
+/// One `Subscribe` stream with its flow-control credits.
+pub struct Subscription {
+    topic: String,
+    requests: mpsc::Sender<FetchRequest>,
+    responses: tonic::Streaming<FetchResponse>,
+    batch: u32,
+    /// Credits the server still owes us.
+    outstanding: u32,
+    /// Received, not yet handed on.
+    buffered: VecDeque<ConsumerEvent>,
+    idle_timeout: Duration,
+}
+
+impl Subscription {
+    /// The channel name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The next event or keepalive. Calling it again means the previous event was handed on, so
+    /// credits are topped up here. `Ok(None)` never happens; the end of a stream is an error
+    /// ([`PubSubError::Closed`]) so that the caller always resubscribes.
+    pub async fn next(&mut self) -> Result<Delivery, PubSubError> {
+        loop {
+            self.top_up().await?;
+            if let Some(event) = self.buffered.pop_front() {
+                return Ok(Delivery::Event(event));
+            }
+            let response = match tokio::time::timeout(self.idle_timeout, self.responses.message())
+                .await
+            {
+                Err(_) => {
+                    return Err(PubSubError::Silent {
+                        topic: self.topic.clone(),
+                        after: self.idle_timeout,
+                    });
+                }
+                Ok(Err(status)) => {
+                    return Err(PubSubError::Rpc {
+                        rpc: "Subscribe",
+                        topic: self.topic.clone(),
+                        status,
+                    });
+                }
+                Ok(Ok(None)) => {
+                    return Err(PubSubError::Closed {
+                        topic: self.topic.clone(),
+                    });
+                }
+                Ok(Ok(Some(response))) => response,
+            };
+            // The server's count of credits it still owes is the truth.
+            self.outstanding = u32::try_from(response.pending_num_requested)
+                .unwrap_or(0)
+                .min(self.batch);
+            if response.events.is_empty() {
+                return Ok(Delivery::Keepalive {
+                    latest_replay_id: Bytes::from(response.latest_replay_id),
+                });
+            }
+            self.buffered.extend(response.events);
+        }
+    }
+
+    /// Requests more events once at least a quarter of the batch is free, so the server is never
+    /// left without credit while we still have work in hand.
+    async fn top_up(&mut self) -> Result<(), PubSubError> {
+        let in_hand = self.outstanding + self.buffered.len() as u32;
+        let free = self.batch.saturating_sub(in_hand);
+        let threshold = (self.batch / 4).max(1);
+        if free < threshold {
+            return Ok(());
+        }
+        let request = FetchRequest {
+            num_requested: free as i32,
+            ..Default::default()
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| PubSubError::Closed {
+                topic: self.topic.clone(),
+            })?;
+        self.outstanding += free;
+        Ok(())
+    }
+}

@@ -1,1 +1,158 @@
-//! (module `telemetry`: under construction, see ARCHITECTURE.md)
+//! Telemetry: the metric names (defined here and nowhere else), the in-process counters behind
+//! them, and log setup.
+//!
+//! Contract: every counter forcebridge keeps is a field of [`PipelineStats`] or
+//! [`ChannelStats`], named by a `const` below; [`PipelineStats::snapshot`] reads them all (the
+//! demo's summary, `/metrics` later). Counters are plain atomics, cheap on the hot path; the
+//! per-topic map is touched only by its channel's own task.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Pub/Sub events received, per channel.
+pub const EVENTS_RECEIVED: &str = "forcebridge_source_events_received_total";
+/// Kafka records produced (acknowledged), per channel and topic.
+pub const RECORDS_PRODUCED: &str = "forcebridge_source_records_produced_total";
+/// Events written to the dead-letter topic, per channel.
+pub const EVENTS_DEAD_LETTERED: &str = "forcebridge_source_events_dead_lettered_total";
+/// Keepalive responses (empty FetchResponses), per channel.
+pub const KEEPALIVES: &str = "forcebridge_source_keepalives_total";
+/// Subscribe streams (re)opened, per channel.
+pub const STREAMS_OPENED: &str = "forcebridge_source_streams_opened_total";
+/// Checkpoints written, per channel.
+pub const CHECKPOINTS_WRITTEN: &str = "forcebridge_source_checkpoints_written_total";
+/// Schemas fetched with GetSchema (cache misses).
+pub const SCHEMAS_FETCHED: &str = "forcebridge_source_schemas_fetched_total";
+
+/// Counters of one channel.
+#[derive(Debug, Default)]
+pub struct ChannelStats {
+    /// [`EVENTS_RECEIVED`]
+    pub events_received: AtomicU64,
+    /// [`EVENTS_DEAD_LETTERED`]
+    pub events_dead_lettered: AtomicU64,
+    /// [`KEEPALIVES`]
+    pub keepalives: AtomicU64,
+    /// [`STREAMS_OPENED`]
+    pub streams_opened: AtomicU64,
+    /// [`CHECKPOINTS_WRITTEN`]
+    pub checkpoints_written: AtomicU64,
+    /// [`RECORDS_PRODUCED`] by topic.
+    records_by_topic: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+}
+
+impl ChannelStats {
+    /// The counter of records acknowledged for `topic` (created on first use; keep the `Arc`).
+    pub fn topic_counter(&self, topic: &str) -> Arc<AtomicU64> {
+        let mut map = self.records_by_topic.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(topic.to_owned()).or_default().clone()
+    }
+}
+
+/// All counters of one pipeline.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    channels: Mutex<BTreeMap<String, Arc<ChannelStats>>>,
+    /// [`SCHEMAS_FETCHED`]
+    pub schemas_fetched: AtomicU64,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Per channel: (events received, dead-lettered, keepalives, streams opened, checkpoints).
+    pub channels: BTreeMap<String, ChannelSnapshot>,
+    /// Records acknowledged per topic, over all channels.
+    pub records_by_topic: BTreeMap<String, u64>,
+    /// Schemas fetched.
+    pub schemas_fetched: u64,
+}
+
+/// Counters of one channel at a point in time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    pub events_received: u64,
+    pub events_dead_lettered: u64,
+    pub keepalives: u64,
+    pub streams_opened: u64,
+    pub checkpoints_written: u64,
+}
+
+impl PipelineStats {
+    /// The counters of `channel` (created on first use).
+    pub fn channel(&self, channel: &str) -> Arc<ChannelStats> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(channel.to_owned()).or_default().clone()
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut snapshot = StatsSnapshot {
+            schemas_fetched: self.schemas_fetched.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for (name, stats) in channels.iter() {
+            snapshot.channels.insert(
+                name.clone(),
+                ChannelSnapshot {
+                    events_received: stats.events_received.load(Ordering::Relaxed),
+                    events_dead_lettered: stats.events_dead_lettered.load(Ordering::Relaxed),
+                    keepalives: stats.keepalives.load(Ordering::Relaxed),
+                    streams_opened: stats.streams_opened.load(Ordering::Relaxed),
+                    checkpoints_written: stats.checkpoints_written.load(Ordering::Relaxed),
+                },
+            );
+            let topics = stats.records_by_topic.lock().unwrap_or_else(|e| e.into_inner());
+            for (topic, count) in topics.iter() {
+                *snapshot.records_by_topic.entry(topic.clone()).or_default() +=
+                    count.load(Ordering::Relaxed);
+            }
+        }
+        snapshot
+    }
+}
+
+impl StatsSnapshot {
+    /// Events received over all channels.
+    pub fn events_received(&self) -> u64 {
+        self.channels.values().map(|c| c.events_received).sum()
+    }
+    /// Records acknowledged over all topics.
+    pub fn records_produced(&self) -> u64 {
+        self.records_by_topic.values().sum()
+    }
+    /// Dead-lettered events over all channels.
+    pub fn events_dead_lettered(&self) -> u64 {
+        self.channels.values().map(|c| c.events_dead_lettered).sum()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sets up tracing to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests, demo inside run) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Installs rustls' ring provider as the process default (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
