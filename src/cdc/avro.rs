@@ -1,0 +1,586 @@
+//! A schema-compiled Avro binary decoder that writes JSON values directly.
+//!
+//! Why not `apache_avro::from_avro_datum`: it builds an intermediate `types::Value` (cloning every
+//! field name and record name per event), and it reads a truncated string, boolean or union at
+//! end of input as `null`, so a truncated payload can decode "successfully". Here the writer
+//! schema is compiled once per schema id into a [`Program`] (named references resolved to record
+//! indexes), every read is bounds-checked, block counts are checked against the bytes left, and
+//! nesting depth is capped, so corrupt input is always an error and never a panic or a huge
+//! allocation.
+
+use std::collections::HashMap;
+
+use apache_avro::schema::{Name, Namespace, RecordSchema, ResolvedSchema, Schema};
+use base64::Engine as _;
+use serde_json::{Map, Number, Value};
+
+use super::DecodeError;
+
+/// Deepest nesting accepted while decoding (recursive schemas could otherwise exhaust the stack).
+const MAX_DEPTH: u32 = 64;
+
+/// A compiled schema node.
+#[derive(Debug)]
+pub(crate) enum Node {
+    Null,
+    Boolean,
+    /// `int` and the int-based logical types (`date`, `time-millis`).
+    Int,
+    /// `long` and the long-based logical types (timestamps, `time-micros`).
+    Long,
+    Float,
+    Double,
+    /// `bytes`, `decimal` on bytes, `big-decimal`: base64.
+    Bytes,
+    String,
+    /// `uuid` (a string on the wire).
+    Uuid,
+    /// `fixed`, `decimal` on fixed, `duration`: base64.
+    Fixed(usize),
+    Enum(Box<[String]>),
+    Array(Box<Node>),
+    Map(Box<Node>),
+    Union(Box<[Node]>),
+    /// Index into [`Program::records`].
+    Record(usize),
+}
+
+impl Node {
+    /// The record this node holds directly or as a union variant (`["null", record]`,
+    /// `[string, record]`, `["null", string, record]`).
+    pub(crate) fn record_variant(&self) -> Option<usize> {
+        match self {
+            Node::Record(i) => Some(*i),
+            Node::Union(vs) => vs.iter().find_map(|v| match v {
+                Node::Record(i) => Some(*i),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct RecordNode {
+    pub fields: Vec<FieldNode>,
+}
+
+#[derive(Debug)]
+pub(crate) struct FieldNode {
+    pub name: String,
+    pub node: Node,
+}
+
+/// All records of a schema (references resolved) and its root node.
+#[derive(Debug)]
+pub(crate) struct Program {
+    pub records: Vec<RecordNode>,
+    pub root: Node,
+}
+
+impl Program {
+    pub(crate) fn compile(schema: &Schema) -> Result<Program, String> {
+        let resolved = ResolvedSchema::try_from(schema).map_err(|e| e.to_string())?;
+        let mut c = Compiler {
+            names: resolved.get_names(),
+            records: Vec::new(),
+            by_name: HashMap::new(),
+        };
+        let root = c.node(schema, &None)?;
+        Ok(Program {
+            records: c.records,
+            root,
+        })
+    }
+}
+
+struct Compiler<'a, 's> {
+    names: &'a HashMap<Name, &'s Schema>,
+    records: Vec<RecordNode>,
+    by_name: HashMap<Name, usize>,
+}
+
+impl Compiler<'_, '_> {
+    fn node(&mut self, s: &Schema, ns: &Namespace) -> Result<Node, String> {
+        Ok(match s {
+            Schema::Null => Node::Null,
+            Schema::Boolean => Node::Boolean,
+            Schema::Int | Schema::Date | Schema::TimeMillis => Node::Int,
+            Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => Node::Long,
+            Schema::Float => Node::Float,
+            Schema::Double => Node::Double,
+            Schema::Bytes | Schema::BigDecimal => Node::Bytes,
+            Schema::String => Node::String,
+            Schema::Uuid => Node::Uuid,
+            Schema::Fixed(f) => Node::Fixed(f.size),
+            Schema::Duration => Node::Fixed(12),
+            Schema::Decimal(d) => self.node(&d.inner, ns)?,
+            Schema::Enum(e) => Node::Enum(e.symbols.clone().into_boxed_slice()),
+            Schema::Array(a) => Node::Array(Box::new(self.node(&a.items, ns)?)),
+            Schema::Map(m) => Node::Map(Box::new(self.node(&m.types, ns)?)),
+            Schema::Union(u) => Node::Union(
+                u.variants()
+                    .iter()
+                    .map(|v| self.node(v, ns))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Schema::Record(r) => Node::Record(self.record(r, ns)?),
+            Schema::Ref { name } => {
+                let full = name.fully_qualified_name(ns);
+                if let Some(&i) = self.by_name.get(&full) {
+                    return Ok(Node::Record(i));
+                }
+                let target = *self.names.get(&full).ok_or_else(|| {
+                    format!("unresolved type reference `{}`", full.fullname(None))
+                })?;
+                self.node(target, &full.namespace)?
+            }
+        })
+    }
+
+    fn record(&mut self, r: &RecordSchema, ns: &Namespace) -> Result<usize, String> {
+        let full = r.name.fully_qualified_name(ns);
+        if let Some(&i) = self.by_name.get(&full) {
+            return Ok(i);
+        }
+        let idx = self.records.len();
+        self.records.push(RecordNode { fields: Vec::new() });
+        // Registered before the fields so that recursive references terminate.
+        self.by_name.insert(full.clone(), idx);
+        let fields = r
+            .fields
+            .iter()
+            .map(|f| {
+                Ok(FieldNode {
+                    name: f.name.clone(),
+                    node: self.node(&f.schema, &full.namespace)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        self.records[idx].fields = fields;
+        Ok(idx)
+    }
+}
+
+/// A bounds-checked cursor over one Avro datum.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn err(&self, reason: impl Into<String>) -> DecodeError {
+        DecodeError::Avro {
+            offset: self.pos,
+            reason: reason.into(),
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Every byte must belong to the datum: leftovers mean the payload does not match the schema.
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(self.err(format!(
+                "{} trailing bytes after the datum ({} bytes in payload)",
+                self.remaining(),
+                self.buf.len()
+            )))
+        }
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
+        if n > self.remaining() {
+            return Err(self.err(format!(
+                "unexpected end of payload reading {what}: need {n} bytes, {} left",
+                self.remaining()
+            )));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    pub(crate) fn long(&mut self) -> Result<i64, DecodeError> {
+        let mut acc: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(self.err("unexpected end of payload inside a varint"));
+            };
+            self.pos += 1;
+            if shift == 63 && b > 1 {
+                return Err(self.err("varint overflows 64 bits"));
+            }
+            acc |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(((acc >> 1) as i64) ^ -((acc & 1) as i64));
+            }
+            shift += 7;
+        }
+    }
+
+    fn int(&mut self) -> Result<i32, DecodeError> {
+        let start = self.pos;
+        let v = self.long()?;
+        i32::try_from(v).map_err(|_| DecodeError::Avro {
+            offset: start,
+            reason: format!("int value {v} out of 32-bit range"),
+        })
+    }
+
+    /// A length prefix for `bytes`/`string`: non-negative and within the payload.
+    fn len(&mut self, what: &str) -> Result<usize, DecodeError> {
+        let start = self.pos;
+        let n = self.long()?;
+        if n < 0 {
+            return Err(DecodeError::Avro {
+                offset: start,
+                reason: format!("negative {what} length {n}"),
+            });
+        }
+        Ok(n as usize)
+    }
+
+    fn bytes(&mut self, what: &str) -> Result<&'a [u8], DecodeError> {
+        let n = self.len(what)?;
+        self.take(n, what)
+    }
+
+    pub(crate) fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let start = self.pos;
+        let b = self.bytes("string")?;
+        std::str::from_utf8(b).map_err(|e| DecodeError::Avro {
+            offset: start,
+            reason: format!("string is not UTF-8: {e}"),
+        })
+    }
+
+    /// The item count of the next array/map block (0 = end). Negative counts carry a byte size.
+    fn block(&mut self) -> Result<usize, DecodeError> {
+        let start = self.pos;
+        let n = self.long()?;
+        let count = if n < 0 {
+            self.long()?; // block size in bytes; not needed
+            n.unsigned_abs()
+        } else {
+            n as u64
+        };
+        // Every item of every schema we decode occupies at least one byte, so a count larger
+        // than what is left is corrupt (and would otherwise drive a huge reservation).
+        if count > self.remaining() as u64 {
+            return Err(DecodeError::Avro {
+                offset: start,
+                reason: format!(
+                    "block of {count} items but only {} bytes left",
+                    self.remaining()
+                ),
+            });
+        }
+        Ok(count as usize)
+    }
+}
+
+fn base64(b: &[u8]) -> Value {
+    Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+fn float(v: f64) -> Value {
+    Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+impl Program {
+    /// Reads one value of `node` as JSON: unions flattened, longs as i64, bytes/fixed base64,
+    /// non-finite floats null, enums as their symbol. With `sparse`, a record directly at this
+    /// node keeps only the fields that carry a value (the envelope rule for the body and for
+    /// compound fields); deeper records keep every field.
+    pub(crate) fn read(
+        &self,
+        r: &mut Reader<'_>,
+        node: &Node,
+        depth: u32,
+        sparse: bool,
+    ) -> Result<Value, DecodeError> {
+        Ok(match node {
+            Node::Null => Value::Null,
+            Node::Boolean => match r.take(1, "boolean")?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => {
+                    r.pos -= 1;
+                    return Err(r.err(format!("invalid boolean byte {b:#04x}")));
+                }
+            },
+            Node::Int => Value::from(r.int()?),
+            Node::Long => Value::from(r.long()?),
+            Node::Float => {
+                let b = r.take(4, "float")?;
+                float(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            }
+            Node::Double => {
+                let b = r.take(8, "double")?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                float(f64::from_le_bytes(a))
+            }
+            Node::Bytes => base64(r.bytes("bytes")?),
+            Node::String => Value::String(r.str()?.to_owned()),
+            Node::Uuid => {
+                let b = r.bytes("uuid")?;
+                match std::str::from_utf8(b) {
+                    Ok(s) => Value::String(s.to_owned()),
+                    Err(_) => base64(b),
+                }
+            }
+            Node::Fixed(n) => base64(r.take(*n, "fixed")?),
+            Node::Enum(symbols) => {
+                let start = r.pos;
+                let i = r.int()?;
+                match usize::try_from(i).ok().and_then(|i| symbols.get(i)) {
+                    Some(s) => Value::String(s.clone()),
+                    None => {
+                        return Err(DecodeError::Avro {
+                            offset: start,
+                            reason: format!(
+                                "enum index {i} out of range ({} symbols)",
+                                symbols.len()
+                            ),
+                        });
+                    }
+                }
+            }
+            Node::Union(variants) => {
+                let start = r.pos;
+                let i = r.long()?;
+                match usize::try_from(i).ok().and_then(|i| variants.get(i)) {
+                    Some(v) => self.read(r, v, depth, sparse)?,
+                    None => {
+                        return Err(DecodeError::Avro {
+                            offset: start,
+                            reason: format!(
+                                "union branch {i} out of range ({} branches)",
+                                variants.len()
+                            ),
+                        });
+                    }
+                }
+            }
+            Node::Array(item) => {
+                let depth = self.deeper(r, depth)?;
+                let mut out = Vec::new();
+                loop {
+                    let n = r.block()?;
+                    if n == 0 {
+                        break;
+                    }
+                    out.reserve(n);
+                    for _ in 0..n {
+                        out.push(self.read(r, item, depth, false)?);
+                    }
+                }
+                Value::Array(out)
+            }
+            Node::Map(item) => {
+                let depth = self.deeper(r, depth)?;
+                let mut out = Map::new();
+                loop {
+                    let n = r.block()?;
+                    if n == 0 {
+                        break;
+                    }
+                    for _ in 0..n {
+                        let k = r.str()?.to_owned();
+                        let v = self.read(r, item, depth, false)?;
+                        out.insert(k, v);
+                    }
+                }
+                Value::Object(out)
+            }
+            Node::Record(i) => {
+                let depth = self.deeper(r, depth)?;
+                let mut out = Map::new();
+                for f in &self.records[*i].fields {
+                    if sparse {
+                        if let Some(v) = self.read_present(r, &f.node, depth)? {
+                            out.insert(f.name.clone(), v);
+                        }
+                    } else {
+                        let v = self.read(r, &f.node, depth, false)?;
+                        out.insert(f.name.clone(), v);
+                    }
+                }
+                Value::Object(out)
+            }
+        })
+    }
+
+    /// Reads a field under the envelope rule: `None` when the wire value is null (the field
+    /// carries no value); records directly here are sparse, and an empty one is `None` too.
+    /// A value that merely converts to JSON `null` (a non-finite double) is `Some(Null)`.
+    pub(crate) fn read_present(
+        &self,
+        r: &mut Reader<'_>,
+        node: &Node,
+        depth: u32,
+    ) -> Result<Option<Value>, DecodeError> {
+        let node = match node {
+            Node::Null => return Ok(None),
+            Node::Union(variants) => {
+                let start = r.pos;
+                let i = r.long()?;
+                match usize::try_from(i).ok().and_then(|i| variants.get(i)) {
+                    Some(Node::Null) => return Ok(None),
+                    Some(v) => v,
+                    None => {
+                        return Err(DecodeError::Avro {
+                            offset: start,
+                            reason: format!(
+                                "union branch {i} out of range ({} branches)",
+                                variants.len()
+                            ),
+                        });
+                    }
+                }
+            }
+            n => n,
+        };
+        let v = self.read(r, node, depth, true)?;
+        Ok(match (&v, node) {
+            (Value::Object(m), Node::Record(_)) if m.is_empty() => None,
+            _ => Some(v),
+        })
+    }
+
+    fn deeper(&self, r: &Reader<'_>, depth: u32) -> Result<u32, DecodeError> {
+        if depth >= MAX_DEPTH {
+            Err(r.err(format!("nesting deeper than {MAX_DEPTH} levels")))
+        } else {
+            Ok(depth + 1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::types::Value as Avro;
+
+    fn program(json: &str) -> (Schema, Program) {
+        let s = Schema::parse_str(json).unwrap();
+        let p = Program::compile(&s).unwrap();
+        (s, p)
+    }
+
+    fn decode(p: &Program, bytes: &[u8]) -> Result<Value, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = p.read(&mut r, &p.root, 0, false)?;
+        r.finish()?;
+        Ok(v)
+    }
+
+    #[test]
+    fn primitives_and_logical_types() {
+        let (s, p) = program(
+            r#"{"type":"record","name":"R","fields":[
+              {"name":"b","type":"boolean"},{"name":"i","type":"int"},{"name":"l","type":"long"},
+              {"name":"f","type":"float"},{"name":"d","type":"double"},{"name":"nan","type":"double"},
+              {"name":"by","type":"bytes"},{"name":"fx","type":{"type":"fixed","name":"F","size":3}},
+              {"name":"e","type":{"type":"enum","name":"E","symbols":["A","B"]}},
+              {"name":"a","type":{"type":"array","items":"long"}},
+              {"name":"m","type":{"type":"map","values":"string"}},
+              {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+              {"name":"dt","type":{"type":"int","logicalType":"date"}},
+              {"name":"u","type":["null","string"]}]}"#,
+        );
+        let datum = Avro::Record(vec![
+            ("b".into(), Avro::Boolean(true)),
+            ("i".into(), Avro::Int(-7)),
+            ("l".into(), Avro::Long(1_698_100_138_468_892_700)),
+            ("f".into(), Avro::Float(1.5)),
+            ("d".into(), Avro::Double(-2.25)),
+            ("nan".into(), Avro::Double(f64::NAN)),
+            ("by".into(), Avro::Bytes(vec![0, 1, 255])),
+            ("fx".into(), Avro::Fixed(3, vec![1, 2, 3])),
+            ("e".into(), Avro::Enum(1, "B".into())),
+            ("a".into(), Avro::Array(vec![Avro::Long(1), Avro::Long(-1)])),
+            (
+                "m".into(),
+                Avro::Map([("k".to_owned(), Avro::String("v".into()))].into()),
+            ),
+            ("ts".into(), Avro::TimestampMillis(1_696_444_513_000)),
+            ("dt".into(), Avro::Date(19_000)),
+            (
+                "u".into(),
+                Avro::Union(1, Box::new(Avro::String("x".into()))),
+            ),
+        ]);
+        let bytes = apache_avro::to_avro_datum(&s, datum).unwrap();
+        let v = decode(&p, &bytes).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"b":true,"i":-7,"l":1_698_100_138_468_892_700_i64,"f":1.5,"d":-2.25,
+                "nan":null,"by":"AAH/","fx":"AQID","e":"B","a":[1,-1],"m":{"k":"v"},
+                "ts":1_696_444_513_000_i64,"dt":19000,"u":"x"})
+        );
+        // Exact i64 above 2^53 survives.
+        assert_eq!(v["l"].as_i64(), Some(1_698_100_138_468_892_700));
+    }
+
+    #[test]
+    fn recursive_schema_compiles_and_depth_is_capped() {
+        let (_, p) = program(
+            r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#,
+        );
+        // Chain of 3 then null.
+        assert_eq!(
+            decode(&p, &[2, 2, 2, 0]).unwrap(),
+            serde_json::json!({"next":{"next":{"next":{"next":null}}}})
+        );
+        let deep = vec![2u8; 10_000];
+        let err = decode(&p, &deep).unwrap_err();
+        assert!(err.to_string().contains("nesting deeper than 64"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error() {
+        let (_, p) = program(
+            r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"},
+                {"name":"a","type":{"type":"array","items":"string"}},{"name":"o","type":["null","long"]}]}"#,
+        );
+        let cases: &[(&[u8], &str)] = &[
+            (&[], "unexpected end of payload inside a varint"),
+            (&[10, b'a'], "need 5 bytes, 1 left"),
+            (&[1], "negative string length -1"),
+            (&[2, 0xff], "not UTF-8"),
+            (&[0, 0x80, 0x80, 0x80, 0x80, 0x01], "block of"),
+            (&[0, 0], "unexpected end of payload inside a varint"),
+            (&[0, 0, 8], "union branch 4 out of range (2 branches)"),
+            (&[0, 0, 0, 0], "1 trailing bytes"),
+            (
+                &[
+                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+                ],
+                "varint",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let err = decode(&p, bytes).unwrap_err();
+            assert!(err.to_string().contains(want), "{bytes:?}: {err}");
+        }
+    }
+}
