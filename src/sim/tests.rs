@@ -897,3 +897,53 @@ async fn credits_add_up_to_at_most_100_outstanding() {
     assert_eq!(keepalive.pending_num_requested, 0);
     org.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn expired_tokens_are_refused() {
+    let org = SimOrg::start(SimConfig {
+        token_ttl: Duration::from_secs(10),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start");
+    let mut client = Client::connect(&org, org.issue_access_token()).await;
+    let topic = || TopicRequest {
+        topic_name: ACCOUNTS.into(),
+    };
+    client
+        .grpc
+        .get_topic(client.req(topic()))
+        .await
+        .expect("fresh token");
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let status = client
+        .grpc
+        .get_topic(client.req(topic()))
+        .await
+        .expect_err("expired token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        error_code(&status),
+        "sfdc.platform.eventbus.grpc.service.auth.error"
+    );
+    org.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_subscriptions_with_unavailable() {
+    let org = SimOrg::start(quick_keepalive()).await.expect("start");
+    let mut client = Client::connect(&org, org.issue_access_token()).await;
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Latest, Vec::new(), 10))
+        .await;
+    let _ = sub.next().await; // the subscription is live
+    let shutdown = tokio::spawn(org.shutdown());
+    let status = sub.error().await;
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        error_code(&status),
+        "sfdc.platform.eventbus.grpc.service.unavailable"
+    );
+    drop(sub);
+    shutdown.await.expect("shutdown completes");
+}
