@@ -10,8 +10,10 @@
 //!   [`Change`] per operation; [`Org::build_events`] turns them into change events following the
 //!   Pub/Sub API body rules: CREATE/UNDELETE carry all set fields, UPDATE only changed fields
 //!   (bitmaps in `changedFields`/`nulledFields`, `LastModifiedDate` always changed), DELETE no
-//!   fields. Identical changes (same type, same values) to several records of one object in one
-//!   transaction become one event listing all record Ids.
+//!   fields. Several operations on one record in one transaction give one change with the
+//!   committed state (CREATE + UPDATEs → CREATE; UPDATEs → one UPDATE). Identical changes (same
+//!   type, same values) to several records of one object in one transaction become one event
+//!   listing all record Ids.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -410,12 +412,102 @@ impl Org {
             };
             changes.push(change);
         }
+        let changes = self.coalesce(changes, &overlay);
         for ((object, id), rec) in overlay {
             if let (Some(o), Some(rec)) = (self.objects.get_mut(&object), rec) {
                 o.records.insert(id, rec);
             }
         }
         Ok(changes)
+    }
+
+    /// Several operations on one record in one transaction yield one change with the committed
+    /// state: CREATE/UNDELETE followed by updates stays a CREATE/UNDELETE with the final values;
+    /// consecutive updates become one UPDATE with the union of the changed fields.
+    fn coalesce(
+        &self,
+        changes: Vec<Change>,
+        overlay: &HashMap<(String, String), Option<Record>>,
+    ) -> Vec<Change> {
+        let mut merged: Vec<Change> = Vec::with_capacity(changes.len());
+        let mut dirty = Vec::with_capacity(changes.len());
+        let mut latest: HashMap<(String, String), usize> = HashMap::new();
+        for c in changes {
+            let key = (c.entity.clone(), c.record_id.clone());
+            if let Some(&i) = latest.get(&key) {
+                let prev = &mut merged[i];
+                if c.change_type == ChangeType::Update && prev.change_type != ChangeType::Delete {
+                    prev.changed.top.extend(c.changed.top);
+                    for (parent, children) in c.changed.nested {
+                        prev.changed
+                            .nested
+                            .entry(parent)
+                            .or_default()
+                            .extend(children);
+                    }
+                    dirty[i] = true;
+                    continue;
+                }
+            }
+            latest.insert(key, merged.len());
+            merged.push(c);
+            dirty.push(false);
+        }
+        for (change, _) in merged.iter_mut().zip(dirty).filter(|(_, d)| *d) {
+            let key = (change.entity.clone(), change.record_id.clone());
+            let (Some(Some(rec)), Some(sobject)) =
+                (overlay.get(&key), self.objects.get(&change.entity))
+            else {
+                continue;
+            };
+            let schema = &sobject.schema;
+            if change.change_type != ChangeType::Update {
+                change.values = body_values(schema, &rec.fields);
+                change.changed = FieldSet::default();
+                continue;
+            }
+            change.values.clear();
+            change.nulled = FieldSet::default();
+            for def in &schema.fields {
+                match &def.kind {
+                    FieldKind::Scalar(_) if change.changed.top.contains(&def.position) => {
+                        match rec.fields.get(&def.name) {
+                            Some(v) => {
+                                change.values.insert(def.name.clone(), v.clone());
+                            }
+                            None => {
+                                change.nulled.top.insert(def.position);
+                            }
+                        }
+                    }
+                    FieldKind::Compound(children) => {
+                        let Some(set) = change.changed.nested.get(&def.position) else {
+                            continue;
+                        };
+                        let current = rec.fields.get(&def.name).and_then(Json::as_object);
+                        let mut partial = Map::new();
+                        for &pos in set {
+                            let Some((cname, _)) = children.get(pos) else {
+                                continue;
+                            };
+                            match current.and_then(|o| o.get(cname)) {
+                                Some(v) => {
+                                    partial.insert(cname.clone(), v.clone());
+                                }
+                                None => change.nulled.insert_nested(def.position, pos),
+                            }
+                        }
+                        if !partial.is_empty() {
+                            change
+                                .values
+                                .insert(def.name.clone(), Json::Object(partial));
+                        }
+                    }
+                    FieldKind::Scalar(_) => {}
+                }
+            }
+        }
+        merged
     }
 
     /// Encodes committed changes as change events (merging identical changes per object).
@@ -952,6 +1044,47 @@ mod tests {
         );
         assert_eq!(ev[0]["ChangeEventHeader"]["changeType"], "UNDELETE");
         assert_eq!(ev[0]["Name"], "Acme");
+    }
+
+    #[test]
+    fn several_changes_to_one_record_in_a_transaction_become_one_event() {
+        let mut org = Org::new().expect("org");
+        let id = org.reserve_id("Account").expect("id");
+        let ev = commit(
+            &mut org,
+            &[
+                Op::Create {
+                    object: "Account".into(),
+                    id: id.clone(),
+                    fields: obj(json!({"Name": "Draft"})),
+                },
+                update("Account", &id, json!({"Name": "Final", "Phone": "1"})),
+            ],
+        );
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0]["ChangeEventHeader"]["changeType"], "CREATE");
+        assert_eq!(ev[0]["Name"], "Final");
+        assert_eq!(ev[0]["Phone"], "1");
+
+        let ev = commit(
+            &mut org,
+            &[
+                update("Account", &id, json!({"Phone": null, "Rating": "Hot"})),
+                update(
+                    "Account",
+                    &id,
+                    json!({"Phone": "2", "BillingAddress": {"City": "Oslo"}}),
+                ),
+            ],
+        );
+        assert_eq!(ev.len(), 1);
+        let h = &ev[0]["ChangeEventHeader"];
+        // Phone (6), Rating (17), LastModifiedDate (22); BillingAddress.City (4-0x02).
+        assert_eq!(h["changedFields"], json!(["0x420040", "4-0x02"]));
+        assert_eq!(h["nulledFields"], json!([]));
+        assert_eq!(ev[0]["Phone"], "2");
+        assert_eq!(ev[0]["Rating"], "Hot");
+        assert_eq!(ev[0]["BillingAddress"]["City"], "Oslo");
     }
 
     #[test]
