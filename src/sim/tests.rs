@@ -947,3 +947,30 @@ async fn shutdown_ends_open_subscriptions_with_unavailable() {
     drop(sub);
     shutdown.await.expect("shutdown completes");
 }
+
+#[tokio::test]
+async fn sim_generate_endpoint_creates_records_with_one_event_each() {
+    let org = SimOrg::start(SimConfig::default()).await.expect("start");
+    let http = http_client();
+    let url = format!("{}/sim/generate", org.instance_url());
+    let resp = http
+        .post(&url)
+        .json(&json!({"object": "Contact", "count": 250}))
+        .send()
+        .await
+        .expect("generate");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["count"], 250);
+    let first = body["ids"][0].as_str().expect("id");
+    assert!(org.record("Contact", first).is_some());
+    assert_eq!(org.event_count("/data/ContactChangeEvent"), 250);
+    let resp = http
+        .post(&url)
+        .json(&json!({"object": "Lead", "count": 1}))
+        .send()
+        .await
+        .expect("generate");
+    assert_eq!(resp.status(), 404);
+    org.shutdown().await;
+}
