@@ -1,1 +1,691 @@
-//! (module `sim`: under construction, see ARCHITECTURE.md)
+//! The simulated Salesforce org: a product feature for demos, local development and users' CI.
+//!
+//! Contract: [`SimOrg::start`] binds two servers on loopback — the Pub/Sub API (gRPC, the real
+//! `eventbus.v1` proto, plaintext HTTP/2) and the org's instance/login URL (HTTP/1.1: OAuth token
+//! and userinfo endpoints, a minimal sObject REST API, `/sim/generate`). Record changes made
+//! through the Rust API or REST emit Change Data Capture events exactly as the Pub/Sub API
+//! delivers them (Avro body, bitmap-encoded header fields, transactions, merged multi-record
+//! events); platform events can be published through the API or the `Publish` RPC. Events live
+//! in a log with a retention window and are served with the documented flow control, replay,
+//! keepalive and error semantics (error codes in the `error-code` trailer).
+//!
+//! Files: `catalog` (schemas and ids), `ids` (record Ids), `bitmap` (header bitmaps), `org`
+//! (records → events), `bus` (log, channels, replay, retention), `grpc` (Pub/Sub service),
+//! `http` (OAuth + REST).
+
+pub mod bitmap;
+pub mod bus;
+pub mod catalog;
+mod grpc;
+mod http;
+pub mod ids;
+pub mod org;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng as _;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::bus::{Bus, Channel, Source};
+use self::org::{CommitContext, Op, Org};
+use crate::proto::ProducerEvent;
+
+/// REST API version the simulator reports in `changeOrigin` for Rust-API changes.
+pub const API_VERSION: &str = "62.0";
+
+/// Errors of the simulated org.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The object is not a CDC-enabled sObject (or platform event) of this org.
+    #[error("unknown object {0}")]
+    UnknownObject(String),
+    /// The field does not exist on the object's current schema.
+    #[error("no such field {field} on {object}")]
+    UnknownField {
+        /// Object API name.
+        object: String,
+        /// Field name (`Parent.Child` for nested fields).
+        field: String,
+    },
+    /// The field is maintained by the org.
+    #[error("field {field} on {object} is not writable")]
+    ReadOnlyField {
+        /// Object API name.
+        object: String,
+        /// Field name.
+        field: String,
+    },
+    /// The value does not fit the field's type.
+    #[error("invalid value for {object}.{field}: {reason}")]
+    InvalidValue {
+        /// Object API name.
+        object: String,
+        /// Field name.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No record with that Id.
+    #[error("{object} record {id} not found")]
+    RecordNotFound {
+        /// Object API name.
+        object: String,
+        /// Record Id as given.
+        id: String,
+    },
+    /// The record is in the recycle bin.
+    #[error("record {0} is deleted")]
+    EntityIsDeleted(String),
+    /// Undelete of a record that is not deleted.
+    #[error("record {0} is not in the recycle bin")]
+    NotDeleted(String),
+    /// A create reused an existing Id.
+    #[error("duplicate record id {0}")]
+    DuplicateId(String),
+    /// Not a channel/topic of this org.
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// A bundled or derived schema is unusable.
+    #[error("schema error: {0}")]
+    Schema(String),
+    /// `add_field` refused.
+    #[error("invalid schema change: {0}")]
+    InvalidSchemaChange(String),
+    /// Avro encoding failed.
+    #[error("avro encoding failed: {0}")]
+    Encode(String),
+    /// A listener could not be bound.
+    #[error("cannot bind {addr}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Configuration of a simulated org.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// 18-character org Id (`00D…`), also the `tenantid` the Pub/Sub API expects.
+    pub org_id: String,
+    /// 18-character Id of the org's (only) user (`005…`): `commitUser`, `CreatedById`, ….
+    pub user_id: String,
+    /// Connected app consumer key.
+    pub client_id: String,
+    /// Connected app consumer secret.
+    pub client_secret: String,
+    /// Username for the password grant.
+    pub username: String,
+    /// Password for the password grant (sent as password + security token).
+    pub password: String,
+    /// Security token appended to the password.
+    pub security_token: String,
+    /// Empty `FetchResponse` after this long without sending anything (Salesforce: 270 s).
+    pub keepalive_interval: Duration,
+    /// Close a Subscribe stream when no credits are pending and no FetchRequest came for this
+    /// long (Salesforce: 60 s).
+    pub idle_timeout: Duration,
+    /// Event retention window (Salesforce: 72 h).
+    pub retention: Duration,
+    /// Lifetime of issued access tokens.
+    pub token_ttl: Duration,
+    /// Custom channels (`/data/Name__chn`) → member entities.
+    pub custom_channels: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            org_id: ids::fixed("00D5S0000000SIM"),
+            user_id: ids::fixed("0055S0000000SIM"),
+            client_id: "3MVG9SIM.forcebridge.demo.consumer.key".into(),
+            client_secret: "SIM0123456789SECRET".into(),
+            username: "demo@forcebridge.sim".into(),
+            password: "forcebridge-demo".into(),
+            security_token: "SIMTOKEN42".into(),
+            keepalive_interval: Duration::from_secs(270),
+            idle_timeout: Duration::from_secs(60),
+            retention: Duration::from_secs(72 * 3600),
+            token_ttl: Duration::from_secs(2 * 3600),
+            custom_channels: BTreeMap::from([(
+                "/data/Sales__chn".to_owned(),
+                vec!["Account".to_owned(), "Contact".to_owned()],
+            )]),
+        }
+    }
+}
+
+/// An issued access token.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub user_id: String,
+    pub expires: tokio::time::Instant,
+}
+
+/// State shared by the API handle and both servers.
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub org: Mutex<Org>,
+    pub bus: Mutex<Bus>,
+    /// Sequence number of the newest event; subscribers wait on it.
+    pub tip: watch::Sender<u64>,
+    pub tokens: Mutex<HashMap<String, Session>>,
+    pub instance_url: String,
+    pub pubsub_endpoint: String,
+    pub shutdown: CancellationToken,
+}
+
+/// Locks a mutex, ignoring poisoning (the data stays consistent: every mutation is applied
+/// under the lock from validated input and cannot panic half-way).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `changeOrigin` for a REST change with an optional client tag.
+pub(crate) fn rest_origin(version: &str, tag: Option<&str>) -> String {
+    match tag {
+        Some(tag) => format!("com/salesforce/api/rest/{version};client={tag}"),
+        None => format!("com/salesforce/api/rest/{version}"),
+    }
+}
+
+impl Shared {
+    /// Commits `ops` as one transaction and publishes its change events.
+    pub fn apply(&self, ops: &[Op], origin: String, user: &str) -> Result<(), SimError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut org = lock(&self.org);
+        let now = now_ms();
+        let changes = org.commit(ops, user, now)?;
+        let ctx = CommitContext {
+            origin,
+            user: user.to_owned(),
+            timestamp: now,
+            commit_number: org.next_commit_number(),
+            transaction_key: uuid::Uuid::new_v4().to_string(),
+        };
+        let events = org.build_events(changes, &ctx)?;
+        let at = SystemTime::now();
+        let tip = {
+            let mut bus = lock(&self.bus);
+            bus.expire(self.config.retention);
+            for e in events {
+                bus.append(Source::Entity(e.entity), e.event, at);
+            }
+            bus.tip()
+        };
+        drop(org);
+        self.tip.send_replace(tip);
+        Ok(())
+    }
+
+    /// Appends a platform event; returns its sequence number.
+    pub fn append_platform_event(&self, name: &str, event: ProducerEvent) -> u64 {
+        let seq = {
+            let mut bus = lock(&self.bus);
+            bus.expire(self.config.retention);
+            bus.append(
+                Source::PlatformEvent(name.to_owned()),
+                event,
+                SystemTime::now(),
+            )
+        };
+        self.tip.send_replace(seq);
+        seq
+    }
+
+    /// The channel behind a topic name, if this org has it.
+    pub fn resolve_channel(&self, topic: &str) -> Option<Channel> {
+        let org = lock(&self.org);
+        if topic == "/data/ChangeEvents" {
+            return Some(Channel::AllChanges);
+        }
+        if let Some(members) = self.config.custom_channels.iter().find_map(|(name, m)| {
+            let full = if name.starts_with('/') {
+                name.clone()
+            } else {
+                format!("/data/{name}")
+            };
+            (full == topic).then_some(m)
+        }) {
+            return Some(Channel::Custom(members.clone()));
+        }
+        if let Some(entity) = topic
+            .strip_prefix("/data/")
+            .and_then(|t| t.strip_suffix("ChangeEvent"))
+        {
+            return org
+                .has_object(entity)
+                .then(|| Channel::Entity(entity.to_owned()));
+        }
+        if let Some(name) = topic.strip_prefix("/event/") {
+            return org
+                .platform_event_schema(name)
+                .map(|_| Channel::PlatformEvent(name.to_owned()));
+        }
+        None
+    }
+
+    /// Issues a new access token (`<orgId>!<random>`) for the org's user.
+    pub fn issue_token(&self) -> String {
+        let random: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(96)
+            .map(char::from)
+            .collect();
+        let token = format!("{}!AQ{random}", self.config.org_id);
+        lock(&self.tokens).insert(
+            token.clone(),
+            Session {
+                user_id: self.config.user_id.clone(),
+                expires: tokio::time::Instant::now() + self.config.token_ttl,
+            },
+        );
+        token
+    }
+
+    /// The session of a valid, unexpired token.
+    pub fn session(&self, token: &str) -> Option<Session> {
+        let tokens = lock(&self.tokens);
+        let s = tokens.get(token)?;
+        (tokio::time::Instant::now() < s.expires).then(|| s.clone())
+    }
+
+    /// Bulk creates with generated values, in transactions of up to 200 records.
+    pub fn generate(
+        &self,
+        object: &str,
+        count: usize,
+        origin: &str,
+        user: &str,
+    ) -> Result<Vec<String>, SimError> {
+        if !lock(&self.org).has_object(object) {
+            return Err(SimError::UnknownObject(object.to_owned()));
+        }
+        let mut ids = Vec::with_capacity(count);
+        let mut remaining = count;
+        while remaining > 0 {
+            let n = remaining.min(200);
+            let mut ops = Vec::with_capacity(n);
+            {
+                let mut org = lock(&self.org);
+                for _ in 0..n {
+                    let id = org.reserve_id(object)?;
+                    let seed = rand::rng().random_range(0..1_000_000_000u64);
+                    ids.push(id.clone());
+                    ops.push(Op::Create {
+                        object: object.to_owned(),
+                        id,
+                        fields: self.fake_fields(object, seed),
+                    });
+                }
+            }
+            self.apply(&ops, origin.to_owned(), user)?;
+            remaining -= n;
+        }
+        Ok(ids)
+    }
+
+    /// Fake but plausible field values for record number `n` of `object`.
+    fn fake_fields(&self, object: &str, n: u64) -> Map<String, Value> {
+        const CITIES: &[(&str, &str, &str)] = &[
+            ("San Francisco", "CA", "US"),
+            ("Paris", "", "FR"),
+            ("Berlin", "", "DE"),
+            ("Austin", "TX", "US"),
+            ("Tokyo", "", "JP"),
+        ];
+        const INDUSTRIES: &[&str] = &["Technology", "Banking", "Retail", "Energy", "Media"];
+        let (city, state, country) = CITIES[(n % CITIES.len() as u64) as usize];
+        let mut address = serde_json::json!({"Street": format!("{n} Market Street"), "City": city, "CountryCode": country});
+        if !state.is_empty() {
+            address["StateCode"] = state.into();
+        }
+        let value = match object {
+            "Account" => serde_json::json!({
+                "Name": format!("Sim Account {n}"),
+                "Type": "Customer - Direct",
+                "Industry": INDUSTRIES[(n % INDUSTRIES.len() as u64) as usize],
+                "Phone": format!("+1 415 555 {:04}", n % 10_000),
+                "NumberOfEmployees": (n % 5000) as i64 + 1,
+                "AnnualRevenue": (n % 1000) as f64 * 10_000.0,
+                "BillingAddress": address,
+                "AccountSource": "Web",
+            }),
+            "Contact" => serde_json::json!({
+                "Name": {"FirstName": "Sim", "LastName": format!("Contact {n}")},
+                "Email": format!("contact{n}@example.com"),
+                "Phone": format!("+1 415 555 {:04}", n % 10_000),
+                "Title": "Buyer",
+                "MailingAddress": address,
+            }),
+            _ => serde_json::json!({}),
+        };
+        match value {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+}
+
+/// Handle to a running simulated org (cheap to clone).
+#[derive(Clone)]
+pub struct SimOrg {
+    shared: Arc<Shared>,
+    client_tag: Option<Arc<str>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for SimOrg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimOrg")
+            .field("instance_url", &self.shared.instance_url)
+            .field("pubsub_endpoint", &self.shared.pubsub_endpoint)
+            .field("client_tag", &self.client_tag)
+            .finish()
+    }
+}
+
+impl SimOrg {
+    /// Starts the org with both servers on `127.0.0.1:0`.
+    pub async fn start(config: SimConfig) -> Result<SimOrg, SimError> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(config, any, any).await
+    }
+
+    /// Starts the org with the gRPC and HTTP servers on the given addresses.
+    pub async fn start_on(
+        config: SimConfig,
+        grpc: SocketAddr,
+        http: SocketAddr,
+    ) -> Result<SimOrg, SimError> {
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| SimError::Bind { addr, source })
+        };
+        let grpc_listener = bind(grpc).await?;
+        let http_listener = bind(http).await?;
+        let local = |l: &tokio::net::TcpListener, addr| {
+            l.local_addr()
+                .map_err(|source| SimError::Bind { addr, source })
+        };
+        let grpc_addr = local(&grpc_listener, grpc)?;
+        let http_addr = local(&http_listener, http)?;
+        let shared = Arc::new(Shared {
+            config,
+            org: Mutex::new(Org::new()?),
+            bus: Mutex::new(Bus::default()),
+            tip: watch::Sender::new(0),
+            tokens: Mutex::new(HashMap::new()),
+            instance_url: format!("http://{http_addr}"),
+            pubsub_endpoint: format!("http://{grpc_addr}"),
+            shutdown: CancellationToken::new(),
+        });
+        let grpc_task = tokio::spawn(grpc::serve(shared.clone(), grpc_listener));
+        let http_task = tokio::spawn(http::serve(shared.clone(), http_listener));
+        tracing::info!(
+            instance_url = %shared.instance_url,
+            pubsub_endpoint = %shared.pubsub_endpoint,
+            org_id = %shared.config.org_id,
+            "simulated org started"
+        );
+        Ok(SimOrg {
+            shared,
+            client_tag: None,
+            tasks: Arc::new(Mutex::new(vec![grpc_task, http_task])),
+        })
+    }
+
+    /// The Pub/Sub API endpoint, `http://127.0.0.1:PORT`.
+    pub fn pubsub_endpoint(&self) -> String {
+        self.shared.pubsub_endpoint.clone()
+    }
+
+    /// The instance URL (also the login URL), `http://127.0.0.1:PORT`.
+    pub fn instance_url(&self) -> String {
+        self.shared.instance_url.clone()
+    }
+
+    /// The configuration the org runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    fn origin(&self) -> String {
+        rest_origin(API_VERSION, self.client_tag.as_deref())
+    }
+
+    fn run(&self, ops: &[Op]) -> Result<(), SimError> {
+        self.shared
+            .apply(ops, self.origin(), &self.shared.config.user_id)
+    }
+
+    /// Creates a record; returns its Id. Emits a CREATE event.
+    pub fn create(&self, object: &str, fields: Map<String, Value>) -> Result<String, SimError> {
+        let mut tx = self.transaction();
+        let id = tx.create(object, fields)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Updates fields (a null value sets the field to null). Emits an UPDATE event.
+    pub fn update(
+        &self,
+        object: &str,
+        id: &str,
+        fields: Map<String, Value>,
+    ) -> Result<(), SimError> {
+        self.run(&[Op::Update {
+            object: object.to_owned(),
+            id: id.to_owned(),
+            fields,
+        }])
+    }
+
+    /// Moves a record to the recycle bin. Emits a DELETE event.
+    pub fn delete(&self, object: &str, id: &str) -> Result<(), SimError> {
+        self.run(&[Op::Delete {
+            object: object.to_owned(),
+            id: id.to_owned(),
+        }])
+    }
+
+    /// Restores a record from the recycle bin. Emits an UNDELETE event.
+    pub fn undelete(&self, object: &str, id: &str) -> Result<(), SimError> {
+        self.run(&[Op::Undelete {
+            object: object.to_owned(),
+            id: id.to_owned(),
+        }])
+    }
+
+    /// Starts a transaction: its changes commit together (shared `transactionKey`).
+    pub fn transaction(&self) -> Transaction {
+        Transaction {
+            org: self.clone(),
+            ops: Vec::new(),
+        }
+    }
+
+    /// A handle whose changes carry `changeOrigin` `com/salesforce/api/rest/62.0;client=<tag>`.
+    pub fn with_client_tag(&self, tag: &str) -> SimOrg {
+        SimOrg {
+            client_tag: Some(Arc::from(tag)),
+            ..self.clone()
+        }
+    }
+
+    /// Creates `count` records with generated values (transactions of up to 200 records, one
+    /// CREATE event per record); returns their Ids.
+    pub fn generate(&self, object: &str, count: usize) -> Result<Vec<String>, SimError> {
+        self.shared
+            .generate(object, count, &self.origin(), &self.shared.config.user_id)
+    }
+
+    /// Publishes a platform event (`Order_Event__e` or `/event/Order_Event__e`); `CreatedDate`
+    /// and `CreatedById` default to now and the org's user. Returns the replay id.
+    pub fn publish_event(
+        &self,
+        topic: &str,
+        fields: Map<String, Value>,
+    ) -> Result<Vec<u8>, SimError> {
+        let name = topic.strip_prefix("/event/").unwrap_or(topic);
+        let schema = lock(&self.shared.org)
+            .platform_event_schema(name)
+            .ok_or_else(|| SimError::UnknownTopic(topic.to_owned()))?;
+        org::validate_against(&schema, name, &fields, false)?;
+        let mut values = fields;
+        values
+            .entry("CreatedDate")
+            .or_insert_with(|| now_ms().into());
+        values
+            .entry("CreatedById")
+            .or_insert_with(|| self.shared.config.user_id.clone().into());
+        let payload = org::encode_body(&schema, None, &values)?;
+        let event = ProducerEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            schema_id: schema.id.clone(),
+            payload,
+            headers: Vec::new(),
+        };
+        let seq = self.shared.append_platform_event(name, event);
+        Ok(bus::replay_id(seq))
+    }
+
+    /// Adds a nullable field (`avro_type`: a primitive type name such as `"string"`, or
+    /// `["null", "string"]`) to an object or platform event; returns the new schema id. Later
+    /// events use the new schema; stored events keep theirs.
+    pub fn add_field(
+        &self,
+        object: &str,
+        name: &str,
+        avro_type: Value,
+    ) -> Result<String, SimError> {
+        let object = object.strip_prefix("/event/").unwrap_or(object);
+        lock(&self.shared.org).add_field(object, name, &avro_type)
+    }
+
+    /// A record's current fields (including `Id`, system fields and `IsDeleted`).
+    pub fn record(&self, object: &str, id: &str) -> Option<Map<String, Value>> {
+        lock(&self.shared.org).record(object, id)
+    }
+
+    /// Number of retained events on a channel (0 for unknown channels).
+    pub fn event_count(&self, channel: &str) -> usize {
+        match self.shared.resolve_channel(channel) {
+            Some(c) => lock(&self.shared.bus).count(&c),
+            None => 0,
+        }
+    }
+
+    /// Drops every event appended before `cutoff` (as if the retention window had passed).
+    pub fn purge_events_before(&self, cutoff: SystemTime) {
+        lock(&self.shared.bus).purge_before(cutoff);
+    }
+
+    /// Issues an access token directly (as the OAuth endpoint would).
+    pub fn issue_access_token(&self) -> String {
+        self.shared.issue_token()
+    }
+
+    /// Stops both servers (open Subscribe streams end with `UNAVAILABLE`).
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Changes committed together: one `transactionKey`, `sequenceNumber` 1.., identical changes to
+/// several records of one object merged into one event.
+#[derive(Debug)]
+pub struct Transaction {
+    org: SimOrg,
+    ops: Vec<Op>,
+}
+
+impl Transaction {
+    /// Queues a create; returns the Id the record will have.
+    pub fn create(&mut self, object: &str, fields: Map<String, Value>) -> Result<String, SimError> {
+        let id = {
+            let mut org = lock(&self.org.shared.org);
+            org.validate_fields(object, &fields)?;
+            org.reserve_id(object)?
+        };
+        self.ops.push(Op::Create {
+            object: object.to_owned(),
+            id: id.clone(),
+            fields,
+        });
+        Ok(id)
+    }
+
+    /// Queues an update (fields are checked now, the record at commit).
+    pub fn update(
+        &mut self,
+        object: &str,
+        id: &str,
+        fields: Map<String, Value>,
+    ) -> Result<(), SimError> {
+        lock(&self.org.shared.org).validate_fields(object, &fields)?;
+        self.ops.push(Op::Update {
+            object: object.to_owned(),
+            id: id.to_owned(),
+            fields,
+        });
+        Ok(())
+    }
+
+    /// Queues a delete.
+    pub fn delete(&mut self, object: &str, id: &str) -> Result<(), SimError> {
+        self.check_object(object)?;
+        self.ops.push(Op::Delete {
+            object: object.to_owned(),
+            id: id.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Queues an undelete.
+    pub fn undelete(&mut self, object: &str, id: &str) -> Result<(), SimError> {
+        self.check_object(object)?;
+        self.ops.push(Op::Undelete {
+            object: object.to_owned(),
+            id: id.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn check_object(&self, object: &str) -> Result<(), SimError> {
+        if lock(&self.org.shared.org).has_object(object) {
+            Ok(())
+        } else {
+            Err(SimError::UnknownObject(object.to_owned()))
+        }
+    }
+
+    /// Applies all queued changes atomically and emits their events.
+    pub fn commit(self) -> Result<(), SimError> {
+        self.org.run(&self.ops)
+    }
+}
