@@ -14,6 +14,7 @@
 //! `http` (OAuth + REST).
 
 pub mod bitmap;
+mod cli;
 pub mod bus;
 pub mod catalog;
 mod grpc;
@@ -22,6 +23,8 @@ pub mod ids;
 pub mod org;
 #[cfg(test)]
 mod tests;
+
+pub use cli::{SimArgs, run_cli};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
