@@ -303,6 +303,11 @@ impl std::fmt::Debug for AckToken {
 
 /// How long metadata, watermark and admin requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long CreateTopics may take on the client side; a broker that never answers it (the
+/// librdkafka mock cluster) costs this much once per open of a missing topic.
+const CREATE_REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long the broker may wait for the topic creation to complete.
+const CREATE_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long reading the checkpoint topic to its end may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a checkpoint write may wait for its acknowledgement.
@@ -517,18 +522,52 @@ impl CheckpointStore {
 }
 
 async fn create_compacted_topic(kafka: &KafkaSettings, topic: &str) -> Result<(), CheckpointError> {
-    let admin: AdminClient<DefaultClientContext> = with_passthrough(client_config(kafka), kafka)
-        .create()
-        .map_err(|source| CheckpointError::Client {
-            role: "admin client",
+    let admin: AdminClient<DefaultClientContext> = with_passthrough(
+        {
+            let mut c = client_config(kafka);
+            // The existence check below must not auto-create a (non-compacted) topic.
+            c.set("allow.auto.create.topics", "false");
+            c
+        },
+        kafka,
+    )
+    .create()
+    .map_err(|source| CheckpointError::Client {
+        role: "admin client",
+        topic: topic.to_owned(),
+        source: source.into(),
+    })?;
+    let admin = Arc::new(admin);
+
+    let exists = {
+        let (admin, name) = (admin.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(Some(&name), REQUEST_TIMEOUT)
+                .map(|md| {
+                    md.topics()
+                        .iter()
+                        .any(|t| t.name() == name && t.error().is_none())
+                })
+        })
+        .await
+        .map_err(|e| CheckpointError::Task(e.to_string()))?
+        .map_err(|source| CheckpointError::Read {
             topic: topic.to_owned(),
-            source: source.into(),
-        })?;
+            what: "fetching metadata".into(),
+            source: Some(source.into()),
+        })?
+    };
+    if exists {
+        return Ok(());
+    }
+
     let new_topic =
         NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
     let options = AdminOptions::new()
-        .request_timeout(Some(REQUEST_TIMEOUT))
-        .operation_timeout(Some(REQUEST_TIMEOUT));
+        .request_timeout(Some(CREATE_REQUEST_TIMEOUT))
+        .operation_timeout(Some(CREATE_OPERATION_TIMEOUT));
     let result = admin.create_topics([&new_topic], &options).await;
     let code = match result {
         Ok(results) => match results.into_iter().next() {
@@ -545,9 +584,19 @@ async fn create_compacted_topic(kafka: &KafkaSettings, topic: &str) -> Result<()
     };
     match code {
         RDKafkaErrorCode::TopicAlreadyExists => Ok(()),
-        // Brokers without the CreateTopics API (the librdkafka mock cluster) auto-create topics.
-        RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::InvalidRequest => {
-            tracing::debug!(topic, error = %code, "broker cannot create topics; relying on auto-creation");
+        // Brokers without the CreateTopics API (the librdkafka mock cluster) never answer, or
+        // answer "unsupported"; such brokers auto-create topics on first produce.
+        RDKafkaErrorCode::OperationTimedOut
+        | RDKafkaErrorCode::RequestTimedOut
+        | RDKafkaErrorCode::UnsupportedVersion
+        | RDKafkaErrorCode::UnsupportedFeature
+        | RDKafkaErrorCode::InvalidRequest => {
+            tracing::warn!(
+                topic,
+                error = %code,
+                "could not create the checkpoint topic; relying on broker auto-creation \
+                 (create it with cleanup.policy=compact)"
+            );
             Ok(())
         }
         code => Err(CheckpointError::CreateTopic {

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -94,6 +94,8 @@ struct DeliveryContext {
     /// Senders currently waiting for queue space; deliveries only notify when > 0.
     blocked: AtomicUsize,
     space: Notify,
+    /// How many sends found the queue full (for telemetry and tests).
+    queue_full: AtomicU64,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -144,6 +146,7 @@ impl Producer {
         let context = DeliveryContext {
             blocked: AtomicUsize::new(0),
             space: Notify::new(),
+            queue_full: AtomicU64::new(0),
         };
         let inner = config
             .create_with_context::<_, ThreadedProducer<_>>(context)
@@ -186,6 +189,7 @@ impl Producer {
 
         // Backpressure: wait for deliveries to free queue space, then retry the same record.
         let context = self.inner.context();
+        context.queue_full.fetch_add(1, Ordering::Relaxed);
         context.blocked.fetch_add(1, Ordering::AcqRel);
         let _unblock = DecrementOnDrop(&context.blocked);
         loop {
@@ -222,6 +226,11 @@ impl Producer {
             .await
             .map_err(|e| KafkaError::Task(e.to_string()))?
             .map_err(KafkaError::Flush)
+    }
+
+    /// How many [`Producer::send`] calls found librdkafka's queue full and had to wait.
+    pub fn queue_full_waits(&self) -> u64 {
+        self.inner.context().queue_full.load(Ordering::Relaxed)
     }
 
     /// Records enqueued or in flight and not yet reported.
