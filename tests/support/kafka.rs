@@ -83,8 +83,10 @@ impl MockKafka {
 // tansu
 // ---------------------------------------------------------------------------------------------
 
-const TANSU_INSTALL_HINT: &str = "the `tansu` Kafka broker is not installed: run `cargo install tansu --locked` \
-     (or set TANSU_BIN to its path)";
+/// The in-memory storage engine (`memory://`) is behind tansu's `dynostore` feature.
+const TANSU_INSTALL: &str = "cargo install tansu --locked --features dynostore";
+const TANSU_INSTALL_HINT: &str = "the `tansu` Kafka broker is not installed: run \
+     `cargo install tansu --locked --features dynostore` (or set TANSU_BIN to its path)";
 
 /// A `tansu` broker child process with in-memory storage on a free loopback port; killed on drop.
 pub struct Tansu {
@@ -163,9 +165,16 @@ impl Tansu {
             .map_err(|e| format!("create a probe client: {e}"))?;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                let log = self.log_tail();
+                let hint = if log.contains("FeatureNotEnabled") {
+                    format!(
+                        "\nthis tansu was built without the in-memory storage engine: run `{TANSU_INSTALL}`"
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(format!(
-                    "tansu exited with {status} before accepting connections; its log:\n{}",
-                    self.log_tail()
+                    "tansu exited with {status} before accepting connections{hint}; its log:\n{log}"
                 ));
             }
             match consumer.fetch_metadata(None, Duration::from_millis(500)) {
