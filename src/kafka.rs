@@ -1,1 +1,480 @@
-//! (module `kafka`: under construction, see ARCHITECTURE.md)
+//! The Kafka producer of the source side, topic naming, and the embedded Kafka.
+//!
+//! # Contract
+//!
+//! * [`Producer`] is an idempotent librdkafka producer (`enable.idempotence=true`, `acks=all`).
+//!   [`Producer::send`] returns once librdkafka accepted the record into its local queue; while
+//!   that queue is full it waits (without blocking the runtime) and retries the same record: that
+//!   is the backpressure towards the source. The delivery outcome is reported to the record's
+//!   [`AckToken`] from librdkafka's delivery callback (on the producer's polling thread), never
+//!   awaited per record. Retries of a produce request are librdkafka's (`message.timeout.ms`).
+//! * [`render_topic`] renders a topic-name template and validates the result as a legal Kafka
+//!   topic name.
+//! * [`EmbeddedKafka`] is the librdkafka mock cluster used by the demo and the tests. It is
+//!   `!Send`: keep it on the stack of the thread that created it, and drop clients before it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, Producer as _, ProducerContext, ThreadedProducer,
+};
+use tokio::sync::Notify;
+
+use crate::checkpoint::AckToken;
+
+/// How to reach Kafka.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed through verbatim; applied after ours, so they win.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Errors of the Kafka stage.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The producer could not be created (bad property, unknown compression, ...).
+    #[error("creating the Kafka producer")]
+    Create(#[source] RdKafkaError),
+    /// librdkafka refused a record for a reason other than a full queue.
+    #[error("enqueueing a record for topic {topic:?}")]
+    Enqueue {
+        /// The target topic.
+        topic: String,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// Not every record was delivered within the flush timeout.
+    #[error("flushing the Kafka producer")]
+    Flush(#[source] RdKafkaError),
+    /// The embedded (mock) Kafka cluster failed.
+    #[error("embedded Kafka: {what}")]
+    Embedded {
+        /// What was being done.
+        what: String,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// A blocking helper task failed.
+    #[error("Kafka producer task failed: {0}")]
+    Task(String),
+}
+
+/// One record to produce. Key, value and headers are copied by librdkafka on enqueue.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingRecord<'a> {
+    /// Target topic.
+    pub topic: &'a str,
+    /// Record key (`None`: no key).
+    pub key: Option<&'a [u8]>,
+    /// Record value (`None`: a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// Record headers.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// How long a sender blocked on a full queue sleeps at most before retrying, in case it missed
+/// the wake-up of a delivery report.
+const QUEUE_FULL_RECHECK: Duration = Duration::from_millis(20);
+
+/// Producer context: resolves each record's [`AckToken`] from its delivery report and wakes
+/// senders blocked on a full queue.
+struct DeliveryContext {
+    /// Senders currently waiting for queue space; deliveries only notify when > 0.
+    blocked: AtomicUsize,
+    space: Notify,
+    /// How many sends found the queue full (for telemetry and tests).
+    queue_full: AtomicU64,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<AckToken>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((err, _)) => Err(err.to_string()),
+        };
+        token.ack(outcome);
+        if self.blocked.load(Ordering::Acquire) > 0 {
+            self.space.notify_waiters();
+        }
+    }
+}
+
+/// The idempotent producer of the source side. Cheap to clone; share it across channel tasks.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<ThreadedProducer<DeliveryContext>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("in_flight", &self.inner.in_flight_count())
+            .finish()
+    }
+}
+
+impl Producer {
+    /// Idempotent producer (`enable.idempotence=true`, `acks=all`), lz4, `linger.ms=5`;
+    /// passthrough properties are applied last.
+    pub fn new(settings: &KafkaSettings) -> Result<Producer, KafkaError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5");
+        for (k, v) in &settings.properties {
+            config.set(k, v);
+        }
+        let context = DeliveryContext {
+            blocked: AtomicUsize::new(0),
+            space: Notify::new(),
+            queue_full: AtomicU64::new(0),
+        };
+        let inner = config
+            .create_with_context::<_, ThreadedProducer<_>>(context)
+            .map_err(KafkaError::Create)?;
+        Ok(Producer {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Enqueues one record; returns once librdkafka accepted it. While librdkafka's local queue
+    /// is full this waits (asynchronously) and retries the same record. The delivery outcome
+    /// goes to `ack` from the delivery callback. If the record is refused for another reason the
+    /// error is returned and `ack` is resolved as failed.
+    pub async fn send(&self, record: OutgoingRecord<'_>, ack: AckToken) -> Result<(), KafkaError> {
+        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(ack));
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
+        if let Some(value) = record.value {
+            base = base.payload(value);
+        }
+        if !record.headers.is_empty() {
+            let headers = record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len()),
+                |h, (key, value)| {
+                    h.insert(Header {
+                        key,
+                        value: Some(*value),
+                    })
+                },
+            );
+            base = base.headers(headers);
+        }
+
+        let mut base = match self.inner.send(base) {
+            Ok(()) => return Ok(()),
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), base)) => base,
+            Err((source, base)) => return Err(self.refused(record.topic, source, base)),
+        };
+
+        // Backpressure: wait for deliveries to free queue space, then retry the same record.
+        let context = self.inner.context();
+        context.queue_full.fetch_add(1, Ordering::Relaxed);
+        context.blocked.fetch_add(1, Ordering::AcqRel);
+        let _unblock = DecrementOnDrop(&context.blocked);
+        loop {
+            let notified = context.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            base = match self.inner.send(base) {
+                Ok(()) => return Ok(()),
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), base)) => base,
+                Err((source, base)) => return Err(self.refused(record.topic, source, base)),
+            };
+            let _ = tokio::time::timeout(QUEUE_FULL_RECHECK, notified).await;
+        }
+    }
+
+    fn refused(
+        &self,
+        topic: &str,
+        source: RdKafkaError,
+        base: BaseRecord<'_, [u8], [u8], Box<AckToken>>,
+    ) -> KafkaError {
+        base.delivery_opaque
+            .ack(Err(format!("not enqueued: {source}")));
+        KafkaError::Enqueue {
+            topic: topic.to_owned(),
+            source,
+        }
+    }
+
+    /// Waits until every enqueued record has been delivered or failed, at most `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.flush(timeout))
+            .await
+            .map_err(|e| KafkaError::Task(e.to_string()))?
+            .map_err(KafkaError::Flush)
+    }
+
+    /// How many [`Producer::send`] calls found librdkafka's queue full and had to wait.
+    pub fn queue_full_waits(&self) -> u64 {
+        self.inner.context().queue_full.load(Ordering::Relaxed)
+    }
+
+    /// Records enqueued or in flight and not yet reported.
+    pub fn in_flight_count(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+}
+
+struct DecrementOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A topic name template is invalid or renders an illegal Kafka topic name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicNameError {
+    /// The template holds a `{...}` placeholder other than `{object}` and `{channel}`.
+    #[error(
+        "topic template {template:?}: unknown placeholder {placeholder:?} (use {{object}} or {{channel}})"
+    )]
+    UnknownPlaceholder {
+        /// The template.
+        template: String,
+        /// The unknown placeholder, braces included.
+        placeholder: String,
+    },
+    /// The rendered name holds a character Kafka does not allow (only `a-z A-Z 0-9 . _ -`).
+    #[error(
+        "topic template {template:?} renders {topic:?}, which contains {character:?}: Kafka topic names allow only ASCII letters, digits, '.', '_' and '-'"
+    )]
+    IllegalCharacter {
+        /// The template.
+        template: String,
+        /// The rendered name.
+        topic: String,
+        /// The first illegal character.
+        character: char,
+    },
+    /// The rendered name is empty, `.`, `..`, or longer than 249 characters.
+    #[error(
+        "topic template {template:?} renders {topic:?}, which is not a legal Kafka topic name: {reason}"
+    )]
+    IllegalName {
+        /// The template.
+        template: String,
+        /// The rendered name.
+        topic: String,
+        /// Why it is illegal.
+        reason: &'static str,
+    },
+}
+
+/// Longest legal Kafka topic name.
+const MAX_TOPIC_LEN: usize = 249;
+
+/// Renders a topic name from `template`: `{object}` is replaced by `object`, `{channel}` by the
+/// channel name without its leading `/` and with `/` turned into `.` (`/data/AccountChangeEvent`
+/// → `data.AccountChangeEvent`). The result must be a legal Kafka topic name.
+pub fn render_topic(template: &str, object: &str, channel: &str) -> Result<String, TopicNameError> {
+    let channel = channel
+        .strip_prefix('/')
+        .unwrap_or(channel)
+        .replace('/', ".");
+    let mut topic = String::with_capacity(template.len() + object.len() + channel.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        topic.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = after.find('}').map_or(after.len(), |i| i + 1);
+        match &after[..end] {
+            "{object}" => topic.push_str(object),
+            "{channel}" => topic.push_str(&channel),
+            other => {
+                return Err(TopicNameError::UnknownPlaceholder {
+                    template: template.to_owned(),
+                    placeholder: other.to_owned(),
+                });
+            }
+        }
+        rest = &after[end..];
+    }
+    topic.push_str(rest);
+
+    let illegal = |reason| TopicNameError::IllegalName {
+        template: template.to_owned(),
+        topic: topic.clone(),
+        reason,
+    };
+    if topic.is_empty() {
+        return Err(illegal("it is empty"));
+    }
+    if topic == "." || topic == ".." {
+        return Err(illegal("'.' and '..' are reserved"));
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(illegal("it is longer than 249 characters"));
+    }
+    if let Some(character) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(TopicNameError::IllegalCharacter {
+            template: template.to_owned(),
+            topic,
+            character,
+        });
+    }
+    Ok(topic)
+}
+
+/// The embedded Kafka for the demo and tests: a librdkafka mock cluster.
+///
+/// `!Send`: keep it on the thread/stack that created it, and drop every client before it.
+pub struct EmbeddedKafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl EmbeddedKafka {
+    /// Starts a mock cluster of `brokers` brokers on loopback.
+    pub fn start(brokers: i32) -> Result<Self, KafkaError> {
+        let cluster = MockCluster::new(brokers).map_err(|source| KafkaError::Embedded {
+            what: format!("starting a mock cluster of {brokers} brokers"),
+            source,
+        })?;
+        Ok(EmbeddedKafka { cluster })
+    }
+
+    /// The `bootstrap.servers` string of the cluster.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Creates `name` with `partitions` partitions (the mock has no CreateTopics API).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KafkaError> {
+        self.cluster
+            .create_topic(name, partitions, 1)
+            .map_err(|source| KafkaError::Embedded {
+                what: format!("creating topic {name:?}"),
+                source,
+            })
+    }
+
+    /// The underlying mock cluster, for error injection in tests (`request_errors`,
+    /// `broker_down`, ...).
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+}
+
+impl std::fmt::Debug for EmbeddedKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedKafka")
+            .field("bootstrap_servers", &self.bootstrap_servers())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Producer::send` must be usable from `tokio::spawn`ed channel tasks.
+    #[allow(dead_code)]
+    fn send_future_is_send(producer: &Producer, token: AckToken) {
+        fn is_send<T: Send>(_: T) {}
+        let record = OutgoingRecord {
+            topic: "t",
+            key: None,
+            value: None,
+            headers: &[],
+        };
+        is_send(producer.send(record, token));
+    }
+
+    #[test]
+    fn renders_object_and_channel() {
+        assert_eq!(
+            render_topic("sf.{object}", "Account", "/data/AccountChangeEvent").unwrap(),
+            "sf.Account"
+        );
+        assert_eq!(
+            render_topic("cdc-{channel}", "Account", "/data/AccountChangeEvent").unwrap(),
+            "cdc-data.AccountChangeEvent"
+        );
+        assert_eq!(
+            render_topic("{channel}_{object}", "Order__c", "/event/Order_Event__e").unwrap(),
+            "event.Order_Event__e_Order__c"
+        );
+        assert_eq!(render_topic("fixed", "A", "/x").unwrap(), "fixed");
+    }
+
+    #[test]
+    fn rejects_illegal_characters_naming_template_and_char() {
+        let err = render_topic("sf/{object}", "Account", "/data/X").unwrap_err();
+        assert_eq!(
+            err,
+            TopicNameError::IllegalCharacter {
+                template: "sf/{object}".into(),
+                topic: "sf/Account".into(),
+                character: '/',
+            }
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("sf/{object}") && msg.contains("'/'"), "{msg}");
+        let err = render_topic("sf {object}", "Account", "/x").unwrap_err();
+        assert!(matches!(
+            err,
+            TopicNameError::IllegalCharacter { character: ' ', .. }
+        ));
+        let err = render_topic("sf.{object}", "Accöunt", "/x").unwrap_err();
+        assert!(matches!(
+            err,
+            TopicNameError::IllegalCharacter {
+                character: 'ö', ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejects_unknown_placeholders_and_bad_names() {
+        assert!(matches!(
+            render_topic("sf.{objekt}", "A", "/x"),
+            Err(TopicNameError::UnknownPlaceholder { placeholder, .. }) if placeholder == "{objekt}"
+        ));
+        assert!(matches!(
+            render_topic("sf.{object", "A", "/x"),
+            Err(TopicNameError::UnknownPlaceholder { .. })
+        ));
+        assert!(matches!(
+            render_topic("{object}", "", "/x"),
+            Err(TopicNameError::IllegalName { .. })
+        ));
+        assert!(matches!(
+            render_topic("..", "", "/x"),
+            Err(TopicNameError::IllegalName { .. })
+        ));
+        let long = "a".repeat(250);
+        assert!(matches!(
+            render_topic(&long, "", "/x"),
+            Err(TopicNameError::IllegalName { .. })
+        ));
+        assert!(render_topic(&long[..249], "", "/x").is_ok());
+    }
+}
