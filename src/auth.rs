@@ -352,7 +352,9 @@ mod tests {
     #[test]
     fn identity_url_yields_org_and_user() {
         assert_eq!(
-            parse_identity_url("https://login.salesforce.com/id/00D5g000004uvXYEAY/0055g00000ABCDEAA2"),
+            parse_identity_url(
+                "https://login.salesforce.com/id/00D5g000004uvXYEAY/0055g00000ABCDEAA2"
+            ),
             Some(("00D5g000004uvXYEAY".into(), "0055g00000ABCDEAA2".into()))
         );
         assert_eq!(parse_identity_url("https://example.com/nothing"), None);

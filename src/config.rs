@@ -311,17 +311,17 @@ impl SalesforceConfig {
                 ))
             };
         }
-        Err(invalid(
-            key,
-            format!("`{url}` must start with https://"),
-        ))
+        Err(invalid(key, format!("`{url}` must start with https://")))
     }
 }
 
 impl SourceConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.channels.is_empty() {
-            return Err(invalid("source.channels", "at least one channel is required"));
+            return Err(invalid(
+                "source.channels",
+                "at least one channel is required",
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, channel) in self.channels.iter().enumerate() {
@@ -350,7 +350,10 @@ impl SourceConfig {
             return Err(invalid("source.stream_idle_timeout", "must be at least 1s"));
         }
         if self.checkpoint_interval.is_zero() {
-            return Err(invalid("source.checkpoint_interval", "must be greater than 0"));
+            return Err(invalid(
+                "source.checkpoint_interval",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
@@ -421,9 +424,9 @@ fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Strin
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail
-                .find('}')
-                .ok_or(ConfigError::UnterminatedEnv { line: line_of(after) })?;
+            let end = tail.find('}').ok_or(ConfigError::UnterminatedEnv {
+                line: line_of(after),
+            })?;
             let name = &tail[..end];
             let value = env(name).ok_or_else(|| ConfigError::MissingEnv {
                 name: name.to_owned(),
@@ -488,12 +491,24 @@ kafka:
         };
         assert_eq!(client_id, "3MVG9id");
         assert_eq!(client_secret.expose_secret(), "s3cr3t-value");
-        assert_eq!(config.source.channels[0].initial_replay, InitialReplay::Earliest);
-        assert_eq!(config.source.channels[1].initial_replay, InitialReplay::Latest);
-        assert_eq!(config.source.checkpoint_interval, Duration::from_millis(500));
+        assert_eq!(
+            config.source.channels[0].initial_replay,
+            InitialReplay::Earliest
+        );
+        assert_eq!(
+            config.source.channels[1].initial_replay,
+            InitialReplay::Latest
+        );
+        assert_eq!(
+            config.source.checkpoint_interval,
+            Duration::from_millis(500)
+        );
         assert_eq!(config.source.batch_size, 100);
         assert_eq!(config.kafka.checkpoint_topic, "forcebridge.checkpoints");
-        assert_eq!(config.salesforce.pubsub_endpoint, "https://api.pubsub.salesforce.com:7443");
+        assert_eq!(
+            config.salesforce.pubsub_endpoint,
+            "https://api.pubsub.salesforce.com:7443"
+        );
     }
 
     #[test]
@@ -521,7 +536,9 @@ kafka:
 
     #[test]
     fn missing_env_names_the_variable_and_line() {
-        let err = Config::from_yaml(EXAMPLE, |_| None).unwrap_err().to_string();
+        let err = Config::from_yaml(EXAMPLE, |_| None)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "line 7: environment variable `SF_CLIENT_ID` is not set (referenced as ${SF_CLIENT_ID})"
@@ -541,7 +558,11 @@ kafka:
     #[test]
     fn validation_errors_name_the_key() {
         let cases = [
-            ("batch_size", "  tombstones: true\n  batch_size: 500", "source.batch_size"),
+            (
+                "batch_size",
+                "  tombstones: true\n  batch_size: 500",
+                "source.batch_size",
+            ),
             (
                 "channel",
                 "    - name: /data/AccountChangeEvent\n      initial_replay: earliest",

@@ -66,9 +66,21 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
     // The mock cluster is !Send: it lives on this task, for the whole demo.
     let kafka = EmbeddedKafka::start(3).map_err(|e| DemoError::Kafka(e.to_string()))?;
     let bootstrap = kafka.bootstrap_servers();
+    // The mock cluster has no CreateTopics API: create forcebridge's own topics up front.
+    for topic in ["forcebridge.checkpoints", "forcebridge.dlq"] {
+        kafka
+            .create_topic(topic, 1)
+            .map_err(|e| DemoError::Kafka(e.to_string()))?;
+    }
     println!("forcebridge demo");
-    println!("  simulated Salesforce org  Pub/Sub {}  REST/OAuth {}", sim.pubsub_endpoint(), sim.instance_url());
-    println!("  embedded Kafka            {bootstrap}  (librdkafka mock cluster; any Kafka client can read it)");
+    println!(
+        "  simulated Salesforce org  Pub/Sub {}  REST/OAuth {}",
+        sim.pubsub_endpoint(),
+        sim.instance_url()
+    );
+    println!(
+        "  embedded Kafka            {bootstrap}  (librdkafka mock cluster; any Kafka client can read it)"
+    );
 
     let config_text = demo_config(&sim, &bootstrap);
     let config = Config::from_yaml(&config_text, |_| None)?;
@@ -128,14 +140,20 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
     }
     println!();
     println!("summary ({:.1?})", elapsed);
-    println!("  events received from Salesforce  {}", snapshot.events_received());
+    println!(
+        "  events received from Salesforce  {}",
+        snapshot.events_received()
+    );
     for (channel, c) in &snapshot.channels {
         println!(
             "    {channel:<32} {:>6} events  {} keepalives  {} checkpoints",
             c.events_received, c.keepalives, c.checkpoints_written
         );
     }
-    println!("  records in Kafka (read back)     {}", in_kafka.values().sum::<u64>());
+    println!(
+        "  records in Kafka (read back)     {}",
+        in_kafka.values().sum::<u64>()
+    );
     println!("    {:<32} {:>8} {:>8}", "topic", "expected", "in Kafka");
     let mut ok = true;
     for (topic, want) in &expected {
@@ -144,8 +162,14 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
         ok &= got == *want;
         println!("    {topic:<32} {want:>8} {got:>8}  {mark}");
     }
-    println!("  dead-lettered                    {}", snapshot.events_dead_lettered());
-    println!("  schemas fetched (GetSchema)      {}", snapshot.schemas_fetched);
+    println!(
+        "  dead-lettered                    {}",
+        snapshot.events_dead_lettered()
+    );
+    println!(
+        "  schemas fetched (GetSchema)      {}",
+        snapshot.schemas_fetched
+    );
     println!();
     println!("Kafka bootstrap servers: {bootstrap}");
     if args.keep_running {
@@ -218,7 +242,8 @@ fn make_changes(sim: &SimOrg, args: &DemoArgs) -> Result<BTreeMap<String, u64>, 
     let batch: Vec<&String> = accounts.iter().rev().take(10.min(accounts.len())).collect();
     let mut tx = sim.transaction();
     for id in &batch {
-        tx.update("Account", id, fields(json!({ "Rating": "Hot" })));
+        tx.update("Account", id, fields(json!({ "Rating": "Hot" })))
+            .map_err(err)?;
     }
     tx.commit().map_err(err)?;
     let deleted: Vec<&String> = accounts.iter().skip(args.accounts / 2).take(5).collect();

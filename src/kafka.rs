@@ -66,6 +66,15 @@ pub enum KafkaError {
         #[source]
         source: RdKafkaError,
     },
+    /// A metadata or watermark request failed.
+    #[error("Kafka {what}")]
+    Client {
+        /// What was being done.
+        what: &'static str,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
     /// A blocking helper task failed.
     #[error("Kafka producer task failed: {0}")]
     Task(String),
@@ -477,4 +486,36 @@ mod tests {
         ));
         assert!(render_topic(&long[..249], "", "/x").is_ok());
     }
+}
+
+/// Counts the records of `topic`: the sum over its partitions of high minus low watermark (a
+/// compacted or transactional topic may hold fewer readable records than that).
+pub fn count_records(
+    bootstrap_servers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<u64, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client = |source: RdKafkaError| KafkaError::Client {
+        what: "watermark reader",
+        source,
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", "forcebridge-count")
+        .create()
+        .map_err(client)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(client)?;
+    let mut total = 0u64;
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for partition in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), timeout)
+                .map_err(client)?;
+            total += (high - low).max(0) as u64;
+        }
+    }
+    Ok(total)
 }

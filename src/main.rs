@@ -17,7 +17,13 @@ use forcebridge::telemetry::{self, LogFormat, PipelineStats};
 #[command(version, about)]
 struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "FORCEBRIDGE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FORCEBRIDGE_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -46,7 +52,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logging(cli.log_format);
+    // The demo prints its own progress; its logs default to warnings only.
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    telemetry::init_logging(cli.log_format, default_level);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -69,6 +80,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let _guard = runtime.enter();
     match command {
         Command::Check { config: path } => {
             println!("{}: configuration is valid", path.display());
@@ -90,8 +102,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Demo(args) => runtime.block_on(forcebridge::demo::run(args, shutdown_on_signals())),
-        Command::Sim(args) => runtime.block_on(forcebridge::sim::run_cli(args, shutdown_on_signals())),
+        Command::Demo(args) => {
+            runtime.block_on(forcebridge::demo::run(args, shutdown_on_signals()))?;
+            Ok(())
+        }
+        Command::Sim(args) => {
+            runtime.block_on(forcebridge::sim::run_cli(args, shutdown_on_signals()))?;
+            Ok(())
+        }
     }
 }
 

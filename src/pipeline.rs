@@ -82,8 +82,8 @@ pub async fn run(
     stats: Arc<PipelineStats>,
     cancel: CancellationToken,
 ) -> Result<(), PipelineError> {
-    let http = crate::auth::http_client(config.salesforce.http_timeout)
-        .map_err(PipelineError::Http)?;
+    let http =
+        crate::auth::http_client(config.salesforce.http_timeout).map_err(PipelineError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http);
     let session = SessionHandle::new(authenticator.login().await?);
     info!(org_id = %session.current().org_id, instance_url = %session.current().instance_url, "logged in to Salesforce");
@@ -98,8 +98,9 @@ pub async fn run(
         if !topic.can_subscribe {
             return Err(PipelineError::Channel {
                 channel: channel.name.clone(),
-                message: "the integration user may not subscribe to it (GetTopic can_subscribe = false)"
-                    .into(),
+                message:
+                    "the integration user may not subscribe to it (GetTopic can_subscribe = false)"
+                        .into(),
             });
         }
     }
@@ -530,10 +531,7 @@ async fn checkpoint_loop(
     window: &AckWindow,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
-    let mut last_saved: Option<Bytes> = shared
-        .checkpoints
-        .get(&channel.name)
-        .map(|c| c.replay_id);
+    let mut last_saved: Option<Bytes> = shared.checkpoints.get(&channel.name).map(|c| c.replay_id);
     let mut ticker = tokio::time::interval(shared.config.source.checkpoint_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

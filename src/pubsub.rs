@@ -79,9 +79,9 @@ impl PubSubError {
     pub fn directive(&self) -> Directive {
         match self {
             PubSubError::Rpc { status, .. } => classify_status(status),
-            PubSubError::Connect { .. } | PubSubError::Silent { .. } | PubSubError::Closed { .. } => {
-                Directive::Retry
-            }
+            PubSubError::Connect { .. }
+            | PubSubError::Silent { .. }
+            | PubSubError::Closed { .. } => Directive::Retry,
             PubSubError::Endpoint { .. } | PubSubError::Metadata { .. } => Directive::Fatal,
         }
     }
@@ -102,10 +102,17 @@ pub struct AuthInterceptor {
 }
 
 impl tonic::service::Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let session = self.session.current();
         let metadata = request.metadata_mut();
-        insert(metadata, "accesstoken", session.access_token.expose_secret())?;
+        insert(
+            metadata,
+            "accesstoken",
+            session.access_token.expose_secret(),
+        )?;
         insert(metadata, "instanceurl", &session.instance_url)?;
         insert(metadata, "tenantid", &session.org_id)?;
         Ok(request)
@@ -170,10 +177,13 @@ impl PubSub {
                 "must be https:// (plaintext http:// only with salesforce.allow_plaintext)".into(),
             ));
         }
-        let channel = builder.connect().await.map_err(|source| PubSubError::Connect {
-            endpoint: endpoint.to_owned(),
-            source,
-        })?;
+        let channel = builder
+            .connect()
+            .await
+            .map_err(|source| PubSubError::Connect {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
         let max_message_size = 128 * 1024 * 1024;
         let inner = PubSubClient::with_interceptor(channel, AuthInterceptor { session })
             .max_decoding_message_size(max_message_size);
@@ -320,29 +330,28 @@ impl Subscription {
             if let Some(event) = self.buffered.pop_front() {
                 return Ok(Delivery::Event(event));
             }
-            let response = match tokio::time::timeout(self.idle_timeout, self.responses.message())
-                .await
-            {
-                Err(_) => {
-                    return Err(PubSubError::Silent {
-                        topic: self.topic.clone(),
-                        after: self.idle_timeout,
-                    });
-                }
-                Ok(Err(status)) => {
-                    return Err(PubSubError::Rpc {
-                        rpc: "Subscribe",
-                        topic: self.topic.clone(),
-                        status,
-                    });
-                }
-                Ok(Ok(None)) => {
-                    return Err(PubSubError::Closed {
-                        topic: self.topic.clone(),
-                    });
-                }
-                Ok(Ok(Some(response))) => response,
-            };
+            let response =
+                match tokio::time::timeout(self.idle_timeout, self.responses.message()).await {
+                    Err(_) => {
+                        return Err(PubSubError::Silent {
+                            topic: self.topic.clone(),
+                            after: self.idle_timeout,
+                        });
+                    }
+                    Ok(Err(status)) => {
+                        return Err(PubSubError::Rpc {
+                            rpc: "Subscribe",
+                            topic: self.topic.clone(),
+                            status,
+                        });
+                    }
+                    Ok(Ok(None)) => {
+                        return Err(PubSubError::Closed {
+                            topic: self.topic.clone(),
+                        });
+                    }
+                    Ok(Ok(Some(response))) => response,
+                };
             // The server's count of credits it still owes is the truth.
             self.outstanding = u32::try_from(response.pending_num_requested)
                 .unwrap_or(0)

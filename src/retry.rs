@@ -172,12 +172,18 @@ mod tests {
 
     #[test]
     fn grpc_code_when_no_trailer() {
-        assert_eq!(classify_status(&status(Code::Unavailable, None)), Directive::Retry);
+        assert_eq!(
+            classify_status(&status(Code::Unavailable, None)),
+            Directive::Retry
+        );
         assert_eq!(
             classify_status(&status(Code::Unauthenticated, None)),
             Directive::Reauthenticate
         );
-        assert_eq!(classify_status(&status(Code::NotFound, None)), Directive::Fatal);
+        assert_eq!(
+            classify_status(&status(Code::NotFound, None)),
+            Directive::Fatal
+        );
     }
 
     #[test]

@@ -45,7 +45,10 @@ pub struct ChannelStats {
 impl ChannelStats {
     /// The counter of records acknowledged for `topic` (created on first use; keep the `Arc`).
     pub fn topic_counter(&self, topic: &str) -> Arc<AtomicU64> {
-        let mut map = self.records_by_topic.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .records_by_topic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         map.entry(topic.to_owned()).or_default().clone()
     }
 }
@@ -104,7 +107,10 @@ impl PipelineStats {
                     checkpoints_written: stats.checkpoints_written.load(Ordering::Relaxed),
                 },
             );
-            let topics = stats.records_by_topic.lock().unwrap_or_else(|e| e.into_inner());
+            let topics = stats
+                .records_by_topic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for (topic, count) in topics.iter() {
                 *snapshot.records_by_topic.entry(topic.clone()).or_default() +=
                     count.load(Ordering::Relaxed);
@@ -138,10 +144,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up tracing to stderr; `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: LogFormat) {
+/// Sets up tracing to stderr; `RUST_LOG` filters (default `default_level`).
+pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

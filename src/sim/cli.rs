@@ -40,8 +40,14 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     println!("simulated Salesforce org {} is up", c.org_id);
     println!("  Pub/Sub API (gRPC, plaintext)  {}", org.pubsub_endpoint());
     println!("  login + instance URL (HTTP)    {}", org.instance_url());
-    println!("  client credentials             client_id={} client_secret={}", c.client_id, c.client_secret);
-    println!("  username-password              username={} password={} security_token={}", c.username, c.password, c.security_token);
+    println!(
+        "  client credentials             client_id={} client_secret={}",
+        c.client_id, c.client_secret
+    );
+    println!(
+        "  username-password              username={} password={} security_token={}",
+        c.username, c.password, c.security_token
+    );
     println!();
     println!("a config for it (kafka.bootstrap_servers is yours to fill in):");
     println!(

@@ -14,9 +14,9 @@
 //! `http` (OAuth + REST).
 
 pub mod bitmap;
-mod cli;
 pub mod bus;
 pub mod catalog;
+mod cli;
 mod grpc;
 mod http;
 pub mod ids;
