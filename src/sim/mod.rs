@@ -573,6 +573,29 @@ impl SimOrg {
         Ok(bus::replay_id(seq))
     }
 
+    /// Fault injection: appends an event with any schema id and payload to a Platform Event
+    /// channel, as a corrupt or foreign event would arrive; returns its replay id.
+    pub fn inject_raw_event(
+        &self,
+        topic: &str,
+        schema_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, SimError> {
+        let name = topic.strip_prefix("/event/").unwrap_or(topic);
+        if lock(&self.shared.org).platform_event_schema(name).is_none() {
+            return Err(SimError::UnknownTopic(topic.to_owned()));
+        }
+        let event = ProducerEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            schema_id: schema_id.to_owned(),
+            payload,
+            headers: Vec::new(),
+        };
+        Ok(bus::replay_id(
+            self.shared.append_platform_event(name, event),
+        ))
+    }
+
     /// Adds a nullable field (`avro_type`: a primitive type name such as `"string"`, or
     /// `["null", "string"]`) to an object or platform event; returns the new schema id. Later
     /// events use the new schema; stored events keep theirs.

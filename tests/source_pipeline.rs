@@ -1,0 +1,488 @@
+//! The source path end to end: simulated org → Pub/Sub → forcebridge → Kafka (the librdkafka
+//! mock cluster, and a real tansu broker), asserting the exact records.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use forcebridge::checkpoint::CheckpointStore;
+use forcebridge::config::Config;
+use forcebridge::pipeline::{self, PipelineError};
+use forcebridge::sim::{SimConfig, SimOrg};
+use forcebridge::telemetry::PipelineStats;
+use support::kafka::{ConsumedRecord, MockKafka, Tansu, read_topic, wait_for_records};
+
+const ACCOUNTS: &str = "salesforce.Account";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn config(sim: &SimOrg, bootstrap: &str, channels: &[&str], extra_source: &str) -> Config {
+    let c = sim.config();
+    let channels: String = channels
+        .iter()
+        .map(|ch| format!("    - name: {ch}\n      initial_replay: earliest\n"))
+        .collect();
+    let text = format!(
+        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: password\n    client_id: {id}\n    client_secret: {secret}\n    username: {user}\n    password: {password}\n    security_token: {token}\nsource:\n  channels:\n{channels}  checkpoint_interval: 100ms\n{extra_source}kafka:\n  bootstrap_servers: {bootstrap}\n",
+        login = sim.instance_url(),
+        pubsub = sim.pubsub_endpoint(),
+        id = c.client_id,
+        secret = c.client_secret,
+        user = c.username,
+        password = c.password,
+        token = c.security_token,
+    );
+    Config::from_yaml(&text, |_| None).expect("test config is valid")
+}
+
+struct Running {
+    cancel: CancellationToken,
+    stats: Arc<PipelineStats>,
+    handle: JoinHandle<Result<(), PipelineError>>,
+}
+
+fn start(config: Config) -> Running {
+    let cancel = CancellationToken::new();
+    let stats = Arc::new(PipelineStats::default());
+    let handle = tokio::spawn(pipeline::run(config, stats.clone(), cancel.clone()));
+    Running {
+        cancel,
+        stats,
+        handle,
+    }
+}
+
+impl Running {
+    /// Graceful stop: drain, final checkpoints.
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(WAIT, self.handle)
+            .await
+            .expect("pipeline drains in time")
+            .expect("pipeline task")
+            .expect("pipeline ends without error");
+    }
+}
+
+fn mock_kafka() -> MockKafka {
+    let kafka = MockKafka::start(1);
+    // The mock has no CreateTopics API; forcebridge's own topics are created up front.
+    kafka.create_topic("forcebridge.checkpoints", 1);
+    kafka.create_topic("forcebridge.dlq", 1);
+    kafka
+}
+
+fn value(record: &ConsumedRecord) -> Value {
+    serde_json::from_slice(record.value.as_deref().expect("not a tombstone")).expect("JSON value")
+}
+
+fn header(record: &ConsumedRecord, name: &str) -> String {
+    String::from_utf8(record.header(name).unwrap_or_default().to_vec()).unwrap()
+}
+
+fn key(record: &ConsumedRecord) -> String {
+    String::from_utf8(record.key.clone().unwrap_or_default()).unwrap()
+}
+
+fn names(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .expect("array of field names")
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Create, update (with a nulled field), delete (+ tombstone), undelete, and a multi-record
+/// transaction become exactly the expected Kafka records, keys, envelopes and headers.
+async fn exact_records_scenario(bootstrap: &str) {
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let running = start(config(
+        &sim,
+        bootstrap,
+        &["/data/AccountChangeEvent"],
+        "  tombstones: true\n",
+    ));
+
+    let a = sim
+        .create(
+            "Account",
+            fields(json!({"Name": "Acme", "Phone": "+1 555 0100", "BillingAddress": {"City": "Paris", "Country": "France"}})),
+        )
+        .unwrap();
+    sim.update(
+        "Account",
+        &a,
+        fields(json!({"Name": "Acme Corp", "Phone": null, "BillingAddress": {"City": "Lyon"}})),
+    )
+    .unwrap();
+    sim.delete("Account", &a).unwrap();
+    sim.undelete("Account", &a).unwrap();
+    let mut tx = sim.transaction();
+    let b = tx
+        .create("Account", fields(json!({"Name": "Beta"})))
+        .unwrap();
+    let c = tx
+        .create("Account", fields(json!({"Name": "Gamma"})))
+        .unwrap();
+    tx.commit().unwrap();
+    let mut tx = sim.transaction();
+    tx.update("Account", &b, fields(json!({"Rating": "Hot"})))
+        .unwrap();
+    tx.update("Account", &c, fields(json!({"Rating": "Hot"})))
+        .unwrap();
+    tx.commit().unwrap();
+
+    // A: create, update, delete, tombstone, undelete; B and C: create, update.
+    let records = wait_for_records(bootstrap, ACCOUNTS, 9, WAIT).await;
+    assert_eq!(
+        records.len(),
+        9,
+        "records: {:?}",
+        records.iter().map(key).collect::<Vec<_>>()
+    );
+    let mut by_key: BTreeMap<String, Vec<&ConsumedRecord>> = BTreeMap::new();
+    for r in &records {
+        by_key.entry(key(r)).or_default().push(r);
+    }
+    let ops = |id: &str| -> Vec<String> {
+        by_key[id]
+            .iter()
+            .map(|r| match &r.value {
+                None => "TOMBSTONE".to_owned(),
+                Some(_) => value(r)["operation"].as_str().unwrap().to_owned(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        ops(&a),
+        ["CREATE", "UPDATE", "DELETE", "TOMBSTONE", "UNDELETE"]
+    );
+    assert_eq!(ops(&b), ["CREATE", "UPDATE"]);
+    assert_eq!(ops(&c), ["CREATE", "UPDATE"]);
+
+    // Every non-tombstone record: envelope and headers agree.
+    for r in records.iter().filter(|r| r.value.is_some()) {
+        let v = value(r);
+        assert_eq!(v["object"], "Account");
+        assert_eq!(v["id"], key(r));
+        assert_eq!(v["source"]["channel"], "/data/AccountChangeEvent");
+        assert_eq!(header(r, "forcebridge.change_type"), v["operation"]);
+        assert_eq!(header(r, "forcebridge.replay_id"), v["source"]["replay_id"]);
+        assert_eq!(header(r, "forcebridge.schema_id"), v["source"]["schema_id"]);
+        assert_eq!(header(r, "forcebridge.channel"), "/data/AccountChangeEvent");
+        assert!(!header(r, "forcebridge.event_id").is_empty());
+        assert_eq!(v["commit_user"], sim.config().user_id.as_str());
+    }
+
+    let create = value(by_key[&a][0]);
+    assert_eq!(create["record"]["Name"], "Acme");
+    assert_eq!(create["record"]["BillingAddress"]["City"], "Paris");
+    assert_eq!(create["record"]["BillingAddress"]["Country"], "France");
+
+    let update = value(by_key[&a][1]);
+    let changed = names(&update["changed_fields"]);
+    for f in ["Name", "Phone", "LastModifiedDate", "BillingAddress.City"] {
+        assert!(
+            changed.contains(f),
+            "{f} missing from changed_fields {changed:?}"
+        );
+    }
+    assert_eq!(names(&update["nulled_fields"]), set(&["Phone"]));
+    assert_eq!(update["record"]["Name"], "Acme Corp");
+    assert_eq!(update["record"]["Phone"], Value::Null);
+    assert!(update["record"].as_object().unwrap().contains_key("Phone"));
+    assert_eq!(update["record"]["BillingAddress"], json!({"City": "Lyon"}));
+    assert!(
+        update["record"].get("Rating").is_none(),
+        "unchanged fields stay out"
+    );
+
+    let delete = value(by_key[&a][2]);
+    assert_eq!(delete["record"], json!({}));
+    assert!(
+        by_key[&a][3].value.is_none(),
+        "a tombstone follows the delete"
+    );
+    assert_eq!(header(by_key[&a][3], "forcebridge.change_type"), "DELETE");
+
+    // The multi-record update: one event (same replay id) fanned out to B and C.
+    let (ub, uc) = (value(by_key[&b][1]), value(by_key[&c][1]));
+    assert_eq!(ub["source"]["replay_id"], uc["source"]["replay_id"]);
+    assert_eq!(ub["record"]["Rating"], "Hot");
+    assert_eq!(uc["record"]["Rating"], "Hot");
+    // The two creates of one transaction share its key, in sequence.
+    let (cb, cc) = (value(by_key[&b][0]), value(by_key[&c][0]));
+    assert_eq!(cb["transaction_key"], cc["transaction_key"]);
+    assert_ne!(cb["source"]["replay_id"], cc["source"]["replay_id"]);
+    assert_eq!(
+        [
+            cb["sequence_number"].as_i64().unwrap(),
+            cc["sequence_number"].as_i64().unwrap()
+        ],
+        [1, 2]
+    );
+
+    running.stop().await;
+
+    // The checkpoint names the newest replay id of the channel.
+    let newest = records
+        .iter()
+        .map(|r| header(r, "forcebridge.replay_id"))
+        .max()
+        .unwrap();
+    let store = CheckpointStore::open(
+        &support::kafka::settings(bootstrap),
+        "forcebridge.checkpoints",
+        "test",
+    )
+    .await
+    .unwrap();
+    let checkpoint = store
+        .get("/data/AccountChangeEvent")
+        .expect("checkpoint saved");
+    assert_eq!(hex::encode(&checkpoint.replay_id), newest);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_become_exact_records_on_the_mock_cluster() {
+    let kafka = mock_kafka();
+    exact_records_scenario(&kafka.bootstrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_become_exact_records_on_a_real_broker() {
+    let Some(tansu) = tokio::task::spawn_blocking(Tansu::start_or_skip)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    exact_records_scenario(&tansu.bootstrap()).await;
+}
+
+/// Distinct replay ids and the full list of replay ids (with repeats) in the Account topic.
+fn replay_ids(records: &[ConsumedRecord]) -> (BTreeSet<String>, Vec<String>) {
+    let all: Vec<String> = records
+        .iter()
+        .map(|r| header(r, "forcebridge.replay_id"))
+        .collect();
+    (all.iter().cloned().collect(), all)
+}
+
+/// Stopped mid-stream — aborted like a crash, then stopped gracefully — and restarted each time
+/// from its checkpoint: every event arrives, none missing; repeats only after the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_the_checkpoint_without_loss() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    kafka.create_topic(ACCOUNTS, 3);
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let cfg = || config(&sim, &bootstrap, &["/data/AccountChangeEvent"], "");
+
+    let mut ids: BTreeSet<String> = sim.generate("Account", 3000).unwrap().into_iter().collect();
+
+    // Run 1: killed (task aborted, no drain) once a third has been produced.
+    let first = start(cfg());
+    tokio::time::timeout(WAIT, async {
+        while first.stats.snapshot().records_produced() < 1000 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first run makes progress");
+    first.handle.abort();
+    let _ = first.handle.await;
+    let after_crash = read_topic(&bootstrap, ACCOUNTS).len();
+    assert!(
+        after_crash < 3000,
+        "the crash should come mid-stream ({after_crash})"
+    );
+
+    // Run 2: more changes arrive while it runs; stopped gracefully once all are in.
+    ids.extend(sim.generate("Account", 1000).unwrap());
+    let second = start(cfg());
+    let records = wait_for_distinct(&bootstrap, 4000).await;
+    second.stop().await;
+    let (distinct, all) = replay_ids(&records);
+    assert_eq!(distinct.len(), 4000, "every event is in Kafka");
+    let keys: BTreeSet<String> = records.iter().map(key).collect();
+    assert_eq!(keys, ids, "every record Id is in Kafka");
+    let repeats_after_crash = all.len() - distinct.len();
+    eprintln!("after the crash: {repeats_after_crash} repeated records (at-least-once)");
+
+    // Run 3: after a graceful stop nothing is repeated.
+    let before = all.len();
+    sim.generate("Account", 500).unwrap();
+    let third = start(cfg());
+    let records = wait_for_distinct(&bootstrap, 4500).await;
+    third.stop().await;
+    let (distinct, all) = replay_ids(&records);
+    assert_eq!(distinct.len(), 4500);
+    assert_eq!(all.len() - before, 500, "a graceful stop repeats nothing");
+    sim.shutdown().await;
+}
+
+async fn wait_for_distinct(bootstrap: &str, n: usize) -> Vec<ConsumedRecord> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let records = wait_for_records(bootstrap, ACCOUNTS, n, WAIT).await;
+        let (distinct, _) = replay_ids(&records);
+        if distinct.len() >= n || tokio::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An unknown schema id, a blank one and a corrupt payload go to the dead-letter topic with the
+/// reason and the raw bytes; the events around them flow on and the checkpoint moves past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_events_go_to_the_dead_letter_topic() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let channel = "/event/Order_Event__e";
+    let running = start(config(&sim, &bootstrap, &[channel], ""));
+    let order =
+        |n: &str| fields(json!({"Order_Number__c": n, "Amount__c": 12.5, "Status__c": "Placed"}));
+
+    sim.publish_event(channel, order("ORD-1")).unwrap();
+    let first = wait_for_records(&bootstrap, "salesforce.Order_Event__e", 1, WAIT).await;
+    let schema_id = header(&first[0], "forcebridge.schema_id");
+    sim.inject_raw_event(channel, "NoSuchSchemaId0000000w", b"\x02ab".to_vec())
+        .unwrap();
+    sim.inject_raw_event(channel, "", b"\x02ab".to_vec())
+        .unwrap();
+    let corrupt = b"\x80\x80\x80\x80\x80\x80".to_vec();
+    sim.inject_raw_event(channel, &schema_id, corrupt.clone())
+        .unwrap();
+    let last = sim.publish_event(channel, order("ORD-2")).unwrap();
+
+    let good = wait_for_records(&bootstrap, "salesforce.Order_Event__e", 2, WAIT).await;
+    assert_eq!(good.len(), 2);
+    assert_eq!(value(&good[1])["record"]["Order_Number__c"], "ORD-2");
+    let dead = wait_for_records(&bootstrap, "forcebridge.dlq", 3, WAIT).await;
+    assert_eq!(dead.len(), 3);
+    let stages: Vec<String> = dead
+        .iter()
+        .map(|r| header(r, "forcebridge.error.stage"))
+        .collect();
+    assert_eq!(stages, ["schema", "schema", "decode"]);
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|r| header(r, "forcebridge.error.reason"))
+        .collect();
+    assert!(
+        reasons[0].contains("NoSuchSchemaId0000000w"),
+        "{}",
+        reasons[0]
+    );
+    assert!(
+        reasons[1].to_lowercase().contains("blank"),
+        "{}",
+        reasons[1]
+    );
+    assert!(!reasons[2].is_empty());
+    assert_eq!(
+        dead[2].value.as_deref(),
+        Some(corrupt.as_slice()),
+        "raw bytes kept"
+    );
+    for r in &dead {
+        assert_eq!(header(r, "forcebridge.channel"), channel);
+        assert_eq!(key(r), header(r, "forcebridge.replay_id"));
+    }
+
+    running.stop().await;
+    let store = CheckpointStore::open(
+        &support::kafka::settings(&bootstrap),
+        "forcebridge.checkpoints",
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.get(channel).unwrap().replay_id.as_ref(),
+        last.as_slice()
+    );
+    sim.shutdown().await;
+}
+
+/// A checkpoint whose replay id the org rejects stops the channel with an error that names
+/// Salesforce's error code, instead of looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_replay_id_is_a_clear_error() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    sim.generate("Account", 3).unwrap();
+    let store = CheckpointStore::open(
+        &support::kafka::settings(&bootstrap),
+        "forcebridge.checkpoints",
+        "test",
+    )
+    .await
+    .unwrap();
+    store
+        .save("/data/AccountChangeEvent", &[0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    drop(store);
+
+    let running = start(config(&sim, &bootstrap, &["/data/AccountChangeEvent"], ""));
+    let outcome = tokio::time::timeout(WAIT, running.handle)
+        .await
+        .expect("the pipeline stops by itself")
+        .unwrap();
+    let message = outcome
+        .expect_err("a rejected replay id is an error")
+        .to_string();
+    assert!(message.contains("replayid.corrupted"), "{message}");
+    assert!(message.contains("/data/AccountChangeEvent"), "{message}");
+    sim.shutdown().await;
+}
+
+/// A schema change mid-stream: the next event carries a new schema id, which is fetched once and
+/// used, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_mid_stream_needs_no_restart() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let running = start(config(&sim, &bootstrap, &["/data/AccountChangeEvent"], ""));
+    sim.create("Account", fields(json!({"Name": "Before"})))
+        .unwrap();
+    wait_for_records(&bootstrap, ACCOUNTS, 1, WAIT).await;
+    sim.add_field("Account", "Tier__c", json!(["null", "string"]))
+        .unwrap();
+    sim.create(
+        "Account",
+        fields(json!({"Name": "After", "Tier__c": "Gold"})),
+    )
+    .unwrap();
+    let records = wait_for_records(&bootstrap, ACCOUNTS, 2, WAIT).await;
+    assert_eq!(records.len(), 2);
+    let (before, after) = (value(&records[0]), value(&records[1]));
+    assert_ne!(before["source"]["schema_id"], after["source"]["schema_id"]);
+    assert_eq!(after["record"]["Tier__c"], "Gold");
+    assert_eq!(running.stats.snapshot().schemas_fetched, 2);
+    running.stop().await;
+    sim.shutdown().await;
+}
