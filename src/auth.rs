@@ -100,28 +100,7 @@ impl SessionHandle {
 pub struct Authenticator {
     http: reqwest::Client,
     login_url: String,
-    auth: AuthSpec,
-}
-
-/// The flow, with secrets, detached from the config so it can be cloned into tasks.
-#[derive(Clone)]
-enum AuthSpec {
-    ClientCredentials {
-        client_id: String,
-        client_secret: SecretString,
-    },
-    Password {
-        client_id: String,
-        client_secret: SecretString,
-        username: String,
-        password: SecretString,
-        security_token: Option<SecretString>,
-    },
-    AccessToken {
-        access_token: SecretString,
-        instance_url: String,
-        org_id: Option<String>,
-    },
+    auth: AuthConfig,
 }
 
 #[derive(Deserialize)]
@@ -150,48 +129,17 @@ struct UserInfo {
 impl Authenticator {
     /// Builds an authenticator for the configured org.
     pub fn new(config: &SalesforceConfig, http: reqwest::Client) -> Self {
-        let auth = match &config.auth {
-            AuthConfig::ClientCredentials {
-                client_id,
-                client_secret,
-            } => AuthSpec::ClientCredentials {
-                client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
-            },
-            AuthConfig::Password {
-                client_id,
-                client_secret,
-                username,
-                password,
-                security_token,
-            } => AuthSpec::Password {
-                client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
-                username: username.clone(),
-                password: password.clone(),
-                security_token: security_token.clone(),
-            },
-            AuthConfig::AccessToken {
-                access_token,
-                instance_url,
-                org_id,
-            } => AuthSpec::AccessToken {
-                access_token: access_token.clone(),
-                instance_url: instance_url.clone(),
-                org_id: org_id.clone(),
-            },
-        };
         Authenticator {
             http,
             login_url: config.login_url.trim_end_matches('/').to_owned(),
-            auth,
+            auth: config.auth.clone(),
         }
     }
 
     /// Logs in and returns a fresh session.
     pub async fn login(&self) -> Result<Session, AuthError> {
         let (token, instance_url, identity) = match &self.auth {
-            AuthSpec::AccessToken {
+            AuthConfig::AccessToken {
                 access_token,
                 instance_url,
                 org_id,
@@ -207,7 +155,7 @@ impl Authenticator {
                 }
                 (access_token.clone(), instance_url, None)
             }
-            AuthSpec::ClientCredentials {
+            AuthConfig::ClientCredentials {
                 client_id,
                 client_secret,
             } => {
@@ -218,7 +166,7 @@ impl Authenticator {
                 ];
                 self.token_request(&form).await?
             }
-            AuthSpec::Password {
+            AuthConfig::Password {
                 client_id,
                 client_secret,
                 username,

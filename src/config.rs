@@ -107,7 +107,7 @@ const fn default_http_timeout() -> Duration {
 }
 
 /// The OAuth 2.0 flow used to obtain an access token.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     /// OAuth 2.0 client credentials flow (connected app with a run-as user; My Domain login URL).

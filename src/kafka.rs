@@ -400,6 +400,38 @@ impl std::fmt::Debug for EmbeddedKafka {
     }
 }
 
+/// Counts the records of `topic`: the sum over its partitions of high minus low watermark (a
+/// compacted or transactional topic may hold fewer readable records than that).
+pub fn count_records(
+    bootstrap_servers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<u64, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client = |source: RdKafkaError| KafkaError::Client {
+        what: "watermark reader",
+        source,
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", "forcebridge-count")
+        .create()
+        .map_err(client)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(client)?;
+    let mut total = 0u64;
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for partition in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), timeout)
+                .map_err(client)?;
+            total += (high - low).max(0) as u64;
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,36 +518,4 @@ mod tests {
         ));
         assert!(render_topic(&long[..249], "", "/x").is_ok());
     }
-}
-
-/// Counts the records of `topic`: the sum over its partitions of high minus low watermark (a
-/// compacted or transactional topic may hold fewer readable records than that).
-pub fn count_records(
-    bootstrap_servers: &str,
-    topic: &str,
-    timeout: Duration,
-) -> Result<u64, KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client = |source: RdKafkaError| KafkaError::Client {
-        what: "watermark reader",
-        source,
-    };
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap_servers)
-        .set("group.id", "forcebridge-count")
-        .create()
-        .map_err(client)?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(client)?;
-    let mut total = 0u64;
-    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-        for partition in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), timeout)
-                .map_err(client)?;
-            total += (high - low).max(0) as u64;
-        }
-    }
-    Ok(total)
 }

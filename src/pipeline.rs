@@ -397,32 +397,8 @@ async fn handle_event(
     let records = match decode_event(shared, &raw, options, cancel).await {
         Err(None) => return Err(HandleError::Cancelled),
         Err(Some(dead)) => Err(dead),
-        Ok(records) => Ok(records),
+        Ok(records) => route(records, template, &channel.name),
     };
-    let records = match records {
-        Ok(records) => {
-            let mut routed = Vec::with_capacity(records.len());
-            let mut failure = None;
-            for record in records {
-                match crate::kafka::render_topic(template, &record.object, &channel.name) {
-                    Ok(topic) => routed.push((topic, record)),
-                    Err(err) => {
-                        failure = Some(DeadLetter {
-                            stage: "route",
-                            reason: err.to_string(),
-                        });
-                        break;
-                    }
-                }
-            }
-            match failure {
-                Some(dead) => Err(dead),
-                None => Ok(routed),
-            }
-        }
-        Err(dead) => Err(dead),
-    };
-
     match records {
         Ok(routed) => {
             for (topic, record) in &routed {
@@ -481,6 +457,26 @@ async fn handle_event(
     }
     handle.seal();
     Ok(())
+}
+
+/// Pairs each record with its topic; a name the template cannot make a topic of dead-letters the
+/// whole event.
+fn route(
+    records: Vec<cdc::OutRecord>,
+    template: &str,
+    channel: &str,
+) -> Result<Vec<(String, cdc::OutRecord)>, DeadLetter> {
+    records
+        .into_iter()
+        .map(|record| {
+            crate::kafka::render_topic(template, &record.object, channel)
+                .map(|topic| (topic, record))
+                .map_err(|err| DeadLetter {
+                    stage: "route",
+                    reason: err.to_string(),
+                })
+        })
+        .collect()
 }
 
 /// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema.
