@@ -321,6 +321,12 @@ impl Subscription {
         &self.topic
     }
 
+    /// Events requested from the server and not yet received, plus events received and not yet
+    /// handed on: never more than the batch size.
+    pub fn credits_in_hand(&self) -> u32 {
+        self.outstanding + self.buffered.len() as u32
+    }
+
     /// The next event or keepalive. Calling it again means the previous event was handed on, so
     /// credits are topped up here. `Ok(None)` never happens; the end of a stream is an error
     /// ([`PubSubError::Closed`]) so that the caller always resubscribes.
