@@ -790,29 +790,3 @@ fn schema_change_mid_stream_uses_each_events_schema() {
     assert_eq!(expand(&v2, &["0x4"]).unwrap(), ["Phone"]);
     assert_eq!(expand(&v1, &["0x4"]).unwrap(), ["Type"]);
 }
-
-/// Rough throughput smoke test (run with `--ignored --nocapture`; meaningful only optimized).
-#[test]
-#[ignore]
-fn throughput_smoke() {
-    let m = mini();
-    let payload = encode(&m, mini_datum(&UPDATE, true, true, true));
-    let r = raw("mini-1", &payload);
-    let opts = EnvelopeOptions::default();
-    let n = 100_000;
-    let start = std::time::Instant::now();
-    let mut bytes = 0usize;
-    for _ in 0..n {
-        let ev = decode(&m, &payload).unwrap();
-        for rec in to_records(&r, &ev, &opts) {
-            bytes += rec.value.map_or(0, |v| v.len());
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{n} events ({} records each, {} bytes out total) in {secs:.2}s = {:.0} events/s",
-        UPDATE.ids.len(),
-        bytes,
-        n as f64 / secs
-    );
-}
