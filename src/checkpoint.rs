@@ -21,8 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -303,11 +301,6 @@ impl std::fmt::Debug for AckToken {
 
 /// How long metadata, watermark and admin requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long CreateTopics may take on the client side; a broker that never answers it (the
-/// librdkafka mock cluster) costs this much once per open of a missing topic.
-const CREATE_REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
-/// How long the broker may wait for the topic creation to complete.
-const CREATE_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long reading the checkpoint topic to its end may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a checkpoint write may wait for its acknowledgement.
@@ -334,7 +327,7 @@ pub enum CheckpointError {
         topic: String,
         /// The admin error.
         #[source]
-        source: Box<RdKafkaError>,
+        source: Box<crate::kafka::KafkaError>,
     },
     /// Reading the checkpoint topic failed.
     #[error("reading checkpoint topic {topic:?}: {what}")]
@@ -522,88 +515,15 @@ impl CheckpointStore {
 }
 
 async fn create_compacted_topic(kafka: &KafkaSettings, topic: &str) -> Result<(), CheckpointError> {
-    let admin: AdminClient<DefaultClientContext> = with_passthrough(
-        {
-            let mut c = client_config(kafka);
-            // The existence check below must not auto-create a (non-compacted) topic.
-            c.set("allow.auto.create.topics", "false");
-            c
-        },
-        kafka,
-    )
-    .create()
-    .map_err(|source| CheckpointError::Client {
-        role: "admin client",
+    let create_err = |source: crate::kafka::KafkaError| CheckpointError::CreateTopic {
         topic: topic.to_owned(),
-        source: source.into(),
-    })?;
-    let admin = Arc::new(admin);
-
-    let exists = {
-        let (admin, name) = (admin.clone(), topic.to_owned());
-        tokio::task::spawn_blocking(move || {
-            admin
-                .inner()
-                .fetch_metadata(Some(&name), REQUEST_TIMEOUT)
-                .map(|md| {
-                    md.topics()
-                        .iter()
-                        .any(|t| t.name() == name && t.error().is_none())
-                })
-        })
+        source: Box::new(source),
+    };
+    crate::kafka::TopicAdmin::new(kafka)
+        .map_err(create_err)?
+        .ensure(topic, 1, &[("cleanup.policy", "compact")])
         .await
-        .map_err(|e| CheckpointError::Task(e.to_string()))?
-        .map_err(|source| CheckpointError::Read {
-            topic: topic.to_owned(),
-            what: "fetching metadata".into(),
-            source: Some(source.into()),
-        })?
-    };
-    if exists {
-        return Ok(());
-    }
-
-    let new_topic =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-    let options = AdminOptions::new()
-        .request_timeout(Some(CREATE_REQUEST_TIMEOUT))
-        .operation_timeout(Some(CREATE_OPERATION_TIMEOUT));
-    let result = admin.create_topics([&new_topic], &options).await;
-    let code = match result {
-        Ok(results) => match results.into_iter().next() {
-            Some(Err((_, code))) => code,
-            _ => return Ok(()),
-        },
-        Err(RdKafkaError::AdminOp(code)) => code,
-        Err(source) => {
-            return Err(CheckpointError::CreateTopic {
-                topic: topic.to_owned(),
-                source: source.into(),
-            });
-        }
-    };
-    match code {
-        RDKafkaErrorCode::TopicAlreadyExists => Ok(()),
-        // Brokers without the CreateTopics API (the librdkafka mock cluster) never answer, or
-        // answer "unsupported"; such brokers auto-create topics on first produce.
-        RDKafkaErrorCode::OperationTimedOut
-        | RDKafkaErrorCode::RequestTimedOut
-        | RDKafkaErrorCode::UnsupportedVersion
-        | RDKafkaErrorCode::UnsupportedFeature
-        | RDKafkaErrorCode::InvalidRequest => {
-            tracing::warn!(
-                topic,
-                error = %code,
-                "could not create the checkpoint topic; relying on broker auto-creation \
-                 (create it with cleanup.policy=compact)"
-            );
-            Ok(())
-        }
-        code => Err(CheckpointError::CreateTopic {
-            topic: topic.to_owned(),
-            source: RdKafkaError::AdminOp(code).into(),
-        }),
-    }
+        .map_err(create_err)
 }
 
 /// Reads `topic` from the beginning of every partition to its high watermark (blocking).

@@ -212,6 +212,20 @@ pub struct KafkaConfig {
     /// Events that cannot be processed go here, with the reason in headers.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
+    /// Create missing topics (per-object topics, dead-letter, checkpoints) instead of relying on
+    /// broker auto-creation.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Partitions of the topics forcebridge creates (replication: the broker's default).
+    #[serde(default = "default_topic_partitions")]
+    pub topic_partitions: i32,
+}
+
+const fn default_true() -> bool {
+    true
+}
+const fn default_topic_partitions() -> i32 {
+    3
 }
 
 fn default_checkpoint_topic() -> String {
@@ -383,6 +397,9 @@ impl KafkaConfig {
             ("kafka.dead_letter_topic", &self.dead_letter_topic),
         ] {
             crate::kafka::render_topic(topic, "", "").map_err(|e| invalid(key, e.to_string()))?;
+        }
+        if self.topic_partitions < 1 {
+            return Err(invalid("kafka.topic_partitions", "must be at least 1"));
         }
         for managed in ["bootstrap.servers", "enable.idempotence"] {
             if self.properties.contains_key(managed) {

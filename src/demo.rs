@@ -67,7 +67,13 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
     let kafka = EmbeddedKafka::start(3).map_err(|e| DemoError::Kafka(e.to_string()))?;
     let bootstrap = kafka.bootstrap_servers();
     // The mock cluster has no CreateTopics API: create forcebridge's own topics up front.
-    for topic in ["forcebridge.checkpoints", "forcebridge.dlq"] {
+    for topic in [
+        "forcebridge.checkpoints",
+        "forcebridge.dlq",
+        ACCOUNT_TOPIC,
+        CONTACT_TOPIC,
+        ORDER_TOPIC,
+    ] {
         kafka
             .create_topic(topic, 1)
             .map_err(|e| DemoError::Kafka(e.to_string()))?;

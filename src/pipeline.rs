@@ -31,7 +31,7 @@ use crate::auth::{AuthError, Authenticator, SessionHandle};
 use crate::cdc::{self, EnvelopeOptions, RawEvent};
 use crate::checkpoint::{AckWindow, CheckpointError, CheckpointStore};
 use crate::config::{ChannelConfig, Config, InitialReplay};
-use crate::kafka::{KafkaError, OutgoingRecord, Producer};
+use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin};
 use crate::proto::ConsumerEvent;
 use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
@@ -72,6 +72,8 @@ struct Shared {
     authenticator: Authenticator,
     producer: Producer,
     checkpoints: CheckpointStore,
+    /// Creates missing topics when `kafka.create_topics` is on.
+    topics: Option<TopicAdmin>,
     schemas: SchemaCache,
     stats: Arc<PipelineStats>,
 }
@@ -108,8 +110,22 @@ pub async fn run(
     let producer = Producer::new(&settings)?;
     let checkpoints =
         CheckpointStore::open(&settings, &config.kafka.checkpoint_topic, &config.name).await?;
+    let topics = if config.kafka.create_topics {
+        let admin = TopicAdmin::new(&settings)?;
+        admin
+            .ensure(
+                &config.kafka.dead_letter_topic,
+                config.kafka.topic_partitions,
+                &[],
+            )
+            .await?;
+        Some(admin)
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         config,
+        topics,
         pubsub,
         session,
         authenticator,
@@ -402,6 +418,14 @@ async fn handle_event(
     match records {
         Ok(routed) => {
             for (topic, record) in &routed {
+                if !counters.contains_key(topic)
+                    && let Some(admin) = &shared.topics
+                {
+                    admin
+                        .ensure(topic, shared.config.kafka.topic_partitions, &[])
+                        .await
+                        .map_err(HandleError::Kafka)?;
+                }
                 let headers: Vec<(&str, &[u8])> = record
                     .headers
                     .iter()

@@ -385,6 +385,11 @@ async fn tansu_produce_and_durable() {
         return;
     };
     let topic = unique_topic("stage");
+    forcebridge::kafka::TopicAdmin::new(&tansu.settings())
+        .unwrap()
+        .ensure(&topic, 3, &[])
+        .await
+        .unwrap();
     let producer = Producer::new(&tansu.settings()).unwrap();
     let window = AckWindow::new();
     produce_events(&producer, &window, &topic, 1, 30).await;
