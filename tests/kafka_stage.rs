@@ -385,6 +385,7 @@ async fn tansu_produce_and_durable() {
         return;
     };
     let topic = unique_topic("stage");
+    tansu.create_topic(&topic, 3).await;
     let producer = Producer::new(&tansu.settings()).unwrap();
     let window = AckWindow::new();
     produce_events(&producer, &window, &topic, 1, 30).await;
