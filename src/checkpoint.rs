@@ -14,7 +14,7 @@
 //!   is read to its end and the last value per key wins; [`CheckpointStore::save`] resolves only
 //!   once the broker acknowledged the record.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -541,7 +541,7 @@ fn load(
         {
             let mut c = client_config(kafka);
             c.set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "false")
+                .set("enable.partition.eof", "true")
                 .set("group.id", "forcebridge-checkpoint-loader");
             c
         },
@@ -568,8 +568,11 @@ fn load(
         return Err(read_err(format!("topic metadata: {code}"), None));
     }
 
-    // partition -> high watermark still to reach
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    // Partitions whose end is still to reach. The end is where librdkafka reports partition EOF:
+    // the high watermark of the fetch responses. ListOffsets is only used to skip empty
+    // partitions, since not every broker answers it right (tansu's memory engine reports the
+    // latest *batch* rather than the high watermark).
+    let mut remaining: HashSet<i32> = HashSet::new();
     let mut assignment = TopicPartitionList::new();
     for p in topic_md.partitions() {
         let (low, high) = consumer
@@ -581,7 +584,7 @@ fn load(
                 )
             })?;
         if high > low {
-            remaining.insert(p.id(), high);
+            remaining.insert(p.id());
             assignment
                 .add_partition_offset(topic, p.id(), Offset::Beginning)
                 .map_err(|e| read_err("building the assignment".into(), Some(e)))?;
@@ -601,7 +604,7 @@ fn load(
             return Err(read_err(
                 format!(
                     "timed out after {LOAD_TIMEOUT:?} before reaching the end of partitions {:?}",
-                    remaining.keys().collect::<Vec<_>>()
+                    remaining.iter().collect::<Vec<_>>()
                 ),
                 None,
             ));
@@ -609,13 +612,15 @@ fn load(
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message.map_err(|e| read_err("consuming".into(), Some(e)))?;
+        let message = match message {
+            Ok(message) => message,
+            Err(RdKafkaError::PartitionEOF(partition)) => {
+                remaining.remove(&partition);
+                continue;
+            }
+            Err(e) => return Err(read_err("consuming".into(), Some(e))),
+        };
         let (partition, offset) = (message.partition(), message.offset());
-        if let Some(high) = remaining.get(&partition)
-            && offset + 1 >= *high
-        {
-            remaining.remove(&partition);
-        }
         let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
         };

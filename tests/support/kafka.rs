@@ -6,7 +6,7 @@
 //! consumer groups (tansu's group join waits for the rebalance timeout). Neither broker filters
 //! aborted transactions, and these readers don't either.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use forcebridge::kafka::{EmbeddedKafka, KafkaSettings};
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -209,6 +212,29 @@ impl Tansu {
     pub fn settings(&self) -> KafkaSettings {
         settings(&self.bootstrap)
     }
+
+    /// Creates `topic` with `partitions` partitions through the CreateTopics API (tansu does not
+    /// auto-create topics on produce).
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("create an admin client");
+        let results = admin
+            .create_topics(
+                [&NewTopic::new(
+                    topic,
+                    partitions,
+                    TopicReplication::Fixed(-1),
+                )],
+                &AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create topic {topic:?} on tansu: {e}"));
+        for result in results {
+            result.unwrap_or_else(|(t, e)| panic!("create topic {t:?} on tansu: {e}"));
+        }
+    }
 }
 
 impl Drop for Tansu {
@@ -255,7 +281,7 @@ fn reader(bootstrap: &str) -> BaseConsumer {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "forcebridge-test-reader")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "true")
         .set("log_level", "3")
         .create()
         .expect("create a test reader")
@@ -288,17 +314,20 @@ fn watermarks(consumer: &BaseConsumer, topic: &str) -> Vec<(i32, i64, i64)> {
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<ConsumedRecord> {
     let consumer = reader(bootstrap);
     let marks = watermarks(&consumer, topic);
-    let mut remaining: BTreeMap<i32, i64> = marks
+    // The end of a partition is where librdkafka reports EOF (the fetch responses' high
+    // watermark); ListOffsets only tells which partitions are empty (tansu's memory engine
+    // answers ListOffsets(latest) with the latest batch, not the high watermark).
+    let mut remaining: BTreeSet<i32> = marks
         .iter()
         .filter(|(_, low, high)| high > low)
-        .map(|&(p, _, high)| (p, high))
+        .map(|&(p, _, _)| p)
         .collect();
     let mut records = Vec::new();
     if remaining.is_empty() {
         return records;
     }
     let mut tpl = TopicPartitionList::new();
-    for p in remaining.keys() {
+    for p in &remaining {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .expect("add partition");
     }
@@ -307,20 +336,21 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<ConsumedRecord> {
     while !remaining.is_empty() {
         assert!(
             Instant::now() < deadline,
-            "reading {topic:?}: partitions {:?} did not reach their high watermark",
+            "reading {topic:?}: partitions {:?} did not reach their end",
             remaining
         );
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message.unwrap_or_else(|e| panic!("reading {topic:?}: {e}"));
+        let message = match message {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(partition)) => {
+                remaining.remove(&partition);
+                continue;
+            }
+            Err(e) => panic!("reading {topic:?}: {e}"),
+        };
         let (partition, offset) = (message.partition(), message.offset());
-        if remaining
-            .get(&partition)
-            .is_some_and(|high| offset + 1 >= *high)
-        {
-            remaining.remove(&partition);
-        }
         let headers = message
             .headers()
             .map(|hs| {
@@ -352,19 +382,13 @@ pub async fn wait_for_records(
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + timeout;
-        let consumer = reader(&bootstrap);
         loop {
-            let count: i64 = watermarks(&consumer, &topic)
-                .iter()
-                .map(|(_, low, high)| high - low)
-                .sum();
-            if count as usize >= n || Instant::now() >= deadline {
-                break;
+            let records = read_topic(&bootstrap, &topic);
+            if records.len() >= n || Instant::now() >= deadline {
+                return records;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
-        drop(consumer);
-        read_topic(&bootstrap, &topic)
     })
     .await
     .expect("reader task")
