@@ -240,7 +240,7 @@ async fn mock_broker_down_past_message_timeout_fails_the_event() {
     let topic = unique_topic("timeout");
     kafka.create_topic(&topic, 1);
     let producer =
-        Producer::new(&with(kafka.settings(), &[("message.timeout.ms", "1000")])).unwrap();
+        Producer::new(&with(kafka.settings(), &[("message.timeout.ms", "5000")])).unwrap();
     let window = AckWindow::new();
     produce_events(&producer, &window, &topic, 1, 2).await;
     wait_idle(&window).await;
