@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod cdc;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod demo;

@@ -37,11 +37,15 @@ enum Command {
         #[arg(long, short, env = "FORCEBRIDGE_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a config file (keys, values, environment variables) without connecting.
+    /// Check a config file: keys, values and environment variables, then (unless `--offline`)
+    /// the Salesforce login, every channel (GetTopic) and Kafka. Exits non-zero when unsafe to run.
     Check {
         /// The YAML config file.
         #[arg(long, short, env = "FORCEBRIDGE_CONFIG")]
         config: PathBuf,
+        /// Validate the file only; connect to nothing.
+        #[arg(long)]
+        offline: bool,
     },
     /// Demo: a simulated Salesforce org and an embedded Kafka, a stream of changes, the pipeline,
     /// progress and a summary.
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     // Config errors surface before any runtime or connection exists.
     let config = match &command {
-        Command::Run { config } | Command::Check { config } => Some(
+        Command::Run { config } | Command::Check { config, .. } => Some(
             Config::load(config).with_context(|| format!("invalid config {}", config.display()))?,
         ),
         _ => None,
@@ -82,9 +86,21 @@ fn run(command: Command) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let _guard = runtime.enter();
     match command {
-        Command::Check { config: path } => {
+        Command::Check {
+            config: path,
+            offline,
+        } => {
             println!("{}: configuration is valid", path.display());
-            Ok(())
+            if offline {
+                return Ok(());
+            }
+            let config = config.expect("loaded above");
+            if runtime.block_on(forcebridge::check::run(&config)) {
+                println!("safe to start");
+                Ok(())
+            } else {
+                anyhow::bail!("some checks failed: not safe to start")
+            }
         }
         Command::Run { .. } => {
             let config = config.expect("loaded above");

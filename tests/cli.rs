@@ -1,6 +1,10 @@
 //! The `forcebridge` binary as a user runs it.
 
+mod support;
+
 use std::process::Command;
+
+use forcebridge::sim::{SimConfig, SimOrg};
 
 fn forcebridge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_forcebridge"))
@@ -18,7 +22,7 @@ fn check_rejects_an_unknown_key_naming_it() {
     )
     .unwrap();
     let output = forcebridge()
-        .args(["check", "--config"])
+        .args(["check", "--offline", "--config"])
         .arg(&path)
         .env("FB_TEST_TOKEN", "00Dxx!very-secret-token")
         .output()
@@ -37,7 +41,7 @@ fn check_rejects_an_unknown_key_naming_it() {
     )
     .unwrap();
     let output = forcebridge()
-        .args(["check", "--config"])
+        .args(["check", "--offline", "--config"])
         .arg(&path)
         .env("FB_TEST_TOKEN", "00Dxx!very-secret-token")
         .output()
@@ -91,4 +95,70 @@ fn demo_summary_matches_the_changes() {
         "{stdout}"
     );
     assert!(!stdout.contains("MISMATCH"));
+}
+
+/// `check` logs in, asks GetTopic for every channel and reaches Kafka; a channel the org does not
+/// have fails the check with its name, and the secret never appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connects_and_names_a_missing_channel() {
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let kafka = support::kafka::MockKafka::start(1);
+    let c = sim.config();
+    let dir = std::env::temp_dir().join(format!("forcebridge-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("check.yaml");
+    let write = |channels: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "salesforce:\n  login_url: {}\n  pubsub_endpoint: {}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {}\n    client_secret: ${{FB_SECRET}}\nsource:\n  channels:\n{channels}kafka:\n  bootstrap_servers: {}\n",
+                sim.instance_url(),
+                sim.pubsub_endpoint(),
+                c.client_id,
+                kafka.bootstrap()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |path: std::path::PathBuf, secret: String| {
+        tokio::task::spawn_blocking(move || {
+            forcebridge()
+                .args(["check", "--config"])
+                .arg(path)
+                .env("FB_SECRET", secret)
+                .output()
+                .unwrap()
+        })
+    };
+
+    write("    - name: /data/AccountChangeEvent\n    - name: /data/Nope__ChangeEvent\n");
+    let output = run(path.clone(), c.client_secret.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("ok      Salesforce login"), "{stdout}");
+    assert!(
+        stdout.contains("ok      channel /data/AccountChangeEvent"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAILED  channel /data/Nope__ChangeEvent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("topic.not.found"), "{stdout}");
+    assert!(stdout.contains("ok      Kafka"), "{stdout}");
+
+    write("    - name: /data/AccountChangeEvent\n");
+    let output = run(path.clone(), c.client_secret.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("safe to start"), "{stdout}");
+    assert!(!stdout.contains(&c.client_secret) && !stderr.contains(&c.client_secret));
+
+    let output = run(path.clone(), "wrong-secret".into()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(stdout.contains("FAILED  Salesforce login"), "{stdout}");
+    assert!(stdout.contains("invalid_client"), "{stdout}");
+    sim.shutdown().await;
 }

@@ -1,0 +1,108 @@
+//! `forcebridge check`: is it safe to start with this config?
+//!
+//! Contract: after the config has validated, logs in to Salesforce, connects to the Pub/Sub API,
+//! asks `GetTopic` for every channel (it must exist and allow subscribing), and asks Kafka for
+//! metadata. Every step prints one line, `ok` or the reason; secrets are never printed. Returns
+//! `false` when any step failed.
+
+use std::time::Duration;
+
+use crate::auth::{Authenticator, SessionHandle};
+use crate::config::Config;
+use crate::pubsub::PubSub;
+
+/// Runs the checks, printing a report; `true` when all passed.
+pub async fn run(config: &Config) -> bool {
+    let mut ok = true;
+    let mut report = |step: &str, outcome: Result<String, String>| {
+        match &outcome {
+            Ok(detail) => println!("  ok      {step}{}", suffix(detail)),
+            Err(reason) => println!("  FAILED  {step}: {reason}"),
+        }
+        ok &= outcome.is_ok();
+    };
+    report("config", Ok(String::new()));
+
+    let session = match crate::auth::http_client(config.salesforce.http_timeout) {
+        Err(err) => Err(err.to_string()),
+        Ok(http) => Authenticator::new(&config.salesforce, http)
+            .login()
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    let session = match session {
+        Ok(session) => {
+            report(
+                "Salesforce login",
+                Ok(format!(
+                    "org {} at {}",
+                    session.org_id, session.instance_url
+                )),
+            );
+            Some(SessionHandle::new(session))
+        }
+        Err(reason) => {
+            report("Salesforce login", Err(reason));
+            None
+        }
+    };
+    if let Some(session) = session {
+        match PubSub::connect(
+            &config.salesforce.pubsub_endpoint,
+            session,
+            config.salesforce.allow_plaintext,
+        )
+        .await
+        {
+            Err(err) => report("Pub/Sub API", Err(err.to_string())),
+            Ok(pubsub) => {
+                report("Pub/Sub API", Ok(config.salesforce.pubsub_endpoint.clone()));
+                for channel in &config.source.channels {
+                    let outcome = match pubsub.get_topic(&channel.name).await {
+                        Err(err) => Err(err.to_string()),
+                        Ok(topic) if !topic.can_subscribe => {
+                            Err("exists, but the user may not subscribe to it".into())
+                        }
+                        Ok(_) => Ok("can subscribe".into()),
+                    };
+                    report(&format!("channel {}", channel.name), outcome);
+                }
+            }
+        }
+    }
+
+    let bootstrap = config.kafka.bootstrap_servers.clone();
+    let kafka = tokio::task::spawn_blocking(move || {
+        crate::kafka::count_records(&bootstrap, "__forcebridge_check", Duration::from_secs(10))
+    })
+    .await;
+    let kafka = match kafka {
+        Ok(Ok(_)) => Ok(config.kafka.bootstrap_servers.clone()),
+        Ok(Err(err)) => Err(error_chain(&err)),
+        Err(err) => Err(err.to_string()),
+    };
+    report("Kafka", kafka);
+    ok
+}
+
+fn suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
