@@ -153,6 +153,11 @@ pub struct SourceConfig {
     /// Rebuild a stream that delivered nothing (not even a keepalive) for this long.
     #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
+    /// What to do when the org rejects a checkpoint's replay id (older than the 72 h retention, or
+    /// corrupt): resume from `earliest` (default) or `latest` once, writing a gap marker to the
+    /// dead-letter topic, or `fail`.
+    #[serde(default)]
+    pub replay_rejected: ReplayRejectedPolicy,
     /// How often durable replay ids are written to the checkpoint topic.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: Duration,
@@ -184,6 +189,19 @@ pub struct ChannelConfig {
     /// Overrides `source.topic_template` for this channel.
     #[serde(default)]
     pub topic: Option<String>,
+}
+
+/// What to do when the org rejects a replay id.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayRejectedPolicy {
+    /// Resume from the oldest retained event (repeats, but nothing retained is skipped).
+    #[default]
+    Earliest,
+    /// Resume from new events only (the events in between are skipped).
+    Latest,
+    /// Stop the pipeline with the error.
+    Fail,
 }
 
 /// Where a channel without a checkpoint starts.

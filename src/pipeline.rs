@@ -30,7 +30,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::auth::{AuthError, Authenticator, SessionHandle};
 use crate::cdc::{self, EnvelopeOptions, RawEvent};
 use crate::checkpoint::{AckWindow, CheckpointError, CheckpointStore};
-use crate::config::{ChannelConfig, Config, InitialReplay};
+use crate::config::{ChannelConfig, Config, InitialReplay, ReplayRejectedPolicy};
 use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin};
 use crate::proto::ConsumerEvent;
 use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
@@ -220,7 +220,7 @@ async fn run_attempt(
     let window = AckWindow::new();
     let attempt = cancel.child_token();
     let capacity = shared.config.source.batch_size as usize;
-    let (tx, rx) = mpsc::channel::<Delivery>(capacity);
+    let (tx, rx) = mpsc::channel::<Item>(capacity);
     let position = Position(std::sync::Mutex::new(start));
 
     let reader = read_stream(shared, channel, stats, &position, tx, &attempt);
@@ -242,22 +242,36 @@ async fn run_attempt(
     read.and(processed).and(checkpointed)
 }
 
-/// Owns the Subscribe stream; rebuilds it on transient errors.
+/// What the reader hands the processor.
+enum Item {
+    /// An event or keepalive from the stream.
+    Delivery(Delivery),
+    /// The org rejected `rejected`; the stream resumed from `resumed_from`: events may be missing.
+    Gap {
+        rejected: Bytes,
+        resumed_from: ReplayRejectedPolicy,
+        reason: String,
+    },
+}
+
+/// Owns the Subscribe stream; rebuilds it on transient errors, applies the replay-rejected
+/// policy once.
 async fn read_stream(
     shared: &Shared,
     channel: &ChannelConfig,
     stats: &ChannelStats,
     position: &Position,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<Item>,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
     let source = &shared.config.source;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    let mut policy_applied = false;
     loop {
         let start = position.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let opened = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            opened = shared.pubsub.subscribe(&channel.name, start, source.batch_size, source.stream_idle_timeout) => opened,
+            opened = shared.pubsub.subscribe(&channel.name, start.clone(), source.batch_size, source.stream_idle_timeout) => opened,
         };
         let error = match opened {
             Err(err) => err,
@@ -284,7 +298,7 @@ async fn read_stream(
                             latest_replay_id.clone()
                         }
                     };
-                    if tx.send(delivery).await.is_err() {
+                    if tx.send(Item::Delivery(delivery)).await.is_err() {
                         return Ok(()); // the processor stopped; it reports why
                     }
                     if !replay_id.is_empty() {
@@ -295,6 +309,32 @@ async fn read_stream(
             }
         };
         match error.directive() {
+            Directive::ReplayRejected
+                if source.replay_rejected != ReplayRejectedPolicy::Fail && !policy_applied =>
+            {
+                // Once per attempt: a preset cannot be rejected, so this never loops.
+                policy_applied = true;
+                let resumed_from = source.replay_rejected;
+                let rejected = match start {
+                    ReplayStart::After(id) => id,
+                    _ => Bytes::new(),
+                };
+                error!(error = %error, replay_id = %hex::encode(&rejected), ?resumed_from, "the org rejected the replay id; resuming: events may be missing");
+                stats.replay_gaps.fetch_add(1, Ordering::Relaxed);
+                let gap = Item::Gap {
+                    rejected,
+                    resumed_from,
+                    reason: error.to_string(),
+                };
+                if tx.send(gap).await.is_err() {
+                    return Ok(());
+                }
+                *position.0.lock().unwrap_or_else(|e| e.into_inner()) = match resumed_from {
+                    ReplayRejectedPolicy::Latest => ReplayStart::Latest,
+                    _ => ReplayStart::Earliest,
+                };
+                continue;
+            }
             Directive::Fatal | Directive::ReplayRejected => {
                 return Err(AttemptError::Fatal(error.into()));
             }
@@ -322,7 +362,7 @@ async fn process(
     channel: &ChannelConfig,
     stats: &ChannelStats,
     window: &AckWindow,
-    mut rx: mpsc::Receiver<Delivery>,
+    mut rx: mpsc::Receiver<Item>,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
     let options = EnvelopeOptions {
@@ -346,12 +386,21 @@ async fn process(
             },
         };
         match delivery {
-            Delivery::Keepalive { latest_replay_id } => {
+            Item::Gap {
+                rejected,
+                resumed_from,
+                reason,
+            } => {
+                write_gap_marker(shared, &channel.name, &rejected, resumed_from, &reason)
+                    .await
+                    .map_err(AttemptError::DeliveryFailed)?;
+            }
+            Item::Delivery(Delivery::Keepalive { latest_replay_id }) => {
                 if !latest_replay_id.is_empty() {
                     window.begin(latest_replay_id).seal();
                 }
             }
-            Delivery::Event(event) => {
+            Item::Delivery(Delivery::Event(event)) => {
                 let outcome = handle_event(
                     shared,
                     channel,
@@ -373,6 +422,57 @@ async fn process(
                 }
             }
         }
+    }
+}
+
+/// Writes a gap marker to the dead-letter topic and waits until Kafka has it: a record saying
+/// which replay id the org rejected and where the channel resumed, so a consumer knows events may
+/// be missing.
+async fn write_gap_marker(
+    shared: &Shared,
+    channel: &str,
+    rejected: &[u8],
+    resumed_from: ReplayRejectedPolicy,
+    reason: &str,
+) -> Result<(), String> {
+    let rejected_hex = hex::encode(rejected);
+    let resumed = match resumed_from {
+        ReplayRejectedPolicy::Latest => "latest",
+        _ => "earliest",
+    };
+    let value = serde_json::json!({
+        "gap": true,
+        "channel": channel,
+        "rejected_replay_id": rejected_hex,
+        "resumed_from": resumed,
+        "reason": reason,
+    })
+    .to_string();
+    let headers: [(&str, &[u8]); 4] = [
+        ("forcebridge.error.stage", b"replay"),
+        ("forcebridge.error.reason", reason.as_bytes()),
+        ("forcebridge.channel", channel.as_bytes()),
+        ("forcebridge.replay_id", rejected_hex.as_bytes()),
+    ];
+    let record = OutgoingRecord {
+        topic: &shared.config.kafka.dead_letter_topic,
+        key: Some(channel.as_bytes()),
+        value: Some(value.as_bytes()),
+        headers: &headers,
+    };
+    // Its own window: the marker is durable before any event after the gap is processed.
+    let window = AckWindow::new();
+    let handle = window.begin(Bytes::new());
+    shared
+        .producer
+        .send(record, handle.token())
+        .await
+        .map_err(|e| e.to_string())?;
+    handle.seal();
+    window.wait_idle().await;
+    match window.failure() {
+        Some(reason) => Err(reason),
+        None => Ok(()),
     }
 }
 

@@ -22,6 +22,8 @@ pub const KEEPALIVES: &str = "forcebridge_source_keepalives_total";
 pub const STREAMS_OPENED: &str = "forcebridge_source_streams_opened_total";
 /// Checkpoints written, per channel.
 pub const CHECKPOINTS_WRITTEN: &str = "forcebridge_source_checkpoints_written_total";
+/// Replay ids the org rejected, after which events may be missing, per channel.
+pub const REPLAY_GAPS: &str = "forcebridge_source_replay_gaps_total";
 /// Schemas fetched with GetSchema (cache misses).
 pub const SCHEMAS_FETCHED: &str = "forcebridge_source_schemas_fetched_total";
 
@@ -38,6 +40,8 @@ pub struct ChannelStats {
     pub streams_opened: AtomicU64,
     /// [`CHECKPOINTS_WRITTEN`]
     pub checkpoints_written: AtomicU64,
+    /// [`REPLAY_GAPS`]
+    pub replay_gaps: AtomicU64,
     /// [`RECORDS_PRODUCED`] by topic.
     records_by_topic: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
 }
@@ -80,6 +84,7 @@ pub struct ChannelSnapshot {
     pub keepalives: u64,
     pub streams_opened: u64,
     pub checkpoints_written: u64,
+    pub replay_gaps: u64,
 }
 
 impl PipelineStats {
@@ -105,6 +110,7 @@ impl PipelineStats {
                     keepalives: stats.keepalives.load(Ordering::Relaxed),
                     streams_opened: stats.streams_opened.load(Ordering::Relaxed),
                     checkpoints_written: stats.checkpoints_written.load(Ordering::Relaxed),
+                    replay_gaps: stats.replay_gaps.load(Ordering::Relaxed),
                 },
             );
             let topics = stats

@@ -440,8 +440,8 @@ async fn undecodable_events_go_to_the_dead_letter_topic() {
     sim.shutdown().await;
 }
 
-/// A checkpoint whose replay id the org rejects stops the channel with an error that names
-/// Salesforce's error code, instead of looping.
+/// With `replay_rejected: fail`, a checkpoint whose replay id the org rejects stops the channel
+/// with an error that names Salesforce's error code, instead of looping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_replay_id_is_a_clear_error() {
     let kafka = mock_kafka();
@@ -461,7 +461,12 @@ async fn a_rejected_replay_id_is_a_clear_error() {
         .unwrap();
     drop(store);
 
-    let running = start(config(&sim, &bootstrap, &["/data/AccountChangeEvent"], ""));
+    let running = start(config(
+        &sim,
+        &bootstrap,
+        &["/data/AccountChangeEvent"],
+        "  replay_rejected: fail\n",
+    ));
     let outcome = tokio::time::timeout(WAIT, running.handle)
         .await
         .expect("the pipeline stops by itself")
@@ -499,5 +504,63 @@ async fn a_schema_change_mid_stream_needs_no_restart() {
     assert_eq!(after["record"]["Tier__c"], "Gold");
     assert_eq!(running.stats.snapshot().schemas_fetched, 2);
     running.stop().await;
+    sim.shutdown().await;
+}
+
+/// With the default policy (`earliest`), a rejected replay id is applied once: the channel
+/// resumes from the oldest retained event, a gap marker lands in the dead-letter topic, the gap
+/// is counted, and the checkpoint moves on to a valid replay id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_replay_id_resumes_from_earliest_with_a_gap_marker() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let ids: BTreeSet<String> = sim.generate("Account", 3).unwrap().into_iter().collect();
+    let channel = "/data/AccountChangeEvent";
+    let store = CheckpointStore::open(
+        &support::kafka::settings(&bootstrap),
+        "forcebridge.checkpoints",
+        "test",
+    )
+    .await
+    .unwrap();
+    store
+        .save(channel, &[0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    drop(store);
+
+    let running = start(config(&sim, &bootstrap, &[channel], ""));
+    let records = wait_for_records(&bootstrap, ACCOUNTS, 3, WAIT).await;
+    assert_eq!(records.iter().map(key).collect::<BTreeSet<_>>(), ids);
+    let gaps = wait_for_records(&bootstrap, "forcebridge.dlq", 1, WAIT).await;
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(header(&gaps[0], "forcebridge.error.stage"), "replay");
+    assert_eq!(header(&gaps[0], "forcebridge.replay_id"), "deadbeef");
+    let marker = value(&gaps[0]);
+    assert_eq!(marker["resumed_from"], "earliest");
+    assert_eq!(marker["channel"], channel);
+    assert!(
+        marker["reason"]
+            .as_str()
+            .unwrap()
+            .contains("replayid.corrupted")
+    );
+    assert_eq!(running.stats.snapshot().channels[channel].replay_gaps, 1);
+    running.stop().await;
+
+    let store = CheckpointStore::open(
+        &support::kafka::settings(&bootstrap),
+        "forcebridge.checkpoints",
+        "test",
+    )
+    .await
+    .unwrap();
+    let newest = records
+        .iter()
+        .map(|r| header(r, "forcebridge.replay_id"))
+        .max()
+        .unwrap();
+    assert_eq!(hex::encode(store.get(channel).unwrap().replay_id), newest);
     sim.shutdown().await;
 }
