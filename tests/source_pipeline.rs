@@ -581,3 +581,28 @@ async fn a_rejected_replay_id_resumes_from_earliest_with_a_gap_marker() {
     assert_eq!(hex::encode(store.get(channel).unwrap().replay_id), newest);
     sim.shutdown().await;
 }
+
+/// The org resets every stream and revokes the session mid-stream: the pipeline logs in again,
+/// resubscribes from the last event it handed on, and every event arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_resets_and_revoked_tokens_lose_and_repeat_nothing() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let running = start(config(&sim, &bootstrap, &["/data/AccountChangeEvent"], ""));
+    let mut ids: BTreeSet<String> = sim.generate("Account", 500).unwrap().into_iter().collect();
+    wait_for_distinct(&bootstrap, 500).await;
+
+    sim.revoke_tokens();
+    sim.reset_streams();
+    ids.extend(sim.generate("Account", 500).unwrap());
+    let records = wait_for_distinct(&bootstrap, 1000).await;
+    let (distinct, all) = replay_ids(&records);
+    assert_eq!(distinct.len(), 1000, "nothing lost");
+    assert_eq!(all.len(), 1000, "nothing repeated");
+    assert_eq!(records.iter().map(key).collect::<BTreeSet<_>>(), ids);
+    let channel = &running.stats.snapshot().channels["/data/AccountChangeEvent"];
+    assert!(channel.streams_opened >= 2, "{channel:?}");
+    running.stop().await;
+    sim.shutdown().await;
+}

@@ -398,6 +398,8 @@ impl Subscription {
 
     async fn serve(&self, inbound: &mut Streaming<FetchRequest>) -> Stop {
         let shared = self.service.shared.clone();
+        let mut resets = shared.resets.subscribe();
+        resets.mark_unchanged();
         let first = tokio::select! {
             m = inbound.message() => m,
             () = shared.shutdown.cancelled() => return Stop::Quiet,
@@ -488,6 +490,13 @@ impl Subscription {
                 biased;
                 () = shared.shutdown.cancelled() => return self.on_cancel(),
                 () = self.tx.closed() => return Stop::Quiet,
+                _ = resets.changed() => {
+                    return self.error(
+                        Code::Unavailable,
+                        "service.unavailable",
+                        "The service is unavailable. Try again later.",
+                    );
+                }
                 message = inbound.message() => {
                     let req = match message {
                         Ok(Some(req)) => req,

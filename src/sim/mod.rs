@@ -183,6 +183,8 @@ pub(crate) struct Shared {
     /// Sequence number of the newest event; subscribers wait on it.
     pub tip: watch::Sender<u64>,
     pub tokens: Mutex<HashMap<String, Session>>,
+    /// Bumped by [`SimOrg::reset_streams`]; every open Subscribe stream ends when it changes.
+    pub resets: watch::Sender<u64>,
     pub instance_url: String,
     pub pubsub_endpoint: String,
     pub shutdown: CancellationToken,
@@ -439,6 +441,7 @@ impl SimOrg {
             bus: Mutex::new(Bus::default()),
             tip: watch::Sender::new(0),
             tokens: Mutex::new(HashMap::new()),
+            resets: watch::Sender::new(0),
             instance_url: format!("http://{http_addr}"),
             pubsub_endpoint: format!("http://{grpc_addr}"),
             shutdown: CancellationToken::new(),
@@ -633,6 +636,18 @@ impl SimOrg {
     }
 
     /// Stops both servers (open Subscribe streams end with `UNAVAILABLE`).
+    /// Fault injection: ends every open Subscribe stream with `UNAVAILABLE`
+    /// (`service.unavailable`), as an outage or a reset HTTP/2 stream does.
+    pub fn reset_streams(&self) {
+        self.shared.resets.send_modify(|n| *n += 1);
+    }
+
+    /// Fault injection: revokes every issued access token (as a session timeout or a revoked
+    /// connected app does); later calls with them are refused until the client logs in again.
+    pub fn revoke_tokens(&self) {
+        lock(&self.shared.tokens).clear();
+    }
+
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
         let tasks = std::mem::take(&mut *lock(&self.tasks));
