@@ -89,6 +89,17 @@ impl Running {
     }
 }
 
+/// The test connector's checkpoints in `bootstrap`.
+async fn checkpoints(bootstrap: &str) -> CheckpointStore {
+    CheckpointStore::open(
+        &support::kafka::settings(bootstrap),
+        "forcebridge.checkpoints",
+        "test",
+    )
+    .await
+    .unwrap()
+}
+
 fn mock_kafka() -> MockKafka {
     let kafka = MockKafka::start(1);
     // The mock has no CreateTopics API; forcebridge's own topics are created up front.
@@ -260,13 +271,7 @@ async fn exact_records_scenario(bootstrap: &str, extra_kafka: &str) {
         .map(|r| header(r, "forcebridge.replay_id"))
         .max()
         .unwrap();
-    let store = CheckpointStore::open(
-        &support::kafka::settings(bootstrap),
-        "forcebridge.checkpoints",
-        "test",
-    )
-    .await
-    .unwrap();
+    let store = checkpoints(bootstrap).await;
     let checkpoint = store
         .get("/data/AccountChangeEvent")
         .expect("checkpoint saved");
@@ -435,13 +440,7 @@ async fn undecodable_events_go_to_the_dead_letter_topic() {
     }
 
     running.stop().await;
-    let store = CheckpointStore::open(
-        &support::kafka::settings(&bootstrap),
-        "forcebridge.checkpoints",
-        "test",
-    )
-    .await
-    .unwrap();
+    let store = checkpoints(&bootstrap).await;
     assert_eq!(
         store.get(channel).unwrap().replay_id.as_ref(),
         last.as_slice()
@@ -457,13 +456,7 @@ async fn a_rejected_replay_id_is_a_clear_error() {
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     sim.generate("Account", 3).unwrap();
-    let store = CheckpointStore::open(
-        &support::kafka::settings(&bootstrap),
-        "forcebridge.checkpoints",
-        "test",
-    )
-    .await
-    .unwrap();
+    let store = checkpoints(&bootstrap).await;
     store
         .save("/data/AccountChangeEvent", &[0xde, 0xad, 0xbe, 0xef])
         .await
@@ -534,13 +527,7 @@ async fn a_rejected_replay_id_resumes_from_earliest_with_a_gap_marker() {
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     let ids: BTreeSet<String> = sim.generate("Account", 3).unwrap().into_iter().collect();
     let channel = "/data/AccountChangeEvent";
-    let store = CheckpointStore::open(
-        &support::kafka::settings(&bootstrap),
-        "forcebridge.checkpoints",
-        "test",
-    )
-    .await
-    .unwrap();
+    let store = checkpoints(&bootstrap).await;
     store
         .save(channel, &[0xde, 0xad, 0xbe, 0xef])
         .await
@@ -566,13 +553,7 @@ async fn a_rejected_replay_id_resumes_from_earliest_with_a_gap_marker() {
     assert_eq!(running.stats.snapshot().channels[channel].replay_gaps, 1);
     running.stop().await;
 
-    let store = CheckpointStore::open(
-        &support::kafka::settings(&bootstrap),
-        "forcebridge.checkpoints",
-        "test",
-    )
-    .await
-    .unwrap();
+    let store = checkpoints(&bootstrap).await;
     let newest = records
         .iter()
         .map(|r| header(r, "forcebridge.replay_id"))
