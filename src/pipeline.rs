@@ -17,8 +17,9 @@
 //! * Cancellation stops intake at once, flushes Kafka within the drain deadline and writes the
 //!   final checkpoints.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,13 +30,13 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::auth::{AuthError, Authenticator, SessionHandle};
 use crate::cdc::{self, EnvelopeOptions, RawEvent};
-use crate::checkpoint::{AckWindow, CheckpointError, CheckpointStore};
+use crate::checkpoint::{AckWindow, CheckpointError, CheckpointStore, EventHandle};
 use crate::config::{ChannelConfig, Config, InitialReplay, ReplayRejectedPolicy};
 use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin};
 use crate::proto::ConsumerEvent;
 use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
-use crate::schema::{SchemaCache, SchemaError};
+use crate::schema::{SchemaCache, SchemaSource, SourceError};
 use crate::telemetry::{ChannelStats, PipelineStats};
 
 /// Why the pipeline stopped.
@@ -244,8 +245,13 @@ async fn run_attempt(
 
 /// What the reader hands the processor.
 enum Item {
-    /// An event or keepalive from the stream.
-    Delivery(Delivery),
+    /// An event, with its replay id (copied out of the event once, here).
+    Event {
+        event: ConsumerEvent,
+        replay_id: Bytes,
+    },
+    /// An empty FetchResponse: the position moved to this replay id.
+    Keepalive(Bytes),
     /// The org rejected `rejected`; the stream resumed from `resumed_from`: events may be missing.
     Gap {
         rejected: Bytes,
@@ -288,17 +294,22 @@ async fn read_stream(
                         Err(err) => break err,
                     };
                     backoff.reset();
-                    let replay_id = match &delivery {
+                    let (item, replay_id) = match delivery {
                         Delivery::Event(event) => {
                             stats.events_received.fetch_add(1, Ordering::Relaxed);
-                            Bytes::copy_from_slice(&event.replay_id)
+                            let replay_id = Bytes::copy_from_slice(&event.replay_id);
+                            let item = Item::Event {
+                                event,
+                                replay_id: replay_id.clone(),
+                            };
+                            (item, replay_id)
                         }
                         Delivery::Keepalive { latest_replay_id } => {
                             stats.keepalives.fetch_add(1, Ordering::Relaxed);
-                            latest_replay_id.clone()
+                            (Item::Keepalive(latest_replay_id.clone()), latest_replay_id)
                         }
                     };
-                    if tx.send(Item::Delivery(delivery)).await.is_err() {
+                    if tx.send(item).await.is_err() {
                         return Ok(()); // the processor stopped; it reports why
                     }
                     if !replay_id.is_empty() {
@@ -365,27 +376,33 @@ async fn process(
     mut rx: mpsc::Receiver<Item>,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
-    let options = EnvelopeOptions {
-        tombstones: shared.config.source.tombstones,
+    let mut processor = Processor {
+        shared,
+        channel,
+        stats,
+        window,
+        options: EnvelopeOptions {
+            tombstones: shared.config.source.tombstones,
+        },
+        template: channel
+            .topic
+            .as_deref()
+            .unwrap_or(&shared.config.source.topic_template),
+        routes: HashMap::new(),
     };
-    let template = channel
-        .topic
-        .as_deref()
-        .unwrap_or(&shared.config.source.topic_template);
-    let mut counters = std::collections::HashMap::new();
     loop {
         if let Some(reason) = window.failure() {
             return Err(AttemptError::DeliveryFailed(reason));
         }
-        let delivery = tokio::select! {
+        let item = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            delivery = rx.recv() => match delivery {
-                Some(d) => d,
+            item = rx.recv() => match item {
+                Some(item) => item,
                 None => return Ok(()),
             },
         };
-        match delivery {
+        match item {
             Item::Gap {
                 rejected,
                 resumed_from,
@@ -395,25 +412,13 @@ async fn process(
                     .await
                     .map_err(AttemptError::DeliveryFailed)?;
             }
-            Item::Delivery(Delivery::Keepalive { latest_replay_id }) => {
+            Item::Keepalive(latest_replay_id) => {
                 if !latest_replay_id.is_empty() {
                     window.begin(latest_replay_id).seal();
                 }
             }
-            Item::Delivery(Delivery::Event(event)) => {
-                let outcome = handle_event(
-                    shared,
-                    channel,
-                    stats,
-                    window,
-                    template,
-                    &options,
-                    &event,
-                    &mut counters,
-                    cancel,
-                )
-                .await;
-                match outcome {
+            Item::Event { event, replay_id } => {
+                match processor.handle(&event, replay_id, cancel).await {
                     Ok(()) => {}
                     Err(HandleError::Cancelled) => return Ok(()),
                     Err(HandleError::Kafka(err)) => {
@@ -487,160 +492,200 @@ struct DeadLetter {
     reason: String,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle_event(
-    shared: &Shared,
-    channel: &ChannelConfig,
-    stats: &ChannelStats,
-    window: &AckWindow,
-    template: &str,
-    options: &EnvelopeOptions,
-    consumer_event: &ConsumerEvent,
-    counters: &mut std::collections::HashMap<String, Arc<std::sync::atomic::AtomicU64>>,
-    cancel: &CancellationToken,
-) -> Result<(), HandleError> {
-    let empty = crate::proto::ProducerEvent::default();
-    let event = consumer_event.event.as_ref().unwrap_or(&empty);
-    let raw = RawEvent {
-        channel: &channel.name,
-        replay_id: &consumer_event.replay_id,
-        event_id: &event.id,
-        schema_id: &event.schema_id,
-        payload: &event.payload,
-    };
-    let handle = window.begin(Bytes::copy_from_slice(&consumer_event.replay_id));
+/// Where the records of one object go: rendered, created and counted once per object.
+struct Route {
+    topic: String,
+    produced: Arc<AtomicU64>,
+}
 
-    let records = match decode_event(shared, &raw, options, cancel).await {
-        Err(None) => return Err(HandleError::Cancelled),
-        Err(Some(dead)) => Err(dead),
-        Ok(records) => route(records, template, &channel.name),
-    };
-    match records {
-        Ok(routed) => {
-            for (topic, record) in &routed {
-                if !counters.contains_key(topic)
-                    && let Some(admin) = &shared.topics
-                {
-                    admin
-                        .ensure(topic, shared.config.kafka.topic_partitions, &[])
+/// One channel's processing state, owned by its processor task.
+struct Processor<'a> {
+    shared: &'a Shared,
+    channel: &'a ChannelConfig,
+    stats: &'a ChannelStats,
+    window: &'a AckWindow,
+    options: EnvelopeOptions,
+    template: &'a str,
+    /// Object API name → its route.
+    routes: HashMap<String, Route>,
+}
+
+impl Processor<'_> {
+    /// Decodes one event and produces its records (or dead-letters it), registered in the window
+    /// under `replay_id`.
+    async fn handle(
+        &mut self,
+        consumer_event: &ConsumerEvent,
+        replay_id: Bytes,
+        cancel: &CancellationToken,
+    ) -> Result<(), HandleError> {
+        let empty = crate::proto::ProducerEvent::default();
+        let event = consumer_event.event.as_ref().unwrap_or(&empty);
+        let raw = RawEvent {
+            channel: &self.channel.name,
+            replay_id: &consumer_event.replay_id,
+            event_id: &event.id,
+            schema_id: &event.schema_id,
+            payload: &event.payload,
+        };
+        let handle = self.window.begin(replay_id);
+        let records = match self.decode(&raw, cancel).await {
+            Err(None) => return Err(HandleError::Cancelled),
+            Err(Some(dead)) => Err(dead),
+            Ok(records) => self.resolve_routes(&records).await?.map(|()| records),
+        };
+        match records {
+            Ok(records) => {
+                for record in &records {
+                    let route = &self.routes[&record.object];
+                    let headers: Vec<(&str, &[u8])> = record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (*k, v.as_bytes()))
+                        .collect();
+                    let outgoing = OutgoingRecord {
+                        topic: &route.topic,
+                        key: Some(record.key.as_bytes()),
+                        value: record.value.as_deref(),
+                        headers: &headers,
+                    };
+                    self.shared
+                        .producer
+                        .send(outgoing, handle.token())
                         .await
                         .map_err(HandleError::Kafka)?;
+                    route.produced.fetch_add(1, Ordering::Relaxed);
                 }
-                let headers: Vec<(&str, &[u8])> = record
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (*k, v.as_bytes()))
-                    .collect();
-                let outgoing = OutgoingRecord {
-                    topic,
-                    key: Some(record.key.as_bytes()),
-                    value: record.value.as_deref(),
-                    headers: &headers,
+            }
+            Err(dead) => self.dead_letter(&raw, &dead, &handle).await?,
+        }
+        handle.seal();
+        Ok(())
+    }
+
+    /// Makes sure every object of `records` has a route. A topic name the template cannot make
+    /// dead-letters the whole event; a topic Kafka cannot create fails the attempt.
+    async fn resolve_routes(
+        &mut self,
+        records: &[cdc::OutRecord],
+    ) -> Result<Result<(), DeadLetter>, HandleError> {
+        for record in records {
+            if self.routes.contains_key(&record.object) {
+                continue;
+            }
+            let topic =
+                match crate::kafka::render_topic(self.template, &record.object, &self.channel.name)
+                {
+                    Ok(topic) => topic,
+                    Err(err) => {
+                        return Ok(Err(DeadLetter {
+                            stage: "route",
+                            reason: err.to_string(),
+                        }));
+                    }
                 };
-                shared
-                    .producer
-                    .send(outgoing, handle.token())
+            if let Some(admin) = &self.shared.topics {
+                admin
+                    .ensure(&topic, self.shared.config.kafka.topic_partitions, &[])
                     .await
                     .map_err(HandleError::Kafka)?;
-                let counter = counters
-                    .entry(topic.clone())
-                    .or_insert_with(|| stats.topic_counter(topic));
-                counter.fetch_add(1, Ordering::Relaxed);
             }
+            let produced = self.stats.topic_counter(&topic);
+            self.routes
+                .insert(record.object.clone(), Route { topic, produced });
         }
-        Err(dead) => {
-            warn!(
-                stage = dead.stage,
-                reason = %dead.reason,
-                replay_id = %hex::encode(raw.replay_id),
-                schema_id = raw.schema_id,
-                "event sent to the dead-letter topic"
-            );
-            stats.events_dead_lettered.fetch_add(1, Ordering::Relaxed);
-            let replay_hex = hex::encode(raw.replay_id);
-            let headers: [(&str, &[u8]); 6] = [
-                ("forcebridge.error.stage", dead.stage.as_bytes()),
-                ("forcebridge.error.reason", dead.reason.as_bytes()),
-                ("forcebridge.channel", raw.channel.as_bytes()),
-                ("forcebridge.replay_id", replay_hex.as_bytes()),
-                ("forcebridge.schema_id", raw.schema_id.as_bytes()),
-                ("forcebridge.event_id", raw.event_id.as_bytes()),
-            ];
-            let outgoing = OutgoingRecord {
-                topic: &shared.config.kafka.dead_letter_topic,
-                key: Some(replay_hex.as_bytes()),
-                value: Some(raw.payload),
-                headers: &headers,
-            };
-            shared
-                .producer
-                .send(outgoing, handle.token())
-                .await
-                .map_err(HandleError::Kafka)?;
-        }
+        Ok(Ok(()))
     }
-    handle.seal();
-    Ok(())
-}
 
-/// Pairs each record with its topic; a name the template cannot make a topic of dead-letters the
-/// whole event.
-fn route(
-    records: Vec<cdc::OutRecord>,
-    template: &str,
-    channel: &str,
-) -> Result<Vec<(String, cdc::OutRecord)>, DeadLetter> {
-    records
-        .into_iter()
-        .map(|record| {
-            crate::kafka::render_topic(template, &record.object, channel)
-                .map(|topic| (topic, record))
-                .map_err(|err| DeadLetter {
-                    stage: "route",
-                    reason: err.to_string(),
-                })
-        })
-        .collect()
-}
+    /// Writes the raw event to the dead-letter topic with the reason in headers.
+    async fn dead_letter(
+        &self,
+        raw: &RawEvent<'_>,
+        dead: &DeadLetter,
+        handle: &EventHandle,
+    ) -> Result<(), HandleError> {
+        let replay_hex = hex::encode(raw.replay_id);
+        warn!(
+            stage = dead.stage,
+            reason = %dead.reason,
+            replay_id = %replay_hex,
+            schema_id = raw.schema_id,
+            "event sent to the dead-letter topic"
+        );
+        self.stats
+            .events_dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
+        let headers: [(&str, &[u8]); 6] = [
+            ("forcebridge.error.stage", dead.stage.as_bytes()),
+            ("forcebridge.error.reason", dead.reason.as_bytes()),
+            ("forcebridge.channel", raw.channel.as_bytes()),
+            ("forcebridge.replay_id", replay_hex.as_bytes()),
+            ("forcebridge.schema_id", raw.schema_id.as_bytes()),
+            ("forcebridge.event_id", raw.event_id.as_bytes()),
+        ];
+        let outgoing = OutgoingRecord {
+            topic: &self.shared.config.kafka.dead_letter_topic,
+            key: Some(replay_hex.as_bytes()),
+            value: Some(raw.payload),
+            headers: &headers,
+        };
+        self.shared
+            .producer
+            .send(outgoing, handle.token())
+            .await
+            .map_err(HandleError::Kafka)
+    }
 
-/// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema.
-async fn decode_event(
-    shared: &Shared,
-    raw: &RawEvent<'_>,
-    options: &EnvelopeOptions,
-    cancel: &CancellationToken,
-) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let schema = loop {
-        let fetched_before = shared.schemas.len();
-        let result = shared.schemas.get(raw.schema_id, &shared.pubsub).await;
-        if shared.schemas.len() > fetched_before {
-            shared.stats.schemas_fetched.fetch_add(1, Ordering::Relaxed);
-        }
-        match result {
-            Ok(schema) => break schema,
-            Err(err @ SchemaError::Unavailable { .. }) => {
-                let delay = backoff.next_delay();
-                warn!(error = %err, ?delay, "schema fetch failed; retrying");
-                if !sleep_or_cancel(delay, cancel).await {
-                    return Err(None);
+    /// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema.
+    async fn decode(
+        &self,
+        raw: &RawEvent<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
+        let source = CountingSource {
+            pubsub: &self.shared.pubsub,
+            fetched: &self.shared.stats.schemas_fetched,
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let schema = loop {
+            match self.shared.schemas.get(raw.schema_id, &source).await {
+                Ok(schema) => break schema,
+                Err(err) if err.is_retryable() => {
+                    let delay = backoff.next_delay();
+                    warn!(error = %err, ?delay, "schema fetch failed; retrying");
+                    if !sleep_or_cancel(delay, cancel).await {
+                        return Err(None);
+                    }
+                }
+                Err(err) => {
+                    return Err(Some(DeadLetter {
+                        stage: "schema",
+                        reason: err.to_string(),
+                    }));
                 }
             }
-            Err(err) => {
-                return Err(Some(DeadLetter {
-                    stage: "schema",
-                    reason: err.to_string(),
-                }));
-            }
-        }
-    };
-    let decoded = cdc::decode(&schema, raw.payload).map_err(|err| {
-        Some(DeadLetter {
-            stage: err.stage(),
-            reason: err.to_string(),
-        })
-    })?;
-    Ok(cdc::to_records(raw, &decoded, options))
+        };
+        let decoded = cdc::decode(&schema, raw.payload).map_err(|err| {
+            Some(DeadLetter {
+                stage: err.stage(),
+                reason: err.to_string(),
+            })
+        })?;
+        Ok(cdc::to_records(raw, &decoded, &self.options))
+    }
+}
+
+/// GetSchema through the Pub/Sub client, counted: the one place a schema fetch happens.
+struct CountingSource<'a> {
+    pubsub: &'a PubSub,
+    fetched: &'a AtomicU64,
+}
+
+impl SchemaSource for CountingSource<'_> {
+    async fn schema_json(&self, schema_id: &str) -> Result<String, SourceError> {
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        self.pubsub.schema_json(schema_id).await
+    }
 }
 
 /// Writes the durable replay id every `checkpoint_interval`, and once more when the attempt ends.

@@ -24,7 +24,7 @@ pub const STREAMS_OPENED: &str = "forcebridge_source_streams_opened_total";
 pub const CHECKPOINTS_WRITTEN: &str = "forcebridge_source_checkpoints_written_total";
 /// Replay ids the org rejected, after which events may be missing, per channel.
 pub const REPLAY_GAPS: &str = "forcebridge_source_replay_gaps_total";
-/// Schemas fetched with GetSchema (cache misses).
+/// GetSchema calls (schema cache misses, including failed fetches).
 pub const SCHEMAS_FETCHED: &str = "forcebridge_source_schemas_fetched_total";
 
 /// Counters of one channel.

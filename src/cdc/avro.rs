@@ -351,34 +351,13 @@ impl Program {
             Node::Enum(symbols) => {
                 let start = r.pos;
                 let i = r.int()?;
-                match usize::try_from(i).ok().and_then(|i| symbols.get(i)) {
-                    Some(s) => Value::String(s.clone()),
-                    None => {
-                        return Err(DecodeError::Avro {
-                            offset: start,
-                            reason: format!(
-                                "enum index {i} out of range ({} symbols)",
-                                symbols.len()
-                            ),
-                        });
-                    }
-                }
+                Value::String(branch(symbols, i.into(), start, "enum index", "symbols")?.clone())
             }
             Node::Union(variants) => {
                 let start = r.pos;
                 let i = r.long()?;
-                match usize::try_from(i).ok().and_then(|i| variants.get(i)) {
-                    Some(v) => self.read(r, v, depth, sparse)?,
-                    None => {
-                        return Err(DecodeError::Avro {
-                            offset: start,
-                            reason: format!(
-                                "union branch {i} out of range ({} branches)",
-                                variants.len()
-                            ),
-                        });
-                    }
-                }
+                let variant = branch(variants, i, start, "union branch", "branches")?;
+                self.read(r, variant, depth, sparse)?
             }
             Node::Array(item) => {
                 let depth = self.deeper(r, depth)?;
@@ -473,6 +452,23 @@ impl Program {
             Ok(depth + 1)
         }
     }
+}
+
+/// The `i`th of `items` (an enum symbol or a union branch), or an error naming the offset.
+fn branch<'a, T>(
+    items: &'a [T],
+    i: i64,
+    offset: usize,
+    what: &str,
+    unit: &str,
+) -> Result<&'a T, DecodeError> {
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| items.get(i))
+        .ok_or_else(|| DecodeError::Avro {
+            offset,
+            reason: format!("{what} {i} out of range ({} {unit})", items.len()),
+        })
 }
 
 #[cfg(test)]
