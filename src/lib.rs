@@ -16,5 +16,6 @@ pub mod proto;
 pub mod pubsub;
 pub mod retry;
 pub mod schema;
+pub mod sftime;
 pub mod sim;
 pub mod telemetry;
