@@ -73,7 +73,7 @@ fn digits(s: &str, what: &str, input: &str) -> Result<u32, String> {
 /// `YYYY-MM-DD` → epoch milliseconds at midnight UTC.
 pub fn parse_date(input: &str) -> Result<i64, String> {
     let bytes = input.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+    if bytes.len() != 10 || !input.is_ascii() || bytes[4] != b'-' || bytes[7] != b'-' {
         return Err(format!("`{input}` is not a date like 2024-01-31"));
     }
     let y = i64::from(digits(&input[0..4], "the year", input)?);
@@ -91,7 +91,7 @@ pub fn parse_date(input: &str) -> Result<i64, String> {
 /// A Salesforce or ISO 8601 datetime (or a bare date) → epoch milliseconds.
 pub fn parse_datetime(input: &str) -> Result<i64, String> {
     let input = input.trim();
-    if input.len() < 10 {
+    if input.len() < 10 || !input.is_char_boundary(10) {
         return Err(format!(
             "`{input}` is not a datetime like 2024-01-31T12:05:09.042+0000"
         ));
@@ -111,7 +111,7 @@ pub fn parse_datetime(input: &str) -> Result<i64, String> {
         .strip_prefix('T')
         .or_else(|| rest.strip_prefix(' '))
         .ok_or_else(|| format!("`{input}`: expected `T` after the date"))?;
-    if rest.len() < 8 || rest.as_bytes()[2] != b':' || rest.as_bytes()[5] != b':' {
+    if rest.len() < 8 || !rest.is_char_boundary(8) || rest.as_bytes()[2] != b':' || rest.as_bytes()[5] != b':' {
         return Err(format!("`{input}`: the time must be HH:MM:SS"));
     }
     let h = digits(&rest[0..2], "the hour", input)?;
@@ -142,6 +142,9 @@ pub fn parse_datetime(input: &str) -> Result<i64, String> {
                 _ => return Err(format!("`{input}`: unexpected `{rest}` after the time")),
             };
             let body = rest[1..].replace(':', "");
+            if !body.is_ascii() {
+                return Err(format!("`{input}`: the offset must be ±HH:MM or ±HHMM"));
+            }
             let (oh, om) = match body.len() {
                 2 => (digits(&body, "the offset", input)?, 0),
                 4 => (
@@ -219,6 +222,10 @@ mod tests {
             "2024-01-31T12:00:00+5",
             "2024-01-31T12:00:00.Z",
             "2024-01-31X12:00:00Z",
+            "2024-01-3é",
+            "2024-01-31T12:00:0é",
+            "2024-01-31T12:00:00+0é",
+            "2024-01-31T12:00:00+0é0",
         ] {
             let err = parse_datetime(s).unwrap_err();
             assert!(err.contains(s.trim()), "{s}: {err}");
