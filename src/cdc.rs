@@ -128,6 +128,9 @@ pub const HEADER_SCHEMA_ID: &str = "forcebridge.schema_id";
 pub const HEADER_CHANGE_TYPE: &str = "forcebridge.change_type";
 pub const HEADER_CHANGE_ORIGIN: &str = "forcebridge.change_origin";
 pub const HEADER_CHANNEL: &str = "forcebridge.channel";
+/// Set (to `client_tag` or `commit_user`) on records of echo events when `source.echo.mode` is
+/// `mark`.
+pub const HEADER_ECHO: &str = "forcebridge.echo";
 pub const HEADER_EVENT_ID: &str = "forcebridge.event_id";
 
 /// The operation of a Platform Event record.

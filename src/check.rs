@@ -57,7 +57,7 @@ pub async fn run(config: &Config) -> bool {
             Err(err) => report("Pub/Sub API", Err(err.to_string())),
             Ok(pubsub) => {
                 report("Pub/Sub API", Ok(config.salesforce.pubsub_endpoint.clone()));
-                for channel in &config.source.channels {
+                for channel in config.source.iter().flat_map(|s| &s.channels) {
                     let outcome = match pubsub.get_topic(&channel.name).await {
                         Err(err) => Err(err.to_string()),
                         Ok(topic) if !topic.can_subscribe => {

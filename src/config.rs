@@ -59,8 +59,12 @@ pub struct Config {
     pub name: String,
     /// How to reach and log in to the Salesforce org.
     pub salesforce: SalesforceConfig,
-    /// Salesforce → Kafka.
-    pub source: SourceConfig,
+    /// Salesforce → Kafka (optional: a deployment may run only the sink).
+    #[serde(default)]
+    pub source: Option<SourceConfig>,
+    /// Kafka → Salesforce (optional).
+    #[serde(default)]
+    pub sink: Option<SinkConfig>,
     /// The Kafka cluster.
     pub kafka: KafkaConfig,
 }
@@ -89,6 +93,11 @@ pub struct SalesforceConfig {
     /// Timeout of one HTTP request (login, REST).
     #[serde(default = "default_http_timeout", with = "humantime_serde")]
     pub http_timeout: Duration,
+    /// The tag every REST write carries as `Sforce-Call-Options: client=<tag>`; Salesforce
+    /// copies it into the CDC `changeOrigin`, which is how the source recognises the sink's own
+    /// writes. Defaults to the connector `name`.
+    #[serde(default)]
+    pub client_tag: Option<String>,
     /// The OAuth flow.
     pub auth: AuthConfig,
 }
@@ -161,6 +170,176 @@ pub struct SourceConfig {
     /// How often durable replay ids are written to the checkpoint topic.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// What to do with change events caused by forcebridge's own write-backs.
+    #[serde(default)]
+    pub echo: EchoConfig,
+}
+
+/// Echo suppression: change events caused by the sink's own writes.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoConfig {
+    /// `drop` (default): not produced; `mark`: produced with the `forcebridge.echo` header and
+    /// `"echo": true`; `pass`: produced as any other change.
+    #[serde(default)]
+    pub mode: EchoMode,
+    /// Also treat changes committed by the logged-in (integration) user as echoes, whatever
+    /// their `changeOrigin`.
+    #[serde(default)]
+    pub own_user: bool,
+    /// Also treat changes committed by these user Ids as echoes.
+    #[serde(default)]
+    pub commit_users: Vec<String>,
+}
+
+/// What happens to an echo.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EchoMode {
+    /// Not produced (the replay id still advances).
+    #[default]
+    Drop,
+    /// Produced, marked.
+    Mark,
+    /// Produced unmarked.
+    Pass,
+}
+
+/// Kafka → Salesforce settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Write-back topics (messages in the format of ARCHITECTURE.md, "Write-back messages").
+    pub topics: Vec<String>,
+    /// Consumer group; defaults to `<name>-sink`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Per-object settings, by object API name.
+    #[serde(default)]
+    pub objects: BTreeMap<String, SinkObjectConfig>,
+    /// Records per batch: one batch is one last-write-wins read and one write call when it fits
+    /// five sObject Collections of 200 (1..=1000).
+    #[serde(default = "default_sink_batch_records")]
+    pub batch_records: usize,
+    /// How long a partly filled batch waits for more records.
+    #[serde(default = "default_sink_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    /// Batches written concurrently (each is one Composite call at a time).
+    #[serde(default = "default_sink_concurrency")]
+    pub concurrency: usize,
+    /// Skip writes older than the record's current `SystemModstamp` (changed by someone else)
+    /// and send them to `conflicts_topic`.
+    #[serde(default = "default_true")]
+    pub last_write_wins: bool,
+    /// Where last-write-wins conflicts go.
+    #[serde(default = "default_conflicts_topic")]
+    pub conflicts_topic: String,
+    /// Where records that cannot be written go; defaults to `kafka.dead_letter_topic`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Attempts per record for retryable per-record errors (`UNABLE_TO_LOCK_ROW`, …).
+    #[serde(default = "default_sink_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay (full jitter, doubling up to `max_backoff`).
+    #[serde(default = "default_sink_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_sink_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Daily API allowance kept in reserve: writing pauses when only this much is left.
+    /// A number of calls (`5000`) or a percentage of the daily maximum (`"10%"`).
+    #[serde(default)]
+    pub api_reserve: ApiReserve,
+    /// While paused on the reserve, how often `/limits` is polled (each poll is one API call).
+    #[serde(default = "default_limits_poll_interval", with = "humantime_serde")]
+    pub limits_poll_interval: Duration,
+    /// How often consumer offsets of finished records are committed.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+}
+
+const fn default_sink_batch_records() -> usize {
+    1000
+}
+const fn default_sink_linger() -> Duration {
+    Duration::from_millis(200)
+}
+const fn default_sink_concurrency() -> usize {
+    2
+}
+const fn default_sink_max_attempts() -> u32 {
+    5
+}
+const fn default_sink_initial_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+const fn default_sink_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+const fn default_limits_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_conflicts_topic() -> String {
+    "forcebridge.conflicts".to_owned()
+}
+
+/// Per-object sink settings.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkObjectConfig {
+    /// External Id field used by `upsert` (and by `update`/`delete` without an `id`) when the
+    /// message does not name one.
+    #[serde(default)]
+    pub external_id_field: Option<String>,
+    /// Message field name → Salesforce field name.
+    #[serde(default)]
+    pub field_map: BTreeMap<String, String>,
+    /// Message fields never written (after mapping: Salesforce names).
+    #[serde(default)]
+    pub ignore_fields: Vec<String>,
+}
+
+/// The reserve of the daily API allowance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ApiReserve {
+    /// Keep this many calls.
+    Calls(u64),
+    /// Keep this percentage of the daily maximum.
+    Percent(f64),
+}
+
+impl Default for ApiReserve {
+    fn default() -> Self {
+        ApiReserve::Percent(10.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiReserve {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Calls(u64),
+            Text(String),
+        }
+        let fail = || serde::de::Error::custom("expected a number of calls (5000) or a percentage (\"10%\")");
+        match Raw::deserialize(d)? {
+            Raw::Calls(n) => Ok(ApiReserve::Calls(n)),
+            Raw::Text(t) => {
+                let t = t.trim();
+                match t.strip_suffix('%') {
+                    Some(p) => {
+                        let p: f64 = p.trim().parse().map_err(|_| fail())?;
+                        if !(0.0..100.0).contains(&p) {
+                            return Err(serde::de::Error::custom("a percentage must be at least 0 and below 100"));
+                        }
+                        Ok(ApiReserve::Percent(p))
+                    }
+                    None => t.parse().map(ApiReserve::Calls).map_err(|_| fail()),
+                }
+            }
+        }
+    }
 }
 
 fn default_topic_template() -> String {
@@ -296,8 +475,40 @@ impl Config {
             ));
         }
         self.salesforce.validate()?;
-        self.source.validate()?;
+        if self.source.is_none() && self.sink.is_none() {
+            return Err(invalid(
+                "source",
+                "nothing to run: configure `source`, `sink` or both",
+            ));
+        }
+        if let Some(source) = &self.source {
+            source.validate()?;
+        }
+        if let Some(sink) = &self.sink {
+            sink.validate()?;
+        }
         self.kafka.validate()
+    }
+
+    /// The `Sforce-Call-Options` client tag: `salesforce.client_tag`, else `name`.
+    pub fn client_tag(&self) -> &str {
+        self.salesforce.client_tag.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The sink's consumer group: `sink.group_id`, else `<name>-sink`.
+    pub fn sink_group_id(&self) -> String {
+        self.sink
+            .as_ref()
+            .and_then(|s| s.group_id.clone())
+            .unwrap_or_else(|| format!("{}-sink", self.name))
+    }
+
+    /// The sink's dead-letter topic: `sink.dead_letter_topic`, else `kafka.dead_letter_topic`.
+    pub fn sink_dead_letter_topic(&self) -> &str {
+        self.sink
+            .as_ref()
+            .and_then(|s| s.dead_letter_topic.as_deref())
+            .unwrap_or(&self.kafka.dead_letter_topic)
     }
 }
 
@@ -322,6 +533,14 @@ impl SalesforceConfig {
             return Err(invalid(
                 "salesforce.api_version",
                 format!("`{}` is not a version like `62.0`", self.api_version),
+            ));
+        }
+        if let Some(tag) = &self.client_tag
+            && (tag.is_empty() || !tag.chars().all(is_tag_char))
+        {
+            return Err(invalid(
+                "salesforce.client_tag",
+                "must be non-empty and use only letters, digits, '_', '-' and '.'",
             ));
         }
         Ok(())
@@ -389,6 +608,83 @@ impl SourceConfig {
         }
         Ok(())
     }
+}
+
+impl SinkConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.topics.is_empty() {
+            return Err(invalid("sink.topics", "at least one write-back topic is required"));
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            crate::kafka::render_topic(topic, "", "")
+                .map_err(|e| invalid(format!("sink.topics[{i}]"), e.to_string()))?;
+        }
+        crate::kafka::render_topic(&self.conflicts_topic, "", "")
+            .map_err(|e| invalid("sink.conflicts_topic", e.to_string()))?;
+        if let Some(topic) = &self.dead_letter_topic {
+            crate::kafka::render_topic(topic, "", "")
+                .map_err(|e| invalid("sink.dead_letter_topic", e.to_string()))?;
+        }
+        if !(1..=1000).contains(&self.batch_records) {
+            return Err(invalid(
+                "sink.batch_records",
+                format!(
+                    "{} is out of range: 1 to 1000 (five sObject Collections of 200 per Composite call)",
+                    self.batch_records
+                ),
+            ));
+        }
+        if !(1..=25).contains(&self.concurrency) {
+            return Err(invalid(
+                "sink.concurrency",
+                "must be 1 to 25 (Salesforce limits long-running concurrent requests to 25)",
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(invalid("sink.max_attempts", "must be at least 1"));
+        }
+        if self.initial_backoff.is_zero() || self.max_backoff < self.initial_backoff {
+            return Err(invalid(
+                "sink.max_backoff",
+                "backoffs must be > 0 and max_backoff >= initial_backoff",
+            ));
+        }
+        if self.commit_interval.is_zero() {
+            return Err(invalid("sink.commit_interval", "must be greater than 0"));
+        }
+        if self.limits_poll_interval < Duration::from_secs(1) {
+            return Err(invalid("sink.limits_poll_interval", "must be at least 1s"));
+        }
+        for (object, settings) in &self.objects {
+            let key = format!("sink.objects.{object}");
+            if !is_api_name(object) {
+                return Err(invalid(key, "is not an object API name"));
+            }
+            if let Some(field) = &settings.external_id_field
+                && !is_api_name(field)
+            {
+                return Err(invalid(
+                    format!("{key}.external_id_field"),
+                    format!("`{field}` is not a field API name"),
+                ));
+            }
+            for (from, to) in &settings.field_map {
+                if !is_api_name(to) {
+                    return Err(invalid(
+                        format!("{key}.field_map.{from}"),
+                        format!("`{to}` is not a field API name"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Letters, digits and `_`, starting with a letter (Salesforce API names).
+pub fn is_api_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Checks a Pub/Sub channel name: `/data/...` or `/event/...` followed by an API name.
@@ -527,18 +823,18 @@ kafka:
         assert_eq!(client_id, "3MVG9id");
         assert_eq!(client_secret.expose_secret(), "s3cr3t-value");
         assert_eq!(
-            config.source.channels[0].initial_replay,
+            config.source.as_ref().unwrap().channels[0].initial_replay,
             InitialReplay::Earliest
         );
         assert_eq!(
-            config.source.channels[1].initial_replay,
+            config.source.as_ref().unwrap().channels[1].initial_replay,
             InitialReplay::Latest
         );
         assert_eq!(
-            config.source.checkpoint_interval,
+            config.source.as_ref().unwrap().checkpoint_interval,
             Duration::from_millis(500)
         );
-        assert_eq!(config.source.batch_size, 100);
+        assert_eq!(config.source.as_ref().unwrap().batch_size, 100);
         assert_eq!(config.kafka.checkpoint_topic, "forcebridge.checkpoints");
         assert_eq!(
             config.salesforce.pubsub_endpoint,

@@ -10,6 +10,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod demo;
+pub mod echo;
 pub mod kafka;
 pub mod pipeline;
 pub mod proto;

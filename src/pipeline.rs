@@ -9,6 +9,9 @@
 //!   one Kafka record per record Id, and registers the records in the channel's [`AckWindow`].
 //!   An event that cannot be decoded goes to the dead-letter topic with the reason and its raw
 //!   bytes; it is never dropped.
+//! * An event caused by forcebridge's own write-back (see [`crate::echo`]) is dropped (it still
+//!   moves the checkpoint), marked with the `forcebridge.echo` header, or passed, per
+//!   `source.echo.mode`.
 //! * A **checkpointer** writes the window's durable replay id (every earlier event acknowledged by
 //!   Kafka) to the checkpoint topic every `checkpoint_interval` and once more on shutdown.
 //!   Keepalive `latest_replay_id`s pass through the window too, so they are checkpointed in order.
@@ -31,7 +34,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::auth::{AuthError, Authenticator, SessionHandle};
 use crate::cdc::{self, EnvelopeOptions, RawEvent};
 use crate::checkpoint::{AckWindow, CheckpointError, CheckpointStore, EventHandle};
-use crate::config::{ChannelConfig, Config, InitialReplay, ReplayRejectedPolicy};
+use crate::config::{ChannelConfig, Config, EchoMode, InitialReplay, ReplayRejectedPolicy};
+use crate::echo::EchoRule;
 use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin};
 use crate::proto::ConsumerEvent;
 use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
@@ -67,7 +71,7 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Everything the channel tasks share.
 struct Shared {
-    config: Config,
+    config: Arc<Config>,
     pubsub: PubSub,
     session: SessionHandle,
     authenticator: Authenticator,
@@ -79,12 +83,29 @@ struct Shared {
     stats: Arc<PipelineStats>,
 }
 
+impl Shared {
+    /// The source settings (present: checked by [`run`]).
+    fn source(&self) -> &crate::config::SourceConfig {
+        self.config
+            .source
+            .as_ref()
+            .expect("run() refuses a config without a source")
+    }
+}
+
 /// Runs the source pipeline until `cancel` fires (then drains) or a fatal error occurs.
 pub async fn run(
-    config: Config,
+    config: impl Into<Arc<Config>>,
     stats: Arc<PipelineStats>,
     cancel: CancellationToken,
 ) -> Result<(), PipelineError> {
+    let config: Arc<Config> = config.into();
+    let Some(source) = config.source.as_ref() else {
+        return Err(PipelineError::Channel {
+            channel: "-".into(),
+            message: "no `source` section in the config".into(),
+        });
+    };
     let http =
         crate::auth::http_client(config.salesforce.http_timeout).map_err(PipelineError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http);
@@ -96,7 +117,7 @@ pub async fn run(
         config.salesforce.allow_plaintext,
     )
     .await?;
-    for channel in &config.source.channels {
+    for channel in &source.channels {
         let topic = pubsub.get_topic(&channel.name).await?;
         if !topic.can_subscribe {
             return Err(PipelineError::Channel {
@@ -138,10 +159,10 @@ pub async fn run(
 
     let failed = cancel.child_token();
     let mut tasks = JoinSet::new();
-    for index in 0..shared.config.source.channels.len() {
+    for index in 0..shared.source().channels.len() {
         let shared = shared.clone();
         let cancel = failed.clone();
-        let name = shared.config.source.channels[index].name.clone();
+        let name = shared.source().channels[index].name.clone();
         tasks.spawn(
             async move { run_channel(&shared, index, cancel).await }
                 .instrument(info_span!("channel", channel = %name)),
@@ -176,7 +197,7 @@ async fn run_channel(
     index: usize,
     cancel: CancellationToken,
 ) -> Result<(), PipelineError> {
-    let channel = &shared.config.source.channels[index];
+    let channel = &shared.source().channels[index];
     let stats = shared.stats.channel(&channel.name);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
@@ -220,7 +241,7 @@ async fn run_attempt(
 ) -> Result<(), AttemptError> {
     let window = AckWindow::new();
     let attempt = cancel.child_token();
-    let capacity = shared.config.source.batch_size as usize;
+    let capacity = shared.source().batch_size as usize;
     let (tx, rx) = mpsc::channel::<Item>(capacity);
     let position = Position(std::sync::Mutex::new(start));
 
@@ -270,7 +291,7 @@ async fn read_stream(
     tx: mpsc::Sender<Item>,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
-    let source = &shared.config.source;
+    let source = shared.source();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
     let mut policy_applied = false;
     loop {
@@ -382,13 +403,14 @@ async fn process(
         stats,
         window,
         options: EnvelopeOptions {
-            tombstones: shared.config.source.tombstones,
+            tombstones: shared.source().tombstones,
         },
         template: channel
             .topic
             .as_deref()
-            .unwrap_or(&shared.config.source.topic_template),
+            .unwrap_or(&shared.source().topic_template),
         routes: HashMap::new(),
+        echo: echo_rule(shared),
     };
     loop {
         if let Some(reason) = window.failure() {
@@ -508,6 +530,25 @@ struct Processor<'a> {
     template: &'a str,
     /// Object API name → its route.
     routes: HashMap<String, Route>,
+    /// `None` when `source.echo.mode` is `pass`.
+    echo: Option<(EchoRule, EchoMode)>,
+}
+
+/// The echo rule of the source: our client tag, plus the configured users and (with
+/// `own_user`) the logged-in user.
+fn echo_rule(shared: &Shared) -> Option<(EchoRule, EchoMode)> {
+    let echo = &shared.source().echo;
+    if echo.mode == EchoMode::Pass {
+        return None;
+    }
+    let mut users = echo.commit_users.clone();
+    if echo.own_user {
+        match shared.session.current().user_id.clone() {
+            Some(user) => users.push(user),
+            None => warn!("source.echo.own_user is set but the session has no user id"),
+        }
+    }
+    Some((EchoRule::new(shared.config.client_tag(), users), echo.mode))
 }
 
 impl Processor<'_> {
@@ -671,7 +712,27 @@ impl Processor<'_> {
                 reason: err.to_string(),
             })
         })?;
-        Ok(cdc::to_records(raw, &decoded, &self.options))
+        let echo = match (&self.echo, &decoded.header) {
+            (Some((rule, mode)), Some(header)) => rule.check(header).map(|r| (r, *mode)),
+            _ => None,
+        };
+        match echo {
+            None => Ok(cdc::to_records(raw, &decoded, &self.options)),
+            Some((_, EchoMode::Drop)) => {
+                self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                Ok(Vec::new())
+            }
+            Some((reason, _)) => {
+                self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                let mut records = cdc::to_records(raw, &decoded, &self.options);
+                for record in &mut records {
+                    record
+                        .headers
+                        .push((cdc::HEADER_ECHO, reason.as_str().to_owned()));
+                }
+                Ok(records)
+            }
+        }
     }
 }
 
@@ -697,7 +758,7 @@ async fn checkpoint_loop(
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
     let mut last_saved: Option<Bytes> = shared.checkpoints.get(&channel.name).map(|c| c.replay_id);
-    let mut ticker = tokio::time::interval(shared.config.source.checkpoint_interval);
+    let mut ticker = tokio::time::interval(shared.source().checkpoint_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {

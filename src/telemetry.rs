@@ -24,6 +24,8 @@ pub const STREAMS_OPENED: &str = "forcebridge_source_streams_opened_total";
 pub const CHECKPOINTS_WRITTEN: &str = "forcebridge_source_checkpoints_written_total";
 /// Replay ids the org rejected, after which events may be missing, per channel.
 pub const REPLAY_GAPS: &str = "forcebridge_source_replay_gaps_total";
+/// Change events recognised as echoes of forcebridge's own writes (dropped or marked), per channel.
+pub const ECHOES: &str = "forcebridge_source_echoes_total";
 /// GetSchema calls (schema cache misses, including failed fetches).
 pub const SCHEMAS_FETCHED: &str = "forcebridge_source_schemas_fetched_total";
 
@@ -42,6 +44,8 @@ pub struct ChannelStats {
     pub checkpoints_written: AtomicU64,
     /// [`REPLAY_GAPS`]
     pub replay_gaps: AtomicU64,
+    /// [`ECHOES`]
+    pub echoes: AtomicU64,
     /// [`RECORDS_PRODUCED`] by topic.
     records_by_topic: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
 }
@@ -85,6 +89,7 @@ pub struct ChannelSnapshot {
     pub streams_opened: u64,
     pub checkpoints_written: u64,
     pub replay_gaps: u64,
+    pub echoes: u64,
 }
 
 impl PipelineStats {
@@ -111,6 +116,7 @@ impl PipelineStats {
                     streams_opened: stats.streams_opened.load(Ordering::Relaxed),
                     checkpoints_written: stats.checkpoints_written.load(Ordering::Relaxed),
                     replay_gaps: stats.replay_gaps.load(Ordering::Relaxed),
+                    echoes: stats.echoes.load(Ordering::Relaxed),
                 },
             );
             let topics = stats
