@@ -1,0 +1,521 @@
+//! Write-back messages: one Kafka record → one Salesforce write ([`WriteOp`]), or a
+//! [`MessageError`] that names the offending field.
+//!
+//! Contract (the format is documented in ARCHITECTURE.md, "Write-back messages"):
+//! * The value is a JSON object: `object`, `operation` (`insert`, `update`, `upsert`,
+//!   `delete`; any case), `id`, `external_id_field`, `fields`, `timestamp` (epoch milliseconds
+//!   or an ISO 8601 / Salesforce datetime). The headers `forcebridge.object` and
+//!   `forcebridge.operation` supply `object` / `operation` when the JSON has none.
+//! * `insert` takes `fields` and no `id`; `update` and `delete` address the record by `id` or by
+//!   an External Id (`external_id_field`, defaulting to `sink.objects.<object>.external_id_field`,
+//!   whose value is read from `fields`); `upsert` always goes by External Id.
+//! * `fields` is mapped (`field_map`, then `ignore_fields`) before anything else looks at it;
+//!   it may not set `Id` or `attributes`.
+//! * With last-write-wins on, every operation but `insert` needs a `timestamp`: without one
+//!   forcebridge could not tell whether Salesforce holds a newer change.
+//! * Nothing here talks to Salesforce; the checks are the ones that need only the message.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::config::{SinkObjectConfig, is_api_name};
+
+/// Header that supplies `object` when the value has none.
+pub const HEADER_OBJECT: &str = "forcebridge.object";
+/// Header that supplies `operation` when the value has none.
+pub const HEADER_OPERATION: &str = "forcebridge.operation";
+
+/// The four write operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpKind {
+    Insert,
+    Update,
+    Upsert,
+    Delete,
+}
+
+impl OpKind {
+    /// Lower-case name, as in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Insert => "insert",
+            OpKind::Update => "update",
+            OpKind::Upsert => "upsert",
+            OpKind::Delete => "delete",
+        }
+    }
+}
+
+/// Which record a write addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A new record (insert).
+    New,
+    /// A record Id (15 or 18 characters).
+    Id(String),
+    /// An External Id field and its value.
+    External { field: String, value: String },
+}
+
+/// One write, ready for planning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOp {
+    pub object: String,
+    pub kind: OpKind,
+    pub target: Target,
+    /// Salesforce field names → values (mapped; for upserts it includes the External Id).
+    pub fields: Map<String, Value>,
+    /// The source's change time (epoch ms), compared with `SystemModstamp`.
+    pub timestamp: Option<i64>,
+}
+
+impl WriteOp {
+    /// The identity used to keep writes to one record in order (`None` for inserts): object,
+    /// then the 15-character Id or the External Id field and its lower-cased value (External Ids
+    /// are case-insensitive unless configured otherwise in Salesforce).
+    pub fn order_key(&self) -> Option<String> {
+        match &self.target {
+            Target::New => None,
+            Target::Id(id) => Some(format!("{}\0id\0{}", self.object, id15(id))),
+            Target::External { field, value } => Some(format!(
+                "{}\0{}\0{}",
+                self.object,
+                field.to_ascii_lowercase(),
+                value.to_lowercase()
+            )),
+        }
+    }
+}
+
+/// The case-sensitive 15-character form of a record Id.
+pub fn id15(id: &str) -> &str {
+    id.get(..15).unwrap_or(id)
+}
+
+/// Why a message cannot become a write; always names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// The value is empty (a tombstone) or not JSON.
+    #[error("value is not a JSON object: {0}")]
+    NotJson(String),
+    /// A field is missing.
+    #[error("`{field}` is missing: {hint}")]
+    Missing { field: &'static str, hint: String },
+    /// A field has the wrong type or an invalid value.
+    #[error("`{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> MessageError {
+    MessageError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// What the parser needs from the sink config.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseOptions<'a> {
+    pub objects: &'a BTreeMap<String, SinkObjectConfig>,
+    pub last_write_wins: bool,
+}
+
+/// Parses one message. `headers` are the record's headers (name, value).
+pub fn parse(
+    value: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
+    opts: ParseOptions<'_>,
+) -> Result<WriteOp, MessageError> {
+    let value = value.ok_or_else(|| MessageError::NotJson("the record has no value".into()))?;
+    let json: Value =
+        serde_json::from_slice(value).map_err(|e| MessageError::NotJson(e.to_string()))?;
+    let Value::Object(mut msg) = json else {
+        return Err(MessageError::NotJson(format!(
+            "found {}",
+            kind_of(&json)
+        )));
+    };
+    const KNOWN: [&str; 6] = [
+        "object",
+        "operation",
+        "id",
+        "external_id_field",
+        "fields",
+        "timestamp",
+    ];
+    if let Some(unknown) = msg.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(invalid(
+            unknown.clone(),
+            format!("unknown key (expected {})", KNOWN.join(", ")),
+        ));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    };
+
+    let object = match msg.remove("object") {
+        Some(v) => string(v, "object")?,
+        None => header(HEADER_OBJECT).ok_or_else(|| MessageError::Missing {
+            field: "object",
+            hint: format!("name the object API name, or set the `{HEADER_OBJECT}` header"),
+        })?,
+    };
+    if !is_api_name(&object) {
+        return Err(invalid("object", format!("`{object}` is not an object API name")));
+    }
+    let operation = match msg.remove("operation") {
+        Some(v) => string(v, "operation")?,
+        None => header(HEADER_OPERATION).ok_or_else(|| MessageError::Missing {
+            field: "operation",
+            hint: format!("insert, update, upsert or delete, or set the `{HEADER_OPERATION}` header"),
+        })?,
+    };
+    let kind = match operation.to_ascii_lowercase().as_str() {
+        "insert" => OpKind::Insert,
+        "update" => OpKind::Update,
+        "upsert" => OpKind::Upsert,
+        "delete" => OpKind::Delete,
+        _ => {
+            return Err(invalid(
+                "operation",
+                format!("unknown operation `{operation}` (expected insert, update, upsert or delete)"),
+            ));
+        }
+    };
+    let settings = opts.objects.get(&object);
+
+    let id = msg
+        .remove("id")
+        .filter(|v| !v.is_null())
+        .map(|v| string(v, "id"))
+        .transpose()?;
+    if let Some(id) = &id
+        && !is_record_id(id)
+    {
+        return Err(invalid("id", format!("`{id}` is not a 15- or 18-character record Id")));
+    }
+    let ext_field = match msg.remove("external_id_field").filter(|v| !v.is_null()) {
+        Some(v) => {
+            let f = string(v, "external_id_field")?;
+            if !is_api_name(&f) {
+                return Err(invalid(
+                    "external_id_field",
+                    format!("`{f}` is not a field API name"),
+                ));
+            }
+            Some(f)
+        }
+        None => settings.and_then(|s| s.external_id_field.clone()),
+    };
+
+    let fields = match msg.remove("fields") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => map_fields(m, settings)?,
+        Some(other) => {
+            return Err(invalid(
+                "fields",
+                format!("must be an object of field values, found {}", kind_of(&other)),
+            ));
+        }
+    };
+
+    let timestamp = match msg.remove("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_i64().ok_or_else(|| {
+            invalid("timestamp", format!("{n} is not whole epoch milliseconds"))
+        })?),
+        Some(Value::String(s)) => Some(
+            crate::sftime::parse_datetime(&s).map_err(|e| invalid("timestamp", e))?,
+        ),
+        Some(other) => {
+            return Err(invalid(
+                "timestamp",
+                format!(
+                    "must be epoch milliseconds or a datetime string, found {}",
+                    kind_of(&other)
+                ),
+            ));
+        }
+    };
+
+    let ext_target = |required: bool| -> Result<Option<Target>, MessageError> {
+        let Some(field) = &ext_field else {
+            return if required {
+                Err(MessageError::Missing {
+                    field: "external_id_field",
+                    hint: format!(
+                        "an {} goes by External Id: set it, or sink.objects.{object}.external_id_field",
+                        kind.as_str()
+                    ),
+                })
+            } else {
+                Ok(None)
+            };
+        };
+        let value = match fields.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) if !other.is_null() && !matches!(other, Value::String(_)) => {
+                return Err(invalid(
+                    format!("fields.{field}"),
+                    format!("an External Id must be a string, found {}", kind_of(other)),
+                ));
+            }
+            _ if !required => return Ok(None),
+            _ => {
+                return Err(MessageError::Missing {
+                    field: "fields",
+                    hint: format!("the External Id `{field}` needs a value in `fields`"),
+                });
+            }
+        };
+        Ok(Some(Target::External {
+            field: field.clone(),
+            value,
+        }))
+    };
+
+    let target = match kind {
+        OpKind::Insert => {
+            if id.is_some() {
+                return Err(invalid("id", "an insert creates a record and cannot carry an Id"));
+            }
+            Target::New
+        }
+        OpKind::Upsert => {
+            if id.is_some() {
+                return Err(invalid(
+                    "id",
+                    "an upsert goes by External Id; use `update` to address a record by Id",
+                ));
+            }
+            ext_target(true)?.expect("required")
+        }
+        OpKind::Update | OpKind::Delete => match id {
+            Some(id) => Target::Id(id),
+            None => ext_target(false)?.ok_or_else(|| MessageError::Missing {
+                field: "id",
+                hint: format!(
+                    "an {} needs `id`, or an External Id field with its value in `fields`",
+                    kind.as_str()
+                ),
+            })?,
+        },
+    };
+    if matches!(kind, OpKind::Insert | OpKind::Update | OpKind::Upsert) && fields.is_empty() {
+        return Err(MessageError::Missing {
+            field: "fields",
+            hint: format!("an {} needs at least one field value", kind.as_str()),
+        });
+    }
+    if opts.last_write_wins && kind != OpKind::Insert && timestamp.is_none() {
+        return Err(MessageError::Missing {
+            field: "timestamp",
+            hint: "last-write-wins compares it with the record's SystemModstamp (epoch ms or a datetime)".into(),
+        });
+    }
+    Ok(WriteOp {
+        object,
+        kind,
+        target,
+        fields: if kind == OpKind::Delete { Map::new() } else { fields },
+        timestamp,
+    })
+}
+
+/// Applies `field_map` then `ignore_fields`; refuses `Id` and `attributes`.
+fn map_fields(
+    raw: Map<String, Value>,
+    settings: Option<&SinkObjectConfig>,
+) -> Result<Map<String, Value>, MessageError> {
+    let mut out = Map::with_capacity(raw.len());
+    for (name, value) in raw {
+        let mapped = settings
+            .and_then(|s| s.field_map.get(&name))
+            .cloned()
+            .unwrap_or(name);
+        if settings.is_some_and(|s| s.ignore_fields.contains(&mapped)) {
+            continue;
+        }
+        if mapped.eq_ignore_ascii_case("id") || mapped == "attributes" {
+            return Err(invalid(
+                format!("fields.{mapped}"),
+                "cannot be written: address the record with `id` instead",
+            ));
+        }
+        if !is_api_name(&mapped) {
+            return Err(invalid(
+                format!("fields.{mapped}"),
+                "is not a field API name",
+            ));
+        }
+        out.insert(mapped, value);
+    }
+    Ok(out)
+}
+
+fn string(v: Value, field: &'static str) -> Result<String, MessageError> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Value::String(_) => Err(invalid(field, "must not be empty")),
+        other => Err(invalid(
+            field,
+            format!("must be a string, found {}", kind_of(&other)),
+        )),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// 15 or 18 alphanumeric characters.
+fn is_record_id(id: &str) -> bool {
+    matches!(id.len(), 15 | 18) && id.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn objects() -> BTreeMap<String, SinkObjectConfig> {
+        BTreeMap::from([(
+            "Account".to_owned(),
+            SinkObjectConfig {
+                external_id_field: Some("External_Id__c".into()),
+                field_map: BTreeMap::from([("name".to_owned(), "Name".to_owned())]),
+                ignore_fields: vec!["Secret__c".into()],
+            },
+        )])
+    }
+
+    fn parse_json(v: Value) -> Result<WriteOp, MessageError> {
+        let objects = objects();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        parse(
+            Some(&bytes),
+            &[],
+            ParseOptions {
+                objects: &objects,
+                last_write_wins: true,
+            },
+        )
+    }
+
+    #[test]
+    fn parses_each_operation() {
+        let op = parse_json(json!({
+            "object": "Account", "operation": "UPSERT",
+            "fields": {"name": "Acme", "External_Id__c": "ERP-1", "Secret__c": "x"},
+            "timestamp": "2024-01-31T12:05:09.042Z"
+        }))
+        .unwrap();
+        assert_eq!(op.kind, OpKind::Upsert);
+        assert_eq!(
+            op.target,
+            Target::External {
+                field: "External_Id__c".into(),
+                value: "ERP-1".into()
+            }
+        );
+        assert_eq!(
+            Value::Object(op.fields.clone()),
+            json!({"Name": "Acme", "External_Id__c": "ERP-1"})
+        );
+        assert_eq!(op.timestamp, Some(1_706_702_709_042));
+
+        let op = parse_json(json!({
+            "object": "Account", "operation": "update", "id": "001SIM000000001AAA",
+            "fields": {"Phone": null}, "timestamp": 1_706_702_709_042_i64
+        }))
+        .unwrap();
+        assert_eq!(op.target, Target::Id("001SIM000000001AAA".into()));
+        assert_eq!(op.order_key(), parse_json(json!({
+            "object": "Account", "operation": "delete", "id": "001SIM000000001",
+            "timestamp": 1
+        })).unwrap().order_key());
+
+        let op = parse_json(json!({"object": "Contact", "operation": "insert", "fields": {"LastName": "X"}}))
+            .unwrap();
+        assert_eq!((op.kind, op.target.clone(), op.order_key()), (OpKind::Insert, Target::New, None));
+
+        let op = parse_json(json!({
+            "object": "Account", "operation": "delete",
+            "fields": {"External_Id__c": "ERP-9"}, "timestamp": 5
+        }))
+        .unwrap();
+        assert!(op.fields.is_empty());
+        assert_eq!(
+            op.target,
+            Target::External { field: "External_Id__c".into(), value: "ERP-9".into() }
+        );
+    }
+
+    #[test]
+    fn headers_supply_object_and_operation() {
+        let objects = objects();
+        let value = br#"{"fields": {"LastName": "Doe"}}"#;
+        let headers: [(&str, &[u8]); 2] = [(HEADER_OBJECT, b"Contact"), (HEADER_OPERATION, b"insert")];
+        let op = parse(
+            Some(value),
+            &headers,
+            ParseOptions { objects: &objects, last_write_wins: true },
+        )
+        .unwrap();
+        assert_eq!((op.object.as_str(), op.kind), ("Contact", OpKind::Insert));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!([1]), "value is not a JSON object"),
+            (json!({"operation": "insert", "fields": {"A": 1}}), "`object` is missing"),
+            (json!({"object": "Account", "operation": "merge", "fields": {"A": 1}}), "`operation`: unknown operation `merge`"),
+            (json!({"object": "Account", "operation": "update", "fields": {"Name": "x"}, "timestamp": 1, "external_id_field": null, "id": null}), "`id` is missing"),
+            (json!({"object": "Contact", "operation": "update", "fields": {"LastName": "x"}, "timestamp": 1}), "`id` is missing"),
+            (json!({"object": "Account", "operation": "update", "id": "001X", "fields": {"A": 1}, "timestamp": 1}), "`id`: `001X` is not"),
+            (json!({"object": "Account", "operation": "insert", "id": "001SIM000000001AAA", "fields": {"A": 1}}), "`id`: an insert"),
+            (json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E"}}), "`timestamp` is missing"),
+            (json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E"}, "timestamp": "noon"}), "`timestamp`: `noon`"),
+            (json!({"object": "Account", "operation": "upsert", "fields": "Name=x", "timestamp": 1}), "`fields`: must be an object"),
+            (json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E", "Id": "x"}, "timestamp": 1}), "`fields.Id`: cannot be written"),
+            (json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": true}, "timestamp": 1}), "`fields.External_Id__c`: an External Id must be a string"),
+            (json!({"object": "Account", "operation": "insert", "fields": {}}), "`fields` is missing"),
+            (json!({"object": "Account", "operation": "insert", "fields": {"A": 1}, "colour": 1}), "`colour`: unknown key"),
+            (json!({"object": "Acc ount", "operation": "insert", "fields": {"A": 1}}), "`object`: `Acc ount`"),
+        ];
+        for (value, expected) in cases {
+            let err = parse_json(value.clone()).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{value}: {err}");
+        }
+        let objects = objects();
+        let opts = ParseOptions { objects: &objects, last_write_wins: true };
+        assert!(parse(None, &[], opts).unwrap_err().to_string().contains("no value"));
+        assert!(parse(Some(b"{oops"), &[], opts).unwrap_err().to_string().starts_with("value is not a JSON object: key must be a string"));
+    }
+
+    #[test]
+    fn without_last_write_wins_timestamps_are_optional() {
+        let objects = objects();
+        let op = parse(
+            Some(br#"{"object":"Account","operation":"update","id":"001SIM000000001AAA","fields":{"Name":"x"}}"#),
+            &[],
+            ParseOptions { objects: &objects, last_write_wins: false },
+        )
+        .unwrap();
+        assert_eq!(op.timestamp, None);
+    }
+}

@@ -1,0 +1,3 @@
+//! The write-back sink (work in progress).
+pub mod message;
+pub mod plan;

@@ -1,0 +1,490 @@
+//! Batch planning: which records to read for last-write-wins, what each write becomes, and how
+//! writes pack into sObject Collections. Pure functions; no I/O.
+//!
+//! Contract:
+//! * [`lookups`] reads, per object, `Id, SystemModstamp, LastModifiedById` (plus the External Id
+//!   field) of every record a batch updates, upserts or deletes: by `Id IN (…)` or by
+//!   `<ExtField> IN (…)`, at most [`MAX_IN_VALUES`] values and [`MAX_IN_CHARS`] characters per
+//!   query. Writes by External Id other than upserts are always looked up (to find the Id);
+//!   the rest only with last-write-wins on.
+//! * [`decide`]: a write whose `timestamp` is older than the record's `SystemModstamp` is a
+//!   conflict — unless the last modification was made by forcebridge's own user (its earlier
+//!   write of the same stream, e.g. repeated after a crash), which is not a competing change.
+//!   Equal timestamps write. A record not found is written as asked (an update then fails in
+//!   Salesforce with its own error), except a delete by External Id of a record that does not
+//!   exist, which is already done.
+//! * [`chunks`] groups writes by (operation, object, External Id field, isolation group) into
+//!   collections of at most [`COLLECTION_LIMIT`] records, keeping first-seen order.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::message::{OpKind, Target, WriteOp, id15};
+use crate::rest::SubRequest;
+
+/// Records per sObject Collections request (Salesforce's limit).
+pub const COLLECTION_LIMIT: usize = 200;
+/// Collections or queries per Composite request (Salesforce's limit).
+pub const COMPOSITE_COLLECTIONS: usize = 5;
+/// Values per `IN (…)` list.
+pub const MAX_IN_VALUES: usize = 200;
+/// Characters of one `IN (…)` list, keeping the query URL well under Salesforce's 16,384-byte
+/// limit for URI plus headers.
+pub const MAX_IN_CHARS: usize = 8_000;
+
+/// How a lookup finds records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LookupBy {
+    Id,
+    External(String),
+}
+
+/// One SOQL query of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    pub object: String,
+    pub by: LookupBy,
+    pub soql: String,
+}
+
+/// A record as Salesforce holds it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub id: String,
+    pub modstamp: Option<i64>,
+    pub last_modified_by: Option<String>,
+}
+
+/// Key of a record in lookup results: the op's order key.
+fn lookup_key(object: &str, by: &LookupBy, value: &str) -> String {
+    match by {
+        LookupBy::Id => format!("{object}\0id\0{}", id15(value)),
+        LookupBy::External(field) => format!(
+            "{object}\0{}\0{}",
+            field.to_ascii_lowercase(),
+            value.to_lowercase()
+        ),
+    }
+}
+
+/// A SOQL string literal.
+fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn needs_lookup(op: &WriteOp, lww: bool) -> Option<(LookupBy, &str)> {
+    match (&op.target, op.kind) {
+        (Target::New, _) => None,
+        (Target::Id(id), _) => lww.then_some((LookupBy::Id, id.as_str())),
+        (Target::External { field, value }, OpKind::Upsert) => {
+            lww.then(|| (LookupBy::External(field.clone()), value.as_str()))
+        }
+        (Target::External { field, value }, _) => {
+            Some((LookupBy::External(field.clone()), value.as_str()))
+        }
+    }
+}
+
+/// The queries a batch needs (see the module contract).
+pub fn lookups<'a>(ops: impl IntoIterator<Item = &'a WriteOp>, lww: bool) -> Vec<Lookup> {
+    // (object, by) → distinct values, in first-seen order.
+    let mut groups: Vec<((String, LookupBy), Vec<&str>)> = Vec::new();
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for op in ops {
+        let Some((by, value)) = needs_lookup(op, lww) else {
+            continue;
+        };
+        if seen
+            .insert(lookup_key(&op.object, &by, value), ())
+            .is_some()
+        {
+            continue;
+        }
+        let group = (op.object.clone(), by);
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, values)) => values.push(value),
+            None => groups.push((group, vec![value])),
+        }
+    }
+    let mut out = Vec::new();
+    for ((object, by), values) in groups {
+        let (select, column) = match &by {
+            LookupBy::Id => (
+                "SELECT Id, SystemModstamp, LastModifiedById".to_owned(),
+                "Id",
+            ),
+            LookupBy::External(field) => (
+                format!("SELECT Id, SystemModstamp, LastModifiedById, {field}"),
+                field.as_str(),
+            ),
+        };
+        let mut list: Vec<String> = Vec::new();
+        let mut chars = 0;
+        let flush = |list: &mut Vec<String>, out: &mut Vec<Lookup>| {
+            if list.is_empty() {
+                return;
+            }
+            out.push(Lookup {
+                object: object.clone(),
+                by: by.clone(),
+                soql: format!(
+                    "{select} FROM {object} WHERE {column} IN ({})",
+                    list.join(",")
+                ),
+            });
+            list.clear();
+        };
+        for value in values {
+            let quoted = quote(value);
+            if list.len() == MAX_IN_VALUES || chars + quoted.len() + 1 > MAX_IN_CHARS {
+                flush(&mut list, &mut out);
+                chars = 0;
+            }
+            chars += quoted.len() + 1;
+            list.push(quoted);
+        }
+        flush(&mut list, &mut out);
+    }
+    out
+}
+
+/// Parses `SystemModstamp`: a Salesforce datetime string or epoch milliseconds.
+fn modstamp(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::String(s) => crate::sftime::parse_datetime(s).ok(),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// Adds the records a lookup returned to `found`.
+pub fn index_results(
+    lookup: &Lookup,
+    records: &[Map<String, Value>],
+    found: &mut HashMap<String, Current>,
+) {
+    for record in records {
+        let Some(id) = record.get("Id").and_then(Value::as_str) else {
+            continue;
+        };
+        let key_value = match &lookup.by {
+            LookupBy::Id => Some(id.to_owned()),
+            LookupBy::External(field) => record
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(field))
+                .and_then(|(_, v)| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }),
+        };
+        let Some(key_value) = key_value else {
+            continue;
+        };
+        found.insert(
+            lookup_key(&lookup.object, &lookup.by, &key_value),
+            Current {
+                id: id.to_owned(),
+                modstamp: modstamp(record.get("SystemModstamp")),
+                last_modified_by: record
+                    .get("LastModifiedById")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            },
+        );
+    }
+}
+
+/// The current record of `op`'s target, if a lookup found it.
+pub fn current_of<'a>(op: &WriteOp, found: &'a HashMap<String, Current>) -> Option<&'a Current> {
+    let key = match &op.target {
+        Target::New => return None,
+        Target::Id(id) => lookup_key(&op.object, &LookupBy::Id, id),
+        Target::External { field, value } => {
+            lookup_key(&op.object, &LookupBy::External(field.clone()), value)
+        }
+    };
+    found.get(&key)
+}
+
+/// A write as it will be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub kind: OpKind,
+    pub object: String,
+    /// For update and delete: the record Id.
+    pub id: Option<String>,
+    /// For upsert: the External Id field.
+    pub external_id_field: Option<String>,
+    pub fields: Map<String, Value>,
+}
+
+/// What to do with one op of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Send this write.
+    Write(Write),
+    /// Salesforce holds a newer change by someone else: not written.
+    Conflict { current: Current, timestamp: i64 },
+    /// An update by External Id whose record does not exist.
+    NotFound { field: String, value: String },
+    /// A delete by External Id whose record does not exist: nothing to do.
+    AlreadyAbsent,
+}
+
+/// Decides one op (see the module contract). `found`: the lookup results of its batch.
+pub fn decide(
+    op: &WriteOp,
+    found: &HashMap<String, Current>,
+    lww: bool,
+    own_user: Option<&str>,
+) -> Decision {
+    let current = current_of(op, found);
+    if lww
+        && let (Some(current), Some(ts)) = (current, op.timestamp)
+        && let Some(stamp) = current.modstamp
+        && stamp > ts
+    {
+        let ours = match (own_user, current.last_modified_by.as_deref()) {
+            (Some(me), Some(by)) => id15(me) == id15(by),
+            _ => false,
+        };
+        if !ours {
+            return Decision::Conflict {
+                current: current.clone(),
+                timestamp: ts,
+            };
+        }
+    }
+    let write = |id: Option<String>, external_id_field: Option<String>| {
+        Decision::Write(Write {
+            kind: op.kind,
+            object: op.object.clone(),
+            id,
+            external_id_field,
+            fields: op.fields.clone(),
+        })
+    };
+    match (&op.target, op.kind) {
+        (Target::New, _) => write(None, None),
+        (Target::Id(id), _) => write(Some(id.clone()), None),
+        (Target::External { field, .. }, OpKind::Upsert) => write(None, Some(field.clone())),
+        (Target::External { field, value }, kind) => match current {
+            Some(current) => write(Some(current.id.clone()), None),
+            None if kind == OpKind::Delete => Decision::AlreadyAbsent,
+            None => Decision::NotFound {
+                field: field.clone(),
+                value: value.clone(),
+            },
+        },
+    }
+}
+
+/// One collection subrequest and the positions (in the caller's list) of its writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub request: SubRequest,
+    pub members: Vec<usize>,
+}
+
+fn record_body(w: &Write) -> Map<String, Value> {
+    let mut body = Map::with_capacity(w.fields.len() + 2);
+    body.insert(
+        "attributes".into(),
+        serde_json::json!({ "type": w.object }),
+    );
+    if w.kind == OpKind::Update
+        && let Some(id) = &w.id
+    {
+        body.insert("Id".into(), Value::String(id.clone()));
+    }
+    for (k, v) in &w.fields {
+        body.insert(k.clone(), v.clone());
+    }
+    body
+}
+
+/// Packs writes into collections (see the module contract). `writes`: (position, write,
+/// isolation group); writes of different groups never share a collection.
+pub fn chunks<'a>(writes: impl IntoIterator<Item = (usize, &'a Write, u64)>) -> Vec<Chunk> {
+    type GroupKey = (OpKind, String, Option<String>, u64);
+    let mut groups: Vec<(GroupKey, Vec<(usize, &Write)>)> = Vec::new();
+    for (pos, w, group) in writes {
+        let key = (w.kind, w.object.clone(), w.external_id_field.clone(), group);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push((pos, w)),
+            None => groups.push((key, vec![(pos, w)])),
+        }
+    }
+    let mut out = Vec::new();
+    for ((kind, object, ext, _), members) in groups {
+        for part in members.chunks(COLLECTION_LIMIT) {
+            let positions = part.iter().map(|(p, _)| *p).collect();
+            let request = match kind {
+                OpKind::Insert => SubRequest::Create {
+                    records: part.iter().map(|(_, w)| record_body(w)).collect(),
+                },
+                OpKind::Update => SubRequest::Update {
+                    records: part.iter().map(|(_, w)| record_body(w)).collect(),
+                },
+                OpKind::Upsert => SubRequest::Upsert {
+                    object: object.clone(),
+                    external_id_field: ext.clone().unwrap_or_default(),
+                    records: part.iter().map(|(_, w)| record_body(w)).collect(),
+                },
+                OpKind::Delete => SubRequest::Delete {
+                    ids: part
+                        .iter()
+                        .map(|(_, w)| w.id.clone().unwrap_or_default())
+                        .collect(),
+                },
+            };
+            out.push(Chunk {
+                request,
+                members: positions,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn op(kind: OpKind, target: Target, ts: Option<i64>) -> WriteOp {
+        WriteOp {
+            object: "Account".into(),
+            kind,
+            target,
+            fields: json!({"Name": "x"}).as_object().unwrap().clone(),
+            timestamp: ts,
+        }
+    }
+    fn ext(v: &str) -> Target {
+        Target::External {
+            field: "External_Id__c".into(),
+            value: v.into(),
+        }
+    }
+    fn id(n: u32) -> String {
+        format!("001SIM{n:09}AAA")
+    }
+
+    #[test]
+    fn lookups_group_dedupe_escape_and_chunk() {
+        let mut ops = vec![
+            op(OpKind::Insert, Target::New, None),
+            op(OpKind::Upsert, ext("O'Brien\\1"), Some(1)),
+            op(OpKind::Update, Target::Id(id(1)), Some(1)),
+            op(OpKind::Delete, Target::Id(id(1)[..15].to_owned()), Some(1)),
+        ];
+        let l = lookups(&ops, true);
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            l[0].soql,
+            "SELECT Id, SystemModstamp, LastModifiedById, External_Id__c FROM Account WHERE External_Id__c IN ('O\\'Brien\\\\1')"
+        );
+        assert_eq!(
+            l[1].soql,
+            format!("SELECT Id, SystemModstamp, LastModifiedById FROM Account WHERE Id IN ('{}')", id(1))
+        );
+        // Without LWW only writes by External Id that need an Id are looked up.
+        assert!(lookups(&ops, false).is_empty());
+        ops.push(op(OpKind::Update, ext("E2"), None));
+        assert_eq!(lookups(&ops, false).len(), 1);
+
+        let many: Vec<WriteOp> = (0..450).map(|n| op(OpKind::Update, Target::Id(id(n)), Some(1))).collect();
+        let l = lookups(&many, true);
+        assert_eq!(l.len(), 3);
+        assert_eq!(l[2].soql.matches("'001").count(), 50);
+        let long: Vec<WriteOp> = (0..100).map(|n| op(OpKind::Upsert, ext(&format!("{n:0>100}")), Some(1))).collect();
+        let l = lookups(&long, true);
+        assert!(l.len() >= 2 && l.iter().all(|q| q.soql.len() < MAX_IN_CHARS + 200), "{}", l.len());
+    }
+
+    #[test]
+    fn last_write_wins_decisions() {
+        let me = "0055S0000000INTAAA";
+        let other = "0055S0000000SIMAAA";
+        let lookup = Lookup { object: "Account".into(), by: LookupBy::Id, soql: String::new() };
+        let mut found = HashMap::new();
+        index_results(
+            &lookup,
+            &[json!({"Id": id(1), "SystemModstamp": "1970-01-01T00:00:01.000+0000", "LastModifiedById": other}).as_object().unwrap().clone(),
+              json!({"Id": id(2), "SystemModstamp": 1000, "LastModifiedById": me}).as_object().unwrap().clone()],
+            &mut found,
+        );
+        // Older than a change by someone else: conflict, with both timestamps.
+        let d = decide(&op(OpKind::Update, Target::Id(id(1)), Some(999)), &found, true, Some(me));
+        assert!(matches!(d, Decision::Conflict { ref current, timestamp: 999 } if current.modstamp == Some(1000)), "{d:?}");
+        // Equal or newer: written. 15-character Ids find the 18-character result.
+        for ts in [1000, 1001] {
+            let d = decide(&op(OpKind::Update, Target::Id(id(1)[..15].to_owned()), Some(ts)), &found, true, Some(me));
+            assert!(matches!(d, Decision::Write(_)), "{d:?}");
+        }
+        // Older, but the last change was our own write: written.
+        let d = decide(&op(OpKind::Update, Target::Id(id(2)), Some(5)), &found, true, Some(&me[..15]));
+        assert!(matches!(d, Decision::Write(_)), "{d:?}");
+        // LWW off: written.
+        let d = decide(&op(OpKind::Update, Target::Id(id(1)), Some(5)), &found, false, None);
+        assert!(matches!(d, Decision::Write(_)));
+    }
+
+    #[test]
+    fn external_ids_resolve_to_record_ids() {
+        let lookup = Lookup { object: "Account".into(), by: LookupBy::External("External_Id__c".into()), soql: String::new() };
+        let mut found = HashMap::new();
+        index_results(&lookup, &[json!({"Id": id(7), "SystemModstamp": null, "External_Id__c": "ERP-7"}).as_object().unwrap().clone()], &mut found);
+        let d = decide(&op(OpKind::Update, ext("erp-7"), Some(1)), &found, true, None);
+        let Decision::Write(w) = d else { panic!("{d:?}") };
+        assert_eq!((w.kind, w.id.as_deref()), (OpKind::Update, Some(id(7).as_str())));
+        assert_eq!(decide(&op(OpKind::Delete, ext("ERP-8"), Some(1)), &found, true, None), Decision::AlreadyAbsent);
+        assert!(matches!(decide(&op(OpKind::Update, ext("ERP-8"), Some(1)), &found, true, None), Decision::NotFound { .. }));
+        let Decision::Write(w) = decide(&op(OpKind::Upsert, ext("ERP-8"), Some(1)), &found, true, None) else { panic!() };
+        assert_eq!(w.external_id_field.as_deref(), Some("External_Id__c"));
+    }
+
+    #[test]
+    fn chunks_pack_by_operation_object_and_group() {
+        let w = |kind, n: u32| Write {
+            kind,
+            object: "Account".into(),
+            id: Some(id(n)),
+            external_id_field: (kind == OpKind::Upsert).then(|| "External_Id__c".into()),
+            fields: json!({"Name": format!("n{n}")}).as_object().unwrap().clone(),
+        };
+        let writes: Vec<Write> = (0..450).map(|n| w(OpKind::Upsert, n))
+            .chain((0..3).map(|n| w(OpKind::Update, n)))
+            .chain((0..2).map(|n| w(OpKind::Delete, n)))
+            .collect();
+        let c = chunks(writes.iter().enumerate().map(|(i, w)| (i, w, 0)));
+        let sizes: Vec<usize> = c.iter().map(|c| c.members.len()).collect();
+        assert_eq!(sizes, [200, 200, 50, 3, 2]);
+        let SubRequest::Update { records } = &c[3].request else { panic!() };
+        assert_eq!(Value::Object(records[0].clone()), json!({"attributes": {"type": "Account"}, "Id": id(0), "Name": "n0"}));
+        let SubRequest::Delete { ids } = &c[4].request else { panic!() };
+        assert_eq!(ids, &[id(0), id(1)]);
+        let SubRequest::Upsert { object, external_id_field, records } = &c[0].request else { panic!() };
+        assert_eq!((object.as_str(), external_id_field.as_str(), records.len()), ("Account", "External_Id__c", 200));
+        assert!(!records[0].contains_key("Id"));
+        // Isolation groups split.
+        let c = chunks(writes[..4].iter().enumerate().map(|(i, w)| (i, w, (i % 2) as u64)));
+        assert_eq!(c.iter().map(|c| c.members.clone()).collect::<Vec<_>>(), [vec![0, 2], vec![1, 3]]);
+    }
+}
