@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use forcebridge::config::Config;
-use forcebridge::telemetry::{self, LogFormat, PipelineStats};
+use forcebridge::telemetry::{self, LogFormat, PipelineStats, SinkStats};
 
-/// Streams Salesforce changes into Kafka.
+/// Streams Salesforce changes into Kafka and writes Kafka changes back into Salesforce.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the pipeline with a config file.
+    /// Run the source and/or the sink of a config file.
     Run {
         /// The YAML config file.
         #[arg(long, short, env = "FORCEBRIDGE_CONFIG")]
@@ -103,19 +103,49 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Run { .. } => {
-            let config = config.expect("loaded above");
+            let config = Arc::new(config.expect("loaded above"));
             runtime.block_on(async {
                 let cancel = shutdown_on_signals();
                 let stats = Arc::new(PipelineStats::default());
-                forcebridge::pipeline::run(config, stats.clone(), cancel).await?;
+                let sink_stats = Arc::new(SinkStats::default());
+                // One side failing stops the other: the pod restarts as a whole.
+                let source = async {
+                    if config.source.is_none() {
+                        return Ok(());
+                    }
+                    let result =
+                        forcebridge::pipeline::run(config.clone(), stats.clone(), cancel.clone())
+                            .await;
+                    if result.is_err() {
+                        cancel.cancel();
+                    }
+                    result.context("source stopped")
+                };
+                let sink = async {
+                    if config.sink.is_none() {
+                        return Ok(());
+                    }
+                    let result =
+                        forcebridge::sink::run(config.clone(), sink_stats.clone(), cancel.clone())
+                            .await;
+                    if result.is_err() {
+                        cancel.cancel();
+                    }
+                    result.context("sink stopped")
+                };
+                let (source, sink) = tokio::join!(source, sink);
                 let snapshot = stats.snapshot();
+                let sunk = sink_stats.snapshot();
                 info!(
                     events = snapshot.events_received(),
                     records = snapshot.records_produced(),
                     dead_lettered = snapshot.events_dead_lettered(),
+                    written_back = sunk.written,
+                    conflicts = sunk.conflicts,
+                    write_back_dead_lettered = sunk.dead_lettered,
                     "stopped"
                 );
-                Ok(())
+                source.and(sink)
             })
         }
         Command::Demo(args) => {

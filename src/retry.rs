@@ -197,3 +197,8 @@ mod tests {
         assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 }
+
+/// PLACEHOLDER (rest-client branch).
+pub fn record_error_is_retryable(code: &str) -> bool {
+    matches!(code, "UNABLE_TO_LOCK_ROW")
+}

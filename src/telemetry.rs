@@ -29,6 +29,68 @@ pub const ECHOES: &str = "forcebridge_source_echoes_total";
 /// GetSchema calls (schema cache misses, including failed fetches).
 pub const SCHEMAS_FETCHED: &str = "forcebridge_source_schemas_fetched_total";
 
+/// Write-back records consumed from Kafka.
+pub const SINK_RECORDS_RECEIVED: &str = "forcebridge_sink_records_received_total";
+/// Write-back records written to Salesforce (including deletes already done).
+pub const SINK_RECORDS_WRITTEN: &str = "forcebridge_sink_records_written_total";
+/// Write-back records not applied because Salesforce held a newer change (conflicts topic).
+pub const SINK_CONFLICTS: &str = "forcebridge_sink_conflicts_total";
+/// Write-back records sent to the dead-letter topic.
+pub const SINK_DEAD_LETTERED: &str = "forcebridge_sink_records_dead_lettered_total";
+/// Per-record retries after retryable Salesforce errors.
+pub const SINK_RETRIES: &str = "forcebridge_sink_record_retries_total";
+/// Batches written.
+pub const SINK_BATCHES: &str = "forcebridge_sink_batches_total";
+/// Composite calls made by the sink (lookups and writes).
+pub const SINK_COMPOSITE_CALLS: &str = "forcebridge_sink_composite_calls_total";
+
+/// Counters of the sink.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// [`SINK_RECORDS_RECEIVED`]
+    pub received: AtomicU64,
+    /// [`SINK_RECORDS_WRITTEN`]
+    pub written: AtomicU64,
+    /// [`SINK_CONFLICTS`]
+    pub conflicts: AtomicU64,
+    /// [`SINK_DEAD_LETTERED`]
+    pub dead_lettered: AtomicU64,
+    /// [`SINK_RETRIES`]
+    pub retries: AtomicU64,
+    /// [`SINK_BATCHES`]
+    pub batches: AtomicU64,
+    /// [`SINK_COMPOSITE_CALLS`]
+    pub composite_calls: AtomicU64,
+}
+
+/// A point-in-time copy of [`SinkStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkSnapshot {
+    pub received: u64,
+    pub written: u64,
+    pub conflicts: u64,
+    pub dead_lettered: u64,
+    pub retries: u64,
+    pub batches: u64,
+    pub composite_calls: u64,
+}
+
+impl SinkStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> SinkSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SinkSnapshot {
+            received: r(&self.received),
+            written: r(&self.written),
+            conflicts: r(&self.conflicts),
+            dead_lettered: r(&self.dead_lettered),
+            retries: r(&self.retries),
+            batches: r(&self.batches),
+            composite_calls: r(&self.composite_calls),
+        }
+    }
+}
+
 /// Counters of one channel.
 #[derive(Debug, Default)]
 pub struct ChannelStats {

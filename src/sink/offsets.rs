@@ -1,0 +1,207 @@
+//! Consumer offsets of the sink: a record's offset is committed only after the record is
+//! finished — written to Salesforce, recorded as a conflict, or dead-lettered (each of the latter
+//! acknowledged by Kafka).
+//!
+//! Contract:
+//! * Each assigned partition has an [`AckWindow`] (the same ordered window the source uses for
+//!   replay ids) keyed by offset; [`Offsets::track`] registers a record and returns the
+//!   [`AckToken`] that finishes it. [`Offsets::committable`] yields, per partition, the offset
+//!   after the last record that — with every earlier one — is finished.
+//! * A token dropped or failed (a dead-letter write Kafka refused) marks its partition failed;
+//!   [`Offsets::failure`] reports it and the sink restarts from the committed offsets.
+//! * On a rebalance, the revoked partitions' finished offsets are committed synchronously before
+//!   they are given up ([`SinkContext`]); records of theirs still in flight are written but not
+//!   committed by this member (the next owner repeats them: at least once).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::checkpoint::{AckToken, AckWindow};
+
+#[derive(Default)]
+struct Partition {
+    window: AckWindow,
+    /// The next offset to read as last committed (Kafka's committed-offset convention).
+    committed: Option<i64>,
+}
+
+/// Offset windows of the assigned partitions. `Send + Sync`.
+#[derive(Default)]
+pub struct Offsets {
+    partitions: Mutex<HashMap<(String, i32), Partition>>,
+}
+
+fn decode(durable: &Bytes) -> Option<i64> {
+    <[u8; 8]>::try_from(durable.as_ref())
+        .ok()
+        .map(i64::from_be_bytes)
+}
+
+impl Offsets {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, i32), Partition>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a consumed record (calls per partition must follow offset order).
+    pub fn track(&self, topic: &str, partition: i32, offset: i64) -> AckToken {
+        let mut map = self.lock();
+        let state = map.entry((topic.to_owned(), partition)).or_default();
+        let handle = state
+            .window
+            .begin(Bytes::copy_from_slice(&offset.to_be_bytes()));
+        let token = handle.token();
+        handle.seal();
+        token
+    }
+
+    /// Offsets to commit: per partition, one past the last finished record, when it moved.
+    pub fn committable(&self) -> TopicPartitionList {
+        self.committable_where(|_, _| true)
+    }
+
+    fn committable_where(&self, keep: impl Fn(&str, i32) -> bool) -> TopicPartitionList {
+        let map = self.lock();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), state) in map.iter() {
+            if !keep(topic, *partition) {
+                continue;
+            }
+            let Some(next) = state.window.durable().as_ref().and_then(decode).map(|o| o + 1) else {
+                continue;
+            };
+            if state.committed.is_some_and(|c| c >= next) {
+                continue;
+            }
+            // Adding a fresh (topic, partition) to a new list cannot fail.
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(next));
+        }
+        tpl
+    }
+
+    /// Records that `tpl` was committed.
+    pub fn mark_committed(&self, tpl: &TopicPartitionList) {
+        let mut map = self.lock();
+        for elem in tpl.elements() {
+            if let (Some(state), Offset::Offset(o)) = (
+                map.get_mut(&(elem.topic().to_owned(), elem.partition())),
+                elem.offset(),
+            ) {
+                state.committed = Some(state.committed.map_or(o, |c| c.max(o)));
+            }
+        }
+    }
+
+    /// The first failure of any partition (a record that could not be finished).
+    pub fn failure(&self) -> Option<String> {
+        self.lock().values().find_map(|p| p.window.failure())
+    }
+
+    /// Records tracked and not yet finished, over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.lock().values().map(|p| p.window.in_flight()).sum()
+    }
+
+    /// Forgets partitions (revoked).
+    fn forget(&self, tpl: &TopicPartitionList) {
+        let mut map = self.lock();
+        for elem in tpl.elements() {
+            map.remove(&(elem.topic().to_owned(), elem.partition()));
+        }
+    }
+
+    /// Commits what is committable with `consumer`, synchronously; returns what was committed.
+    pub fn commit_sync<C: Consumer<X>, X: ConsumerContext>(
+        &self,
+        consumer: &C,
+    ) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
+        let tpl = self.committable();
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, CommitMode::Sync)?;
+            self.mark_committed(&tpl);
+        }
+        Ok(tpl)
+    }
+}
+
+/// Consumer context: commits finished offsets of revoked partitions before giving them up.
+pub struct SinkContext {
+    pub offsets: Arc<Offsets>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(revoked) = rebalance {
+            let revoked_set: Vec<(String, i32)> = revoked
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            let tpl = self.offsets.committable_where(|t, p| {
+                revoked_set.iter().any(|(rt, rp)| rt == t && *rp == p)
+            });
+            if tpl.count() > 0 {
+                match consumer.commit(&tpl, CommitMode::Sync) {
+                    Ok(()) => self.offsets.mark_committed(&tpl),
+                    Err(error) => warn!(%error, "commit before giving up partitions failed"),
+                }
+            }
+            self.offsets.forget(revoked);
+            info!(partitions = revoked.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            info!(partitions = assigned.count(), "partitions assigned");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets_of(tpl: &TopicPartitionList) -> Vec<(String, i32, i64)> {
+        let mut v: Vec<_> = tpl
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.topic().to_owned(), e.partition(), o),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn commits_only_the_finished_prefix_per_partition() {
+        let offsets = Offsets::default();
+        let a0 = offsets.track("t", 0, 10);
+        let a1 = offsets.track("t", 0, 11);
+        let a2 = offsets.track("t", 0, 12);
+        let b0 = offsets.track("t", 1, 5);
+        assert_eq!(offsets.committable().count(), 0);
+        a1.ack(Ok(()));
+        a2.ack(Ok(()));
+        assert_eq!(offsets.committable().count(), 0, "10 is unfinished");
+        a0.ack(Ok(()));
+        b0.ack(Ok(()));
+        let tpl = offsets.committable();
+        assert_eq!(offsets_of(&tpl), [("t".into(), 0, 13), ("t".into(), 1, 6)]);
+        offsets.mark_committed(&tpl);
+        assert_eq!(offsets.committable().count(), 0, "nothing new");
+        assert_eq!(offsets.in_flight(), 0);
+        let c = offsets.track("t", 1, 6);
+        drop(c);
+        assert!(offsets.failure().is_some(), "a dropped token fails its partition");
+        assert_eq!(offsets.committable().count(), 0);
+    }
+}
