@@ -322,7 +322,9 @@ impl<'de> Deserialize<'de> for ApiReserve {
             Calls(u64),
             Text(String),
         }
-        let fail = || serde::de::Error::custom("expected a number of calls (5000) or a percentage (\"10%\")");
+        let fail = || {
+            serde::de::Error::custom("expected a number of calls (5000) or a percentage (\"10%\")")
+        };
         match Raw::deserialize(d)? {
             Raw::Calls(n) => Ok(ApiReserve::Calls(n)),
             Raw::Text(t) => {
@@ -331,7 +333,9 @@ impl<'de> Deserialize<'de> for ApiReserve {
                     Some(p) => {
                         let p: f64 = p.trim().parse().map_err(|_| fail())?;
                         if !(0.0..100.0).contains(&p) {
-                            return Err(serde::de::Error::custom("a percentage must be at least 0 and below 100"));
+                            return Err(serde::de::Error::custom(
+                                "a percentage must be at least 0 and below 100",
+                            ));
                         }
                         Ok(ApiReserve::Percent(p))
                     }
@@ -613,7 +617,10 @@ impl SourceConfig {
 impl SinkConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.topics.is_empty() {
-            return Err(invalid("sink.topics", "at least one write-back topic is required"));
+            return Err(invalid(
+                "sink.topics",
+                "at least one write-back topic is required",
+            ));
         }
         for (i, topic) in self.topics.iter().enumerate() {
             crate::kafka::render_topic(topic, "", "")

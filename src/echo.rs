@@ -105,7 +105,10 @@ mod tests {
                 Some("com/salesforce/api/rest/62.0; client=forcebridge"),
                 Some(EchoReason::ClientTag),
             ),
-            (Some("com/salesforce/api/rest/62.0;client=forcebridge-x"), None),
+            (
+                Some("com/salesforce/api/rest/62.0;client=forcebridge-x"),
+                None,
+            ),
             (Some("com/salesforce/api/rest/62.0;client=sfdx"), None),
             (Some("com/salesforce/api/rest/62.0"), None),
             (Some("forcebridge"), None),

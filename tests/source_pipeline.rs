@@ -587,3 +587,56 @@ async fn stream_resets_and_revoked_tokens_lose_and_repeat_nothing() {
     running.stop().await;
     sim.shutdown().await;
 }
+
+/// Echo suppression: changes tagged with the connector's client tag (`name: test`) are dropped by
+/// default and marked with `source.echo.mode: mark`; untagged changes and other tags pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_of_our_own_writes_are_dropped_or_marked() {
+    for (mode, expect_echoes) in [("drop", false), ("mark", true)] {
+        let kafka = mock_kafka();
+        let bootstrap = kafka.bootstrap();
+        let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+        let running = start(config(
+            &sim,
+            &bootstrap,
+            &["/data/AccountChangeEvent"],
+            &format!("  echo:\n    mode: {mode}\n"),
+        ));
+        let ours = sim.with_client_tag("test");
+        let theirs = sim.with_client_tag("test-other");
+        let a = ours
+            .create("Account", fields(json!({"Name": "Echo"})))
+            .unwrap();
+        ours.update("Account", &a, fields(json!({"Rating": "Hot"})))
+            .unwrap();
+        let b = theirs
+            .create("Account", fields(json!({"Name": "Foreign"})))
+            .unwrap();
+        let c = sim
+            .create("Account", fields(json!({"Name": "Plain"})))
+            .unwrap();
+        // The last change, untagged, proves everything before it was processed.
+        let expected = if expect_echoes { 4 } else { 2 };
+        let records = wait_for_records(&bootstrap, ACCOUNTS, expected, WAIT).await;
+        let stats = running.stats.clone();
+        running.stop().await;
+        let keys: BTreeSet<String> = records.iter().map(key).collect();
+        assert_eq!(records.len(), expected, "{mode}: {keys:?}");
+        if expect_echoes {
+            assert_eq!(keys, set(&[&a, &b, &c]));
+            for r in &records {
+                let marked = r.header("forcebridge.echo").map(|v| v.to_vec());
+                if key(r) == a {
+                    assert_eq!(marked.as_deref(), Some(&b"client_tag"[..]), "{mode}");
+                } else {
+                    assert_eq!(marked, None, "{mode}: {}", key(r));
+                }
+            }
+        } else {
+            assert_eq!(keys, set(&[&b, &c]), "{mode}");
+        }
+        let echoes = stats.snapshot().channels["/data/AccountChangeEvent"].echoes;
+        assert_eq!(echoes, 2, "{mode}");
+        sim.shutdown().await;
+    }
+}

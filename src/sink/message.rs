@@ -131,10 +131,7 @@ pub fn parse(
     let json: Value =
         serde_json::from_slice(value).map_err(|e| MessageError::NotJson(e.to_string()))?;
     let Value::Object(mut msg) = json else {
-        return Err(MessageError::NotJson(format!(
-            "found {}",
-            kind_of(&json)
-        )));
+        return Err(MessageError::NotJson(format!("found {}", kind_of(&json))));
     };
     const KNOWN: [&str; 6] = [
         "object",
@@ -166,13 +163,18 @@ pub fn parse(
         })?,
     };
     if !is_api_name(&object) {
-        return Err(invalid("object", format!("`{object}` is not an object API name")));
+        return Err(invalid(
+            "object",
+            format!("`{object}` is not an object API name"),
+        ));
     }
     let operation = match msg.remove("operation") {
         Some(v) => string(v, "operation")?,
         None => header(HEADER_OPERATION).ok_or_else(|| MessageError::Missing {
             field: "operation",
-            hint: format!("insert, update, upsert or delete, or set the `{HEADER_OPERATION}` header"),
+            hint: format!(
+                "insert, update, upsert or delete, or set the `{HEADER_OPERATION}` header"
+            ),
         })?,
     };
     let kind = match operation.to_ascii_lowercase().as_str() {
@@ -183,7 +185,9 @@ pub fn parse(
         _ => {
             return Err(invalid(
                 "operation",
-                format!("unknown operation `{operation}` (expected insert, update, upsert or delete)"),
+                format!(
+                    "unknown operation `{operation}` (expected insert, update, upsert or delete)"
+                ),
             ));
         }
     };
@@ -197,7 +201,10 @@ pub fn parse(
     if let Some(id) = &id
         && !is_record_id(id)
     {
-        return Err(invalid("id", format!("`{id}` is not a 15- or 18-character record Id")));
+        return Err(invalid(
+            "id",
+            format!("`{id}` is not a 15- or 18-character record Id"),
+        ));
     }
     let ext_field = match msg.remove("external_id_field").filter(|v| !v.is_null()) {
         Some(v) => {
@@ -219,29 +226,33 @@ pub fn parse(
         Some(other) => {
             return Err(invalid(
                 "fields",
-                format!("must be an object of field values, found {}", kind_of(&other)),
-            ));
-        }
-    };
-
-    let timestamp = match msg.remove("timestamp") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_i64().ok_or_else(|| {
-            invalid("timestamp", format!("{n} is not whole epoch milliseconds"))
-        })?),
-        Some(Value::String(s)) => Some(
-            crate::sftime::parse_datetime(&s).map_err(|e| invalid("timestamp", e))?,
-        ),
-        Some(other) => {
-            return Err(invalid(
-                "timestamp",
                 format!(
-                    "must be epoch milliseconds or a datetime string, found {}",
+                    "must be an object of field values, found {}",
                     kind_of(&other)
                 ),
             ));
         }
     };
+
+    let timestamp =
+        match msg.remove("timestamp") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(n.as_i64().ok_or_else(|| {
+                invalid("timestamp", format!("{n} is not whole epoch milliseconds"))
+            })?),
+            Some(Value::String(s)) => {
+                Some(crate::sftime::parse_datetime(&s).map_err(|e| invalid("timestamp", e))?)
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "timestamp",
+                    format!(
+                        "must be epoch milliseconds or a datetime string, found {}",
+                        kind_of(&other)
+                    ),
+                ));
+            }
+        };
 
     let ext_target = |required: bool| -> Result<Option<Target>, MessageError> {
         let Some(field) = &ext_field else {
@@ -283,7 +294,10 @@ pub fn parse(
     let target = match kind {
         OpKind::Insert => {
             if id.is_some() {
-                return Err(invalid("id", "an insert creates a record and cannot carry an Id"));
+                return Err(invalid(
+                    "id",
+                    "an insert creates a record and cannot carry an Id",
+                ));
             }
             Target::New
         }
@@ -323,7 +337,11 @@ pub fn parse(
         object,
         kind,
         target,
-        fields: if kind == OpKind::Delete { Map::new() } else { fields },
+        fields: if kind == OpKind::Delete {
+            Map::new()
+        } else {
+            fields
+        },
         timestamp,
     })
 }
@@ -443,14 +461,24 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(op.target, Target::Id("001SIM000000001AAA".into()));
-        assert_eq!(op.order_key(), parse_json(json!({
-            "object": "Account", "operation": "delete", "id": "001SIM000000001",
-            "timestamp": 1
-        })).unwrap().order_key());
+        assert_eq!(
+            op.order_key(),
+            parse_json(json!({
+                "object": "Account", "operation": "delete", "id": "001SIM000000001",
+                "timestamp": 1
+            }))
+            .unwrap()
+            .order_key()
+        );
 
-        let op = parse_json(json!({"object": "Contact", "operation": "insert", "fields": {"LastName": "X"}}))
-            .unwrap();
-        assert_eq!((op.kind, op.target.clone(), op.order_key()), (OpKind::Insert, Target::New, None));
+        let op = parse_json(
+            json!({"object": "Contact", "operation": "insert", "fields": {"LastName": "X"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            (op.kind, op.target.clone(), op.order_key()),
+            (OpKind::Insert, Target::New, None)
+        );
 
         let op = parse_json(json!({
             "object": "Account", "operation": "delete",
@@ -460,7 +488,10 @@ mod tests {
         assert!(op.fields.is_empty());
         assert_eq!(
             op.target,
-            Target::External { field: "External_Id__c".into(), value: "ERP-9".into() }
+            Target::External {
+                field: "External_Id__c".into(),
+                value: "ERP-9".into()
+            }
         );
     }
 
@@ -468,11 +499,15 @@ mod tests {
     fn headers_supply_object_and_operation() {
         let objects = objects();
         let value = br#"{"fields": {"LastName": "Doe"}}"#;
-        let headers: [(&str, &[u8]); 2] = [(HEADER_OBJECT, b"Contact"), (HEADER_OPERATION, b"insert")];
+        let headers: [(&str, &[u8]); 2] =
+            [(HEADER_OBJECT, b"Contact"), (HEADER_OPERATION, b"insert")];
         let op = parse(
             Some(value),
             &headers,
-            ParseOptions { objects: &objects, last_write_wins: true },
+            ParseOptions {
+                objects: &objects,
+                last_write_wins: true,
+            },
         )
         .unwrap();
         assert_eq!((op.object.as_str(), op.kind), ("Contact", OpKind::Insert));
@@ -482,29 +517,84 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (json!([1]), "value is not a JSON object"),
-            (json!({"operation": "insert", "fields": {"A": 1}}), "`object` is missing"),
-            (json!({"object": "Account", "operation": "merge", "fields": {"A": 1}}), "`operation`: unknown operation `merge`"),
-            (json!({"object": "Account", "operation": "update", "fields": {"Name": "x"}, "timestamp": 1, "external_id_field": null, "id": null}), "`id` is missing"),
-            (json!({"object": "Contact", "operation": "update", "fields": {"LastName": "x"}, "timestamp": 1}), "`id` is missing"),
-            (json!({"object": "Account", "operation": "update", "id": "001X", "fields": {"A": 1}, "timestamp": 1}), "`id`: `001X` is not"),
-            (json!({"object": "Account", "operation": "insert", "id": "001SIM000000001AAA", "fields": {"A": 1}}), "`id`: an insert"),
-            (json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E"}}), "`timestamp` is missing"),
-            (json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E"}, "timestamp": "noon"}), "`timestamp`: `noon`"),
-            (json!({"object": "Account", "operation": "upsert", "fields": "Name=x", "timestamp": 1}), "`fields`: must be an object"),
-            (json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E", "Id": "x"}, "timestamp": 1}), "`fields.Id`: cannot be written"),
-            (json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": true}, "timestamp": 1}), "`fields.External_Id__c`: an External Id must be a string"),
-            (json!({"object": "Account", "operation": "insert", "fields": {}}), "`fields` is missing"),
-            (json!({"object": "Account", "operation": "insert", "fields": {"A": 1}, "colour": 1}), "`colour`: unknown key"),
-            (json!({"object": "Acc ount", "operation": "insert", "fields": {"A": 1}}), "`object`: `Acc ount`"),
+            (
+                json!({"operation": "insert", "fields": {"A": 1}}),
+                "`object` is missing",
+            ),
+            (
+                json!({"object": "Account", "operation": "merge", "fields": {"A": 1}}),
+                "`operation`: unknown operation `merge`",
+            ),
+            (
+                json!({"object": "Account", "operation": "update", "fields": {"Name": "x"}, "timestamp": 1, "external_id_field": null, "id": null}),
+                "`id` is missing",
+            ),
+            (
+                json!({"object": "Contact", "operation": "update", "fields": {"LastName": "x"}, "timestamp": 1}),
+                "`id` is missing",
+            ),
+            (
+                json!({"object": "Account", "operation": "update", "id": "001X", "fields": {"A": 1}, "timestamp": 1}),
+                "`id`: `001X` is not",
+            ),
+            (
+                json!({"object": "Account", "operation": "insert", "id": "001SIM000000001AAA", "fields": {"A": 1}}),
+                "`id`: an insert",
+            ),
+            (
+                json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E"}}),
+                "`timestamp` is missing",
+            ),
+            (
+                json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E"}, "timestamp": "noon"}),
+                "`timestamp`: `noon`",
+            ),
+            (
+                json!({"object": "Account", "operation": "upsert", "fields": "Name=x", "timestamp": 1}),
+                "`fields`: must be an object",
+            ),
+            (
+                json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": "E", "Id": "x"}, "timestamp": 1}),
+                "`fields.Id`: cannot be written",
+            ),
+            (
+                json!({"object": "Account", "operation": "upsert", "fields": {"External_Id__c": true}, "timestamp": 1}),
+                "`fields.External_Id__c`: an External Id must be a string",
+            ),
+            (
+                json!({"object": "Account", "operation": "insert", "fields": {}}),
+                "`fields` is missing",
+            ),
+            (
+                json!({"object": "Account", "operation": "insert", "fields": {"A": 1}, "colour": 1}),
+                "`colour`: unknown key",
+            ),
+            (
+                json!({"object": "Acc ount", "operation": "insert", "fields": {"A": 1}}),
+                "`object`: `Acc ount`",
+            ),
         ];
         for (value, expected) in cases {
             let err = parse_json(value.clone()).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{value}: {err}");
         }
         let objects = objects();
-        let opts = ParseOptions { objects: &objects, last_write_wins: true };
-        assert!(parse(None, &[], opts).unwrap_err().to_string().contains("no value"));
-        assert!(parse(Some(b"{oops"), &[], opts).unwrap_err().to_string().starts_with("value is not a JSON object: key must be a string"));
+        let opts = ParseOptions {
+            objects: &objects,
+            last_write_wins: true,
+        };
+        assert!(
+            parse(None, &[], opts)
+                .unwrap_err()
+                .to_string()
+                .contains("no value")
+        );
+        assert!(
+            parse(Some(b"{oops"), &[], opts)
+                .unwrap_err()
+                .to_string()
+                .starts_with("value is not a JSON object: key must be a string")
+        );
     }
 
     #[test]

@@ -120,7 +120,10 @@ pub async fn run(
     let producer = Producer::new(&settings)?;
     if config.kafka.create_topics {
         let admin = TopicAdmin::new(&settings)?;
-        for topic in [config.sink_dead_letter_topic(), sink.conflicts_topic.as_str()] {
+        for topic in [
+            config.sink_dead_letter_topic(),
+            sink.conflicts_topic.as_str(),
+        ] {
             admin
                 .ensure(topic, config.kafka.topic_partitions, &[])
                 .await?;
@@ -204,7 +207,11 @@ fn message_failure(e: &MessageError) -> Failure {
         stage: "sink.message",
         code: "INVALID_MESSAGE".into(),
         message: e.to_string(),
-        fields: if field.is_empty() { vec![] } else { vec![field] },
+        fields: if field.is_empty() {
+            vec![]
+        } else {
+            vec![field]
+        },
         attempts: 0,
     }
 }
@@ -391,7 +398,10 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
         let op = match parsed {
             Ok(op) => op,
             Err(e) => {
-                if let Err(e) = reporter.dead_letter(&origin, &message_failure(&e), token).await {
+                if let Err(e) = reporter
+                    .dead_letter(&origin, &message_failure(&e), token)
+                    .await
+                {
                     break Some(e.to_string());
                 }
                 continue;

@@ -71,7 +71,13 @@ impl Offsets {
             if !keep(topic, *partition) {
                 continue;
             }
-            let Some(next) = state.window.durable().as_ref().and_then(decode).map(|o| o + 1) else {
+            let Some(next) = state
+                .window
+                .durable()
+                .as_ref()
+                .and_then(decode)
+                .map(|o| o + 1)
+            else {
                 continue;
             };
             if state.committed.is_some_and(|c| c >= next) {
@@ -143,9 +149,9 @@ impl ConsumerContext for SinkContext {
                 .iter()
                 .map(|e| (e.topic().to_owned(), e.partition()))
                 .collect();
-            let tpl = self.offsets.committable_where(|t, p| {
-                revoked_set.iter().any(|(rt, rp)| rt == t && *rp == p)
-            });
+            let tpl = self
+                .offsets
+                .committable_where(|t, p| revoked_set.iter().any(|(rt, rp)| rt == t && *rp == p));
             if tpl.count() > 0 {
                 match consumer.commit(&tpl, CommitMode::Sync) {
                     Ok(()) => self.offsets.mark_committed(&tpl),
@@ -201,7 +207,10 @@ mod tests {
         assert_eq!(offsets.in_flight(), 0);
         let c = offsets.track("t", 1, 6);
         drop(c);
-        assert!(offsets.failure().is_some(), "a dropped token fails its partition");
+        assert!(
+            offsets.failure().is_some(),
+            "a dropped token fails its partition"
+        );
         assert_eq!(offsets.committable().count(), 0);
     }
 }

@@ -303,10 +303,7 @@ pub struct Chunk {
 
 fn record_body(w: &Write) -> Map<String, Value> {
     let mut body = Map::with_capacity(w.fields.len() + 2);
-    body.insert(
-        "attributes".into(),
-        serde_json::json!({ "type": w.object }),
-    );
+    body.insert("attributes".into(), serde_json::json!({ "type": w.object }));
     if w.kind == OpKind::Update
         && let Some(id) = &w.id
     {
@@ -402,27 +399,42 @@ mod tests {
         );
         assert_eq!(
             l[1].soql,
-            format!("SELECT Id, SystemModstamp, LastModifiedById FROM Account WHERE Id IN ('{}')", id(1))
+            format!(
+                "SELECT Id, SystemModstamp, LastModifiedById FROM Account WHERE Id IN ('{}')",
+                id(1)
+            )
         );
         // Without LWW only writes by External Id that need an Id are looked up.
         assert!(lookups(&ops, false).is_empty());
         ops.push(op(OpKind::Update, ext("E2"), None));
         assert_eq!(lookups(&ops, false).len(), 1);
 
-        let many: Vec<WriteOp> = (0..450).map(|n| op(OpKind::Update, Target::Id(id(n)), Some(1))).collect();
+        let many: Vec<WriteOp> = (0..450)
+            .map(|n| op(OpKind::Update, Target::Id(id(n)), Some(1)))
+            .collect();
         let l = lookups(&many, true);
         assert_eq!(l.len(), 3);
         assert_eq!(l[2].soql.matches("'001").count(), 50);
-        let long: Vec<WriteOp> = (0..100).map(|n| op(OpKind::Upsert, ext(&format!("{n:0>100}")), Some(1))).collect();
+        let long: Vec<WriteOp> = (0..100)
+            .map(|n| op(OpKind::Upsert, ext(&format!("{n:0>100}")), Some(1)))
+            .collect();
         let l = lookups(&long, true);
-        assert!(l.len() >= 2 && l.iter().all(|q| q.soql.len() < MAX_IN_CHARS + 200), "{}", l.len());
+        assert!(
+            l.len() >= 2 && l.iter().all(|q| q.soql.len() < MAX_IN_CHARS + 200),
+            "{}",
+            l.len()
+        );
     }
 
     #[test]
     fn last_write_wins_decisions() {
         let me = "0055S0000000INTAAA";
         let other = "0055S0000000SIMAAA";
-        let lookup = Lookup { object: "Account".into(), by: LookupBy::Id, soql: String::new() };
+        let lookup = Lookup {
+            object: "Account".into(),
+            by: LookupBy::Id,
+            soql: String::new(),
+        };
         let mut found = HashMap::new();
         index_results(
             &lookup,
@@ -431,32 +443,101 @@ mod tests {
             &mut found,
         );
         // Older than a change by someone else: conflict, with both timestamps.
-        let d = decide(&op(OpKind::Update, Target::Id(id(1)), Some(999)), &found, true, Some(me));
-        assert!(matches!(d, Decision::Conflict { ref current, timestamp: 999 } if current.modstamp == Some(1000)), "{d:?}");
+        let d = decide(
+            &op(OpKind::Update, Target::Id(id(1)), Some(999)),
+            &found,
+            true,
+            Some(me),
+        );
+        assert!(
+            matches!(d, Decision::Conflict { ref current, timestamp: 999 } if current.modstamp == Some(1000)),
+            "{d:?}"
+        );
         // Equal or newer: written. 15-character Ids find the 18-character result.
         for ts in [1000, 1001] {
-            let d = decide(&op(OpKind::Update, Target::Id(id(1)[..15].to_owned()), Some(ts)), &found, true, Some(me));
+            let d = decide(
+                &op(OpKind::Update, Target::Id(id(1)[..15].to_owned()), Some(ts)),
+                &found,
+                true,
+                Some(me),
+            );
             assert!(matches!(d, Decision::Write(_)), "{d:?}");
         }
         // Older, but the last change was our own write: written.
-        let d = decide(&op(OpKind::Update, Target::Id(id(2)), Some(5)), &found, true, Some(&me[..15]));
+        let d = decide(
+            &op(OpKind::Update, Target::Id(id(2)), Some(5)),
+            &found,
+            true,
+            Some(&me[..15]),
+        );
         assert!(matches!(d, Decision::Write(_)), "{d:?}");
         // LWW off: written.
-        let d = decide(&op(OpKind::Update, Target::Id(id(1)), Some(5)), &found, false, None);
+        let d = decide(
+            &op(OpKind::Update, Target::Id(id(1)), Some(5)),
+            &found,
+            false,
+            None,
+        );
         assert!(matches!(d, Decision::Write(_)));
     }
 
     #[test]
     fn external_ids_resolve_to_record_ids() {
-        let lookup = Lookup { object: "Account".into(), by: LookupBy::External("External_Id__c".into()), soql: String::new() };
+        let lookup = Lookup {
+            object: "Account".into(),
+            by: LookupBy::External("External_Id__c".into()),
+            soql: String::new(),
+        };
         let mut found = HashMap::new();
-        index_results(&lookup, &[json!({"Id": id(7), "SystemModstamp": null, "External_Id__c": "ERP-7"}).as_object().unwrap().clone()], &mut found);
-        let d = decide(&op(OpKind::Update, ext("erp-7"), Some(1)), &found, true, None);
-        let Decision::Write(w) = d else { panic!("{d:?}") };
-        assert_eq!((w.kind, w.id.as_deref()), (OpKind::Update, Some(id(7).as_str())));
-        assert_eq!(decide(&op(OpKind::Delete, ext("ERP-8"), Some(1)), &found, true, None), Decision::AlreadyAbsent);
-        assert!(matches!(decide(&op(OpKind::Update, ext("ERP-8"), Some(1)), &found, true, None), Decision::NotFound { .. }));
-        let Decision::Write(w) = decide(&op(OpKind::Upsert, ext("ERP-8"), Some(1)), &found, true, None) else { panic!() };
+        index_results(
+            &lookup,
+            &[
+                json!({"Id": id(7), "SystemModstamp": null, "External_Id__c": "ERP-7"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ],
+            &mut found,
+        );
+        let d = decide(
+            &op(OpKind::Update, ext("erp-7"), Some(1)),
+            &found,
+            true,
+            None,
+        );
+        let Decision::Write(w) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            (w.kind, w.id.as_deref()),
+            (OpKind::Update, Some(id(7).as_str()))
+        );
+        assert_eq!(
+            decide(
+                &op(OpKind::Delete, ext("ERP-8"), Some(1)),
+                &found,
+                true,
+                None
+            ),
+            Decision::AlreadyAbsent
+        );
+        assert!(matches!(
+            decide(
+                &op(OpKind::Update, ext("ERP-8"), Some(1)),
+                &found,
+                true,
+                None
+            ),
+            Decision::NotFound { .. }
+        ));
+        let Decision::Write(w) = decide(
+            &op(OpKind::Upsert, ext("ERP-8"), Some(1)),
+            &found,
+            true,
+            None,
+        ) else {
+            panic!()
+        };
         assert_eq!(w.external_id_field.as_deref(), Some("External_Id__c"));
     }
 
@@ -467,24 +548,53 @@ mod tests {
             object: "Account".into(),
             id: Some(id(n)),
             external_id_field: (kind == OpKind::Upsert).then(|| "External_Id__c".into()),
-            fields: json!({"Name": format!("n{n}")}).as_object().unwrap().clone(),
+            fields: json!({"Name": format!("n{n}")})
+                .as_object()
+                .unwrap()
+                .clone(),
         };
-        let writes: Vec<Write> = (0..450).map(|n| w(OpKind::Upsert, n))
+        let writes: Vec<Write> = (0..450)
+            .map(|n| w(OpKind::Upsert, n))
             .chain((0..3).map(|n| w(OpKind::Update, n)))
             .chain((0..2).map(|n| w(OpKind::Delete, n)))
             .collect();
         let c = chunks(writes.iter().enumerate().map(|(i, w)| (i, w, 0)));
         let sizes: Vec<usize> = c.iter().map(|c| c.members.len()).collect();
         assert_eq!(sizes, [200, 200, 50, 3, 2]);
-        let SubRequest::Update { records } = &c[3].request else { panic!() };
-        assert_eq!(Value::Object(records[0].clone()), json!({"attributes": {"type": "Account"}, "Id": id(0), "Name": "n0"}));
-        let SubRequest::Delete { ids } = &c[4].request else { panic!() };
+        let SubRequest::Update { records } = &c[3].request else {
+            panic!()
+        };
+        assert_eq!(
+            Value::Object(records[0].clone()),
+            json!({"attributes": {"type": "Account"}, "Id": id(0), "Name": "n0"})
+        );
+        let SubRequest::Delete { ids } = &c[4].request else {
+            panic!()
+        };
         assert_eq!(ids, &[id(0), id(1)]);
-        let SubRequest::Upsert { object, external_id_field, records } = &c[0].request else { panic!() };
-        assert_eq!((object.as_str(), external_id_field.as_str(), records.len()), ("Account", "External_Id__c", 200));
+        let SubRequest::Upsert {
+            object,
+            external_id_field,
+            records,
+        } = &c[0].request
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (object.as_str(), external_id_field.as_str(), records.len()),
+            ("Account", "External_Id__c", 200)
+        );
         assert!(!records[0].contains_key("Id"));
         // Isolation groups split.
-        let c = chunks(writes[..4].iter().enumerate().map(|(i, w)| (i, w, (i % 2) as u64)));
-        assert_eq!(c.iter().map(|c| c.members.clone()).collect::<Vec<_>>(), [vec![0, 2], vec![1, 3]]);
+        let c = chunks(
+            writes[..4]
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (i, w, (i % 2) as u64)),
+        );
+        assert_eq!(
+            c.iter().map(|c| c.members.clone()).collect::<Vec<_>>(),
+            [vec![0, 2], vec![1, 3]]
+        );
     }
 }

@@ -105,7 +105,10 @@ pub struct Reporter {
 
 fn source_headers(origin: &Origin) -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("forcebridge.source.topic", origin.topic.clone().into_bytes()),
+        (
+            "forcebridge.source.topic",
+            origin.topic.clone().into_bytes(),
+        ),
         (
             "forcebridge.source.partition",
             origin.partition.to_string().into_bytes(),
@@ -170,16 +173,26 @@ impl Reporter {
         let mut extra = vec![
             ("forcebridge.error.stage", failure.stage.as_bytes().to_vec()),
             ("forcebridge.error.reason", reason.into_bytes()),
-            ("forcebridge.error.status_code", failure.code.clone().into_bytes()),
-            ("forcebridge.error.message", failure.message.clone().into_bytes()),
-            ("forcebridge.error.fields", failure.fields.join(",").into_bytes()),
+            (
+                "forcebridge.error.status_code",
+                failure.code.clone().into_bytes(),
+            ),
+            (
+                "forcebridge.error.message",
+                failure.message.clone().into_bytes(),
+            ),
+            (
+                "forcebridge.error.fields",
+                failure.fields.join(",").into_bytes(),
+            ),
             (
                 "forcebridge.error.attempts",
                 failure.attempts.to_string().into_bytes(),
             ),
         ];
         extra.extend(source_headers(origin));
-        self.send(&self.dead_letter_topic, origin, extra, token).await
+        self.send(&self.dead_letter_topic, origin, extra, token)
+            .await
     }
 
     /// Sends the original record to the conflicts topic with both timestamps in headers.
@@ -193,7 +206,10 @@ impl Reporter {
         debug!(record_id = %current.id, "write older than Salesforce's record: conflict");
         self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
         let mut extra = vec![
-            ("forcebridge.conflict.record_id", current.id.clone().into_bytes()),
+            (
+                "forcebridge.conflict.record_id",
+                current.id.clone().into_bytes(),
+            ),
             (
                 "forcebridge.conflict.salesforce_modstamp",
                 current
@@ -208,7 +224,11 @@ impl Reporter {
             ),
             (
                 "forcebridge.conflict.last_modified_by",
-                current.last_modified_by.clone().unwrap_or_default().into_bytes(),
+                current
+                    .last_modified_by
+                    .clone()
+                    .unwrap_or_default()
+                    .into_bytes(),
             ),
         ];
         extra.extend(source_headers(origin));
@@ -309,7 +329,10 @@ impl Writer {
                     SubResponse::Query { records } => {
                         plan::index_results(lookup, &records, &mut found);
                     }
-                    SubResponse::Failed { errors, http_status } => {
+                    SubResponse::Failed {
+                        errors,
+                        http_status,
+                    } => {
                         let e = errors.into_iter().next().unwrap_or(ApiError {
                             code: format!("HTTP_{http_status}"),
                             message: "the lookup query failed".into(),
@@ -329,9 +352,10 @@ impl Writer {
         // 2. Decide each record.
         let mut slots: Vec<Slot> = Vec::with_capacity(items.len());
         for item in items {
-            if let Some((_, _, e)) = failed_lookups.iter().find(|(object, by, _)| {
-                *object == item.op.object && lookup_matches(by, &item.op)
-            }) {
+            if let Some((_, _, e)) = failed_lookups
+                .iter()
+                .find(|(object, by, _)| *object == item.op.object && lookup_matches(by, &item.op))
+            {
                 let failure = Failure::from_api("sink.lookup", e, 0);
                 self.reporter
                     .dead_letter(&item.origin, &failure, item.token)
@@ -357,10 +381,7 @@ impl Writer {
                     let failure = Failure {
                         stage: "sink.lookup",
                         code: "NOT_FOUND".into(),
-                        message: format!(
-                            "no {} record has {field} = '{value}'",
-                            item.op.object
-                        ),
+                        message: format!("no {} record has {field} = '{value}'", item.op.object),
                         fields: vec![field],
                         attempts: 0,
                     };
@@ -376,7 +397,11 @@ impl Writer {
         let mut next_group = 1u64;
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
         while !pending.is_empty() {
-            let chunks = plan::chunks(pending.iter().map(|&i| (i, &slots[i].write, slots[i].group)));
+            let chunks = plan::chunks(
+                pending
+                    .iter()
+                    .map(|&i| (i, &slots[i].write, slots[i].group)),
+            );
             let mut retry: Vec<usize> = Vec::new();
             let mut wait = false;
             for call in chunks.chunks(COMPOSITE_COLLECTIONS) {
@@ -428,7 +453,9 @@ impl Writer {
 
     async fn dead_letter_slot(&self, slot: &mut Slot, failure: Failure) -> Result<(), WriteError> {
         if let Some(token) = slot.token.take() {
-            self.reporter.dead_letter(&slot.origin, &failure, token).await?;
+            self.reporter
+                .dead_letter(&slot.origin, &failure, token)
+                .await?;
         }
         Ok(())
     }
@@ -528,7 +555,8 @@ impl Writer {
                     });
                 if !culprits.is_empty() {
                     for i in culprits {
-                        let failure = Failure::from_api("sink.write", &first, slots[i].attempts + 1);
+                        let failure =
+                            Failure::from_api("sink.write", &first, slots[i].attempts + 1);
                         self.dead_letter_slot(&mut slots[i], failure).await?;
                     }
                     retry.extend(innocent);
