@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Form, Json, Router};
@@ -31,8 +31,8 @@ use tokio::net::TcpListener;
 
 use super::limits::RestFault;
 use super::org::ValidationRule;
-use super::rest::Reply;
-use super::{Session, Shared, SimError, lock, now_ms, rest, rest_origin};
+use super::rest::{Reply, bearer};
+use super::{Shared, SimError, lock, now_ms, rest, rest_origin};
 
 /// Serves the HTTP side on `listener` until the org shuts down.
 pub(super) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
@@ -71,30 +71,22 @@ async fn token(State(s): State<Arc<Shared>>, Form(p): Form<HashMap<String, Strin
     let param = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
     let client_ok =
         param("client_id") == cfg.client_id && param("client_secret") == cfg.client_secret;
-    match param("grant_type") {
+    let user_id = match param("grant_type") {
         "client_credentials" | "password" if !client_ok => {
             return oauth_error("invalid_client", "invalid client credentials");
         }
-        "client_credentials" => {
-            return token_response(
-                &s,
-                s.issue_token(&cfg.integration_user_id),
-                &cfg.integration_user_id,
-            );
-        }
+        // The connected app's "Run As" user.
+        "client_credentials" => &cfg.integration_user_id,
         "password" => {
             let expected = format!("{}{}", cfg.password, cfg.security_token);
             if param("username") != cfg.username || param("password") != expected {
                 return oauth_error("invalid_grant", "authentication failure");
             }
+            &cfg.user_id
         }
         _ => return oauth_error("unsupported_grant_type", "grant type not supported"),
-    }
-    token_response(&s, s.issue_token(&cfg.user_id), &cfg.user_id)
-}
-
-fn token_response(s: &Shared, access_token: String, user_id: &str) -> Response {
-    let cfg = &s.config;
+    };
+    let access_token = s.issue_token(user_id);
     let signature: [u8; 32] = rand::random();
     Json(json!({
         "access_token": access_token,
@@ -106,15 +98,6 @@ fn token_response(s: &Shared, access_token: String, user_id: &str) -> Response {
         "issued_at": now_ms().to_string(),
     }))
     .into_response()
-}
-
-fn bearer(s: &Shared, headers: &HeaderMap) -> Option<Session> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("OAuth "))?
-        .trim();
-    s.session(token)
 }
 
 async fn userinfo(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {

@@ -12,7 +12,8 @@
 //!   `sobjects/{Object}/{Id}` GET (`?fields=` optional) / PATCH (204) / DELETE (204);
 //!   `sobjects/{Object}/{ExtIdField}/{value}` GET / PATCH upsert (201 `created: true` or 200
 //!   `created: false`); `query?q=` ([`super::soql`]); `limits`; `composite/sobjects…`;
-//!   `composite`. Other paths: 404 `NOT_FOUND`; a known path with another method: 405.
+//!   `composite`; the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
+//!   known path with another method: 405 `METHOD_NOT_ALLOWED`.
 //! * Field values as the Rust API takes them (compound fields nested), except that dates and
 //!   datetimes also accept text and are *rendered* as Salesforce renders them:
 //!   `2024-01-31T12:05:09.042+0000` and `2024-01-31`. A record read returns every field of the
@@ -330,7 +331,8 @@ pub(super) fn call_options_tag(value: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn bearer(s: &Shared, headers: &HeaderMap) -> Option<Session> {
+/// The session of a request's `Authorization: Bearer` (or `OAuth`) token.
+pub(super) fn bearer(s: &Shared, headers: &HeaderMap) -> Option<Session> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")
@@ -340,8 +342,7 @@ fn bearer(s: &Shared, headers: &HeaderMap) -> Option<Session> {
 }
 
 /// `GET /services/data`: the supported versions (no auth, not counted).
-pub(super) async fn versions(State(s): State<Arc<Shared>>) -> Response {
-    let _ = s;
+pub(super) async fn versions() -> Response {
     axum::Json(json!([{
         "label": "Winter '25",
         "url": format!("/services/data/v{}", super::API_VERSION),
@@ -499,6 +500,18 @@ impl<'a> Exec<'a> {
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let m = call.method;
         match segs.as_slice() {
+            [] if m == Method::GET => {
+                let base = format!("/services/data/v{}", call.version);
+                Reply::json(
+                    StatusCode::OK,
+                    json!({
+                        "sobjects": format!("{base}/sobjects"),
+                        "query": format!("{base}/query"),
+                        "composite": format!("{base}/composite"),
+                        "limits": format!("{base}/limits"),
+                    }),
+                )
+            }
             ["limits"] if !call.top => composite_unsupported(call),
             ["limits"] if m == Method::GET => {
                 Reply::json(StatusCode::OK, lock(&self.shared.api).limits_body())

@@ -498,13 +498,43 @@ impl Query {
         })
     }
 
-    /// The matching live records (all fields, epoch-ms values), as `tx` sees the org.
+    /// The matching live records (all fields, epoch-ms values), as `tx` sees the org. A filter
+    /// on `Id` or on an External Id field is answered by lookups (the External Id index), not
+    /// by a scan.
     pub fn run(&self, org: &Org, tx: Option<&Tx>) -> Vec<Map<String, Json>> {
-        org.live_records(tx, &self.object)
-            .into_iter()
+        let rows = match self.lookup(org, tx) {
+            Some(rows) => rows,
+            None => org.live_records(tx, &self.object),
+        };
+        rows.into_iter()
             .filter(|rec| self.filters.iter().all(|f| f.matches(rec)))
             .take(self.limit.unwrap_or(usize::MAX))
             .collect()
+    }
+
+    /// The candidate rows of the first filter that lookups can answer, in Id order.
+    fn lookup(&self, org: &Org, tx: Option<&Tx>) -> Option<Vec<Map<String, Json>>> {
+        let filter = self.filters.iter().find(|f| {
+            f.values.iter().all(|v| matches!(v, Literal::Str(_)))
+                && (f.kind == Kind::Id || org.is_external_id(&self.object, &f.field))
+        })?;
+        let mut ids: Vec<String> = filter
+            .values
+            .iter()
+            .filter_map(|v| match v {
+                Literal::Str(s) if filter.kind == Kind::Id => ids::normalize(s),
+                Literal::Str(s) => org.find_by_external_id(tx, &self.object, &filter.field, s),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Some(
+            ids.iter()
+                .filter_map(|id| org.view(tx, &self.object, id))
+                .filter(|rec| rec.get("IsDeleted") != Some(&Json::Bool(true)))
+                .collect(),
+        )
     }
 
     /// The selected fields of a record (null when unset).
