@@ -71,6 +71,26 @@ impl ScalarType {
     }
 }
 
+/// What a `long` field holds, from the schema's `doc` (`Data:DateTime`, `Data:Date`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporal {
+    /// A datetime: epoch ms in events and the Rust API, `2024-01-31T12:05:09.042+0000` over REST.
+    DateTime,
+    /// A date: epoch ms at midnight UTC in events, `2024-01-31` over REST.
+    Date,
+}
+
+impl Temporal {
+    fn from_doc(doc: Option<&str>) -> Option<Self> {
+        let kind = doc?.rsplit(':').next()?;
+        match kind {
+            "DateTime" => Some(Self::DateTime),
+            "Date" => Some(Self::Date),
+            _ => None,
+        }
+    }
+}
+
 /// Shape of a body field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldKind {
@@ -91,6 +111,8 @@ pub struct FieldDef {
     pub kind: FieldKind,
     /// `["null", T]` union (true) or plain `T`.
     pub nullable: bool,
+    /// Date or datetime (a `long` whose `doc` says so).
+    pub temporal: Option<Temporal>,
 }
 
 impl FieldDef {
@@ -160,11 +182,18 @@ impl SchemaVersion {
             let kind = field_kind(inner, &mut named).ok_or_else(|| {
                 SimError::Schema(format!("field {fname} of {name}: unsupported type {inner}"))
             })?;
+            let temporal = match kind {
+                FieldKind::Scalar(ScalarType::Long) => {
+                    Temporal::from_doc(f.get("doc").and_then(Json::as_str))
+                }
+                _ => None,
+            };
             fields.push(FieldDef {
                 name: fname.to_owned(),
                 position,
                 kind,
                 nullable,
+                temporal,
             });
         }
         let id = schema_id(&schema, json);
@@ -184,7 +213,8 @@ impl SchemaVersion {
     }
 
     /// A new version with `name` appended as a nullable field of `avro_type` (a primitive type
-    /// name, or `["null", primitive]`).
+    /// name, or `["null", primitive]`; `"datetime"` or `"date"` for a `long` documented as a
+    /// Salesforce datetime or date).
     pub fn with_added_field(&self, name: &str, avro_type: &Json) -> Result<Arc<Self>, SimError> {
         if self.field(name).is_some() || name == HEADER_FIELD {
             return Err(SimError::InvalidSchemaChange(format!(
@@ -197,16 +227,20 @@ impl SchemaVersion {
                 "invalid field name {name:?}"
             )));
         }
-        let scalar = match avro_type {
-            Json::String(s) => ScalarType::parse(s),
-            Json::Array(v) if v.len() == 2 && v[0] == "null" => {
-                v[1].as_str().and_then(ScalarType::parse)
-            }
+        let type_name = match avro_type {
+            Json::String(s) => Some(s.as_str()),
+            Json::Array(v) if v.len() == 2 && v[0] == "null" => v[1].as_str(),
             _ => None,
-        }
-        .ok_or_else(|| {
+        };
+        let (scalar, data_doc) = match type_name {
+            Some("datetime") => (Some(ScalarType::Long), Some("Data:DateTime")),
+            Some("date") => (Some(ScalarType::Long), Some("Data:Date")),
+            Some(t) => (ScalarType::parse(t), None),
+            None => (None, None),
+        };
+        let scalar = scalar.ok_or_else(|| {
             SimError::InvalidSchemaChange(format!(
-                "unsupported type {avro_type} for {name} (use a primitive Avro type)"
+                "unsupported type {avro_type} for {name} (use a primitive Avro type, \"datetime\" or \"date\")"
             ))
         })?;
         let mut doc: Json =
@@ -215,11 +249,15 @@ impl SchemaVersion {
             .get_mut("fields")
             .and_then(Json::as_array_mut)
             .ok_or_else(|| SimError::Schema("schema has no fields".into()))?;
-        fields.push(serde_json::json!({
+        let mut field = serde_json::json!({
             "name": name,
             "type": ["null", scalar.avro_name()],
             "default": null,
-        }));
+        });
+        if let Some(d) = data_doc {
+            field["doc"] = Json::from(d);
+        }
+        fields.push(field);
         let json =
             serde_json::to_string_pretty(&doc).map_err(|e| SimError::Schema(e.to_string()))?;
         Self::parse(&json)
@@ -293,6 +331,17 @@ mod tests {
             contact.field("Name").map(|f| &f.kind),
             Some(FieldKind::Compound(c)) if c[1].0 == "FirstName"
         ));
+        assert_eq!(
+            account.field("CreatedDate").and_then(|f| f.temporal),
+            Some(Temporal::DateTime)
+        );
+        assert_eq!(
+            contact.field("Birthdate").and_then(|f| f.temporal),
+            Some(Temporal::Date)
+        );
+        assert_eq!(account.field("Name").and_then(|f| f.temporal), None);
+        assert!(account.field("External_Id__c").is_some());
+        assert!(contact.field("External_Id__c").is_some());
         let order = SchemaVersion::parse(ORDER_EVENT).expect("order");
         assert!(!order.is_change_event);
         assert_eq!(order.field("CreatedDate").map(|f| f.nullable), Some(false));
@@ -313,7 +362,7 @@ mod tests {
             .with_added_field("Loyalty__c", &serde_json::json!("string"))
             .expect("v2");
         assert_ne!(v1.id, v2.id);
-        assert_eq!(v2.fields.last().map(|f| f.position), Some(35));
+        assert_eq!(v2.fields.last().map(|f| f.position), Some(36));
         assert!(
             v1.with_added_field("Name", &serde_json::json!("string"))
                 .is_err()
@@ -321,6 +370,16 @@ mod tests {
         assert!(
             v1.with_added_field("X__c", &serde_json::json!({"type": "map"}))
                 .is_err()
+        );
+        let v3 = v2
+            .with_added_field("Renewal__c", &serde_json::json!("datetime"))
+            .expect("v3");
+        assert_eq!(
+            v3.field("Renewal__c").map(|f| (f.kind.clone(), f.temporal)),
+            Some((
+                FieldKind::Scalar(ScalarType::Long),
+                Some(Temporal::DateTime)
+            ))
         );
     }
 }

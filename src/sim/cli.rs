@@ -41,8 +41,8 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     println!("  Pub/Sub API (gRPC, plaintext)  {}", org.pubsub_endpoint());
     println!("  login + instance URL (HTTP)    {}", org.instance_url());
     println!(
-        "  client credentials             client_id={} client_secret={}",
-        c.client_id, c.client_secret
+        "  client credentials             client_id={} client_secret={} (acts as the integration user {})",
+        c.client_id, c.client_secret, c.integration_user_id
     );
     println!(
         "  username-password              username={} password={} security_token={}",
@@ -71,6 +71,10 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     );
     println!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' {}/sim/generate -d '{{\"object\":\"Account\",\"count\":1000}}'",
+        org.instance_url()
+    );
+    println!(
+        "  curl -s -H 'Content-Type: application/json' {}/sim/faults -d '{{\"fail_next\":{{\"count\":3,\"fault\":\"service_unavailable\"}},\"lock_rows\":1}}'",
         org.instance_url()
     );
     cancel.cancelled().await;

@@ -2,29 +2,56 @@
 //!
 //! Contract: [`SimOrg::start`] binds two servers on loopback — the Pub/Sub API (gRPC, the real
 //! `eventbus.v1` proto, plaintext HTTP/2) and the org's instance/login URL (HTTP/1.1: OAuth token
-//! and userinfo endpoints, a minimal sObject REST API, `/sim/generate`). Record changes made
-//! through the Rust API or REST emit Change Data Capture events exactly as the Pub/Sub API
-//! delivers them (Avro body, bitmap-encoded header fields, transactions, merged multi-record
-//! events); platform events can be published through the API or the `Publish` RPC. Events live
-//! in a log with a retention window and are served with the documented flow control, replay,
-//! keepalive and error semantics (error codes in the `error-code` trailer).
+//! and userinfo endpoints, the REST API a write-back sink uses — sObject rows and rows by
+//! External Id, sObject Collections, Composite, SOQL query, limits — and `/sim/*` endpoints).
+//! Record changes made through the Rust API or REST emit Change Data Capture events exactly as
+//! the Pub/Sub API delivers them (Avro body, bitmap-encoded header fields, transactions, merged
+//! multi-record events; REST changes carry `changeOrigin`
+//! `com/salesforce/api/rest/{ver};client=<tag>` and the token's user as `commitUser`); platform
+//! events can be published through the API or the `Publish` RPC. Events live in a log with a
+//! retention window and are served with the documented flow control, replay, keepalive and error
+//! semantics (error codes in the `error-code` trailer).
+//!
+//! Users: tokens of the `password` grant act as [`SimConfig::user_id`], those of the
+//! `client_credentials` grant as [`SimConfig::integration_user_id`] (the connected app's "Run As"
+//! user); Rust-API changes are made as `user_id`.
+//!
+//! Fault knobs (Rust API, and `POST /sim/faults` for `forcebridge sim`):
+//! [`SimOrg::set_rest_latency`], [`SimOrg::fail_next_requests`], [`SimOrg::lock_rows`],
+//! [`SimOrg::add_validation_rule`], [`SimOrg::set_api_usage`]/[`SimOrg::set_api_limit`]; for the
+//! streams [`SimOrg::reset_streams`], [`SimOrg::revoke_tokens`], [`SimOrg::inject_raw_event`].
 //!
 //! Files: `catalog` (schemas and ids), `ids` (record Ids), `bitmap` (header bitmaps), `org`
-//! (records → events), `bus` (log, channels, replay, retention), `grpc` (Pub/Sub service),
-//! `http` (OAuth + REST).
+//! (records, rules, transactions → events), `bus` (log, channels, replay, retention), `grpc`
+//! (Pub/Sub service), `http` (server, OAuth, `/sim/*`), `rest` (REST routing, sObject rows,
+//! query), `collections` (sObject Collections), `composite` (Composite), `soql` (the query
+//! subset), `limits` (API usage, refusals).
+//!
+//! Known differences from a real org: compound fields (addresses, Contact `Name`) are read and
+//! written nested, as change events carry them, rather than as Salesforce's flat REST fields
+//! (`BillingCity`, `LastName`); only the SOQL subset of [`soql`] is understood; Composite
+//! subrequests always run in order (`collateSubrequests` is ignored).
 
 pub mod bitmap;
 pub mod bus;
 pub mod catalog;
 mod cli;
+mod collections;
+mod composite;
 mod grpc;
 mod http;
 pub mod ids;
+mod limits;
 pub mod org;
+mod rest;
+#[cfg(test)]
+mod rest_tests;
+pub mod soql;
 #[cfg(test)]
 mod tests;
 
 pub use cli::{SimArgs, run_cli};
+pub use limits::RestFault;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -38,7 +65,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::bus::{Bus, Channel, Source};
-use self::org::{CommitContext, Op, Org};
+use self::limits::ApiState;
+use self::org::{Change, CommitContext, Op, Org, ValidationRule};
 use crate::proto::ProducerEvent;
 
 /// REST API version the simulator reports in `changeOrigin` for Rust-API changes.
@@ -93,6 +121,56 @@ pub enum SimError {
     /// A create reused an existing Id.
     #[error("duplicate record id {0}")]
     DuplicateId(String),
+    /// Not a well-formed Id of a record of the object (`MALFORMED_ID`).
+    #[error("{object} ID: id value of incorrect type: {id}")]
+    MalformedId {
+        /// Object API name.
+        object: String,
+        /// The Id as given.
+        id: String,
+    },
+    /// A required field is missing or blank (`REQUIRED_FIELD_MISSING`).
+    #[error("Required fields are missing: [{}]", fields.join(", "))]
+    RequiredFieldMissing {
+        /// Object API name.
+        object: String,
+        /// The missing fields as Salesforce names them (`Name`, `LastName`).
+        fields: Vec<String>,
+    },
+    /// A unique field's value is held by another live record (`DUPLICATE_VALUE`).
+    #[error("duplicate value found: {field} duplicates value on record with id: {existing}")]
+    DuplicateValue {
+        /// Object API name.
+        object: String,
+        /// The unique field.
+        field: String,
+        /// Id of the record holding the value.
+        existing: String,
+    },
+    /// A validation rule refused the record (`FIELD_CUSTOM_VALIDATION_EXCEPTION`).
+    #[error("{message}")]
+    ValidationFailed {
+        /// Object API name.
+        object: String,
+        /// The rule's field.
+        field: String,
+        /// The rule's message.
+        message: String,
+    },
+    /// Injected by [`SimOrg::lock_rows`] (`UNABLE_TO_LOCK_ROW`).
+    #[error("unable to obtain exclusive access to this record or 1 records: {0}")]
+    UnableToLockRow(String),
+    /// An upsert named a field that is not an External Id field.
+    #[error("{field} is not an External Id field of {object}")]
+    NotExternalId {
+        /// Object API name.
+        object: String,
+        /// Field name.
+        field: String,
+    },
+    /// A SOQL query was refused.
+    #[error(transparent)]
+    Query(#[from] soql::QueryError),
     /// Not a channel/topic of this org.
     #[error("unknown topic {0}")]
     UnknownTopic(String),
@@ -121,8 +199,12 @@ pub enum SimError {
 pub struct SimConfig {
     /// 18-character org Id (`00D…`), also the `tenantid` the Pub/Sub API expects.
     pub org_id: String,
-    /// 18-character Id of the org's (only) user (`005…`): `commitUser`, `CreatedById`, ….
+    /// 18-character Id of the org's user (`005…`): the password grant's user and the user of
+    /// Rust-API changes (`commitUser`, `CreatedById`, …).
     pub user_id: String,
+    /// 18-character Id of the integration user: the connected app's "Run As" user, whom tokens
+    /// of the `client_credentials` grant act as.
+    pub integration_user_id: String,
     /// Connected app consumer key.
     pub client_id: String,
     /// Connected app consumer secret.
@@ -144,6 +226,9 @@ pub struct SimConfig {
     pub token_ttl: Duration,
     /// Custom channels (`/data/Name__chn`) → member entities.
     pub custom_channels: BTreeMap<String, Vec<String>>,
+    /// Daily API request allocation (`DailyApiRequests.Max`; Enterprise Edition: 100,000 +
+    /// per-licence adders).
+    pub daily_api_requests: u64,
 }
 
 impl Default for SimConfig {
@@ -151,6 +236,7 @@ impl Default for SimConfig {
         Self {
             org_id: ids::fixed("00D5S0000000SIM"),
             user_id: ids::fixed("0055S0000000SIM"),
+            integration_user_id: ids::fixed("0055S0000000INT"),
             client_id: "3MVG9SIM.forcebridge.demo.consumer.key".into(),
             client_secret: "SIM0123456789SECRET".into(),
             username: "demo@forcebridge.sim".into(),
@@ -164,6 +250,7 @@ impl Default for SimConfig {
                 "/data/Sales__chn".to_owned(),
                 vec!["Account".to_owned(), "Contact".to_owned()],
             )]),
+            daily_api_requests: 100_000,
         }
     }
 }
@@ -183,6 +270,8 @@ pub(crate) struct Shared {
     /// Sequence number of the newest event; subscribers wait on it.
     pub tip: watch::Sender<u64>,
     pub tokens: Mutex<HashMap<String, Session>>,
+    /// API request accounting and REST fault knobs.
+    pub api: Mutex<ApiState>,
     /// Bumped by [`SimOrg::reset_streams`]; every open Subscribe stream ends when it changes.
     pub resets: watch::Sender<u64>,
     pub instance_url: String,
@@ -218,8 +307,24 @@ impl Shared {
             return Ok(());
         }
         let mut org = lock(&self.org);
+        let changes = org.commit(ops, user, now_ms())?;
+        self.publish(&mut org, changes, origin, user)
+    }
+
+    /// Publishes the change events of one committed transaction (nothing when `changes` is
+    /// empty). `origin` is the `changeOrigin` of changes that carry none of their own. The
+    /// caller holds the org lock, so commit numbers follow the log order.
+    pub fn publish(
+        &self,
+        org: &mut Org,
+        changes: Vec<Change>,
+        origin: String,
+        user: &str,
+    ) -> Result<(), SimError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let now = now_ms();
-        let changes = org.commit(ops, user, now)?;
         let ctx = CommitContext {
             origin,
             user: user.to_owned(),
@@ -237,7 +342,6 @@ impl Shared {
             }
             bus.tip()
         };
-        drop(org);
         self.tip.send_replace(tip);
         Ok(())
     }
@@ -289,8 +393,8 @@ impl Shared {
         None
     }
 
-    /// Issues a new access token (`<orgId>!<random>`) for the org's user.
-    pub fn issue_token(&self) -> String {
+    /// Issues a new access token (`<orgId>!<random>`) acting as `user_id`.
+    pub fn issue_token(&self, user_id: &str) -> String {
         let random: String = rand::rng()
             .sample_iter(rand::distr::Alphanumeric)
             .take(96)
@@ -300,7 +404,7 @@ impl Shared {
         lock(&self.tokens).insert(
             token.clone(),
             Session {
-                user_id: self.config.user_id.clone(),
+                user_id: user_id.to_owned(),
                 expires: tokio::time::Instant::now() + self.config.token_ttl,
             },
         );
@@ -435,7 +539,9 @@ impl SimOrg {
         };
         let grpc_addr = local(&grpc_listener, grpc)?;
         let http_addr = local(&http_listener, http)?;
+        let api = ApiState::new(config.daily_api_requests);
         let shared = Arc::new(Shared {
+            api: Mutex::new(api),
             config,
             org: Mutex::new(Org::new()?),
             bus: Mutex::new(Bus::default()),
@@ -557,8 +663,7 @@ impl SimOrg {
         let schema = lock(&self.shared.org)
             .platform_event_schema(name)
             .ok_or_else(|| SimError::UnknownTopic(topic.to_owned()))?;
-        org::validate_against(&schema, name, &fields, false)?;
-        let mut values = fields;
+        let mut values = org::normalize_fields(&schema, name, &fields, org::FieldCheck::Event)?;
         values
             .entry("CreatedDate")
             .or_insert_with(|| now_ms().into());
@@ -600,8 +705,9 @@ impl SimOrg {
     }
 
     /// Adds a nullable field (`avro_type`: a primitive type name such as `"string"`, or
-    /// `["null", "string"]`) to an object or platform event; returns the new schema id. Later
-    /// events use the new schema; stored events keep theirs.
+    /// `["null", "string"]`; `"datetime"`/`"date"` for a Salesforce datetime/date, an epoch-ms
+    /// `long` in events) to an object or platform event; returns the new schema id. Later events
+    /// use the new schema; stored events keep theirs.
     pub fn add_field(
         &self,
         object: &str,
@@ -630,12 +736,97 @@ impl SimOrg {
         lock(&self.shared.bus).purge_before(cutoff);
     }
 
-    /// Issues an access token directly (as the OAuth endpoint would).
+    /// Issues an access token directly (as the OAuth endpoint's password grant would: acting as
+    /// `user_id`).
     pub fn issue_access_token(&self) -> String {
-        self.shared.issue_token()
+        self.shared.issue_token(&self.shared.config.user_id)
     }
 
-    /// Stops both servers (open Subscribe streams end with `UNAVAILABLE`).
+    /// Live records of `object` (committed state, epoch-ms values, with `Id`, system fields and
+    /// `IsDeleted`), in Id order; empty for an unknown object.
+    pub fn records(&self, object: &str) -> Vec<Map<String, Value>> {
+        lock(&self.shared.org).live_records(None, object)
+    }
+
+    /// The live record of `object` whose External Id field `field` holds `value`
+    /// (case-insensitively, as Salesforce matches unique External Ids).
+    pub fn find_by_external_id(
+        &self,
+        object: &str,
+        field: &str,
+        value: &str,
+    ) -> Option<Map<String, Value>> {
+        let org = lock(&self.shared.org);
+        let id = org.find_by_external_id(None, object, field, value)?;
+        org.record(object, &id)
+    }
+
+    /// Runs a SOQL query of the supported subset (see [`soql`]) on the committed state; rows
+    /// carry the selected fields in epoch-ms shape.
+    pub fn query(&self, soql: &str) -> Result<Vec<Map<String, Value>>, SimError> {
+        let org = lock(&self.shared.org);
+        let query = soql::Query::parse(soql, &org)?;
+        Ok(query
+            .run(&org, None)
+            .into_iter()
+            .map(|rec| query.select(&rec))
+            .collect())
+    }
+
+    /// REST API usage: `(used, max)` of the daily allocation, as `Sforce-Limit-Info` reports it.
+    pub fn api_usage(&self) -> (u64, u64) {
+        let api = lock(&self.shared.api);
+        (api.used, api.max)
+    }
+
+    /// Sets the REST calls used so far today (e.g. 0 to restore an exhausted allocation).
+    pub fn set_api_usage(&self, used: u64) {
+        lock(&self.shared.api).used = used;
+    }
+
+    /// Sets the daily API request allocation.
+    pub fn set_api_limit(&self, max: u64) {
+        lock(&self.shared.api).max = max;
+    }
+
+    /// Fault injection: every REST response (under `/services/data`) is delayed this long
+    /// (`Duration::ZERO` turns it off).
+    pub fn set_rest_latency(&self, latency: Duration) {
+        lock(&self.shared.api).latency = latency;
+    }
+
+    /// Fault injection: the next `n` authenticated REST calls are refused with `fault` (after any
+    /// faults queued before), and not counted.
+    pub fn fail_next_requests(&self, n: usize, fault: RestFault) {
+        lock(&self.shared.api).queue_faults(n, fault);
+    }
+
+    /// Fault injection: the next `n` record writes made over REST fail, each on its own record,
+    /// with `UNABLE_TO_LOCK_ROW` and are not applied. Rust-API writes are not affected.
+    pub fn lock_rows(&self, n: usize) {
+        lock(&self.shared.org).set_lock_faults(n);
+    }
+
+    /// Adds a validation rule: a create or update (REST or Rust API) leaving `field`
+    /// (`Parent.Child` for a compound's part) equal to `value` (null: blank) fails with
+    /// `FIELD_CUSTOM_VALIDATION_EXCEPTION`, `message` and fields `[field]`.
+    pub fn add_validation_rule(
+        &self,
+        object: &str,
+        field: &str,
+        value: Value,
+        message: &str,
+    ) -> Result<(), SimError> {
+        lock(&self.shared.org).add_validation_rule(
+            object,
+            ValidationRule {
+                field: field.to_owned(),
+                value,
+                message: message.to_owned(),
+            },
+        )
+    }
+
     /// Fault injection: ends every open Subscribe stream with `UNAVAILABLE`
     /// (`service.unavailable`), as an outage or a reset HTTP/2 stream does.
     pub fn reset_streams(&self) {
@@ -648,6 +839,7 @@ impl SimOrg {
         lock(&self.shared.tokens).clear();
     }
 
+    /// Stops both servers (open Subscribe streams end with `UNAVAILABLE`).
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
         let tasks = std::mem::take(&mut *lock(&self.tasks));

@@ -4,16 +4,25 @@
 //! Contract:
 //! * Records carry an 18-character Id, `CreatedDate`, `CreatedById`, `LastModifiedDate`,
 //!   `LastModifiedById`, `SystemModstamp` (epoch ms) and `IsDeleted` (soft delete = recycle bin).
-//! * Field values are JSON: scalars, compound fields as nested objects, dates as epoch ms. Unknown
-//!   or read-only fields and ill-typed values are rejected with an error naming object and field.
-//! * [`Org::commit`] applies a transaction atomically (all or nothing) and returns one
-//!   [`Change`] per operation; [`Org::build_events`] turns them into change events following the
-//!   Pub/Sub API body rules: CREATE/UNDELETE carry all set fields, UPDATE only changed fields
-//!   (bitmaps in `changedFields`/`nulledFields`, `LastModifiedDate` always changed), DELETE no
-//!   fields. Several operations on one record in one transaction give one change with the
-//!   committed state (CREATE + UPDATEs → CREATE; UPDATEs → one UPDATE). Identical changes (same
-//!   type, same values) to several records of one object in one transaction become one event
-//!   listing all record Ids.
+//! * Field values are JSON: scalars, compound fields as nested objects, dates and datetimes as
+//!   epoch ms (a date/datetime field also accepts Salesforce/ISO text, stored as epoch ms).
+//!   Unknown or read-only fields and ill-typed values are rejected with an error naming object
+//!   and field.
+//! * Every saved record satisfies the object's rules, checked in Salesforce's order: required
+//!   fields (Account `Name`, Contact `Name.LastName`), validation rules
+//!   ([`Org::add_validation_rule`]), then unique External Id fields (`External_Id__c`: no two live
+//!   records share a value, compared case-insensitively; looked up through an index).
+//! * Writes are staged into a [`Tx`] ([`Org::stage`]): each operation is checked and applied on
+//!   its own, a failed one leaves the transaction as it was, and nothing is visible outside the
+//!   transaction until [`Org::finish`] commits it; dropping a `Tx` rolls it back.
+//!   [`Org::commit`] is the all-or-nothing shorthand. `finish` returns one [`Change`] per record;
+//!   [`Org::build_events`] turns them into change events following the Pub/Sub API body rules:
+//!   CREATE/UNDELETE carry all set fields, UPDATE only changed fields (bitmaps in
+//!   `changedFields`/`nulledFields`, `LastModifiedDate` always changed), DELETE no fields.
+//!   Several operations on one record in one transaction give one change with the committed state
+//!   (CREATE + UPDATEs → CREATE; UPDATEs → one UPDATE). Identical changes (same type, same values,
+//!   same origin) to several records of one object in one transaction become one event listing
+//!   all record Ids.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,9 +32,10 @@ use serde_json::{Map, Value as Json};
 
 use super::SimError;
 use super::bitmap::FieldSet;
-use super::catalog::{self, FieldDef, FieldKind, ScalarType, SchemaVersion};
+use super::catalog::{self, FieldDef, FieldKind, ScalarType, SchemaVersion, Temporal};
 use super::ids::{self, IdGenerator};
 use crate::proto::ProducerEvent;
+use crate::sftime;
 
 /// Fields maintained by the org; a change request naming one is rejected.
 pub const SYSTEM_FIELDS: &[&str] = &[
@@ -37,6 +47,9 @@ pub const SYSTEM_FIELDS: &[&str] = &[
     "SystemModstamp",
     "IsDeleted",
 ];
+
+/// The External Id field every bundled object has (unique, case-insensitive).
+pub const EXTERNAL_ID_FIELD: &str = "External_Id__c";
 
 /// CDC change types the org emits (the first four symbols of the `ChangeType` enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +106,18 @@ pub enum Op {
         /// Field values.
         fields: Map<String, Json>,
     },
+    /// Update the live record whose External Id field `field` equals `value`
+    /// (case-insensitively), or create one with that value.
+    Upsert {
+        /// Object API name.
+        object: String,
+        /// External Id field.
+        field: String,
+        /// Its value.
+        value: String,
+        /// Field values (may repeat `field` with the same value).
+        fields: Map<String, Json>,
+    },
     /// Soft delete.
     Delete {
         /// Object API name.
@@ -107,6 +132,19 @@ pub enum Op {
         /// Record Id.
         id: String,
     },
+}
+
+impl Op {
+    /// The object the operation writes.
+    pub fn object(&self) -> &str {
+        match self {
+            Op::Create { object, .. }
+            | Op::Update { object, .. }
+            | Op::Upsert { object, .. }
+            | Op::Delete { object, .. }
+            | Op::Undelete { object, .. } => object,
+        }
+    }
 }
 
 /// The effect of one operation, before encoding.
@@ -124,12 +162,28 @@ pub struct Change {
     pub changed: FieldSet,
     /// `nulledFields` positions.
     pub nulled: FieldSet,
+    /// `changeOrigin` of the call that made the change (`None`: the commit's).
+    pub origin: Option<String>,
+}
+
+impl Change {
+    fn new(entity: &str, change_type: ChangeType, record_id: &str) -> Self {
+        Self {
+            entity: entity.to_owned(),
+            change_type,
+            record_id: record_id.to_owned(),
+            values: Map::new(),
+            changed: FieldSet::default(),
+            nulled: FieldSet::default(),
+            origin: None,
+        }
+    }
 }
 
 /// Header values shared by all events of one transaction.
 #[derive(Debug, Clone)]
 pub struct CommitContext {
-    /// `changeOrigin`.
+    /// `changeOrigin` (for changes that carry none of their own).
     pub origin: String,
     /// `commitUser`.
     pub user: String,
@@ -150,10 +204,63 @@ pub struct BuiltEvent {
     pub event: ProducerEvent,
 }
 
+/// What a staged operation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The record's Id (18 characters).
+    pub id: String,
+    /// True when the operation created the record (create, or an upsert that matched nothing).
+    pub created: bool,
+}
+
+/// How [`Org::stage`] runs a batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageOptions {
+    /// Stop at the first failed operation (the later ones are not tried).
+    pub stop_on_error: bool,
+    /// Apply the REST fault knobs (`lock_rows`) to these writes.
+    pub rest_faults: bool,
+}
+
+/// Writes staged but not committed: commit with [`Org::finish`], roll back by dropping it.
+#[derive(Debug, Default)]
+pub struct Tx {
+    overlay: HashMap<(String, String), Record>,
+    changes: Vec<Change>,
+}
+
+impl Tx {
+    /// True when nothing was staged successfully.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// A validation rule: a saved record whose `field` (`Parent.Child` for a compound's part)
+/// equals `value` (null: is blank) is refused with `message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationRule {
+    /// Field path.
+    pub field: String,
+    /// Refused value.
+    pub value: Json,
+    /// Error message.
+    pub message: String,
+}
+
 #[derive(Debug, Clone)]
 struct Record {
     fields: Map<String, Json>,
     deleted: bool,
+}
+
+/// A field a saved record must have: a top-level field or a compound's part, and the name
+/// Salesforce reports for it.
+#[derive(Debug, Clone, Copy)]
+struct Required {
+    field: &'static str,
+    child: Option<&'static str>,
+    label: &'static str,
 }
 
 #[derive(Debug)]
@@ -161,6 +268,12 @@ struct SObject {
     schema: Arc<SchemaVersion>,
     records: HashMap<String, Record>,
     ids: IdGenerator,
+    prefix: &'static str,
+    required: Vec<Required>,
+    external_ids: Vec<String>,
+    /// External Id field → lower-cased value → Id of the live record holding it.
+    index: HashMap<String, HashMap<String, String>>,
+    rules: Vec<ValidationRule>,
 }
 
 /// The org's data and metadata.
@@ -170,6 +283,13 @@ pub struct Org {
     platform_events: BTreeMap<String, Arc<SchemaVersion>>,
     schemas: HashMap<String, Arc<SchemaVersion>>,
     commit_number: i64,
+    /// Record writes still to fail with `UNABLE_TO_LOCK_ROW` (REST writes only).
+    lock_faults: usize,
+}
+
+/// Lower-cased key of an External Id value.
+fn unique_key(v: &Json) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(str::to_lowercase)
 }
 
 impl Org {
@@ -180,19 +300,53 @@ impl Org {
             platform_events: BTreeMap::new(),
             schemas: HashMap::new(),
             commit_number: 11_657_372_702_432,
+            lock_faults: 0,
         };
-        for (name, prefix, json) in [
-            ("Account", "001", catalog::ACCOUNT_CHANGE_EVENT),
-            ("Contact", "003", catalog::CONTACT_CHANGE_EVENT),
+        let account_required = vec![Required {
+            field: "Name",
+            child: None,
+            label: "Name",
+        }];
+        let contact_required = vec![Required {
+            field: "Name",
+            child: Some("LastName"),
+            label: "LastName",
+        }];
+        for (name, prefix, json, required) in [
+            (
+                "Account",
+                "001",
+                catalog::ACCOUNT_CHANGE_EVENT,
+                account_required,
+            ),
+            (
+                "Contact",
+                "003",
+                catalog::CONTACT_CHANGE_EVENT,
+                contact_required,
+            ),
         ] {
             let schema = SchemaVersion::parse(json)?;
             org.schemas.insert(schema.id.clone(), schema.clone());
+            let external_ids: Vec<String> = [EXTERNAL_ID_FIELD]
+                .into_iter()
+                .filter(|f| schema.field(f).is_some())
+                .map(str::to_owned)
+                .collect();
             org.objects.insert(
                 name.to_owned(),
                 SObject {
                     schema,
                     records: HashMap::new(),
                     ids: IdGenerator::new(prefix),
+                    prefix,
+                    required,
+                    index: external_ids
+                        .iter()
+                        .map(|f| (f.clone(), HashMap::new()))
+                        .collect(),
+                    external_ids,
+                    rules: Vec::new(),
                 },
             );
         }
@@ -247,23 +401,122 @@ impl Org {
             .ok_or_else(|| SimError::UnknownObject(object.to_owned()))
     }
 
-    /// Checks field names and value types against the object's current schema.
+    /// The object whose key prefix a (15- or 18-character) Id carries.
+    pub fn object_for_id(&self, id: &str) -> Option<&str> {
+        let prefix = id.get(..3)?;
+        self.objects
+            .iter()
+            .find(|(_, o)| o.prefix == prefix)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// True when `field` is an External Id field of `object`.
+    pub fn is_external_id(&self, object: &str, field: &str) -> bool {
+        self.objects
+            .get(object)
+            .is_some_and(|o| o.external_ids.iter().any(|f| f == field))
+    }
+
+    /// Checks field names and value types against the object's current schema (system fields
+    /// are refused as read-only).
     pub fn validate_fields(
         &self,
         object: &str,
         fields: &Map<String, Json>,
     ) -> Result<(), SimError> {
         let schema = &self.sobject(object)?.schema;
-        validate_against(schema, object, fields, true)
+        normalize_fields(schema, object, fields, FieldCheck::Write).map(drop)
     }
 
-    /// A record's fields (with `Id`, system fields and `IsDeleted`).
+    /// Like [`Org::validate_fields`], but system fields pass (they are refused per record when
+    /// written): what a request is checked against before any record is tried.
+    pub fn check_shape(&self, object: &str, fields: &Map<String, Json>) -> Result<(), SimError> {
+        let schema = &self.sobject(object)?.schema;
+        normalize_fields(schema, object, fields, FieldCheck::Shape).map(drop)
+    }
+
+    /// A record's fields (with `Id`, system fields and `IsDeleted`), committed state.
     pub fn record(&self, object: &str, id: &str) -> Option<Map<String, Json>> {
+        self.view(None, object, id)
+    }
+
+    /// A record's fields as a transaction sees them (`tx` = `None`: committed state).
+    pub fn view(&self, tx: Option<&Tx>, object: &str, id: &str) -> Option<Map<String, Json>> {
         let id = ids::normalize(id)?;
-        let rec = self.objects.get(object)?.records.get(&id)?;
-        let mut out = rec.fields.clone();
-        out.insert("IsDeleted".into(), Json::Bool(rec.deleted));
-        Some(out)
+        let rec = self.current(tx, object, &id)?;
+        Some(with_deleted_flag(rec))
+    }
+
+    /// Every live record of `object` as a transaction sees it, in Id order.
+    pub fn live_records(&self, tx: Option<&Tx>, object: &str) -> Vec<Map<String, Json>> {
+        let Some(o) = self.objects.get(object) else {
+            return Vec::new();
+        };
+        let mut out: BTreeMap<&str, &Record> =
+            o.records.iter().map(|(id, r)| (id.as_str(), r)).collect();
+        if let Some(tx) = tx {
+            for ((obj, id), r) in &tx.overlay {
+                if obj == object {
+                    out.insert(id.as_str(), r);
+                }
+            }
+        }
+        out.into_values()
+            .filter(|r| !r.deleted)
+            .map(|r| with_deleted_flag(r.clone()))
+            .collect()
+    }
+
+    /// The Id of the live record whose External Id field `field` holds `value`
+    /// (case-insensitively), as a transaction sees it.
+    pub fn find_by_external_id(
+        &self,
+        tx: Option<&Tx>,
+        object: &str,
+        field: &str,
+        value: &str,
+    ) -> Option<String> {
+        let key = unique_key(&Json::from(value))?;
+        self.live_owner(tx, object, field, &key, None)
+    }
+
+    /// Adds a validation rule to an object (its field must exist).
+    pub fn add_validation_rule(
+        &mut self,
+        object: &str,
+        rule: ValidationRule,
+    ) -> Result<(), SimError> {
+        let o = self
+            .objects
+            .get_mut(object)
+            .ok_or_else(|| SimError::UnknownObject(object.to_owned()))?;
+        let (top, child) = match rule.field.split_once('.') {
+            Some((t, c)) => (t, Some(c)),
+            None => (rule.field.as_str(), None),
+        };
+        let known = match (o.schema.field(top), child) {
+            (Some(def), Some(c)) => def.child_position(c).is_some(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !known {
+            return Err(SimError::UnknownField {
+                object: object.to_owned(),
+                field: rule.field,
+            });
+        }
+        o.rules.push(rule);
+        Ok(())
+    }
+
+    /// The next `n` REST record writes fail with `UNABLE_TO_LOCK_ROW`.
+    pub fn set_lock_faults(&mut self, n: usize) {
+        self.lock_faults = n;
+    }
+
+    /// REST record writes still to fail with `UNABLE_TO_LOCK_ROW`.
+    pub fn lock_faults(&self) -> usize {
+        self.lock_faults
     }
 
     /// Adds a nullable field to an object or platform event; returns the new schema id.
@@ -283,142 +536,322 @@ impl Org {
         Ok(new.id.clone())
     }
 
-    /// Applies `ops` atomically; returns one change per op.
+    /// Applies `ops` atomically (stopping at the first failure, which is returned); returns one
+    /// change per record.
     pub fn commit(&mut self, ops: &[Op], user: &str, now: i64) -> Result<Vec<Change>, SimError> {
-        // Work on copies of the touched records; write back only if every op succeeds.
-        let mut overlay: HashMap<(String, String), Option<Record>> = HashMap::new();
-        let mut changes = Vec::with_capacity(ops.len());
-        for op in ops {
-            let (object, raw_id) = match op {
-                Op::Create { object, id, .. }
-                | Op::Update { object, id, .. }
-                | Op::Delete { object, id }
-                | Op::Undelete { object, id } => (object, id),
-            };
-            let sobject = self.sobject(object)?;
-            let schema = sobject.schema.clone();
-            let id = ids::normalize(raw_id).ok_or_else(|| SimError::RecordNotFound {
-                object: object.clone(),
-                id: raw_id.clone(),
-            })?;
-            let key = (object.clone(), id.clone());
-            let slot = overlay
-                .entry(key)
-                .or_insert_with(|| sobject.records.get(&id).cloned());
-            let not_found = || SimError::RecordNotFound {
-                object: object.clone(),
-                id: id.clone(),
-            };
-            let change = match op {
-                Op::Create { fields, .. } => {
-                    if slot.is_some() {
-                        return Err(SimError::DuplicateId(id));
-                    }
-                    validate_against(&schema, object, fields, true)?;
-                    let mut rec = Map::new();
-                    rec.insert("Id".into(), Json::String(id.clone()));
-                    for (k, v) in fields {
-                        set_field(&mut rec, &schema, k, v);
-                    }
-                    if schema.field("OwnerId").is_some() && !rec.contains_key("OwnerId") {
-                        rec.insert("OwnerId".into(), user.into());
-                    }
-                    for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
-                        rec.insert(f.into(), now.into());
-                    }
-                    for f in ["CreatedById", "LastModifiedById"] {
-                        rec.insert(f.into(), user.into());
-                    }
-                    let values = body_values(&schema, &rec);
-                    *slot = Some(Record {
-                        fields: rec,
-                        deleted: false,
-                    });
-                    Change {
-                        entity: object.clone(),
-                        change_type: ChangeType::Create,
-                        record_id: id,
-                        values,
-                        changed: FieldSet::default(),
-                        nulled: FieldSet::default(),
-                    }
-                }
-                Op::Update { fields, .. } => {
-                    validate_against(&schema, object, fields, true)?;
-                    let rec = match slot {
-                        Some(r) if !r.deleted => r,
-                        Some(_) => return Err(SimError::EntityIsDeleted(id)),
-                        None => return Err(not_found()),
-                    };
-                    let mut change = Change {
-                        entity: object.clone(),
-                        change_type: ChangeType::Update,
-                        record_id: id.clone(),
-                        values: Map::new(),
-                        changed: FieldSet::default(),
-                        nulled: FieldSet::default(),
-                    };
-                    for (k, v) in fields {
-                        if let Some(def) = schema.field(k) {
-                            diff_field(&mut change, def, rec.fields.get(k), v);
-                        }
-                        set_field(&mut rec.fields, &schema, k, v);
-                    }
-                    touch(&mut rec.fields, &schema, &mut change, user, now);
-                    change
-                }
-                Op::Delete { .. } => {
-                    let rec = match slot {
-                        Some(r) if !r.deleted => r,
-                        Some(_) => return Err(SimError::EntityIsDeleted(id)),
-                        None => return Err(not_found()),
-                    };
-                    rec.deleted = true;
-                    rec.fields.insert("SystemModstamp".into(), now.into());
-                    Change {
-                        entity: object.clone(),
-                        change_type: ChangeType::Delete,
-                        record_id: id,
-                        values: Map::new(),
-                        changed: FieldSet::default(),
-                        nulled: FieldSet::default(),
-                    }
-                }
-                Op::Undelete { .. } => {
-                    let rec = match slot {
-                        Some(r) if r.deleted => r,
-                        Some(_) => return Err(SimError::NotDeleted(id)),
-                        None => return Err(not_found()),
-                    };
-                    rec.deleted = false;
-                    let mut scratch = Change {
-                        entity: String::new(),
-                        change_type: ChangeType::Undelete,
-                        record_id: String::new(),
-                        values: Map::new(),
-                        changed: FieldSet::default(),
-                        nulled: FieldSet::default(),
-                    };
-                    touch(&mut rec.fields, &schema, &mut scratch, user, now);
-                    Change {
-                        entity: object.clone(),
-                        change_type: ChangeType::Undelete,
-                        record_id: id,
-                        values: body_values(&schema, &rec.fields),
-                        changed: FieldSet::default(),
-                        nulled: FieldSet::default(),
-                    }
-                }
-            };
-            changes.push(change);
+        let mut tx = Tx::default();
+        let opts = StageOptions {
+            stop_on_error: true,
+            rest_faults: false,
+        };
+        for result in self.stage(&mut tx, ops, user, now, opts, None) {
+            result?;
         }
-        let changes = self.coalesce(changes, &overlay);
-        for ((object, id), rec) in overlay {
-            if let (Some(o), Some(rec)) = (self.objects.get_mut(&object), rec) {
-                o.records.insert(id, rec);
+        Ok(self.finish(tx))
+    }
+
+    /// Stages `ops` into `tx`, each on its own: a failed operation changes nothing and the
+    /// others go on (unless `opts.stop_on_error`). One result per operation tried, in order.
+    pub fn stage(
+        &mut self,
+        tx: &mut Tx,
+        ops: &[Op],
+        user: &str,
+        now: i64,
+        opts: StageOptions,
+        origin: Option<&str>,
+    ) -> Vec<Result<Applied, SimError>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let result = self.stage_one(tx, op, user, now, opts.rest_faults, origin);
+            let failed = result.is_err();
+            out.push(result);
+            if failed && opts.stop_on_error {
+                break;
             }
         }
-        Ok(changes)
+        out
+    }
+
+    /// Commits a transaction: writes its records back (maintaining the External Id index) and
+    /// returns its changes, one per record.
+    pub fn finish(&mut self, tx: Tx) -> Vec<Change> {
+        let changes = self.coalesce(tx.changes, &tx.overlay);
+        for ((object, id), rec) in tx.overlay {
+            let Some(o) = self.objects.get_mut(&object) else {
+                continue;
+            };
+            let old = o.records.insert(id.clone(), rec);
+            let new = o.records.get(&id);
+            for field in &o.external_ids {
+                let Some(index) = o.index.get_mut(field) else {
+                    continue;
+                };
+                let key_of = |r: Option<&Record>| {
+                    r.filter(|r| !r.deleted)
+                        .and_then(|r| r.fields.get(field))
+                        .and_then(unique_key)
+                };
+                if let Some(k) = key_of(old.as_ref()) {
+                    if index.get(&k) == Some(&id) {
+                        index.remove(&k);
+                    }
+                }
+                if let Some(k) = key_of(new) {
+                    index.insert(k, id.clone());
+                }
+            }
+        }
+        changes
+    }
+
+    fn current(&self, tx: Option<&Tx>, object: &str, id: &str) -> Option<Record> {
+        if let Some(r) = tx.and_then(|tx| tx.overlay.get(&(object.to_owned(), id.to_owned()))) {
+            return Some(r.clone());
+        }
+        self.objects.get(object)?.records.get(id).cloned()
+    }
+
+    fn live(&self, tx: &Tx, object: &str, id: &str) -> Result<Record, SimError> {
+        match self.current(Some(tx), object, id) {
+            Some(r) if !r.deleted => Ok(r),
+            Some(_) => Err(SimError::EntityIsDeleted(id.to_owned())),
+            None => Err(SimError::RecordNotFound {
+                object: object.to_owned(),
+                id: id.to_owned(),
+            }),
+        }
+    }
+
+    /// The canonical Id of a record of `object`: a well-formed Id with the object's key prefix.
+    fn resolve_id(&self, object: &str, raw: &str) -> Result<String, SimError> {
+        let prefix = self.sobject(object)?.prefix;
+        ids::normalize(raw)
+            .filter(|id| id.starts_with(prefix))
+            .ok_or_else(|| SimError::MalformedId {
+                object: object.to_owned(),
+                id: raw.to_owned(),
+            })
+    }
+
+    fn take_lock(&mut self, faults: bool, id: &str) -> Result<(), SimError> {
+        if faults && self.lock_faults > 0 {
+            self.lock_faults -= 1;
+            return Err(SimError::UnableToLockRow(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The live record (other than `except`) holding External Id key `key`, in `tx`'s view.
+    fn live_owner(
+        &self,
+        tx: Option<&Tx>,
+        object: &str,
+        field: &str,
+        key: &str,
+        except: Option<&str>,
+    ) -> Option<String> {
+        if let Some(tx) = tx {
+            for ((obj, id), r) in &tx.overlay {
+                if obj == object
+                    && Some(id.as_str()) != except
+                    && !r.deleted
+                    && r.fields.get(field).and_then(unique_key).as_deref() == Some(key)
+                {
+                    return Some(id.clone());
+                }
+            }
+        }
+        let owner = self.objects.get(object)?.index.get(field)?.get(key)?;
+        let shadowed =
+            tx.is_some_and(|tx| tx.overlay.contains_key(&(object.to_owned(), owner.clone())));
+        (Some(owner.as_str()) != except && !shadowed).then(|| owner.clone())
+    }
+
+    /// The rules a record must satisfy to be saved: required fields and validation rules when
+    /// `full`, unique External Ids always.
+    fn check_saved(
+        &self,
+        tx: &Tx,
+        object: &str,
+        id: &str,
+        rec: &Record,
+        full: bool,
+    ) -> Result<(), SimError> {
+        let o = self.sobject(object)?;
+        if full {
+            let missing: Vec<String> = o
+                .required
+                .iter()
+                .filter(|r| {
+                    let v = rec.fields.get(r.field);
+                    let v = match r.child {
+                        Some(c) => v.and_then(|v| v.get(c)),
+                        None => v,
+                    };
+                    is_blank(v)
+                })
+                .map(|r| r.label.to_owned())
+                .collect();
+            if !missing.is_empty() {
+                return Err(SimError::RequiredFieldMissing {
+                    object: object.to_owned(),
+                    fields: missing,
+                });
+            }
+            for rule in &o.rules {
+                let v = match rule.field.split_once('.') {
+                    Some((t, c)) => rec.fields.get(t).and_then(|v| v.get(c)),
+                    None => rec.fields.get(&rule.field),
+                };
+                let hit = if rule.value.is_null() {
+                    is_blank(v)
+                } else {
+                    v == Some(&rule.value)
+                };
+                if hit {
+                    return Err(SimError::ValidationFailed {
+                        object: object.to_owned(),
+                        field: rule.field.clone(),
+                        message: rule.message.clone(),
+                    });
+                }
+            }
+        }
+        for field in &o.external_ids {
+            let Some(key) = rec.fields.get(field).and_then(unique_key) else {
+                continue;
+            };
+            if let Some(existing) = self.live_owner(Some(tx), object, field, &key, Some(id)) {
+                return Err(SimError::DuplicateValue {
+                    object: object.to_owned(),
+                    field: field.clone(),
+                    existing,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn stage_one(
+        &mut self,
+        tx: &mut Tx,
+        op: &Op,
+        user: &str,
+        now: i64,
+        faults: bool,
+        origin: Option<&str>,
+    ) -> Result<Applied, SimError> {
+        let object = op.object();
+        let schema = self.sobject(object)?.schema.clone();
+        let (id, rec, change, created) = match op {
+            Op::Create { id, fields, .. } => {
+                let id = self.resolve_id(object, id)?;
+                self.take_lock(faults, &id)?;
+                if self.current(Some(tx), object, &id).is_some() {
+                    return Err(SimError::DuplicateId(id));
+                }
+                let fields = normalize_fields(&schema, object, fields, FieldCheck::Write)?;
+                let (rec, change) = created_record(&schema, object, &id, &fields, user, now);
+                self.check_saved(tx, object, &id, &rec, true)?;
+                (id, rec, change, true)
+            }
+            Op::Update { id, fields, .. } => {
+                let id = self.resolve_id(object, id)?;
+                let old = self.live(tx, object, &id)?;
+                self.take_lock(faults, &id)?;
+                let fields = normalize_fields(&schema, object, fields, FieldCheck::Write)?;
+                let (rec, change) = updated_record(&schema, object, &id, old, &fields, user, now);
+                self.check_saved(tx, object, &id, &rec, true)?;
+                (id, rec, change, false)
+            }
+            Op::Upsert {
+                field,
+                value,
+                fields,
+                ..
+            } => {
+                if !self.is_external_id(object, field) {
+                    return Err(SimError::NotExternalId {
+                        object: object.to_owned(),
+                        field: field.clone(),
+                    });
+                }
+                let key = unique_key(&Json::from(value.as_str())).ok_or_else(|| {
+                    SimError::InvalidValue {
+                        object: object.to_owned(),
+                        field: field.clone(),
+                        reason: "the External Id value is blank".into(),
+                    }
+                })?;
+                if let Some(given) = fields.get(field).filter(|v| !v.is_null()) {
+                    if unique_key(given).as_deref() != Some(key.as_str()) {
+                        return Err(SimError::InvalidValue {
+                            object: object.to_owned(),
+                            field: field.clone(),
+                            reason: format!(
+                                "the value {given} differs from the External Id {value:?} the record is matched on"
+                            ),
+                        });
+                    }
+                }
+                let mut fields = normalize_fields(&schema, object, fields, FieldCheck::Write)?;
+                match self.live_owner(Some(tx), object, field, &key, None) {
+                    Some(id) => {
+                        let old = self.live(tx, object, &id)?;
+                        self.take_lock(faults, &id)?;
+                        let (rec, change) =
+                            updated_record(&schema, object, &id, old, &fields, user, now);
+                        self.check_saved(tx, object, &id, &rec, true)?;
+                        (id, rec, change, false)
+                    }
+                    None => {
+                        let id = self.reserve_id(object)?;
+                        self.take_lock(faults, &id)?;
+                        fields.insert(field.clone(), Json::from(value.as_str()));
+                        let (rec, change) =
+                            created_record(&schema, object, &id, &fields, user, now);
+                        self.check_saved(tx, object, &id, &rec, true)?;
+                        (id, rec, change, true)
+                    }
+                }
+            }
+            Op::Delete { id, .. } => {
+                let id = self.resolve_id(object, id)?;
+                let mut rec = self.live(tx, object, &id)?;
+                self.take_lock(faults, &id)?;
+                rec.deleted = true;
+                rec.fields.insert("SystemModstamp".into(), now.into());
+                let change = Change::new(object, ChangeType::Delete, &id);
+                (id, rec, change, false)
+            }
+            Op::Undelete { id, .. } => {
+                let id = self.resolve_id(object, id)?;
+                let mut rec = match self.current(Some(tx), object, &id) {
+                    Some(r) if r.deleted => r,
+                    Some(_) => return Err(SimError::NotDeleted(id)),
+                    None => {
+                        return Err(SimError::RecordNotFound {
+                            object: object.to_owned(),
+                            id,
+                        });
+                    }
+                };
+                self.take_lock(faults, &id)?;
+                rec.deleted = false;
+                let mut scratch = Change::new(object, ChangeType::Undelete, &id);
+                touch(&mut rec.fields, &schema, &mut scratch, user, now);
+                self.check_saved(tx, object, &id, &rec, false)?;
+                let mut change = Change::new(object, ChangeType::Undelete, &id);
+                change.values = body_values(&schema, &rec.fields);
+                (id, rec, change, false)
+            }
+        };
+        let mut change = change;
+        change.origin = origin.map(str::to_owned);
+        tx.overlay.insert((object.to_owned(), id.clone()), rec);
+        tx.changes.push(change);
+        Ok(Applied { id, created })
     }
 
     /// Several operations on one record in one transaction yield one change with the committed
@@ -427,7 +860,7 @@ impl Org {
     fn coalesce(
         &self,
         changes: Vec<Change>,
-        overlay: &HashMap<(String, String), Option<Record>>,
+        overlay: &HashMap<(String, String), Record>,
     ) -> Vec<Change> {
         let mut merged: Vec<Change> = Vec::with_capacity(changes.len());
         let mut dirty = Vec::with_capacity(changes.len());
@@ -455,8 +888,7 @@ impl Org {
         }
         for (change, _) in merged.iter_mut().zip(dirty).filter(|(_, d)| *d) {
             let key = (change.entity.clone(), change.record_id.clone());
-            let (Some(Some(rec)), Some(sobject)) =
-                (overlay.get(&key), self.objects.get(&change.entity))
+            let (Some(rec), Some(sobject)) = (overlay.get(&key), self.objects.get(&change.entity))
             else {
                 continue;
             };
@@ -517,7 +949,14 @@ impl Org {
         ctx: &CommitContext,
     ) -> Result<Vec<BuiltEvent>, SimError> {
         // Group identical changes, keeping first-occurrence order.
-        type Key = (String, ChangeType, String, FieldSet, FieldSet);
+        type Key = (
+            String,
+            ChangeType,
+            String,
+            FieldSet,
+            FieldSet,
+            Option<String>,
+        );
         let mut order: Vec<Key> = Vec::new();
         let mut groups: HashMap<Key, (Change, Vec<String>)> = HashMap::new();
         for c in changes {
@@ -527,6 +966,7 @@ impl Org {
                 Json::Object(c.values.clone()).to_string(),
                 c.changed.clone(),
                 c.nulled.clone(),
+                c.origin.clone(),
             );
             match groups.get_mut(&key) {
                 Some((_, record_ids)) => record_ids.push(c.record_id),
@@ -556,7 +996,10 @@ impl Org {
                         change.change_type.symbol().into(),
                     ),
                 ),
-                ("changeOrigin".into(), Avro::String(ctx.origin.clone())),
+                (
+                    "changeOrigin".into(),
+                    Avro::String(change.origin.clone().unwrap_or_else(|| ctx.origin.clone())),
+                ),
                 (
                     "transactionKey".into(),
                     Avro::String(ctx.transaction_key.clone()),
@@ -700,19 +1143,107 @@ fn body_values(schema: &SchemaVersion, rec: &Map<String, Json>) -> Map<String, J
         .collect()
 }
 
-/// Checks names and types of requested field values.
-pub fn validate_against(
+/// True for a missing, null or blank value (as Salesforce treats a required field).
+fn is_blank(v: Option<&Json>) -> bool {
+    match v {
+        None | Some(Json::Null) => true,
+        Some(Json::String(s)) => s.trim().is_empty(),
+        Some(_) => false,
+    }
+}
+
+fn with_deleted_flag(rec: Record) -> Map<String, Json> {
+    let mut out = rec.fields;
+    out.insert("IsDeleted".into(), Json::Bool(rec.deleted));
+    out
+}
+
+/// A new record with its system fields, and its CREATE change.
+fn created_record(
+    schema: &SchemaVersion,
+    object: &str,
+    id: &str,
+    fields: &Map<String, Json>,
+    user: &str,
+    now: i64,
+) -> (Record, Change) {
+    let mut rec = Map::new();
+    rec.insert("Id".into(), Json::String(id.to_owned()));
+    for (k, v) in fields {
+        set_field(&mut rec, schema, k, v);
+    }
+    if schema.field("OwnerId").is_some() && !rec.contains_key("OwnerId") {
+        rec.insert("OwnerId".into(), user.into());
+    }
+    for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
+        rec.insert(f.into(), now.into());
+    }
+    for f in ["CreatedById", "LastModifiedById"] {
+        rec.insert(f.into(), user.into());
+    }
+    let mut change = Change::new(object, ChangeType::Create, id);
+    change.values = body_values(schema, &rec);
+    (
+        Record {
+            fields: rec,
+            deleted: false,
+        },
+        change,
+    )
+}
+
+/// `old` with `fields` applied and its system fields touched, and its UPDATE change.
+fn updated_record(
+    schema: &SchemaVersion,
+    object: &str,
+    id: &str,
+    mut old: Record,
+    fields: &Map<String, Json>,
+    user: &str,
+    now: i64,
+) -> (Record, Change) {
+    let mut change = Change::new(object, ChangeType::Update, id);
+    for (k, v) in fields {
+        if let Some(def) = schema.field(k) {
+            diff_field(&mut change, def, old.fields.get(k), v);
+        }
+        set_field(&mut old.fields, schema, k, v);
+    }
+    touch(&mut old.fields, schema, &mut change, user, now);
+    (old, change)
+}
+
+/// How [`normalize_fields`] treats system fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldCheck {
+    /// A write: system fields are read-only.
+    Write,
+    /// A request's shape: system fields pass unchecked.
+    Shape,
+    /// A platform event: every schema field may be set.
+    Event,
+}
+
+/// Checks names and types of requested field values against `schema` and returns them
+/// normalized: date/datetime text (`2024-01-31`, `2024-01-31T12:05:09.042+0000`, ISO 8601)
+/// becomes epoch ms.
+pub fn normalize_fields(
     schema: &SchemaVersion,
     object: &str,
     fields: &Map<String, Json>,
-    reject_system: bool,
-) -> Result<(), SimError> {
+    check: FieldCheck,
+) -> Result<Map<String, Json>, SimError> {
+    let mut out = Map::new();
     for (name, value) in fields {
-        if reject_system && SYSTEM_FIELDS.contains(&name.as_str()) {
-            return Err(SimError::ReadOnlyField {
-                object: object.to_owned(),
-                field: name.clone(),
-            });
+        if check != FieldCheck::Event && SYSTEM_FIELDS.contains(&name.as_str()) {
+            if check == FieldCheck::Write {
+                return Err(SimError::ReadOnlyField {
+                    object: object.to_owned(),
+                    field: name.clone(),
+                });
+            }
+            out.insert(name.clone(), value.clone());
+            continue;
         }
         let def = schema.field(name).ok_or_else(|| SimError::UnknownField {
             object: object.to_owned(),
@@ -727,13 +1258,24 @@ pub fn validate_against(
             if !def.nullable {
                 return Err(bad("the field cannot be null".into()));
             }
+            out.insert(name.clone(), Json::Null);
             continue;
         }
         match &def.kind {
             FieldKind::Scalar(t) => {
-                if scalar_to_avro(*t, value).is_none() {
-                    return Err(bad(format!("expected {}, got {value}", t.avro_name())));
+                let value = match (def.temporal, value) {
+                    (Some(Temporal::DateTime), Json::String(s)) => {
+                        Json::from(sftime::parse_datetime(s).map_err(bad)?)
+                    }
+                    (Some(Temporal::Date), Json::String(s)) => {
+                        Json::from(sftime::parse_date(s).map_err(bad)?)
+                    }
+                    _ => value.clone(),
+                };
+                if scalar_to_avro(*t, &value).is_none() {
+                    return Err(bad(format!("expected {}, got {value}", expected(def, *t))));
                 }
+                out.insert(name.clone(), value);
             }
             FieldKind::Compound(children) => {
                 let obj = value.as_object().ok_or_else(|| {
@@ -753,13 +1295,37 @@ pub fn validate_against(
                         )));
                     }
                 }
+                out.insert(name.clone(), value.clone());
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
-/// JSON scalar → Avro value of the given type; `None` if the JSON value does not fit.
+fn expected(def: &FieldDef, t: ScalarType) -> &'static str {
+    match def.temporal {
+        Some(Temporal::DateTime) => "a datetime (epoch ms or 2024-01-31T12:05:09.042+0000)",
+        Some(Temporal::Date) => "a date (epoch ms or 2024-01-31)",
+        None => t.avro_name(),
+    }
+}
+
+/// Checks names and types of requested field values (`reject_system`: system fields are
+/// read-only).
+pub fn validate_against(
+    schema: &SchemaVersion,
+    object: &str,
+    fields: &Map<String, Json>,
+    reject_system: bool,
+) -> Result<(), SimError> {
+    let check = if reject_system {
+        FieldCheck::Write
+    } else {
+        FieldCheck::Event
+    };
+    normalize_fields(schema, object, fields, check).map(drop)
+}
+
 pub fn scalar_to_avro(t: ScalarType, v: &Json) -> Option<Avro> {
     Some(match t {
         ScalarType::String => Avro::String(v.as_str()?.to_owned()),
@@ -1104,6 +1670,195 @@ mod tests {
     }
 
     #[test]
+    fn partial_staging_skips_failures_and_commits_the_rest_as_one_transaction() {
+        let mut org = Org::new().expect("org");
+        let (a, _) = create_account(&mut org, json!({"Name": "A", "External_Id__c": "EXT-A"}));
+        let b = org.reserve_id("Account").expect("id");
+        let c = org.reserve_id("Account").expect("id");
+        let ops = [
+            Op::Create {
+                object: "Account".into(),
+                id: b.clone(),
+                fields: obj(json!({"Name": "B", "External_Id__c": "ext-a"})),
+            },
+            Op::Create {
+                object: "Account".into(),
+                id: c.clone(),
+                fields: obj(json!({"Name": "C", "External_Id__c": "EXT-C"})),
+            },
+            update("Account", &a, json!({"Name": null})),
+            update("Account", "003000000000000AAA", json!({"Name": "x"})),
+            Op::Upsert {
+                object: "Account".into(),
+                field: EXTERNAL_ID_FIELD.into(),
+                value: "ext-c".into(),
+                fields: obj(json!({"Rating": "Hot"})),
+            },
+        ];
+        let mut tx = Tx::default();
+        let results = org.stage(&mut tx, &ops, USER, 7, StageOptions::default(), None);
+        assert!(
+            matches!(&results[0], Err(SimError::DuplicateValue { existing, .. }) if *existing == a)
+        );
+        assert_eq!(
+            results[1].as_ref().ok(),
+            Some(&Applied {
+                id: c.clone(),
+                created: true
+            })
+        );
+        assert!(
+            matches!(&results[2], Err(SimError::RequiredFieldMissing { fields, .. }) if fields == &["Name"])
+        );
+        assert!(matches!(&results[3], Err(SimError::MalformedId { .. })));
+        // The upsert sees the staged record C.
+        assert_eq!(
+            results[4].as_ref().ok(),
+            Some(&Applied {
+                id: c.clone(),
+                created: false
+            })
+        );
+        assert!(
+            org.record("Account", &c).is_none(),
+            "not visible before commit"
+        );
+        assert!(org.view(Some(&tx), "Account", &c).is_some());
+        let changes = org.finish(tx);
+        assert_eq!(changes.len(), 1, "create + upsert of C coalesce");
+        assert_eq!(changes[0].change_type, ChangeType::Create);
+        assert_eq!(changes[0].values["Rating"], "Hot");
+        assert_eq!(
+            org.find_by_external_id(None, "Account", EXTERNAL_ID_FIELD, "Ext-C"),
+            Some(c.clone())
+        );
+        assert!(org.record("Account", &b).is_none());
+
+        // The index follows value changes and deletes.
+        org.commit(
+            &[update("Account", &a, json!({"External_Id__c": "EXT-Z"}))],
+            USER,
+            8,
+        )
+        .expect("rename");
+        assert_eq!(
+            org.find_by_external_id(None, "Account", EXTERNAL_ID_FIELD, "ext-a"),
+            None
+        );
+        assert_eq!(
+            org.find_by_external_id(None, "Account", EXTERNAL_ID_FIELD, "ext-z"),
+            Some(a.clone())
+        );
+        org.commit(
+            &[Op::Delete {
+                object: "Account".into(),
+                id: c.clone(),
+            }],
+            USER,
+            9,
+        )
+        .expect("delete");
+        assert_eq!(
+            org.find_by_external_id(None, "Account", EXTERNAL_ID_FIELD, "ext-c"),
+            None
+        );
+        assert_eq!(org.live_records(None, "Account").len(), 1);
+        // Undeleting C would be fine; a live record taking its value first blocks it.
+        org.commit(
+            &[update("Account", &a, json!({"External_Id__c": "EXT-C"}))],
+            USER,
+            10,
+        )
+        .expect("take the value");
+        let err = org.commit(
+            &[Op::Undelete {
+                object: "Account".into(),
+                id: c,
+            }],
+            USER,
+            11,
+        );
+        assert!(matches!(err, Err(SimError::DuplicateValue { .. })));
+    }
+
+    #[test]
+    fn lock_faults_hit_rest_writes_only_and_validation_rules_all_writes() {
+        let mut org = Org::new().expect("org");
+        let (a, _) = create_account(&mut org, json!({"Name": "A"}));
+        org.set_lock_faults(1);
+        org.commit(&[update("Account", &a, json!({"Phone": "1"}))], USER, 2)
+            .expect("Rust-API writes take no lock faults");
+        let rest = StageOptions {
+            stop_on_error: false,
+            rest_faults: true,
+        };
+        let mut tx = Tx::default();
+        let ops = [
+            update("Account", &a, json!({"Phone": "2"})),
+            update("Account", &a, json!({"Phone": "3"})),
+        ];
+        let results = org.stage(&mut tx, &ops, USER, 3, rest, None);
+        assert!(matches!(&results[0], Err(SimError::UnableToLockRow(id)) if *id == a));
+        assert!(results[1].is_ok());
+        assert_eq!(org.lock_faults(), 0);
+        org.add_validation_rule(
+            "Account",
+            ValidationRule {
+                field: "BillingAddress.City".into(),
+                value: json!("Nowhere"),
+                message: "No such city".into(),
+            },
+        )
+        .expect("rule");
+        let err = org.commit(
+            &[update(
+                "Account",
+                &a,
+                json!({"BillingAddress": {"City": "Nowhere"}}),
+            )],
+            USER,
+            4,
+        );
+        assert!(
+            matches!(err, Err(SimError::ValidationFailed { field, .. }) if field == "BillingAddress.City")
+        );
+        assert!(
+            org.add_validation_rule(
+                "Account",
+                ValidationRule {
+                    field: "Nope__c".into(),
+                    value: Json::Null,
+                    message: String::new(),
+                },
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn dates_and_datetimes_accept_text() {
+        let org = Org::new().expect("org");
+        let schema = org.object_schema("Contact").expect("schema");
+        let fields = normalize_fields(
+            &schema,
+            "Contact",
+            &obj(json!({"Birthdate": "1990-05-17", "Email": "a@b.c"})),
+            FieldCheck::Write,
+        )
+        .expect("normalize");
+        assert_eq!(fields["Birthdate"], 642_902_400_000_i64);
+        assert!(matches!(
+            normalize_fields(
+                &schema,
+                "Contact",
+                &obj(json!({"Birthdate": "1990-05-17T10:00:00Z"})),
+                FieldCheck::Write,
+            ),
+            Err(SimError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         let org = Org::new().expect("org");
         let err = org
@@ -1152,10 +1907,10 @@ mod tests {
         assert_eq!(events[0].event.schema_id, v2);
         let ev = decode(&org, &events[0]);
         assert_eq!(ev["Loyalty__c"], "Gold");
-        // Loyalty__c = position 35, LastModifiedDate = 22.
+        // Loyalty__c = position 36 (after External_Id__c), LastModifiedDate = 22.
         assert_eq!(
             ev["ChangeEventHeader"]["changedFields"],
-            json!(["0x0800400000"])
+            json!(["0x1000400000"])
         );
     }
 }

@@ -16,23 +16,23 @@ use crate::proto::{
     TopicRequest,
 };
 
-const ACCOUNTS: &str = "/data/AccountChangeEvent";
+pub(super) const ACCOUNTS: &str = "/data/AccountChangeEvent";
 
-fn obj(v: Value) -> Map<String, Value> {
+pub(super) fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
     }
 }
 
-fn http_client() -> reqwest::Client {
+pub(super) fn http_client() -> reqwest::Client {
     // reqwest is built without a default TLS provider; plain http:// needs none, but building
     // the client still wants a process-level provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
-async fn login(org: &SimOrg) -> String {
+pub(super) async fn login(org: &SimOrg) -> String {
     let cfg = org.config();
     let password = format!("{}{}", cfg.password, cfg.security_token);
     let resp = http_client()
@@ -53,7 +53,7 @@ async fn login(org: &SimOrg) -> String {
 }
 
 /// A Pub/Sub client and the auth metadata for one session.
-struct Client {
+pub(super) struct Client {
     grpc: PubSubClient<Channel>,
     token: String,
     instance_url: String,
@@ -61,7 +61,7 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(org: &SimOrg, token: String) -> Self {
+    pub(super) async fn connect(org: &SimOrg, token: String) -> Self {
         Self {
             grpc: PubSubClient::connect(org.pubsub_endpoint())
                 .await
@@ -81,7 +81,7 @@ impl Client {
         r
     }
 
-    async fn subscribe(&mut self, first: FetchRequest) -> Sub {
+    pub(super) async fn subscribe(&mut self, first: FetchRequest) -> Sub {
         let (tx, rx) = mpsc::channel(16);
         tx.send(first).await.expect("queue first request");
         let req = self.req(ReceiverStream::new(rx));
@@ -106,7 +106,7 @@ impl Client {
         apache_avro::Schema::parse_str(&info.schema_json).expect("parse schema")
     }
 
-    async fn decode(&mut self, event: &ProducerEvent) -> Value {
+    pub(super) async fn decode(&mut self, event: &ProducerEvent) -> Value {
         let schema = self.schema(&event.schema_id).await;
         let value = apache_avro::from_avro_datum(&schema, &mut event.payload.as_slice(), None)
             .expect("decode");
@@ -114,7 +114,7 @@ impl Client {
     }
 }
 
-struct Sub {
+pub(super) struct Sub {
     tx: mpsc::Sender<FetchRequest>,
     stream: Streaming<FetchResponse>,
 }
@@ -149,7 +149,11 @@ impl Sub {
     }
 
     /// Receives until `n` events arrived; checks the flow-control invariants on the way.
-    async fn take(&mut self, n: usize, mut owed: i32) -> Vec<crate::proto::ConsumerEvent> {
+    pub(super) async fn take(
+        &mut self,
+        n: usize,
+        mut owed: i32,
+    ) -> Vec<crate::proto::ConsumerEvent> {
         let mut out = Vec::new();
         while out.len() < n {
             let r = self.next().await;
@@ -166,7 +170,7 @@ impl Sub {
     }
 }
 
-fn fetch(topic: &str, preset: ReplayPreset, replay_id: Vec<u8>, n: i32) -> FetchRequest {
+pub(super) fn fetch(topic: &str, preset: ReplayPreset, replay_id: Vec<u8>, n: i32) -> FetchRequest {
     FetchRequest {
         topic_name: topic.to_owned(),
         replay_preset: preset as i32,
@@ -216,7 +220,13 @@ async fn oauth_token_userinfo_and_errors() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(
         body["id"],
-        format!("{}/id/{}/{}", org.instance_url(), cfg.org_id, cfg.user_id)
+        format!(
+            "{}/id/{}/{}",
+            org.instance_url(),
+            cfg.org_id,
+            cfg.integration_user_id
+        ),
+        "client credentials act as the connected app's Run As user"
     );
     assert!(
         body["issued_at"]
@@ -235,6 +245,17 @@ async fn oauth_token_userinfo_and_errors() {
         .await
         .expect("json");
     assert_eq!(info["organization_id"], cfg.org_id);
+    assert_eq!(info["user_id"], cfg.integration_user_id);
+    let password_token = login(&org).await;
+    let info: Value = http
+        .get(format!("{}/services/oauth2/userinfo", org.instance_url()))
+        .bearer_auth(&password_token)
+        .send()
+        .await
+        .expect("userinfo")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(info["user_id"], cfg.user_id);
     assert_eq!(info["preferred_username"], cfg.username);
     let unauthorized = http
