@@ -1,0 +1,443 @@
+//! The write-back path end to end: Kafka (librdkafka mock cluster) → forcebridge sink →
+//! the simulated org's Composite API, asserting the org's final state, the API calls spent, the
+//! conflicts and dead-letter topics, and that the source drops the echo.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use forcebridge::config::Config;
+use forcebridge::sim::{SimConfig, SimOrg};
+use forcebridge::sink::{self, SinkError};
+use forcebridge::telemetry::{PipelineStats, SinkStats};
+use support::kafka::{ConsumedRecord, MockKafka, produce, wait_for_records};
+
+const WRITEBACK: &str = "salesforce.writeback";
+const DLQ: &str = "forcebridge.dlq";
+const CONFLICTS: &str = "forcebridge.conflicts";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn mock_kafka() -> MockKafka {
+    let kafka = MockKafka::start(1);
+    for topic in [WRITEBACK, DLQ, CONFLICTS, "forcebridge.checkpoints"] {
+        kafka.create_topic(topic, 1);
+    }
+    kafka
+}
+
+/// The sink logs in with the client credentials flow: the connected app's integration user.
+fn config(sim: &SimOrg, bootstrap: &str, extra_sink: &str, source: &str) -> Config {
+    let c = sim.config();
+    let text = format!(
+        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {id}\n    client_secret: {secret}\n{source}sink:\n  topics: [{WRITEBACK}]\n  objects:\n    Account:\n      external_id_field: External_Id__c\n  linger: 100ms\n  initial_backoff: 20ms\n  max_backoff: 200ms\n  commit_interval: 100ms\n{extra_sink}kafka:\n  bootstrap_servers: {bootstrap}\n  create_topics: false\n",
+        login = sim.instance_url(),
+        pubsub = sim.pubsub_endpoint(),
+        id = c.client_id,
+        secret = c.client_secret,
+    );
+    Config::from_yaml(&text, |_| None).expect("test config is valid")
+}
+
+struct Running {
+    cancel: CancellationToken,
+    stats: Arc<SinkStats>,
+    handle: JoinHandle<Result<(), SinkError>>,
+}
+
+fn start(config: Config) -> Running {
+    let cancel = CancellationToken::new();
+    let stats = Arc::new(SinkStats::default());
+    let handle = tokio::spawn(sink::run(config, stats.clone(), cancel.clone()));
+    Running {
+        cancel,
+        stats,
+        handle,
+    }
+}
+
+impl Running {
+    /// Waits until `n` records are finished (written, conflict or dead letter).
+    async fn wait_finished(&self, n: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.stats.snapshot();
+            if s.written + s.conflicts + s.dead_lettered >= n {
+                return;
+            }
+            assert!(
+                !self.handle.is_finished(),
+                "the sink stopped early: {s:?}"
+            );
+            assert!(Instant::now() < deadline, "only {s:?} of {n} finished");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) -> forcebridge::telemetry::SinkSnapshot {
+        self.cancel.cancel();
+        tokio::time::timeout(WAIT, self.handle)
+            .await
+            .expect("sink drains in time")
+            .expect("sink task")
+            .expect("sink ends without error");
+        self.stats.snapshot()
+    }
+}
+
+type Message = (Option<String>, Vec<u8>, Vec<(String, String)>);
+
+fn msg(key: &str, value: Value) -> Message {
+    (Some(key.to_owned()), serde_json::to_vec(&value).unwrap(), vec![])
+}
+
+async fn send(bootstrap: &str, messages: Vec<Message>) {
+    let bootstrap = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, WRITEBACK, &messages))
+        .await
+        .unwrap();
+}
+
+fn header(record: &ConsumedRecord, name: &str) -> String {
+    String::from_utf8(record.header(name).unwrap_or_default().to_vec()).unwrap()
+}
+
+/// Live accounts by External Id.
+fn accounts_by_ext(sim: &SimOrg) -> BTreeMap<String, Map<String, Value>> {
+    sim.records("Account")
+        .into_iter()
+        .filter_map(|r| {
+            let ext = r.get("External_Id__c")?.as_str()?.to_owned();
+            Some((ext, r))
+        })
+        .collect()
+}
+
+/// 5,000 mixed operations (upserts creating and updating, updates by Id, inserts, deletes) land
+/// with the exact final state, and cost about two API calls per 1,000 records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_mixed_operations_land_exactly() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+
+    // Existing records: 1,000 with External Ids, 1,000 to update by Id, 500 to delete.
+    let mut existing_ext = Vec::new();
+    for i in 0..1000 {
+        let ext = format!("X-{i:04}");
+        sim.create("Account", fields(json!({"Name": format!("Old {i}"), "External_Id__c": ext})))
+            .unwrap();
+        existing_ext.push(ext);
+    }
+    let to_update = sim.generate("Account", 1000).unwrap();
+    let to_delete = sim.generate("Account", 500).unwrap();
+    let ts = now_ms();
+
+    let mut messages = Vec::new();
+    for i in 0..2000 {
+        let ext = format!("E-{i:04}");
+        messages.push(msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": ext, "Name": format!("New {i}"), "Rating": "Warm"}})));
+    }
+    for (i, ext) in existing_ext.iter().enumerate() {
+        messages.push(msg(ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": ext, "Name": format!("Renamed {i}")}})));
+    }
+    for (i, id) in to_update.iter().enumerate() {
+        messages.push(msg(id, json!({"object": "Account", "operation": "update", "id": id, "timestamp": ts,
+            "fields": {"Phone": format!("+1 555 {i:04}"), "Rating": null}})));
+    }
+    for i in 0..500 {
+        messages.push(msg(&format!("I-{i}"), json!({"object": "Account", "operation": "insert",
+            "fields": {"Name": format!("Inserted {i}")}})));
+    }
+    for id in &to_delete {
+        messages.push(msg(id, json!({"object": "Account", "operation": "delete", "id": id, "timestamp": ts})));
+    }
+    assert_eq!(messages.len(), 5000);
+    send(&bootstrap, messages).await;
+
+    let (used_before, _) = sim.api_usage();
+    let running = start(config(&sim, &bootstrap, "", ""));
+    running.wait_finished(5000).await;
+    let stats = running.stop().await;
+    let (used_after, _) = sim.api_usage();
+
+    assert_eq!((stats.written, stats.conflicts, stats.dead_lettered), (5000, 0, 0), "{stats:?}");
+    let by_ext = accounts_by_ext(&sim);
+    for i in 0..2000 {
+        let r = &by_ext[&format!("E-{i:04}")];
+        assert_eq!((r["Name"].as_str(), r["Rating"].as_str()), (Some(format!("New {i}").as_str()), Some("Warm")));
+    }
+    for (i, ext) in existing_ext.iter().enumerate() {
+        assert_eq!(by_ext[ext]["Name"], format!("Renamed {i}"));
+    }
+    assert_eq!(by_ext.len(), 3000, "upserts by External Id create no duplicates");
+    for (i, id) in to_update.iter().enumerate() {
+        let r = sim.record("Account", id).unwrap();
+        assert_eq!(r["Phone"], format!("+1 555 {i:04}"));
+        assert!(r.get("Rating").is_none_or(Value::is_null), "{r:?}");
+    }
+    let inserted = sim
+        .records("Account")
+        .into_iter()
+        .filter(|r| r["Name"].as_str().is_some_and(|n| n.starts_with("Inserted ")))
+        .count();
+    assert_eq!(inserted, 500);
+    for id in &to_delete {
+        assert_eq!(sim.record("Account", id).unwrap()["IsDeleted"], true);
+    }
+    let calls = used_after - used_before;
+    println!("5,000 write-backs: {calls} API calls ({} composite calls by the sink)", stats.composite_calls);
+    assert_eq!(calls, stats.composite_calls, "every call the org counted is one the sink made");
+    assert!(calls <= 12, "about 2 calls per 1,000 records, got {calls}");
+    sim.shutdown().await;
+}
+
+/// A record changed in the org after the Kafka record's timestamp is not overwritten: the write
+/// goes to the conflicts topic with both timestamps. The sink's own earlier write is no conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_changes_in_salesforce_win() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let before = now_ms() - 60_000;
+    let human = sim.create("Account", fields(json!({"Name": "Edited by a person"}))).unwrap();
+    let stale = msg(&human, json!({"object": "Account", "operation": "update", "id": human,
+        "timestamp": before, "fields": {"Name": "Stale warehouse value"}}));
+    let fresh_ext = msg("F-1", json!({"object": "Account", "operation": "upsert",
+        "timestamp": now_ms() + 60_000, "fields": {"External_Id__c": "F-1", "Name": "First"}}));
+    send(&bootstrap, vec![stale, fresh_ext]).await;
+    let running = start(config(&sim, &bootstrap, "", ""));
+    running.wait_finished(2).await;
+    // Our own write of F-1 is newer than this message's timestamp, but it is ours: applied.
+    send(&bootstrap, vec![msg("F-1", json!({"object": "Account", "operation": "upsert",
+        "timestamp": before, "fields": {"External_Id__c": "F-1", "Name": "Second"}}))]).await;
+    running.wait_finished(3).await;
+    let stats = running.stop().await;
+
+    assert_eq!((stats.written, stats.conflicts), (2, 1), "{stats:?}");
+    assert_eq!(sim.record("Account", &human).unwrap()["Name"], "Edited by a person");
+    assert_eq!(accounts_by_ext(&sim)["F-1"]["Name"], "Second");
+    let conflicts = wait_for_records(&bootstrap, CONFLICTS, 1, WAIT).await;
+    assert_eq!(conflicts.len(), 1);
+    let c = &conflicts[0];
+    assert_eq!(c.key.as_deref(), Some(human.as_bytes()));
+    assert_eq!(header(c, "forcebridge.conflict.record_id"), human);
+    assert_eq!(header(c, "forcebridge.conflict.record_timestamp"), forcebridge::sftime::format_datetime(before));
+    let sf = forcebridge::sftime::parse_datetime(&header(c, "forcebridge.conflict.salesforce_modstamp")).unwrap();
+    assert!(sf > before, "Salesforce's SystemModstamp is the newer one");
+    assert_eq!(header(c, "forcebridge.conflict.last_modified_by"), sim.config().user_id);
+    let original: Value = serde_json::from_slice(c.value.as_deref().unwrap()).unwrap();
+    assert_eq!(original["fields"]["Name"], "Stale warehouse value");
+    sim.shutdown().await;
+}
+
+/// Per-record failures end in the dead-letter topic with their reason while the rest commit;
+/// retryable ones (`UNABLE_TO_LOCK_ROW`) are retried; malformed messages are dead-lettered and
+/// the consumer goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_dead_lettered_and_the_rest_commit() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    sim.add_validation_rule("Account", "Name", json!("REJECT ME"), "Names may not be REJECT ME");
+    sim.lock_rows(3);
+    let ts = now_ms();
+    let mut messages = vec![
+        (Some("bad-json".to_owned()), b"{not json".to_vec(), vec![]),
+        msg("bad-op", json!({"object": "Account", "operation": "merge", "fields": {"Name": "x"}})),
+        msg("no-id", json!({"object": "Contact", "operation": "update", "timestamp": ts, "fields": {"Email": "a@b.c"}})),
+        msg("rule", json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": "V-1", "Name": "REJECT ME"}})),
+        msg("required", json!({"object": "Account", "operation": "insert", "fields": {"Phone": "1"}})),
+        msg("bad-field", json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": "B-1", "Name": "x", "Bogus__c": 1}})),
+    ];
+    for i in 0..20 {
+        let ext = format!("OK-{i:02}");
+        messages.push(msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": ext, "Name": format!("Fine {i}")}})));
+    }
+    send(&bootstrap, messages).await;
+    let running = start(config(&sim, &bootstrap, "", ""));
+    running.wait_finished(26).await;
+    let stats = running.stop().await;
+    assert_eq!((stats.written, stats.dead_lettered), (20, 6), "{stats:?}");
+    assert!(stats.retries >= 1, "locked rows were retried: {stats:?}");
+    let by_ext = accounts_by_ext(&sim);
+    assert_eq!(by_ext.keys().filter(|k| k.starts_with("OK-")).count(), 20);
+    assert!(!by_ext.contains_key("V-1") && !by_ext.contains_key("B-1"));
+
+    let dead = wait_for_records(&bootstrap, DLQ, 6, WAIT).await;
+    let by_key: BTreeMap<String, &ConsumedRecord> = dead
+        .iter()
+        .map(|r| (String::from_utf8(r.key.clone().unwrap()).unwrap(), r))
+        .collect();
+    let expect = [
+        ("bad-json", "sink.message", "INVALID_MESSAGE", "value is not a JSON object"),
+        ("bad-op", "sink.message", "INVALID_MESSAGE", "`operation`: unknown operation `merge`"),
+        ("no-id", "sink.message", "INVALID_MESSAGE", "`id` is missing"),
+        ("rule", "sink.write", "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Names may not be REJECT ME"),
+        ("required", "sink.write", "REQUIRED_FIELD_MISSING", "Name"),
+        ("bad-field", "sink.write", "INVALID_FIELD", "Bogus__c"),
+    ];
+    for (key, stage, code, reason) in expect {
+        let r = by_key.get(key).unwrap_or_else(|| panic!("{key} not dead-lettered: {:?}", by_key.keys()));
+        assert_eq!(header(r, "forcebridge.error.stage"), stage, "{key}");
+        assert_eq!(header(r, "forcebridge.error.status_code"), code, "{key}");
+        assert!(header(r, "forcebridge.error.reason").contains(reason), "{key}: {}", header(r, "forcebridge.error.reason"));
+        assert_eq!(header(r, "forcebridge.source.topic"), WRITEBACK);
+    }
+
+    // Everything was committed: a restarted sink finds nothing to do.
+    let running = start(config(&sim, &bootstrap, "", ""));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = running.stop().await;
+    assert_eq!(again.received, 0, "{again:?}");
+    sim.shutdown().await;
+}
+
+/// A crash after writing and before committing repeats the writes, idempotently: upserts by
+/// External Id land on the same records, none is lost, and the repeat is no conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_commit_repeats_writes_idempotently() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let ts = now_ms();
+    let messages: Vec<Message> = (0..1500)
+        .map(|i| {
+            let ext = format!("C-{i:04}");
+            msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                "fields": {"External_Id__c": ext, "Name": format!("Crash {i}")}}))
+        })
+        .collect();
+    send(&bootstrap, messages).await;
+    // No commit happens during the first run (commit interval of an hour), then it is killed.
+    let first = start(config(&sim, &bootstrap, "  commit_interval: 1h\n", ""));
+    first.wait_finished(1500).await;
+    first.handle.abort();
+    let _ = first.handle.await;
+    assert_eq!(accounts_by_ext(&sim).len(), 1500);
+
+    let second = start(config(&sim, &bootstrap, "", ""));
+    second.wait_finished(1500).await;
+    let stats = second.stop().await;
+    assert_eq!(stats.received, 1500, "every uncommitted record is read again");
+    assert_eq!((stats.written, stats.conflicts, stats.dead_lettered), (1500, 0, 0), "{stats:?}");
+    let by_ext = accounts_by_ext(&sim);
+    assert_eq!(by_ext.len(), 1500, "no duplicates");
+    assert!((0..1500).all(|i| by_ext[&format!("C-{i:04}")]["Name"] == format!("Crash {i}")));
+    sim.shutdown().await;
+}
+
+/// Writing pauses before the reserve of the daily allowance is spent and resumes when the
+/// allowance returns; 503s are retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_pauses_at_the_api_reserve_and_resumes() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    sim.set_api_limit(1000);
+    sim.set_api_usage(950);
+    let ts = now_ms();
+    let messages: Vec<Message> = (0..10)
+        .map(|i| {
+            let ext = format!("L-{i}");
+            msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                "fields": {"External_Id__c": ext, "Name": "Limited"}}))
+        })
+        .collect();
+    send(&bootstrap, messages).await;
+    let running = start(config(
+        &sim,
+        &bootstrap,
+        "  api_reserve: 100\n  limits_poll_interval: 1s\n",
+        "",
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(running.stats.snapshot().written, 0, "paused at the reserve");
+    assert!(accounts_by_ext(&sim).is_empty());
+    let (used, _) = sim.api_usage();
+    assert!(used < 1000 - 50, "the reserve is not spent: {used}");
+    sim.fail_next_requests(2, forcebridge::sim::RestFault::ServiceUnavailable);
+    sim.set_api_usage(0);
+    running.wait_finished(10).await;
+    let stats = running.stop().await;
+    assert_eq!(stats.written, 10);
+    assert_eq!(accounts_by_ext(&sim).len(), 10);
+    sim.shutdown().await;
+}
+
+/// The round trip: write-backs land in the org, and the source drops their echo (or marks it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_backs_do_not_echo_into_the_source_topics() {
+    for mode in ["drop", "mark"] {
+        let kafka = mock_kafka();
+        kafka.create_topic("salesforce.Account", 1);
+        let bootstrap = kafka.bootstrap();
+        let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+        let source = format!(
+            "source:\n  channels:\n    - name: /data/AccountChangeEvent\n      initial_replay: earliest\n  checkpoint_interval: 100ms\n  echo:\n    mode: {mode}\n"
+        );
+        let config = Arc::new(config(&sim, &bootstrap, "", &source));
+        let cancel = CancellationToken::new();
+        let source_stats = Arc::new(PipelineStats::default());
+        let source_task = tokio::spawn(forcebridge::pipeline::run(
+            config.clone(),
+            source_stats.clone(),
+            cancel.clone(),
+        ));
+        let stats = Arc::new(SinkStats::default());
+        let sink_task = tokio::spawn(sink::run(config.clone(), stats.clone(), cancel.clone()));
+        let running = Running { cancel: cancel.clone(), stats, handle: sink_task };
+
+        let ts = now_ms();
+        let messages: Vec<Message> = (0..50)
+            .map(|i| {
+                let ext = format!("R-{i:02}");
+                msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                    "fields": {"External_Id__c": ext, "Name": format!("Round trip {i}")}}))
+            })
+            .collect();
+        send(&bootstrap, messages).await;
+        running.wait_finished(50).await;
+        assert_eq!(accounts_by_ext(&sim).len(), 50);
+        // A change by a person after the write-backs: once it is in Kafka, every echo before it
+        // has been through the source.
+        let fence = sim.create("Account", fields(json!({"Name": "Fence"}))).unwrap();
+        let expected = if mode == "drop" { 1 } else { 51 };
+        let records = wait_for_records(&bootstrap, "salesforce.Account", expected, WAIT).await;
+        let sunk = running.stop().await;
+        source_task.await.unwrap().unwrap();
+        assert_eq!(sunk.written, 50);
+        assert_eq!(records.len(), expected, "{mode}");
+        let fence_record = records.iter().find(|r| r.key.as_deref() == Some(fence.as_bytes()));
+        assert!(fence_record.is_some(), "{mode}: the fence arrived");
+        let marked = records.iter().filter(|r| r.header("forcebridge.echo").is_some()).count();
+        assert_eq!(marked, expected - 1, "{mode}");
+        let echoes = source_stats.snapshot().channels["/data/AccountChangeEvent"].echoes;
+        assert!(echoes >= 1, "{mode}: echo events were recognised");
+        sim.shutdown().await;
+    }
+}
