@@ -111,7 +111,11 @@ pub fn parse_datetime(input: &str) -> Result<i64, String> {
         .strip_prefix('T')
         .or_else(|| rest.strip_prefix(' '))
         .ok_or_else(|| format!("`{input}`: expected `T` after the date"))?;
-    if rest.len() < 8 || !rest.is_char_boundary(8) || rest.as_bytes()[2] != b':' || rest.as_bytes()[5] != b':' {
+    if rest.len() < 8
+        || !rest.is_char_boundary(8)
+        || rest.as_bytes()[2] != b':'
+        || rest.as_bytes()[5] != b':'
+    {
         return Err(format!("`{input}`: the time must be HH:MM:SS"));
     }
     let h = digits(&rest[0..2], "the hour", input)?;
