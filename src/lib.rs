@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod pipeline;
 pub mod proto;
 pub mod pubsub;
+pub mod rest;
 pub mod retry;
 pub mod schema;
 pub mod sftime;
