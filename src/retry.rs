@@ -2,8 +2,11 @@
 //! used between attempts.
 //!
 //! Contract: [`classify_status`] maps a Pub/Sub gRPC status (Salesforce's `error-code` trailer
-//! first, the gRPC code second) to a [`Directive`]. [`Backoff`] is capped exponential backoff with
-//! full jitter; [`sleep_or_cancel`] is a sleep that shutdown interrupts.
+//! first, the gRPC code second) to a [`Directive`]. [`classify_http`] maps a failed REST call
+//! (HTTP status + Salesforce `errorCode`) to an [`HttpDirective`]; [`record_error_is_retryable`]
+//! says whether one record's save error (sObject Collections `statusCode`) is worth another try.
+//! [`Backoff`] is capped exponential backoff with full jitter; [`sleep_or_cancel`] is a sleep that
+//! shutdown interrupts.
 
 use std::time::Duration;
 
@@ -81,6 +84,80 @@ pub fn classify_status(status: &tonic::Status) -> Directive {
         | Code::Unimplemented
         | Code::DataLoss => Directive::Fatal,
     }
+}
+
+/// What to do after a REST call answered with a status other than 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpDirective {
+    /// Transient (5xx, 429, 408): send the same call again after a backoff.
+    Retry,
+    /// The session is no longer accepted (401): log in again, then retry.
+    Reauthenticate,
+    /// 403 `REQUEST_LIMIT_EXCEEDED`: the org's API allowance is gone (or, with the same code, too
+    /// many long-running requests are in flight). Wait until the allowance is back, then retry.
+    LimitExceeded,
+    /// Retrying the same request cannot help (bad request, permissions, not found, conflict).
+    Fatal,
+}
+
+/// The Salesforce error code of API quota exhaustion.
+pub const REQUEST_LIMIT_EXCEEDED: &str = "REQUEST_LIMIT_EXCEEDED";
+
+/// Classifies a REST call that answered `status` (not 2xx), with the first Salesforce
+/// `errorCode` of its error array when there is one.
+///
+/// * 401 (any code; Salesforce sends `INVALID_SESSION_ID`) → [`HttpDirective::Reauthenticate`].
+/// * 403 `REQUEST_LIMIT_EXCEEDED` → [`HttpDirective::LimitExceeded`]; any other 403 is a
+///   permission problem → [`HttpDirective::Fatal`].
+/// * 408, 429 (too many requests), and every 5xx (503: overloaded or maintenance) →
+///   [`HttpDirective::Retry`]. Salesforce documents no `Retry-After`; the caller backs off.
+/// * Any other code with `REQUEST_LIMIT_EXCEEDED` (seen on 503 by some clients) →
+///   [`HttpDirective::LimitExceeded`].
+/// * Everything else (400, 404, 405, 409, 410, 412, 415, 300, …) → [`HttpDirective::Fatal`].
+pub fn classify_http(status: u16, error_code: Option<&str>) -> HttpDirective {
+    if status == 401 {
+        return HttpDirective::Reauthenticate;
+    }
+    if error_code == Some(REQUEST_LIMIT_EXCEEDED) {
+        return HttpDirective::LimitExceeded;
+    }
+    match status {
+        408 | 429 | 500..=599 => HttpDirective::Retry,
+        _ => HttpDirective::Fatal,
+    }
+}
+
+/// Whether a per-record save error (the `statusCode` of an sObject Collections result, or the
+/// `errorCode` of a failed subrequest) can succeed when the same record is sent again unchanged.
+///
+/// Retryable, with the reason:
+/// * `UNABLE_TO_LOCK_ROW`: another transaction held the row (or a parent/sharing row) for longer
+///   than Salesforce waits (10 s); contention passes.
+/// * `SERVER_UNAVAILABLE`, `SERVICE_UNAVAILABLE`: the instance was briefly unavailable.
+/// * `REQUEST_LIMIT_EXCEEDED`: a quota, not the record; the limit guard waits it out.
+/// * `QUERY_TIMEOUT`: a query inside the save (trigger, sharing) timed out under load.
+/// * `ALL_OR_NONE_OPERATION_ROLLED_BACK`, `PROCESSING_HALTED`: this record was not written (or was
+///   rolled back) only because another record or subrequest failed; it is fine on its own.
+/// * `UNKNOWN_EXCEPTION`: Salesforce's "An unexpected error occurred": most often an internal
+///   hiccup that a second attempt gets past, but it can also be deterministic (some trigger or
+///   platform bugs). Counted as retryable so a transient fault is not dead-lettered; callers must
+///   cap the attempts per record (then dead-letter) so a deterministic one does not block them.
+///
+/// Everything else is a property of the record or the org (validation rules, required fields,
+/// duplicates, deleted or missing records, field permissions, `CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY`
+/// wrapping a trigger error, …): sending it again gives the same answer, so it is not retryable.
+pub fn record_error_is_retryable(code: &str) -> bool {
+    matches!(
+        code,
+        "UNABLE_TO_LOCK_ROW"
+            | "SERVER_UNAVAILABLE"
+            | "SERVICE_UNAVAILABLE"
+            | "REQUEST_LIMIT_EXCEEDED"
+            | "QUERY_TIMEOUT"
+            | "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+            | "PROCESSING_HALTED"
+            | "UNKNOWN_EXCEPTION"
+    )
 }
 
 /// Capped exponential backoff with full jitter.
@@ -187,6 +264,69 @@ mod tests {
     }
 
     #[test]
+    fn http_statuses_are_classified() {
+        assert_eq!(
+            classify_http(401, Some("INVALID_SESSION_ID")),
+            HttpDirective::Reauthenticate
+        );
+        assert_eq!(classify_http(401, None), HttpDirective::Reauthenticate);
+        assert_eq!(
+            classify_http(403, Some("REQUEST_LIMIT_EXCEEDED")),
+            HttpDirective::LimitExceeded
+        );
+        assert_eq!(
+            classify_http(403, Some("INSUFFICIENT_ACCESS")),
+            HttpDirective::Fatal
+        );
+        assert_eq!(classify_http(403, None), HttpDirective::Fatal);
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(
+                classify_http(status, None),
+                HttpDirective::Retry,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            classify_http(503, Some("SERVER_UNAVAILABLE")),
+            HttpDirective::Retry
+        );
+        for status in [300, 400, 404, 405, 409, 410, 412, 415] {
+            assert_eq!(
+                classify_http(status, Some("MALFORMED_QUERY")),
+                HttpDirective::Fatal,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn record_errors_are_classified() {
+        for code in [
+            "UNABLE_TO_LOCK_ROW",
+            "SERVER_UNAVAILABLE",
+            "REQUEST_LIMIT_EXCEEDED",
+            "QUERY_TIMEOUT",
+            "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+            "PROCESSING_HALTED",
+            "UNKNOWN_EXCEPTION",
+        ] {
+            assert!(record_error_is_retryable(code), "{code}");
+        }
+        for code in [
+            "REQUIRED_FIELD_MISSING",
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            "DUPLICATE_VALUE",
+            "ENTITY_IS_DELETED",
+            "INVALID_CROSS_REFERENCE_KEY",
+            "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY",
+            "unable_to_lock_row",
+            "",
+        ] {
+            assert!(!record_error_is_retryable(code), "{code}");
+        }
+    }
+
+    #[test]
     fn backoff_is_capped_and_resets() {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         for _ in 0..20 {
@@ -196,9 +336,4 @@ mod tests {
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
-}
-
-/// PLACEHOLDER (rest-client branch).
-pub fn record_error_is_retryable(code: &str) -> bool {
-    matches!(code, "UNABLE_TO_LOCK_ROW")
 }

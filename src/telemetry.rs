@@ -2,12 +2,13 @@
 //! them, and log setup.
 //!
 //! Contract: every counter forcebridge keeps is a field of [`PipelineStats`] or
-//! [`ChannelStats`], named by a `const` below; [`PipelineStats::snapshot`] reads them all (the
+//! [`ChannelStats`] (source), or of [`ApiStats`] / [`ApiLimitGauges`] (the sink's REST client and
+//! its limit guard), named by a `const` below; [`PipelineStats::snapshot`] reads the source's (the
 //! demo's summary, `/metrics` later). Counters are plain atomics, cheap on the hot path; the
 //! per-topic map is touched only by its channel's own task.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Pub/Sub events received, per channel.
@@ -87,6 +88,49 @@ impl SinkStats {
             retries: r(&self.retries),
             batches: r(&self.batches),
             composite_calls: r(&self.composite_calls),
+        }
+    }
+}
+
+/// Salesforce REST API calls the sink's client made that Salesforce answered (any status,
+/// including `/limits` polls and query pages).
+pub const SINK_API_CALLS: &str = "forcebridge_sink_api_calls_total";
+/// REST calls sent again after a transient failure, a re-login or an exhausted allowance.
+pub const SINK_API_RETRIES: &str = "forcebridge_sink_api_retries_total";
+/// Re-logins after Salesforce refused the session (401).
+pub const SINK_API_RELOGINS: &str = "forcebridge_sink_api_relogins_total";
+/// Gauge, 0 or 1: the sink holds its REST calls because the daily API allowance is down to the
+/// reserve.
+pub const SINK_API_PAUSED: &str = "forcebridge_sink_api_paused";
+/// Gauge: remaining daily API requests as last reported by Salesforce (`Sforce-Limit-Info` or
+/// `/limits`); absent until known.
+pub const SINK_API_REMAINING: &str = "forcebridge_sink_api_remaining";
+
+/// Counters of one REST client (shared by its clones).
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    /// [`SINK_API_CALLS`]
+    pub calls: AtomicU64,
+    /// [`SINK_API_RETRIES`]
+    pub retries: AtomicU64,
+    /// [`SINK_API_RELOGINS`]
+    pub relogins: AtomicU64,
+}
+
+/// Gauges of one API limit guard (shared by every worker of a sink).
+#[derive(Debug)]
+pub struct ApiLimitGauges {
+    /// [`SINK_API_PAUSED`]
+    pub paused: AtomicBool,
+    /// [`SINK_API_REMAINING`]; `u64::MAX` while unknown.
+    pub remaining: AtomicU64,
+}
+
+impl Default for ApiLimitGauges {
+    fn default() -> Self {
+        ApiLimitGauges {
+            paused: AtomicBool::new(false),
+            remaining: AtomicU64::new(u64::MAX),
         }
     }
 }

@@ -84,10 +84,7 @@ impl Running {
             if s.written + s.conflicts + s.dead_lettered >= n {
                 return;
             }
-            assert!(
-                !self.handle.is_finished(),
-                "the sink stopped early: {s:?}"
-            );
+            assert!(!self.handle.is_finished(), "the sink stopped early: {s:?}");
             assert!(Instant::now() < deadline, "only {s:?} of {n} finished");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -107,7 +104,11 @@ impl Running {
 type Message = (Option<String>, Vec<u8>, Vec<(String, String)>);
 
 fn msg(key: &str, value: Value) -> Message {
-    (Some(key.to_owned()), serde_json::to_vec(&value).unwrap(), vec![])
+    (
+        Some(key.to_owned()),
+        serde_json::to_vec(&value).unwrap(),
+        vec![],
+    )
 }
 
 async fn send(bootstrap: &str, messages: Vec<Message>) {
@@ -144,8 +145,11 @@ async fn five_thousand_mixed_operations_land_exactly() {
     let mut existing_ext = Vec::new();
     for i in 0..1000 {
         let ext = format!("X-{i:04}");
-        sim.create("Account", fields(json!({"Name": format!("Old {i}"), "External_Id__c": ext})))
-            .unwrap();
+        sim.create(
+            "Account",
+            fields(json!({"Name": format!("Old {i}"), "External_Id__c": ext})),
+        )
+        .unwrap();
         existing_ext.push(ext);
     }
     let to_update = sim.generate("Account", 1000).unwrap();
@@ -155,23 +159,38 @@ async fn five_thousand_mixed_operations_land_exactly() {
     let mut messages = Vec::new();
     for i in 0..2000 {
         let ext = format!("E-{i:04}");
-        messages.push(msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-            "fields": {"External_Id__c": ext, "Name": format!("New {i}"), "Rating": "Warm"}})));
+        messages.push(msg(
+            &ext,
+            json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": ext, "Name": format!("New {i}"), "Rating": "Warm"}}),
+        ));
     }
     for (i, ext) in existing_ext.iter().enumerate() {
-        messages.push(msg(ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-            "fields": {"External_Id__c": ext, "Name": format!("Renamed {i}")}})));
+        messages.push(msg(
+            ext,
+            json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": ext, "Name": format!("Renamed {i}")}}),
+        ));
     }
     for (i, id) in to_update.iter().enumerate() {
-        messages.push(msg(id, json!({"object": "Account", "operation": "update", "id": id, "timestamp": ts,
-            "fields": {"Phone": format!("+1 555 {i:04}"), "Rating": null}})));
+        messages.push(msg(
+            id,
+            json!({"object": "Account", "operation": "update", "id": id, "timestamp": ts,
+            "fields": {"Phone": format!("+1 555 {i:04}"), "Rating": null}}),
+        ));
     }
     for i in 0..500 {
-        messages.push(msg(&format!("I-{i}"), json!({"object": "Account", "operation": "insert",
-            "fields": {"Name": format!("Inserted {i}")}})));
+        messages.push(msg(
+            &format!("I-{i}"),
+            json!({"object": "Account", "operation": "insert",
+            "fields": {"Name": format!("Inserted {i}")}}),
+        ));
     }
     for id in &to_delete {
-        messages.push(msg(id, json!({"object": "Account", "operation": "delete", "id": id, "timestamp": ts})));
+        messages.push(msg(
+            id,
+            json!({"object": "Account", "operation": "delete", "id": id, "timestamp": ts}),
+        ));
     }
     assert_eq!(messages.len(), 5000);
     send(&bootstrap, messages).await;
@@ -182,16 +201,27 @@ async fn five_thousand_mixed_operations_land_exactly() {
     let stats = running.stop().await;
     let (used_after, _) = sim.api_usage();
 
-    assert_eq!((stats.written, stats.conflicts, stats.dead_lettered), (5000, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.written, stats.conflicts, stats.dead_lettered),
+        (5000, 0, 0),
+        "{stats:?}"
+    );
     let by_ext = accounts_by_ext(&sim);
     for i in 0..2000 {
         let r = &by_ext[&format!("E-{i:04}")];
-        assert_eq!((r["Name"].as_str(), r["Rating"].as_str()), (Some(format!("New {i}").as_str()), Some("Warm")));
+        assert_eq!(
+            (r["Name"].as_str(), r["Rating"].as_str()),
+            (Some(format!("New {i}").as_str()), Some("Warm"))
+        );
     }
     for (i, ext) in existing_ext.iter().enumerate() {
         assert_eq!(by_ext[ext]["Name"], format!("Renamed {i}"));
     }
-    assert_eq!(by_ext.len(), 3000, "upserts by External Id create no duplicates");
+    assert_eq!(
+        by_ext.len(),
+        3000,
+        "upserts by External Id create no duplicates"
+    );
     for (i, id) in to_update.iter().enumerate() {
         let r = sim.record("Account", id).unwrap();
         assert_eq!(r["Phone"], format!("+1 555 {i:04}"));
@@ -200,15 +230,25 @@ async fn five_thousand_mixed_operations_land_exactly() {
     let inserted = sim
         .records("Account")
         .into_iter()
-        .filter(|r| r["Name"].as_str().is_some_and(|n| n.starts_with("Inserted ")))
+        .filter(|r| {
+            r["Name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("Inserted "))
+        })
         .count();
     assert_eq!(inserted, 500);
     for id in &to_delete {
         assert_eq!(sim.record("Account", id).unwrap()["IsDeleted"], true);
     }
     let calls = used_after - used_before;
-    println!("5,000 write-backs: {calls} API calls ({} composite calls by the sink)", stats.composite_calls);
-    assert_eq!(calls, stats.composite_calls, "every call the org counted is one the sink made");
+    println!(
+        "5,000 write-backs: {calls} API calls ({} composite calls by the sink)",
+        stats.composite_calls
+    );
+    assert_eq!(
+        calls, stats.composite_calls,
+        "every call the org counted is one the sink made"
+    );
     assert!(calls <= 12, "about 2 calls per 1,000 records, got {calls}");
     sim.shutdown().await;
 }
@@ -221,32 +261,58 @@ async fn newer_changes_in_salesforce_win() {
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     let before = now_ms() - 60_000;
-    let human = sim.create("Account", fields(json!({"Name": "Edited by a person"}))).unwrap();
-    let stale = msg(&human, json!({"object": "Account", "operation": "update", "id": human,
-        "timestamp": before, "fields": {"Name": "Stale warehouse value"}}));
-    let fresh_ext = msg("F-1", json!({"object": "Account", "operation": "upsert",
-        "timestamp": now_ms() + 60_000, "fields": {"External_Id__c": "F-1", "Name": "First"}}));
+    let human = sim
+        .create("Account", fields(json!({"Name": "Edited by a person"})))
+        .unwrap();
+    let stale = msg(
+        &human,
+        json!({"object": "Account", "operation": "update", "id": human,
+        "timestamp": before, "fields": {"Name": "Stale warehouse value"}}),
+    );
+    let fresh_ext = msg(
+        "F-1",
+        json!({"object": "Account", "operation": "upsert",
+        "timestamp": now_ms() + 60_000, "fields": {"External_Id__c": "F-1", "Name": "First"}}),
+    );
     send(&bootstrap, vec![stale, fresh_ext]).await;
     let running = start(config(&sim, &bootstrap, "", ""));
     running.wait_finished(2).await;
     // Our own write of F-1 is newer than this message's timestamp, but it is ours: applied.
-    send(&bootstrap, vec![msg("F-1", json!({"object": "Account", "operation": "upsert",
-        "timestamp": before, "fields": {"External_Id__c": "F-1", "Name": "Second"}}))]).await;
+    send(
+        &bootstrap,
+        vec![msg(
+            "F-1",
+            json!({"object": "Account", "operation": "upsert",
+        "timestamp": before, "fields": {"External_Id__c": "F-1", "Name": "Second"}}),
+        )],
+    )
+    .await;
     running.wait_finished(3).await;
     let stats = running.stop().await;
 
     assert_eq!((stats.written, stats.conflicts), (2, 1), "{stats:?}");
-    assert_eq!(sim.record("Account", &human).unwrap()["Name"], "Edited by a person");
+    assert_eq!(
+        sim.record("Account", &human).unwrap()["Name"],
+        "Edited by a person"
+    );
     assert_eq!(accounts_by_ext(&sim)["F-1"]["Name"], "Second");
     let conflicts = wait_for_records(&bootstrap, CONFLICTS, 1, WAIT).await;
     assert_eq!(conflicts.len(), 1);
     let c = &conflicts[0];
     assert_eq!(c.key.as_deref(), Some(human.as_bytes()));
     assert_eq!(header(c, "forcebridge.conflict.record_id"), human);
-    assert_eq!(header(c, "forcebridge.conflict.record_timestamp"), forcebridge::sftime::format_datetime(before));
-    let sf = forcebridge::sftime::parse_datetime(&header(c, "forcebridge.conflict.salesforce_modstamp")).unwrap();
+    assert_eq!(
+        header(c, "forcebridge.conflict.record_timestamp"),
+        forcebridge::sftime::format_datetime(before)
+    );
+    let sf =
+        forcebridge::sftime::parse_datetime(&header(c, "forcebridge.conflict.salesforce_modstamp"))
+            .unwrap();
     assert!(sf > before, "Salesforce's SystemModstamp is the newer one");
-    assert_eq!(header(c, "forcebridge.conflict.last_modified_by"), sim.config().user_id);
+    assert_eq!(
+        header(c, "forcebridge.conflict.last_modified_by"),
+        sim.config().user_id
+    );
     let original: Value = serde_json::from_slice(c.value.as_deref().unwrap()).unwrap();
     assert_eq!(original["fields"]["Name"], "Stale warehouse value");
     sim.shutdown().await;
@@ -260,23 +326,47 @@ async fn failures_are_dead_lettered_and_the_rest_commit() {
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
-    sim.add_validation_rule("Account", "Name", json!("REJECT ME"), "Names may not be REJECT ME");
+    sim.add_validation_rule(
+        "Account",
+        "Name",
+        json!("REJECT ME"),
+        "Names may not be REJECT ME",
+    )
+    .unwrap();
     sim.lock_rows(3);
     let ts = now_ms();
     let mut messages = vec![
         (Some("bad-json".to_owned()), b"{not json".to_vec(), vec![]),
-        msg("bad-op", json!({"object": "Account", "operation": "merge", "fields": {"Name": "x"}})),
-        msg("no-id", json!({"object": "Contact", "operation": "update", "timestamp": ts, "fields": {"Email": "a@b.c"}})),
-        msg("rule", json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-            "fields": {"External_Id__c": "V-1", "Name": "REJECT ME"}})),
-        msg("required", json!({"object": "Account", "operation": "insert", "fields": {"Phone": "1"}})),
-        msg("bad-field", json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-            "fields": {"External_Id__c": "B-1", "Name": "x", "Bogus__c": 1}})),
+        msg(
+            "bad-op",
+            json!({"object": "Account", "operation": "merge", "fields": {"Name": "x"}}),
+        ),
+        msg(
+            "no-id",
+            json!({"object": "Contact", "operation": "update", "timestamp": ts, "fields": {"Email": "a@b.c"}}),
+        ),
+        msg(
+            "rule",
+            json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": "V-1", "Name": "REJECT ME"}}),
+        ),
+        msg(
+            "required",
+            json!({"object": "Account", "operation": "insert", "fields": {"Phone": "1"}}),
+        ),
+        msg(
+            "bad-field",
+            json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": "B-1", "Name": "x", "Bogus__c": 1}}),
+        ),
     ];
     for i in 0..20 {
         let ext = format!("OK-{i:02}");
-        messages.push(msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-            "fields": {"External_Id__c": ext, "Name": format!("Fine {i}")}})));
+        messages.push(msg(
+            &ext,
+            json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+            "fields": {"External_Id__c": ext, "Name": format!("Fine {i}")}}),
+        ));
     }
     send(&bootstrap, messages).await;
     let running = start(config(&sim, &bootstrap, "", ""));
@@ -294,18 +384,44 @@ async fn failures_are_dead_lettered_and_the_rest_commit() {
         .map(|r| (String::from_utf8(r.key.clone().unwrap()).unwrap(), r))
         .collect();
     let expect = [
-        ("bad-json", "sink.message", "INVALID_MESSAGE", "value is not a JSON object"),
-        ("bad-op", "sink.message", "INVALID_MESSAGE", "`operation`: unknown operation `merge`"),
-        ("no-id", "sink.message", "INVALID_MESSAGE", "`id` is missing"),
-        ("rule", "sink.write", "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Names may not be REJECT ME"),
+        (
+            "bad-json",
+            "sink.message",
+            "INVALID_MESSAGE",
+            "value is not a JSON object",
+        ),
+        (
+            "bad-op",
+            "sink.message",
+            "INVALID_MESSAGE",
+            "`operation`: unknown operation `merge`",
+        ),
+        (
+            "no-id",
+            "sink.message",
+            "INVALID_MESSAGE",
+            "`id` is missing",
+        ),
+        (
+            "rule",
+            "sink.write",
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            "Names may not be REJECT ME",
+        ),
         ("required", "sink.write", "REQUIRED_FIELD_MISSING", "Name"),
         ("bad-field", "sink.write", "INVALID_FIELD", "Bogus__c"),
     ];
     for (key, stage, code, reason) in expect {
-        let r = by_key.get(key).unwrap_or_else(|| panic!("{key} not dead-lettered: {:?}", by_key.keys()));
+        let r = by_key
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not dead-lettered: {:?}", by_key.keys()));
         assert_eq!(header(r, "forcebridge.error.stage"), stage, "{key}");
         assert_eq!(header(r, "forcebridge.error.status_code"), code, "{key}");
-        assert!(header(r, "forcebridge.error.reason").contains(reason), "{key}: {}", header(r, "forcebridge.error.reason"));
+        assert!(
+            header(r, "forcebridge.error.reason").contains(reason),
+            "{key}: {}",
+            header(r, "forcebridge.error.reason")
+        );
         assert_eq!(header(r, "forcebridge.source.topic"), WRITEBACK);
     }
 
@@ -328,8 +444,11 @@ async fn a_crash_before_the_commit_repeats_writes_idempotently() {
     let messages: Vec<Message> = (0..1500)
         .map(|i| {
             let ext = format!("C-{i:04}");
-            msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-                "fields": {"External_Id__c": ext, "Name": format!("Crash {i}")}}))
+            msg(
+                &ext,
+                json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                "fields": {"External_Id__c": ext, "Name": format!("Crash {i}")}}),
+            )
         })
         .collect();
     send(&bootstrap, messages).await;
@@ -343,8 +462,15 @@ async fn a_crash_before_the_commit_repeats_writes_idempotently() {
     let second = start(config(&sim, &bootstrap, "", ""));
     second.wait_finished(1500).await;
     let stats = second.stop().await;
-    assert_eq!(stats.received, 1500, "every uncommitted record is read again");
-    assert_eq!((stats.written, stats.conflicts, stats.dead_lettered), (1500, 0, 0), "{stats:?}");
+    assert_eq!(
+        stats.received, 1500,
+        "every uncommitted record is read again"
+    );
+    assert_eq!(
+        (stats.written, stats.conflicts, stats.dead_lettered),
+        (1500, 0, 0),
+        "{stats:?}"
+    );
     let by_ext = accounts_by_ext(&sim);
     assert_eq!(by_ext.len(), 1500, "no duplicates");
     assert!((0..1500).all(|i| by_ext[&format!("C-{i:04}")]["Name"] == format!("Crash {i}")));
@@ -364,8 +490,11 @@ async fn writing_pauses_at_the_api_reserve_and_resumes() {
     let messages: Vec<Message> = (0..10)
         .map(|i| {
             let ext = format!("L-{i}");
-            msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-                "fields": {"External_Id__c": ext, "Name": "Limited"}}))
+            msg(
+                &ext,
+                json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                "fields": {"External_Id__c": ext, "Name": "Limited"}}),
+            )
         })
         .collect();
     send(&bootstrap, messages).await;
@@ -410,14 +539,21 @@ async fn write_backs_do_not_echo_into_the_source_topics() {
         ));
         let stats = Arc::new(SinkStats::default());
         let sink_task = tokio::spawn(sink::run(config.clone(), stats.clone(), cancel.clone()));
-        let running = Running { cancel: cancel.clone(), stats, handle: sink_task };
+        let running = Running {
+            cancel: cancel.clone(),
+            stats,
+            handle: sink_task,
+        };
 
         let ts = now_ms();
         let messages: Vec<Message> = (0..50)
             .map(|i| {
                 let ext = format!("R-{i:02}");
-                msg(&ext, json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-                    "fields": {"External_Id__c": ext, "Name": format!("Round trip {i}")}}))
+                msg(
+                    &ext,
+                    json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                    "fields": {"External_Id__c": ext, "Name": format!("Round trip {i}")}}),
+                )
             })
             .collect();
         send(&bootstrap, messages).await;
@@ -425,16 +561,23 @@ async fn write_backs_do_not_echo_into_the_source_topics() {
         assert_eq!(accounts_by_ext(&sim).len(), 50);
         // A change by a person after the write-backs: once it is in Kafka, every echo before it
         // has been through the source.
-        let fence = sim.create("Account", fields(json!({"Name": "Fence"}))).unwrap();
+        let fence = sim
+            .create("Account", fields(json!({"Name": "Fence"})))
+            .unwrap();
         let expected = if mode == "drop" { 1 } else { 51 };
         let records = wait_for_records(&bootstrap, "salesforce.Account", expected, WAIT).await;
         let sunk = running.stop().await;
         source_task.await.unwrap().unwrap();
         assert_eq!(sunk.written, 50);
         assert_eq!(records.len(), expected, "{mode}");
-        let fence_record = records.iter().find(|r| r.key.as_deref() == Some(fence.as_bytes()));
+        let fence_record = records
+            .iter()
+            .find(|r| r.key.as_deref() == Some(fence.as_bytes()));
         assert!(fence_record.is_some(), "{mode}: the fence arrived");
-        let marked = records.iter().filter(|r| r.header("forcebridge.echo").is_some()).count();
+        let marked = records
+            .iter()
+            .filter(|r| r.header("forcebridge.echo").is_some())
+            .count();
         assert_eq!(marked, expected - 1, "{mode}");
         let echoes = source_stats.snapshot().channels["/data/AccountChangeEvent"].echoes;
         assert!(echoes >= 1, "{mode}: echo events were recognised");

@@ -396,7 +396,11 @@ pub async fn wait_for_records(
 
 /// Produces `records` (key, value, headers) to `topic` in order and waits until all are
 /// acknowledged (blocking).
-pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>, Vec<(String, String)>)]) {
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<String>, Vec<u8>, Vec<(String, String)>)],
+) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -412,14 +416,20 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>
         }
         if !headers.is_empty() {
             record = record.headers(headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header { key: k, value: Some(v.as_bytes()) })
+                h.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                })
             }));
         }
         let mut record = record;
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -427,5 +437,7 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).expect("test producer flush");
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("test producer flush");
 }
