@@ -4,8 +4,11 @@
 //! on loopback, readable by any Kafka client), runs the real pipeline against them with a config
 //! rendered exactly as a user would write it, makes a known stream of changes (creates, updates,
 //! deletes, undeletes, a multi-record transaction, contacts, Platform Events), shows progress,
-//! and ends with a summary read back from Kafka. It fails (non-zero exit) when Kafka does not
-//! hold exactly the records the changes should produce.
+//! and ends with a summary read back from Kafka. Then the round trip: write-back messages go
+//! to a Kafka topic, the sink writes them into the org (upserts by External Id, updates by Id,
+//! one stale update that loses to a newer change in the org, two malformed messages), and the
+//! source drops their echo. It fails (non-zero exit) when Kafka does not hold exactly the
+//! records the changes should produce, or the org does not hold what was written back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,10 +17,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::AckWindow;
 use crate::config::Config;
 use crate::kafka::EmbeddedKafka;
+use crate::kafka::{OutgoingRecord, Producer};
 use crate::sim::{SimConfig, SimOrg};
-use crate::telemetry::PipelineStats;
+use crate::telemetry::{PipelineStats, SinkStats};
 
 /// Options of `forcebridge demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +36,9 @@ pub struct DemoArgs {
     /// Platform Events (`/event/Order_Event__e`) to publish.
     #[arg(long, default_value_t = 100)]
     pub platform_events: usize,
+    /// Write-back messages (upserts of new accounts by External Id) for the round trip.
+    #[arg(long, default_value_t = 1000)]
+    pub write_backs: usize,
     /// Keep the simulated org and Kafka running after the summary, until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
@@ -50,6 +58,8 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
     #[error("{0}")]
     Mismatch(String),
 }
@@ -57,6 +67,8 @@ pub enum DemoError {
 const ACCOUNT_TOPIC: &str = "salesforce.Account";
 const CONTACT_TOPIC: &str = "salesforce.Contact";
 const ORDER_TOPIC: &str = "salesforce.Order_Event__e";
+const WRITEBACK_TOPIC: &str = "salesforce.writeback";
+const CONFLICTS_TOPIC: &str = "forcebridge.conflicts";
 
 /// Runs the demo until the summary (or until `cancel` with `--keep-running`).
 pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoError> {
@@ -73,6 +85,8 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
         ACCOUNT_TOPIC,
         CONTACT_TOPIC,
         ORDER_TOPIC,
+        WRITEBACK_TOPIC,
+        CONFLICTS_TOPIC,
     ] {
         kafka
             .create_topic(topic, 1)
@@ -89,12 +103,18 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
     );
 
     let config_text = demo_config(&sim, &bootstrap);
-    let config = Config::from_yaml(&config_text, |_| None)?;
+    let config = Arc::new(Config::from_yaml(&config_text, |_| None)?);
     let stats = Arc::new(PipelineStats::default());
+    let sink_stats = Arc::new(SinkStats::default());
     let pipeline_cancel = cancel.child_token();
     let pipeline = tokio::spawn(crate::pipeline::run(
-        config,
+        config.clone(),
         stats.clone(),
+        pipeline_cancel.clone(),
+    ));
+    let sink = tokio::spawn(crate::sink::run(
+        config.clone(),
+        sink_stats.clone(),
         pipeline_cancel.clone(),
     ));
 
@@ -127,11 +147,21 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
             break;
         }
     }
+    let source_elapsed = started.elapsed();
+
+    let round_trip = if pipeline.is_finished() || sink.is_finished() || cancel.is_cancelled() {
+        None
+    } else {
+        Some(round_trip(&sim, &bootstrap, &args, &stats, &sink_stats, &expected).await?)
+    };
+
     pipeline_cancel.cancel();
     let outcome = pipeline
         .await
         .map_err(|e| DemoError::Mismatch(format!("pipeline task failed: {e}")))?;
     outcome?;
+    sink.await
+        .map_err(|e| DemoError::Mismatch(format!("sink task failed: {e}")))??;
     let elapsed = started.elapsed();
 
     // The summary is read back from Kafka, not from our own counters.
@@ -143,7 +173,10 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
         in_kafka.insert(topic.clone(), count);
     }
     println!();
-    println!("summary ({:.1?})", elapsed);
+    println!(
+        "summary ({:.1?}; source phase {:.1?})",
+        elapsed, source_elapsed
+    );
     println!(
         "  events received from Salesforce  {}",
         snapshot.events_received()
@@ -161,6 +194,9 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
     println!("    {:<32} {:>8} {:>8}", "topic", "expected", "in Kafka");
     let mut ok = true;
     for (topic, want) in &expected {
+        // The round trip adds exactly two Account records, both changes made by a person: the
+        // contested edit and the fence. The write-backs' echoes are dropped.
+        let want = &(want + 2 * u64::from(topic == ACCOUNT_TOPIC && round_trip.is_some()));
         let got = in_kafka.get(topic).copied().unwrap_or(0);
         let mark = if got == *want { "ok" } else { "MISMATCH" };
         ok &= got == *want;
@@ -174,6 +210,42 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
         "  schemas fetched (GetSchema)      {}",
         snapshot.schemas_fetched
     );
+    if let Some(rt) = &round_trip {
+        let s = sink_stats.snapshot();
+        println!(
+            "  write-back (Kafka → Salesforce)  {} messages",
+            rt.messages
+        );
+        println!(
+            "    written {}  conflicts {}  dead-lettered {}  retries {}",
+            s.written, s.conflicts, s.dead_lettered, s.retries
+        );
+        println!(
+            "    API calls spent {} ({} composite calls, {:.0} records per call)",
+            rt.api_calls,
+            s.composite_calls,
+            s.written as f64 / rt.api_calls.max(1) as f64
+        );
+        let org_ok = rt.in_org == rt.expected_in_org;
+        let counts_ok =
+            s.written == rt.expected_written && s.conflicts == 1 && s.dead_lettered == 2;
+        println!(
+            "    accounts in the org by External Id {}/{}  {}",
+            rt.in_org,
+            rt.expected_in_org,
+            if org_ok { "ok" } else { "MISMATCH" }
+        );
+        println!(
+            "    outcomes (written {}, 1 conflict, 2 dead letters)  {}",
+            rt.expected_written,
+            if counts_ok { "ok" } else { "MISMATCH" }
+        );
+        println!(
+            "    echoes dropped by the source   {} events (none reached {ACCOUNT_TOPIC})",
+            rt.echoes
+        );
+        ok &= org_ok && counts_ok;
+    }
     println!();
     println!("Kafka bootstrap servers: {bootstrap}");
     if args.keep_running {
@@ -213,6 +285,13 @@ source:
       initial_replay: earliest
   topic_template: "salesforce.{{object}}"
   checkpoint_interval: 200ms
+sink:
+  topics: [{WRITEBACK_TOPIC}]
+  objects:
+    Account:
+      external_id_field: External_Id__c
+  linger: 100ms
+  commit_interval: 200ms
 kafka:
   bootstrap_servers: {bootstrap}
 "#,
@@ -291,5 +370,168 @@ fn make_changes(sim: &SimOrg, args: &DemoArgs) -> Result<Changes, String> {
             (CONTACT_TOPIC.to_owned(), args.contacts as u64),
             (ORDER_TOPIC.to_owned(), args.platform_events as u64),
         ]),
+    })
+}
+
+/// What the round trip did.
+struct RoundTrip {
+    messages: usize,
+    expected_written: u64,
+    expected_in_org: usize,
+    in_org: usize,
+    api_calls: u64,
+    echoes: u64,
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Writes back through Kafka: upserts of new accounts, updates by Id, one stale update (a
+/// conflict), two malformed messages (dead letters); waits until the sink finished them and the
+/// source has seen a change made after them (so every echo went through it).
+async fn round_trip(
+    sim: &SimOrg,
+    bootstrap: &str,
+    args: &DemoArgs,
+    stats: &PipelineStats,
+    sink_stats: &SinkStats,
+    expected: &BTreeMap<String, u64>,
+) -> Result<RoundTrip, DemoError> {
+    println!();
+    println!(
+        "round trip: {} write-back messages → {WRITEBACK_TOPIC} → Salesforce",
+        args.write_backs
+    );
+    let (used_before, _) = sim.api_usage();
+    let existing: Vec<String> = sim
+        .records("Account")
+        .into_iter()
+        .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_owned))
+        .take(100)
+        .collect();
+    let past = epoch_ms() - 3_600_000;
+    // Someone edits the first account in the org now; a write-back from an hour ago loses.
+    let contested = existing.first().cloned();
+    if let Some(id) = &contested {
+        sim.update(
+            "Account",
+            id,
+            fields(json!({"Description": "edited in Salesforce"})),
+        )
+        .map_err(|e| DemoError::Sim(e.to_string()))?;
+    }
+    let now = epoch_ms();
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..args.write_backs {
+        let ext = format!("DEMO-{i:06}");
+        let value = json!({"object": "Account", "operation": "upsert", "timestamp": now,
+            "fields": {"External_Id__c": ext, "Name": format!("Warehouse customer {i}"), "Rating": "Warm"}});
+        messages.push((ext, value.to_string().into_bytes()));
+    }
+    for id in existing.iter().skip(1) {
+        let value = json!({"object": "Account", "operation": "update", "id": id, "timestamp": now,
+            "fields": {"Description": "enriched by the warehouse"}});
+        messages.push((id.clone(), value.to_string().into_bytes()));
+    }
+    if let Some(id) = &contested {
+        let value = json!({"object": "Account", "operation": "update", "id": id, "timestamp": past,
+            "fields": {"Description": "stale warehouse value"}});
+        messages.push((id.clone(), value.to_string().into_bytes()));
+    }
+    messages.push(("malformed-1".into(), b"{this is not json".to_vec()));
+    messages.push((
+        "malformed-2".into(),
+        br#"{"object": "Account", "operation": "merge", "fields": {"Name": "x"}}"#.to_vec(),
+    ));
+    let expected_written = (args.write_backs + existing.len().saturating_sub(1)) as u64;
+
+    let producer = Producer::new(&crate::kafka::KafkaSettings {
+        bootstrap_servers: bootstrap.to_owned(),
+        properties: Default::default(),
+    })
+    .map_err(|e| DemoError::Kafka(e.to_string()))?;
+    let window = AckWindow::new();
+    for (key, value) in &messages {
+        let handle = window.begin(bytes::Bytes::new());
+        let record = OutgoingRecord {
+            topic: WRITEBACK_TOPIC,
+            key: Some(key.as_bytes()),
+            value: Some(value),
+            headers: &[],
+        };
+        producer
+            .send(record, handle.token())
+            .await
+            .map_err(|e| DemoError::Kafka(e.to_string()))?;
+        handle.seal();
+    }
+    window.wait_idle().await;
+    if let Some(reason) = window.failure() {
+        return Err(DemoError::Kafka(reason));
+    }
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    let total = messages.len() as u64;
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        let s = sink_stats.snapshot();
+        let done = s.written + s.conflicts + s.dead_lettered;
+        println!(
+            "  [{:>5.1}s] write-backs {:>6}/{total}  written {}  conflicts {}  dead-lettered {}",
+            started.elapsed().as_secs_f64(),
+            done,
+            s.written,
+            s.conflicts,
+            s.dead_lettered
+        );
+        if done >= total || Instant::now() > deadline {
+            break;
+        }
+    }
+    let (used_after, _) = sim.api_usage();
+
+    // A change made by a person after the write-backs: once the source has produced it, every
+    // echo of the write-backs has been through the source.
+    let fence = sim
+        .create(
+            "Account",
+            fields(json!({"Name": "Fence: made after the write-backs"})),
+        )
+        .map_err(|e| DemoError::Sim(e.to_string()))?;
+    let want = expected.get(ACCOUNT_TOPIC).copied().unwrap_or(0) + 2;
+    let account_channel = stats.channel("/data/AccountChangeEvent");
+    while Instant::now() < deadline {
+        let produced = stats
+            .snapshot()
+            .records_by_topic
+            .get(ACCOUNT_TOPIC)
+            .copied()
+            .unwrap_or(0);
+        if produced >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = fence;
+    let in_org = (0..args.write_backs)
+        .filter(|i| {
+            sim.find_by_external_id("Account", "External_Id__c", &format!("DEMO-{i:06}"))
+                .is_some()
+        })
+        .count();
+    Ok(RoundTrip {
+        messages: messages.len(),
+        expected_written,
+        expected_in_org: args.write_backs,
+        in_org,
+        api_calls: used_after - used_before,
+        echoes: account_channel
+            .echoes
+            .load(std::sync::atomic::Ordering::Relaxed),
     })
 }
