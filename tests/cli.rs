@@ -68,6 +68,8 @@ fn demo_summary_matches_the_changes() {
             "20",
             "--platform-events",
             "10",
+            "--write-backs",
+            "100",
         ])
         .output()
         .unwrap();
@@ -77,9 +79,10 @@ fn demo_summary_matches_the_changes() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // 300 creates + 150 updates + 10 in one transaction + 5 deletes + 2 undeletes.
+    // 300 creates + 150 updates + 10 in one transaction + 5 deletes + 2 undeletes, plus the
+    // round trip's two changes made by a person (its write-backs' echoes are dropped).
     assert!(
-        stdout.contains("salesforce.Account                    467      467  ok"),
+        stdout.contains("salesforce.Account                    469      469  ok"),
         "{stdout}"
     );
     assert!(
@@ -95,6 +98,15 @@ fn demo_summary_matches_the_changes() {
         "{stdout}"
     );
     assert!(!stdout.contains("MISMATCH"));
+    // The round trip: 100 upserts + 99 updates written, one stale update, two malformed.
+    assert!(
+        stdout.contains("accounts in the org by External Id 100/100  ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("outcomes (written 199, 1 conflict, 2 dead letters)  ok"),
+        "{stdout}"
+    );
 }
 
 /// `check` logs in, asks GetTopic for every channel and reaches Kafka; a channel the org does not
