@@ -1,8 +1,9 @@
 //! `forcebridge check`: is it safe to start with this config?
 //!
-//! Contract: after the config has validated, logs in to Salesforce, connects to the Pub/Sub API,
-//! asks `GetTopic` for every channel (it must exist and allow subscribing), and asks Kafka for
-//! metadata. Every step prints one line, `ok` or the reason; secrets are never printed. Returns
+//! Contract: after the config has validated, logs in to Salesforce; with a source, connects to the
+//! Pub/Sub API and asks `GetTopic` for every channel (it must exist and allow subscribing); with a
+//! sink, reads `/limits` through the REST client (one API call) and reports the daily allowance
+//! against the reserve; then asks Kafka for metadata. Every step prints one line, `ok` or the reason; secrets are never printed. Returns
 //! `false` when any step failed.
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use crate::auth::{Authenticator, SessionHandle};
 use crate::config::Config;
 use crate::pubsub::PubSub;
+use crate::rest::{LimitGuard, Reserve, RestClient};
 
 /// Runs the checks, printing a report; `true` when all passed.
 pub async fn run(config: &Config) -> bool {
@@ -23,9 +25,10 @@ pub async fn run(config: &Config) -> bool {
     };
     report("config", Ok(String::new()));
 
-    let session = match crate::auth::http_client(config.salesforce.http_timeout) {
+    let http = crate::auth::http_client(config.salesforce.http_timeout);
+    let session = match &http {
         Err(err) => Err(err.to_string()),
-        Ok(http) => Authenticator::new(&config.salesforce, http)
+        Ok(http) => Authenticator::new(&config.salesforce, http.clone())
             .login()
             .await
             .map_err(|e| e.to_string()),
@@ -46,7 +49,45 @@ pub async fn run(config: &Config) -> bool {
             None
         }
     };
-    if let Some(session) = session {
+    if let (Some(session), Some(sink), Ok(http)) = (&session, &config.sink, &http) {
+        let reserve = match sink.api_reserve {
+            crate::config::ApiReserve::Calls(n) => Reserve::Calls(n),
+            crate::config::ApiReserve::Percent(p) => Reserve::Percent(p),
+        };
+        let guard = LimitGuard::new(reserve, sink.limits_poll_interval);
+        let rest = RestClient::new(
+            http.clone(),
+            Authenticator::new(&config.salesforce, http.clone()),
+            session.clone(),
+            config.salesforce.api_version.clone(),
+            config.client_tag().to_owned(),
+            guard.clone(),
+        );
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let limits = tokio::time::timeout(config.salesforce.http_timeout, rest.limits(&cancel));
+        let outcome = match limits.await {
+            Err(_) => Err("no answer in time".to_owned()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Ok(Ok(usage)) => {
+                let keep = guard.reserve().calls(usage.max);
+                if usage.remaining() <= keep {
+                    Err(format!(
+                        "{} of {} daily API calls left, at or under the reserve of {keep}: writing would pause",
+                        usage.remaining(),
+                        usage.max
+                    ))
+                } else {
+                    Ok(format!(
+                        "{} of {} daily API calls left, reserve {keep}",
+                        usage.remaining(),
+                        usage.max
+                    ))
+                }
+            }
+        };
+        report("REST API (sink)", outcome);
+    }
+    if let Some(session) = session.filter(|_| config.source.is_some()) {
         match PubSub::connect(
             &config.salesforce.pubsub_endpoint,
             session,

@@ -123,7 +123,7 @@ async fn check_connects_and_names_a_missing_channel() {
         std::fs::write(
             &path,
             format!(
-                "salesforce:\n  login_url: {}\n  pubsub_endpoint: {}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {}\n    client_secret: ${{FB_SECRET}}\nsource:\n  channels:\n{channels}kafka:\n  bootstrap_servers: {}\n",
+                "salesforce:\n  login_url: {}\n  pubsub_endpoint: {}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {}\n    client_secret: ${{FB_SECRET}}\nsource:\n  channels:\n{channels}sink:\n  topics: [writeback]\n  api_reserve: 100\nkafka:\n  bootstrap_servers: {}\n",
                 sim.instance_url(),
                 sim.pubsub_endpoint(),
                 c.client_id,
@@ -165,7 +165,21 @@ async fn check_connects_and_names_a_missing_channel() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("safe to start"), "{stdout}");
+    assert!(
+        stdout.contains("ok      REST API (sink) (")
+            && stdout.contains("of 100000 daily API calls left, reserve 100)"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(&c.client_secret) && !stderr.contains(&c.client_secret));
+
+    // An org whose allowance is down to the reserve: the sink would pause at once.
+    sim.set_api_usage(99_950);
+    let output = run(path.clone(), c.client_secret.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("FAILED  REST API (sink)"), "{stdout}");
+    assert!(stdout.contains("writing would pause"), "{stdout}");
+    sim.set_api_usage(0);
 
     let output = run(path.clone(), "wrong-secret".into()).await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
