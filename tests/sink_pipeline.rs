@@ -593,3 +593,52 @@ async fn write_backs_do_not_echo_into_the_source_topics() {
         sim.shutdown().await;
     }
 }
+
+/// A session Salesforce refuses and forcebridge cannot renew (a configured access token) is not
+/// the records' fault: nothing is dead-lettered or committed; the sink retries until the token
+/// works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_session_dead_letters_nothing() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let token = sim.issue_access_token();
+    let ts = now_ms();
+    send(
+        &bootstrap,
+        (0..5)
+            .map(|i| {
+                let ext = format!("T-{i}");
+                msg(
+                    &ext,
+                    json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                "fields": {"External_Id__c": ext, "Name": "Token"}}),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let text = format!(
+        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {login}\n  allow_plaintext: true\n  auth:\n    type: access_token\n    access_token: {token}\n    instance_url: {login}\n    org_id: {org}\nsink:\n  topics: [{WRITEBACK}]\n  objects:\n    Account:\n      external_id_field: External_Id__c\n  linger: 50ms\n  commit_interval: 100ms\nkafka:\n  bootstrap_servers: {bootstrap}\n  create_topics: false\n  properties:\n    session.timeout.ms: \"6000\"\n",
+        login = sim.instance_url(),
+        org = sim.config().org_id,
+    );
+    let config = Config::from_yaml(&text, |_| None).unwrap();
+    // The token is revoked after login (the consumer group takes seconds to form on the mock
+    // cluster, so no write happens before): every REST call answers 401.
+    let running = start(config);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.revoke_tokens();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && running.stats.snapshot().received < 5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = running.stop().await;
+    assert!(stats.received >= 5, "{stats:?}");
+    assert_eq!((stats.written, stats.dead_lettered), (0, 0), "{stats:?}");
+    assert!(accounts_by_ext(&sim).is_empty());
+    let dead = wait_for_records(&bootstrap, DLQ, 1, Duration::from_millis(500)).await;
+    assert!(dead.is_empty());
+    sim.shutdown().await;
+}

@@ -68,6 +68,9 @@ pub struct WriteOp {
     pub fields: Map<String, Value>,
     /// The source's change time (epoch ms), compared with `SystemModstamp`.
     pub timestamp: Option<i64>,
+    /// An insert that sets the object's External Id field: that field and value, so that later
+    /// writes addressing the new record by External Id wait for the insert.
+    pub insert_key: Option<(String, String)>,
 }
 
 impl WriteOp {
@@ -75,12 +78,18 @@ impl WriteOp {
     /// then the 15-character Id or the External Id field and its lower-cased value (External Ids
     /// are case-insensitive unless configured otherwise in Salesforce).
     pub fn order_key(&self) -> Option<String> {
+        let object = self.object.to_ascii_lowercase();
         match &self.target {
-            Target::New => None,
-            Target::Id(id) => Some(format!("{}\0id\0{}", self.object, id15(id))),
+            Target::New => self.insert_key.as_ref().map(|(field, value)| {
+                format!(
+                    "{object}\0{}\0{}",
+                    field.to_ascii_lowercase(),
+                    value.to_lowercase()
+                )
+            }),
+            Target::Id(id) => Some(format!("{object}\0id\0{}", id15(id))),
             Target::External { field, value } => Some(format!(
-                "{}\0{}\0{}",
-                self.object,
+                "{object}\0{}\0{}",
                 field.to_ascii_lowercase(),
                 value.to_lowercase()
             )),
@@ -152,10 +161,11 @@ pub fn parse(
             .iter()
             .find(|(k, _)| *k == name)
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .map(str::to_owned)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     };
 
-    let object = match msg.remove("object") {
+    let object = match msg.remove("object").filter(|v| !v.is_null()) {
         Some(v) => string(v, "object")?,
         None => header(HEADER_OBJECT).ok_or_else(|| MessageError::Missing {
             field: "object",
@@ -168,7 +178,7 @@ pub fn parse(
             format!("`{object}` is not an object API name"),
         ));
     }
-    let operation = match msg.remove("operation") {
+    let operation = match msg.remove("operation").filter(|v| !v.is_null()) {
         Some(v) => string(v, "operation")?,
         None => header(HEADER_OPERATION).ok_or_else(|| MessageError::Missing {
             field: "operation",
@@ -191,7 +201,15 @@ pub fn parse(
             ));
         }
     };
-    let settings = opts.objects.get(&object);
+    // Object API names are case-insensitive in Salesforce: use the configured spelling.
+    let (object, settings) = match opts
+        .objects
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(&object))
+    {
+        Some((name, settings)) => (name.clone(), Some(settings)),
+        None => (object, None),
+    };
 
     let id = msg
         .remove("id")
@@ -333,6 +351,13 @@ pub fn parse(
             hint: "last-write-wins compares it with the record's SystemModstamp (epoch ms or a datetime)".into(),
         });
     }
+    let insert_key = match (&target, &ext_field) {
+        (Target::New, Some(field)) => match fields.get(field) {
+            Some(Value::String(v)) if !v.is_empty() => Some((field.clone(), v.clone())),
+            _ => None,
+        },
+        _ => None,
+    };
     Ok(WriteOp {
         object,
         kind,
@@ -343,6 +368,7 @@ pub fn parse(
             fields
         },
         timestamp,
+        insert_key,
     })
 }
 
@@ -607,5 +633,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(op.timestamp, None);
+    }
+
+    #[test]
+    fn object_names_are_case_insensitive_and_inserts_order_with_later_writes() {
+        // `account` finds the `Account` settings: field map, ignore list, External Id field.
+        let op = parse_json(json!({"object": "account", "operation": "insert",
+            "fields": {"name": "A", "Secret__c": "s", "External_Id__c": "X-1"}}))
+        .unwrap();
+        assert_eq!(op.object, "Account");
+        assert_eq!(
+            Value::Object(op.fields.clone()),
+            json!({"Name": "A", "External_Id__c": "X-1"})
+        );
+        let update = parse_json(
+            json!({"object": "ACCOUNT", "operation": "update", "timestamp": 1,
+            "fields": {"External_Id__c": "x-1", "Phone": "1"}}),
+        )
+        .unwrap();
+        assert!(op.order_key().is_some());
+        assert_eq!(
+            op.order_key(),
+            update.order_key(),
+            "the update waits for the insert"
+        );
+    }
+
+    #[test]
+    fn null_object_and_operation_fall_back_to_headers() {
+        let objects = objects();
+        let value = br#"{"object": null, "operation": null, "fields": {"LastName": "Doe"}}"#;
+        let headers: [(&str, &[u8]); 2] =
+            [(HEADER_OBJECT, b" Contact "), (HEADER_OPERATION, b"insert")];
+        let op = parse(
+            Some(value),
+            &headers,
+            ParseOptions {
+                objects: &objects,
+                last_write_wins: true,
+            },
+        )
+        .unwrap();
+        assert_eq!((op.object.as_str(), op.kind), ("Contact", OpKind::Insert));
     }
 }

@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
@@ -316,12 +316,14 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
                     failed.cancel();
                     return;
                 }
-                let tpl = offsets.committable();
-                if tpl.count() > 0 {
-                    match consumer.commit(&tpl, CommitMode::Async) {
-                        Ok(()) => offsets.mark_committed(&tpl),
-                        Err(error) => warn!(%error, "offset commit failed; will retry"),
-                    }
+                // Synchronous, off the runtime threads: an offset counts as committed only once
+                // the broker confirmed it, so a failed commit is retried at the next tick.
+                let (consumer, offsets) = (consumer.clone(), offsets.clone());
+                let committed =
+                    tokio::task::spawn_blocking(move || offsets.commit_sync(consumer.as_ref()))
+                        .await;
+                if let Ok(Err(error)) = committed {
+                    warn!(%error, "offset commit failed; will retry");
                 }
             }
         });
@@ -338,19 +340,22 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
     let linger = sink.linger;
     let max_records = sink.batch_records;
 
-    // Sends the current batch to the writers (waits while they are all busy).
+    // Sends the current batch to the writers (waits while they are all busy). On shutdown or
+    // failure an unsent batch is dropped: its records stay uncommitted and are read again.
     macro_rules! flush {
         () => {
             if !batch.items.is_empty() {
                 let full = std::mem::take(&mut batch);
-                in_flight.extend(full.keys.iter().cloned());
+                let keys: Vec<String> = full.keys.iter().cloned().collect();
                 tokio::select! {
                     sent = batch_tx.send(full) => {
                         if sent.is_err() {
                             break Some("the writers stopped".to_owned());
                         }
+                        in_flight.extend(keys);
                     }
                     _ = failed.cancelled() => break None,
+                    _ = cancel.cancelled() => break None,
                 }
             }
         };
@@ -361,7 +366,11 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
         let msg = tokio::select! {
             biased;
             _ = cancel.cancelled() => {
-                flush!();
+                // Hand the partial batch over if a writer can take it now; never wait for one.
+                if !batch.items.is_empty() {
+                    let full = std::mem::take(&mut batch);
+                    let _ = batch_tx.try_send(full);
+                }
                 break None;
             }
             _ = failed.cancelled() => break None,
@@ -415,13 +424,14 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
             while in_flight.contains(&key) {
                 tokio::select! {
                     _ = failed.cancelled() => break,
+                    _ = cancel.cancelled() => break,
                     keys = done_rx.recv() => match keys {
                         Some(keys) => for k in keys { in_flight.remove(&k); },
                         None => break,
                     },
                 }
             }
-            if failed.is_cancelled() {
+            if failed.is_cancelled() || cancel.is_cancelled() {
                 break None;
             }
             batch.keys.insert(key);

@@ -46,6 +46,8 @@ pub struct Lookup {
     pub object: String,
     pub by: LookupBy,
     pub soql: String,
+    /// The lookup keys ([`op_lookup_key`]) of the values it asks for.
+    pub keys: Vec<String>,
 }
 
 /// A record as Salesforce holds it now.
@@ -122,6 +124,7 @@ pub fn lookups<'a>(ops: impl IntoIterator<Item = &'a WriteOp>, lww: bool) -> Vec
     }
     let mut out = Vec::new();
     for ((object, by), values) in groups {
+        let mut keys: Vec<String> = Vec::new();
         let (select, column) = match &by {
             LookupBy::Id => (
                 "SELECT Id, SystemModstamp, LastModifiedById".to_owned(),
@@ -134,7 +137,7 @@ pub fn lookups<'a>(ops: impl IntoIterator<Item = &'a WriteOp>, lww: bool) -> Vec
         };
         let mut list: Vec<String> = Vec::new();
         let mut chars = 0;
-        let flush = |list: &mut Vec<String>, out: &mut Vec<Lookup>| {
+        let flush = |list: &mut Vec<String>, keys: &mut Vec<String>, out: &mut Vec<Lookup>| {
             if list.is_empty() {
                 return;
             }
@@ -145,19 +148,27 @@ pub fn lookups<'a>(ops: impl IntoIterator<Item = &'a WriteOp>, lww: bool) -> Vec
                     "{select} FROM {object} WHERE {column} IN ({})",
                     list.join(",")
                 ),
+                keys: std::mem::take(keys),
             });
             list.clear();
         };
         for value in values {
             let quoted = quote(value);
-            if list.len() == MAX_IN_VALUES || chars + quoted.len() + 1 > MAX_IN_CHARS {
-                flush(&mut list, &mut out);
+            // The query travels URL-encoded: anything but letters and digits may take 3 bytes.
+            let encoded = quoted
+                .bytes()
+                .map(|b| if b.is_ascii_alphanumeric() { 1 } else { 3 })
+                .sum::<usize>()
+                + 3;
+            if list.len() == MAX_IN_VALUES || chars + encoded > MAX_IN_CHARS {
+                flush(&mut list, &mut keys, &mut out);
                 chars = 0;
             }
-            chars += quoted.len() + 1;
+            chars += encoded;
             list.push(quoted);
+            keys.push(lookup_key(&object, &by, value));
         }
-        flush(&mut list, &mut out);
+        flush(&mut list, &mut keys, &mut out);
     }
     out
 }
@@ -209,16 +220,22 @@ pub fn index_results(
     }
 }
 
+/// The key under which a lookup reports `op`'s target (`None` for inserts).
+pub fn op_lookup_key(op: &WriteOp) -> Option<String> {
+    match &op.target {
+        Target::New => None,
+        Target::Id(id) => Some(lookup_key(&op.object, &LookupBy::Id, id)),
+        Target::External { field, value } => Some(lookup_key(
+            &op.object,
+            &LookupBy::External(field.clone()),
+            value,
+        )),
+    }
+}
+
 /// The current record of `op`'s target, if a lookup found it.
 pub fn current_of<'a>(op: &WriteOp, found: &'a HashMap<String, Current>) -> Option<&'a Current> {
-    let key = match &op.target {
-        Target::New => return None,
-        Target::Id(id) => lookup_key(&op.object, &LookupBy::Id, id),
-        Target::External { field, value } => {
-            lookup_key(&op.object, &LookupBy::External(field.clone()), value)
-        }
-    };
-    found.get(&key)
+    found.get(&op_lookup_key(op)?)
 }
 
 /// A write as it will be sent.
@@ -371,6 +388,7 @@ mod tests {
             target,
             fields: json!({"Name": "x"}).as_object().unwrap().clone(),
             timestamp: ts,
+            insert_key: None,
         }
     }
     fn ext(v: &str) -> Target {
@@ -434,6 +452,7 @@ mod tests {
             object: "Account".into(),
             by: LookupBy::Id,
             soql: String::new(),
+            keys: vec![],
         };
         let mut found = HashMap::new();
         index_results(
@@ -487,6 +506,7 @@ mod tests {
             object: "Account".into(),
             by: LookupBy::External("External_Id__c".into()),
             soql: String::new(),
+            keys: vec![],
         };
         let mut found = HashMap::new();
         index_results(

@@ -284,13 +284,17 @@ impl Writer {
                 requests.len()
             ))),
             Err(RestError::Cancelled) => Err(WriteError::Cancelled),
-            Err(RestError::Rejected { status, errors }) => {
-                Ok(Err(errors.into_iter().next().unwrap_or(ApiError {
-                    code: format!("HTTP_{status}"),
-                    message: "the Composite request was refused".into(),
-                    fields: Vec::new(),
-                })))
-            }
+            // A 400 is about the request's content: its records are dead-lettered. Anything else
+            // (401 with a token that cannot be renewed, 403 permissions, 404 API version) is
+            // about the connection, not the records: the batch fails and is repeated later.
+            Err(RestError::Rejected {
+                status: 400,
+                errors,
+            }) => Ok(Err(errors.into_iter().next().unwrap_or(ApiError {
+                code: "HTTP_400".into(),
+                message: "the Composite request was refused".into(),
+                fields: Vec::new(),
+            }))),
             Err(other) => Err(other.into()),
         }
     }
@@ -304,58 +308,92 @@ impl Writer {
         self.reporter.stats.batches.fetch_add(1, Ordering::Relaxed);
         let lww = self.last_write_wins;
 
-        // 1. Read what the batch needs to know about Salesforce's current records.
+        // 1. Read what the batch needs to know about Salesforce's current records. Retryable
+        // query failures are retried; a query Salesforce refuses dead-letters the records whose
+        // values it asked for.
         let lookups = plan::lookups(items.iter().map(|i| &i.op), lww);
         let mut found: HashMap<String, Current> = HashMap::new();
-        let mut failed_lookups: Vec<(String, plan::LookupBy, ApiError)> = Vec::new();
-        for call in lookups.chunks(COMPOSITE_COLLECTIONS) {
-            let requests: Vec<SubRequest> = call
-                .iter()
-                .map(|l| SubRequest::Query {
-                    soql: l.soql.clone(),
-                })
-                .collect();
-            let responses = match self.composite(&requests, cancel).await? {
-                Ok(r) => r,
-                Err(e) => {
-                    for l in call {
-                        failed_lookups.push((l.object.clone(), l.by.clone(), e.clone()));
+        let mut failed_keys: HashMap<String, ApiError> = HashMap::new();
+        let mut pending: Vec<&plan::Lookup> = lookups.iter().collect();
+        let mut attempts = 0;
+        let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
+        while !pending.is_empty() {
+            attempts += 1;
+            let mut again: Vec<&plan::Lookup> = Vec::new();
+            for call in pending.chunks(COMPOSITE_COLLECTIONS) {
+                let requests: Vec<SubRequest> = call
+                    .iter()
+                    .map(|l| SubRequest::Query {
+                        soql: l.soql.clone(),
+                    })
+                    .collect();
+                let responses = match self.composite(&requests, cancel).await? {
+                    Ok(r) => r,
+                    Err(e) => {
+                        for l in call {
+                            for k in &l.keys {
+                                failed_keys.insert(k.clone(), e.clone());
+                            }
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
-            for (lookup, response) in call.iter().zip(responses) {
-                match response {
-                    SubResponse::Query { records } => {
-                        plan::index_results(lookup, &records, &mut found);
-                    }
-                    SubResponse::Failed {
-                        errors,
-                        http_status,
-                    } => {
-                        let e = errors.into_iter().next().unwrap_or(ApiError {
-                            code: format!("HTTP_{http_status}"),
-                            message: "the lookup query failed".into(),
-                            fields: Vec::new(),
-                        });
-                        failed_lookups.push((lookup.object.clone(), lookup.by.clone(), e));
-                    }
-                    SubResponse::Saved(_) => {
-                        return Err(WriteError::Protocol(
-                            "save results in answer to a query".into(),
-                        ));
+                };
+                for (lookup, response) in call.iter().zip(responses) {
+                    match response {
+                        SubResponse::Query { records } => {
+                            plan::index_results(lookup, &records, &mut found);
+                        }
+                        SubResponse::Failed {
+                            errors,
+                            http_status,
+                        } => {
+                            let e = errors.into_iter().next().unwrap_or(ApiError {
+                                code: format!("HTTP_{http_status}"),
+                                message: "the lookup query failed".into(),
+                                fields: Vec::new(),
+                            });
+                            if http_status < 300 {
+                                return Err(WriteError::Protocol(format!(
+                                    "unreadable query result: {}",
+                                    e.message
+                                )));
+                            }
+                            if http_status >= 500
+                                || crate::retry::record_error_is_retryable(&e.code)
+                            {
+                                again.push(lookup);
+                            } else {
+                                for k in &lookup.keys {
+                                    failed_keys.insert(k.clone(), e.clone());
+                                }
+                            }
+                        }
+                        SubResponse::Saved(_) => {
+                            return Err(WriteError::Protocol(
+                                "save results in answer to a query".into(),
+                            ));
+                        }
                     }
                 }
             }
+            if !again.is_empty() {
+                if attempts >= self.max_attempts {
+                    return Err(WriteError::Protocol(format!(
+                        "{} lookup queries still failing after {attempts} attempts",
+                        again.len()
+                    )));
+                }
+                if !sleep_or_cancel(backoff.next_delay(), cancel).await {
+                    return Err(WriteError::Cancelled);
+                }
+            }
+            pending = again;
         }
 
         // 2. Decide each record.
         let mut slots: Vec<Slot> = Vec::with_capacity(items.len());
         for item in items {
-            if let Some((_, _, e)) = failed_lookups
-                .iter()
-                .find(|(object, by, _)| *object == item.op.object && lookup_matches(by, &item.op))
-            {
+            if let Some(e) = plan::op_lookup_key(&item.op).and_then(|k| failed_keys.get(&k)) {
                 let failure = Failure::from_api("sink.lookup", e, 0);
                 self.reporter
                     .dead_letter(&item.origin, &failure, item.token)
@@ -499,6 +537,15 @@ impl Writer {
                         }
                         continue;
                     }
+                    if error.code == crate::retry::REQUEST_LIMIT_EXCEEDED {
+                        // The org's allowance, not the record: pause on the guard, no attempt
+                        // spent.
+                        self.rest.guard().mark_exhausted();
+                        slot.last_error = Some(error);
+                        retry.push(i);
+                        *wait = true;
+                        continue;
+                    }
                     slot.attempts += 1;
                     if crate::retry::record_error_is_retryable(&error.code)
                         && slot.attempts < self.max_attempts
@@ -521,6 +568,15 @@ impl Writer {
                     message: "the collection request failed".into(),
                     fields: Vec::new(),
                 });
+                if http_status < 300 {
+                    // Salesforce accepted the request but its answer cannot be read: the outcome
+                    // is unknown, so nothing is resent or dead-lettered here; the batch fails
+                    // and its records are repeated from the committed offsets.
+                    return Err(WriteError::Protocol(format!(
+                        "unreadable save results: {}",
+                        first.message
+                    )));
+                }
                 let retryable = http_status >= 500
                     || errors
                         .iter()
@@ -585,14 +641,5 @@ impl Writer {
             }
         }
         Ok(())
-    }
-}
-
-fn lookup_matches(by: &plan::LookupBy, op: &WriteOp) -> bool {
-    use super::message::Target;
-    match (by, &op.target) {
-        (plan::LookupBy::Id, Target::Id(_)) => true,
-        (plan::LookupBy::External(f), Target::External { field, .. }) => f == field,
-        _ => false,
     }
 }
