@@ -106,7 +106,7 @@ impl Running {
     }
 }
 
-type Message = (Option<String>, Vec<u8>, Vec<(String, String)>);
+type Message = support::kafka::TestRecord;
 
 fn msg(key: &str, value: Value) -> Message {
     (

@@ -394,13 +394,12 @@ pub async fn wait_for_records(
     .expect("reader task")
 }
 
+/// A record to produce: key, value, headers.
+pub type TestRecord = (Option<String>, Vec<u8>, Vec<(String, String)>);
+
 /// Produces `records` (key, value, headers) to `topic` in order and waits until all are
 /// acknowledged (blocking).
-pub fn produce(
-    bootstrap: &str,
-    topic: &str,
-    records: &[(Option<String>, Vec<u8>, Vec<(String, String)>)],
-) {
+pub fn produce(bootstrap: &str, topic: &str, records: &[TestRecord]) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
