@@ -47,6 +47,11 @@ fn mock_kafka() -> MockKafka {
 
 /// The sink logs in with the client credentials flow: the connected app's integration user.
 fn config(sim: &SimOrg, bootstrap: &str, extra_sink: &str, source: &str) -> Config {
+    let text = config_text(sim, bootstrap, extra_sink, source);
+    Config::from_yaml(&text, |_| None).expect("test config is valid")
+}
+
+fn config_text(sim: &SimOrg, bootstrap: &str, extra_sink: &str, source: &str) -> String {
     let c = sim.config();
     let extra_sink = if extra_sink.contains("commit_interval") {
         extra_sink.to_owned()
@@ -60,7 +65,7 @@ fn config(sim: &SimOrg, bootstrap: &str, extra_sink: &str, source: &str) -> Conf
         id = c.client_id,
         secret = c.client_secret,
     );
-    Config::from_yaml(&text, |_| None).expect("test config is valid")
+    text
 }
 
 struct Running {
@@ -430,11 +435,21 @@ async fn failures_are_dead_lettered_and_the_rest_commit() {
         assert_eq!(header(r, "forcebridge.source.topic"), WRITEBACK);
     }
 
-    // Everything was committed: a restarted sink finds nothing to do.
+    // Everything was committed: a restarted sink reads only a new message.
+    send(
+        &bootstrap,
+        vec![msg(
+            "OK-new",
+            json!({"object": "Account", "operation": "upsert",
+        "timestamp": ts, "fields": {"External_Id__c": "OK-new", "Name": "After restart"}}),
+        )],
+    )
+    .await;
     let running = start(config(&sim, &bootstrap, "", ""));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    running.wait_finished(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let again = running.stop().await;
-    assert_eq!(again.received, 0, "{again:?}");
+    assert_eq!(again.received, 1, "{again:?}");
     sim.shutdown().await;
 }
 
@@ -457,12 +472,42 @@ async fn a_crash_before_the_commit_repeats_writes_idempotently() {
         })
         .collect();
     send(&bootstrap, messages).await;
-    // No commit happens during the first run (commit interval of an hour), then it is killed.
-    let first = start(config(&sim, &bootstrap, "  commit_interval: 1h\n", ""));
-    first.wait_finished(1500).await;
-    first.handle.abort();
-    let _ = first.handle.await;
-    assert_eq!(accounts_by_ext(&sim).len(), 1500);
+    // The first run is a `forcebridge run` process that commits nothing (commit interval of an
+    // hour) and is killed with SIGKILL once every record is in the org: no drain, no commit on
+    // leaving the group.
+    let dir = std::env::temp_dir().join(format!(
+        "forcebridge-crash-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sink.yaml");
+    std::fs::write(
+        &path,
+        config_text(&sim, &bootstrap, "  commit_interval: 1h\n", ""),
+    )
+    .unwrap();
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while accounts_by_ext(&sim).len() < 1500 {
+        assert!(
+            Instant::now() < deadline,
+            "the first run did not write everything"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run stopped early"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 
     let second = start(config(&sim, &bootstrap, "", ""));
     second.wait_finished(1500).await;
@@ -640,5 +685,82 @@ async fn a_refused_session_dead_letters_nothing() {
     assert!(accounts_by_ext(&sim).is_empty());
     let dead = wait_for_records(&bootstrap, DLQ, 1, Duration::from_millis(500)).await;
     assert!(dead.is_empty());
+    sim.shutdown().await;
+}
+
+/// The same path on a real broker (tansu): writes, a conflict, a dead letter, and offsets that a
+/// restarted member finds committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_backs_on_a_real_broker() {
+    let Some(tansu) = tokio::task::spawn_blocking(support::kafka::Tansu::start_or_skip)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let bootstrap = tansu.bootstrap();
+    tansu.create_topic(WRITEBACK, 1).await;
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let human = sim
+        .create("Account", fields(json!({"Name": "Edited by a person"})))
+        .unwrap();
+    let ts = now_ms();
+    let mut messages: Vec<Message> = (0..300)
+        .map(|i| {
+            let ext = format!("T-{i:03}");
+            msg(
+                &ext,
+                json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                "fields": {"External_Id__c": ext, "Name": format!("Tansu {i}")}}),
+            )
+        })
+        .collect();
+    messages.push(msg(
+        &human,
+        json!({"object": "Account", "operation": "update", "id": human,
+        "timestamp": ts - 3_600_000, "fields": {"Name": "stale"}}),
+    ));
+    messages.push((Some("bad".into()), b"[]".to_vec(), vec![]));
+    send(&bootstrap, messages).await;
+    // A real broker: forcebridge creates its dead-letter and conflicts topics; tansu's group join
+    // waits for the rebalance timeout (max.poll.interval.ms).
+    let make = || {
+        let c = sim.config();
+        let text = format!(
+            "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {login}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {id}\n    client_secret: {secret}\nsink:\n  topics: [{WRITEBACK}]\n  objects:\n    Account:\n      external_id_field: External_Id__c\n  linger: 100ms\n  commit_interval: 100ms\nkafka:\n  bootstrap_servers: {bootstrap}\n  properties:\n    max.poll.interval.ms: \"6000\"\n    session.timeout.ms: \"6000\"\n",
+            login = sim.instance_url(),
+            id = c.client_id,
+            secret = c.client_secret,
+        );
+        Config::from_yaml(&text, |_| None).unwrap()
+    };
+    let running = start(make());
+    running.wait_finished(302).await;
+    let stats = running.stop().await;
+    assert_eq!(
+        (stats.written, stats.conflicts, stats.dead_lettered),
+        (300, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(accounts_by_ext(&sim).len(), 300);
+    assert_eq!(
+        sim.record("Account", &human).unwrap()["Name"],
+        "Edited by a person"
+    );
+    let dead = wait_for_records(&bootstrap, DLQ, 1, WAIT).await;
+    assert_eq!(header(&dead[0], "forcebridge.error.stage"), "sink.message");
+    let conflicts = wait_for_records(&bootstrap, CONFLICTS, 1, WAIT).await;
+    assert_eq!(
+        header(&conflicts[0], "forcebridge.conflict.record_id"),
+        human
+    );
+
+    let running = start(make());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let again = running.stop().await;
+    assert_eq!(
+        again.received, 0,
+        "offsets were committed on the broker: {again:?}"
+    );
     sim.shutdown().await;
 }

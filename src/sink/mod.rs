@@ -300,7 +300,9 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
         let interval = sink.commit_interval;
         let stop = CancellationToken::new();
         let stop2 = stop.clone();
-        let task = tokio::spawn(async move {
+        // Aborted if this attempt is dropped (a crash of the task), so the consumer it holds
+        // leaves the group instead of lingering as a member that never polls.
+        let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -326,7 +328,7 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
                     warn!(%error, "offset commit failed; will retry");
                 }
             }
-        });
+        }));
         (task, stop)
     };
 
