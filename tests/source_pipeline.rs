@@ -640,3 +640,68 @@ async fn echoes_of_our_own_writes_are_dropped_or_marked() {
         sim.shutdown().await;
     }
 }
+
+/// `replay_rejected: latest`: the events retained before the rejection are skipped (that is the
+/// policy's price), a gap marker says so, and new events flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_replay_id_resumes_from_latest_with_a_gap_marker() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let skipped: BTreeSet<String> = sim.generate("Account", 3).unwrap().into_iter().collect();
+    let channel = "/data/AccountChangeEvent";
+    let store = checkpoints(&bootstrap).await;
+    store
+        .save(channel, &[0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    drop(store);
+
+    let running = start(config(
+        &sim,
+        &bootstrap,
+        &[channel],
+        "  replay_rejected: latest\n",
+    ));
+    let gaps = wait_for_records(&bootstrap, "forcebridge.dlq", 1, WAIT).await;
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(value(&gaps[0])["resumed_from"], "latest");
+    assert_eq!(header(&gaps[0], "forcebridge.replay_id"), "deadbeef");
+
+    // The new subscription starts at the tip: keep making changes until the first arrives.
+    let mut made = BTreeSet::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let records = loop {
+        made.insert(
+            sim.create("Account", fields(json!({"Name": "After the gap"})))
+                .unwrap(),
+        );
+        let records = wait_for_records(&bootstrap, ACCOUNTS, 1, Duration::from_millis(300)).await;
+        if !records.is_empty() {
+            break records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event after the gap"
+        );
+    };
+    running.stop().await;
+    let keys: BTreeSet<String> = records.iter().map(key).collect();
+    assert!(keys.is_subset(&made), "{keys:?}");
+    assert!(
+        keys.is_disjoint(&skipped),
+        "events before the gap were skipped"
+    );
+    assert_eq!(
+        gap_markers(&bootstrap).await,
+        1,
+        "the marker is written once"
+    );
+    sim.shutdown().await;
+}
+
+async fn gap_markers(bootstrap: &str) -> usize {
+    wait_for_records(bootstrap, "forcebridge.dlq", 1, Duration::from_millis(200))
+        .await
+        .len()
+}
