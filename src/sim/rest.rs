@@ -574,13 +574,9 @@ impl<'a> Exec<'a> {
                     StatusCode::CREATED,
                     json!({"id": applied.id, "success": true, "errors": []}),
                 );
-                reply.headers.push((
-                    "location",
-                    format!(
-                        "/services/data/v{}/sobjects/{object}/{}",
-                        call.version, applied.id
-                    ),
-                ));
+                reply
+                    .headers
+                    .push(("location", row_url(call, object, &applied.id)));
                 reply
             }
             Err(e) => row_error(&e),
@@ -742,13 +738,9 @@ impl<'a> Exec<'a> {
                     json!({"id": applied.id, "success": true, "errors": [], "created": applied.created}),
                 );
                 if applied.created {
-                    reply.headers.push((
-                        "location",
-                        format!(
-                            "/services/data/v{}/sobjects/{object}/{}",
-                            call.version, applied.id
-                        ),
-                    ));
+                    reply
+                        .headers
+                        .push(("location", row_url(call, object, &applied.id)));
                 }
                 reply
             }
@@ -865,4 +857,9 @@ pub(super) fn render_record(
         out.insert(name.clone(), render_value(schema, name, value));
     }
     out
+}
+
+/// The URL of a record's row resource (the `Location` of a created record).
+fn row_url(call: &Call, object: &str, id: &str) -> String {
+    format!("/services/data/v{}/sobjects/{object}/{id}", call.version)
 }
