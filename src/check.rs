@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::auth::{Authenticator, SessionHandle};
 use crate::config::Config;
 use crate::pubsub::PubSub;
-use crate::rest::{LimitGuard, Reserve, RestClient};
 
 /// Runs the checks, printing a report; `true` when all passed.
 pub async fn run(config: &Config) -> bool {
@@ -50,26 +49,14 @@ pub async fn run(config: &Config) -> bool {
         }
     };
     if let (Some(session), Some(sink), Ok(http)) = (&session, &config.sink, &http) {
-        let reserve = match sink.api_reserve {
-            crate::config::ApiReserve::Calls(n) => Reserve::Calls(n),
-            crate::config::ApiReserve::Percent(p) => Reserve::Percent(p),
-        };
-        let guard = LimitGuard::new(reserve, sink.limits_poll_interval);
-        let rest = RestClient::new(
-            http.clone(),
-            Authenticator::new(&config.salesforce, http.clone()),
-            session.clone(),
-            config.salesforce.api_version.clone(),
-            config.client_tag().to_owned(),
-            guard.clone(),
-        );
+        let rest = crate::sink::rest_client(config, sink, http.clone(), session.clone());
         let cancel = tokio_util::sync::CancellationToken::new();
         let limits = tokio::time::timeout(config.salesforce.http_timeout, rest.limits(&cancel));
         let outcome = match limits.await {
             Err(_) => Err("no answer in time".to_owned()),
             Ok(Err(err)) => Err(err.to_string()),
             Ok(Ok(usage)) => {
-                let keep = guard.reserve().calls(usage.max);
+                let keep = rest.guard().reserve().calls(usage.max);
                 if usage.remaining() <= keep {
                     Err(format!(
                         "{} of {} daily API calls left, at or under the reserve of {keep}: writing would pause",

@@ -13,6 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use secrecy::SecretString;
+
+/// The reserve of the daily API allowance (`sink.api_reserve`): the REST client's own type.
+pub use crate::rest::Reserve as ApiReserve;
 use serde::Deserialize;
 
 /// Errors while loading or validating the configuration.
@@ -299,21 +302,13 @@ pub struct SinkObjectConfig {
     pub ignore_fields: Vec<String>,
 }
 
-/// The reserve of the daily API allowance.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ApiReserve {
-    /// Keep this many calls.
-    Calls(u64),
-    /// Keep this percentage of the daily maximum.
-    Percent(f64),
-}
-
 impl Default for ApiReserve {
     fn default() -> Self {
         ApiReserve::Percent(10.0)
     }
 }
 
+/// `5000` (calls) or `"10%"` (of the daily maximum).
 impl<'de> Deserialize<'de> for ApiReserve {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::AckWindow;
 use crate::config::Config;
 use crate::kafka::EmbeddedKafka;
 use crate::kafka::{OutgoingRecord, Producer};
@@ -383,12 +382,6 @@ struct RoundTrip {
     echoes: u64,
 }
 
-fn epoch_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Writes back through Kafka: upserts of new accounts, updates by Id, one stale update (a
 /// conflict), two malformed messages (dead letters); waits until the sink finished them and the
 /// source has seen a change made after them (so every echo went through it).
@@ -412,7 +405,7 @@ async fn round_trip(
         .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_owned))
         .take(100)
         .collect();
-    let past = epoch_ms() - 3_600_000;
+    let past = crate::sim::now_ms() - 3_600_000;
     // Someone edits the first account in the org now; a write-back from an hour ago loses.
     let contested = existing.first().cloned();
     if let Some(id) = &contested {
@@ -423,7 +416,7 @@ async fn round_trip(
         )
         .map_err(|e| DemoError::Sim(e.to_string()))?;
     }
-    let now = epoch_ms();
+    let now = crate::sim::now_ms();
     let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
     for i in 0..args.write_backs {
         let ext = format!("DEMO-{i:06}");
@@ -453,25 +446,15 @@ async fn round_trip(
         properties: Default::default(),
     })
     .map_err(|e| DemoError::Kafka(e.to_string()))?;
-    let window = AckWindow::new();
-    for (key, value) in &messages {
-        let handle = window.begin(bytes::Bytes::new());
-        let record = OutgoingRecord {
+    producer
+        .deliver(messages.iter().map(|(key, value)| OutgoingRecord {
             topic: WRITEBACK_TOPIC,
             key: Some(key.as_bytes()),
             value: Some(value),
             headers: &[],
-        };
-        producer
-            .send(record, handle.token())
-            .await
-            .map_err(|e| DemoError::Kafka(e.to_string()))?;
-        handle.seal();
-    }
-    window.wait_idle().await;
-    if let Some(reason) = window.failure() {
-        return Err(DemoError::Kafka(reason));
-    }
+        }))
+        .await
+        .map_err(DemoError::Kafka)?;
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
@@ -497,12 +480,11 @@ async fn round_trip(
 
     // A change made by a person after the write-backs: once the source has produced it, every
     // echo of the write-backs has been through the source.
-    let fence = sim
-        .create(
-            "Account",
-            fields(json!({"Name": "Fence: made after the write-backs"})),
-        )
-        .map_err(|e| DemoError::Sim(e.to_string()))?;
+    sim.create(
+        "Account",
+        fields(json!({"Name": "Fence: made after the write-backs"})),
+    )
+    .map_err(|e| DemoError::Sim(e.to_string()))?;
     let want = expected.get(ACCOUNT_TOPIC).copied().unwrap_or(0) + 2;
     let account_channel = stats.channel("/data/AccountChangeEvent");
     while Instant::now() < deadline {
@@ -517,7 +499,6 @@ async fn round_trip(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = fence;
     let in_org = (0..args.write_backs)
         .filter(|i| {
             sim.find_by_external_id("Account", "External_Id__c", &format!("DEMO-{i:06}"))

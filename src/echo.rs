@@ -11,6 +11,7 @@
 //! * Platform Events have no change header and are never echoes.
 
 use crate::cdc::ChangeHeader;
+use crate::sfid::id15;
 
 /// Why an event is an echo (the value of the `forcebridge.echo` header when marked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +39,6 @@ pub struct EchoRule {
     client_part: String,
     /// 15-character user Ids.
     users: Vec<String>,
-}
-
-fn id15(id: &str) -> &str {
-    id.get(..15).unwrap_or(id)
 }
 
 impl EchoRule {

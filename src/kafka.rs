@@ -28,7 +28,7 @@ use rdkafka::producer::{
 };
 use tokio::sync::Notify;
 
-use crate::checkpoint::AckToken;
+use crate::checkpoint::{AckToken, AckWindow};
 
 /// How to reach Kafka.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -226,6 +226,26 @@ impl Producer {
             topic: topic.to_owned(),
             source,
         }
+    }
+
+    /// Produces `records` and waits until Kafka has acknowledged every one of them; returns the
+    /// first failure. For the few records that must be durable before going on (gap markers,
+    /// the demo's write-backs); the pipelines' hot paths use [`Producer::send`] with the tokens
+    /// of their own windows.
+    pub async fn deliver<'a>(
+        &self,
+        records: impl IntoIterator<Item = OutgoingRecord<'a>>,
+    ) -> Result<(), String> {
+        let window = AckWindow::new();
+        let handle = window.begin(bytes::Bytes::new());
+        for record in records {
+            self.send(record, handle.token())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        handle.seal();
+        window.wait_idle().await;
+        window.failure().map_or(Ok(()), Err)
     }
 
     /// Waits until every enqueued record has been delivered or failed, at most `timeout`.

@@ -18,6 +18,7 @@ pub mod pubsub;
 pub mod rest;
 pub mod retry;
 pub mod schema;
+pub mod sfid;
 pub mod sftime;
 pub mod sim;
 pub mod sink;

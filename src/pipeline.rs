@@ -487,20 +487,8 @@ async fn write_gap_marker(
         value: Some(value.as_bytes()),
         headers: &headers,
     };
-    // Its own window: the marker is durable before any event after the gap is processed.
-    let window = AckWindow::new();
-    let handle = window.begin(Bytes::new());
-    shared
-        .producer
-        .send(record, handle.token())
-        .await
-        .map_err(|e| e.to_string())?;
-    handle.seal();
-    window.wait_idle().await;
-    match window.failure() {
-        Some(reason) => Err(reason),
-        None => Ok(()),
-    }
+    // The marker is durable before any event after the gap is processed.
+    shared.producer.deliver([record]).await
 }
 
 enum HandleError {

@@ -122,10 +122,7 @@ fn msg(key: &str, value: Value) -> Message {
 }
 
 async fn send(bootstrap: &str, messages: Vec<Message>) {
-    let bootstrap = bootstrap.to_owned();
-    tokio::task::spawn_blocking(move || produce(&bootstrap, WRITEBACK, &messages))
-        .await
-        .unwrap();
+    produce(bootstrap, WRITEBACK, &messages).await;
 }
 
 fn header(record: &ConsumedRecord, name: &str) -> String {

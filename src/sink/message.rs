@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::config::{SinkObjectConfig, is_api_name};
+use crate::sfid::id15;
 
 /// Header that supplies `object` when the value has none.
 pub const HEADER_OBJECT: &str = "forcebridge.object";
@@ -78,28 +79,30 @@ impl WriteOp {
     /// then the 15-character Id or the External Id field and its lower-cased value (External Ids
     /// are case-insensitive unless configured otherwise in Salesforce).
     pub fn order_key(&self) -> Option<String> {
-        let object = self.object.to_ascii_lowercase();
         match &self.target {
-            Target::New => self.insert_key.as_ref().map(|(field, value)| {
-                format!(
-                    "{object}\0{}\0{}",
-                    field.to_ascii_lowercase(),
-                    value.to_lowercase()
-                )
-            }),
-            Target::Id(id) => Some(format!("{object}\0id\0{}", id15(id))),
-            Target::External { field, value } => Some(format!(
-                "{object}\0{}\0{}",
-                field.to_ascii_lowercase(),
-                value.to_lowercase()
-            )),
+            Target::New => self
+                .insert_key
+                .as_ref()
+                .map(|(field, value)| record_key(&self.object, Some(field), value)),
+            Target::Id(id) => Some(record_key(&self.object, None, id)),
+            Target::External { field, value } => Some(record_key(&self.object, Some(field), value)),
         }
     }
 }
 
-/// The case-sensitive 15-character form of a record Id.
-pub fn id15(id: &str) -> &str {
-    id.get(..15).unwrap_or(id)
+/// The identity of a record, as ordering and lookups compare it: the object (case-insensitive),
+/// then the 15-character Id (`external_field` `None`) or the External Id field and its value
+/// (both case-insensitive, as Salesforce compares them by default).
+pub fn record_key(object: &str, external_field: Option<&str>, value: &str) -> String {
+    let object = object.to_ascii_lowercase();
+    match external_field {
+        None => format!("{object}\0id\0{}", id15(value)),
+        Some(field) => format!(
+            "{object}\0{}\0{}",
+            field.to_ascii_lowercase(),
+            value.to_lowercase()
+        ),
+    }
 }
 
 /// Why a message cannot become a write; always names the field.
@@ -217,7 +220,7 @@ pub fn parse(
         .map(|v| string(v, "id"))
         .transpose()?;
     if let Some(id) = &id
-        && !is_record_id(id)
+        && !crate::sfid::is_well_formed(id)
     {
         return Err(invalid(
             "id",
@@ -423,11 +426,6 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// 15 or 18 alphanumeric characters.
-fn is_record_id(id: &str) -> bool {
-    matches!(id.len(), 15 | 18) && id.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]

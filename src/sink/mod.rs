@@ -41,9 +41,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::auth::{AuthError, Authenticator, SessionHandle};
-use crate::config::{ApiReserve, Config};
+use crate::config::{Config, SinkConfig};
 use crate::kafka::{KafkaError, Producer, TopicAdmin};
-use crate::rest::{LimitGuard, Reserve, RestClient};
+use crate::rest::{LimitGuard, RestClient};
 use crate::retry::{Backoff, sleep_or_cancel};
 use crate::telemetry::SinkStats;
 use message::{MessageError, ParseOptions};
@@ -103,19 +103,7 @@ pub async fn run(
     let session = authenticator.login().await?;
     let own_user = session.user_id.clone();
     info!(org_id = %session.org_id, user_id = ?own_user, "sink logged in to Salesforce");
-    let session = SessionHandle::new(session);
-    let reserve = match sink.api_reserve {
-        ApiReserve::Calls(n) => Reserve::Calls(n),
-        ApiReserve::Percent(p) => Reserve::Percent(p),
-    };
-    let rest = RestClient::new(
-        http,
-        authenticator,
-        session,
-        config.salesforce.api_version.clone(),
-        config.client_tag().to_owned(),
-        LimitGuard::new(reserve, sink.limits_poll_interval),
-    );
+    let rest = rest_client(&config, sink, http, SessionHandle::new(session));
     let settings = config.kafka.settings();
     let producer = Producer::new(&settings)?;
     if config.kafka.create_topics {
@@ -167,6 +155,23 @@ pub async fn run(
         warn!(%error, "Kafka flush at shutdown did not complete");
     }
     result
+}
+
+/// The sink's REST client: API version, client tag and allowance reserve from the config.
+pub fn rest_client(
+    config: &Config,
+    sink: &SinkConfig,
+    http: reqwest::Client,
+    session: SessionHandle,
+) -> RestClient {
+    RestClient::new(
+        http.clone(),
+        Authenticator::new(&config.salesforce, http),
+        session,
+        config.salesforce.api_version.clone(),
+        config.client_tag().to_owned(),
+        LimitGuard::new(sink.api_reserve, sink.limits_poll_interval),
+    )
 }
 
 /// A batch being filled.

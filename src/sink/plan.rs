@@ -20,8 +20,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::message::{OpKind, Target, WriteOp, id15};
+use super::message::{OpKind, Target, WriteOp, record_key};
 use crate::rest::SubRequest;
+use crate::sfid::id15;
 
 /// Records per sObject Collections request (Salesforce's limit).
 pub const COLLECTION_LIMIT: usize = 200;
@@ -61,12 +62,8 @@ pub struct Current {
 /// Key of a record in lookup results: the op's order key.
 fn lookup_key(object: &str, by: &LookupBy, value: &str) -> String {
     match by {
-        LookupBy::Id => format!("{object}\0id\0{}", id15(value)),
-        LookupBy::External(field) => format!(
-            "{object}\0{}\0{}",
-            field.to_ascii_lowercase(),
-            value.to_lowercase()
-        ),
+        LookupBy::Id => record_key(object, None, value),
+        LookupBy::External(field) => record_key(object, Some(field), value),
     }
 }
 
@@ -222,14 +219,9 @@ pub fn index_results(
 
 /// The key under which a lookup reports `op`'s target (`None` for inserts).
 pub fn op_lookup_key(op: &WriteOp) -> Option<String> {
-    match &op.target {
+    match op.target {
         Target::New => None,
-        Target::Id(id) => Some(lookup_key(&op.object, &LookupBy::Id, id)),
-        Target::External { field, value } => Some(lookup_key(
-            &op.object,
-            &LookupBy::External(field.clone()),
-            value,
-        )),
+        _ => op.order_key(),
     }
 }
 

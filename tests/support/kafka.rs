@@ -397,46 +397,27 @@ pub async fn wait_for_records(
 /// A record to produce: key, value, headers.
 pub type TestRecord = (Option<String>, Vec<u8>, Vec<(String, String)>);
 
-/// Produces `records` (key, value, headers) to `topic` in order and waits until all are
-/// acknowledged (blocking).
-pub fn produce(bootstrap: &str, topic: &str, records: &[TestRecord]) {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .expect("test producer");
-    for (key, value, headers) in records {
-        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(value.as_slice());
-        if let Some(key) = key {
-            record = record.key(key.as_str());
-        }
-        if !headers.is_empty() {
-            record = record.headers(headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                })
-            }));
-        }
-        let mut record = record;
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("produce to {topic:?}: {e}"),
-            }
-        }
-    }
+/// Produces `records` (key, value, headers) to `topic` in order through forcebridge's own
+/// producer and waits until all are acknowledged.
+pub async fn produce(bootstrap: &str, topic: &str, records: &[TestRecord]) {
+    let producer = forcebridge::kafka::Producer::new(&settings(bootstrap)).expect("test producer");
+    let headers: Vec<Vec<(&str, &[u8])>> = records
+        .iter()
+        .map(|(_, _, h)| h.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect())
+        .collect();
+    let outgoing = records
+        .iter()
+        .zip(&headers)
+        .map(
+            |((key, value, _), headers)| forcebridge::kafka::OutgoingRecord {
+                topic,
+                key: key.as_deref().map(str::as_bytes),
+                value: Some(value.as_slice()),
+                headers,
+            },
+        );
     producer
-        .flush(Duration::from_secs(30))
-        .expect("test producer flush");
+        .deliver(outgoing)
+        .await
+        .unwrap_or_else(|e| panic!("produce to {topic:?}: {e}"));
 }
