@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::auth::{Authenticator, SessionHandle};
 use crate::config::Config;
 use crate::pubsub::PubSub;
+use crate::telemetry::error_chain;
 
 /// Runs the checks, printing a report; `true` when all passed.
 pub async fn run(config: &Config) -> bool {
@@ -119,18 +120,4 @@ fn suffix(detail: &str) -> String {
     } else {
         format!(" ({detail})")
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }

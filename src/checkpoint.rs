@@ -11,8 +11,11 @@
 //!   a restart replays it (at-least-once; the sink side must tolerate duplicates).
 //! * [`CheckpointStore`] keeps one record per `<connector>/<channel>` in a compacted Kafka topic,
 //!   value `{"channel": "...", "replay_id": "<hex>", "updated_at": <epoch ms>}`. On open the topic
-//!   is read to its end and the last value per key wins; [`CheckpointStore::save`] resolves only
-//!   once the broker acknowledged the record.
+//!   is read to its end (`read_committed`: checkpoints of aborted transactions are skipped where
+//!   the broker filters them) and the last value per key wins; [`CheckpointStore::save`] resolves
+//!   only once the broker acknowledged the record. In exactly-once mode the pipeline produces the
+//!   record itself inside the channel's transaction ([`CheckpointStore::record`]) and calls
+//!   [`CheckpointStore::remember`] after the commit.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -475,19 +478,42 @@ impl CheckpointStore {
             .cloned()
     }
 
-    /// Writes the checkpoint of `channel`; resolves only when the broker acknowledged it.
-    pub async fn save(&self, channel: &str, replay_id: &[u8]) -> Result<(), CheckpointError> {
+    /// The checkpoint topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The key and value of the checkpoint record of `channel` at `replay_id`.
+    pub fn record(&self, channel: &str, replay_id: &[u8]) -> (String, Vec<u8>) {
         let key = format!("{}/{channel}", self.connector);
-        let updated_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
         let value = serde_json::to_vec(&CheckpointValue {
             channel: channel.to_owned(),
             replay_id: hex::encode(replay_id),
-            updated_at,
+            updated_at: now_ms(),
         })
         .expect("checkpoint value serializes");
+        (key, value)
+    }
+
+    /// Records that `replay_id` is now the durable checkpoint of `channel` (written by the
+    /// caller, e.g. committed in a Kafka transaction).
+    pub fn remember(&self, channel: &str, replay_id: &[u8]) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                channel.to_owned(),
+                Checkpoint {
+                    channel: channel.to_owned(),
+                    replay_id: Bytes::copy_from_slice(replay_id),
+                    updated_at: now_ms(),
+                },
+            );
+    }
+
+    /// Writes the checkpoint of `channel`; resolves only when the broker acknowledged it.
+    pub async fn save(&self, channel: &str, replay_id: &[u8]) -> Result<(), CheckpointError> {
+        let (key, value) = self.record(channel, replay_id);
         self.producer
             .send(
                 FutureRecord::to(&self.topic).key(&key).payload(&value),
@@ -499,19 +525,16 @@ impl CheckpointStore {
                 key: key.clone(),
                 source: source.into(),
             })?;
-        self.loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                channel.to_owned(),
-                Checkpoint {
-                    channel: channel.to_owned(),
-                    replay_id: Bytes::copy_from_slice(replay_id),
-                    updated_at,
-                },
-            );
+        self.remember(channel, replay_id);
         Ok(())
     }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 async fn create_compacted_topic(kafka: &KafkaSettings, topic: &str) -> Result<(), CheckpointError> {
@@ -537,7 +560,7 @@ fn load(
         what,
         source: source.map(Box::new),
     };
-    let consumer: BaseConsumer = with_passthrough(
+    let mut config = with_passthrough(
         {
             let mut c = client_config(kafka);
             c.set("enable.auto.commit", "false")
@@ -546,9 +569,10 @@ fn load(
             c
         },
         kafka,
-    )
-    .create()
-    .map_err(|source| CheckpointError::Client {
+    );
+    // Checkpoints of aborted transactions (exactly-once mode) are not positions.
+    config.set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = config.create().map_err(|source| CheckpointError::Client {
         role: "consumer",
         topic: topic.to_owned(),
         source: source.into(),

@@ -70,6 +70,14 @@ pub struct Config {
     pub sink: Option<SinkConfig>,
     /// The Kafka cluster.
     pub kafka: KafkaConfig,
+    /// How long a graceful shutdown (SIGTERM) may take to flush Kafka, write checkpoints and
+    /// commit offsets. Keep the pod's `terminationGracePeriodSeconds` above it.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+const fn default_drain_timeout() -> Duration {
+    Duration::from_secs(20)
 }
 
 fn default_name() -> String {
@@ -176,6 +184,24 @@ pub struct SourceConfig {
     /// What to do with change events caused by forcebridge's own write-backs.
     #[serde(default)]
     pub echo: EchoConfig,
+    /// `at_least_once` (default): records first, then the checkpoint once Kafka acknowledged
+    /// them; a crash repeats the records after the last checkpoint. `exactly_once`: each
+    /// channel's records and its checkpoint are produced in one Kafka transaction
+    /// (`transactional.id` = `<name>/<channel>`, which also fences a second owner of the
+    /// channel); consumers reading with `isolation.level=read_committed` see every event once.
+    #[serde(default)]
+    pub delivery: DeliveryMode,
+}
+
+/// The source's delivery guarantee.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Records, then the checkpoint after their acknowledgement.
+    #[default]
+    AtLeastOnce,
+    /// Records and checkpoint in one Kafka transaction per checkpoint interval.
+    ExactlyOnce,
 }
 
 /// Echo suppression: change events caused by the sink's own writes.
@@ -486,7 +512,16 @@ impl Config {
         if let Some(sink) = &self.sink {
             sink.validate()?;
         }
+        if self.drain_timeout < Duration::from_secs(1) {
+            return Err(invalid("drain_timeout", "must be at least 1s"));
+        }
         self.kafka.validate()
+    }
+
+    /// The Kafka `transactional.id` of a source channel in exactly-once mode: unique per
+    /// connector and channel, stable across restarts, so a new owner fences the old one.
+    pub fn transactional_id(&self, channel: &str) -> String {
+        format!("{}/{}", self.name, channel.trim_start_matches('/'))
     }
 
     /// The `Sforce-Call-Options` client tag: `salesforce.client_tag`, else `name`.
@@ -565,6 +600,10 @@ impl SalesforceConfig {
     }
 }
 
+/// The longest checkpoint interval in exactly-once mode: the producer's transaction timeout is
+/// twice this, within the broker's default `transaction.max.timeout.ms` (15 min).
+pub const MAX_TRANSACTION_INTERVAL: Duration = Duration::from_secs(60);
+
 impl SourceConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.channels.is_empty() {
@@ -603,6 +642,18 @@ impl SourceConfig {
             return Err(invalid(
                 "source.checkpoint_interval",
                 "must be greater than 0",
+            ));
+        }
+        if self.delivery == DeliveryMode::ExactlyOnce
+            && self.checkpoint_interval > MAX_TRANSACTION_INTERVAL
+        {
+            return Err(invalid(
+                "source.checkpoint_interval",
+                format!(
+                    "with `delivery: exactly_once` each interval is one Kafka transaction, which \
+                     must commit within {}s (transaction.timeout.ms)",
+                    MAX_TRANSACTION_INTERVAL.as_secs()
+                ),
             ));
         }
         Ok(())
@@ -717,7 +768,11 @@ impl KafkaConfig {
         if self.topic_partitions < 1 {
             return Err(invalid("kafka.topic_partitions", "must be at least 1"));
         }
-        for managed in ["bootstrap.servers", "enable.idempotence"] {
+        for managed in [
+            "bootstrap.servers",
+            "enable.idempotence",
+            "transactional.id",
+        ] {
             if self.properties.contains_key(managed) {
                 return Err(invalid(
                     format!("kafka.properties.{managed}"),

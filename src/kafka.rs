@@ -8,6 +8,13 @@
 //!   is the backpressure towards the source. The delivery outcome is reported to the record's
 //!   [`AckToken`] from librdkafka's delivery callback (on the producer's polling thread), never
 //!   awaited per record. Retries of a produce request are librdkafka's (`message.timeout.ms`).
+//! * In exactly-once mode each source channel has its own *transactional* producer
+//!   ([`Producer::transactional`], `transactional.id` per channel): [`Producer::init_transactions`]
+//!   fences any earlier owner of that id and aborts its open transaction;
+//!   [`Producer::begin_transaction`] / [`Producer::commit_transaction`] /
+//!   [`Producer::abort_transaction`] frame the records and the checkpoint of one interval. Their
+//!   errors say whether the transaction can be aborted and retried or the producer is finished
+//!   ([`TransactionFailure`]: fenced by a newer owner, or fatal).
 //! * [`render_topic`] renders a topic-name template and validates the result as a legal Kafka
 //!   topic name.
 //! * [`EmbeddedKafka`] is the librdkafka mock cluster used by the demo and the tests. It is
@@ -78,6 +85,78 @@ pub enum KafkaError {
     /// A blocking helper task failed.
     #[error("Kafka producer task failed: {0}")]
     Task(String),
+    /// A transaction step failed.
+    #[error("Kafka transaction of transactional id {transactional_id:?}: {what} failed")]
+    Transaction {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// `init`, `begin`, `commit` or `abort`.
+        what: &'static str,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+}
+
+/// What a failed transaction step leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionFailure {
+    /// Another producer with the same `transactional.id` took over: this one must stop.
+    Fenced,
+    /// The producer is unusable (fatal error): stop, or make a new one.
+    Fatal,
+    /// The cluster does not support transactions (e.g. no `EndTxn` API).
+    Unsupported,
+    /// Abort the transaction and start again from the last committed checkpoint.
+    Abortable,
+    /// The step may simply be repeated (e.g. a commit that timed out).
+    Retriable,
+}
+
+impl KafkaError {
+    /// For [`KafkaError::Transaction`]: what the failure leaves behind. Other errors are
+    /// [`TransactionFailure::Abortable`].
+    pub fn transaction_failure(&self) -> TransactionFailure {
+        let KafkaError::Transaction { source, .. } = self else {
+            return TransactionFailure::Abortable;
+        };
+        let fenced = |code: RDKafkaErrorCode| {
+            matches!(
+                code,
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::TransactionCoordinatorFenced
+            )
+        };
+        match source {
+            RdKafkaError::Transaction(err) if fenced(err.code()) => TransactionFailure::Fenced,
+            RdKafkaError::Transaction(err)
+                if err.code() == RDKafkaErrorCode::UnsupportedFeature =>
+            {
+                TransactionFailure::Unsupported
+            }
+            RdKafkaError::Transaction(err) if err.is_fatal() => TransactionFailure::Fatal,
+            RdKafkaError::Transaction(err) if err.is_retriable() => TransactionFailure::Retriable,
+            RdKafkaError::Transaction(_) => TransactionFailure::Abortable,
+            other => match other.rdkafka_error_code() {
+                Some(code) if fenced(code) => TransactionFailure::Fenced,
+                Some(RDKafkaErrorCode::UnsupportedFeature) => TransactionFailure::Unsupported,
+                _ => TransactionFailure::Abortable,
+            },
+        }
+    }
+
+    /// librdkafka refused to enqueue a record because it exceeds `message.max.bytes`.
+    pub fn is_record_too_large(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Enqueue {
+                source: RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                ..
+            }
+        )
+    }
 }
 
 /// One record to produce. Key, value and headers are copied by librdkafka on enqueue.
@@ -124,10 +203,13 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// The idempotent producer of the source side. Cheap to clone; share it across channel tasks.
+/// The idempotent producer of the source side. Cheap to clone; share it across channel tasks
+/// (a transactional one belongs to one channel).
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<ThreadedProducer<DeliveryContext>>,
+    /// Set for a transactional producer.
+    transactional_id: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -142,6 +224,24 @@ impl Producer {
     /// Idempotent producer (`enable.idempotence=true`, `acks=all`), lz4, `linger.ms=5`;
     /// passthrough properties are applied last.
     pub fn new(settings: &KafkaSettings) -> Result<Producer, KafkaError> {
+        Self::create(settings, None)
+    }
+
+    /// A transactional producer (exactly-once mode): as [`Producer::new`], plus
+    /// `transactional.id` and `transaction.timeout.ms`. Call [`Producer::init_transactions`]
+    /// before anything else.
+    pub fn transactional(
+        settings: &KafkaSettings,
+        transactional_id: &str,
+        transaction_timeout: Duration,
+    ) -> Result<Producer, KafkaError> {
+        Self::create(settings, Some((transactional_id, transaction_timeout)))
+    }
+
+    fn create(
+        settings: &KafkaSettings,
+        transactional: Option<(&str, Duration)>,
+    ) -> Result<Producer, KafkaError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.bootstrap_servers)
@@ -151,6 +251,11 @@ impl Producer {
             .set("linger.ms", "5");
         for (k, v) in &settings.properties {
             config.set(k, v);
+        }
+        if let Some((id, timeout)) = transactional {
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", timeout.as_millis().to_string());
         }
         let context = DeliveryContext {
             blocked: AtomicUsize::new(0),
@@ -162,7 +267,62 @@ impl Producer {
             .map_err(KafkaError::Create)?;
         Ok(Producer {
             inner: Arc::new(inner),
+            transactional_id: transactional.map(|(id, _)| Arc::from(id)),
         })
+    }
+
+    /// The `transactional.id` of a transactional producer.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.transactional_id.as_deref()
+    }
+
+    /// Registers the `transactional.id` with the broker: fences every earlier producer with the
+    /// same id and aborts its open transaction. Blocks a helper thread up to `timeout`.
+    pub async fn init_transactions(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.transaction_step("init", move |p| p.init_transactions(timeout))
+            .await
+    }
+
+    /// Starts a transaction: every record sent until the commit or abort belongs to it.
+    pub async fn begin_transaction(&self) -> Result<(), KafkaError> {
+        self.transaction_step("begin", |p| p.begin_transaction())
+            .await
+    }
+
+    /// Flushes and commits the open transaction, up to `timeout`.
+    pub async fn commit_transaction(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.transaction_step("commit", move |p| p.commit_transaction(timeout))
+            .await
+    }
+
+    /// Aborts the open transaction (purging records not yet sent), up to `timeout`.
+    pub async fn abort_transaction(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.transaction_step("abort", move |p| p.abort_transaction(timeout))
+            .await
+    }
+
+    /// Runs a (blocking) transaction call on a helper thread.
+    async fn transaction_step(
+        &self,
+        what: &'static str,
+        step: impl FnOnce(&ThreadedProducer<DeliveryContext>) -> rdkafka::error::KafkaResult<()>
+        + Send
+        + 'static,
+    ) -> Result<(), KafkaError> {
+        let transactional_id = self
+            .transactional_id
+            .as_deref()
+            .unwrap_or("(not transactional)")
+            .to_owned();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || step(&inner))
+            .await
+            .map_err(|e| KafkaError::Task(e.to_string()))?
+            .map_err(|source| KafkaError::Transaction {
+                transactional_id,
+                what,
+                source,
+            })
     }
 
     /// Enqueues one record; returns once librdkafka accepted it. While librdkafka's local queue
@@ -586,6 +746,40 @@ mod tests {
             headers: &[],
         };
         is_send(producer.send(record, token));
+    }
+
+    #[test]
+    fn transaction_failures_are_classified() {
+        let produce = |code| KafkaError::Enqueue {
+            topic: "t".into(),
+            source: RdKafkaError::MessageProduction(code),
+        };
+        let step = |code| KafkaError::Transaction {
+            transactional_id: "c/data/X".into(),
+            what: "commit",
+            source: RdKafkaError::MessageProduction(code),
+        };
+        for fenced in [
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::InvalidProducerEpoch,
+            RDKafkaErrorCode::Fenced,
+        ] {
+            assert_eq!(
+                step(fenced).transaction_failure(),
+                TransactionFailure::Fenced
+            );
+        }
+        assert_eq!(
+            step(RDKafkaErrorCode::UnsupportedFeature).transaction_failure(),
+            TransactionFailure::Unsupported
+        );
+        assert_eq!(
+            step(RDKafkaErrorCode::MessageTimedOut).transaction_failure(),
+            TransactionFailure::Abortable
+        );
+        let too_large = produce(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(too_large.is_record_too_large());
+        assert!(!produce(RDKafkaErrorCode::QueueFull).is_record_too_large());
     }
 
     #[test]

@@ -17,8 +17,16 @@
 //!   Keepalive `latest_replay_id`s pass through the window too, so they are checkpointed in order.
 //! * If Kafka fails to deliver a record, the channel restarts from its durable checkpoint: records
 //!   after it may be produced twice (each carries its replay id), none are lost.
-//! * Cancellation stops intake at once, flushes Kafka within the drain deadline and writes the
-//!   final checkpoints.
+//! * With `source.delivery: exactly_once` the channel has its own transactional producer
+//!   (`transactional.id` = [`Config::transactional_id`]), initialised before the checkpoints are
+//!   read, which fences an earlier owner of the channel. There is no separate checkpointer: every
+//!   `checkpoint_interval` the processor waits until Kafka acknowledged every record of the open
+//!   transaction, adds the checkpoint record to it and commits. A failure aborts the transaction
+//!   and restarts from the last committed checkpoint; being fenced stops the channel.
+//! * Cancellation stops intake at once, flushes Kafka within `drain_timeout` and writes the
+//!   final checkpoints (commits the last transaction).
+//! * A record larger than Kafka accepts (`message.max.bytes`) dead-letters its event (stage
+//!   `size`) instead of failing the channel.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,9 +42,11 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::auth::{AuthError, Authenticator, SessionHandle};
 use crate::cdc::{self, EnvelopeOptions, RawEvent};
 use crate::checkpoint::{AckWindow, CheckpointError, CheckpointStore, EventHandle};
-use crate::config::{ChannelConfig, Config, EchoMode, InitialReplay, ReplayRejectedPolicy};
+use crate::config::{
+    ChannelConfig, Config, DeliveryMode, EchoMode, InitialReplay, ReplayRejectedPolicy,
+};
 use crate::echo::EchoRule;
-use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin};
+use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin, TransactionFailure};
 use crate::proto::ConsumerEvent;
 use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
@@ -64,10 +74,44 @@ pub enum PipelineError {
     /// The checkpoint topic could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Exactly-once mode: another producer with this channel's transactional id took over.
+    #[error(
+        "channel {channel}: fenced: another forcebridge instance now owns transactional id \
+         {transactional_id:?} (are two replicas configured with the same channel?); this one stops"
+    )]
+    Fenced {
+        channel: String,
+        transactional_id: String,
+    },
 }
 
-/// How long shutdown may take to flush Kafka and write checkpoints.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+/// How long `init_transactions` may take (it waits for an earlier owner's transaction to end).
+const INIT_TRANSACTIONS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// Kafka's record size limit: `message.max.bytes` from `kafka.properties`, else librdkafka's
+/// default.
+fn max_record_bytes(config: &Config) -> usize {
+    config
+        .kafka
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
+
+/// The size librdkafka counts against `message.max.bytes`: key, value and headers (with a
+/// generous allowance for the header framing).
+fn record_size(key: &[u8], value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> usize {
+    key.len()
+        + value.map_or(0, <[u8]>::len)
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>()
+}
 
 /// Everything the channel tasks share.
 struct Shared {
@@ -75,7 +119,9 @@ struct Shared {
     pubsub: PubSub,
     session: SessionHandle,
     authenticator: Authenticator,
-    producer: Producer,
+    /// The producer of each channel, by index: clones of one idempotent producer, or one
+    /// transactional producer per channel in exactly-once mode.
+    producers: Vec<Producer>,
     checkpoints: CheckpointStore,
     /// Creates missing topics when `kafka.create_topics` is on.
     topics: Option<TopicAdmin>,
@@ -129,7 +175,20 @@ pub async fn run(
         }
     }
     let settings = config.kafka.settings();
-    let producer = Producer::new(&settings)?;
+    let producers = match source.delivery {
+        DeliveryMode::AtLeastOnce => {
+            vec![Producer::new(&settings)?; source.channels.len()]
+        }
+        // Before the checkpoints are read: initialising fences an earlier owner and aborts its
+        // open transaction, so what is read next is final.
+        DeliveryMode::ExactlyOnce => {
+            let mut producers = Vec::with_capacity(source.channels.len());
+            for channel in &source.channels {
+                producers.push(transactional_producer(&config, &settings, &channel.name).await?);
+            }
+            producers
+        }
+    };
     let checkpoints =
         CheckpointStore::open(&settings, &config.kafka.checkpoint_topic, &config.name).await?;
     let topics = if config.kafka.create_topics {
@@ -151,7 +210,7 @@ pub async fn run(
         pubsub,
         session,
         authenticator,
-        producer,
+        producers,
         checkpoints,
         schemas: SchemaCache::new(),
         stats,
@@ -184,10 +243,40 @@ pub async fn run(
             failed.cancel();
         }
     }
-    if let Err(err) = shared.producer.flush(DRAIN_DEADLINE).await {
-        warn!(error = %err, "Kafka flush at shutdown did not complete");
+    for producer in &shared.producers {
+        if let Err(err) = producer.flush(shared.config.drain_timeout).await {
+            warn!(error = %err, "Kafka flush at shutdown did not complete");
+        }
     }
     result
+}
+
+/// A channel's transactional producer, registered with the broker.
+async fn transactional_producer(
+    config: &Config,
+    settings: &crate::kafka::KafkaSettings,
+    channel: &str,
+) -> Result<Producer, PipelineError> {
+    let id = config.transactional_id(channel);
+    let interval = config
+        .source
+        .as_ref()
+        .map_or(crate::config::MAX_TRANSACTION_INTERVAL, |s| {
+            s.checkpoint_interval
+        });
+    let producer = Producer::transactional(settings, &id, 2 * interval + config.drain_timeout)?;
+    producer
+        .init_transactions(INIT_TRANSACTIONS_TIMEOUT)
+        .await
+        .map_err(|err| PipelineError::Channel {
+            channel: channel.to_owned(),
+            message: format!(
+                "`source.delivery: exactly_once` needs Kafka transactions: registering transactional id {id:?} failed: {}",
+                crate::telemetry::error_chain(&err)
+            ),
+        })?;
+    info!(transactional_id = %id, "transactional producer registered");
+    Ok(producer)
 }
 
 /// One channel: attempts that each run reader + processor + checkpointer from the durable
@@ -209,10 +298,20 @@ async fn run_channel(
             },
         };
         info!(?start, "starting channel");
-        match run_attempt(shared, channel, &stats, start, &cancel).await {
+        match run_attempt(shared, index, &stats, start, &cancel).await {
             Ok(()) => return Ok(()),
             Err(AttemptError::Fatal(err)) => return Err(err),
             Err(AttemptError::DeliveryFailed(reason)) => {
+                let producer = &shared.producers[index];
+                if producer.transactional_id().is_some() {
+                    warn!(%reason, "aborting the channel's Kafka transaction");
+                    if let Err(err) = producer
+                        .abort_transaction(shared.config.drain_timeout)
+                        .await
+                    {
+                        return Err(transaction_error(&channel.name, err));
+                    }
+                }
                 let delay = backoff.next_delay();
                 warn!(%reason, ?delay, "Kafka did not acknowledge a record; restarting the channel from its checkpoint");
                 if !sleep_or_cancel(delay, &cancel).await {
@@ -228,17 +327,62 @@ enum AttemptError {
     DeliveryFailed(String),
 }
 
+/// A failed transaction step: fenced or fatal stops the channel; anything else aborts and
+/// restarts the attempt.
+fn transaction_error(channel: &str, err: KafkaError) -> PipelineError {
+    match err.transaction_failure() {
+        TransactionFailure::Fenced => PipelineError::Fenced {
+            channel: channel.to_owned(),
+            transactional_id: match &err {
+                KafkaError::Transaction {
+                    transactional_id, ..
+                } => transactional_id.clone(),
+                _ => String::new(),
+            },
+        },
+        TransactionFailure::Unsupported => PipelineError::Channel {
+            channel: channel.to_owned(),
+            message: format!(
+                "the Kafka cluster does not support transactions, which `source.delivery: exactly_once` needs; use `at_least_once` ({})",
+                crate::telemetry::error_chain(&err)
+            ),
+        },
+        _ => PipelineError::Kafka(err),
+    }
+}
+
+/// [`transaction_error`] for a step inside an attempt.
+fn attempt_transaction_error(channel: &str, err: KafkaError) -> AttemptError {
+    match err.transaction_failure() {
+        TransactionFailure::Fenced
+        | TransactionFailure::Fatal
+        | TransactionFailure::Unsupported => AttemptError::Fatal(transaction_error(channel, err)),
+        TransactionFailure::Abortable | TransactionFailure::Retriable => {
+            AttemptError::DeliveryFailed(crate::telemetry::error_chain(&err))
+        }
+    }
+}
+
 /// The position the reader resumes from after rebuilding a stream: the last replay id handed to
 /// the processor (the processor will produce it), or the attempt's start.
 struct Position(std::sync::Mutex<ReplayStart>);
 
 async fn run_attempt(
     shared: &Shared,
-    channel: &ChannelConfig,
+    index: usize,
     stats: &Arc<ChannelStats>,
     start: ReplayStart,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
+    let channel = &shared.source().channels[index];
+    let producer = &shared.producers[index];
+    let transactions = producer.transactional_id().is_some();
+    if transactions {
+        producer
+            .begin_transaction()
+            .await
+            .map_err(|err| attempt_transaction_error(&channel.name, err))?;
+    }
     let window = AckWindow::new();
     let attempt = cancel.child_token();
     let capacity = shared.source().batch_size as usize;
@@ -246,8 +390,15 @@ async fn run_attempt(
     let position = Position(std::sync::Mutex::new(start));
 
     let reader = read_stream(shared, channel, stats, &position, tx, &attempt);
-    let processor = process(shared, channel, stats, &window, rx, &attempt);
-    let checkpointer = checkpoint_loop(shared, channel, stats, &window, &attempt);
+    let processor = process(shared, channel, producer, stats, &window, rx, &attempt);
+    // In exactly-once mode the processor commits the checkpoints inside its transactions.
+    let checkpointer = async {
+        if transactions {
+            Ok(())
+        } else {
+            checkpoint_loop(shared, channel, producer, stats, &window, &attempt).await
+        }
+    };
     let (read, processed, checkpointed) = tokio::join!(
         async {
             let r = reader.await;
@@ -392,14 +543,154 @@ async fn read_stream(
 async fn process(
     shared: &Shared,
     channel: &ChannelConfig,
+    producer: &Producer,
     stats: &ChannelStats,
     window: &AckWindow,
     mut rx: mpsc::Receiver<Item>,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
+    let mut transaction = producer.transactional_id().is_some().then(|| Transaction {
+        shared,
+        channel: &channel.name,
+        producer,
+        stats,
+        window,
+        committed: shared.checkpoints.get(&channel.name).map(|c| c.replay_id),
+        ticker: {
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::now() + shared.source().checkpoint_interval,
+                shared.source().checkpoint_interval,
+            );
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        },
+    });
+    let result = process_items(
+        shared,
+        channel,
+        producer,
+        stats,
+        window,
+        &mut rx,
+        &mut transaction,
+        cancel,
+    )
+    .await;
+    match (result, transaction) {
+        // The last transaction commits what was processed before the stop.
+        (Ok(()), Some(mut transaction)) => transaction.commit(false).await,
+        (result, _) => result,
+    }
+}
+
+/// One open Kafka transaction of a channel (exactly-once mode).
+struct Transaction<'a> {
+    shared: &'a Shared,
+    channel: &'a str,
+    producer: &'a Producer,
+    stats: &'a ChannelStats,
+    window: &'a AckWindow,
+    /// The checkpoint of the last committed transaction.
+    committed: Option<Bytes>,
+    ticker: tokio::time::Interval,
+}
+
+impl Transaction<'_> {
+    /// Commits the open transaction with the checkpoint of everything processed so far; with
+    /// `reopen`, begins the next one.
+    ///
+    /// Every record of the transaction is acknowledged before the checkpoint record is sent, so
+    /// the checkpoint follows its records in the log: even a broker that does not filter aborted
+    /// transactions for `read_committed` readers never shows a checkpoint without its records.
+    async fn commit(&mut self, reopen: bool) -> Result<(), AttemptError> {
+        let drain = self.shared.config.drain_timeout;
+        self.producer
+            .flush(drain)
+            .await
+            .map_err(|err| AttemptError::DeliveryFailed(err.to_string()))?;
+        // On the last commit a failure (an event abandoned by the stop) only bounds the
+        // checkpoint; otherwise the transaction holds records past a failed event: abort.
+        if reopen && let Some(reason) = self.window.failure() {
+            return Err(AttemptError::DeliveryFailed(reason));
+        }
+        let durable = self.window.durable();
+        let Some(durable) = durable.filter(|d| self.committed.as_ref() != Some(d)) else {
+            if !reopen {
+                // Nothing new: end the empty transaction.
+                self.producer
+                    .abort_transaction(drain)
+                    .await
+                    .map_err(|err| attempt_transaction_error(self.channel, err))?;
+            }
+            return Ok(());
+        };
+        let checkpoints = &self.shared.checkpoints;
+        let (key, value) = checkpoints.record(self.channel, &durable);
+        self.producer
+            .deliver([OutgoingRecord {
+                topic: checkpoints.topic(),
+                key: Some(key.as_bytes()),
+                value: Some(&value),
+                headers: &[],
+            }])
+            .await
+            .map_err(AttemptError::DeliveryFailed)?;
+        let mut attempts = 0;
+        loop {
+            match self.producer.commit_transaction(drain).await {
+                Ok(()) => break,
+                Err(err)
+                    if err.transaction_failure() == TransactionFailure::Retriable
+                        && attempts < 3 =>
+                {
+                    attempts += 1;
+                    warn!(error = %crate::telemetry::error_chain(&err), "committing the transaction again");
+                }
+                Err(err) => return Err(attempt_transaction_error(self.channel, err)),
+            }
+        }
+        checkpoints.remember(self.channel, &durable);
+        self.stats
+            .checkpoints_written
+            .fetch_add(1, Ordering::Relaxed);
+        self.committed = Some(durable);
+        if reopen {
+            self.producer
+                .begin_transaction()
+                .await
+                .map_err(|err| attempt_transaction_error(self.channel, err))?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the next commit time of `transaction`; never, without one.
+async fn commit_due(transaction: &mut Option<Transaction<'_>>) {
+    match transaction {
+        Some(t) => {
+            t.ticker.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The processor's loop: items in order, and (exactly-once) a commit every interval.
+#[allow(clippy::too_many_arguments)]
+async fn process_items(
+    shared: &Shared,
+    channel: &ChannelConfig,
+    producer: &Producer,
+    stats: &ChannelStats,
+    window: &AckWindow,
+    rx: &mut mpsc::Receiver<Item>,
+    transaction: &mut Option<Transaction<'_>>,
+    cancel: &CancellationToken,
+) -> Result<(), AttemptError> {
     let mut processor = Processor {
         shared,
         channel,
+        producer,
+        max_record_bytes: max_record_bytes(&shared.config),
         stats,
         window,
         options: EnvelopeOptions {
@@ -419,6 +710,12 @@ async fn process(
         let item = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
+            _ = commit_due(transaction) => {
+                if let Some(transaction) = transaction {
+                    transaction.commit(true).await?;
+                }
+                continue;
+            }
             item = rx.recv() => match item {
                 Some(item) => item,
                 None => return Ok(()),
@@ -430,9 +727,16 @@ async fn process(
                 resumed_from,
                 reason,
             } => {
-                write_gap_marker(shared, &channel.name, &rejected, resumed_from, &reason)
-                    .await
-                    .map_err(AttemptError::DeliveryFailed)?;
+                write_gap_marker(
+                    shared,
+                    producer,
+                    &channel.name,
+                    &rejected,
+                    resumed_from,
+                    &reason,
+                )
+                .await
+                .map_err(AttemptError::DeliveryFailed)?;
             }
             Item::Keepalive(latest_replay_id) => {
                 if !latest_replay_id.is_empty() {
@@ -457,6 +761,7 @@ async fn process(
 /// be missing.
 async fn write_gap_marker(
     shared: &Shared,
+    producer: &Producer,
     channel: &str,
     rejected: &[u8],
     resumed_from: ReplayRejectedPolicy,
@@ -488,7 +793,7 @@ async fn write_gap_marker(
         headers: &headers,
     };
     // The marker is durable before any event after the gap is processed.
-    shared.producer.deliver([record]).await
+    producer.deliver([record]).await
 }
 
 enum HandleError {
@@ -512,6 +817,10 @@ struct Route {
 struct Processor<'a> {
     shared: &'a Shared,
     channel: &'a ChannelConfig,
+    /// The channel's producer (transactional in exactly-once mode).
+    producer: &'a Producer,
+    /// Kafka's record size limit: larger records dead-letter their event.
+    max_record_bytes: usize,
     stats: &'a ChannelStats,
     window: &'a AckWindow,
     options: EnvelopeOptions,
@@ -561,7 +870,11 @@ impl Processor<'_> {
         let records = match self.decode(&raw, cancel).await {
             Err(None) => return Err(HandleError::Cancelled),
             Err(Some(dead)) => Err(dead),
+            Ok(records) => self.check_sizes(&records).map(|()| records),
+        };
+        let records = match records {
             Ok(records) => self.resolve_routes(&records).await?.map(|()| records),
+            Err(dead) => Err(dead),
         };
         match records {
             Ok(records) => {
@@ -578,8 +891,7 @@ impl Processor<'_> {
                         value: record.value.as_deref(),
                         headers: &headers,
                     };
-                    self.shared
-                        .producer
+                    self.producer
                         .send(outgoing, handle.token())
                         .await
                         .map_err(HandleError::Kafka)?;
@@ -589,6 +901,29 @@ impl Processor<'_> {
             Err(dead) => self.dead_letter(&raw, &dead, &handle).await?,
         }
         handle.seal();
+        Ok(())
+    }
+
+    /// Refuses an event with a record Kafka would refuse as too large, before any of its
+    /// records is sent.
+    fn check_sizes(&self, records: &[cdc::OutRecord]) -> Result<(), DeadLetter> {
+        for record in records {
+            let headers: Vec<(&str, &[u8])> = record
+                .headers
+                .iter()
+                .map(|(k, v)| (*k, v.as_bytes()))
+                .collect();
+            let size = record_size(record.key.as_bytes(), record.value.as_deref(), &headers);
+            if size > self.max_record_bytes {
+                return Err(DeadLetter {
+                    stage: "size",
+                    reason: format!(
+                        "the Kafka record of {} {} would be {size} bytes, over the limit of {} (kafka.properties.message.max.bytes)",
+                        record.object, record.key, self.max_record_bytes
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -644,7 +979,8 @@ impl Processor<'_> {
         self.stats
             .events_dead_lettered
             .fetch_add(1, Ordering::Relaxed);
-        let headers: [(&str, &[u8]); 6] = [
+        let original_len = raw.payload.len().to_string();
+        let mut headers: Vec<(&str, &[u8])> = vec![
             ("forcebridge.error.stage", dead.stage.as_bytes()),
             ("forcebridge.error.reason", dead.reason.as_bytes()),
             ("forcebridge.channel", raw.channel.as_bytes()),
@@ -652,14 +988,22 @@ impl Processor<'_> {
             ("forcebridge.schema_id", raw.schema_id.as_bytes()),
             ("forcebridge.event_id", raw.event_id.as_bytes()),
         ];
+        // The raw bytes, unless they alone exceed Kafka's limit: then their head, marked.
+        let framing = record_size(replay_hex.as_bytes(), None, &headers) + 64;
+        let room = self.max_record_bytes.saturating_sub(framing);
+        let value = if raw.payload.len() > room {
+            headers.push(("forcebridge.error.truncated_from", original_len.as_bytes()));
+            &raw.payload[..room]
+        } else {
+            raw.payload
+        };
         let outgoing = OutgoingRecord {
             topic: &self.shared.config.kafka.dead_letter_topic,
             key: Some(replay_hex.as_bytes()),
-            value: Some(raw.payload),
+            value: Some(value),
             headers: &headers,
         };
-        self.shared
-            .producer
+        self.producer
             .send(outgoing, handle.token())
             .await
             .map_err(HandleError::Kafka)
@@ -741,6 +1085,7 @@ impl SchemaSource for CountingSource<'_> {
 async fn checkpoint_loop(
     shared: &Shared,
     channel: &ChannelConfig,
+    producer: &Producer,
     stats: &ChannelStats,
     window: &AckWindow,
     cancel: &CancellationToken,
@@ -755,8 +1100,9 @@ async fn checkpoint_loop(
         };
         if stopping {
             // Drain: let in-flight records land (bounded), then write the final position.
-            let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
-                let _ = shared.producer.flush(DRAIN_DEADLINE).await;
+            let drain = shared.config.drain_timeout;
+            let _ = tokio::time::timeout(drain, async {
+                let _ = producer.flush(drain).await;
                 window.wait_idle().await;
             })
             .await;

@@ -49,6 +49,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::auth::{AuthError, Authenticator, Session, SessionHandle};
 use crate::retry::{Backoff, HttpDirective, classify_http, sleep_or_cancel};
+use crate::telemetry::error_chain;
 use crate::telemetry::{ApiLimitGauges, ApiStats};
 
 /// Subrequests per Composite call.
@@ -605,17 +606,6 @@ fn errors_from_bytes(body: &[u8]) -> Vec<ApiError> {
             body,
         )))],
     }
-}
-
-/// An error with its sources: `a: b: c`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 fn truncate(text: &str) -> String {

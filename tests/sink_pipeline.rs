@@ -59,7 +59,13 @@ fn config_text(sim: &SimOrg, bootstrap: &str, extra_sink: &str, source: &str) ->
         format!("  commit_interval: 100ms\n{extra_sink}")
     };
     let text = format!(
-        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {id}\n    client_secret: {secret}\n{source}sink:\n  topics: [{WRITEBACK}]\n  objects:\n    Account:\n      external_id_field: External_Id__c\n  linger: 100ms\n  initial_backoff: 20ms\n  max_backoff: 200ms\n{extra_sink}kafka:\n  bootstrap_servers: {bootstrap}\n  create_topics: false\n  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n",
+        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {id}\n    client_secret: {secret}\n{source}sink:\n  topics: [{WRITEBACK}]\n  objects:\n    Account:\n      external_id_field: External_Id__c\n  initial_backoff: 20ms\n  max_backoff: 200ms\n{linger}{extra_sink}kafka:\n  bootstrap_servers: {bootstrap}\n  create_topics: false\n  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n",
+        // A test may set its own linger (e.g. long, so batches fill whatever the machine's load).
+        linger = if extra_sink.contains("linger:") {
+            ""
+        } else {
+            "  linger: 100ms\n"
+        },
         login = sim.instance_url(),
         pubsub = sim.pubsub_endpoint(),
         id = c.client_id,
@@ -203,7 +209,9 @@ async fn five_thousand_mixed_operations_land_exactly() {
     send(&bootstrap, messages).await;
 
     let (used_before, _) = sim.api_usage();
-    let running = start(config(&sim, &bootstrap, "", ""));
+    // Every message is in Kafka before the sink starts; a long linger makes full batches of
+    // 1,000 however slowly this machine delivers them.
+    let running = start(config(&sim, &bootstrap, "  linger: 3s\n", ""));
     running.wait_finished(5000).await;
     let stats = running.stop().await;
     let (used_after, _) = sim.api_usage();

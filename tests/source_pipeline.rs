@@ -4,22 +4,19 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use forcebridge::checkpoint::CheckpointStore;
 use forcebridge::config::Config;
-use forcebridge::pipeline::{self, PipelineError};
+
 use forcebridge::sim::{SimConfig, SimOrg};
-use forcebridge::telemetry::PipelineStats;
-use support::kafka::{ConsumedRecord, MockKafka, Tansu, read_topic, wait_for_records};
+use support::kafka::{ConsumedRecord, Tansu, read_topic, wait_for_records};
+use support::source::{
+    MOCK_KAFKA, WAIT, checkpoints, config_with, header, key, mock_kafka, replay_ids, start, value,
+};
 
 const ACCOUNTS: &str = "salesforce.Account";
-const WAIT: Duration = Duration::from_secs(60);
 
 fn fields(value: Value) -> Map<String, Value> {
     match value {
@@ -28,96 +25,8 @@ fn fields(value: Value) -> Map<String, Value> {
     }
 }
 
-/// The mock cluster has no CreateTopics API: tests on it let the broker auto-create topics.
-const MOCK_KAFKA: &str = "  create_topics: false\n";
-
 fn config(sim: &SimOrg, bootstrap: &str, channels: &[&str], extra_source: &str) -> Config {
     config_with(sim, bootstrap, channels, extra_source, MOCK_KAFKA)
-}
-
-fn config_with(
-    sim: &SimOrg,
-    bootstrap: &str,
-    channels: &[&str],
-    extra_source: &str,
-    extra_kafka: &str,
-) -> Config {
-    let c = sim.config();
-    let channels: String = channels
-        .iter()
-        .map(|ch| format!("    - name: {ch}\n      initial_replay: earliest\n"))
-        .collect();
-    let text = format!(
-        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: password\n    client_id: {id}\n    client_secret: {secret}\n    username: {user}\n    password: {password}\n    security_token: {token}\nsource:\n  channels:\n{channels}  checkpoint_interval: 100ms\n{extra_source}kafka:\n  bootstrap_servers: {bootstrap}\n{extra_kafka}",
-        login = sim.instance_url(),
-        pubsub = sim.pubsub_endpoint(),
-        id = c.client_id,
-        secret = c.client_secret,
-        user = c.username,
-        password = c.password,
-        token = c.security_token,
-    );
-    Config::from_yaml(&text, |_| None).expect("test config is valid")
-}
-
-struct Running {
-    cancel: CancellationToken,
-    stats: Arc<PipelineStats>,
-    handle: JoinHandle<Result<(), PipelineError>>,
-}
-
-fn start(config: Config) -> Running {
-    let cancel = CancellationToken::new();
-    let stats = Arc::new(PipelineStats::default());
-    let handle = tokio::spawn(pipeline::run(config, stats.clone(), cancel.clone()));
-    Running {
-        cancel,
-        stats,
-        handle,
-    }
-}
-
-impl Running {
-    /// Graceful stop: drain, final checkpoints.
-    async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("pipeline drains in time")
-            .expect("pipeline task")
-            .expect("pipeline ends without error");
-    }
-}
-
-/// The test connector's checkpoints in `bootstrap`.
-async fn checkpoints(bootstrap: &str) -> CheckpointStore {
-    CheckpointStore::open(
-        &support::kafka::settings(bootstrap),
-        "forcebridge.checkpoints",
-        "test",
-    )
-    .await
-    .unwrap()
-}
-
-fn mock_kafka() -> MockKafka {
-    let kafka = MockKafka::start(1);
-    // The mock has no CreateTopics API; forcebridge's own topics are created up front.
-    kafka.create_topic("forcebridge.checkpoints", 1);
-    kafka.create_topic("forcebridge.dlq", 1);
-    kafka
-}
-
-fn value(record: &ConsumedRecord) -> Value {
-    serde_json::from_slice(record.value.as_deref().expect("not a tombstone")).expect("JSON value")
-}
-
-fn header(record: &ConsumedRecord, name: &str) -> String {
-    String::from_utf8(record.header(name).unwrap_or_default().to_vec()).unwrap()
-}
-
-fn key(record: &ConsumedRecord) -> String {
-    String::from_utf8(record.key.clone().unwrap_or_default()).unwrap()
 }
 
 fn names(v: &Value) -> BTreeSet<String> {
@@ -295,15 +204,6 @@ async fn changes_become_exact_records_on_a_real_broker() {
     };
     // A real broker: forcebridge creates the per-object and dead-letter topics itself.
     exact_records_scenario(&tansu.bootstrap(), "").await;
-}
-
-/// Distinct replay ids and the full list of replay ids (with repeats) in the Account topic.
-fn replay_ids(records: &[ConsumedRecord]) -> (BTreeSet<String>, Vec<String>) {
-    let all: Vec<String> = records
-        .iter()
-        .map(|r| header(r, "forcebridge.replay_id"))
-        .collect();
-    (all.iter().cloned().collect(), all)
 }
 
 /// Stopped mid-stream — aborted like a crash, then stopped gracefully — and restarted each time
@@ -704,4 +604,63 @@ async fn gap_markers(bootstrap: &str) -> usize {
     wait_for_records(bootstrap, "forcebridge.dlq", 1, Duration::from_millis(200))
         .await
         .len()
+}
+
+/// A change whose Kafka record would exceed Kafka's size limit (`message.max.bytes`) goes to the
+/// dead-letter topic (stage `size`, the reason naming the record and the limit, the raw bytes cut
+/// to fit and marked) instead of stopping the channel; the changes around it flow on and the
+/// checkpoint moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_kafka_size_limit_is_dead_lettered() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    kafka.create_topic(ACCOUNTS, 1);
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let running = start(config_with(
+        &sim,
+        &bootstrap,
+        &["/data/AccountChangeEvent"],
+        "",
+        "  create_topics: false\n  properties:\n    message.max.bytes: \"20000\"\n",
+    ));
+    let small = sim
+        .create("Account", fields(json!({"Name": "Small one"})))
+        .unwrap();
+    let big = sim
+        .create(
+            "Account",
+            fields(json!({"Name": "Big one", "Description": "x".repeat(30_000)})),
+        )
+        .unwrap();
+    let after = sim
+        .create("Account", fields(json!({"Name": "After it"})))
+        .unwrap();
+
+    let records = wait_for_records(&bootstrap, ACCOUNTS, 2, WAIT).await;
+    assert_eq!(
+        records.iter().map(key).collect::<Vec<_>>(),
+        [small, after.clone()]
+    );
+    let dead = wait_for_records(&bootstrap, "forcebridge.dlq", 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], "forcebridge.error.stage"), "size");
+    let reason = header(&dead[0], "forcebridge.error.reason");
+    assert!(
+        reason.contains(&big) && reason.contains("20000"),
+        "{reason}"
+    );
+    let original: usize = header(&dead[0], "forcebridge.error.truncated_from")
+        .parse()
+        .expect("the raw bytes were cut to fit");
+    assert!(original > 30_000, "{original}");
+    let kept = dead[0].value.as_ref().unwrap().len();
+    assert!(kept < 20_000 && kept > 10_000, "{kept}");
+
+    running.stop().await;
+    let store = checkpoints(&bootstrap).await;
+    assert_eq!(
+        hex::encode(store.get("/data/AccountChangeEvent").unwrap().replay_id),
+        header(&records[1], "forcebridge.replay_id")
+    );
+    sim.shutdown().await;
 }

@@ -20,7 +20,7 @@
 //! * A failure the batch cannot settle (Salesforce unreachable after retries, Kafka refusing a
 //!   dead letter) restarts the consumer from the committed offsets after a backoff: records may
 //!   be written twice, none is lost. Cancellation stops intake, lets in-flight batches finish
-//!   within [`DRAIN_DEADLINE`], and commits.
+//!   within `drain_timeout`, and commits.
 
 pub mod message;
 pub mod offsets;
@@ -49,10 +49,6 @@ use crate::telemetry::SinkStats;
 use message::{MessageError, ParseOptions};
 use offsets::{Offsets, SinkContext};
 use writer::{Failure, Item, Origin, Reporter, WriteError, Writer};
-
-/// How long shutdown waits for in-flight batches before abandoning them (their records are not
-/// committed and are written again after a restart).
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Errors that stop the sink.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +147,7 @@ pub async fn run(
             }
         }
     };
-    if let Err(error) = producer.flush(DRAIN_DEADLINE).await {
+    if let Err(error) = producer.flush(config.drain_timeout).await {
         warn!(%error, "Kafka flush at shutdown did not complete");
     }
     result
@@ -453,7 +449,10 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
     // Drain: no more batches; let the writers finish within the deadline.
     drop(batch);
     drop(batch_tx);
-    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+    // In-flight batches abandoned at the deadline are not committed: written again after a
+    // restart.
+    let drain = shared.config.drain_timeout;
+    let drained = tokio::time::timeout(drain, async {
         while workers.join_next().await.is_some() {}
     })
     .await;
@@ -464,7 +463,7 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
     }
     committer.1.cancel();
     let _ = committer.0.await;
-    let _ = reporter.producer.flush(DRAIN_DEADLINE).await;
+    let _ = reporter.producer.flush(drain).await;
     // Give the last delivery reports a moment to land in the windows, then commit.
     let final_commit = {
         let consumer = consumer.clone();

@@ -282,6 +282,9 @@ fn reader(bootstrap: &str) -> BaseConsumer {
         .set("group.id", "forcebridge-test-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // Everything in the log, like the brokers under test (neither filters aborted
+        // transactions); never stuck behind an open transaction.
+        .set("isolation.level", "read_uncommitted")
         .set("log_level", "3")
         .create()
         .expect("create a test reader")

@@ -1,0 +1,155 @@
+//! The source pipeline in tests: a config for a simulated org, a running pipeline task, its
+//! checkpoints, and accessors for the records it produced.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use forcebridge::checkpoint::CheckpointStore;
+use forcebridge::config::Config;
+use forcebridge::pipeline::{self, PipelineError};
+use forcebridge::sim::SimOrg;
+use forcebridge::telemetry::PipelineStats;
+
+use super::kafka::{ConsumedRecord, MockKafka};
+
+/// How long tests wait for a condition.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The mock cluster has no CreateTopics API: tests on it let the broker auto-create topics.
+pub const MOCK_KAFKA: &str = "  create_topics: false\n";
+
+/// A config of connector `test` for `sim`, the given channels (replay from earliest), a 100 ms
+/// checkpoint interval; `extra_source` and `extra_kafka` are YAML lines appended to the
+/// `source` and `kafka` sections.
+pub fn config_with(
+    sim: &SimOrg,
+    bootstrap: &str,
+    channels: &[&str],
+    extra_source: &str,
+    extra_kafka: &str,
+) -> Config {
+    Config::from_yaml(
+        &config_text(sim, bootstrap, channels, extra_source, extra_kafka),
+        |_| None,
+    )
+    .expect("test config is valid")
+}
+
+/// The YAML of [`config_with`] (for a child process's config file).
+pub fn config_text(
+    sim: &SimOrg,
+    bootstrap: &str,
+    channels: &[&str],
+    extra_source: &str,
+    extra_kafka: &str,
+) -> String {
+    let c = sim.config();
+    let channels: String = channels
+        .iter()
+        .map(|ch| format!("    - name: {ch}\n      initial_replay: earliest\n"))
+        .collect();
+    format!(
+        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: password\n    client_id: {id}\n    client_secret: {secret}\n    username: {user}\n    password: {password}\n    security_token: {token}\nsource:\n  channels:\n{channels}  checkpoint_interval: 100ms\n{extra_source}kafka:\n  bootstrap_servers: {bootstrap}\n{extra_kafka}",
+        login = sim.instance_url(),
+        pubsub = sim.pubsub_endpoint(),
+        id = c.client_id,
+        secret = c.client_secret,
+        user = c.username,
+        password = c.password,
+        token = c.security_token,
+    )
+}
+
+/// A pipeline running in a task.
+pub struct Running {
+    pub cancel: CancellationToken,
+    pub stats: Arc<PipelineStats>,
+    pub handle: JoinHandle<Result<(), PipelineError>>,
+}
+
+/// Starts the source pipeline in a task. Its logs go to stderr when `RUST_LOG` is set.
+pub fn start(config: Config) -> Running {
+    if std::env::var_os("RUST_LOG").is_some() {
+        forcebridge::telemetry::init_logging(forcebridge::telemetry::LogFormat::Text, "info");
+    }
+    let cancel = CancellationToken::new();
+    let stats = Arc::new(PipelineStats::default());
+    let handle = tokio::spawn(pipeline::run(config, stats.clone(), cancel.clone()));
+    Running {
+        cancel,
+        stats,
+        handle,
+    }
+}
+
+impl Running {
+    /// Graceful stop: drain, final checkpoints.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(WAIT, self.handle)
+            .await
+            .expect("pipeline drains in time")
+            .expect("pipeline task")
+            .expect("pipeline ends without error");
+    }
+
+    /// Waits until at least `n` records were produced.
+    pub async fn wait_produced(&self, n: u64) {
+        tokio::time::timeout(WAIT, async {
+            while self.stats.snapshot().records_produced() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{n} records produced in time"));
+    }
+}
+
+/// The test connector's checkpoints in `bootstrap`.
+pub async fn checkpoints(bootstrap: &str) -> CheckpointStore {
+    CheckpointStore::open(
+        &super::kafka::settings(bootstrap),
+        "forcebridge.checkpoints",
+        "test",
+    )
+    .await
+    .unwrap()
+}
+
+/// A one-broker mock cluster with forcebridge's own topics created up front (the mock has no
+/// CreateTopics API).
+pub fn mock_kafka() -> MockKafka {
+    let kafka = MockKafka::start(1);
+    kafka.create_topic("forcebridge.checkpoints", 1);
+    kafka.create_topic("forcebridge.dlq", 1);
+    kafka
+}
+
+/// The JSON value of a record.
+pub fn value(record: &ConsumedRecord) -> Value {
+    serde_json::from_slice(record.value.as_deref().expect("not a tombstone")).expect("JSON value")
+}
+
+/// A header as text (empty when absent).
+pub fn header(record: &ConsumedRecord, name: &str) -> String {
+    String::from_utf8(record.header(name).unwrap_or_default().to_vec()).unwrap()
+}
+
+/// The key as text.
+pub fn key(record: &ConsumedRecord) -> String {
+    String::from_utf8(record.key.clone().unwrap_or_default()).unwrap()
+}
+
+/// Distinct replay ids and the full list of replay ids (with repeats) of `records`.
+pub fn replay_ids(records: &[ConsumedRecord]) -> (BTreeSet<String>, Vec<String>) {
+    let all: Vec<String> = records
+        .iter()
+        .map(|r| header(r, "forcebridge.replay_id"))
+        .collect();
+    (all.iter().cloned().collect(), all)
+}
