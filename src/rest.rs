@@ -641,10 +641,12 @@ fn strip_attributes(value: &mut Value) {
 }
 
 /// One page of a query result.
-struct QueryPage {
-    records: Vec<Map<String, Value>>,
-    /// The next page's path, when not done.
-    next: Option<String>,
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage {
+    /// The page's records, `attributes` removed at every level.
+    pub records: Vec<Map<String, Value>>,
+    /// The next page's path (`nextRecordsUrl`), when not done.
+    pub next: Option<String>,
 }
 
 fn query_page(mut body: Value) -> Result<QueryPage, String> {
@@ -847,6 +849,48 @@ impl RestClient {
         }
         .instrument(span)
         .await
+    }
+
+    /// `GET …/query?q=<soql>`: the first page only, so a caller can stream a large result; follow
+    /// [`QueryPage::next`] with [`RestClient::query_more`]. Held by the guard and retried like
+    /// every call; a refused query is [`RestError::Rejected`].
+    pub async fn query(
+        &self,
+        soql: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        if soql.trim().is_empty() {
+            return Err(RestError::Invalid("empty SOQL".to_owned()));
+        }
+        let path = format!("{}/query?q={}", self.inner.data_path, percent_encode(soql));
+        self.query_at(&path, cancel).await
+    }
+
+    /// The page at `next` (a [`QueryPage::next`] path of this org).
+    pub async fn query_more(
+        &self,
+        next: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        if !next.starts_with('/') {
+            return Err(RestError::Invalid(format!(
+                "`{next}` is not a nextRecordsUrl path"
+            )));
+        }
+        self.query_at(next, cancel).await
+    }
+
+    async fn query_at(
+        &self,
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        self.check_tag()?;
+        let answer = self.execute(Method::GET, path, None, true, cancel).await?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| format!("query page is not JSON: {e}"))
+            .and_then(query_page)
+            .map_err(RestError::Protocol)
     }
 
     /// `GET /limits` → `DailyApiRequests`; also tells the guard. Not held by the guard (it is how
