@@ -10,6 +10,8 @@
 //!   one [`SubResponse`] per [`SubRequest`], in input order, each collection's [`SaveResult`]s in
 //!   record order. A query whose result is not `done` is followed through `nextRecordsUrl` (one
 //!   more API call per page).
+//! * [`RestClient::query`] / [`RestClient::query_more`] read a query one page at a time (the
+//!   source's gap re-reads stream large results through them), guarded and retried alike.
 //! * Every request carries `Authorization: Bearer <token>` and `Sforce-Call-Options:
 //!   client=<tag>`. The tag is what lands in CDC `changeOrigin` (echo detection). It is set on
 //!   the top-level request only, not in the subrequests' `httpHeaders`: Salesforce's docs list

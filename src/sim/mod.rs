@@ -19,7 +19,9 @@
 //! Fault knobs (Rust API, and `POST /sim/faults` for `forcebridge sim`):
 //! [`SimOrg::set_rest_latency`], [`SimOrg::fail_next_requests`], [`SimOrg::lock_rows`],
 //! [`SimOrg::add_validation_rule`], [`SimOrg::set_api_usage`]/[`SimOrg::set_api_limit`]; for the
-//! streams [`SimOrg::reset_streams`], [`SimOrg::revoke_tokens`], [`SimOrg::inject_raw_event`].
+//! streams [`SimOrg::reset_streams`], [`SimOrg::revoke_tokens`], [`SimOrg::inject_raw_event`];
+//! gap and overflow events ([`gap`]) [`SimOrg::emit_gap`], [`SimOrg::emit_overflow`],
+//! [`SimOrg::emit_gaps_for`] and [`SimConfig::overflow_threshold`].
 //!
 //! Files: `catalog` (schemas and ids), `ids` (record Ids), `bitmap` (header bitmaps), `org`
 //! (records, rules, transactions → events), `bus` (log, channels, replay, retention), `grpc`
