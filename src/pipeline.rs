@@ -127,6 +127,8 @@ struct Shared {
     topics: Option<TopicAdmin>,
     schemas: SchemaCache,
     stats: Arc<PipelineStats>,
+    /// Re-reads the records of gap and overflow events over REST.
+    gaps: crate::gap::Rereader,
 }
 
 impl Shared {
@@ -154,8 +156,9 @@ pub async fn run(
     };
     let http =
         crate::auth::http_client(config.salesforce.http_timeout).map_err(PipelineError::Http)?;
-    let authenticator = Authenticator::new(&config.salesforce, http);
+    let authenticator = Authenticator::new(&config.salesforce, http.clone());
     let session = SessionHandle::new(authenticator.login().await?);
+    let gaps = crate::gap::Rereader::for_source(&config, http, session.clone());
     info!(org_id = %session.current().org_id, instance_url = %session.current().instance_url, "logged in to Salesforce");
     let pubsub = PubSub::connect(
         &config.salesforce.pubsub_endpoint,
@@ -214,6 +217,7 @@ pub async fn run(
         checkpoints,
         schemas: SchemaCache::new(),
         stats,
+        gaps,
     });
 
     let failed = cancel.child_token();
@@ -877,6 +881,9 @@ impl Processor<'_> {
             Err(dead) => Err(dead),
         };
         match records {
+            Ok(records) if crate::gap::is_gap(&records) => {
+                self.handle_gap(&records, &raw, &handle, cancel).await?;
+            }
             Ok(records) => {
                 for record in &records {
                     let route = &self.routes[&record.object];
@@ -1063,6 +1070,56 @@ impl Processor<'_> {
                         .push((cdc::HEADER_ECHO, reason.as_str().to_owned()));
                 }
                 Ok(records)
+            }
+        }
+    }
+}
+
+impl Processor<'_> {
+    /// A gap or overflow event: re-read its records over REST ([`crate::gap`]) under the event's
+    /// own handle; what cannot be re-read goes to the dead-letter topic (stage `gap`).
+    async fn handle_gap(
+        &self,
+        records: &[cdc::OutRecord],
+        raw: &RawEvent<'_>,
+        handle: &EventHandle,
+        cancel: &CancellationToken,
+    ) -> Result<(), HandleError> {
+        let source = CountingSource {
+            pubsub: &self.shared.pubsub,
+            fetched: &self.shared.stats.schemas_fetched,
+        };
+        let failed = |stage, reason: String| DeadLetter { stage, reason };
+        // Cached: decoding the event just fetched it.
+        let schema = match self.shared.schemas.get(raw.schema_id, &source).await {
+            Ok(schema) => schema,
+            Err(err) => {
+                return self
+                    .dead_letter(raw, &failed("schema", err.to_string()), handle)
+                    .await;
+            }
+        };
+        let route = &self.routes[&records[0].object];
+        let target = crate::gap::Target {
+            producer: &self.shared.producer,
+            topic: &route.topic,
+            handle,
+            produced: &route.produced,
+            stats: self.stats,
+            tombstones: self.options.tombstones,
+        };
+        match self
+            .shared
+            .gaps
+            .handle(records, &schema, &target, cancel)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(crate::gap::GapError::Cancelled) => Err(HandleError::Cancelled),
+            Err(crate::gap::GapError::Kafka(err)) => Err(HandleError::Kafka(err)),
+            Err(err) => {
+                self.dead_letter(raw, &failed("gap", err.to_string()), handle)
+                    .await
             }
         }
     }

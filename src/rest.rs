@@ -10,6 +10,8 @@
 //!   one [`SubResponse`] per [`SubRequest`], in input order, each collection's [`SaveResult`]s in
 //!   record order. A query whose result is not `done` is followed through `nextRecordsUrl` (one
 //!   more API call per page).
+//! * [`RestClient::query`] / [`RestClient::query_more`] read a query one page at a time (the
+//!   source's gap re-reads stream large results through them), guarded and retried alike.
 //! * Every request carries `Authorization: Bearer <token>` and `Sforce-Call-Options:
 //!   client=<tag>`. The tag is what lands in CDC `changeOrigin` (echo detection). It is set on
 //!   the top-level request only, not in the subrequests' `httpHeaders`: Salesforce's docs list
@@ -631,10 +633,12 @@ fn strip_attributes(value: &mut Value) {
 }
 
 /// One page of a query result.
-struct QueryPage {
-    records: Vec<Map<String, Value>>,
-    /// The next page's path, when not done.
-    next: Option<String>,
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage {
+    /// The page's records, `attributes` removed at every level.
+    pub records: Vec<Map<String, Value>>,
+    /// The next page's path (`nextRecordsUrl`), when not done.
+    pub next: Option<String>,
 }
 
 fn query_page(mut body: Value) -> Result<QueryPage, String> {
@@ -837,6 +841,48 @@ impl RestClient {
         }
         .instrument(span)
         .await
+    }
+
+    /// `GET …/query?q=<soql>`: the first page only, so a caller can stream a large result; follow
+    /// [`QueryPage::next`] with [`RestClient::query_more`]. Held by the guard and retried like
+    /// every call; a refused query is [`RestError::Rejected`].
+    pub async fn query(
+        &self,
+        soql: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        if soql.trim().is_empty() {
+            return Err(RestError::Invalid("empty SOQL".to_owned()));
+        }
+        let path = format!("{}/query?q={}", self.inner.data_path, percent_encode(soql));
+        self.query_at(&path, cancel).await
+    }
+
+    /// The page at `next` (a [`QueryPage::next`] path of this org).
+    pub async fn query_more(
+        &self,
+        next: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        if !next.starts_with('/') {
+            return Err(RestError::Invalid(format!(
+                "`{next}` is not a nextRecordsUrl path"
+            )));
+        }
+        self.query_at(next, cancel).await
+    }
+
+    async fn query_at(
+        &self,
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        self.check_tag()?;
+        let answer = self.execute(Method::GET, path, None, true, cancel).await?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| format!("query page is not JSON: {e}"))
+            .and_then(query_page)
+            .map_err(RestError::Protocol)
     }
 
     /// `GET /limits` → `DailyApiRequests`; also tells the guard. Not held by the guard (it is how

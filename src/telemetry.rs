@@ -27,6 +27,14 @@ pub const CHECKPOINTS_WRITTEN: &str = "forcebridge_source_checkpoints_written_to
 pub const REPLAY_GAPS: &str = "forcebridge_source_replay_gaps_total";
 /// Change events recognised as echoes of forcebridge's own writes (dropped or marked), per channel.
 pub const ECHOES: &str = "forcebridge_source_echoes_total";
+/// Gap and overflow events (`GAP_*` change types) handled by re-reading, per channel.
+pub const GAP_EVENTS: &str = "forcebridge_source_gap_events_total";
+/// Records re-read over REST and produced for gap events and overflow re-syncs, per channel.
+pub const GAP_RECORDS_REREAD: &str = "forcebridge_source_gap_records_reread_total";
+/// Records named by a gap event that the re-read did not find (produced as absent), per channel.
+pub const GAP_RECORDS_ABSENT: &str = "forcebridge_source_gap_records_absent_total";
+/// Object re-syncs started by `GAP_OVERFLOW` events, per channel.
+pub const RESYNCS: &str = "forcebridge_source_resyncs_total";
 /// GetSchema calls (schema cache misses, including failed fetches).
 pub const SCHEMAS_FETCHED: &str = "forcebridge_source_schemas_fetched_total";
 
@@ -152,6 +160,14 @@ pub struct ChannelStats {
     pub replay_gaps: AtomicU64,
     /// [`ECHOES`]
     pub echoes: AtomicU64,
+    /// [`GAP_EVENTS`]
+    pub gap_events: AtomicU64,
+    /// [`GAP_RECORDS_REREAD`]
+    pub records_reread: AtomicU64,
+    /// [`GAP_RECORDS_ABSENT`]
+    pub records_absent: AtomicU64,
+    /// [`RESYNCS`]
+    pub resyncs: AtomicU64,
     /// [`RECORDS_PRODUCED`] by topic.
     records_by_topic: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
 }
@@ -196,6 +212,10 @@ pub struct ChannelSnapshot {
     pub checkpoints_written: u64,
     pub replay_gaps: u64,
     pub echoes: u64,
+    pub gap_events: u64,
+    pub records_reread: u64,
+    pub records_absent: u64,
+    pub resyncs: u64,
 }
 
 impl PipelineStats {
@@ -223,6 +243,10 @@ impl PipelineStats {
                     checkpoints_written: stats.checkpoints_written.load(Ordering::Relaxed),
                     replay_gaps: stats.replay_gaps.load(Ordering::Relaxed),
                     echoes: stats.echoes.load(Ordering::Relaxed),
+                    gap_events: stats.gap_events.load(Ordering::Relaxed),
+                    records_reread: stats.records_reread.load(Ordering::Relaxed),
+                    records_absent: stats.records_absent.load(Ordering::Relaxed),
+                    resyncs: stats.resyncs.load(Ordering::Relaxed),
                 },
             );
             let topics = stats

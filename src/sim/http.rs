@@ -13,7 +13,9 @@
 //!   `GET /sim/faults` (knob state) and `POST /sim/faults` with any of `{"latency_ms": 250,
 //!   "fail_next": {"count": 3, "fault": "service_unavailable" | "too_many_requests" |
 //!   "request_limit_exceeded"}, "lock_rows": 2, "api_usage": 0, "api_limit": 1000,
-//!   "validation_rule": {"object", "field", "value", "message"}}` (the `SimOrg` knobs over HTTP).
+//!   "validation_rule": {"object", "field", "value", "message"}, "gap": {"object", "ids": […],
+//!   "kind": "update"}, "overflow": "Account", "gap_records": […]}` (the `SimOrg` knobs over
+//!   HTTP; `gap`/`overflow`/`gap_records` are `emit_gap`, `emit_overflow`, `emit_gaps_for`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -213,6 +215,9 @@ struct FaultsRequest {
     api_usage: Option<u64>,
     api_limit: Option<u64>,
     validation_rule: Option<RuleRequest>,
+    gap: Option<super::gap::GapRequest>,
+    overflow: Option<String>,
+    gap_records: Option<Vec<String>>,
 }
 
 fn faults_body(s: &Shared) -> Value {
@@ -248,6 +253,14 @@ async fn set_faults(State(s): State<Arc<Shared>>, Json(req): Json<FaultsRequest>
                 &[],
             ));
         }
+    }
+    if let Err(e) = super::gap::apply_http(&s, req.gap, req.overflow, req.gap_records) {
+        return reply(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+            &e.to_string(),
+            &[],
+        ));
     }
     if let Some(n) = req.lock_rows {
         lock(&s.org).set_lock_faults(n);

@@ -19,7 +19,9 @@
 //! Fault knobs (Rust API, and `POST /sim/faults` for `forcebridge sim`):
 //! [`SimOrg::set_rest_latency`], [`SimOrg::fail_next_requests`], [`SimOrg::lock_rows`],
 //! [`SimOrg::add_validation_rule`], [`SimOrg::set_api_usage`]/[`SimOrg::set_api_limit`]; for the
-//! streams [`SimOrg::reset_streams`], [`SimOrg::revoke_tokens`], [`SimOrg::inject_raw_event`].
+//! streams [`SimOrg::reset_streams`], [`SimOrg::revoke_tokens`], [`SimOrg::inject_raw_event`];
+//! gap and overflow events ([`gap`]) [`SimOrg::emit_gap`], [`SimOrg::emit_overflow`],
+//! [`SimOrg::emit_gaps_for`] and [`SimConfig::overflow_threshold`].
 //!
 //! Files: `catalog` (schemas and ids), `ids` (record Ids), `bitmap` (header bitmaps), `org`
 //! (records, rules, transactions → events), `bus` (log, channels, replay, retention), `grpc`
@@ -38,6 +40,7 @@ pub mod catalog;
 mod cli;
 mod collections;
 mod composite;
+pub mod gap;
 mod grpc;
 mod http;
 pub mod ids;
@@ -51,9 +54,10 @@ pub mod soql;
 mod tests;
 
 pub use cli::{SimArgs, run_cli};
+pub use gap::GapKind;
 pub use limits::RestFault;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -229,6 +233,12 @@ pub struct SimConfig {
     /// Daily API request allocation (`DailyApiRequests.Max`; Enterprise Edition: 100,000 +
     /// per-licence adders).
     pub daily_api_requests: u64,
+    /// Changes per transaction that produce change events; beyond it, one `GAP_OVERFLOW` event
+    /// per entity type (Salesforce: 100,000). See [`gap`].
+    pub overflow_threshold: usize,
+    /// Records per SOQL query page; more rows are served through `nextRecordsUrl` (Salesforce's
+    /// default batch size: 2,000).
+    pub query_batch_size: usize,
 }
 
 impl Default for SimConfig {
@@ -251,6 +261,8 @@ impl Default for SimConfig {
                 vec!["Account".to_owned(), "Contact".to_owned()],
             )]),
             daily_api_requests: 100_000,
+            overflow_threshold: 100_000,
+            query_batch_size: 2_000,
         }
     }
 }
@@ -277,6 +289,10 @@ pub(crate) struct Shared {
     pub instance_url: String,
     pub pubsub_endpoint: String,
     pub shutdown: CancellationToken,
+    /// Records whose changes are published as gap events ([`SimOrg::emit_gaps_for`]).
+    pub gap_records: Mutex<HashSet<String>>,
+    /// Open query cursors (`nextRecordsUrl`), see `rest`.
+    pub cursors: Mutex<rest::Cursors>,
 }
 
 /// Locks a mutex, ignoring poisoning (the data stays consistent: every mutation is applied
@@ -332,7 +348,44 @@ impl Shared {
             commit_number: org.next_commit_number(),
             transaction_key: uuid::Uuid::new_v4().to_string(),
         };
-        let events = org.build_events(changes, &ctx)?;
+        let events = {
+            let gap_records = lock(&self.gap_records);
+            gap::transaction_events(
+                org,
+                changes,
+                &ctx,
+                self.config.overflow_threshold,
+                &gap_records,
+            )?
+        };
+        self.append_entity_events(events);
+        Ok(())
+    }
+
+    /// Publishes one header-only event (a transaction of its own, made by the org's user);
+    /// returns its replay id.
+    pub fn emit_header_only(
+        &self,
+        object: &str,
+        ids: Vec<String>,
+        symbol: &str,
+        origin: String,
+    ) -> Result<Vec<u8>, SimError> {
+        let mut org = lock(&self.org);
+        let ctx = CommitContext {
+            origin,
+            user: self.config.user_id.clone(),
+            timestamp: now_ms(),
+            commit_number: org.next_commit_number(),
+            transaction_key: uuid::Uuid::new_v4().to_string(),
+        };
+        let event = gap::header_only_event(&org, object, ids, symbol, &ctx, 1)?;
+        Ok(bus::replay_id(self.append_entity_events(vec![event])))
+    }
+
+    /// Appends change events to the bus and wakes the subscribers; returns the newest sequence
+    /// number.
+    pub fn append_entity_events(&self, events: Vec<org::BuiltEvent>) -> u64 {
         let at = SystemTime::now();
         let tip = {
             let mut bus = lock(&self.bus);
@@ -343,7 +396,7 @@ impl Shared {
             bus.tip()
         };
         self.tip.send_replace(tip);
-        Ok(())
+        tip
     }
 
     /// Appends a platform event; returns its sequence number.
@@ -551,6 +604,8 @@ impl SimOrg {
             instance_url: format!("http://{http_addr}"),
             pubsub_endpoint: format!("http://{grpc_addr}"),
             shutdown: CancellationToken::new(),
+            gap_records: Mutex::new(HashSet::new()),
+            cursors: Mutex::new(rest::Cursors::default()),
         });
         let grpc_task = tokio::spawn(grpc::serve(shared.clone(), grpc_listener));
         let http_task = tokio::spawn(http::serve(shared.clone(), http_listener));
@@ -825,6 +880,52 @@ impl SimOrg {
                 message: message.to_owned(),
             },
         )
+    }
+
+    /// Publishes a header-only gap event (`GAP_CREATE`, …) of `object` naming `ids` (at least
+    /// one), as Salesforce does when it cannot build a change event; returns its replay id. The
+    /// records are not touched. See [`gap`].
+    pub fn emit_gap(
+        &self,
+        object: &str,
+        ids: &[String],
+        kind: GapKind,
+    ) -> Result<Vec<u8>, SimError> {
+        if ids.is_empty() {
+            return Err(SimError::InvalidValue {
+                object: object.to_owned(),
+                field: "recordIds".into(),
+                reason: "a gap event names at least one record".into(),
+            });
+        }
+        self.emit_header_only(object, ids.to_vec(), kind.symbol())
+    }
+
+    /// Publishes a `GAP_OVERFLOW` event of `object` (`recordIds = ["000000000000000AAA"]`), as
+    /// after a transaction over [`SimConfig::overflow_threshold`]; returns its replay id.
+    pub fn emit_overflow(&self, object: &str) -> Result<Vec<u8>, SimError> {
+        self.emit_header_only(
+            object,
+            vec![gap::OVERFLOW_RECORD_ID.to_owned()],
+            gap::GAP_OVERFLOW,
+        )
+    }
+
+    fn emit_header_only(
+        &self,
+        object: &str,
+        ids: Vec<String>,
+        symbol: &str,
+    ) -> Result<Vec<u8>, SimError> {
+        self.shared
+            .emit_header_only(object, ids, symbol, self.origin())
+    }
+
+    /// Fault injection: from now on, changes to these records are published as gap events
+    /// (`GAP_UPDATE`, …) instead of change events, as when an event would exceed 1 MB. Replaces
+    /// the previous set; an empty slice turns it off.
+    pub fn emit_gaps_for(&self, ids: &[String]) {
+        *lock(&self.shared.gap_records) = ids.iter().cloned().collect();
     }
 
     /// Fault injection: ends every open Subscribe stream with `UNAVAILABLE`

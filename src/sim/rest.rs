@@ -11,7 +11,9 @@
 //! * Resources: `sobjects/{Object}` POST (201 `{id, success, errors}`);
 //!   `sobjects/{Object}/{Id}` GET (`?fields=` optional) / PATCH (204) / DELETE (204);
 //!   `sobjects/{Object}/{ExtIdField}/{value}` GET / PATCH upsert (201 `created: true` or 200
-//!   `created: false`); `query?q=` ([`super::soql`]); `limits`; `composite/sobjects…`;
+//!   `created: false`); `query?q=` ([`super::soql`]; at most `query_batch_size` rows per page,
+//!   the rest through `nextRecordsUrl` = `query/{locator}-{offset}`, see [`Cursors`]); `limits`;
+//!   `composite/sobjects…`;
 //!   `composite`; the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
 //!   known path with another method: 405 `METHOD_NOT_ALLOWED`.
 //! * Field values as the Rust API takes them (compound fields nested), except that dates and
@@ -21,6 +23,7 @@
 //! * Errors are Salesforce's arrays `[{"message", "errorCode", "fields"}]`; per-record errors of
 //!   collections are `{"statusCode", "message", "fields"}` (see [`RecordError`]).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, MutexGuard};
 
 use axum::extract::State;
@@ -519,6 +522,8 @@ impl<'a> Exec<'a> {
             ["limits"] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["query"] if m == Method::GET => self.query(call),
             ["query"] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["query", locator] if m == Method::GET => self.query_more(call, locator),
+            ["query", _] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["sobjects", object] if !self.org.has_object(object) => Reply::not_found(),
             ["sobjects", object] if m == Method::POST => self.create_row(call, object),
             ["sobjects", _] => Reply::method_not_allowed(m, "GET,POST,HEAD"),
@@ -782,10 +787,77 @@ impl<'a> Exec<'a> {
                 ))
             })
             .collect();
-        Reply::json(
-            StatusCode::OK,
-            json!({"totalSize": rows.len(), "done": true, "records": rows}),
-        )
+        let batch = self.shared.config.query_batch_size.max(1);
+        let page = lock(&self.shared.cursors).first_page(rows, batch, call.version);
+        Reply::json(StatusCode::OK, page)
+    }
+
+    /// `GET query/{locator}-{offset}`: the next page of an open cursor.
+    fn query_more(&mut self, call: &Call, locator: &str) -> Reply {
+        let batch = self.shared.config.query_batch_size.max(1);
+        match lock(&self.shared.cursors).page(locator, batch, call.version) {
+            Some(page) => Reply::json(StatusCode::OK, page),
+            None => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_QUERY_LOCATOR",
+                "invalid query locator",
+                &[],
+            ),
+        }
+    }
+}
+
+/// Open query cursors: the rendered rows of a query larger than one page, served a page at a
+/// time through `nextRecordsUrl` (`/services/data/v{ver}/query/01gSIM…-{offset}`, as Salesforce
+/// spells query locators). A cursor is closed once its last page is served; at most
+/// [`Cursors::MAX_OPEN`] stay open (the oldest is dropped, as Salesforce expires locators).
+#[derive(Debug, Default)]
+pub(crate) struct Cursors {
+    next: u64,
+    open: VecDeque<(String, Arc<Vec<Value>>)>,
+}
+
+impl Cursors {
+    /// Open cursors kept at most.
+    pub const MAX_OPEN: usize = 50;
+
+    /// The first page of `rows`; opens a cursor when they do not fit.
+    fn first_page(&mut self, rows: Vec<Value>, batch: usize, version: &str) -> Value {
+        if rows.len() <= batch {
+            return json!({"totalSize": rows.len(), "done": true, "records": rows});
+        }
+        self.next += 1;
+        let locator = format!("01gSIM{:09}", self.next);
+        if self.open.len() == Self::MAX_OPEN {
+            self.open.pop_front();
+        }
+        self.open.push_back((locator.clone(), Arc::new(rows)));
+        self.page(&format!("{locator}-0"), batch, version)
+            .unwrap_or(Value::Null)
+    }
+
+    /// The page at `{locator}-{offset}`, or `None` for an unknown (or closed) cursor or offset.
+    fn page(&mut self, at: &str, batch: usize, version: &str) -> Option<Value> {
+        let (locator, offset) = at.rsplit_once('-')?;
+        let offset: usize = offset.parse().ok()?;
+        let index = self.open.iter().position(|(l, _)| l == locator)?;
+        let rows = self.open[index].1.clone();
+        if offset >= rows.len() {
+            return None;
+        }
+        let end = (offset + batch).min(rows.len());
+        let mut page = json!({
+            "totalSize": rows.len(),
+            "done": end == rows.len(),
+            "records": rows[offset..end].to_vec(),
+        });
+        if end == rows.len() {
+            self.open.remove(index);
+        } else {
+            page["nextRecordsUrl"] =
+                Value::String(format!("/services/data/v{version}/query/{locator}-{end}"));
+        }
+        Some(page)
     }
 }
 

@@ -9,7 +9,7 @@
 //!   `\t`, `\"` escapes), numbers, `true`/`false` and `null`.
 //! * Selectable: `Id`, `IsDeleted`, `SystemModstamp` and every field of the object's current
 //!   schema (compound fields as nested objects). Deleted records are never returned. Rows come in
-//!   Id (creation) order, all in one batch (`done: true`).
+//!   Id (creation) order; the REST endpoint pages them (`nextRecordsUrl`, see `rest`).
 //! * Matching: `Id` and Id-valued fields compare 15- and 18-character Ids alike; text compares
 //!   case-insensitively (as SOQL does); a literal must fit the field's type (quoted for text,
 //!   unquoted for numbers and booleans); dates, datetimes and compound fields can't be filtered.

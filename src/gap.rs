@@ -1,0 +1,650 @@
+//! Gap and overflow events (facts §11.5): the source re-reads what the event could not carry.
+//!
+//! Contract (see `ARCHITECTURE.md`, "Gap and overflow events"):
+//! * A gap event (`GAP_CREATE`, `GAP_UPDATE`, `GAP_UNDELETE`) carries the header only. For each
+//!   of its `recordIds` (in order) the source produces one Kafka record keyed by the Id into the
+//!   object's topic, with operation = the gap change type, the full record re-read over REST
+//!   (`SELECT Id, <fields> FROM <Object> WHERE Id IN (…)`, 200 Ids per query) and
+//!   `"reread": {"mode": "gap", "state": "present", "read_at": <ms>}`. A record the query does not
+//!   return (deleted since, or not visible to the integration user) is produced with
+//!   `"record": null` and state `absent` — never skipped.
+//! * `GAP_DELETE` cannot be re-read: one record per Id with `"record": null` and state `deleted`,
+//!   followed by a tombstone when `source.tombstones` is on (as a `DELETE` is).
+//! * `GAP_OVERFLOW` (an entity's changes beyond 100,000 in one transaction) re-syncs the object:
+//!   `SELECT Id, <fields> FROM <Object>` streamed page by page (`nextRecordsUrl`; one page in
+//!   memory at a time), every live record produced keyed by its Id with mode `resync`.
+//! * Every produced record carries the gap event's headers plus `forcebridge.reread`
+//!   (`gap` | `resync`), and the envelope of the gap event (commit fields, `source`) with `id`,
+//!   `record` and `reread` filled in. Records go out with tokens of the event's own
+//!   [`EventHandle`], so the event's replay id becomes durable only after Kafka acknowledged every
+//!   re-read record; a crash half-way repeats the whole re-read, nothing is lost.
+//! * Field list: the event's own writer schema — every top-level body field (not
+//!   `ChangeEventHeader`), no describe call. The REST answer is brought into the event's shape:
+//!   `long` fields given as Salesforce date/datetime text become epoch milliseconds; compound
+//!   fields (nested records) become objects with the schema's child names (REST keys matched
+//!   case-insensitively, so a real org's `{"city": …}` fills `City`), every child present, `null`
+//!   when unset; every schema field is present in `record`, `null` when unset. A compound that a
+//!   real org returns as text (Contact `Name`) stays text.
+//! * REST failures: the client retries what is retryable (transport, 5xx, 429, re-login, daily
+//!   limit) with backoff until shutdown; anything else is a [`GapError`], which the pipeline
+//!   sends to the dead-letter topic with stage `gap` and the reason.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use apache_avro::schema::RecordSchema;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::auth::{Authenticator, SessionHandle};
+use crate::cdc::OutRecord;
+use crate::checkpoint::EventHandle;
+use crate::config::Config;
+use crate::kafka::{KafkaError, OutgoingRecord, Producer};
+use crate::rest::{LimitGuard, Reserve, RestClient, RestError};
+use crate::schema::EventSchema;
+use crate::telemetry::ChannelStats;
+
+/// Header on every record produced from a gap or overflow event: [`MODE_GAP`] or
+/// [`MODE_RESYNC`].
+pub const HEADER_REREAD: &str = "forcebridge.reread";
+/// `forcebridge.reread` / `reread.mode` of records produced for gap events.
+pub const MODE_GAP: &str = "gap";
+/// `forcebridge.reread` / `reread.mode` of records produced by an overflow re-sync.
+pub const MODE_RESYNC: &str = "resync";
+/// The change type of an overflow event.
+pub const GAP_OVERFLOW: &str = "GAP_OVERFLOW";
+/// The change type of a gap event for deleted records.
+pub const GAP_DELETE: &str = "GAP_DELETE";
+/// Ids per re-read query.
+pub const IDS_PER_QUERY: usize = 200;
+
+/// Why a gap or overflow event could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum GapError {
+    /// Salesforce refused a re-read query (or answered it unreadably) in a way retrying cannot fix.
+    #[error("re-reading {object} over REST failed: {source}")]
+    Rest {
+        object: String,
+        #[source]
+        source: RestError,
+    },
+    /// The event names something that cannot go into a query.
+    #[error("cannot re-read {object}: {reason}")]
+    Unqueryable { object: String, reason: String },
+    /// A re-read value does not fit the event's schema.
+    #[error("{object}.{field}: {reason}")]
+    Value {
+        object: String,
+        field: String,
+        reason: String,
+    },
+    /// A record could not be handed to Kafka.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// Shutdown interrupted the re-read.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// True when `records` (one decoded event's) come from a gap or overflow event.
+pub fn is_gap(records: &[OutRecord]) -> bool {
+    records
+        .first()
+        .is_some_and(|r| r.operation.starts_with("GAP_"))
+}
+
+/// Where one event's records go.
+pub struct Target<'a> {
+    pub producer: &'a Producer,
+    /// The object's topic.
+    pub topic: &'a str,
+    /// The gap event's window entry: every produced record holds one of its tokens.
+    pub handle: &'a EventHandle,
+    /// The topic's produced-records counter.
+    pub produced: &'a AtomicU64,
+    pub stats: &'a ChannelStats,
+    /// `source.tombstones`.
+    pub tombstones: bool,
+}
+
+/// Handles gap and overflow events through a REST client of the source's org.
+#[derive(Debug, Clone)]
+pub struct Rereader {
+    rest: RestClient,
+}
+
+/// The shape a body field takes in the envelope's `record`.
+#[derive(Debug, Clone, PartialEq)]
+enum Shape {
+    Plain,
+    /// `long`: dates and datetimes are epoch ms.
+    Long,
+    /// A nested record (address, name): children in schema order.
+    Compound(Vec<(String, Shape)>),
+}
+
+/// One queried field.
+#[derive(Debug, Clone, PartialEq)]
+struct Field {
+    name: String,
+    shape: Shape,
+}
+
+impl Rereader {
+    pub fn new(rest: RestClient) -> Self {
+        Rereader { rest }
+    }
+
+    /// The source's re-reader: a REST client on the source's session (re-logins replace it for
+    /// the stream too), tagged with the client tag, keeping the sink's `api_reserve` when a sink
+    /// is configured (else none).
+    pub fn for_source(config: &Config, http: reqwest::Client, session: SessionHandle) -> Self {
+        let (reserve, poll) = config
+            .sink
+            .as_ref()
+            .map_or((Reserve::Calls(0), Duration::from_secs(60)), |sink| {
+                (sink.api_reserve, sink.limits_poll_interval)
+            });
+        Rereader::new(RestClient::new(
+            http.clone(),
+            Authenticator::new(&config.salesforce, http),
+            session,
+            config.salesforce.api_version.clone(),
+            config.client_tag().to_owned(),
+            LimitGuard::new(reserve, poll),
+        ))
+    }
+
+    /// Produces the records of one gap or overflow event (`records`: its decoded records, one per
+    /// record Id; `schema`: its writer schema) — see the module docs. Returns once every record
+    /// is handed to the producer; the caller seals the handle.
+    pub async fn handle(
+        &self,
+        records: &[OutRecord],
+        schema: &EventSchema,
+        target: &Target<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), GapError> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        let change_type = first.operation.as_str();
+        let object = first.object.as_str();
+        target.stats.gap_events.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("gap", change_type, object, ids = records.len());
+        async {
+            info!("gap event: re-reading over REST");
+            let template = Template::new(first);
+            if change_type == GAP_OVERFLOW {
+                target.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                self.resync(object, schema, &template, target, cancel).await
+            } else if change_type == GAP_DELETE {
+                for record in records {
+                    template
+                        .produce(target, &record.key, None, "deleted", MODE_GAP)
+                        .await?;
+                    if target.tombstones {
+                        template.tombstone(target, &record.key).await?;
+                    }
+                }
+                Ok(())
+            } else {
+                self.reread(records, object, schema, &template, target, cancel)
+                    .await
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Re-reads the records of a `GAP_CREATE/UPDATE/UNDELETE` event, in the event's Id order.
+    async fn reread(
+        &self,
+        records: &[OutRecord],
+        object: &str,
+        schema: &EventSchema,
+        template: &Template,
+        target: &Target<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), GapError> {
+        let fields = fields_of(&schema.schema);
+        for chunk in records.chunks(IDS_PER_QUERY) {
+            let ids: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
+            let soql = select(object, &fields, Some(&ids))?;
+            let mut found: Vec<(String, Map<String, Value>)> = Vec::with_capacity(ids.len());
+            let mut page = self.query(object, &soql, cancel).await?;
+            loop {
+                for row in page.records {
+                    let (id, record) = normalize(object, &fields, row)?;
+                    found.push((id, record));
+                }
+                match page.next {
+                    Some(next) => page = self.query_more(object, &next, cancel).await?,
+                    None => break,
+                }
+            }
+            for id in ids {
+                let hit = found
+                    .iter()
+                    .position(|(f, _)| crate::sfid::id15(f) == crate::sfid::id15(id));
+                match hit {
+                    Some(i) => {
+                        let (_, record) = found.swap_remove(i);
+                        template
+                            .produce(target, id, Some(record), "present", MODE_GAP)
+                            .await?;
+                        target.stats.records_reread.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        warn!(
+                            id,
+                            "record named by a gap event not found on re-read; produced as absent"
+                        );
+                        template
+                            .produce(target, id, None, "absent", MODE_GAP)
+                            .await?;
+                        target.stats.records_absent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-syncs a whole object, one page in memory at a time.
+    async fn resync(
+        &self,
+        object: &str,
+        schema: &EventSchema,
+        template: &Template,
+        target: &Target<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), GapError> {
+        let fields = fields_of(&schema.schema);
+        let soql = select(object, &fields, None)?;
+        let mut page = self.query(object, &soql, cancel).await?;
+        let mut total = 0u64;
+        loop {
+            for row in page.records {
+                let (id, record) = normalize(object, &fields, row)?;
+                template
+                    .produce(target, &id, Some(record), "present", MODE_RESYNC)
+                    .await?;
+                target.stats.records_reread.fetch_add(1, Ordering::Relaxed);
+                total += 1;
+            }
+            match page.next {
+                Some(next) => page = self.query_more(object, &next, cancel).await?,
+                None => break,
+            }
+        }
+        info!(records = total, "overflow re-sync produced");
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        object: &str,
+        soql: &str,
+        cancel: &CancellationToken,
+    ) -> Result<crate::rest::QueryPage, GapError> {
+        self.rest
+            .query(soql, cancel)
+            .await
+            .map_err(|e| rest_error(object, e))
+    }
+
+    async fn query_more(
+        &self,
+        object: &str,
+        next: &str,
+        cancel: &CancellationToken,
+    ) -> Result<crate::rest::QueryPage, GapError> {
+        self.rest
+            .query_more(next, cancel)
+            .await
+            .map_err(|e| rest_error(object, e))
+    }
+}
+
+fn rest_error(object: &str, error: RestError) -> GapError {
+    match error {
+        RestError::Cancelled => GapError::Cancelled,
+        source => GapError::Rest {
+            object: object.to_owned(),
+            source,
+        },
+    }
+}
+
+/// The gap event's envelope and headers, reused for every produced record.
+struct Template {
+    envelope: Map<String, Value>,
+    headers: Vec<(&'static str, String)>,
+    object: String,
+    operation: String,
+}
+
+impl Template {
+    fn new(first: &OutRecord) -> Self {
+        let envelope = first
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<Value>(v).ok())
+            .and_then(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Template {
+            envelope,
+            headers: first.headers.clone(),
+            object: first.object.clone(),
+            operation: first.operation.clone(),
+        }
+    }
+
+    /// Produces one record: `record` = the re-read state (`None`: null), `state`: `present`,
+    /// `absent` or `deleted`.
+    async fn produce(
+        &self,
+        target: &Target<'_>,
+        id: &str,
+        record: Option<Map<String, Value>>,
+        state: &str,
+        mode: &'static str,
+    ) -> Result<(), GapError> {
+        let mut envelope = self.envelope.clone();
+        envelope.insert("operation".into(), Value::String(self.operation.clone()));
+        envelope.insert("object".into(), Value::String(self.object.clone()));
+        envelope.insert("id".into(), Value::String(id.to_owned()));
+        envelope.insert("record".into(), record.map_or(Value::Null, Value::Object));
+        envelope.insert(
+            "reread".into(),
+            json!({"mode": mode, "state": state, "read_at": now_ms()}),
+        );
+        let value = serde_json::to_vec(&envelope).expect("serializing JSON values cannot fail");
+        self.send(target, id, Some(&value), mode).await
+    }
+
+    /// A tombstone (same key, null value) after a deleted record.
+    async fn tombstone(&self, target: &Target<'_>, id: &str) -> Result<(), GapError> {
+        self.send(target, id, None, MODE_GAP).await
+    }
+
+    async fn send(
+        &self,
+        target: &Target<'_>,
+        id: &str,
+        value: Option<&[u8]>,
+        mode: &'static str,
+    ) -> Result<(), GapError> {
+        let headers: Vec<(&str, &[u8])> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_bytes()))
+            .chain([(HEADER_REREAD, mode.as_bytes())])
+            .collect();
+        let record = OutgoingRecord {
+            topic: target.topic,
+            key: Some(id.as_bytes()),
+            value,
+            headers: &headers,
+        };
+        target.producer.send(record, target.handle.token()).await?;
+        target.produced.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `^[A-Za-z0-9_]+$`.
+fn is_api_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `SELECT Id, <fields> FROM <object> [WHERE Id IN ('…', …)]`.
+fn select(object: &str, fields: &[Field], ids: Option<&[&str]>) -> Result<String, GapError> {
+    let bad = |reason: String| GapError::Unqueryable {
+        object: object.to_owned(),
+        reason,
+    };
+    if !is_api_name(object) {
+        return Err(bad(format!("`{object}` is not an object API name")));
+    }
+    let mut soql = String::from("SELECT Id");
+    for field in fields.iter().filter(|f| f.name != "Id") {
+        if !is_api_name(&field.name) {
+            return Err(bad(format!("`{}` is not a field API name", field.name)));
+        }
+        soql.push_str(", ");
+        soql.push_str(&field.name);
+    }
+    soql.push_str(" FROM ");
+    soql.push_str(object);
+    if let Some(ids) = ids {
+        if let Some(id) = ids.iter().find(|id| !crate::sfid::is_well_formed(id)) {
+            return Err(bad(format!("`{id}` is not a record Id")));
+        }
+        let list: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+        soql.push_str(" WHERE Id IN (");
+        soql.push_str(&list.join(", "));
+        soql.push(')');
+    }
+    Ok(soql)
+}
+
+/// The body fields of a change event schema (every top-level field but `ChangeEventHeader`).
+fn fields_of(schema: &Schema) -> Vec<Field> {
+    let mut named = Vec::new();
+    collect_records(schema, &mut named);
+    let Schema::Record(body) = schema else {
+        return Vec::new();
+    };
+    body.fields
+        .iter()
+        .filter(|f| f.name != "ChangeEventHeader")
+        .map(|f| Field {
+            name: f.name.clone(),
+            shape: shape(&f.schema, &named, 0),
+        })
+        .collect()
+}
+
+/// Every named record of the schema (for `Ref`s to reused types such as `Address`).
+fn collect_records<'s>(schema: &'s Schema, out: &mut Vec<&'s RecordSchema>) {
+    match schema {
+        Schema::Record(r) => {
+            out.push(r);
+            for f in &r.fields {
+                collect_records(&f.schema, out);
+            }
+        }
+        Schema::Union(u) => u.variants().iter().for_each(|v| collect_records(v, out)),
+        Schema::Array(a) => collect_records(&a.items, out),
+        Schema::Map(m) => collect_records(&m.types, out),
+        _ => {}
+    }
+}
+
+fn shape(schema: &Schema, named: &[&RecordSchema], depth: usize) -> Shape {
+    match schema {
+        Schema::Long
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros => Shape::Long,
+        Schema::Union(u) => {
+            // Prefer a record variant (a switchable name's `[string, record]`), else the first
+            // non-null one.
+            let variants = u.variants();
+            let pick = variants
+                .iter()
+                .find(|v| matches!(v, Schema::Record(_) | Schema::Ref { .. }))
+                .or_else(|| variants.iter().find(|v| !matches!(v, Schema::Null)));
+            pick.map_or(Shape::Plain, |v| shape(v, named, depth))
+        }
+        Schema::Ref { name } if depth == 0 => named
+            .iter()
+            .find(|r| r.name == *name)
+            .or_else(|| named.iter().find(|r| r.name.name == name.name))
+            .map_or(Shape::Plain, |r| compound(r, named, depth)),
+        Schema::Record(r) if depth == 0 => compound(r, named, depth),
+        _ => Shape::Plain,
+    }
+}
+
+fn compound(record: &RecordSchema, named: &[&RecordSchema], depth: usize) -> Shape {
+    Shape::Compound(
+        record
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), shape(&f.schema, named, depth + 1)))
+            .collect(),
+    )
+}
+
+/// A REST record in the event's shape; returns its Id too.
+fn normalize(
+    object: &str,
+    fields: &[Field],
+    mut row: Map<String, Value>,
+) -> Result<(String, Map<String, Value>), GapError> {
+    let id = match row.remove("Id") {
+        Some(Value::String(id)) => id,
+        other => {
+            return Err(GapError::Value {
+                object: object.to_owned(),
+                field: "Id".into(),
+                reason: format!("query row without an Id ({other:?})"),
+            });
+        }
+    };
+    let mut record = Map::with_capacity(fields.len());
+    for field in fields {
+        let value = take_field(&mut row, &field.name).unwrap_or(Value::Null);
+        let value = convert(object, &field.name, &field.shape, value)?;
+        record.insert(field.name.clone(), value);
+    }
+    Ok((id, record))
+}
+
+/// Removes `name` from `row` (exact spelling first, then case-insensitively).
+fn take_field(row: &mut Map<String, Value>, name: &str) -> Option<Value> {
+    if let Some(v) = row.remove(name) {
+        return Some(v);
+    }
+    let key = row.keys().find(|k| k.eq_ignore_ascii_case(name))?.clone();
+    row.remove(&key)
+}
+
+fn convert(object: &str, field: &str, shape: &Shape, value: Value) -> Result<Value, GapError> {
+    match (shape, value) {
+        (_, Value::Null) => Ok(Value::Null),
+        (Shape::Long, Value::String(text)) => crate::sftime::parse_datetime(&text)
+            .or_else(|_| crate::sftime::parse_date(&text))
+            .map(Value::from)
+            .map_err(|reason| GapError::Value {
+                object: object.to_owned(),
+                field: field.to_owned(),
+                reason: format!("`{text}` is not a Salesforce date or datetime: {reason}"),
+            }),
+        (Shape::Compound(children), Value::Object(mut parts)) => {
+            let mut out = Map::with_capacity(children.len());
+            for (child, child_shape) in children {
+                let v = take_field(&mut parts, child).unwrap_or(Value::Null);
+                let path = format!("{field}.{child}");
+                out.insert(child.clone(), convert(object, &path, child_shape, v)?);
+            }
+            Ok(Value::Object(out))
+        }
+        (_, other) => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> EventSchema {
+        EventSchema::parse("s1", include_str!("../schemas/AccountChangeEvent.avsc"))
+            .expect("schema")
+    }
+
+    #[test]
+    fn the_field_list_is_the_event_schema_body() {
+        let fields = fields_of(&schema().schema);
+        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names.first(), Some(&"Name"));
+        assert_eq!(names.last(), Some(&"External_Id__c"));
+        assert!(!names.contains(&"ChangeEventHeader"));
+        let by_name = |n: &str| &fields.iter().find(|f| f.name == n).expect(n).shape;
+        assert_eq!(*by_name("CreatedDate"), Shape::Long);
+        assert_eq!(*by_name("Name"), Shape::Plain);
+        // The reused `Address` type (a Ref in ShippingAddress) resolves like the first use.
+        for address in ["BillingAddress", "ShippingAddress"] {
+            let Shape::Compound(children) = by_name(address) else {
+                panic!("{address} is not a compound");
+            };
+            assert_eq!(children.len(), 11, "{address}");
+            assert_eq!(children[1], ("City".to_owned(), Shape::Plain));
+        }
+        let soql = select("Account", &fields[..2], Some(&["001000000000001AAA"])).expect("soql");
+        assert_eq!(
+            soql,
+            "SELECT Id, Name, Type FROM Account WHERE Id IN ('001000000000001AAA')"
+        );
+        assert_eq!(
+            select("Account", &fields[..1], None).expect("soql"),
+            "SELECT Id, Name FROM Account"
+        );
+        assert!(select("Account", &fields, Some(&["1' OR Name != '"])).is_err());
+        assert!(select("Acc ount", &fields, None).is_err());
+    }
+
+    #[test]
+    fn rest_rows_take_the_event_shape() {
+        let fields = fields_of(&schema().schema);
+        let row = json!({
+            "Id": "001000000000001AAA",
+            "Name": "Acme",
+            "CreatedDate": "2024-01-31T12:05:09.042+0000",
+            "billingaddress": {"city": "Paris", "countryCode": "FR", "geocodeAccuracy": null},
+            "NumberOfEmployees": 12,
+        });
+        let Value::Object(row) = row else { panic!() };
+        let (id, record) = normalize("Account", &fields, row).expect("normalize");
+        assert_eq!(id, "001000000000001AAA");
+        assert_eq!(record.len(), fields.len(), "every schema field is present");
+        assert_eq!(record["Name"], "Acme");
+        assert_eq!(record["CreatedDate"], json!(1_706_702_709_042_i64));
+        assert_eq!(record["NumberOfEmployees"], 12);
+        assert_eq!(record["Phone"], Value::Null);
+        assert_eq!(record["ShippingAddress"], Value::Null);
+        let billing = record["BillingAddress"].as_object().expect("address");
+        assert_eq!(billing.len(), 11);
+        assert_eq!(billing["City"], "Paris");
+        assert_eq!(billing["CountryCode"], "FR");
+        assert_eq!(billing["Street"], Value::Null);
+
+        let Value::Object(bad) = json!({"Id": "001000000000001AAA", "CreatedDate": "yesterday"})
+        else {
+            panic!()
+        };
+        let err = normalize("Account", &fields, bad).expect_err("bad date");
+        assert!(
+            err.to_string()
+                .starts_with("Account.CreatedDate: `yesterday`"),
+            "{err}"
+        );
+    }
+}
