@@ -88,6 +88,9 @@ pub enum PipelineError {
 /// How long `init_transactions` may take (it waits for an earlier owner's transaction to end).
 const INIT_TRANSACTIONS_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The shortest `transaction.timeout.ms` of a channel's producer.
+const TRANSACTION_TIMEOUT_FLOOR: Duration = Duration::from_secs(300);
+
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
@@ -268,7 +271,10 @@ async fn transactional_producer(
         .map_or(crate::config::MAX_TRANSACTION_INTERVAL, |s| {
             s.checkpoint_interval
         });
-    let producer = Producer::transactional(settings, &id, 2 * interval + config.drain_timeout)?;
+    // Long enough for a gap re-sync inside one transaction; a crashed owner's open transaction
+    // is aborted by the next owner's registration, not by this timeout.
+    let timeout = (2 * interval + config.drain_timeout).max(TRANSACTION_TIMEOUT_FLOOR);
+    let producer = Producer::transactional(settings, &id, timeout)?;
     producer
         .init_transactions(INIT_TRANSACTIONS_TIMEOUT)
         .await
@@ -1101,7 +1107,7 @@ impl Processor<'_> {
         };
         let route = &self.routes[&records[0].object];
         let target = crate::gap::Target {
-            producer: &self.shared.producer,
+            producer: self.producer,
             topic: &route.topic,
             handle,
             produced: &route.produced,
