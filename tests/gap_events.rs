@@ -5,32 +5,19 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use forcebridge::checkpoint::CheckpointStore;
 use forcebridge::config::Config;
-use forcebridge::pipeline::{self, PipelineError};
 use forcebridge::sim::{GapKind, RestFault, SimConfig, SimOrg};
-use forcebridge::telemetry::PipelineStats;
 use support::kafka::{ConsumedRecord, MockKafka, wait_for_records};
+use support::source::{WAIT, fields, header, key, start, value};
 
 const ACCOUNTS: &str = "salesforce.Account";
 const CHANNEL: &str = "/data/AccountChangeEvent";
-const WAIT: Duration = Duration::from_secs(60);
 /// Fields a REST read returns that change events do not carry.
 const NOT_IN_EVENTS: [&str; 3] = ["Id", "IsDeleted", "SystemModstamp"];
-
-fn fields(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("not an object: {other}"),
-    }
-}
 
 fn config(sim: &SimOrg, bootstrap: &str, extra_source: &str) -> Config {
     let c = sim.config();
@@ -47,39 +34,8 @@ fn config(sim: &SimOrg, bootstrap: &str, extra_source: &str) -> Config {
     Config::from_yaml(&text, |_| None).expect("test config is valid")
 }
 
-struct Running {
-    cancel: CancellationToken,
-    stats: Arc<PipelineStats>,
-    handle: JoinHandle<Result<(), PipelineError>>,
-}
-
-fn start(config: Config) -> Running {
-    let cancel = CancellationToken::new();
-    let stats = Arc::new(PipelineStats::default());
-    let handle = tokio::spawn(pipeline::run(config, stats.clone(), cancel.clone()));
-    Running {
-        cancel,
-        stats,
-        handle,
-    }
-}
-
-impl Running {
-    async fn stop(self) -> Arc<PipelineStats> {
-        self.cancel.cancel();
-        tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("pipeline drains in time")
-            .expect("pipeline task")
-            .expect("pipeline ends without error");
-        self.stats
-    }
-}
-
 fn mock_kafka() -> MockKafka {
-    let kafka = MockKafka::start(1);
-    kafka.create_topic("forcebridge.checkpoints", 1);
-    kafka.create_topic("forcebridge.dlq", 1);
+    let kafka = support::source::mock_kafka();
     // One partition: the records of the object topic are read back in production order.
     kafka.create_topic(ACCOUNTS, 1);
     kafka
@@ -94,18 +50,6 @@ async fn checkpoint(bootstrap: &str) -> String {
     .await
     .unwrap();
     hex::encode(store.get(CHANNEL).expect("checkpoint saved").replay_id)
-}
-
-fn value(record: &ConsumedRecord) -> Value {
-    serde_json::from_slice(record.value.as_deref().expect("not a tombstone")).expect("JSON value")
-}
-
-fn header(record: &ConsumedRecord, name: &str) -> String {
-    String::from_utf8(record.header(name).unwrap_or_default().to_vec()).unwrap()
-}
-
-fn key(record: &ConsumedRecord) -> String {
-    String::from_utf8(record.key.clone().unwrap_or_default()).unwrap()
 }
 
 /// `operation` of a record, `TOMBSTONE` for a null value.

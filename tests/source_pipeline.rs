@@ -6,24 +6,18 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use forcebridge::config::Config;
 
 use forcebridge::sim::{SimConfig, SimOrg};
 use support::kafka::{ConsumedRecord, Tansu, read_topic, wait_for_records};
 use support::source::{
-    MOCK_KAFKA, WAIT, checkpoints, config_with, header, key, mock_kafka, replay_ids, start, value,
+    MOCK_KAFKA, WAIT, checkpoints, config_with, fields, header, key, mock_kafka, replay_ids, start,
+    value,
 };
 
 const ACCOUNTS: &str = "salesforce.Account";
-
-fn fields(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("not an object: {other}"),
-    }
-}
 
 fn config(sim: &SimOrg, bootstrap: &str, channels: &[&str], extra_source: &str) -> Config {
     config_with(sim, bootstrap, channels, extra_source, MOCK_KAFKA)

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -88,14 +88,15 @@ pub fn start(config: Config) -> Running {
 }
 
 impl Running {
-    /// Graceful stop: drain, final checkpoints.
-    pub async fn stop(self) {
+    /// Graceful stop: drain, final checkpoints. Returns the counters.
+    pub async fn stop(self) -> Arc<PipelineStats> {
         self.cancel.cancel();
         tokio::time::timeout(WAIT, self.handle)
             .await
             .expect("pipeline drains in time")
             .expect("pipeline task")
             .expect("pipeline ends without error");
+        self.stats
     }
 
     /// Waits until at least `n` records were produced.
@@ -128,6 +129,14 @@ pub fn mock_kafka() -> MockKafka {
     kafka.create_topic("forcebridge.checkpoints", 1);
     kafka.create_topic("forcebridge.dlq", 1);
     kafka
+}
+
+/// A JSON object literal as a field map.
+pub fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
 }
 
 /// The JSON value of a record.
