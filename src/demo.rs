@@ -69,6 +69,14 @@ const ORDER_TOPIC: &str = "salesforce.Order_Event__e";
 const WRITEBACK_TOPIC: &str = "salesforce.writeback";
 const CONFLICTS_TOPIC: &str = "forcebridge.conflicts";
 
+/// Partitions for an embedded topic of about `records` records: a mock-cluster partition keeps
+/// only its last 5 MB (older records are dropped), so keep each under 4 MB at ~1.5 KB a record.
+fn object_topic_partitions(records: usize) -> i32 {
+    const RECORD_BYTES: usize = 1536;
+    const PARTITION_BYTES: usize = 4 << 20;
+    (1 + records * RECORD_BYTES / PARTITION_BYTES).min(1000) as i32
+}
+
 /// Runs the demo until the summary (or until `cancel` with `--keep-running`).
 pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoError> {
     let sim = SimOrg::start(SimConfig::default())
@@ -87,8 +95,13 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
         WRITEBACK_TOPIC,
         CONFLICTS_TOPIC,
     ] {
+        let partitions = if topic == ACCOUNT_TOPIC {
+            object_topic_partitions(args.accounts * 2)
+        } else {
+            1
+        };
         kafka
-            .create_topic(topic, 1)
+            .create_topic(topic, partitions)
             .map_err(|e| DemoError::Kafka(e.to_string()))?;
     }
     println!("forcebridge demo");

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -85,6 +86,18 @@ fn run(command: Command) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let _guard = runtime.enter();
+    let result = dispatch(command, config, &runtime);
+    drop(_guard);
+    // Never wait on a blocking call stuck on an unreachable peer (e.g. a Kafka flush).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+fn dispatch(
+    command: Command,
+    config: Option<Config>,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
     match command {
         Command::Check {
             config: path,
@@ -105,7 +118,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Run { .. } => {
             let config = Arc::new(config.expect("loaded above"));
             runtime.block_on(async {
-                let cancel = shutdown_on_signals();
+                let cancel = shutdown_on_signals(Some(config.drain_timeout));
                 let stats = Arc::new(PipelineStats::default());
                 let sink_stats = Arc::new(SinkStats::default());
                 // One side failing stops the other: the pod restarts as a whole.
@@ -149,18 +162,23 @@ fn run(command: Command) -> anyhow::Result<()> {
             })
         }
         Command::Demo(args) => {
-            runtime.block_on(forcebridge::demo::run(args, shutdown_on_signals()))?;
+            runtime.block_on(forcebridge::demo::run(args, shutdown_on_signals(None)))?;
             Ok(())
         }
         Command::Sim(args) => {
-            runtime.block_on(forcebridge::sim::run_cli(args, shutdown_on_signals()))?;
+            runtime.block_on(forcebridge::sim::run_cli(args, shutdown_on_signals(None)))?;
             Ok(())
         }
     }
 }
 
+/// How long past `drain_timeout` the process may take before it exits regardless.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
 /// One cancellation token for the process, fired by SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-fn shutdown_on_signals() -> CancellationToken {
+/// After the first signal, a second one exits at once, and so does overrunning `drain` (plus
+/// [`EXIT_GRACE`]): the drain is bounded even when a peer hangs.
+fn shutdown_on_signals(drain: Option<Duration>) -> CancellationToken {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     tokio::spawn(async move {
@@ -177,6 +195,31 @@ fn shutdown_on_signals() -> CancellationToken {
             _ = terminate => info!("SIGTERM received; draining"),
         }
         token.cancel();
+        let overrun = async {
+            match drain {
+                Some(drain) => tokio::time::sleep(drain + EXIT_GRACE).await,
+                None => std::future::pending().await,
+            }
+        };
+        let again = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => tokio::select! {
+                    _ = s.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                },
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = overrun => {
+                error!(deadline = ?drain, "the drain did not finish within drain_timeout; exiting");
+                eprintln!("error: the drain did not finish within drain_timeout; exiting");
+            }
+            _ = again => eprintln!("second signal: exiting without draining"),
+        }
+        std::process::exit(1);
     });
     cancel
 }

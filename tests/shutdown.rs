@@ -1,0 +1,156 @@
+//! Graceful shutdown of the real binary: `forcebridge run` as a child process gets SIGTERM
+//! mid-stream, exits 0 within `drain_timeout`, and leaves a checkpoint that covers every record
+//! it produced, so the next run repeats nothing and misses nothing.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use forcebridge::sim::{SimConfig, SimOrg};
+use support::kafka::read_topic;
+use support::source::{MOCK_KAFKA, WAIT, checkpoints, config_text, key, mock_kafka, replay_ids};
+
+const CHANNEL: &str = "/data/AccountChangeEvent";
+const ACCOUNTS: &str = "salesforce.Account";
+/// Enough that SIGTERM lands mid-stream.
+const TOTAL: usize = 30_000;
+
+/// Starts `forcebridge run --config <path>`; its log goes to `<path>.log`.
+fn spawn(path: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::create(path.with_extension("log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+        .args(["run", "--config"])
+        .arg(path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Records in `topic` (watermarks; no reading).
+async fn count(bootstrap: &str) -> usize {
+    let bootstrap = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        forcebridge::kafka::count_records(&bootstrap, ACCOUNTS, Duration::from_secs(10))
+            .unwrap_or(0) as usize
+    })
+    .await
+    .unwrap()
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (bounded) for the child to exit; its exit status.
+async fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the process did not exit within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_checkpoints_everything_produced() {
+    let kafka = mock_kafka();
+    // A mock partition keeps only its last 5 MB: enough partitions to keep every record.
+    kafka.create_topic(ACCOUNTS, 16);
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let ids: BTreeSet<String> = sim
+        .generate("Account", TOTAL)
+        .unwrap()
+        .into_iter()
+        .collect();
+
+    let dir = std::env::temp_dir().join(format!("forcebridge-shutdown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("forcebridge.yaml");
+    // A long checkpoint interval: only the shutdown's final checkpoint can cover the records.
+    let text = config_text(&sim, &bootstrap, &[CHANNEL], "", MOCK_KAFKA)
+        .replace("checkpoint_interval: 100ms", "checkpoint_interval: 1h")
+        .replace("name: test\n", "name: test\ndrain_timeout: 10s\n");
+    std::fs::write(&path, text).unwrap();
+
+    let mut child = KillOnDrop(spawn(&path));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if count(&bootstrap).await >= 500 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run made no progress");
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the run stopped early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigterm(&child.0);
+    let status = wait_exit(&mut child.0, Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    let first = read_topic(&bootstrap, ACCOUNTS);
+    let (distinct, all) = replay_ids(&first);
+    assert_eq!(all.len(), distinct.len(), "no repeats within one run");
+    let store = checkpoints(&bootstrap).await;
+    let checkpoint = hex::encode(store.get(CHANNEL).expect("final checkpoint").replay_id);
+    assert_eq!(
+        &checkpoint,
+        distinct.iter().max().unwrap(),
+        "the final checkpoint covers every record produced"
+    );
+    eprintln!(
+        "SIGTERM after {} of {TOTAL} records; checkpoint {checkpoint}",
+        first.len()
+    );
+    assert!(first.len() < TOTAL, "SIGTERM should land mid-stream");
+
+    // The next run starts after the checkpoint: the rest, nothing twice.
+    let mut child = spawn(&path);
+    let deadline = Instant::now() + WAIT;
+    while read_topic(&bootstrap, ACCOUNTS).len() < TOTAL {
+        assert!(Instant::now() < deadline, "the second run did not finish");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the second run stopped early"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sigterm(&child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(15))
+            .await
+            .success()
+    );
+    let records = read_topic(&bootstrap, ACCOUNTS);
+    let (distinct, all) = replay_ids(&records);
+    assert_eq!(all.len(), TOTAL, "nothing repeated");
+    assert_eq!(distinct.len(), TOTAL);
+    assert_eq!(records.iter().map(key).collect::<BTreeSet<_>>(), ids);
+    let _ = std::fs::remove_dir_all(&dir);
+    sim.shutdown().await;
+}
