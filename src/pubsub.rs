@@ -332,7 +332,14 @@ impl Subscription {
     /// ([`PubSubError::Closed`]) so that the caller always resubscribes.
     pub async fn next(&mut self) -> Result<Delivery, PubSubError> {
         loop {
-            self.top_up().await?;
+            if let Err(err) = self.top_up().await {
+                // The stream ended (the server closes the request side with it): events already
+                // received are still handed on, so they are not fetched (and counted) twice.
+                return match self.buffered.pop_front() {
+                    Some(event) => Ok(Delivery::Event(event)),
+                    None => Err(err),
+                };
+            }
             if let Some(event) = self.buffered.pop_front() {
                 return Ok(Delivery::Event(event));
             }

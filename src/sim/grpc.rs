@@ -377,11 +377,28 @@ impl Subscription {
                 let _ = self.tx.try_send(Err(status));
             } else {
                 tokio::select! {
-                    _ = self.tx.send(Err(status)) => {}
+                    _ = async {
+                        self.flushed().await;
+                        let _ = self.tx.send(Err(status)).await;
+                    } => {}
                     () = shutdown.cancelled() => {}
                 }
             }
         }
+    }
+
+    /// Waits (at most a second) until the client's side has taken every response sent so far.
+    /// tonic drops responses it has encoded but not yet flushed when the stream yields an error
+    /// in the same poll; Salesforce ends a stream after the events it delivered.
+    async fn flushed(&self) {
+        let drained = async {
+            while self.tx.capacity() < self.tx.max_capacity() {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // The encoder hands what it took to HTTP/2 on its next poll.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
     }
 
     fn error(&self, code: Code, error_code: &str, message: &str) -> Stop {
