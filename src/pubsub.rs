@@ -329,7 +329,8 @@ impl Subscription {
 
     /// The next event or keepalive. Calling it again means the previous event was handed on, so
     /// credits are topped up here. `Ok(None)` never happens; the end of a stream is an error
-    /// ([`PubSubError::Closed`]) so that the caller always resubscribes.
+    /// ([`PubSubError::Closed`]) so that the caller always resubscribes. Events received before
+    /// the stream ended are handed on first, so a resubscription never fetches them again.
     pub async fn next(&mut self) -> Result<Delivery, PubSubError> {
         loop {
             if let Err(err) = self.top_up().await {
