@@ -388,14 +388,13 @@ async fn sigkill_at_random_points_loses_nothing() {
 
     for (i, kill) in kills.iter().enumerate() {
         eprintln!(
-            "kill {:>2}: {:<26} alive {:>7.2?}, {:>6} records in Kafka, next run resumes after {}, repeats written by run {}: {}",
+            "kill {:>2}: {:<26} alive {:>7.2?}, re-wrote {:>4} records, {:>6} records in Kafka, next run resumes after {}",
             i + 1,
             kill.trigger,
             kill.alive,
+            per_run[i],
             kill.watermarks.iter().sum::<i64>(),
             kill.resumes_after.as_deref().unwrap_or("(no checkpoint)"),
-            i + 1,
-            per_run[i]
         );
     }
     eprintln!(
