@@ -501,6 +501,7 @@ async fn read_stream(
                 }
             }
         };
+        stats.stream_failures.fetch_add(1, Ordering::Relaxed);
         match error.directive() {
             Directive::ReplayRejected
                 if source.replay_rejected != ReplayRejectedPolicy::Fail && !policy_applied =>

@@ -329,10 +329,18 @@ impl Subscription {
 
     /// The next event or keepalive. Calling it again means the previous event was handed on, so
     /// credits are topped up here. `Ok(None)` never happens; the end of a stream is an error
-    /// ([`PubSubError::Closed`]) so that the caller always resubscribes.
+    /// ([`PubSubError::Closed`]) so that the caller always resubscribes. Events received before
+    /// the stream ended are handed on first, so a resubscription never fetches them again.
     pub async fn next(&mut self) -> Result<Delivery, PubSubError> {
         loop {
-            self.top_up().await?;
+            if let Err(err) = self.top_up().await {
+                // The stream ended (the server closes the request side with it): events already
+                // received are still handed on, so they are not fetched (and counted) twice.
+                return match self.buffered.pop_front() {
+                    Some(event) => Ok(Delivery::Event(event)),
+                    None => Err(err),
+                };
+            }
             if let Some(event) = self.buffered.pop_front() {
                 return Ok(Delivery::Event(event));
             }

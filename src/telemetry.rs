@@ -21,6 +21,9 @@ pub const EVENTS_DEAD_LETTERED: &str = "forcebridge_source_events_dead_lettered_
 pub const KEEPALIVES: &str = "forcebridge_source_keepalives_total";
 /// Subscribe streams (re)opened, per channel.
 pub const STREAMS_OPENED: &str = "forcebridge_source_streams_opened_total";
+/// Subscribe calls refused and streams that ended with an error (each followed by a backoff and
+/// a new Subscribe), per channel.
+pub const STREAM_FAILURES: &str = "forcebridge_source_stream_failures_total";
 /// Checkpoints written, per channel.
 pub const CHECKPOINTS_WRITTEN: &str = "forcebridge_source_checkpoints_written_total";
 /// Replay ids the org rejected, after which events may be missing, per channel.
@@ -154,6 +157,8 @@ pub struct ChannelStats {
     pub keepalives: AtomicU64,
     /// [`STREAMS_OPENED`]
     pub streams_opened: AtomicU64,
+    /// [`STREAM_FAILURES`]
+    pub stream_failures: AtomicU64,
     /// [`CHECKPOINTS_WRITTEN`]
     pub checkpoints_written: AtomicU64,
     /// [`REPLAY_GAPS`]
@@ -209,6 +214,7 @@ pub struct ChannelSnapshot {
     pub events_dead_lettered: u64,
     pub keepalives: u64,
     pub streams_opened: u64,
+    pub stream_failures: u64,
     pub checkpoints_written: u64,
     pub replay_gaps: u64,
     pub echoes: u64,
@@ -240,6 +246,7 @@ impl PipelineStats {
                     events_dead_lettered: stats.events_dead_lettered.load(Ordering::Relaxed),
                     keepalives: stats.keepalives.load(Ordering::Relaxed),
                     streams_opened: stats.streams_opened.load(Ordering::Relaxed),
+                    stream_failures: stats.stream_failures.load(Ordering::Relaxed),
                     checkpoints_written: stats.checkpoints_written.load(Ordering::Relaxed),
                     replay_gaps: stats.replay_gaps.load(Ordering::Relaxed),
                     echoes: stats.echoes.load(Ordering::Relaxed),

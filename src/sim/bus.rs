@@ -162,6 +162,15 @@ impl Bus {
         (out, new_cursor)
     }
 
+    /// Replay ids of the retained events on `channel`, oldest first.
+    pub fn replay_ids(&self, channel: &Channel) -> Vec<Vec<u8>> {
+        self.log
+            .iter()
+            .filter(|e| channel.matches(&e.source))
+            .map(|e| replay_id(e.seq))
+            .collect()
+    }
+
     /// Number of retained events on `channel`.
     pub fn count(&self, channel: &Channel) -> usize {
         self.log

@@ -12,13 +12,20 @@
 //!   is sent after `keepalive_interval` without any response; the stream is closed when no
 //!   credits are pending and no FetchRequest arrived within `idle_timeout`. Responses go through
 //!   a small bounded channel, so a slow reader stalls the subscription (HTTP/2 backpressure).
+//! * A Subscribe stream ends with `UNAUTHENTICATED` (`service.auth.error`) when the token it was
+//!   opened with expires, as a session timeout ends a real stream.
+//! * Stream fault knobs ([`StreamFaults`]): end every stream with `INTERNAL`
+//!   (`service.unavailable`, as seen in Salesforce outages) after it sent N events; refuse every
+//!   `Subscribe` with `UNAVAILABLE` (`service.unavailable`) until a deadline; make the open streams
+//!   go silent (no events, no keepalives, not closed) as a dead stream behind a proxy does.
 //! * `Publish` accepts platform events encoded with any schema version of the topic; each event
 //!   gets its own `PublishResult`. `PublishStream` and `ManagedSubscribe` are `UNIMPLEMENTED`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::metadata::AsciiMetadataValue;
@@ -161,7 +168,8 @@ impl PubSub for PubSubService {
         request: Request<Streaming<FetchRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let rpc_id = new_rpc_id();
-        self.authenticate(&request, &rpc_id)?;
+        let session = self.authenticate(&request, &rpc_id)?;
+        self.shared.stream_faults.check_refusal(&rpc_id)?;
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let task = Subscription {
             service: PubSubService {
@@ -169,6 +177,7 @@ impl PubSub for PubSubService {
             },
             rpc_id,
             tx,
+            expires: session.expires,
         };
         tokio::spawn(task.run(request.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -346,6 +355,8 @@ struct Subscription {
     service: PubSubService,
     rpc_id: String,
     tx: mpsc::Sender<Result<FetchResponse, Status>>,
+    /// When the token the stream was opened with expires: the stream ends then.
+    expires: Instant,
 }
 
 /// Why the subscription loop stopped sending.
@@ -366,11 +377,28 @@ impl Subscription {
                 let _ = self.tx.try_send(Err(status));
             } else {
                 tokio::select! {
-                    _ = self.tx.send(Err(status)) => {}
+                    _ = async {
+                        self.flushed().await;
+                        let _ = self.tx.send(Err(status)).await;
+                    } => {}
                     () = shutdown.cancelled() => {}
                 }
             }
         }
+    }
+
+    /// Waits (at most a second) until the client's side has taken every response sent so far.
+    /// tonic drops responses it has encoded but not yet flushed when the stream yields an error
+    /// in the same poll; Salesforce ends a stream after the events it delivered.
+    async fn flushed(&self) {
+        let drained = async {
+            while self.tx.capacity() < self.tx.max_capacity() {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // The encoder hands what it took to HTTP/2 on its next poll.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
     }
 
     fn error(&self, code: Code, error_code: &str, message: &str) -> Stop {
@@ -400,6 +428,8 @@ impl Subscription {
         let shared = self.service.shared.clone();
         let mut resets = shared.resets.subscribe();
         resets.mark_unchanged();
+        let mut silences = shared.stream_faults.silences.subscribe();
+        silences.mark_unchanged();
         let first = tokio::select! {
             m = inbound.message() => m,
             () = shared.shutdown.cancelled() => return Stop::Quiet,
@@ -456,12 +486,34 @@ impl Subscription {
         let mut tip = shared.tip.subscribe();
         let mut last_sent = Instant::now();
         let mut idle_since: Option<Instant> = None;
+        // Events sent on this stream (for `reset_stream_every`).
+        let mut sent: u64 = 0;
         loop {
             tip.borrow_and_update();
+            if silences.has_changed().unwrap_or(false) {
+                return self.stay_silent().await;
+            }
+            if Instant::now() >= self.expires {
+                return self.token_expired();
+            }
+            let reset_every = shared.stream_faults.reset_every.load(Ordering::Relaxed);
+            if reset_every > 0 && sent >= reset_every {
+                shared.stream_faults.resets.fetch_add(1, Ordering::Relaxed);
+                return self.error(
+                    Code::Internal,
+                    "service.unavailable",
+                    "The service is unavailable. Try again later.",
+                );
+            }
             if credits > 0 {
-                let (events, next) = lock(&shared.bus).fetch(&channel, cursor, credits as usize);
+                let max = match reset_every {
+                    0 => credits as usize,
+                    n => (credits as u64).min(n - sent) as usize,
+                };
+                let (events, next) = lock(&shared.bus).fetch(&channel, cursor, max);
                 cursor = next;
                 if !events.is_empty() {
+                    sent += events.len() as u64;
                     credits -= events.len() as i32;
                     let response = FetchResponse {
                         events: events
@@ -497,6 +549,8 @@ impl Subscription {
                         "The service is unavailable. Try again later.",
                     );
                 }
+                _ = silences.changed() => return self.stay_silent().await,
+                () = tokio::time::sleep_until(self.expires) => return self.token_expired(),
                 message = inbound.message() => {
                     let req = match message {
                         Ok(Some(req)) => req,
@@ -540,6 +594,35 @@ impl Subscription {
         }
     }
 
+    /// The token the stream was opened with expired.
+    fn token_expired(&self) -> Stop {
+        self.service
+            .shared
+            .stream_faults
+            .expired
+            .fetch_add(1, Ordering::Relaxed);
+        self.error(
+            Code::Unauthenticated,
+            "service.auth.error",
+            "An authentication exception occurred. Ensure that the access token, instance URL and tenant ID are valid and the token hasn't expired.",
+        )
+    }
+
+    /// A dead stream: sends nothing more (no events, no keepalives), reads nothing, and stays
+    /// open until the client gives up on it or the org shuts down.
+    async fn stay_silent(&self) -> Stop {
+        self.service
+            .shared
+            .stream_faults
+            .silenced
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(rpc_id = %self.rpc_id, "subscription went silent");
+        tokio::select! {
+            () = self.service.shared.shutdown.cancelled() => self.on_cancel(),
+            () = self.tx.closed() => Stop::Quiet,
+        }
+    }
+
     fn on_cancel(&self) -> Stop {
         if self.service.shared.shutdown.is_cancelled() {
             self.error(
@@ -557,5 +640,82 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream fault knobs
+// ---------------------------------------------------------------------------------------------
+
+/// Fault injection for Subscribe streams (set through [`super::SimOrg`]'s knobs).
+#[derive(Debug)]
+pub(crate) struct StreamFaults {
+    /// End every stream with `INTERNAL` after it sent this many events (0: off).
+    pub reset_every: AtomicU64,
+    /// Refuse every `Subscribe` with `UNAVAILABLE` until then.
+    pub refuse_until: std::sync::Mutex<Option<Instant>>,
+    /// Bumped to make every open stream go silent.
+    pub silences: watch::Sender<u64>,
+    /// Subscribe calls refused.
+    pub refused: AtomicU64,
+    /// Streams ended by `reset_every`.
+    pub resets: AtomicU64,
+    /// Streams ended because their token expired.
+    pub expired: AtomicU64,
+    /// Streams that went silent.
+    pub silenced: AtomicU64,
+}
+
+impl Default for StreamFaults {
+    fn default() -> Self {
+        StreamFaults {
+            reset_every: AtomicU64::new(0),
+            refuse_until: std::sync::Mutex::new(None),
+            silences: watch::Sender::new(0),
+            refused: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            silenced: AtomicU64::new(0),
+        }
+    }
+}
+
+/// How often each stream fault fired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamFaultCounts {
+    /// `Subscribe` calls refused with `UNAVAILABLE`.
+    pub refused_subscriptions: u64,
+    /// Streams ended with `INTERNAL` by [`super::SimOrg::reset_stream_every`].
+    pub streams_reset: u64,
+    /// Streams ended with `UNAUTHENTICATED` because their token expired.
+    pub streams_expired: u64,
+    /// Streams that went silent.
+    pub streams_silenced: u64,
+}
+
+impl StreamFaults {
+    /// `Err(UNAVAILABLE)` while Subscribe calls are refused.
+    fn check_refusal(&self, rpc_id: &str) -> Result<(), Status> {
+        let until = *lock(&self.refuse_until);
+        if until.is_some_and(|t| Instant::now() < t) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(sf_status(
+                Code::Unavailable,
+                "service.unavailable",
+                "The service is unavailable. Try again later.",
+                rpc_id,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The counters.
+    pub fn counts(&self) -> StreamFaultCounts {
+        StreamFaultCounts {
+            refused_subscriptions: self.refused.load(Ordering::Relaxed),
+            streams_reset: self.resets.load(Ordering::Relaxed),
+            streams_expired: self.expired.load(Ordering::Relaxed),
+            streams_silenced: self.silenced.load(Ordering::Relaxed),
+        }
     }
 }

@@ -19,9 +19,11 @@
 //! Fault knobs (Rust API, and `POST /sim/faults` for `forcebridge sim`):
 //! [`SimOrg::set_rest_latency`], [`SimOrg::fail_next_requests`], [`SimOrg::lock_rows`],
 //! [`SimOrg::add_validation_rule`], [`SimOrg::set_api_usage`]/[`SimOrg::set_api_limit`]; for the
-//! streams [`SimOrg::reset_streams`], [`SimOrg::revoke_tokens`], [`SimOrg::inject_raw_event`];
-//! gap and overflow events ([`gap`]) [`SimOrg::emit_gap`], [`SimOrg::emit_overflow`],
-//! [`SimOrg::emit_gaps_for`] and [`SimConfig::overflow_threshold`].
+//! streams [`SimOrg::reset_streams`], [`SimOrg::revoke_tokens`], [`SimOrg::inject_raw_event`],
+//! [`SimOrg::reset_stream_every`], [`SimOrg::refuse_subscriptions_for`],
+//! [`SimOrg::silence_streams`] (and a stream ends when its token expires); gap and overflow
+//! events ([`gap`]) [`SimOrg::emit_gap`], [`SimOrg::emit_overflow`], [`SimOrg::emit_gaps_for`]
+//! and [`SimConfig::overflow_threshold`].
 //!
 //! Files: `catalog` (schemas and ids), `ids` (record Ids), `bitmap` (header bitmaps), `org`
 //! (records, rules, transactions → events), `bus` (log, channels, replay, retention), `grpc`
@@ -55,6 +57,7 @@ mod tests;
 
 pub use cli::{SimArgs, run_cli};
 pub use gap::GapKind;
+pub use grpc::StreamFaultCounts;
 pub use limits::RestFault;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -286,6 +289,8 @@ pub(crate) struct Shared {
     pub api: Mutex<ApiState>,
     /// Bumped by [`SimOrg::reset_streams`]; every open Subscribe stream ends when it changes.
     pub resets: watch::Sender<u64>,
+    /// Subscribe stream fault knobs (see the knobs on [`SimOrg`]).
+    pub stream_faults: grpc::StreamFaults,
     pub instance_url: String,
     pub pubsub_endpoint: String,
     pub shutdown: CancellationToken,
@@ -601,6 +606,7 @@ impl SimOrg {
             tip: watch::Sender::new(0),
             tokens: Mutex::new(HashMap::new()),
             resets: watch::Sender::new(0),
+            stream_faults: grpc::StreamFaults::default(),
             instance_url: format!("http://{http_addr}"),
             pubsub_endpoint: format!("http://{grpc_addr}"),
             shutdown: CancellationToken::new(),
@@ -946,6 +952,46 @@ impl SimOrg {
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
             let _ = t.await;
+        }
+    }
+}
+
+/// Stream fault knobs and what the org emitted (for fault and crash tests).
+impl SimOrg {
+    /// Fault injection: every Subscribe stream ends with `INTERNAL` (`service.unavailable`, as
+    /// Salesforce outages show) once it has sent `n` events; 0 turns it off.
+    pub fn reset_stream_every(&self, n: u64) {
+        self.shared
+            .stream_faults
+            .reset_every
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Fault injection: every `Subscribe` call in the next `duration` is refused with
+    /// `UNAVAILABLE` (`service.unavailable`); open streams are not affected.
+    pub fn refuse_subscriptions_for(&self, duration: Duration) {
+        *lock(&self.shared.stream_faults.refuse_until) =
+            Some(tokio::time::Instant::now() + duration);
+    }
+
+    /// Fault injection: every open Subscribe stream goes silent — no more events, no keepalives,
+    /// requests ignored — without closing, as a dead stream behind a proxy does. New streams
+    /// are served normally.
+    pub fn silence_streams(&self) {
+        self.shared.stream_faults.silences.send_modify(|n| *n += 1);
+    }
+
+    /// How often each stream fault (and token expiry) ended or refused a stream.
+    pub fn stream_fault_counts(&self) -> StreamFaultCounts {
+        self.shared.stream_faults.counts()
+    }
+
+    /// Replay ids of the retained events of `channel`, oldest first (empty for an unknown
+    /// channel).
+    pub fn replay_ids(&self, channel: &str) -> Vec<Vec<u8>> {
+        match self.shared.resolve_channel(channel) {
+            Some(c) => lock(&self.shared.bus).replay_ids(&c),
+            None => Vec::new(),
         }
     }
 }

@@ -567,7 +567,14 @@ async fn replay_presets_and_replay_id_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn keepalive_then_idle_close_with_paused_time() {
-    let org = SimOrg::start(SimConfig::default()).await.expect("start");
+    // Paused time races ahead while loopback I/O is in flight (keepalive after keepalive): a
+    // token that outlives the race keeps the stream from ending with an auth error.
+    let org = SimOrg::start(SimConfig {
+        token_ttl: Duration::from_secs(365 * 24 * 3600),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start");
     let mut client = Client::connect(&org, org.issue_access_token()).await;
     let mut sub = client
         .subscribe(fetch(ACCOUNTS, ReplayPreset::Latest, Vec::new(), 1))
@@ -993,5 +1000,126 @@ async fn sim_generate_endpoint_creates_records_with_one_event_each() {
         .await
         .expect("generate");
     assert_eq!(resp.status(), 404);
+    org.shutdown().await;
+}
+
+#[tokio::test]
+async fn reset_stream_every_ends_each_stream_with_internal_after_n_events() {
+    let org = SimOrg::start(quick_keepalive()).await.expect("start");
+    org.generate("Account", 10).expect("generate");
+    org.reset_stream_every(4);
+    let mut client = Client::connect(&org, org.issue_access_token()).await;
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Earliest, Vec::new(), 100))
+        .await;
+    let mut events = Vec::new();
+    let status = loop {
+        match sub.stream.message().await {
+            Ok(Some(r)) => events.extend(r.events),
+            Ok(None) => panic!("stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(events.len(), 4, "exactly n events, then the reset");
+    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(
+        error_code(&status),
+        "sfdc.platform.eventbus.grpc.service.unavailable"
+    );
+    // The next stream resumes after the last event and is reset after 4 more.
+    let last = events.last().expect("events").replay_id.clone();
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Custom, last, 100))
+        .await;
+    let more = sub.take(4, 100).await;
+    assert_eq!(more.len(), 4);
+    assert_eq!(sub.error().await.code(), Code::Internal);
+    assert_eq!(org.stream_fault_counts().streams_reset, 2);
+    // Off again: the rest arrives on one stream.
+    org.reset_stream_every(0);
+    let last = more.last().expect("events").replay_id.clone();
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Custom, last, 100))
+        .await;
+    assert_eq!(sub.take(2, 100).await.len(), 2);
+    assert_eq!(org.replay_ids(ACCOUNTS).len(), 10);
+    org.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_subscriptions_answer_unavailable_until_the_deadline() {
+    let org = SimOrg::start(quick_keepalive()).await.expect("start");
+    let mut client = Client::connect(&org, org.issue_access_token()).await;
+    org.refuse_subscriptions_for(Duration::from_millis(400));
+    for _ in 0..3 {
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(fetch(ACCOUNTS, ReplayPreset::Latest, Vec::new(), 1))
+            .await
+            .expect("queue");
+        let req = client.req(ReceiverStream::new(rx));
+        let status = client.grpc.subscribe(req).await.expect_err("refused");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            error_code(&status),
+            "sfdc.platform.eventbus.grpc.service.unavailable"
+        );
+    }
+    assert_eq!(org.stream_fault_counts().refused_subscriptions, 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Latest, Vec::new(), 1))
+        .await;
+    assert!(sub.next().await.events.is_empty(), "a keepalive: served");
+    assert_eq!(org.stream_fault_counts().refused_subscriptions, 3);
+    org.shutdown().await;
+}
+
+#[tokio::test]
+async fn silenced_streams_send_nothing_and_stay_open() {
+    let org = SimOrg::start(quick_keepalive()).await.expect("start");
+    let mut client = Client::connect(&org, org.issue_access_token()).await;
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Latest, Vec::new(), 10))
+        .await;
+    let keepalive = sub.next().await;
+    assert!(keepalive.events.is_empty());
+    org.silence_streams();
+    org.generate("Account", 5).expect("generate");
+    // Neither events nor keepalives (every 50 ms) nor an end of stream.
+    let waited = tokio::time::timeout(Duration::from_millis(500), sub.stream.message()).await;
+    assert!(waited.is_err(), "a silent stream sends nothing: {waited:?}");
+    assert_eq!(org.stream_fault_counts().streams_silenced, 1);
+    // A new stream is served.
+    let mut fresh = client
+        .subscribe(fetch(
+            ACCOUNTS,
+            ReplayPreset::Custom,
+            keepalive.latest_replay_id,
+            10,
+        ))
+        .await;
+    assert_eq!(fresh.take(5, 10).await.len(), 5);
+    org.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_streams_end_with_an_auth_error_when_their_token_expires() {
+    let org = SimOrg::start(SimConfig {
+        token_ttl: Duration::from_secs(10),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start");
+    let mut client = Client::connect(&org, org.issue_access_token()).await;
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Latest, Vec::new(), 10))
+        .await;
+    let status = sub.error().await;
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        error_code(&status),
+        "sfdc.platform.eventbus.grpc.service.auth.error"
+    );
+    assert_eq!(org.stream_fault_counts().streams_expired, 1);
     org.shutdown().await;
 }

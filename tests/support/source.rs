@@ -1,7 +1,7 @@
 //! The source pipeline in tests: a config for a simulated org, a running pipeline task, its
 //! checkpoints, and accessors for the records it produced.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,4 +161,58 @@ pub fn replay_ids(records: &[ConsumedRecord]) -> (BTreeSet<String>, Vec<String>)
         .map(|r| header(r, "forcebridge.replay_id"))
         .collect();
     (all.iter().cloned().collect(), all)
+}
+
+/// The `forcebridge.replay_id` header of a record (empty when missing).
+pub fn replay_id(record: &ConsumedRecord) -> String {
+    String::from_utf8_lossy(record.header("forcebridge.replay_id").unwrap_or_default()).into_owned()
+}
+
+/// What a topic holds, seen through replay ids.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Records read (repeats included).
+    pub records: usize,
+    /// Distinct replay ids (hex).
+    pub replay_ids: BTreeSet<String>,
+    /// Distinct (replay id, key) pairs: one per record an event fans out to.
+    pub distinct_records: usize,
+    /// Records beyond the first copy of their (replay id, key).
+    pub repeats: usize,
+    /// (replay id, key) pairs whose copies differ in value or headers.
+    pub inconsistent: Vec<(String, String)>,
+}
+
+/// Groups `records` by (replay id, key) and checks that every repeat is identical (value and
+/// headers) to the first copy.
+pub fn delivered(records: &[ConsumedRecord]) -> Delivered {
+    let mut first: BTreeMap<(String, Vec<u8>), &ConsumedRecord> = BTreeMap::new();
+    let mut out = Delivered {
+        records: records.len(),
+        ..Delivered::default()
+    };
+    for r in records {
+        let id = replay_id(r);
+        out.replay_ids.insert(id.clone());
+        let key = (id, r.key.clone().unwrap_or_default());
+        match first.get(&key) {
+            None => {
+                first.insert(key, r);
+            }
+            Some(original) => {
+                out.repeats += 1;
+                if original.value != r.value || original.headers != r.headers {
+                    out.inconsistent
+                        .push((key.0.clone(), String::from_utf8_lossy(&key.1).into_owned()));
+                }
+            }
+        }
+    }
+    out.distinct_records = first.len();
+    out
+}
+
+/// The org's replay ids of `channel` as the hex the records carry.
+pub fn org_replay_ids(sim: &SimOrg, channel: &str) -> BTreeSet<String> {
+    sim.replay_ids(channel).iter().map(hex::encode).collect()
 }
