@@ -160,7 +160,21 @@ pub async fn run(
     let http =
         crate::auth::http_client(config.salesforce.http_timeout).map_err(PipelineError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http.clone());
-    let session = SessionHandle::new(authenticator.login().await?);
+    // An org briefly unreachable at startup is waited for, as it is once running.
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let session = loop {
+        match authenticator.login().await {
+            Ok(session) => break SessionHandle::new(session),
+            Err(err) if err.is_retryable() => {
+                let delay = backoff.next_delay();
+                warn!(error = %crate::telemetry::error_chain(&err), ?delay, "login failed; retrying");
+                if !sleep_or_cancel(delay, &cancel).await {
+                    return Ok(());
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+    };
     let gaps = crate::gap::Rereader::for_source(&config, http, session.clone());
     info!(org_id = %session.current().org_id, instance_url = %session.current().instance_url, "logged in to Salesforce");
     let pubsub = PubSub::connect(
@@ -170,7 +184,19 @@ pub async fn run(
     )
     .await?;
     for channel in &source.channels {
-        let topic = pubsub.get_topic(&channel.name).await?;
+        let topic = loop {
+            match pubsub.get_topic(&channel.name).await {
+                Ok(topic) => break topic,
+                Err(err) if matches!(err.directive(), Directive::Retry) => {
+                    let delay = backoff.next_delay();
+                    warn!(error = %err, ?delay, "GetTopic failed; retrying");
+                    if !sleep_or_cancel(delay, &cancel).await {
+                        return Ok(());
+                    }
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         if !topic.can_subscribe {
             return Err(PipelineError::Channel {
                 channel: channel.name.clone(),
@@ -1178,7 +1204,9 @@ async fn checkpoint_loop(
                 .checkpoints
                 .save(&channel.name, &durable)
                 .await
-                .map_err(|err| AttemptError::Fatal(err.into()))?;
+                // Kafka unreachable for longer than a delivery may wait: restart the channel from
+                // the last saved checkpoint (after a backoff) rather than stop.
+                .map_err(|err| AttemptError::DeliveryFailed(crate::telemetry::error_chain(&err)))?;
             stats.checkpoints_written.fetch_add(1, Ordering::Relaxed);
             last_saved = Some(durable);
         }
