@@ -218,6 +218,14 @@ struct FaultsRequest {
     gap: Option<super::gap::GapRequest>,
     overflow: Option<String>,
     gap_records: Option<Vec<String>>,
+    #[serde(default)]
+    reset_streams: bool,
+    #[serde(default)]
+    revoke_tokens: bool,
+    reset_stream_every: Option<u64>,
+    refuse_subscriptions_ms: Option<u64>,
+    #[serde(default)]
+    silence_streams: bool,
 }
 
 fn faults_body(s: &Shared) -> Value {
@@ -264,6 +272,21 @@ async fn set_faults(State(s): State<Arc<Shared>>, Json(req): Json<FaultsRequest>
     }
     if let Some(n) = req.lock_rows {
         lock(&s.org).set_lock_faults(n);
+    }
+    if req.reset_streams {
+        s.reset_streams();
+    }
+    if req.revoke_tokens {
+        s.revoke_tokens();
+    }
+    if let Some(n) = req.reset_stream_every {
+        s.reset_stream_every(n);
+    }
+    if let Some(ms) = req.refuse_subscriptions_ms {
+        s.refuse_subscriptions_for(Duration::from_millis(ms));
+    }
+    if req.silence_streams {
+        s.silence_streams();
     }
     {
         let mut api = lock(&s.api);

@@ -937,13 +937,13 @@ impl SimOrg {
     /// Fault injection: ends every open Subscribe stream with `UNAVAILABLE`
     /// (`service.unavailable`), as an outage or a reset HTTP/2 stream does.
     pub fn reset_streams(&self) {
-        self.shared.resets.send_modify(|n| *n += 1);
+        self.shared.reset_streams();
     }
 
     /// Fault injection: revokes every issued access token (as a session timeout or a revoked
     /// connected app does); later calls with them are refused until the client logs in again.
     pub fn revoke_tokens(&self) {
-        lock(&self.shared.tokens).clear();
+        self.shared.revoke_tokens();
     }
 
     /// Stops both servers (open Subscribe streams end with `UNAVAILABLE`).
@@ -956,29 +956,50 @@ impl SimOrg {
     }
 }
 
+/// The stream knobs, shared by [`SimOrg`]'s Rust API and `POST /sim/faults`.
+impl Shared {
+    fn reset_streams(&self) {
+        self.resets.send_modify(|n| *n += 1);
+    }
+
+    fn revoke_tokens(&self) {
+        lock(&self.tokens).clear();
+    }
+
+    fn reset_stream_every(&self, n: u64) {
+        self.stream_faults
+            .reset_every
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn refuse_subscriptions_for(&self, duration: Duration) {
+        *lock(&self.stream_faults.refuse_until) = Some(tokio::time::Instant::now() + duration);
+    }
+
+    fn silence_streams(&self) {
+        self.stream_faults.silences.send_modify(|n| *n += 1);
+    }
+}
+
 /// Stream fault knobs and what the org emitted (for fault and crash tests).
 impl SimOrg {
     /// Fault injection: every Subscribe stream ends with `INTERNAL` (`service.unavailable`, as
     /// Salesforce outages show) once it has sent `n` events; 0 turns it off.
     pub fn reset_stream_every(&self, n: u64) {
-        self.shared
-            .stream_faults
-            .reset_every
-            .store(n, std::sync::atomic::Ordering::Relaxed);
+        self.shared.reset_stream_every(n);
     }
 
     /// Fault injection: every `Subscribe` call in the next `duration` is refused with
     /// `UNAVAILABLE` (`service.unavailable`); open streams are not affected.
     pub fn refuse_subscriptions_for(&self, duration: Duration) {
-        *lock(&self.shared.stream_faults.refuse_until) =
-            Some(tokio::time::Instant::now() + duration);
+        self.shared.refuse_subscriptions_for(duration);
     }
 
     /// Fault injection: every open Subscribe stream goes silent — no more events, no keepalives,
     /// requests ignored — without closing, as a dead stream behind a proxy does. New streams
     /// are served normally.
     pub fn silence_streams(&self) {
-        self.shared.stream_faults.silences.send_modify(|n| *n += 1);
+        self.shared.silence_streams();
     }
 
     /// How often each stream fault (and token expiry) ended or refused a stream.
