@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod fuzzing;
 pub mod kafka;
 pub mod pipeline;
 pub mod proto;

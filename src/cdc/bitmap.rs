@@ -59,12 +59,18 @@ pub(crate) struct FieldTable {
 }
 
 impl FieldTable {
-    pub(crate) fn build(program: &Program, body: usize) -> FieldTable {
+    /// `change_event`: field 0 is `ChangeEventHeader`, which is a record but not a compound
+    /// field, so `0-0x…` is an error rather than a header member named as a changed field.
+    pub(crate) fn build(program: &Program, body: usize, change_event: bool) -> FieldTable {
         let fields = &program.records[body].fields;
         let top = fields.iter().map(|f| f.name.clone()).collect();
         let nested = fields
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(position, f)| {
+                if change_event && position == 0 {
+                    return None;
+                }
                 f.node.record_variant().map(|i| {
                     program.records[i]
                         .fields
