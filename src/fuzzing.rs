@@ -846,7 +846,14 @@ pub fn seeds() -> Result<Vec<Seed>, crate::sim::SimError> {
         });
     }
 
-    let messages: [(&str, Value, bool, Option<(&str, &str)>); 8] = [
+    /// Name, value, last-write-wins, (object, operation) headers.
+    type Message = (
+        &'static str,
+        Value,
+        bool,
+        Option<(&'static str, &'static str)>,
+    );
+    let messages: [Message; 8] = [
         (
             "upsert",
             json!({"object": "Account", "operation": "upsert", "timestamp": "2026-11-23T10:15:00.000Z",

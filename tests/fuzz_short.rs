@@ -187,7 +187,7 @@ fn mutate_bytes(rng: &mut Rng, data: &[u8], others: &[Seed]) -> Vec<u8> {
                     0 => v.wrapping_add(1),
                     1 => v.wrapping_sub(1),
                     2 => v.wrapping_mul(2),
-                    3 => -v,
+                    3 => v.wrapping_neg(),
                     4 => v.wrapping_add(1 + rng.below(16) as i64),
                     5 => 1 << 20,
                     6 => i64::from(i32::MAX) + 1,
