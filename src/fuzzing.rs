@@ -7,13 +7,14 @@
 //! when the code under test panics or when an oracle disagrees with what it returned:
 //!
 //! * [`cdc_decode`]: first byte = schema ([`fixture`]: Account, Contact change events,
-//!   `Order_Event__e`; bit 7: tombstones on), the rest = the Avro payload. What [`cdc::decode`] accepts must be a
-//!   datum `apache_avro` reads to the last byte with the same values, header fields and bitmap
-//!   expansions (checked against [`reference_expand`], written from the simulator's schema
-//!   catalog rather than the decoder's tables); the records of [`cdc::to_records`] must be JSON
-//!   with the decoded record and one key per record id. What it refuses must not be a canonical
-//!   datum (one that `apache_avro` reads and re-encodes to the same bytes) unless the header or a
-//!   bitmap is at fault, and a bitmap refusal must be one the reference refuses too.
+//!   `Order_Event__e`; bit 7: tombstones on), the rest = the Avro payload. What [`cdc::decode`]
+//!   accepts must be a datum `apache_avro` reads to the last byte with the same values, header
+//!   fields and bitmap expansions (checked against [`reference_expand`], written from the
+//!   simulator's schema catalog rather than the decoder's tables); the records of
+//!   [`cdc::to_records`] must be JSON with the decoded record and one key per record id. What it
+//!   refuses must not be a canonical datum (one that `apache_avro` reads and re-encodes to the
+//!   same bytes) unless the header or a bitmap is at fault, and a bitmap refusal must be one the
+//!   reference refuses too.
 //! * [`bitmap`]: first byte = schema, the rest = bitmap elements separated by `,` (lossy
 //!   UTF-8). [`cdc::expand_bitmaps`] must agree with [`reference_expand`], and its errors must
 //!   name the offending element.
@@ -721,7 +722,8 @@ pub fn seeds() -> Result<Vec<Seed>, crate::sim::SimError> {
         vec![update(
             "Account",
             &a,
-            json!({"Name": "Acme Corp", "Phone": null, "BillingAddress": {"City": "Lyon", "Country": null}}),
+            json!({"Name": "Acme Corp", "Phone": null,
+                   "BillingAddress": {"City": "Lyon", "Country": null}}),
         )],
         tagged,
     )?;
@@ -856,7 +858,8 @@ pub fn seeds() -> Result<Vec<Seed>, crate::sim::SimError> {
     let messages: [Message; 8] = [
         (
             "upsert",
-            json!({"object": "Account", "operation": "upsert", "timestamp": "2026-11-23T10:15:00.000Z",
+            json!({"object": "Account", "operation": "upsert",
+                   "timestamp": "2026-11-23T10:15:00.000Z",
                    "fields": {"External_Id__c": "ERP-1042", "Name": "Acme", "Phone": null}}),
             true,
             None,
@@ -884,14 +887,16 @@ pub fn seeds() -> Result<Vec<Seed>, crate::sim::SimError> {
         ),
         (
             "delete-by-external-id",
-            json!({"object": "account", "operation": "DELETE", "timestamp": "2024-01-31T12:05:09.042+0000",
+            json!({"object": "account", "operation": "DELETE",
+                   "timestamp": "2024-01-31T12:05:09.042+0000",
                    "fields": {"External_Id__c": 1042}}),
             true,
             None,
         ),
         (
             "mapped-fields",
-            json!({"object": "Account", "operation": "Update", "external_id_field": "External_Id__c",
+            json!({"object": "Account", "operation": "Update",
+                   "external_id_field": "External_Id__c",
                    "fields": {"customer_name": "Acme", "phone_number": "+1", "Internal__c": "x",
                               "External_Id__c": "ERP-7"}}),
             false,

@@ -1,7 +1,8 @@
 //! Bad input on the source path (issue 4, item 8): change events whose Avro is well formed but
 //! whose header bitmaps are truncated or name fields the schema does not have go to the
 //! dead-letter topic with stage `bitmap`, a reason naming the bitmap and the raw bytes, and the
-//! events after them still flow. Simulated org → Pub/Sub → forcebridge → librdkafka mock cluster.
+//! events after them still flow. Simulated org → Pub/Sub → forcebridge → librdkafka mock
+//! cluster.
 //!
 //! The simulator injects raw events on Platform Event channels only, so the change events ride
 //! `/event/Order_Event__e` with the Account change event's schema id: forcebridge decodes every

@@ -3,7 +3,8 @@
 //! * `0x<hex>`: top-level fields by position; bit 0 is the least significant bit of the last hex
 //!   digit. Any length, either case, odd digit counts fine.
 //! * `<N>-0x<hex>`: nested fields of the compound field at position `N` (the record variant of
-//!   its union), emitted as `Parent.Child`.
+//!   its union), emitted as `Parent.Child`. A change event's `ChangeEventHeader` (position 0) is
+//!   a record but not a compound field.
 //!
 //! Each element is classified on its own. Names come from a [`FieldTable`] precomputed per
 //! schema, so expansion never walks the schema.
