@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every forcebridge test: unit tests, integration tests against the simulated org with the
-# embedded Kafka (librdkafka mock cluster) and with a real broker process (tansu).
+# embedded Kafka (librdkafka mock cluster) and with a real broker process (tansu), after each
+# cargo-fuzz target has run for a short fixed time (README, "Fuzzing").
 # Installs tansu with its in-memory storage engine (feature `dynostore`) first; cargo skips the
 # install when that exact build is already present (the first install takes 10 to 20 minutes).
 set -euo pipefail
@@ -8,5 +9,21 @@ cd "$(dirname "$0")/.."
 
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 cargo install tansu --locked --features dynostore
+
+# Fuzzing on the stable toolchain: cargo fuzz passes -Z flags, which RUSTC_BOOTSTRAP=1 lets stable
+# accept; `--sanitizer none` because AddressSanitizer needs a nightly standard library. `--dev`
+# keeps debug assertions and overflow checks on and the build short. New inputs go to a scratch
+# directory, the committed seeds are read only; a crash fails the run and leaves the input
+# under fuzz/artifacts/<target>/.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+fuzz_seconds=15
+RUSTC_BOOTSTRAP=1 cargo fuzz build --dev --sanitizer none
+for target in cdc_decode bitmap writeback_message; do
+    scratch=$(mktemp -d)
+    echo "fuzzing $target for ${fuzz_seconds}s"
+    RUSTC_BOOTSTRAP=1 cargo fuzz run --dev --sanitizer none "$target" "$scratch" "fuzz/corpus/$target" -- \
+        -max_total_time="$fuzz_seconds" -verbosity=0 -print_final_stats=1
+    rm -rf "$scratch"
+done
 
 cargo test --all-targets "$@"

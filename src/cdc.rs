@@ -219,7 +219,7 @@ impl Layout {
             _ => None,
         };
         let created_date = fields.iter().position(|f| f.name == "CreatedDate");
-        let table = FieldTable::build(&program, body);
+        let table = FieldTable::build(&program, body, header.is_some());
         Ok(Layout {
             program,
             body,

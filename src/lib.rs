@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod fuzzing;
 pub mod gap;
 pub mod kafka;
 pub mod pipeline;

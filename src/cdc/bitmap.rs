@@ -3,7 +3,8 @@
 //! * `0x<hex>`: top-level fields by position; bit 0 is the least significant bit of the last hex
 //!   digit. Any length, either case, odd digit counts fine.
 //! * `<N>-0x<hex>`: nested fields of the compound field at position `N` (the record variant of
-//!   its union), emitted as `Parent.Child`.
+//!   its union), emitted as `Parent.Child`. A change event's `ChangeEventHeader` (position 0) is
+//!   a record but not a compound field.
 //!
 //! Each element is classified on its own. Names come from a [`FieldTable`] precomputed per
 //! schema, so expansion never walks the schema.
@@ -59,12 +60,18 @@ pub(crate) struct FieldTable {
 }
 
 impl FieldTable {
-    pub(crate) fn build(program: &Program, body: usize) -> FieldTable {
+    /// `change_event`: field 0 is `ChangeEventHeader`, which is a record but not a compound
+    /// field, so `0-0x…` is an error rather than a header member named as a changed field.
+    pub(crate) fn build(program: &Program, body: usize, change_event: bool) -> FieldTable {
         let fields = &program.records[body].fields;
         let top = fields.iter().map(|f| f.name.clone()).collect();
         let nested = fields
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(position, f)| {
+                if change_event && position == 0 {
+                    return None;
+                }
                 f.node.record_variant().map(|i| {
                     program.records[i]
                         .fields

@@ -534,6 +534,31 @@ fn decode_bad_bitmap_is_bitmap_stage() {
     );
 }
 
+/// Found by the `bitmap` fuzz target: `ChangeEventHeader` (position 0) is a record, and
+/// `0-0x…` used to expand to header members (`ChangeEventHeader.entityName`) listed as changed or
+/// nulled fields. It is not a compound field, so the element is refused.
+#[test]
+fn header_position_is_not_a_compound_field() {
+    let m = mini();
+    let err = expand(&m, &["0x2", "0-0x01"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"bitmap element "0-0x01" names position 0 (`ChangeEventHeader`), which is not a compound field"#
+    );
+    let h = H {
+        nulled: &["0x4", "0-0x9"],
+        ..UPDATE
+    };
+    let err = decode(&m, &encode(&m, mini_datum(&h, true, true, true))).unwrap_err();
+    assert_eq!(err.stage(), "bitmap");
+    assert!(
+        err.to_string().starts_with("bad nulledFields bitmap: "),
+        "{err}"
+    );
+    // Real compound fields still expand.
+    assert_eq!(expand(&m, &["4-0x02"]).unwrap(), ["BillingAddress.City"]);
+}
+
 #[test]
 fn corrupt_payloads_are_errors_not_panics() {
     let m = mini();
