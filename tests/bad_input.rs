@@ -12,21 +12,17 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use forcebridge::checkpoint::CheckpointStore;
 use forcebridge::config::Config;
-use forcebridge::pipeline::{self, PipelineError};
 use forcebridge::sim::catalog::{ACCOUNT_CHANGE_EVENT, FieldKind, SchemaVersion};
 use forcebridge::sim::{SimConfig, SimOrg};
-use forcebridge::telemetry::PipelineStats;
-use support::kafka::{ConsumedRecord, MockKafka, wait_for_records};
+use support::kafka::{MockKafka, wait_for_records};
+use support::source::{MOCK_KAFKA, config_with, header, key, start, value};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "/event/Order_Event__e";
@@ -35,53 +31,7 @@ const ACCOUNTS: &str = "salesforce.Account";
 const DLQ: &str = "forcebridge.dlq";
 
 fn config(sim: &SimOrg, bootstrap: &str) -> Config {
-    let c = sim.config();
-    let text = format!(
-        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: password\n    client_id: {id}\n    client_secret: {secret}\n    username: {user}\n    password: {password}\n    security_token: {token}\nsource:\n  channels:\n    - name: {CHANNEL}\n      initial_replay: earliest\n  checkpoint_interval: 100ms\nkafka:\n  bootstrap_servers: {bootstrap}\n  create_topics: false\n",
-        login = sim.instance_url(),
-        pubsub = sim.pubsub_endpoint(),
-        id = c.client_id,
-        secret = c.client_secret,
-        user = c.username,
-        password = c.password,
-        token = c.security_token,
-    );
-    Config::from_yaml(&text, |_| None).expect("test config is valid")
-}
-
-struct Running {
-    cancel: CancellationToken,
-    handle: JoinHandle<Result<(), PipelineError>>,
-}
-
-impl Running {
-    fn start(config: Config) -> Running {
-        let cancel = CancellationToken::new();
-        let stats = Arc::new(PipelineStats::default());
-        let handle = tokio::spawn(pipeline::run(config, stats, cancel.clone()));
-        Running { cancel, handle }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("pipeline drains in time")
-            .expect("pipeline task")
-            .expect("pipeline ends without error");
-    }
-}
-
-fn header(record: &ConsumedRecord, name: &str) -> String {
-    String::from_utf8(record.header(name).unwrap_or_default().to_vec()).unwrap()
-}
-
-fn key(record: &ConsumedRecord) -> String {
-    String::from_utf8(record.key.clone().unwrap_or_default()).unwrap()
-}
-
-fn value(record: &ConsumedRecord) -> Value {
-    serde_json::from_slice(record.value.as_deref().expect("not a tombstone")).expect("JSON value")
+    config_with(sim, bootstrap, &[CHANNEL], "", MOCK_KAFKA)
 }
 
 fn order(number: &str) -> Map<String, Value> {
@@ -164,7 +114,7 @@ async fn bad_bitmaps_go_to_the_dead_letter_topic_and_later_events_flow() {
     kafka.create_topic(DLQ, 1);
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
-    let running = Running::start(config(&sim, &bootstrap));
+    let running = start(config(&sim, &bootstrap));
 
     // The org serves the bundled Account schema under this id (GetSchema).
     let account = SchemaVersion::parse(ACCOUNT_CHANGE_EVENT).unwrap();

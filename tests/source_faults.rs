@@ -5,80 +5,28 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use forcebridge::config::Config;
-use forcebridge::pipeline::{self, PipelineError};
 use forcebridge::sim::{SimConfig, SimOrg};
-use forcebridge::telemetry::{ChannelSnapshot, PipelineStats};
 use support::kafka::{MockKafka, read_topic};
-use support::source::{Delivered, MOCK_KAFKA, config_text, delivered, org_replay_ids};
+use support::source::{Delivered, MOCK_KAFKA, Running, config_with, delivered, org_replay_ids};
 
 const CHANNEL: &str = "/data/AccountChangeEvent";
 const ACCOUNTS: &str = "salesforce.Account";
 const WAIT: Duration = Duration::from_secs(90);
 
-struct Running {
-    cancel: CancellationToken,
-    stats: Arc<PipelineStats>,
-    handle: JoinHandle<Result<(), PipelineError>>,
-}
-
 fn start(sim: &SimOrg, bootstrap: &str, extra_source: &str, extra_kafka: &str) -> Running {
-    let text = config_text(
+    support::source::start(config_with(
         sim,
         bootstrap,
         &[CHANNEL],
         extra_source,
         &format!("{MOCK_KAFKA}{extra_kafka}"),
-    );
-    let config = Config::from_yaml(&text, |_| None).expect("test config is valid");
-    let cancel = CancellationToken::new();
-    let stats = Arc::new(PipelineStats::default());
-    let handle = tokio::spawn(pipeline::run(config, stats.clone(), cancel.clone()));
-    Running {
-        cancel,
-        stats,
-        handle,
-    }
-}
-
-impl Running {
-    fn channel(&self) -> ChannelSnapshot {
-        self.stats
-            .snapshot()
-            .channels
-            .get(CHANNEL)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The pipeline recovered by itself: it is still running.
-    fn assert_running(&self) {
-        assert!(
-            !self.handle.is_finished(),
-            "the pipeline stopped instead of recovering"
-        );
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("pipeline drains in time")
-            .expect("pipeline task")
-            .expect("pipeline ends without error");
-    }
+    ))
 }
 
 fn mock_kafka() -> MockKafka {
-    let kafka = MockKafka::start(1);
-    kafka.create_topic("forcebridge.checkpoints", 1);
-    kafka.create_topic("forcebridge.dlq", 1);
+    let kafka = support::source::mock_kafka();
     kafka.create_topic(ACCOUNTS, 3);
     kafka
 }
@@ -132,7 +80,7 @@ async fn streams_reset_every_97_events_lose_and_repeat_nothing() {
     let seen = wait_for_events(&bootstrap, 3000).await;
     assert_exactly_once(&sim, &seen, 3000);
     let resets = sim.stream_fault_counts().streams_reset;
-    let channel = running.channel();
+    let channel = running.channel(CHANNEL);
     eprintln!("resets: {resets}, pipeline: {channel:?}");
     // Every stream hands on all 97 events it received before its reset (none fetched twice),
     // so 3000 events take exactly 30 resets and 31 streams.
@@ -155,7 +103,7 @@ async fn subscribe_refused_for_a_while_is_retried_with_backoff() {
     let running = start(&sim, &bootstrap, "", "");
     sim.generate("Account", 500).unwrap();
     wait_for_events(&bootstrap, 500).await;
-    let before = running.channel();
+    let before = running.channel(CHANNEL);
 
     sim.refuse_subscriptions_for(Duration::from_secs(3));
     sim.reset_streams();
@@ -164,7 +112,7 @@ async fn subscribe_refused_for_a_while_is_retried_with_backoff() {
     assert_exactly_once(&sim, &seen, 1000);
 
     let refused = sim.stream_fault_counts().refused_subscriptions;
-    let after = running.channel();
+    let after = running.channel(CHANNEL);
     eprintln!("refused Subscribe calls: {refused}; pipeline before {before:?}, after {after:?}");
     // The first four backoff ceilings add up to 1.5 s: at least that many attempts fit in 3 s.
     assert!(refused >= 3, "the pipeline kept retrying: {refused}");
@@ -203,7 +151,7 @@ async fn tokens_expiring_mid_stream_are_renewed_without_loss_or_repeats() {
     let seen = wait_for_events(&bootstrap, 2000).await;
     assert_exactly_once(&sim, &seen, 2000);
     let expired = sim.stream_fault_counts().streams_expired;
-    let channel = running.channel();
+    let channel = running.channel(CHANNEL);
     eprintln!("streams ended by token expiry: {expired}; pipeline: {channel:?}");
     assert!(expired >= 2, "tokens expired mid-stream: {expired}");
     assert!(channel.streams_opened > expired, "{channel:?}");
@@ -227,13 +175,13 @@ async fn a_silent_stream_is_rebuilt_by_the_watchdog() {
     let running = start(&sim, &bootstrap, "  stream_idle_timeout: 2s\n", "");
     sim.generate("Account", 500).unwrap();
     wait_for_events(&bootstrap, 500).await;
-    let before = running.channel();
+    let before = running.channel(CHANNEL);
 
     sim.silence_streams();
     sim.generate("Account", 500).unwrap();
     let seen = wait_for_events(&bootstrap, 1000).await;
     assert_exactly_once(&sim, &seen, 1000);
-    let after = running.channel();
+    let after = running.channel(CHANNEL);
     let silenced = sim.stream_fault_counts().streams_silenced;
     eprintln!("silenced streams: {silenced}; pipeline before {before:?}, after {after:?}");
     assert_eq!(silenced, 1);
@@ -262,18 +210,18 @@ async fn kafka_brokers_down_and_back_lose_nothing_and_bound_memory() {
     );
     sim.generate("Account", 1000).unwrap();
     wait_for_events(&bootstrap, 1000).await;
-    let acked = running.channel().events_received;
+    let acked = running.channel(CHANNEL).events_received;
     assert_eq!(acked, 1000);
 
     kafka.cluster().broker_down(1).unwrap();
     sim.generate("Account", 5000).unwrap();
     // Intake fills librdkafka's queue, then stops.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while running.channel().events_received < acked + QUEUE {
+    while running.channel(CHANNEL).events_received < acked + QUEUE {
         assert!(
             tokio::time::Instant::now() < deadline,
             "intake stalled before the queue filled: {:?}",
-            running.channel()
+            running.channel(CHANNEL)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -282,7 +230,7 @@ async fn kafka_brokers_down_and_back_lose_nothing_and_bound_memory() {
     let bound = acked + QUEUE + BATCH + 2;
     let mut peak = 0;
     for _ in 0..20 {
-        peak = peak.max(running.channel().events_received);
+        peak = peak.max(running.channel(CHANNEL).events_received);
         assert!(
             peak <= bound,
             "intake went past the bound: {peak} > {bound}"

@@ -99,6 +99,24 @@ impl Running {
         self.stats
     }
 
+    /// The counters of `channel`.
+    pub fn channel(&self, channel: &str) -> forcebridge::telemetry::ChannelSnapshot {
+        self.stats
+            .snapshot()
+            .channels
+            .get(channel)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The pipeline recovered by itself: it is still running.
+    pub fn assert_running(&self) {
+        assert!(
+            !self.handle.is_finished(),
+            "the pipeline stopped instead of recovering"
+        );
+    }
+
     /// Waits until at least `n` records were produced.
     pub async fn wait_produced(&self, n: u64) {
         tokio::time::timeout(WAIT, async {
