@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every forcebridge test: unit tests, integration tests against the simulated org with the
 # embedded Kafka (librdkafka mock cluster) and with a real broker process (tansu), after each
-# cargo-fuzz target has run for a short fixed time (README, "Fuzzing").
+# cargo-fuzz target has run for a short fixed time (README, "Fuzzing"), and the Helm chart checks
+# (README, "Kubernetes").
 # Installs tansu with its in-memory storage engine (feature `dynostore`) first; cargo skips the
 # install when that exact build is already present (the first install takes 10 to 20 minutes).
 set -euo pipefail
@@ -25,5 +26,20 @@ for target in cdc_decode bitmap writeback_message; do
         -max_total_time="$fuzz_seconds" -verbosity=0 -print_final_stats=1
     rm -rf "$scratch"
 done
+
+# The Helm chart checks (tests/helm.rs, helm/check.py) render the chart with Go's text/template and
+# sprig from Debian packages (no helm binary) and validate the manifests with kubernetes-validate.
+# Installed when missing (about 20 s for the apt packages, 10 s for pip); without root they are
+# left to you and tests/helm.rs says SKIPPED (and fails under CI).
+if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/github.com/Masterminds/sprig ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            golang-go golang-github-masterminds-sprig-dev >/dev/null
+    else
+        echo "note: install golang-go and golang-github-masterminds-sprig-dev for the chart checks"
+    fi
+fi
+python3 -c "import kubernetes_validate" 2>/dev/null || python3 -m pip install -q kubernetes-validate==1.37.0
 
 cargo test --all-targets "$@"
