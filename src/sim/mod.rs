@@ -200,6 +200,15 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
+    /// `forcebridge sim --write-jwt-key` could not write the key file.
+    #[error("cannot write the JWT private key to {path}")]
+    WriteJwtKey {
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// [`SimConfig::jwt_certificate_pem`] is not a PEM X.509 certificate.
     #[error("SimConfig::jwt_certificate_pem: {0}")]
     JwtCertificate(String),
