@@ -283,13 +283,16 @@ pub fn load_jwt_signer(auth: &AuthConfig) -> Option<Result<JwtSigner, (&'static 
     })
 }
 
+/// A loaded JWT signing key, or why it could not be loaded and from which config key.
+type LoadedSigner = Result<Arc<JwtSigner>, (&'static str, Arc<KeyError>)>;
+
 /// Runs the configured OAuth flow.
 pub struct Authenticator {
     http: reqwest::Client,
     login_url: String,
     auth: AuthConfig,
     /// The JWT flow's key, loaded when the authenticator is built.
-    jwt_signer: Option<Result<Arc<JwtSigner>, (&'static str, Arc<KeyError>)>>,
+    jwt_signer: Option<LoadedSigner>,
     /// The clock assertion expiries are computed from (tests move it).
     clock: fn() -> SystemTime,
 }

@@ -240,7 +240,7 @@ mod tests {
         for bad in [
             format!("{header}.{other_body}.{signature}"),
             format!("{none_alg}.{body}."),
-            format!("{signing_input}"),
+            signing_input.to_owned(),
             format!("{good}.extra"),
             "not a jwt".to_owned(),
         ] {
