@@ -6,12 +6,31 @@
 //! (`…/id/<orgId>/<userId>`), or from `/services/oauth2/userinfo` when that is absent. A given
 //! access token is used as is. Errors carry Salesforce's `error` / `error_description`.
 //! [`SessionHandle`] holds the current session for every client; logging in again replaces it.
+//!
+//! Flows: client credentials (My Domain login URL; the connected app's "Run As" user),
+//! username-password (password + security token), a given access token, and the JWT bearer flow:
+//! a fresh assertion per login (header `{"alg":"RS256"}`, claims `iss` = consumer key, `sub` =
+//! username, `aud` = [`jwt_audience`], `exp` = now + `assertion_lifetime` ≤ 3 min), signed with
+//! the connected app's private key ([`JwtSigner`], PKCS#8 or PKCS#1 PEM, read once when the
+//! [`Authenticator`] is built) and posted as
+//! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=…`.
+//!
+//! Expiry: Salesforce's token response carries no `expires_in` (the session timeout is the
+//! connected app's or the org's policy), so sessions are renewed on rejection: the Pub/Sub side
+//! logs in again on `UNAUTHENTICATED`, the REST client on 401 `INVALID_SESSION_ID`. Every flow
+//! but a given access token can log in again; the JWT flow signs a new assertion each time.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject as _;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{AuthConfig, SalesforceConfig};
 
@@ -35,6 +54,36 @@ pub enum AuthError {
     /// The response lacked something Salesforce always sends.
     #[error("Salesforce login at {url}: unexpected response: {message}")]
     Protocol { url: String, message: String },
+    /// The JWT bearer flow's private key is unusable (`key` is the config key it came from).
+    #[error("JWT bearer login: {key}: {source}")]
+    PrivateKey {
+        key: &'static str,
+        #[source]
+        source: Arc<KeyError>,
+    },
+}
+
+/// An unusable JWT signing key. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key file cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No usable PEM private key in the text.
+    #[error(
+        "no PEM private key found (expected `-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`{detail})"
+    )]
+    NotPem { detail: String },
+    /// A PEM private key, but not an RSA key of 2048–4096 bits (RS256 needs one).
+    #[error("not an RSA private key usable for RS256 (2048 to 4096 bits): {0}")]
+    NotRsa(String),
+    /// Signing failed.
+    #[error("signing the JWT assertion failed")]
+    Sign,
 }
 
 impl AuthError {
@@ -46,7 +95,9 @@ impl AuthError {
                     || source.is_timeout()
                     || source.status().is_some_and(|s| s.is_server_error())
             }
-            AuthError::Rejected { .. } | AuthError::Protocol { .. } => false,
+            AuthError::Rejected { .. }
+            | AuthError::Protocol { .. }
+            | AuthError::PrivateKey { .. } => false,
         }
     }
 }
@@ -96,11 +147,154 @@ impl SessionHandle {
     }
 }
 
+/// The `grant_type` of the JWT bearer flow.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// The longest assertion lifetime Salesforce accepts (`exp` at most 3 minutes ahead).
+pub const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(180);
+
+/// The `aud` claim of a JWT bearer assertion: `audience` when configured; otherwise
+/// `https://test.salesforce.com` for a sandbox login URL (`test.salesforce.com` or a
+/// `*.sandbox.my.salesforce.com` My Domain) and `https://login.salesforce.com` for everything
+/// else (production, My Domain, a simulated org, which accepts it).
+pub fn jwt_audience(login_url: &str, audience: Option<&str>) -> String {
+    if let Some(audience) = audience {
+        return audience.trim_end_matches('/').to_owned();
+    }
+    let host = login_url
+        .split_once("://")
+        .map_or(login_url, |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com".to_owned()
+    } else {
+        "https://login.salesforce.com".to_owned()
+    }
+}
+
+/// The claims of a JWT bearer assertion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtClaims {
+    /// The connected app's consumer key.
+    pub iss: String,
+    /// The username to act as.
+    pub sub: String,
+    /// The authorization server: `https://login.salesforce.com`, `https://test.salesforce.com`
+    /// or an Experience Cloud site URL.
+    pub aud: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Signs JWT bearer assertions with RS256. `Debug` shows no key material.
+pub struct JwtSigner {
+    key: RsaKeyPair,
+}
+
+impl std::fmt::Debug for JwtSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSigner")
+            .field("modulus_bits", &(self.key.public().modulus_len() * 8))
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtSigner {
+    /// Parses an RSA private key from PEM: PKCS#8 (`BEGIN PRIVATE KEY`, what `openssl req
+    /// -newkey` writes) or PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+    pub fn from_pem(pem: &[u8]) -> Result<JwtSigner, KeyError> {
+        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| KeyError::NotPem {
+            detail: match e {
+                rustls_pki_types::pem::Error::NoItemsFound => String::new(),
+                _ => "; the PEM is malformed".to_owned(),
+            },
+        })?;
+        let key = match &der {
+            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            _ => {
+                return Err(KeyError::NotRsa(
+                    "an EC (SEC1) key; the JWT bearer flow needs RSA".to_owned(),
+                ));
+            }
+        }
+        .map_err(|e| KeyError::NotRsa(e.to_string()))?;
+        Ok(JwtSigner { key })
+    }
+
+    /// Reads and parses a PEM key file (see [`JwtSigner::from_pem`]).
+    pub fn from_file(path: &Path) -> Result<JwtSigner, KeyError> {
+        // Zeroed when dropped: the buffer holds the key.
+        let pem =
+            secrecy::SecretSlice::from(std::fs::read(path).map_err(|source| KeyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?);
+        JwtSigner::from_pem(pem.expose_secret())
+    }
+
+    /// `base64url(header).base64url(claims).base64url(RS256 signature)`, without padding.
+    pub fn assertion(&self, claims: &JwtClaims) -> Result<String, KeyError> {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#);
+        let body = serde_json::to_vec(claims).map_err(|_| KeyError::Sign)?;
+        let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(body));
+        let mut signature = vec![0; self.key.public().modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| KeyError::Sign)?;
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
+    }
+}
+
+/// Loads the JWT signing key of `auth`, naming the config key it came from on failure; `None`
+/// for the other flows.
+pub fn load_jwt_signer(auth: &AuthConfig) -> Option<Result<JwtSigner, (&'static str, KeyError)>> {
+    let AuthConfig::JwtBearer {
+        private_key_file,
+        private_key,
+        ..
+    } = auth
+    else {
+        return None;
+    };
+    Some(match (private_key_file, private_key) {
+        (Some(path), _) => {
+            JwtSigner::from_file(path).map_err(|e| ("salesforce.auth.private_key_file", e))
+        }
+        (None, Some(pem)) => JwtSigner::from_pem(pem.expose_secret().as_bytes())
+            .map_err(|e| ("salesforce.auth.private_key", e)),
+        (None, None) => Err((
+            "salesforce.auth.private_key_file",
+            KeyError::NotPem {
+                detail: "; set `private_key_file` or `private_key`".to_owned(),
+            },
+        )),
+    })
+}
+
+/// A loaded JWT signing key, or why it could not be loaded and from which config key.
+type LoadedSigner = Result<Arc<JwtSigner>, (&'static str, Arc<KeyError>)>;
+
 /// Runs the configured OAuth flow.
 pub struct Authenticator {
     http: reqwest::Client,
     login_url: String,
     auth: AuthConfig,
+    /// The JWT flow's key, loaded when the authenticator is built.
+    jwt_signer: Option<LoadedSigner>,
+    /// The clock assertion expiries are computed from (tests move it).
+    clock: fn() -> SystemTime,
 }
 
 #[derive(Deserialize)]
@@ -128,12 +322,89 @@ struct UserInfo {
 
 impl Authenticator {
     /// Builds an authenticator for the configured org.
+    ///
+    /// The JWT flow's private key is read and parsed here, once (config validation has checked
+    /// it); if it has become unusable since, every login fails with [`AuthError::PrivateKey`].
     pub fn new(config: &SalesforceConfig, http: reqwest::Client) -> Self {
+        let jwt_signer = load_jwt_signer(&config.auth)
+            .map(|loaded| loaded.map(Arc::new).map_err(|(key, e)| (key, Arc::new(e))));
         Authenticator {
             http,
             login_url: config.login_url.trim_end_matches('/').to_owned(),
             auth: config.auth.clone(),
+            jwt_signer,
+            clock: SystemTime::now,
         }
+    }
+
+    /// Replaces the clock the JWT assertion's `exp` is computed from (tests use a clock in the
+    /// past to produce an expired assertion).
+    pub fn with_clock(mut self, clock: fn() -> SystemTime) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A signed assertion for the JWT bearer flow, expiring `assertion_lifetime` after the
+    /// authenticator's clock. `None` for the other flows.
+    pub fn jwt_assertion(&self) -> Option<Result<String, AuthError>> {
+        let AuthConfig::JwtBearer {
+            client_id,
+            username,
+            audience,
+            assertion_lifetime,
+            ..
+        } = &self.auth
+        else {
+            return None;
+        };
+        Some(self.sign_assertion(
+            client_id,
+            username,
+            audience.as_deref(),
+            *assertion_lifetime,
+        ))
+    }
+
+    fn sign_assertion(
+        &self,
+        client_id: &str,
+        username: &str,
+        audience: Option<&str>,
+        lifetime: Duration,
+    ) -> Result<String, AuthError> {
+        let signer = match &self.jwt_signer {
+            Some(Ok(signer)) => signer,
+            Some(Err((key, e))) => {
+                return Err(AuthError::PrivateKey {
+                    key,
+                    source: e.clone(),
+                });
+            }
+            None => {
+                return Err(AuthError::PrivateKey {
+                    key: "salesforce.auth.private_key_file",
+                    source: Arc::new(KeyError::NotPem {
+                        detail: "; no key was loaded".to_owned(),
+                    }),
+                });
+            }
+        };
+        let exp = (self.clock)()
+            .checked_add(lifetime)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let claims = JwtClaims {
+            iss: client_id.to_owned(),
+            sub: username.to_owned(),
+            aud: jwt_audience(&self.login_url, audience),
+            exp,
+        };
+        signer
+            .assertion(&claims)
+            .map_err(|e| AuthError::PrivateKey {
+                key: "salesforce.auth.private_key_file",
+                source: Arc::new(e),
+            })
     }
 
     /// Logs in and returns a fresh session.
@@ -185,6 +456,25 @@ impl Authenticator {
                     ("password", secret.as_str()),
                 ];
                 self.token_request(&form).await?
+            }
+            AuthConfig::JwtBearer {
+                client_id,
+                username,
+                audience,
+                assertion_lifetime,
+                ..
+            } => {
+                let assertion = self.sign_assertion(
+                    client_id,
+                    username,
+                    audience.as_deref(),
+                    *assertion_lifetime,
+                )?;
+                let form = [
+                    ("grant_type", JWT_BEARER_GRANT),
+                    ("assertion", assertion.as_str()),
+                ];
+                self.token_request(&form).await.map_err(jwt_hint)?
             }
         };
         let (org_id, user_id) = match identity.as_deref().and_then(parse_identity_url) {
@@ -271,6 +561,47 @@ impl Authenticator {
             });
         }
         response.json().await.map_err(transport)
+    }
+}
+
+/// Adds what to check to Salesforce's terse JWT bearer refusals.
+fn jwt_hint(error: AuthError) -> AuthError {
+    let AuthError::Rejected {
+        url,
+        error,
+        description,
+    } = error
+    else {
+        return error;
+    };
+    let hint = match (error.as_str(), description.as_str()) {
+        ("invalid_grant", "invalid assertion") => {
+            "the signature does not match the certificate uploaded to the connected app, or the assertion is malformed or expires too late (at most 3 minutes ahead)"
+        }
+        ("invalid_grant", "expired authorization code") => {
+            "the assertion's exp is in the past: check this host's clock"
+        }
+        ("invalid_grant", "audience is invalid") => {
+            "set salesforce.auth.audience to https://login.salesforce.com (production) or https://test.salesforce.com (sandbox)"
+        }
+        ("invalid_grant", "user hasn't approved this consumer") => {
+            "pre-authorize the user (salesforce.auth.username) for the connected app, through a profile or permission set"
+        }
+        ("invalid_client_id", _) => {
+            "salesforce.auth.client_id must be the connected app's consumer key"
+        }
+        _ => {
+            return AuthError::Rejected {
+                url,
+                error,
+                description,
+            };
+        }
+    };
+    AuthError::Rejected {
+        url,
+        error,
+        description: format!("{description} ({hint})"),
     }
 }
 

@@ -9,7 +9,7 @@
 //! * Secrets are [`SecretString`]s: never printed by `Debug`, and the config is not `Serialize`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -144,6 +144,28 @@ pub enum AuthConfig {
         #[serde(default)]
         security_token: Option<SecretString>,
     },
+    /// OAuth 2.0 JWT bearer flow: an RS256 assertion signed with the private key whose
+    /// certificate is uploaded to the connected app; the user must be pre-authorized.
+    JwtBearer {
+        /// The connected app's consumer key (`iss`).
+        client_id: String,
+        /// The user to act as (`sub`).
+        username: String,
+        /// `aud`; default `https://test.salesforce.com` for a sandbox `login_url`, else
+        /// `https://login.salesforce.com` (see [`crate::auth::jwt_audience`]).
+        #[serde(default)]
+        audience: Option<String>,
+        /// A PEM file with the RSA private key (PKCS#8 or PKCS#1). Exactly one of this and
+        /// `private_key`.
+        #[serde(default)]
+        private_key_file: Option<PathBuf>,
+        /// The PEM private key itself (e.g. `${FORCEBRIDGE_JWT_KEY}`).
+        #[serde(default)]
+        private_key: Option<SecretString>,
+        /// `exp` is this far ahead (Salesforce accepts at most 3 minutes).
+        #[serde(default = "default_assertion_lifetime", with = "humantime_serde")]
+        assertion_lifetime: Duration,
+    },
     /// A token obtained elsewhere (no refresh possible).
     AccessToken {
         access_token: SecretString,
@@ -152,6 +174,10 @@ pub enum AuthConfig {
         #[serde(default)]
         org_id: Option<String>,
     },
+}
+
+const fn default_assertion_lifetime() -> Duration {
+    crate::auth::MAX_ASSERTION_LIFETIME
 }
 
 /// Salesforce → Kafka settings.
@@ -550,12 +576,49 @@ fn is_tag_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
 }
 
+/// An error and its causes, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl SalesforceConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.check_url("salesforce.login_url", &self.login_url)?;
         self.check_url("salesforce.pubsub_endpoint", &self.pubsub_endpoint)?;
         if let AuthConfig::AccessToken { instance_url, .. } = &self.auth {
             self.check_url("salesforce.auth.instance_url", instance_url)?;
+        }
+        if let AuthConfig::JwtBearer {
+            private_key_file,
+            private_key,
+            assertion_lifetime,
+            ..
+        } = &self.auth
+        {
+            if private_key_file.is_some() == private_key.is_some() {
+                return Err(invalid(
+                    "salesforce.auth.private_key_file",
+                    "set exactly one of `private_key_file` (a PEM file) and `private_key` (the PEM text)",
+                ));
+            }
+            if let Some(Err((key, e))) = crate::auth::load_jwt_signer(&self.auth) {
+                return Err(invalid(key, error_chain(&e)));
+            }
+            if assertion_lifetime.is_zero()
+                || *assertion_lifetime > crate::auth::MAX_ASSERTION_LIFETIME
+            {
+                return Err(invalid(
+                    "salesforce.auth.assertion_lifetime",
+                    "must be more than 0s and at most 3m (Salesforce's limit)",
+                ));
+            }
         }
         let version_ok = self
             .api_version

@@ -3,6 +3,7 @@
 //! interrupted.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,24 @@ pub struct SimArgs {
     /// Create this many Accounts at start, so that subscribers with `earliest` see events at once.
     #[arg(long, default_value_t = 0)]
     pub seed_accounts: usize,
+    /// Write the demo connected app's JWT private key (PEM) to this file, for the `jwt_bearer`
+    /// auth flow (`private_key_file`).
+    #[arg(long, value_name = "PATH")]
+    pub write_jwt_key: Option<PathBuf>,
+}
+
+/// Writes the demo JWT key, readable by the owner only where the platform supports modes.
+fn write_key(path: &Path, pem: &str) -> Result<(), SimError> {
+    let io = |source| SimError::WriteJwtKey {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io)?;
+    std::io::Write::write_all(&mut file, pem.as_bytes()).map_err(io)
 }
 
 /// Runs the simulated org until `cancel` fires.
@@ -33,6 +52,9 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
         ..SimConfig::default()
     };
     let org = SimOrg::start_on(config, args.grpc, args.http).await?;
+    if let (Some(path), Some(pem)) = (&args.write_jwt_key, org.jwt_private_key_pem()) {
+        write_key(path, pem)?;
+    }
     if args.seed_accounts > 0 {
         org.generate("Account", args.seed_accounts)?;
     }
@@ -48,6 +70,19 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
         "  username-password              username={} password={} security_token={}",
         c.username, c.password, c.security_token
     );
+    match &args.write_jwt_key {
+        Some(path) => println!(
+            "  JWT bearer                     client_id={} username={} (or {}) private_key_file={}",
+            c.client_id,
+            c.username,
+            org.integration_username(),
+            path.display()
+        ),
+        None => println!(
+            "  JWT bearer                     client_id={} username={}; --write-jwt-key PATH writes the private key",
+            c.client_id, c.username
+        ),
+    }
     println!();
     println!("a config for it (kafka.bootstrap_servers is yours to fill in):");
     println!(

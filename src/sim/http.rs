@@ -3,9 +3,11 @@
 //!
 //! Contract:
 //! * `POST /services/oauth2/token` (form): `client_credentials` (the token acts as the
-//!   integration user, the connected app's "Run As" user) and `password` (acts as the org's
-//!   user) grants; success and error bodies shaped as Salesforce's (`invalid_client`,
-//!   `invalid_grant`, `unsupported_grant_type`, HTTP 400). Not counted as API requests.
+//!   integration user, the connected app's "Run As" user), `password` (acts as the org's
+//!   user) and `urn:ietf:params:oauth:grant-type:jwt-bearer` (acts as the assertion's `sub`;
+//!   checks in [`super::jwt`]) grants; success and error bodies shaped as Salesforce's
+//!   (`invalid_client`, `invalid_grant`, `invalid_client_id`, `unsupported_grant_type`,
+//!   HTTP 400). Not counted as API requests.
 //! * `GET /services/oauth2/userinfo` with `Authorization: Bearer` (401 otherwise): the token's
 //!   user.
 //! * `/services/data` (version list) and `/services/data/v{ver}/…`: see `rest`.
@@ -86,6 +88,13 @@ async fn token(State(s): State<Arc<Shared>>, Form(p): Form<HashMap<String, Strin
             }
             &cfg.user_id
         }
+        crate::auth::JWT_BEARER_GRANT => {
+            let certificate = &s.jwt_certificate;
+            match super::jwt::verify(cfg, certificate, &s.instance_url, param("assertion")) {
+                Ok(user) => user,
+                Err((error, description)) => return oauth_error(error, description),
+            }
+        }
         _ => return oauth_error("unsupported_grant_type", "grant type not supported"),
     };
     let access_token = s.issue_token(user_id);
@@ -108,12 +117,8 @@ async fn userinfo(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
     };
     let cfg = &s.config;
     let integration = session.user_id == cfg.integration_user_id;
-    let domain = cfg
-        .username
-        .split_once('@')
-        .map_or("forcebridge.sim", |(_, d)| d);
     let username = if integration {
-        format!("integration@{domain}")
+        super::jwt::integration_username(cfg)
     } else {
         cfg.username.clone()
     };

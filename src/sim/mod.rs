@@ -46,6 +46,7 @@ pub mod gap;
 mod grpc;
 mod http;
 pub mod ids;
+pub mod jwt;
 mod limits;
 pub mod org;
 mod rest;
@@ -199,6 +200,18 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
+    /// `forcebridge sim --write-jwt-key` could not write the key file.
+    #[error("cannot write the JWT private key to {path}")]
+    WriteJwtKey {
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// [`SimConfig::jwt_certificate_pem`] is not a PEM X.509 certificate.
+    #[error("SimConfig::jwt_certificate_pem: {0}")]
+    JwtCertificate(String),
 }
 
 /// Configuration of a simulated org.
@@ -222,6 +235,9 @@ pub struct SimConfig {
     pub password: String,
     /// Security token appended to the password.
     pub security_token: String,
+    /// The connected app's certificate (PEM X.509), whose key must sign JWT bearer assertions;
+    /// default [`jwt::DEMO_CERTIFICATE_PEM`] (private key: [`jwt::DEMO_PRIVATE_KEY_PEM`]).
+    pub jwt_certificate_pem: String,
     /// Empty `FetchResponse` after this long without sending anything (Salesforce: 270 s).
     pub keepalive_interval: Duration,
     /// Close a Subscribe stream when no credits are pending and no FetchRequest came for this
@@ -255,6 +271,7 @@ impl Default for SimConfig {
             username: "demo@forcebridge.sim".into(),
             password: "forcebridge-demo".into(),
             security_token: "SIMTOKEN42".into(),
+            jwt_certificate_pem: jwt::DEMO_CERTIFICATE_PEM.into(),
             keepalive_interval: Duration::from_secs(270),
             idle_timeout: Duration::from_secs(60),
             retention: Duration::from_secs(72 * 3600),
@@ -293,6 +310,8 @@ pub(crate) struct Shared {
     pub stream_faults: grpc::StreamFaults,
     pub instance_url: String,
     pub pubsub_endpoint: String,
+    /// [`SimConfig::jwt_certificate_pem`], parsed.
+    pub jwt_certificate: rustls_pki_types::CertificateDer<'static>,
     pub shutdown: CancellationToken,
     /// Records whose changes are published as gap events ([`SimOrg::emit_gaps_for`]).
     pub gap_records: Mutex<HashSet<String>>,
@@ -584,6 +603,8 @@ impl SimOrg {
         grpc: SocketAddr,
         http: SocketAddr,
     ) -> Result<SimOrg, SimError> {
+        let jwt_certificate = jwt::parse_certificate(&config.jwt_certificate_pem)
+            .map_err(SimError::JwtCertificate)?;
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -609,6 +630,7 @@ impl SimOrg {
             stream_faults: grpc::StreamFaults::default(),
             instance_url: format!("http://{http_addr}"),
             pubsub_endpoint: format!("http://{grpc_addr}"),
+            jwt_certificate,
             shutdown: CancellationToken::new(),
             gap_records: Mutex::new(HashSet::new()),
             cursors: Mutex::new(rest::Cursors::default()),
@@ -801,6 +823,19 @@ impl SimOrg {
     /// `user_id`).
     pub fn issue_access_token(&self) -> String {
         self.shared.issue_token(&self.shared.config.user_id)
+    }
+
+    /// The private key (PKCS#8 PEM) for JWT bearer logins: [`jwt::DEMO_PRIVATE_KEY_PEM`] when the
+    /// org runs with the demo certificate, `None` for a certificate of the caller's own.
+    pub fn jwt_private_key_pem(&self) -> Option<&'static str> {
+        (self.shared.config.jwt_certificate_pem.trim() == jwt::DEMO_CERTIFICATE_PEM.trim())
+            .then_some(jwt::DEMO_PRIVATE_KEY_PEM)
+    }
+
+    /// The integration user's username (`integration@<domain>`), a valid JWT `sub` besides
+    /// [`SimConfig::username`].
+    pub fn integration_username(&self) -> String {
+        jwt::integration_username(&self.shared.config)
     }
 
     /// Live records of `object` (committed state, epoch-ms values, with `Id`, system fields and
