@@ -322,6 +322,9 @@ impl Exposition {
     }
 }
 
+/// A per-channel counter: name, help, and how to read it from a snapshot.
+type ChannelCounter = (&'static str, &'static str, fn(&t::ChannelSnapshot) -> u64);
+
 /// Renders the `/metrics` page from snapshots (`kafka_reachable`: the last probe, if any).
 pub fn render_metrics(
     source: Option<&StatsSnapshot>,
@@ -330,7 +333,7 @@ pub fn render_metrics(
 ) -> String {
     let mut e = Exposition::default();
     if let Some(s) = source {
-        let counters: [(&str, &str, fn(&t::ChannelSnapshot) -> u64); 12] = [
+        let counters: [ChannelCounter; 12] = [
             (t::EVENTS_RECEIVED, "Pub/Sub events received.", |c| {
                 c.events_received
             }),
