@@ -74,6 +74,38 @@ pub struct Config {
     /// commit offsets. Keep the pod's `terminationGracePeriodSeconds` above it.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// The operations HTTP server (`/metrics`, `/healthz`, `/readyz`); off when absent.
+    #[serde(default)]
+    pub ops: Option<OpsConfig>,
+}
+
+/// `ops`: the operations HTTP server (see `crate::ops`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Address to listen on, e.g. `0.0.0.0:9464` (port 0: any free port, logged).
+    pub listen: std::net::SocketAddr,
+    /// How long `/readyz` waits for Kafka to answer a metadata request.
+    #[serde(default = "default_kafka_probe_timeout", with = "humantime_serde")]
+    pub kafka_probe_timeout: Duration,
+}
+
+const fn default_kafka_probe_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl OpsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(Duration::from_millis(100)..=Duration::from_secs(30))
+            .contains(&self.kafka_probe_timeout)
+        {
+            return Err(invalid(
+                "ops.kafka_probe_timeout",
+                "must be between 100ms and 30s",
+            ));
+        }
+        Ok(())
+    }
 }
 
 const fn default_drain_timeout() -> Duration {
@@ -540,6 +572,9 @@ impl Config {
         }
         if self.drain_timeout < Duration::from_secs(1) {
             return Err(invalid("drain_timeout", "must be at least 1s"));
+        }
+        if let Some(ops) = &self.ops {
+            ops.validate()?;
         }
         self.kafka.validate()
     }

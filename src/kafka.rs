@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -36,6 +36,7 @@ use rdkafka::producer::{
 use tokio::sync::Notify;
 
 use crate::checkpoint::{AckToken, AckWindow};
+use crate::telemetry::DeliveryStats;
 
 /// How to reach Kafka.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -184,19 +185,29 @@ struct DeliveryContext {
     space: Notify,
     /// How many sends found the queue full (for telemetry and tests).
     queue_full: AtomicU64,
+    /// Enqueue→report latency and outcomes.
+    stats: Arc<DeliveryStats>,
+}
+
+/// What travels with a record through librdkafka: its token and when it was enqueued.
+struct Pending {
+    token: AckToken,
+    enqueued: Instant,
 }
 
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<AckToken>;
+    type DeliveryOpaque = Box<Pending>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, token: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Self::DeliveryOpaque) {
         let outcome = match result {
             Ok(_) => Ok(()),
             Err((err, _)) => Err(err.to_string()),
         };
-        token.ack(outcome);
+        self.stats
+            .observe(pending.enqueued.elapsed(), outcome.is_ok());
+        pending.token.ack(outcome);
         if self.blocked.load(Ordering::Acquire) > 0 {
             self.space.notify_waiters();
         }
@@ -261,6 +272,7 @@ impl Producer {
             blocked: AtomicUsize::new(0),
             space: Notify::new(),
             queue_full: AtomicU64::new(0),
+            stats: Arc::default(),
         };
         let inner = config
             .create_with_context::<_, ThreadedProducer<_>>(context)
@@ -330,7 +342,11 @@ impl Producer {
     /// goes to `ack` from the delivery callback. If the record is refused for another reason the
     /// error is returned and `ack` is resolved as failed.
     pub async fn send(&self, record: OutgoingRecord<'_>, ack: AckToken) -> Result<(), KafkaError> {
-        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(ack));
+        let pending = Box::new(Pending {
+            token: ack,
+            enqueued: Instant::now(),
+        });
+        let mut base = BaseRecord::with_opaque_to(record.topic, pending);
         if let Some(key) = record.key {
             base = base.key(key);
         }
@@ -378,9 +394,10 @@ impl Producer {
         &self,
         topic: &str,
         source: RdKafkaError,
-        base: BaseRecord<'_, [u8], [u8], Box<AckToken>>,
+        base: BaseRecord<'_, [u8], [u8], Box<Pending>>,
     ) -> KafkaError {
         base.delivery_opaque
+            .token
             .ack(Err(format!("not enqueued: {source}")));
         KafkaError::Enqueue {
             topic: topic.to_owned(),
@@ -425,6 +442,11 @@ impl Producer {
     /// Records enqueued or in flight and not yet reported.
     pub fn in_flight_count(&self) -> i32 {
         self.inner.in_flight_count()
+    }
+
+    /// The delivery-report statistics of this producer (shared by its clones).
+    pub fn delivery_stats(&self) -> Arc<DeliveryStats> {
+        self.inner.context().stats.clone()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod echo;
 pub mod fuzzing;
 pub mod gap;
 pub mod kafka;
+pub mod ops;
 pub mod pipeline;
 pub mod proto;
 pub mod pubsub;

@@ -121,6 +121,21 @@ fn dispatch(
                 let cancel = shutdown_on_signals(Some(config.drain_timeout));
                 let stats = Arc::new(PipelineStats::default());
                 let sink_stats = Arc::new(SinkStats::default());
+                // Bound before anything starts: a taken port fails the start, not a probe later.
+                let ops = match &config.ops {
+                    Some(ops) => {
+                        let state = forcebridge::ops::OpsState::for_config(
+                            &config,
+                            Some(stats.clone()),
+                            Some(sink_stats.clone()),
+                        )?;
+                        let server = forcebridge::ops::OpsServer::bind(ops.listen, state).await?;
+                        info!(addr = %server.local_addr(), "serving /metrics, /healthz, /readyz");
+                        let stop = CancellationToken::new();
+                        Some((stop.clone(), tokio::spawn(server.serve(stop))))
+                    }
+                    None => None,
+                };
                 // One side failing stops the other: the pod restarts as a whole.
                 let source = async {
                     if config.source.is_none() {
@@ -147,6 +162,13 @@ fn dispatch(
                     result.context("sink stopped")
                 };
                 let (source, sink) = tokio::join!(source, sink);
+                // Served through the drain; stopped once both sides are done.
+                if let Some((stop, server)) = ops {
+                    stop.cancel();
+                    if let Ok(Err(err)) = server.await {
+                        error!(error = %telemetry::error_chain(&err), "the ops server failed");
+                    }
+                }
                 let snapshot = stats.snapshot();
                 let sunk = sink_stats.snapshot();
                 info!(

@@ -221,6 +221,9 @@ pub async fn run(
             producers
         }
     };
+    for producer in &producers {
+        stats.register_deliveries(producer.delivery_stats());
+    }
     let checkpoints =
         CheckpointStore::open(&settings, &config.kafka.checkpoint_topic, &config.name).await?;
     let topics = if config.kafka.create_topics {
@@ -481,6 +484,7 @@ async fn read_stream(
     let source = shared.source();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
     let mut policy_applied = false;
+    let _down = stats.stream_down_on_drop();
     loop {
         let start = position.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let opened = tokio::select! {
@@ -491,6 +495,7 @@ async fn read_stream(
             Err(err) => err,
             Ok(mut subscription) => {
                 stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+                stats.stream_up.store(true, Ordering::Relaxed);
                 debug!("subscribed");
                 loop {
                     let delivery = tokio::select! {
@@ -505,6 +510,7 @@ async fn read_stream(
                     let (item, replay_id) = match delivery {
                         Delivery::Event(event) => {
                             stats.events_received.fetch_add(1, Ordering::Relaxed);
+                            stats.note_event();
                             let replay_id = Bytes::copy_from_slice(&event.replay_id);
                             let item = Item::Event {
                                 event,
@@ -528,6 +534,7 @@ async fn read_stream(
             }
         };
         stats.stream_failures.fetch_add(1, Ordering::Relaxed);
+        stats.stream_up.store(false, Ordering::Relaxed);
         match error.directive() {
             Directive::ReplayRejected
                 if source.replay_rejected != ReplayRejectedPolicy::Fail && !policy_applied =>
@@ -641,6 +648,8 @@ impl Transaction<'_> {
     /// transactions for `read_committed` readers never shows a checkpoint without its records.
     async fn commit(&mut self, reopen: bool) -> Result<(), AttemptError> {
         let drain = self.shared.config.drain_timeout;
+        let since = crate::telemetry::unix_millis();
+        let idle = self.window.in_flight() == 0;
         self.producer
             .flush(drain)
             .await
@@ -652,6 +661,9 @@ impl Transaction<'_> {
         }
         let durable = self.window.durable();
         let Some(durable) = durable.filter(|d| self.committed.as_ref() != Some(d)) else {
+            if idle {
+                self.stats.note_caught_up(since, false);
+            }
             if !reopen {
                 // Nothing new: end the empty transaction.
                 self.producer
@@ -690,6 +702,7 @@ impl Transaction<'_> {
         self.stats
             .checkpoints_written
             .fetch_add(1, Ordering::Relaxed);
+        self.stats.note_caught_up(since, true);
         self.committed = Some(durable);
         if reopen {
             self.producer
@@ -1197,6 +1210,8 @@ async fn checkpoint_loop(
             })
             .await;
         }
+        let since = crate::telemetry::unix_millis();
+        let idle = window.in_flight() == 0;
         if let Some(durable) = window.durable()
             && last_saved.as_ref() != Some(&durable)
         {
@@ -1208,7 +1223,10 @@ async fn checkpoint_loop(
                 // the last saved checkpoint (after a backoff) rather than stop.
                 .map_err(|err| AttemptError::DeliveryFailed(crate::telemetry::error_chain(&err)))?;
             stats.checkpoints_written.fetch_add(1, Ordering::Relaxed);
+            stats.note_caught_up(since, true);
             last_saved = Some(durable);
+        } else if idle {
+            stats.note_caught_up(since, false);
         }
         if stopping {
             return Ok(());

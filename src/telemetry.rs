@@ -2,14 +2,17 @@
 //! them, and log setup.
 //!
 //! Contract: every counter forcebridge keeps is a field of [`PipelineStats`] or
-//! [`ChannelStats`] (source), or of [`ApiStats`] / [`ApiLimitGauges`] (the sink's REST client and
-//! its limit guard), named by a `const` below; [`PipelineStats::snapshot`] reads the source's (the
-//! demo's summary, `/metrics` later). Counters are plain atomics, cheap on the hot path; the
-//! per-topic map is touched only by its channel's own task.
+//! [`ChannelStats`] (source), of [`SinkStats`], of [`DeliveryStats`] (a Kafka producer's delivery
+//! reports), or of [`ApiStats`] / [`ApiLimitGauges`] (the sink's REST client and its limit guard),
+//! named by a `const` below; [`PipelineStats::snapshot`] and [`SinkStats::snapshot`] read them (the
+//! demo's summary, `ops`'s `/metrics`). Counters are plain atomics, cheap on the hot path; the
+//! per-topic map is touched only by its channel's own task. The same atomics carry the readiness
+//! `ops`'s `/readyz` reports: [`ChannelStats::stream_up`] and [`SinkStats::consumer_running`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Pub/Sub events received, per channel.
 pub const EVENTS_RECEIVED: &str = "forcebridge_source_events_received_total";
@@ -40,6 +43,97 @@ pub const GAP_RECORDS_ABSENT: &str = "forcebridge_source_gap_records_absent_tota
 pub const RESYNCS: &str = "forcebridge_source_resyncs_total";
 /// GetSchema calls (schema cache misses, including failed fetches).
 pub const SCHEMAS_FETCHED: &str = "forcebridge_source_schemas_fetched_total";
+/// Gauge, 0 or 1, per channel: a Subscribe stream is open (the channel's readiness).
+pub const STREAM_UP: &str = "forcebridge_source_stream_up";
+/// Gauge, per channel: seconds since the checkpoint last caught up (a checkpoint written, or the
+/// durable position found already written with nothing in flight), counted only while events
+/// received since then wait for the next one; 0 otherwise. At most about `checkpoint_interval`
+/// in steady flow; it grows while Kafka does not acknowledge or checkpoints cannot be written.
+pub const CHECKPOINT_LAG: &str = "forcebridge_source_checkpoint_lag_seconds";
+/// Gauge, per channel: Unix time of the last checkpoint written; absent before the first.
+pub const LAST_CHECKPOINT: &str = "forcebridge_source_last_checkpoint_timestamp_seconds";
+/// Histogram: time from enqueueing a record in the source's Kafka producer to its delivery
+/// report (acknowledged or failed).
+pub const KAFKA_DELIVERY_LATENCY: &str = "forcebridge_kafka_delivery_latency_seconds";
+/// Delivery reports of the source's Kafka producers, labelled `result` (`ok` or `error`).
+pub const KAFKA_DELIVERIES: &str = "forcebridge_kafka_deliveries_total";
+/// Gauge, 0 or 1: the last Kafka metadata probe of `/readyz` or `/metrics` was answered.
+pub const KAFKA_REACHABLE: &str = "forcebridge_kafka_reachable";
+
+/// Upper bounds (seconds) of the [`KAFKA_DELIVERY_LATENCY`] buckets (`+Inf` implied).
+pub const DELIVERY_LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Delivery reports of one Kafka producer: a fixed-bucket latency histogram and outcome counts.
+/// Updated from librdkafka's delivery callback: a few relaxed atomic adds per record.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Per bucket of [`DELIVERY_LATENCY_BUCKETS`] plus `+Inf` (not cumulative).
+    buckets: [AtomicU64; DELIVERY_LATENCY_BUCKETS.len() + 1],
+    /// Sum of the latencies, microseconds.
+    sum_micros: AtomicU64,
+    /// Acknowledged records.
+    ok: AtomicU64,
+    /// Failed records.
+    failed: AtomicU64,
+}
+
+/// A point-in-time copy of one or more [`DeliveryStats`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliverySnapshot {
+    /// Per bucket of [`DELIVERY_LATENCY_BUCKETS`] plus `+Inf` (not cumulative).
+    pub buckets: [u64; DELIVERY_LATENCY_BUCKETS.len() + 1],
+    /// Sum of the latencies, seconds.
+    pub sum_seconds: f64,
+    /// Acknowledged records.
+    pub ok: u64,
+    /// Failed records.
+    pub failed: u64,
+}
+
+impl DeliveryStats {
+    /// Records one delivery report: its enqueue→report latency and outcome.
+    pub fn observe(&self, latency: Duration, ok: bool) {
+        let seconds = latency.as_secs_f64();
+        let bucket = DELIVERY_LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DELIVERY_LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        if ok {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds this producer's counts to `into`.
+    pub fn add_to(&self, into: &mut DeliverySnapshot) {
+        for (total, bucket) in into.buckets.iter_mut().zip(&self.buckets) {
+            *total += bucket.load(Ordering::Relaxed);
+        }
+        into.sum_seconds += self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        into.ok += self.ok.load(Ordering::Relaxed);
+        into.failed += self.failed.load(Ordering::Relaxed);
+    }
+}
+
+impl DeliverySnapshot {
+    /// Delivery reports counted (the histogram's `_count`).
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
 
 /// Write-back records consumed from Kafka.
 pub const SINK_RECORDS_RECEIVED: &str = "forcebridge_sink_records_received_total";
@@ -73,7 +167,12 @@ pub struct SinkStats {
     pub batches: AtomicU64,
     /// [`SINK_COMPOSITE_CALLS`]
     pub composite_calls: AtomicU64,
+    /// [`SINK_CONSUMER_UP`]: the Kafka consumer is subscribed and its attempt running.
+    pub consumer_running: AtomicBool,
 }
+
+/// Gauge, 0 or 1: the sink's Kafka consumer is subscribed and consuming (the sink's readiness).
+pub const SINK_CONSUMER_UP: &str = "forcebridge_sink_consumer_up";
 
 /// A point-in-time copy of [`SinkStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,6 +184,7 @@ pub struct SinkSnapshot {
     pub retries: u64,
     pub batches: u64,
     pub composite_calls: u64,
+    pub consumer_running: bool,
 }
 
 impl SinkStats {
@@ -99,6 +199,7 @@ impl SinkStats {
             retries: r(&self.retries),
             batches: r(&self.batches),
             composite_calls: r(&self.composite_calls),
+            consumer_running: self.consumer_running.load(Ordering::Relaxed),
         }
     }
 }
@@ -173,6 +274,15 @@ pub struct ChannelStats {
     pub records_absent: AtomicU64,
     /// [`RESYNCS`]
     pub resyncs: AtomicU64,
+    /// [`STREAM_UP`]: set while a Subscribe stream is open.
+    pub stream_up: AtomicBool,
+    /// Unix ms of the first and the last event received ([`ChannelStats::note_event`]).
+    first_event_ms: AtomicU64,
+    last_event_ms: AtomicU64,
+    /// Unix ms at which the checkpoint last caught up ([`ChannelStats::note_caught_up`]).
+    caught_up_ms: AtomicU64,
+    /// Unix ms of the last checkpoint written.
+    last_checkpoint_ms: AtomicU64,
     /// [`RECORDS_PRODUCED`] by topic.
     records_by_topic: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
 }
@@ -186,6 +296,62 @@ impl ChannelStats {
             .unwrap_or_else(|e| e.into_inner());
         map.entry(topic.to_owned()).or_default().clone()
     }
+
+    /// Marks the stream open until the returned guard drops ([`STREAM_UP`] falls back to 0 when
+    /// the reader stops, whatever the way).
+    pub fn stream_down_on_drop(&self) -> ClearOnDrop<'_> {
+        ClearOnDrop(&self.stream_up)
+    }
+
+    /// An event arrived (for [`CHECKPOINT_LAG`]): one clock read and one relaxed store.
+    pub fn note_event(&self) {
+        let now = unix_millis();
+        self.last_event_ms.store(now, Ordering::Relaxed);
+        if self.first_event_ms.load(Ordering::Relaxed) == 0 {
+            let _ =
+                self.first_event_ms
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// A checkpoint was written (`written`) or found current with nothing in flight, for the
+    /// durable position read after `since_ms` (Unix ms): events received before it are covered
+    /// or their successors are.
+    pub fn note_caught_up(&self, since_ms: u64, written: bool) {
+        self.caught_up_ms.fetch_max(since_ms, Ordering::Relaxed);
+        if written {
+            self.last_checkpoint_ms
+                .fetch_max(unix_millis(), Ordering::Relaxed);
+        }
+    }
+
+    /// [`CHECKPOINT_LAG`] at `now_ms`, in milliseconds.
+    fn checkpoint_lag_ms(&self, now_ms: u64) -> u64 {
+        let last_event = self.last_event_ms.load(Ordering::Relaxed);
+        let caught_up = self.caught_up_ms.load(Ordering::Relaxed);
+        if last_event == 0 || last_event < caught_up {
+            0
+        } else {
+            // Never caught up yet: count from the first event.
+            let since = if caught_up == 0 {
+                self.first_event_ms.load(Ordering::Relaxed)
+            } else {
+                caught_up
+            };
+            now_ms.saturating_sub(since)
+        }
+    }
+}
+
+/// Clears a readiness flag ([`ChannelStats::stream_up`], [`SinkStats::consumer_running`]) when
+/// dropped, however its owner stops.
+#[derive(Debug)]
+pub struct ClearOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// All counters of one pipeline.
@@ -194,10 +360,12 @@ pub struct PipelineStats {
     channels: Mutex<BTreeMap<String, Arc<ChannelStats>>>,
     /// [`SCHEMAS_FETCHED`]
     pub schemas_fetched: AtomicU64,
+    /// The delivery stats of the source's producers (each once).
+    deliveries: Mutex<Vec<Arc<DeliveryStats>>>,
 }
 
 /// A point-in-time copy of the counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatsSnapshot {
     /// Per channel: (events received, dead-lettered, keepalives, streams opened, checkpoints).
     pub channels: BTreeMap<String, ChannelSnapshot>,
@@ -205,6 +373,8 @@ pub struct StatsSnapshot {
     pub records_by_topic: BTreeMap<String, u64>,
     /// Schemas fetched.
     pub schemas_fetched: u64,
+    /// Delivery reports of the source's producers.
+    pub deliveries: DeliverySnapshot,
 }
 
 /// Counters of one channel at a point in time.
@@ -222,6 +392,14 @@ pub struct ChannelSnapshot {
     pub records_reread: u64,
     pub records_absent: u64,
     pub resyncs: u64,
+    /// A Subscribe stream is open.
+    pub stream_up: bool,
+    /// [`CHECKPOINT_LAG`], milliseconds.
+    pub checkpoint_lag_ms: u64,
+    /// [`LAST_CHECKPOINT`], Unix ms; 0 before the first.
+    pub last_checkpoint_unix_ms: u64,
+    /// Records acknowledged per topic.
+    pub records_by_topic: BTreeMap<String, u64>,
 }
 
 impl PipelineStats {
@@ -231,14 +409,44 @@ impl PipelineStats {
         map.entry(channel.to_owned()).or_default().clone()
     }
 
+    /// Counts the delivery reports of a producer into [`StatsSnapshot::deliveries`] (a producer
+    /// registered twice, e.g. clones shared by channels, counts once).
+    pub fn register_deliveries(&self, stats: Arc<DeliveryStats>) {
+        let mut all = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        if !all.iter().any(|known| Arc::ptr_eq(known, &stats)) {
+            all.push(stats);
+        }
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let now_ms = unix_millis();
         let mut snapshot = StatsSnapshot {
             schemas_fetched: self.schemas_fetched.load(Ordering::Relaxed),
             ..Default::default()
         };
+        for producer in self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            producer.add_to(&mut snapshot.deliveries);
+        }
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for (name, stats) in channels.iter() {
+            let topics = stats
+                .records_by_topic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let records_by_topic: BTreeMap<String, u64> = topics
+                .iter()
+                .map(|(topic, count)| (topic.clone(), count.load(Ordering::Relaxed)))
+                .collect();
+            drop(topics);
+            for (topic, count) in &records_by_topic {
+                *snapshot.records_by_topic.entry(topic.clone()).or_default() += count;
+            }
             snapshot.channels.insert(
                 name.clone(),
                 ChannelSnapshot {
@@ -254,16 +462,12 @@ impl PipelineStats {
                     records_reread: stats.records_reread.load(Ordering::Relaxed),
                     records_absent: stats.records_absent.load(Ordering::Relaxed),
                     resyncs: stats.resyncs.load(Ordering::Relaxed),
+                    stream_up: stats.stream_up.load(Ordering::Relaxed),
+                    checkpoint_lag_ms: stats.checkpoint_lag_ms(now_ms),
+                    last_checkpoint_unix_ms: stats.last_checkpoint_ms.load(Ordering::Relaxed),
+                    records_by_topic,
                 },
             );
-            let topics = stats
-                .records_by_topic
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for (topic, count) in topics.iter() {
-                *snapshot.records_by_topic.entry(topic.clone()).or_default() +=
-                    count.load(Ordering::Relaxed);
-            }
         }
         snapshot
     }

@@ -245,6 +245,8 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
         .subscribe(&topics)
         .map_err(|e| AttemptError::Fatal(SinkError::Consumer(e)))?;
     let consumer = Arc::new(consumer);
+    shared.stats.consumer_running.store(true, Ordering::Relaxed);
+    let _not_running = crate::telemetry::ClearOnDrop(&shared.stats.consumer_running);
     info!(topics = ?sink.topics, group = %shared.config.sink_group_id(), "sink consuming");
 
     // Writers stop at `hard`, which fires only when draining overruns its deadline.
