@@ -90,11 +90,7 @@ def parse_duration_s(text):
     return int(m.group(1)) if m else None
 
 
-def forcebridge_check(binary, config_text, env, ops_supported, workdir, name):
-    if not ops_supported:
-        doc = yaml.safe_load(config_text)
-        doc.pop("ops", None)
-        config_text = yaml.safe_dump(doc, sort_keys=False)
+def forcebridge_check(binary, config_text, env, workdir, name):
     path = os.path.join(workdir, f"{name}.yaml")
     with open(path, "w") as f:
         f.write(config_text)
@@ -104,22 +100,7 @@ def forcebridge_check(binary, config_text, env, ops_supported, workdir, name):
                           capture_output=True, text=True, env=run_env)
 
 
-def binary_supports_ops(binary, workdir):
-    probe = ("salesforce: {auth: {type: access_token, access_token: x, instance_url: "
-             "'https://x.example.com'}}\nkafka: {bootstrap_servers: 'k:9092'}\n"
-             "ops: {listen: '0.0.0.0:9464'}\n")
-    path = os.path.join(workdir, "ops-probe.yaml")
-    with open(path, "w") as f:
-        f.write(probe)
-    r = subprocess.run([binary, "check", "--offline", "--config", path], capture_output=True, text=True)
-    if r.returncode == 0:
-        return True
-    if "unknown field `ops`" in r.stderr:
-        return False
-    raise SystemExit(f"the ops probe config failed for another reason: {r.stderr}")
-
-
-def check_case(case, docs, args, ops_supported, workdir, values):
+def check_case(case, docs, args, workdir, values):
     by_kind = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
@@ -203,7 +184,7 @@ def check_case(case, docs, args, ops_supported, workdir, values):
             want = (values.get("sink") or {}).get("replicas", 1)
             if dep["spec"]["replicas"] != want:
                 fail(case, f"{name}: sink replicas {dep['spec']['replicas']}, values say {want}")
-        r = forcebridge_check(args.forcebridge, text, env, ops_supported, workdir, f"{case}-{name}")
+        r = forcebridge_check(args.forcebridge, text, env, workdir, f"{case}-{name}")
         if r.returncode != 0:
             fail(case, f"{name}: forcebridge check --offline rejected the config: {r.stderr.strip()}")
     want_channels = {ch["name"] for s in values["source"]["shards"] for ch in s["channels"]} \
@@ -221,10 +202,6 @@ def main():
     work = tempfile.mkdtemp(prefix="forcebridge-helm-")
     try:
         renderer = build_renderer(work)
-        ops_supported = binary_supports_ops(args.forcebridge, work)
-        if not ops_supported:
-            print("NOTE: this forcebridge build does not know the `ops` key yet; the rendered configs "
-                  "are checked without it (the checks become strict once it does)")
         with open(os.path.join(CHART, "values.yaml")) as f:
             defaults = yaml.safe_load(f)
         cases = [("default", [])]
@@ -248,7 +225,7 @@ def main():
                     else:
                         values[k] = v
             before = len(FAILURES)
-            kinds = check_case(case, docs, args, ops_supported, work, values)
+            kinds = check_case(case, docs, args, work, values)
             rendered[case] = docs
             summary = ", ".join(f"{len(v)} {k}" for k, v in sorted(kinds.items()))
             print(f"{'ok' if len(FAILURES) == before else 'FAILED'} {case}: {summary}")
@@ -282,7 +259,7 @@ def main():
         r = render(renderer, CHART, [bad])
         cm = next(d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "ConfigMap")
         r = forcebridge_check(args.forcebridge, cm["data"]["forcebridge.yaml"],
-                              {"SF_CLIENT_ID": "x", "SF_CLIENT_SECRET": "y"}, ops_supported, work, "bad")
+                              {"SF_CLIENT_ID": "x", "SF_CLIENT_SECRET": "y"}, work, "bad")
         if r.returncode == 0 or "batch_size" not in r.stderr:
             fail("self-test", f"source.batch_size 500 was accepted: {r.stdout} {r.stderr}")
         print(f"{'ok' if not any(f.startswith('self-test') for f in FAILURES) else 'FAILED'} "
