@@ -76,18 +76,28 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     }
     let c = org.config();
     println!("simulated Salesforce org {} is up", c.org_id);
-    let transport = match &args.tls_ca {
-        Some(path) => format!("TLS, CA certificate in {}", path.display()),
-        None => "plaintext".to_owned(),
+    let mode = if args.tls_ca.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
     };
     println!(
-        "  Pub/Sub API (gRPC, {transport})  {}",
+        "  {:<30} {}",
+        format!("Pub/Sub API (gRPC, {mode})"),
         org.pubsub_endpoint()
     );
     println!(
-        "  login + instance URL (HTTP, {transport})  {}",
+        "  {:<30} {}",
+        format!("login/instance URL ({mode})"),
         org.instance_url()
     );
+    if let Some(path) = &args.tls_ca {
+        println!(
+            "  {:<30} {} (salesforce.ca_file)",
+            "test CA certificate",
+            path.display()
+        );
+    }
     println!(
         "  client credentials             client_id={} client_secret={} (acts as the integration user {})",
         c.client_id, c.client_secret, c.integration_user_id
