@@ -33,10 +33,17 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AuthConfig, SalesforceConfig};
+use crate::tls::ClientTls;
 
 /// Login failures.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The TLS handshake failed on the server's certificate.
+    #[error(
+        "Salesforce login at {url} failed: {reason} ({})",
+        crate::tls::CERTIFICATE_HINT
+    )]
+    Certificate { url: String, reason: String },
     /// The token endpoint rejected the credentials.
     #[error("Salesforce login at {url} was refused: {error}: {description}")]
     Rejected {
@@ -96,6 +103,7 @@ impl AuthError {
                     || source.status().is_some_and(|s| s.is_server_error())
             }
             AuthError::Rejected { .. }
+            | AuthError::Certificate { .. }
             | AuthError::Protocol { .. }
             | AuthError::PrivateKey { .. } => false,
         }
@@ -497,10 +505,7 @@ impl Authenticator {
         form: &[(&str, &str)],
     ) -> Result<(SecretString, String, Option<String>), AuthError> {
         let url = format!("{}/services/oauth2/token", self.login_url);
-        let transport = |source| AuthError::Transport {
-            url: url.clone(),
-            source,
-        };
+        let transport = |source| transport_error(&url, source);
         let response = self
             .http
             .post(&url)
@@ -541,10 +546,7 @@ impl Authenticator {
         instance_url: &str,
     ) -> Result<UserInfo, AuthError> {
         let url = format!("{instance_url}/services/oauth2/userinfo");
-        let transport = |source| AuthError::Transport {
-            url: url.clone(),
-            source,
-        };
+        let transport = |source| transport_error(&url, source);
         let response = self
             .http
             .get(&url)
@@ -561,6 +563,20 @@ impl Authenticator {
             });
         }
         response.json().await.map_err(transport)
+    }
+}
+
+/// A failed request: [`AuthError::Certificate`] when the server's certificate was refused.
+fn transport_error(url: &str, source: reqwest::Error) -> AuthError {
+    match crate::tls::certificate_error(&source) {
+        Some(reason) => AuthError::Certificate {
+            url: url.to_owned(),
+            reason,
+        },
+        None => AuthError::Transport {
+            url: url.to_owned(),
+            source,
+        },
     }
 }
 
@@ -615,13 +631,20 @@ fn parse_identity_url(url: &str) -> Option<(String, String)> {
         .then(|| (org.to_owned(), user.to_owned()))
 }
 
-/// An HTTP client for Salesforce calls: rustls with the platform's roots, a request timeout.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// The HTTP client of every Salesforce call (OAuth, REST, gap re-reads, the sink, `check`):
+/// rustls with the platform verifier plus the extra roots of `tls` (`salesforce.ca_file`), a
+/// request timeout, and `https://` only unless `tls` allows plaintext (loopback, checked by the
+/// config).
+pub fn http_client(tls: &ClientTls, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     crate::telemetry::install_crypto_provider();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("forcebridge/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .https_only(!tls.plaintext_allowed());
+    for der in tls.extra_roots() {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
+    }
+    builder.build()
 }
 
 #[cfg(test)]

@@ -25,7 +25,13 @@ pub async fn run(config: &Config) -> bool {
     };
     report("config", Ok(String::new()));
 
-    let http = crate::auth::http_client(config.salesforce.http_timeout);
+    let tls = crate::tls::ClientTls::from_config(&config.salesforce);
+    let http = match &tls {
+        Ok(tls) => {
+            crate::auth::http_client(tls, config.salesforce.http_timeout).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
     let session = match &http {
         Err(err) => Err(err.to_string()),
         Ok(http) => Authenticator::new(&config.salesforce, http.clone())
@@ -75,14 +81,10 @@ pub async fn run(config: &Config) -> bool {
         };
         report("REST API (sink)", outcome);
     }
-    if let Some(session) = session.filter(|_| config.source.is_some()) {
-        match PubSub::connect(
-            &config.salesforce.pubsub_endpoint,
-            session,
-            config.salesforce.allow_plaintext,
-        )
-        .await
-        {
+    if let Some(session) = session.filter(|_| config.source.is_some())
+        && let Ok(tls) = &tls
+    {
+        match PubSub::connect(&config.salesforce.pubsub_endpoint, session, tls).await {
             Err(err) => report("Pub/Sub API", Err(err.to_string())),
             Ok(pubsub) => {
                 report("Pub/Sub API", Ok(config.salesforce.pubsub_endpoint.clone()));

@@ -130,9 +130,14 @@ pub struct SalesforceConfig {
     /// REST API version used for REST calls, e.g. `62.0`.
     #[serde(default = "default_api_version")]
     pub api_version: String,
-    /// Allow `http://` endpoints (a simulated org on loopback). Never for a real org.
+    /// Allow `http://` endpoints, and only to a loopback host (127.0.0.0/8, `::1`, `localhost`):
+    /// a simulated org on this machine. Never for a real org.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// A PEM bundle of CA certificates trusted in addition to the platform's roots, by the gRPC
+    /// and the HTTP clients alike (a TLS-inspecting proxy, a private or test CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Timeout of one HTTP request (login, REST).
     #[serde(default = "default_http_timeout", with = "humantime_serde")]
     pub http_timeout: Duration,
@@ -667,6 +672,9 @@ impl SalesforceConfig {
                 format!("`{}` is not a version like `62.0`", self.api_version),
             ));
         }
+        if let Err(e) = crate::tls::ClientTls::from_config(self) {
+            return Err(invalid("salesforce.ca_file", error_chain(&e)));
+        }
         if let Some(tag) = &self.client_tag
             && (tag.is_empty() || !tag.chars().all(is_tag_char))
         {
@@ -679,22 +687,7 @@ impl SalesforceConfig {
     }
 
     fn check_url(&self, key: &str, url: &str) -> Result<(), ConfigError> {
-        if url.starts_with("https://") {
-            return Ok(());
-        }
-        if url.starts_with("http://") {
-            return if self.allow_plaintext {
-                Ok(())
-            } else {
-                Err(invalid(
-                    key,
-                    format!(
-                        "`{url}` is plaintext; set `salesforce.allow_plaintext: true` only for a simulated org"
-                    ),
-                ))
-            };
-        }
-        Err(invalid(key, format!("`{url}` must start with https://")))
+        crate::tls::check_url(url, self.allow_plaintext).map_err(|message| invalid(key, message))
     }
 }
 

@@ -26,3 +26,4 @@ pub mod sftime;
 pub mod sim;
 pub mod sink;
 pub mod telemetry;
+pub mod tls;

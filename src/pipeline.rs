@@ -52,6 +52,7 @@ use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
 use crate::schema::{SchemaCache, SchemaSource, SourceError};
 use crate::telemetry::{ChannelStats, PipelineStats};
+use crate::tls::{ClientTls, TlsError};
 
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,9 @@ pub enum PipelineError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
+    /// The TLS settings (`salesforce.ca_file`) cannot be used.
+    #[error("salesforce.ca_file: {0}")]
+    Tls(#[from] TlsError),
     /// Pub/Sub failed in a way retrying cannot fix.
     #[error(transparent)]
     PubSub(#[from] PubSubError),
@@ -157,8 +161,9 @@ pub async fn run(
             message: "no `source` section in the config".into(),
         });
     };
-    let http =
-        crate::auth::http_client(config.salesforce.http_timeout).map_err(PipelineError::Http)?;
+    let tls = ClientTls::from_config(&config.salesforce)?;
+    let http = crate::auth::http_client(&tls, config.salesforce.http_timeout)
+        .map_err(PipelineError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http.clone());
     // An org briefly unreachable at startup is waited for, as it is once running.
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -177,12 +182,7 @@ pub async fn run(
     };
     let gaps = crate::gap::Rereader::for_source(&config, http, session.clone());
     info!(org_id = %session.current().org_id, instance_url = %session.current().instance_url, "logged in to Salesforce");
-    let pubsub = PubSub::connect(
-        &config.salesforce.pubsub_endpoint,
-        session.clone(),
-        config.salesforce.allow_plaintext,
-    )
-    .await?;
+    let pubsub = PubSub::connect(&config.salesforce.pubsub_endpoint, session.clone(), &tls).await?;
     for channel in &source.channels {
         let topic = loop {
             match pubsub.get_topic(&channel.name).await {

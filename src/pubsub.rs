@@ -3,9 +3,10 @@
 //! Contract:
 //! * Every call carries the `accesstoken`, `instanceurl` and `tenantid` metadata of the *current*
 //!   session ([`SessionHandle`]), so a re-login applies to the next call without a rebuild.
-//! * TLS (rustls, the platform's root certificates) for `https://` endpoints; `http://` only where
-//!   the config allows plaintext (a simulated org on loopback). HTTP/2 keepalive pings detect
-//!   half-open connections.
+//! * TLS (rustls, the platform's root certificates plus `salesforce.ca_file`, see [`ClientTls`])
+//!   for `https://` endpoints; `http://` only where the config allows plaintext and the host is
+//!   loopback (a simulated org). A refused server certificate is [`PubSubError::Certificate`],
+//!   fatal: retrying does not fix it. HTTP/2 keepalive pings detect half-open connections.
 //! * A [`Subscription`] is one `Subscribe` stream. It never has more than `batch` (≤ 100) events
 //!   outstanding — requested from the server, or received and not yet handed on — and tops credits
 //!   up as the caller takes events ([`Subscription::next`]), before the server runs dry, so the
@@ -23,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::SessionHandle;
 use crate::proto::pub_sub_client::PubSubClient;
@@ -33,6 +34,7 @@ use crate::proto::{
 };
 use crate::retry::{Directive, classify_status};
 use crate::schema::{SchemaSource, SourceError};
+use crate::tls::ClientTls;
 
 /// The most events a Subscribe call may have outstanding (Salesforce's limit).
 pub const MAX_OUTSTANDING: u32 = 100;
@@ -50,6 +52,12 @@ pub enum PubSubError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS handshake failed on the server's certificate.
+    #[error(
+        "cannot connect to the Pub/Sub API at {endpoint}: {reason} ({})",
+        crate::tls::CERTIFICATE_HINT
+    )]
+    Certificate { endpoint: String, reason: String },
     /// An RPC failed; the Salesforce error code is in the status trailers.
     #[error("{rpc} on {topic} failed: {}{}", .status.message(), error_code_suffix(.status))]
     Rpc {
@@ -82,7 +90,9 @@ impl PubSubError {
             PubSubError::Connect { .. }
             | PubSubError::Silent { .. }
             | PubSubError::Closed { .. } => Directive::Retry,
-            PubSubError::Endpoint { .. } | PubSubError::Metadata { .. } => Directive::Fatal,
+            PubSubError::Endpoint { .. }
+            | PubSubError::Certificate { .. }
+            | PubSubError::Metadata { .. } => Directive::Fatal,
         }
     }
 
@@ -149,17 +159,18 @@ pub enum ReplayStart {
 }
 
 impl PubSub {
-    /// Connects to `endpoint` (`https://api.pubsub.salesforce.com:7443`, or `http://…` for a
-    /// simulated org when `allow_plaintext`).
+    /// Connects to `endpoint` (`https://api.pubsub.salesforce.com:7443`, or `http://` to a
+    /// loopback simulated org when `tls` allows plaintext).
     pub async fn connect(
         endpoint: &str,
         session: SessionHandle,
-        allow_plaintext: bool,
+        tls: &ClientTls,
     ) -> Result<PubSub, PubSubError> {
         let bad = |message: String| PubSubError::Endpoint {
             endpoint: endpoint.to_owned(),
             message,
         };
+        tls.check_url(endpoint).map_err(|e| bad(e.to_string()))?;
         let mut builder = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(10))
@@ -168,21 +179,22 @@ impl PubSub {
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         if endpoint.starts_with("https://") {
-            crate::telemetry::install_crypto_provider();
             builder = builder
-                .tls_config(ClientTlsConfig::new().with_native_roots())
+                .tls_config(tls.grpc_config())
                 .map_err(|e| bad(e.to_string()))?;
-        } else if !(endpoint.starts_with("http://") && allow_plaintext) {
-            return Err(bad(
-                "must be https:// (plaintext http:// only with salesforce.allow_plaintext)".into(),
-            ));
         }
-        let channel = builder
-            .connect()
-            .await
-            .map_err(|source| PubSubError::Connect {
-                endpoint: endpoint.to_owned(),
-                source,
+        let channel =
+            builder.connect().await.map_err(|source| {
+                match crate::tls::certificate_error(&source) {
+                    Some(reason) => PubSubError::Certificate {
+                        endpoint: endpoint.to_owned(),
+                        reason,
+                    },
+                    None => PubSubError::Connect {
+                        endpoint: endpoint.to_owned(),
+                        source,
+                    },
+                }
             })?;
         let max_message_size = 128 * 1024 * 1024;
         let inner = PubSubClient::with_interceptor(channel, AuthInterceptor { session })

@@ -12,11 +12,17 @@ use forcebridge::config::{AuthConfig, Config, SalesforceConfig};
 use forcebridge::pubsub::PubSub;
 use forcebridge::rest::{LimitGuard, Reserve, RestClient};
 use forcebridge::sim::{SimConfig, SimOrg};
+use forcebridge::tls::ClientTls;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 /// A PKCS#1 RSA key whose certificate the simulated org does not know.
 const OTHER_KEY_PEM: &str = include_str!("fixtures/other_jwt_key.pem");
+
+/// The simulated org's trust settings: plaintext to loopback.
+fn plaintext() -> ClientTls {
+    ClientTls::new().allow_plaintext(true)
+}
 
 fn salesforce(sim: &SimOrg, auth: AuthConfig) -> SalesforceConfig {
     SalesforceConfig {
@@ -24,6 +30,7 @@ fn salesforce(sim: &SimOrg, auth: AuthConfig) -> SalesforceConfig {
         pubsub_endpoint: sim.pubsub_endpoint(),
         api_version: "62.0".into(),
         allow_plaintext: true,
+        ca_file: None,
         http_timeout: Duration::from_secs(10),
         client_tag: None,
         auth,
@@ -33,7 +40,7 @@ fn salesforce(sim: &SimOrg, auth: AuthConfig) -> SalesforceConfig {
 fn authenticator(sim: &SimOrg, auth: AuthConfig) -> Authenticator {
     Authenticator::new(
         &salesforce(sim, auth),
-        http_client(Duration::from_secs(10)).unwrap(),
+        http_client(&plaintext(), Duration::from_secs(10)).unwrap(),
     )
 }
 
@@ -96,12 +103,16 @@ async fn jwt_bearer_session_works_for_pubsub_and_rest() {
     assert_eq!(session.instance_url, sim.instance_url());
 
     let token = session.access_token.expose_secret().to_owned();
-    let pubsub = PubSub::connect(&sim.pubsub_endpoint(), SessionHandle::new(session), true)
-        .await
-        .unwrap();
+    let pubsub = PubSub::connect(
+        &sim.pubsub_endpoint(),
+        SessionHandle::new(session),
+        &plaintext(),
+    )
+    .await
+    .unwrap();
     let topic = pubsub.get_topic("/data/AccountChangeEvent").await.unwrap();
     assert!(!topic.schema_id.is_empty());
-    let limits = http_client(Duration::from_secs(10))
+    let limits = http_client(&plaintext(), Duration::from_secs(10))
         .unwrap()
         .get(format!("{}/services/data/v62.0/limits", sim.instance_url()))
         .bearer_auth(&token)
@@ -197,7 +208,7 @@ async fn jwt_session_is_renewed_after_a_rejection() {
         None,
         sim.jwt_private_key_pem(),
     );
-    let http = http_client(Duration::from_secs(10)).unwrap();
+    let http = http_client(&plaintext(), Duration::from_secs(10)).unwrap();
     let authenticator = Authenticator::new(&salesforce(&sim, auth.clone()), http.clone());
     let session = SessionHandle::new(authenticator.login().await.unwrap());
     let first = session.current();

@@ -5,6 +5,7 @@ use std::time::Duration;
 use forcebridge::auth::{Session, SessionHandle};
 use forcebridge::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use forcebridge::sim::{SimConfig, SimOrg};
+use forcebridge::tls::ClientTls;
 use secrecy::SecretString;
 
 async fn client(sim: &SimOrg) -> PubSub {
@@ -14,9 +15,13 @@ async fn client(sim: &SimOrg) -> PubSub {
         org_id: sim.config().org_id.clone(),
         user_id: None,
     };
-    PubSub::connect(&sim.pubsub_endpoint(), SessionHandle::new(session), true)
-        .await
-        .unwrap()
+    PubSub::connect(
+        &sim.pubsub_endpoint(),
+        SessionHandle::new(session),
+        &ClientTls::new().allow_plaintext(true),
+    )
+    .await
+    .unwrap()
 }
 
 /// Credits never exceed the batch, are topped up as events are taken (no stall waiting for a

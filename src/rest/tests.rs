@@ -272,6 +272,7 @@ fn config(stub: &Stub, auth: AuthConfig) -> SalesforceConfig {
         pubsub_endpoint: stub.url(),
         api_version: "62.0".into(),
         allow_plaintext: true,
+        ca_file: None,
         http_timeout: Duration::from_secs(10),
         client_tag: None,
         auth,

@@ -29,6 +29,10 @@ pub struct SimArgs {
     /// auth flow (`private_key_file`).
     #[arg(long, value_name = "PATH")]
     pub write_jwt_key: Option<PathBuf>,
+    /// Serve both sides over TLS (`https://`) with a certificate from a freshly generated test
+    /// CA, and write that CA's certificate (PEM) to this file, for `salesforce.ca_file`.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Writes the demo JWT key, readable by the owner only where the platform supports modes.
@@ -47,11 +51,23 @@ fn write_key(path: &Path, pem: &str) -> Result<(), SimError> {
 
 /// Runs the simulated org until `cancel` fires.
 pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), SimError> {
+    let test_ca = args
+        .tls_ca
+        .as_ref()
+        .map(|_| super::tls::TestCa::generate())
+        .transpose()?;
     let config = SimConfig {
         keepalive_interval: args.keepalive_interval,
+        tls: test_ca.as_ref().map(|ca| ca.server.clone()),
         ..SimConfig::default()
     };
     let org = SimOrg::start_on(config, args.grpc, args.http).await?;
+    if let (Some(path), Some(ca)) = (&args.tls_ca, &test_ca) {
+        std::fs::write(path, &ca.ca_certificate_pem).map_err(|source| SimError::WriteCa {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
     if let (Some(path), Some(pem)) = (&args.write_jwt_key, org.jwt_private_key_pem()) {
         write_key(path, pem)?;
     }
@@ -60,8 +76,28 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     }
     let c = org.config();
     println!("simulated Salesforce org {} is up", c.org_id);
-    println!("  Pub/Sub API (gRPC, plaintext)  {}", org.pubsub_endpoint());
-    println!("  login + instance URL (HTTP)    {}", org.instance_url());
+    let mode = if args.tls_ca.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
+    println!(
+        "  {:<30} {}",
+        format!("Pub/Sub API (gRPC, {mode})"),
+        org.pubsub_endpoint()
+    );
+    println!(
+        "  {:<30} {}",
+        format!("login/instance URL ({mode})"),
+        org.instance_url()
+    );
+    if let Some(path) = &args.tls_ca {
+        println!(
+            "  {:<30} {} (salesforce.ca_file)",
+            "test CA certificate",
+            path.display()
+        );
+    }
     println!(
         "  client credentials             client_id={} client_secret={} (acts as the integration user {})",
         c.client_id, c.client_secret, c.integration_user_id
@@ -85,8 +121,12 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     }
     println!();
     println!("a config for it (kafka.bootstrap_servers is yours to fill in):");
+    let trust = match &args.tls_ca {
+        Some(path) => format!("ca_file: {}", path.display()),
+        None => "allow_plaintext: true".to_owned(),
+    };
     println!(
-        "salesforce:\n  login_url: {}\n  pubsub_endpoint: {}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {}\n    client_secret: {}",
+        "salesforce:\n  login_url: {}\n  pubsub_endpoint: {}\n  {trust}\n  auth:\n    type: client_credentials\n    client_id: {}\n    client_secret: {}",
         org.instance_url(),
         org.pubsub_endpoint(),
         c.client_id,
@@ -94,22 +134,27 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     );
     println!();
     println!("make changes over REST, e.g.:");
+    // curl trusts the test CA through --cacert.
+    let curl = match &args.tls_ca {
+        Some(path) => format!("curl --cacert {}", path.display()),
+        None => "curl".to_owned(),
+    };
     println!(
-        "  TOKEN=$(curl -s {url}/services/oauth2/token -d grant_type=client_credentials -d client_id={id} -d client_secret={secret} | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')",
+        "  TOKEN=$({curl} -s {url}/services/oauth2/token -d grant_type=client_credentials -d client_id={id} -d client_secret={secret} | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')",
         url = org.instance_url(),
         id = c.client_id,
         secret = c.client_secret
     );
     println!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' {}/services/data/v62.0/sobjects/Account -d '{{\"Name\":\"Acme\"}}'",
+        "  {curl} -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' {}/services/data/v62.0/sobjects/Account -d '{{\"Name\":\"Acme\"}}'",
         org.instance_url()
     );
     println!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' {}/sim/generate -d '{{\"object\":\"Account\",\"count\":1000}}'",
+        "  {curl} -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' {}/sim/generate -d '{{\"object\":\"Account\",\"count\":1000}}'",
         org.instance_url()
     );
     println!(
-        "  curl -s -H 'Content-Type: application/json' {}/sim/faults -d '{{\"fail_next\":{{\"count\":3,\"fault\":\"service_unavailable\"}},\"lock_rows\":1}}'",
+        "  {curl} -s -H 'Content-Type: application/json' {}/sim/faults -d '{{\"fail_next\":{{\"count\":3,\"fault\":\"service_unavailable\"}},\"lock_rows\":1}}'",
         org.instance_url()
     );
     cancel.cancelled().await;

@@ -52,11 +52,25 @@ const RESPONSE_BUFFER: usize = 2;
 /// Message of `…subscription.fetch.replayid.corrupted`, as documented.
 pub const REPLAY_ID_CORRUPTED_MSG: &str = "The Replay ID validation failed. Ensure that the replay_id field value in FetchRequest is valid and refers to an event that is within the retention window.";
 
-/// Serves the Pub/Sub API on `listener` until the org shuts down.
-pub(super) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+/// Serves the Pub/Sub API on `listener` until the org shuts down, over TLS when `tls` is given.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) {
     let shutdown = shared.shutdown.clone();
     let service = PubSubServer::new(PubSubService { shared });
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = match builder.tls_config(tls) {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::error!(%error, "simulated Pub/Sub server: TLS identity refused");
+                return;
+            }
+        };
+    }
+    let result = builder
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await;

@@ -38,13 +38,30 @@ use super::org::ValidationRule;
 use super::rest::{Reply, bearer};
 use super::{Shared, SimError, lock, now_ms, rest, rest_origin};
 
-/// Serves the HTTP side on `listener` until the org shuts down.
-pub(super) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+/// Where the HTTP side's connections come from.
+pub(super) enum Incoming {
+    /// Plaintext TCP.
+    Plain(TcpListener),
+    /// TCP connections whose TLS handshake succeeded.
+    Tls(super::tls::TlsListener),
+}
+
+/// Serves the HTTP side on `incoming` until the org shuts down.
+pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
     let shutdown = shared.shutdown.clone();
     let app = router(shared);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let result = match incoming {
+        Incoming::Plain(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Incoming::Tls(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    };
     if let Err(error) = result {
         tracing::error!(%error, "simulated org HTTP server failed");
     }

@@ -1,7 +1,7 @@
 //! The simulated Salesforce org: a product feature for demos, local development and users' CI.
 //!
 //! Contract: [`SimOrg::start`] binds two servers on loopback — the Pub/Sub API (gRPC, the real
-//! `eventbus.v1` proto, plaintext HTTP/2) and the org's instance/login URL (HTTP/1.1: OAuth token
+//! `eventbus.v1` proto, HTTP/2) and the org's instance/login URL (HTTP/1.1: OAuth token
 //! and userinfo endpoints, the REST API a write-back sink uses — sObject rows and rows by
 //! External Id, sObject Collections, Composite, SOQL query, limits — and `/sim/*` endpoints).
 //! Record changes made through the Rust API or REST emit Change Data Capture events exactly as
@@ -11,6 +11,9 @@
 //! events can be published through the API or the `Publish` RPC. Events live in a log with a
 //! retention window and are served with the documented flow control, replay, keepalive and error
 //! semantics (error codes in the `error-code` trailer).
+//!
+//! Transport: plaintext (`http://`) by default; with [`SimConfig::tls`] both servers speak TLS
+//! (`https://`) with that identity, e.g. one of a generated [`tls::TestCa`].
 //!
 //! Users: tokens of the `password` grant act as [`SimConfig::user_id`], those of the
 //! `client_credentials` grant as [`SimConfig::integration_user_id`] (the connected app's "Run As"
@@ -29,7 +32,7 @@
 //! (records, rules, transactions → events), `bus` (log, channels, replay, retention), `grpc`
 //! (Pub/Sub service), `http` (server, OAuth, `/sim/*`), `rest` (REST routing, sObject rows,
 //! query), `collections` (sObject Collections), `composite` (Composite), `soql` (the query
-//! subset), `limits` (API usage, refusals).
+//! subset), `limits` (API usage, refusals), `tls` (test CA, TLS listener).
 //!
 //! Known differences from a real org: compound fields (addresses, Contact `Name`) are read and
 //! written nested, as change events carry them, rather than as Salesforce's flat REST fields
@@ -55,6 +58,7 @@ mod rest_tests;
 pub mod soql;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 pub use cli::{SimArgs, run_cli};
 pub use gap::GapKind;
@@ -212,6 +216,18 @@ pub enum SimError {
     /// [`SimConfig::jwt_certificate_pem`] is not a PEM X.509 certificate.
     #[error("SimConfig::jwt_certificate_pem: {0}")]
     JwtCertificate(String),
+    /// [`SimConfig::tls`] is unusable, or a test CA could not be generated.
+    #[error(transparent)]
+    Tls(#[from] tls::SimTlsError),
+    /// The test CA certificate could not be written (`forcebridge sim --tls-ca`).
+    #[error("cannot write the test CA certificate to {path}: {source}")]
+    WriteCa {
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Configuration of a simulated org.
@@ -258,6 +274,8 @@ pub struct SimConfig {
     /// Records per SOQL query page; more rows are served through `nextRecordsUrl` (Salesforce's
     /// default batch size: 2,000).
     pub query_batch_size: usize,
+    /// Serve both sides over TLS with this identity (`https://` URLs); plaintext when `None`.
+    pub tls: Option<tls::SimTls>,
 }
 
 impl Default for SimConfig {
@@ -283,6 +301,7 @@ impl Default for SimConfig {
             daily_api_requests: 100_000,
             overflow_threshold: 100_000,
             query_batch_size: 2_000,
+            tls: None,
         }
     }
 }
@@ -618,6 +637,14 @@ impl SimOrg {
         };
         let grpc_addr = local(&grpc_listener, grpc)?;
         let http_addr = local(&http_listener, http)?;
+        // Checked before anything is spawned, so a bad identity fails the start.
+        let http_tls = config.tls.as_ref().map(|t| t.rustls_config()).transpose()?;
+        let grpc_tls = config.tls.as_ref().map(tls::SimTls::grpc_config);
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let api = ApiState::new(config.daily_api_requests);
         let shared = Arc::new(Shared {
             api: Mutex::new(api),
@@ -628,14 +655,21 @@ impl SimOrg {
             tokens: Mutex::new(HashMap::new()),
             resets: watch::Sender::new(0),
             stream_faults: grpc::StreamFaults::default(),
-            instance_url: format!("http://{http_addr}"),
-            pubsub_endpoint: format!("http://{grpc_addr}"),
+            instance_url: format!("{scheme}://{http_addr}"),
+            pubsub_endpoint: format!("{scheme}://{grpc_addr}"),
             jwt_certificate,
             shutdown: CancellationToken::new(),
             gap_records: Mutex::new(HashSet::new()),
             cursors: Mutex::new(rest::Cursors::default()),
         });
-        let grpc_task = tokio::spawn(grpc::serve(shared.clone(), grpc_listener));
+        let http_listener = match http_tls {
+            Some(config) => http::Incoming::Tls(
+                tls::TlsListener::new(http_listener, config, shared.shutdown.clone())
+                    .map_err(|source| SimError::Bind { addr: http, source })?,
+            ),
+            None => http::Incoming::Plain(http_listener),
+        };
+        let grpc_task = tokio::spawn(grpc::serve(shared.clone(), grpc_listener, grpc_tls));
         let http_task = tokio::spawn(http::serve(shared.clone(), http_listener));
         tracing::info!(
             instance_url = %shared.instance_url,
@@ -650,12 +684,13 @@ impl SimOrg {
         })
     }
 
-    /// The Pub/Sub API endpoint, `http://127.0.0.1:PORT`.
+    /// The Pub/Sub API endpoint, `http://127.0.0.1:PORT` (`https://` with [`SimConfig::tls`]).
     pub fn pubsub_endpoint(&self) -> String {
         self.shared.pubsub_endpoint.clone()
     }
 
-    /// The instance URL (also the login URL), `http://127.0.0.1:PORT`.
+    /// The instance URL (also the login URL), `http://127.0.0.1:PORT` (`https://` with
+    /// [`SimConfig::tls`]).
     pub fn instance_url(&self) -> String {
         self.shared.instance_url.clone()
     }

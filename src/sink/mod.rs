@@ -62,6 +62,9 @@ pub enum SinkError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
+    /// The TLS settings (`salesforce.ca_file`) cannot be used.
+    #[error("salesforce.ca_file: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Kafka could not be set up.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
@@ -94,7 +97,9 @@ pub async fn run(
 ) -> Result<(), SinkError> {
     let config: Arc<Config> = config.into();
     let sink = config.sink.as_ref().ok_or(SinkError::NotConfigured)?;
-    let http = crate::auth::http_client(config.salesforce.http_timeout).map_err(SinkError::Http)?;
+    let tls = crate::tls::ClientTls::from_config(&config.salesforce)?;
+    let http =
+        crate::auth::http_client(&tls, config.salesforce.http_timeout).map_err(SinkError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http.clone());
     let session = authenticator.login().await?;
     let own_user = session.user_id.clone();
