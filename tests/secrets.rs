@@ -404,6 +404,7 @@ async fn offline_check_and_config_errors_print_no_secret() {
 async fn online_check_prints_no_secret() {
     let sim = SimOrg::start(sim_config()).await.unwrap();
     let kafka = MockKafka::start(1);
+    kafka.create_topic(WRITEBACK, 1);
     let bootstrap = kafka.bootstrap();
     let dir = test_dir("online");
     let given = sim.issue_access_token();
