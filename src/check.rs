@@ -3,13 +3,17 @@
 //! Contract: after the config has validated, logs in to Salesforce; with a source, connects to the
 //! Pub/Sub API and asks `GetTopic` for every channel (it must exist and allow subscribing); with a
 //! sink, reads `/limits` through the REST client (one API call) and reports the daily allowance
-//! against the reserve; then asks Kafka for metadata. Every step prints one line, `ok` or the reason; secrets are never printed. Returns
-//! `false` when any step failed.
+//! against the reserve; then Kafka (with `kafka.properties`, so SASL/TLS settings count): metadata,
+//! the checkpoint topic readable (source), every write-back topic present and the sink's consumer
+//! group's committed offsets readable (sink), and for `source.delivery: exactly_once` a
+//! transactional producer initialised under a throwaway id (see [`transactions`]). Every step
+//! prints one line, `ok` or `FAILED` with the reason; secrets are never printed. Returns `false`
+//! when any step failed.
 
 use std::time::Duration;
 
 use crate::auth::{Authenticator, SessionHandle};
-use crate::config::Config;
+use crate::config::{Config, DeliveryMode};
 use crate::pubsub::PubSub;
 use crate::telemetry::error_chain;
 
@@ -102,19 +106,172 @@ pub async fn run(config: &Config) -> bool {
         }
     }
 
-    let bootstrap = config.kafka.bootstrap_servers.clone();
-    let kafka = tokio::task::spawn_blocking(move || {
-        crate::kafka::count_records(&bootstrap, "__forcebridge_check", Duration::from_secs(10))
-    })
-    .await;
-    let kafka = match kafka {
-        Ok(Ok(_)) => Ok(config.kafka.bootstrap_servers.clone()),
-        Ok(Err(err)) => Err(error_chain(&err)),
-        Err(err) => Err(err.to_string()),
-    };
-    report("Kafka", kafka);
+    let settings = config.kafka.settings();
+    let probe_config = kafka_probe_config(config);
+    let kafka = tokio::task::spawn_blocking(move || kafka_checks(&probe_config))
+        .await
+        .unwrap_or_else(|err| vec![("Kafka".to_owned(), Err(err.to_string()))]);
+    let reachable = kafka.first().is_some_and(|(_, outcome)| outcome.is_ok());
+    for (step, outcome) in kafka {
+        report(&step, outcome);
+    }
+    if reachable
+        && config
+            .source
+            .as_ref()
+            .is_some_and(|s| s.delivery == DeliveryMode::ExactlyOnce)
+    {
+        report(
+            "Kafka transactions (exactly_once)",
+            transactions(&settings, &format!("{}/check", config.name)).await,
+        );
+    }
     ok
 }
+
+/// What the blocking Kafka checks need from the config.
+struct KafkaProbe {
+    settings: crate::kafka::KafkaSettings,
+    checkpoint_topic: Option<String>,
+    create_topics: bool,
+    sink_topics: Vec<String>,
+    sink_group: Option<String>,
+}
+
+fn kafka_probe_config(config: &Config) -> KafkaProbe {
+    KafkaProbe {
+        settings: config.kafka.settings(),
+        checkpoint_topic: config
+            .source
+            .as_ref()
+            .map(|_| config.kafka.checkpoint_topic.clone()),
+        create_topics: config.kafka.create_topics,
+        sink_topics: config
+            .sink
+            .as_ref()
+            .map(|s| s.topics.clone())
+            .unwrap_or_default(),
+        sink_group: config.sink.as_ref().map(|_| config.sink_group_id()),
+    }
+}
+
+/// The Kafka steps, first "Kafka" (metadata from the cluster, with `kafka.properties` applied:
+/// the steps after it are skipped when it fails), then the checkpoint topic (source: its
+/// partitions' watermarks are readable, or it is absent and will be created), the write-back
+/// topics (sink: each exists) and the sink's consumer group (its committed offsets are
+/// readable: the group coordinator answers and the credentials may use the group).
+fn kafka_checks(probe: &KafkaProbe) -> Vec<(String, Result<String, String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut steps = Vec::new();
+    let client = |group: &str| -> Result<BaseConsumer, String> {
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("bootstrap.servers", &probe.settings.bootstrap_servers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+        for (k, v) in &probe.settings.properties {
+            config.set(k, v);
+        }
+        config.create().map_err(|e| e.to_string())
+    };
+    let consumer = match client("forcebridge-check") {
+        Ok(c) => c,
+        Err(reason) => return vec![("Kafka".into(), Err(reason))],
+    };
+    let metadata = match consumer.fetch_metadata(None, KAFKA_TIMEOUT) {
+        Ok(m) => m,
+        Err(err) => return vec![("Kafka".into(), Err(err.to_string()))],
+    };
+    steps.push((
+        "Kafka".to_owned(),
+        Ok(format!(
+            "{}, {} broker(s)",
+            probe.settings.bootstrap_servers,
+            metadata.brokers().len()
+        )),
+    ));
+    let find = |name: &str| metadata.topics().iter().find(|t| t.name() == name);
+    if let Some(topic) = &probe.checkpoint_topic {
+        let outcome = match find(topic) {
+            None if probe.create_topics => Ok("absent; forcebridge will create it".to_owned()),
+            None => Ok("absent; the broker must auto-create it (create_topics: false)".to_owned()),
+            Some(t) => t
+                .partitions()
+                .iter()
+                .try_fold(0i64, |sum, p| {
+                    consumer
+                        .fetch_watermarks(topic, p.id(), KAFKA_TIMEOUT)
+                        .map(|(low, high)| sum + (high - low).max(0))
+                        .map_err(|e| format!("partition {}: {e}", p.id()))
+                })
+                .map(|n| {
+                    format!(
+                        "readable, {} partition(s), {n} record(s)",
+                        t.partitions().len()
+                    )
+                }),
+        };
+        steps.push((format!("checkpoint topic {topic}"), outcome));
+    }
+    for topic in &probe.sink_topics {
+        let outcome = match find(topic) {
+            None => Err("does not exist: the sink would have nothing to read".to_owned()),
+            Some(t) => match t.error() {
+                Some(err) => Err(format!("{err:?}")),
+                None => Ok(format!("{} partition(s)", t.partitions().len())),
+            },
+        };
+        steps.push((format!("write-back topic {topic}"), outcome));
+    }
+    if let Some(group) = &probe.sink_group {
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for t in probe.sink_topics.iter().filter_map(|name| find(name)) {
+            for p in t.partitions() {
+                partitions.add_partition(t.name(), p.id());
+            }
+        }
+        let outcome = if partitions.count() == 0 {
+            Err("no write-back topic to read offsets of".to_owned())
+        } else {
+            client(group).and_then(|c| {
+                c.committed_offsets(partitions, KAFKA_TIMEOUT)
+                    .map_err(|e| e.to_string())
+                    .map(|offsets| {
+                        let committed = offsets
+                            .elements()
+                            .iter()
+                            .filter(|e| e.offset() != rdkafka::Offset::Invalid)
+                            .count();
+                        format!(
+                            "reachable, committed offsets for {committed} of {} partition(s)",
+                            offsets.count()
+                        )
+                    })
+            })
+        };
+        steps.push((format!("consumer group {group}"), outcome));
+    }
+    steps
+}
+
+/// `source.delivery: exactly_once`: registers a transactional producer under the throwaway id
+/// `<name>/check` (never a channel's id, so no running producer is fenced) and initialises
+/// transactions: the cluster has a transaction coordinator and the credentials may use
+/// transactional ids. Nothing is produced, so no topic gets a record; librdkafka does not expose
+/// the broker's API versions, so `EndTxn` itself is first exercised by the source's first
+/// commit. The id stays registered on the broker until `transactional.id.expiration.ms`.
+async fn transactions(settings: &crate::kafka::KafkaSettings, id: &str) -> Result<String, String> {
+    let producer = crate::kafka::Producer::transactional(settings, id, KAFKA_TIMEOUT)
+        .map_err(|e| error_chain(&e))?;
+    producer
+        .init_transactions(KAFKA_TIMEOUT)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    Ok(format!("transactional id {id} initialised"))
+}
+
+/// How long each Kafka request of the check may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn suffix(detail: &str) -> String {
     if detail.is_empty() {

@@ -482,8 +482,9 @@ pub enum InitialReplay {
     Earliest,
 }
 
-/// The Kafka cluster and forcebridge's own topics.
-#[derive(Debug, Deserialize)]
+/// The Kafka cluster and forcebridge's own topics. `Debug` hides the values of secret
+/// `properties` (see [`crate::kafka::RedactedProperties`]).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port,host:port`.
@@ -504,6 +505,22 @@ pub struct KafkaConfig {
     /// Partitions of the topics forcebridge creates (replication: the broker's default).
     #[serde(default = "default_topic_partitions")]
     pub topic_partitions: i32,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field(
+                "properties",
+                &crate::kafka::RedactedProperties(&self.properties),
+            )
+            .field("checkpoint_topic", &self.checkpoint_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("create_topics", &self.create_topics)
+            .field("topic_partitions", &self.topic_partitions)
+            .finish()
+    }
 }
 
 const fn default_true() -> bool {

@@ -21,6 +21,7 @@
 //!   `!Send`: keep it on the stack of the thread that created it, and drop clients before it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -38,13 +39,59 @@ use tokio::sync::Notify;
 use crate::checkpoint::{AckToken, AckWindow};
 use crate::telemetry::DeliveryStats;
 
-/// How to reach Kafka.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How to reach Kafka. `Debug` hides the values of secret properties ([`RedactedProperties`]).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct KafkaSettings {
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
     /// librdkafka properties passed through verbatim; applied after ours, so they win.
     pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &RedactedProperties(&self.properties))
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a secret: passwords (`sasl.password`,
+/// `ssl.key.password`, `ssl.keystore.password`, `ssl.truststore.password`), private keys
+/// (`ssl.key.pem`), OAUTHBEARER client secrets and configs (`sasl.oauthbearer.client.secret`,
+/// `sasl.oauthbearer.config`), JAAS configs, and anything else named like a secret or token.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "key.pem",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// `Debug` of librdkafka properties with the values of [`is_secret_property`] keys replaced by
+/// `[redacted]`.
+pub struct RedactedProperties<'a>(pub &'a BTreeMap<String, String>);
+
+impl fmt::Debug for RedactedProperties<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v: &dyn fmt::Debug = if is_secret_property(k) {
+                    &"[redacted]"
+                } else {
+                    v
+                };
+                (k, v)
+            }))
+            .finish()
+    }
 }
 
 /// Errors of the Kafka stage.

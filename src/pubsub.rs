@@ -130,9 +130,11 @@ impl tonic::service::Interceptor for AuthInterceptor {
 }
 
 fn insert(metadata: &mut MetadataMap, key: &'static str, value: &str) -> Result<(), tonic::Status> {
-    let value = AsciiMetadataValue::try_from(value).map_err(|_| {
+    let mut value = AsciiMetadataValue::try_from(value).map_err(|_| {
         tonic::Status::invalid_argument(format!("{key} is not valid ASCII metadata"))
     })?;
+    // `Debug` then prints `Sensitive`, and HPACK never indexes it (as reqwest's `bearer_auth`).
+    value.set_sensitive(key == "accesstoken");
     metadata.insert(key, value);
     Ok(())
 }

@@ -158,6 +158,12 @@ async fn check_connects_and_names_a_missing_channel() {
     );
     assert!(stdout.contains("topic.not.found"), "{stdout}");
     assert!(stdout.contains("ok      Kafka"), "{stdout}");
+    // The sink's write-back topic does not exist yet.
+    assert!(
+        stdout.contains("FAILED  write-back topic writeback: does not exist"),
+        "{stdout}"
+    );
+    kafka.create_topic("writeback", 2);
 
     write("    - name: /data/AccountChangeEvent\n");
     let output = run(path.clone(), c.client_secret.clone()).await.unwrap();
@@ -165,6 +171,48 @@ async fn check_connects_and_names_a_missing_channel() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("safe to start"), "{stdout}");
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    for line in [
+        "ok      checkpoint topic forcebridge.checkpoints",
+        "ok      write-back topic writeback (2 partition(s))",
+        "ok      consumer group forcebridge-sink (reachable, committed offsets for 0 of 2",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+
+    // Exactly-once: a transactional producer under a throwaway id.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("source:\n", "source:\n  delivery: exactly_once\n"),
+    )
+    .unwrap();
+    let output = run(path.clone(), c.client_secret.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "ok      Kafka transactions (exactly_once) (transactional id forcebridge/check initialised)"
+        ),
+        "{stdout}"
+    );
+    std::fs::write(&path, text.clone()).unwrap();
+
+    // Unreachable Kafka: the Kafka line fails and names the reason.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        &path,
+        text.replace(&kafka.bootstrap(), &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let output = run(path.clone(), c.client_secret.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("FAILED  Kafka: "), "{stdout}");
+    assert!(stdout.contains("ok      Salesforce login"), "{stdout}");
+    std::fs::write(&path, text).unwrap();
     assert!(
         stdout.contains("ok      REST API (sink) (")
             && stdout.contains("of 100000 daily API calls left, reserve 100)"),

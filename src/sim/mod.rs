@@ -860,6 +860,11 @@ impl SimOrg {
         self.shared.issue_token(&self.shared.config.user_id)
     }
 
+    /// Every access token issued so far and not revoked (tests grep outputs for them).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).keys().cloned().collect()
+    }
+
     /// The private key (PKCS#8 PEM) for JWT bearer logins: [`jwt::DEMO_PRIVATE_KEY_PEM`] when the
     /// org runs with the demo certificate, `None` for a certificate of the caller's own.
     pub fn jwt_private_key_pem(&self) -> Option<&'static str> {
