@@ -60,7 +60,13 @@ pub async fn run(config: &Config) -> bool {
         }
     };
     if let (Some(session), Some(sink), Ok(http)) = (&session, &config.sink, &http) {
-        let rest = crate::sink::rest_client(config, sink, http.clone(), session.clone());
+        let rest = crate::sink::rest_client(
+            config,
+            sink,
+            http.clone(),
+            session.clone(),
+            &crate::telemetry::SinkStats::default(),
+        );
         let cancel = tokio_util::sync::CancellationToken::new();
         let limits = tokio::time::timeout(config.salesforce.http_timeout, rest.limits(&cancel));
         let outcome = match limits.await {

@@ -492,6 +492,21 @@ pub fn render_metrics(
                 "Composite calls made by the sink.",
                 k.composite_calls,
             ),
+            (
+                t::SINK_API_CALLS,
+                "Salesforce API calls the sink made (each spends the daily allowance).",
+                k.api_calls,
+            ),
+            (
+                t::SINK_API_RETRIES,
+                "Whole API calls retried (transport errors, 5xx, 429).",
+                k.api_retries,
+            ),
+            (
+                t::SINK_API_RELOGINS,
+                "Logins after Salesforce refused the session.",
+                k.api_relogins,
+            ),
         ];
         for (name, help, value) in counters {
             e.family(name, "counter", help);
@@ -503,6 +518,20 @@ pub fn render_metrics(
             "1 while the sink's Kafka consumer is subscribed and running.",
         );
         e.sample(t::SINK_CONSUMER_UP, &[], u8::from(k.consumer_running));
+        e.family(
+            t::SINK_API_PAUSED,
+            "gauge",
+            "1 while writing is held because the daily API allowance is down to the reserve.",
+        );
+        e.sample(t::SINK_API_PAUSED, &[], u8::from(k.api_paused));
+        if let Some(remaining) = k.api_remaining {
+            e.family(
+                t::SINK_API_REMAINING,
+                "gauge",
+                "Daily API requests remaining, as Salesforce last reported.",
+            );
+            e.sample(t::SINK_API_REMAINING, &[], remaining);
+        }
     }
     if let Some(up) = kafka_reachable {
         e.family(
@@ -650,5 +679,31 @@ mod tests {
         // Parts not given are absent.
         assert!(!page.contains("forcebridge_sink_"));
         assert!(!page.contains(t::KAFKA_REACHABLE));
+    }
+
+    #[test]
+    fn sink_api_figures_are_reported() {
+        let sink = SinkSnapshot {
+            api_calls: 11,
+            api_retries: 2,
+            api_relogins: 1,
+            api_paused: true,
+            api_remaining: Some(4_321),
+            ..SinkSnapshot::default()
+        };
+        let page = render_metrics(None, Some(&sink), None);
+        for (name, value) in [
+            (t::SINK_API_CALLS, 11.0),
+            (t::SINK_API_RETRIES, 2.0),
+            (t::SINK_API_RELOGINS, 1.0),
+            (t::SINK_API_PAUSED, 1.0),
+            (t::SINK_API_REMAINING, 4_321.0),
+        ] {
+            assert_eq!(sample_value(&page, name, &[]), Some(value), "{name}");
+        }
+        // Unknown allowance: no remaining sample.
+        let page = render_metrics(None, Some(&SinkSnapshot::default()), None);
+        assert_eq!(sample_value(&page, t::SINK_API_REMAINING, &[]), None);
+        assert_eq!(sample_value(&page, t::SINK_API_PAUSED, &[]), Some(0.0));
     }
 }

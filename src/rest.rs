@@ -280,7 +280,7 @@ struct GuardInner {
     reserve: Reserve,
     poll_interval: Duration,
     state: Mutex<GuardState>,
-    gauges: ApiLimitGauges,
+    gauges: Arc<ApiLimitGauges>,
 }
 
 #[derive(Default)]
@@ -318,11 +318,20 @@ impl LimitGuard {
     /// A guard that keeps `reserve` calls and polls `/limits` every `poll_interval` while paused.
     /// The allowance is unknown (calls go ahead) until the first response tells it.
     pub fn new(reserve: Reserve, poll_interval: Duration) -> Self {
+        Self::with_gauges(reserve, poll_interval, Arc::default())
+    }
+
+    /// As [`LimitGuard::new`], reporting to `gauges` (e.g. the sink's, for `/metrics`).
+    pub fn with_gauges(
+        reserve: Reserve,
+        poll_interval: Duration,
+        gauges: Arc<ApiLimitGauges>,
+    ) -> Self {
         LimitGuard(Arc::new(GuardInner {
             reserve,
             poll_interval,
             state: Mutex::new(GuardState::default()),
-            gauges: ApiLimitGauges::default(),
+            gauges,
         }))
     }
 
@@ -734,7 +743,7 @@ struct ClientInner {
     client_tag: String,
     call_options: Result<HeaderValue, String>,
     guard: LimitGuard,
-    stats: ApiStats,
+    stats: Arc<ApiStats>,
     /// One re-login at a time.
     login: tokio::sync::Mutex<()>,
 }
@@ -771,13 +780,23 @@ impl RestClient {
                 call_options: call_options_value(&client_tag),
                 client_tag,
                 guard,
-                stats: ApiStats::default(),
+                stats: Arc::default(),
                 login: tokio::sync::Mutex::new(()),
             }),
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,
             subrequest_call_options: false,
         }
+    }
+
+    /// Counts into `stats` (e.g. the sink's, for `/metrics`) instead of the client's own
+    /// counters. Call it on a new client, before it is cloned.
+    pub fn with_stats(mut self, stats: Arc<ApiStats>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.stats = stats,
+            None => warn!("RestClient::with_stats on a shared client: the counters stay its own"),
+        }
+        self
     }
 
     /// Retry backoff: starts at `base`, doubles up to `max`, full jitter (default 200 ms – 30 s).

@@ -169,6 +169,10 @@ pub struct SinkStats {
     pub composite_calls: AtomicU64,
     /// [`SINK_CONSUMER_UP`]: the Kafka consumer is subscribed and its attempt running.
     pub consumer_running: AtomicBool,
+    /// The sink's REST client: [`SINK_API_CALLS`], [`SINK_API_RETRIES`], [`SINK_API_RELOGINS`].
+    pub api: Arc<ApiStats>,
+    /// The sink's limit guard: [`SINK_API_PAUSED`], [`SINK_API_REMAINING`].
+    pub api_limits: Arc<ApiLimitGauges>,
 }
 
 /// Gauge, 0 or 1: the sink's Kafka consumer is subscribed and consuming (the sink's readiness).
@@ -185,6 +189,12 @@ pub struct SinkSnapshot {
     pub batches: u64,
     pub composite_calls: u64,
     pub consumer_running: bool,
+    pub api_calls: u64,
+    pub api_retries: u64,
+    pub api_relogins: u64,
+    pub api_paused: bool,
+    /// `None` until Salesforce reported the allowance.
+    pub api_remaining: Option<u64>,
 }
 
 impl SinkStats {
@@ -200,6 +210,11 @@ impl SinkStats {
             batches: r(&self.batches),
             composite_calls: r(&self.composite_calls),
             consumer_running: self.consumer_running.load(Ordering::Relaxed),
+            api_calls: r(&self.api.calls),
+            api_retries: r(&self.api.retries),
+            api_relogins: r(&self.api.relogins),
+            api_paused: self.api_limits.paused.load(Ordering::Relaxed),
+            api_remaining: Some(r(&self.api_limits.remaining)).filter(|&v| v != u64::MAX),
         }
     }
 }

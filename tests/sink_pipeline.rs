@@ -265,6 +265,10 @@ async fn five_thousand_mixed_operations_land_exactly() {
         "every call the org counted is one the sink made"
     );
     assert!(calls <= 12, "about 2 calls per 1,000 records, got {calls}");
+    // The same figures reach /metrics: the client's calls and the allowance Salesforce reported.
+    assert_eq!(stats.api_calls, calls, "forcebridge_sink_api_calls_total");
+    let (_, max) = sim.api_usage();
+    assert_eq!(stats.api_remaining, Some(max - used_after));
     sim.shutdown().await;
 }
 

@@ -104,7 +104,7 @@ pub async fn run(
     let session = authenticator.login().await?;
     let own_user = session.user_id.clone();
     info!(org_id = %session.org_id, user_id = ?own_user, "sink logged in to Salesforce");
-    let rest = rest_client(&config, sink, http, SessionHandle::new(session));
+    let rest = rest_client(&config, sink, http, SessionHandle::new(session), &stats);
     let settings = config.kafka.settings();
     let producer = Producer::new(&settings)?;
     if config.kafka.create_topics {
@@ -164,6 +164,7 @@ pub fn rest_client(
     sink: &SinkConfig,
     http: reqwest::Client,
     session: SessionHandle,
+    stats: &SinkStats,
 ) -> RestClient {
     RestClient::new(
         http.clone(),
@@ -171,8 +172,13 @@ pub fn rest_client(
         session,
         config.salesforce.api_version.clone(),
         config.client_tag().to_owned(),
-        LimitGuard::new(sink.api_reserve, sink.limits_poll_interval),
+        LimitGuard::with_gauges(
+            sink.api_reserve,
+            sink.limits_poll_interval,
+            stats.api_limits.clone(),
+        ),
     )
+    .with_stats(stats.api.clone())
 }
 
 /// A batch being filled.
