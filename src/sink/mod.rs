@@ -283,7 +283,10 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
                     };
                     let keys = batch.keys;
                     let records = batch.items.len();
-                    let result = writer.write_batch(batch.items, &hard).await;
+                    let result = writer
+                        .write_batch(batch.items, &hard)
+                        .instrument(info_span!("batch", records))
+                        .await;
                     let _ = done.send(keys);
                     match result {
                         Ok(()) => {}
