@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::ClientConfig;
@@ -531,10 +531,7 @@ impl CheckpointStore {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    crate::telemetry::unix_millis() as i64
 }
 
 async fn create_compacted_topic(kafka: &KafkaSettings, topic: &str) -> Result<(), CheckpointError> {

@@ -215,15 +215,10 @@ impl Rereader {
             let ids: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
             let soql = select(object, &fields, Some(&ids))?;
             let mut found: Vec<(String, Map<String, Value>)> = Vec::with_capacity(ids.len());
-            let mut page = self.query(object, &soql, cancel).await?;
-            loop {
-                for row in page.records {
-                    let (id, record) = normalize(object, &fields, row)?;
-                    found.push((id, record));
-                }
-                match page.next {
-                    Some(next) => page = self.query_more(object, &next, cancel).await?,
-                    None => break,
+            let mut pages = self.pages(object, &fields, &soql, cancel);
+            while let Some(rows) = pages.next().await? {
+                for row in rows {
+                    found.push(row?);
                 }
             }
             for id in ids {
@@ -265,48 +260,77 @@ impl Rereader {
     ) -> Result<(), GapError> {
         let fields = fields_of(&schema.schema);
         let soql = select(object, &fields, None)?;
-        let mut page = self.query(object, &soql, cancel).await?;
         let mut total = 0u64;
-        loop {
-            for row in page.records {
-                let (id, record) = normalize(object, &fields, row)?;
+        let mut pages = self.pages(object, &fields, &soql, cancel);
+        while let Some(rows) = pages.next().await? {
+            for row in rows {
+                let (id, record) = row?;
                 template
                     .produce(target, &id, Some(record), "present", MODE_RESYNC)
                     .await?;
                 target.stats.records_reread.fetch_add(1, Ordering::Relaxed);
                 total += 1;
             }
-            match page.next {
-                Some(next) => page = self.query_more(object, &next, cancel).await?,
-                None => break,
-            }
         }
         info!(records = total, "overflow re-sync produced");
         Ok(())
     }
 
-    async fn query(
-        &self,
-        object: &str,
-        soql: &str,
-        cancel: &CancellationToken,
-    ) -> Result<crate::rest::QueryPage, GapError> {
-        self.rest
-            .query(soql, cancel)
-            .await
-            .map_err(|e| rest_error(object, e))
+    /// The result pages of `soql`, followed through `nextRecordsUrl` (one page in memory).
+    fn pages<'a>(
+        &'a self,
+        object: &'a str,
+        fields: &'a [Field],
+        soql: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> Pages<'a> {
+        Pages {
+            rest: &self.rest,
+            object,
+            fields,
+            cancel,
+            next: Some(Next::Query(soql)),
+        }
     }
+}
 
-    async fn query_more(
-        &self,
-        object: &str,
-        next: &str,
-        cancel: &CancellationToken,
-    ) -> Result<crate::rest::QueryPage, GapError> {
-        self.rest
-            .query_more(next, cancel)
-            .await
-            .map_err(|e| rest_error(object, e))
+/// The pages of one query ([`Rereader::pages`]).
+struct Pages<'a> {
+    rest: &'a RestClient,
+    object: &'a str,
+    fields: &'a [Field],
+    cancel: &'a CancellationToken,
+    /// What fetches the next page; `None` when done.
+    next: Option<Next<'a>>,
+}
+
+enum Next<'a> {
+    Query(&'a str),
+    More(String),
+}
+
+impl<'a> Pages<'a> {
+    /// The next page's rows in the event's shape (converted as they are taken); `None` when
+    /// done.
+    async fn next(
+        &mut self,
+    ) -> Result<
+        Option<impl Iterator<Item = Result<(String, Map<String, Value>), GapError>> + use<'a>>,
+        GapError,
+    > {
+        let page = match self.next.take() {
+            None => return Ok(None),
+            Some(Next::Query(soql)) => self.rest.query(soql, self.cancel).await,
+            Some(Next::More(url)) => self.rest.query_more(&url, self.cancel).await,
+        }
+        .map_err(|e| rest_error(self.object, e))?;
+        self.next = page.next.map(Next::More);
+        let (object, fields) = (self.object, self.fields);
+        Ok(Some(
+            page.records
+                .into_iter()
+                .map(move |row| normalize(object, fields, row)),
+        ))
     }
 }
 
@@ -364,7 +388,7 @@ impl Template {
         envelope.insert("record".into(), record.map_or(Value::Null, Value::Object));
         envelope.insert(
             "reread".into(),
-            json!({"mode": mode, "state": state, "read_at": now_ms()}),
+            json!({"mode": mode, "state": state, "read_at": crate::telemetry::unix_millis()}),
         );
         let value = serde_json::to_vec(&envelope).expect("serializing JSON values cannot fail");
         self.send(target, id, Some(&value), mode).await
@@ -398,13 +422,6 @@ impl Template {
         target.produced.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// Milliseconds since the epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `^[A-Za-z0-9_]+$`.

@@ -24,7 +24,7 @@
 //!   transaction, adds the checkpoint record to it and commits. A failure aborts the transaction
 //!   and restarts from the last committed checkpoint; being fenced stops the channel.
 //! * Cancellation stops intake at once, flushes Kafka within `drain_timeout` and writes the
-//!   final checkpoints (commits the last transaction).
+//!   final checkpoints (commits the last transaction, or aborts it if an event was cut short).
 //! * A record larger than Kafka accepts (`message.max.bytes`) dead-letters its event (stage
 //!   `size`) instead of failing the channel.
 
@@ -111,11 +111,15 @@ fn max_record_bytes(config: &Config) -> usize {
 
 /// The size librdkafka counts against `message.max.bytes`: key, value and headers (with a
 /// generous allowance for the header framing).
-fn record_size(key: &[u8], value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> usize {
+fn record_size<'h>(
+    key: &[u8],
+    value: Option<&[u8]>,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+) -> usize {
     key.len()
         + value.map_or(0, <[u8]>::len)
         + headers
-            .iter()
+            .into_iter()
             .map(|(k, v)| k.len() + v.len() + 10)
             .sum::<usize>()
 }
@@ -654,9 +658,10 @@ impl Transaction<'_> {
             .flush(drain)
             .await
             .map_err(|err| AttemptError::DeliveryFailed(err.to_string()))?;
-        // On the last commit a failure (an event abandoned by the stop) only bounds the
-        // checkpoint; otherwise the transaction holds records past a failed event: abort.
-        if reopen && let Some(reason) = self.window.failure() {
+        // The transaction may hold records past a failed event (also on the last commit: the
+        // head of a gap re-sync abandoned by the stop): committing them with a checkpoint before
+        // them would repeat them after the restart. Abort; the restart redoes the interval.
+        if let Some(reason) = self.window.failure() {
             return Err(AttemptError::DeliveryFailed(reason));
         }
         let durable = self.window.durable();
@@ -694,6 +699,18 @@ impl Transaction<'_> {
                 {
                     attempts += 1;
                     warn!(error = %crate::telemetry::error_chain(&err), "committing the transaction again");
+                }
+                // Still retriable after the retries: the commit may have succeeded. Aborting and
+                // restarting from the checkpoint remembered before it could repeat committed
+                // records; stop instead, so the next start reads the committed checkpoint.
+                Err(err) if err.transaction_failure() == TransactionFailure::Retriable => {
+                    return Err(AttemptError::Fatal(PipelineError::Channel {
+                        channel: self.channel.to_owned(),
+                        message: format!(
+                            "the outcome of the Kafka transaction commit is unknown ({}); stopping",
+                            crate::telemetry::error_chain(&err)
+                        ),
+                    }));
                 }
                 Err(err) => return Err(attempt_transaction_error(self.channel, err)),
             }
@@ -961,12 +978,8 @@ impl Processor<'_> {
     /// records is sent.
     fn check_sizes(&self, records: &[cdc::OutRecord]) -> Result<(), DeadLetter> {
         for record in records {
-            let headers: Vec<(&str, &[u8])> = record
-                .headers
-                .iter()
-                .map(|(k, v)| (*k, v.as_bytes()))
-                .collect();
-            let size = record_size(record.key.as_bytes(), record.value.as_deref(), &headers);
+            let headers = record.headers.iter().map(|(k, v)| (*k, v.as_bytes()));
+            let size = record_size(record.key.as_bytes(), record.value.as_deref(), headers);
             if size > self.max_record_bytes {
                 return Err(DeadLetter {
                     stage: "size",
@@ -1042,7 +1055,7 @@ impl Processor<'_> {
             ("forcebridge.event_id", raw.event_id.as_bytes()),
         ];
         // The raw bytes, unless they alone exceed Kafka's limit: then their head, marked.
-        let framing = record_size(replay_hex.as_bytes(), None, &headers) + 64;
+        let framing = record_size(replay_hex.as_bytes(), None, headers.iter().copied()) + 64;
         let room = self.max_record_bytes.saturating_sub(framing);
         let value = if raw.payload.len() > room {
             headers.push(("forcebridge.error.truncated_from", original_len.as_bytes()));

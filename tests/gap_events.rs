@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use forcebridge::checkpoint::CheckpointStore;
 use forcebridge::config::Config;
 use forcebridge::sim::{GapKind, RestFault, SimConfig, SimOrg};
 use support::kafka::{ConsumedRecord, MockKafka, wait_for_records};
@@ -19,19 +18,15 @@ const CHANNEL: &str = "/data/AccountChangeEvent";
 /// Fields a REST read returns that change events do not carry.
 const NOT_IN_EVENTS: [&str; 3] = ["Id", "IsDeleted", "SystemModstamp"];
 
+/// The test config of one channel; the mock cluster has no CreateTopics API.
 fn config(sim: &SimOrg, bootstrap: &str, extra_source: &str) -> Config {
-    let c = sim.config();
-    let text = format!(
-        "name: test\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: password\n    client_id: {id}\n    client_secret: {secret}\n    username: {user}\n    password: {password}\n    security_token: {token}\nsource:\n  channels:\n    - name: {CHANNEL}\n      initial_replay: earliest\n  checkpoint_interval: 100ms\n{extra_source}kafka:\n  bootstrap_servers: {bootstrap}\n  create_topics: false\n",
-        login = sim.instance_url(),
-        pubsub = sim.pubsub_endpoint(),
-        id = c.client_id,
-        secret = c.client_secret,
-        user = c.username,
-        password = c.password,
-        token = c.security_token,
-    );
-    Config::from_yaml(&text, |_| None).expect("test config is valid")
+    support::source::config_with(
+        sim,
+        bootstrap,
+        &[CHANNEL],
+        extra_source,
+        "  create_topics: false\n",
+    )
 }
 
 fn mock_kafka() -> MockKafka {
@@ -42,13 +37,7 @@ fn mock_kafka() -> MockKafka {
 }
 
 async fn checkpoint(bootstrap: &str) -> String {
-    let store = CheckpointStore::open(
-        &support::kafka::settings(bootstrap),
-        "forcebridge.checkpoints",
-        "test",
-    )
-    .await
-    .unwrap();
+    let store = support::source::checkpoints(bootstrap).await;
     hex::encode(store.get(CHANNEL).expect("checkpoint saved").replay_id)
 }
 
