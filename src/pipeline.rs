@@ -124,6 +124,21 @@ fn record_size<'h>(
             .sum::<usize>()
 }
 
+/// The longest `forcebridge.error.reason` header of a dead letter.
+const MAX_REASON_BYTES: usize = 8 * 1024;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
 /// Everything the channel tasks share.
 struct Shared {
     config: Arc<Config>,
@@ -1046,9 +1061,11 @@ impl Processor<'_> {
             .events_dead_lettered
             .fetch_add(1, Ordering::Relaxed);
         let original_len = raw.payload.len().to_string();
+        // A reason (e.g. a long REST error body) never makes the dead letter itself too large.
+        let reason = truncate_utf8(&dead.reason, MAX_REASON_BYTES);
         let mut headers: Vec<(&str, &[u8])> = vec![
             ("forcebridge.error.stage", dead.stage.as_bytes()),
-            ("forcebridge.error.reason", dead.reason.as_bytes()),
+            ("forcebridge.error.reason", reason.as_bytes()),
             ("forcebridge.channel", raw.channel.as_bytes()),
             ("forcebridge.replay_id", replay_hex.as_bytes()),
             ("forcebridge.schema_id", raw.schema_id.as_bytes()),
@@ -1244,5 +1261,29 @@ async fn checkpoint_loop(
         if stopping {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_utf8("short", 10), "short");
+        assert_eq!(truncate_utf8("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut inside it backs off to before it.
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert!(truncate_utf8(&"x".repeat(20_000), MAX_REASON_BYTES).len() == MAX_REASON_BYTES);
+    }
+
+    #[test]
+    fn record_size_counts_key_value_and_headers() {
+        let headers: [(&str, &[u8]); 2] = [("a", b"12"), ("bc", b"")];
+        assert_eq!(
+            record_size(b"key", Some(b"value"), headers.iter().copied()),
+            3 + 5 + (1 + 2 + 10) + (2 + 10)
+        );
+        assert_eq!(record_size(b"", None, std::iter::empty()), 0);
     }
 }
