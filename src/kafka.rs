@@ -254,11 +254,65 @@ impl ProducerContext for DeliveryContext {
         };
         self.stats
             .observe(pending.enqueued.elapsed(), outcome.is_ok());
+        if let (Some(probe), Ok(message)) = (LATENCY_PROBE.get(), result) {
+            probe.observe(rdkafka::Message::payload(message));
+        }
         pending.token.ack(outcome);
         if self.blocked.load(Ordering::Acquire) > 0 {
             self.space.notify_waiters();
         }
     }
+}
+
+/// Set once per process by [`install_latency_probe`] (`forcebridge bench`); unset otherwise, when
+/// the delivery callback pays one atomic load for it.
+static LATENCY_PROBE: std::sync::OnceLock<Arc<LatencyProbe>> = std::sync::OnceLock::new();
+
+/// Benchmark probe: for every acknowledged record whose value carries `"commit_timestamp":<ms>`
+/// (a source record), the time from that commit in Salesforce to the delivery report, in whole
+/// milliseconds (the commit timestamp's resolution).
+#[derive(Debug, Default)]
+pub struct LatencyProbe {
+    samples_ms: std::sync::Mutex<Vec<u64>>,
+}
+
+impl LatencyProbe {
+    fn observe(&self, payload: Option<&[u8]>) {
+        const KEY: &[u8] = b"\"commit_timestamp\":";
+        let Some(payload) = payload else { return };
+        let Some(at) = payload.windows(KEY.len()).position(|w| w == KEY) else {
+            return;
+        };
+        let digits = &payload[at + KEY.len()..];
+        let end = digits
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(digits.len());
+        let Some(committed) = std::str::from_utf8(&digits[..end])
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let latency = crate::telemetry::unix_millis().saturating_sub(committed);
+        if let Ok(mut samples) = self.samples_ms.lock() {
+            samples.push(latency);
+        }
+    }
+
+    /// Takes the samples collected so far (commit → delivery report, milliseconds).
+    pub fn take(&self) -> Vec<u64> {
+        self.samples_ms
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+/// Turns on the [`LatencyProbe`] for every producer of this process (costs a scan of each
+/// delivered record's value); returns it. Meant for `forcebridge bench` only.
+pub fn install_latency_probe() -> Arc<LatencyProbe> {
+    LATENCY_PROBE.get_or_init(Default::default).clone()
 }
 
 /// The idempotent producer of the source side. Cheap to clone; share it across channel tasks

@@ -5,6 +5,7 @@
 //! See `ARCHITECTURE.md` for the data flow and the contract of each module.
 
 pub mod auth;
+pub mod bench;
 pub mod cdc;
 pub mod check;
 pub mod checkpoint;

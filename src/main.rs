@@ -51,6 +51,10 @@ enum Command {
     /// Demo: a simulated Salesforce org and an embedded Kafka, a stream of changes, the pipeline,
     /// progress and a summary.
     Demo(forcebridge::demo::DemoArgs),
+    /// Benchmarks: a simulated org, an embedded Kafka and the pipeline in this process; prints
+    /// events/s, CPU time per event, commit→Kafka latency and peak RSS.
+    #[command(subcommand)]
+    Bench(forcebridge::bench::BenchCommand),
     /// Run the simulated Salesforce org (Pub/Sub gRPC, OAuth, REST) until interrupted.
     Sim(forcebridge::sim::SimArgs),
 }
@@ -59,7 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own progress; its logs default to warnings only.
     let default_level = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
     telemetry::init_logging(cli.log_format, default_level);
@@ -185,6 +189,10 @@ fn dispatch(
         }
         Command::Demo(args) => {
             runtime.block_on(forcebridge::demo::run(args, shutdown_on_signals(None)))?;
+            Ok(())
+        }
+        Command::Bench(command) => {
+            runtime.block_on(forcebridge::bench::run(command, shutdown_on_signals(None)))?;
             Ok(())
         }
         Command::Sim(args) => {

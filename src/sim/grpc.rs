@@ -502,7 +502,15 @@ impl Subscription {
         let mut idle_since: Option<Instant> = None;
         // Events sent on this stream (for `reset_stream_every`).
         let mut sent: u64 = 0;
+        // Credits of FetchRequests still on their simulated round trip: (effective at, credits).
+        let mut in_flight: std::collections::VecDeque<(Instant, i32)> = Default::default();
         loop {
+            let now = Instant::now();
+            while in_flight.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, n)) = in_flight.pop_front() {
+                    credits = credits.saturating_add(n).min(MAX_OUTSTANDING);
+                }
+            }
             tip.borrow_and_update();
             if silences.has_changed().unwrap_or(false) {
                 return self.stay_silent().await;
@@ -577,12 +585,16 @@ impl Subscription {
                             &format!("The topic name {} in FetchRequest doesn't match the subscribed topic {topic}.", req.topic_name),
                         );
                     }
+                    let rtt = shared.stream_faults.rtt_micros.load(Ordering::Relaxed);
                     match self.check_credits(&req) {
+                        Ok(n) if rtt > 0 => in_flight
+                            .push_back((Instant::now() + std::time::Duration::from_micros(rtt), n)),
                         Ok(n) => credits = credits.saturating_add(n).min(MAX_OUTSTANDING),
                         Err(stop) => return stop,
                     }
                     idle_since = None;
                 }
+                () = sleep_until_opt(in_flight.front().map(|(at, _)| *at)), if !in_flight.is_empty() => {}
                 changed = tip.changed(), if credits > 0 => {
                     if changed.is_err() {
                         return Stop::Quiet;
@@ -678,6 +690,10 @@ pub(crate) struct StreamFaults {
     pub expired: AtomicU64,
     /// Streams that went silent.
     pub silenced: AtomicU64,
+    /// Simulated client↔org round trip, microseconds (0: none): the credits of a FetchRequest
+    /// after the first take effect this long after it arrives (the flow-control round trip of a
+    /// real network). Events already requested are not delayed.
+    pub rtt_micros: AtomicU64,
 }
 
 impl Default for StreamFaults {
@@ -690,6 +706,7 @@ impl Default for StreamFaults {
             resets: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             silenced: AtomicU64::new(0),
+            rtt_micros: AtomicU64::new(0),
         }
     }
 }

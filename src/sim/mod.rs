@@ -1064,6 +1064,17 @@ impl SimOrg {
         self.shared.reset_stream_every(n);
     }
 
+    /// Simulated network round trip between client and org on Subscribe streams: the credits of
+    /// each FetchRequest after a stream's first take effect `rtt` after it arrives, as on a real
+    /// network where the client's request and the org's next events each cross it once. Events
+    /// the client already requested are sent at once (no one-way delay). Zero turns it off.
+    pub fn set_stream_rtt(&self, rtt: Duration) {
+        self.shared
+            .stream_faults
+            .rtt_micros
+            .store(rtt.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Fault injection: every `Subscribe` call in the next `duration` is refused with
     /// `UNAVAILABLE` (`service.unavailable`); open streams are not affected.
     pub fn refuse_subscriptions_for(&self, duration: Duration) {

@@ -1,0 +1,470 @@
+//! `forcebridge bench source`: throughput, CPU, latency and memory of the source path, end to end.
+//!
+//! Contract: starts a simulated Salesforce org and an embedded Kafka (librdkafka's mock cluster)
+//! in this process, like `forcebridge demo`, and runs the real pipeline (at-least-once) on
+//! `--channels` CDC channels (`/data/AccountChangeEvent`, then `/data/ContactChangeEvent`).
+//! Each event is one record created in the org with exactly `--width` fields set by the bench
+//! (`Name` plus `Bench_Field_<k>__c` text fields added to the object's schema); the org adds its
+//! system fields. Events go round-robin over the channels.
+//!
+//! * Flat out (no `--rate`): the `--events` changes are made first, outside the measured window;
+//!   then the pipeline starts from `earliest` and the window runs until Kafka acknowledged every
+//!   record (startup — login, Subscribe, GetSchema — included).
+//! * At a rate (`--rate R`): the pipeline starts and subscribes first; the window opens when a
+//!   generator begins committing changes at R events/s and closes at the last acknowledgement.
+//!
+//! Per run it prints: events/s (events ÷ window), CPU time per event (the process's user+sys time
+//! over the window from `/proc/self/stat`, 10 ms ticks, ÷ events — it includes the in-process
+//! simulated org and mock Kafka, and in a rate run the generation of the changes), latency from
+//! the commit in the org (`commit_timestamp`, ms) to the Kafka delivery report (p50/p99/max, ms),
+//! the producer's enqueue→ack histogram (bucket bounds), and the peak RSS (`VmHWM`, which
+//! includes the org's stored events). `--rtt` delays each FetchRequest's credits at the org by
+//! that round trip ([`crate::sim::SimOrg::set_stream_rtt`]). It fails when the records
+//! acknowledged do not match the events made, or the run overruns `--timeout-secs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::kafka::EmbeddedKafka;
+use crate::sim::{SimConfig, SimOrg};
+use crate::telemetry::{DELIVERY_LATENCY_BUCKETS, PipelineStats};
+
+/// `forcebridge bench …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Salesforce (simulated) → forcebridge → Kafka (mock cluster), in this process.
+    Source(SourceBenchArgs),
+}
+
+/// Options of `forcebridge bench source`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceBenchArgs {
+    /// Change events to make (one record per event).
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+    /// Commit changes at this many events/s while the pipeline runs; flat out when absent.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// CDC channels to stream (1: Account; 2: Account and Contact, the objects the simulated org
+    /// has change events for).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub channels: u8,
+    /// Fields set per event: `Name` plus `width - 1` added text fields (16 characters each).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub width: u16,
+    /// Simulated client↔org network round trip, milliseconds (delays the flow-control credits).
+    #[arg(long, default_value_t = 0)]
+    pub rtt: u64,
+    /// Flow-control credits per subscription (`source.batch_size`, 1..=100).
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: u32,
+    /// Give up when the records have not all been acknowledged after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+}
+
+/// Errors of the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("the simulated org failed: {0}")]
+    Sim(String),
+    #[error("the embedded Kafka failed: {0}")]
+    Kafka(String),
+    #[error("the bench config was rejected: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+const OBJECTS: [(&str, &str); 2] = [
+    ("Account", "/data/AccountChangeEvent"),
+    ("Contact", "/data/ContactChangeEvent"),
+];
+
+/// Runs `forcebridge bench …`.
+pub async fn run(command: BenchCommand, cancel: CancellationToken) -> Result<(), BenchError> {
+    match command {
+        BenchCommand::Source(args) => source(args, cancel).await,
+    }
+}
+
+/// Process CPU time (user + system) so far, from `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    const TICKS_PER_SECOND: u64 = 100;
+    Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
+}
+
+/// Peak resident set size (`VmHWM`), bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb = line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(kb * 1024)
+}
+
+/// The `q` quantile (0..=1) of sorted samples (nearest rank).
+fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// Upper bound (ms) of the histogram bucket holding the `q` quantile; `None` past the last bound.
+fn bucket_quantile(buckets: &[u64], q: f64) -> Option<Option<f64>> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(DELIVERY_LATENCY_BUCKETS.get(i).map(|s| s * 1000.0));
+        }
+    }
+    Some(None)
+}
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The fields of change `i` on `object`: exactly `width` of them.
+fn change(object: &str, i: usize, width: u16) -> Map<String, Value> {
+    let mut f = if object == "Contact" {
+        fields(json!({ "Name": { "LastName": format!("Bench {i}") } }))
+    } else {
+        fields(json!({ "Name": format!("Bench {i}") }))
+    };
+    for k in 1..width {
+        f.insert(
+            format!("Bench_Field_{k}__c"),
+            Value::String(format!("{:016}", i as u64 * 1000 + u64::from(k))),
+        );
+    }
+    f
+}
+
+/// Makes change `i` (on object `i % channels`).
+fn make_change(sim: &SimOrg, i: usize, channels: usize, width: u16) -> Result<(), BenchError> {
+    let (object, _) = OBJECTS[i % channels];
+    sim.create(object, change(object, i, width))
+        .map(|_| ())
+        .map_err(|e| BenchError::Sim(e.to_string()))
+}
+
+fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SourceBenchArgs) -> String {
+    let c = sim.config();
+    let channels: String = OBJECTS[..usize::from(args.channels)]
+        .iter()
+        .map(|(_, ch)| format!("    - name: {ch}\n      initial_replay: earliest\n"))
+        .collect();
+    format!(
+        r#"name: forcebridge-bench
+salesforce:
+  login_url: {instance}
+  pubsub_endpoint: {pubsub}
+  allow_plaintext: true
+  auth:
+    type: client_credentials
+    client_id: {client_id}
+    client_secret: {client_secret}
+source:
+  channels:
+{channels}  topic_template: "salesforce.{{object}}"
+  batch_size: {batch}
+kafka:
+  bootstrap_servers: {bootstrap}
+"#,
+        instance = sim.instance_url(),
+        pubsub = sim.pubsub_endpoint(),
+        client_id = c.client_id,
+        client_secret = c.client_secret,
+        batch = args.batch_size,
+    )
+}
+
+async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), BenchError> {
+    let channels = usize::from(args.channels);
+    let n = args.events;
+    let probe = crate::kafka::install_latency_probe();
+    let sim = SimOrg::start(SimConfig::default())
+        .await
+        .map_err(|e| BenchError::Sim(e.to_string()))?;
+    sim.set_stream_rtt(Duration::from_millis(args.rtt));
+    for (object, _) in &OBJECTS[..channels] {
+        for k in 1..args.width {
+            sim.add_field(object, &format!("Bench_Field_{k}__c"), json!("string"))
+                .map_err(|e| BenchError::Sim(e.to_string()))?;
+        }
+    }
+    let kafka = EmbeddedKafka::start(3).map_err(|e| BenchError::Kafka(e.to_string()))?;
+    let bootstrap = kafka.bootstrap_servers();
+    // A mock-cluster partition keeps only its last 5 MB: keep each under 4 MB.
+    let record_bytes = 1536 + 48 * usize::from(args.width);
+    let per_topic = n.div_ceil(channels);
+    let partitions = (1 + per_topic * record_bytes / (4 << 20)).min(1000) as i32;
+    for topic in ["forcebridge.checkpoints", "forcebridge.dlq"] {
+        kafka
+            .create_topic(topic, 1)
+            .map_err(|e| BenchError::Kafka(e.to_string()))?;
+    }
+    for (object, _) in &OBJECTS[..channels] {
+        kafka
+            .create_topic(&format!("salesforce.{object}"), partitions)
+            .map_err(|e| BenchError::Kafka(e.to_string()))?;
+    }
+    let mode = match args.rate {
+        Some(r) => format!("at {r} events/s"),
+        None => "flat out (changes made first, then drained from earliest)".to_owned(),
+    };
+    println!("forcebridge bench source");
+    println!(
+        "  {n} events, {mode}; {channels} channel(s), {} fields per event, rtt {} ms, batch_size {}, {partitions} partition(s) per topic",
+        args.width, args.rtt, args.batch_size
+    );
+
+    let config = Arc::new(Config::from_yaml(
+        &bench_config(&sim, &bootstrap, &args),
+        |_| None,
+    )?);
+    let stats = Arc::new(PipelineStats::default());
+    let pipeline_cancel = cancel.child_token();
+
+    let generated_in = if args.rate.is_none() {
+        let started = Instant::now();
+        for i in 0..n {
+            make_change(&sim, i, channels, args.width)?;
+        }
+        let took = started.elapsed();
+        println!("  made {n} changes in the org in {took:.2?} (outside the measured window)");
+        Some(took)
+    } else {
+        None
+    };
+
+    let cpu_before_start = cpu_time();
+    let started_pipeline = Instant::now();
+    let pipeline = tokio::spawn(crate::pipeline::run(
+        config.clone(),
+        stats.clone(),
+        pipeline_cancel.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+
+    let mut generator = None;
+    let (window_start, cpu_start) = match args.rate {
+        None => (started_pipeline, cpu_before_start),
+        Some(rate) => {
+            // Subscribed on every channel before the first change.
+            loop {
+                let snap = stats.snapshot();
+                let up = snap.channels.values().filter(|c| c.stream_up).count();
+                if up >= channels || pipeline.is_finished() || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let sim = sim.clone();
+            let width = args.width;
+            let start = Instant::now();
+            let cpu = cpu_time();
+            generator = Some(tokio::spawn(async move {
+                for i in 0..n {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate.max(0.001));
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    make_change(&sim, i, channels, width)?;
+                }
+                Ok::<_, BenchError>(start.elapsed())
+            }));
+            (start, cpu)
+        }
+    };
+
+    // Until every record is acknowledged.
+    let mut last_report = Instant::now();
+    let outcome = loop {
+        let produced = stats.snapshot().records_produced();
+        if produced >= n as u64 {
+            break Ok(());
+        }
+        if pipeline.is_finished() {
+            break Err("the pipeline stopped early".to_owned());
+        }
+        if cancel.is_cancelled() {
+            break Err("interrupted".to_owned());
+        }
+        if Instant::now() > deadline {
+            break Err(format!(
+                "timed out with {produced}/{n} records acknowledged"
+            ));
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = Instant::now();
+            println!(
+                "  [{:>6.1}s] records acknowledged {produced:>8}/{n}",
+                window_start.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let window = window_start.elapsed();
+    let cpu_end = cpu_time();
+    let rss = peak_rss();
+    let generation = match generator {
+        Some(g) => Some(
+            g.await
+                .map_err(|e| BenchError::Failed(format!("generator task failed: {e}")))??,
+        ),
+        None => None,
+    };
+
+    pipeline_cancel.cancel();
+    let result = pipeline
+        .await
+        .map_err(|e| BenchError::Failed(format!("pipeline task failed: {e}")))?;
+    let snapshot = stats.snapshot();
+    let mut samples = probe.take();
+    samples.sort_unstable();
+    drop(kafka);
+    sim.shutdown().await;
+    result?;
+    outcome.map_err(BenchError::Failed)?;
+
+    let secs = window.as_secs_f64();
+    let produced = snapshot.records_produced();
+    let received = snapshot.events_received();
+    let ms = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| format!("{v} ms"));
+    let bound = |v: Option<Option<f64>>| match v {
+        None => "n/a".to_owned(),
+        Some(Some(b)) => format!("<= {b} ms"),
+        Some(None) => "> 10000 ms".to_owned(),
+    };
+    println!();
+    println!("results");
+    println!("  {:<44} {n}", "events made in the org");
+    println!("  {:<44} {received}", "events received by forcebridge");
+    println!("  {:<44} {produced}", "records acknowledged by Kafka");
+    println!(
+        "  {:<44} {}",
+        "dead-lettered",
+        snapshot.events_dead_lettered()
+    );
+    println!("  {:<44} {:.3} s", "measured window", secs);
+    if let Some(g) = generation {
+        println!(
+            "  {:<44} {:.3} s",
+            "  of which committing changes at the rate",
+            g.as_secs_f64()
+        );
+    }
+    println!(
+        "  {:<44} {:.0}",
+        "throughput, events/s (end to end)",
+        n as f64 / secs
+    );
+    match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => {
+            let cpu = b.saturating_sub(a);
+            println!(
+                "  {:<44} {:.1} µs  ({:.2} s CPU over the window, {:.0}% of one core)",
+                "CPU time per event",
+                cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
+                cpu.as_secs_f64(),
+                100.0 * cpu.as_secs_f64() / secs
+            );
+        }
+        _ => println!("  {:<44} n/a (no /proc/self/stat)", "CPU time per event"),
+    }
+    println!(
+        "    (process user+sys, 10 ms ticks; includes the in-process simulated org and mock Kafka{})",
+        if generated_in.is_some() {
+            "; the changes were made before the window"
+        } else {
+            ", and committing the changes"
+        }
+    );
+    println!(
+        "  {:<44} p50 {}  p99 {}  max {}  ({} samples)",
+        "latency commit → Kafka ack",
+        ms(quantile(&samples, 0.50)),
+        ms(quantile(&samples, 0.99)),
+        ms(samples.last().copied()),
+        samples.len()
+    );
+    if generated_in.is_some() {
+        println!(
+            "    (flat out: the changes were committed before the pipeline started, so this is mostly queueing)"
+        );
+    }
+    println!("    (commit_timestamp has millisecond resolution)");
+    println!(
+        "  {:<44} p50 {}  p99 {}  mean {:.2} ms  ({} reports)",
+        "Kafka producer enqueue → ack (histogram)",
+        bound(bucket_quantile(&snapshot.deliveries.buckets, 0.50)),
+        bound(bucket_quantile(&snapshot.deliveries.buckets, 0.99)),
+        snapshot.deliveries.sum_seconds * 1000.0 / snapshot.deliveries.count().max(1) as f64,
+        snapshot.deliveries.count()
+    );
+    match rss {
+        Some(b) => println!(
+            "  {:<44} {:.1} MiB  (whole process, incl. the org's stored events)",
+            "peak RSS (VmHWM)",
+            b as f64 / (1 << 20) as f64
+        ),
+        None => println!("  {:<44} n/a", "peak RSS (VmHWM)"),
+    }
+    if produced != n as u64 || received != n as u64 || samples.len() != n {
+        return Err(BenchError::Failed(format!(
+            "count mismatch: {n} events made, {received} received, {produced} acknowledged, {} latency samples",
+            samples.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), Some(50));
+        assert_eq!(quantile(&v, 0.99), Some(99));
+        assert_eq!(quantile(&[], 0.5), None);
+        let mut buckets = [0u64; DELIVERY_LATENCY_BUCKETS.len() + 1];
+        buckets[0] = 60;
+        buckets[3] = 39;
+        buckets[DELIVERY_LATENCY_BUCKETS.len()] = 1;
+        assert_eq!(bucket_quantile(&buckets, 0.5), Some(Some(1.0)));
+        assert_eq!(bucket_quantile(&buckets, 0.99), Some(Some(10.0)));
+        assert_eq!(bucket_quantile(&buckets, 1.0), Some(None));
+    }
+
+    #[test]
+    fn a_change_sets_exactly_width_fields() {
+        assert_eq!(change("Account", 3, 1).len(), 1);
+        assert_eq!(change("Contact", 3, 20).len(), 20);
+    }
+}
