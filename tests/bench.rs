@@ -1,0 +1,76 @@
+//! `forcebridge bench source` as a user runs it: every figure is printed and the counts match.
+//! No assertion on speed.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+        .args(["bench", "source"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
+/// The value after a result label, e.g. `records acknowledged by Kafka   300`.
+fn figure<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{out}"))
+        .trim()
+}
+
+fn check_figures(out: &str, events: u64) {
+    for label in [
+        "events made in the org",
+        "events received by forcebridge",
+        "records acknowledged by Kafka",
+    ] {
+        assert_eq!(figure(out, label), events.to_string(), "{label}\n{out}");
+    }
+    assert_eq!(figure(out, "dead-lettered"), "0", "{out}");
+    let rate: f64 = figure(out, "throughput, events/s (end to end)")
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "{out}");
+    assert!(figure(out, "CPU time per event").contains(" µs"), "{out}");
+    let latency = figure(out, "latency commit → Kafka ack");
+    for part in ["p50 ", "p99 ", "max ", &format!("({events} samples)")] {
+        assert!(latency.contains(part), "{part}: {out}");
+    }
+    assert!(!latency.contains("n/a"), "{out}");
+    let delivery = figure(out, "Kafka producer enqueue → ack (histogram)");
+    assert!(delivery.contains(&format!("({events} reports)")), "{out}");
+    assert!(figure(out, "peak RSS (VmHWM)").contains(" MiB"), "{out}");
+}
+
+#[test]
+fn flat_out_prints_every_figure_with_matching_counts() {
+    let out = bench(&["--events", "300"]);
+    assert!(out.contains("flat out"), "{out}");
+    check_figures(&out, 300);
+}
+
+#[test]
+fn at_a_rate_on_two_wide_channels_with_a_round_trip() {
+    let out = bench(&[
+        "--events",
+        "200",
+        "--rate",
+        "400",
+        "--channels",
+        "2",
+        "--width",
+        "30",
+        "--rtt",
+        "5",
+    ]);
+    assert!(
+        out.contains("at 400 events/s; 2 channel(s), 30 fields per event, rtt 5 ms"),
+        "{out}"
+    );
+    check_figures(&out, 200);
+}
