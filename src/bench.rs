@@ -172,32 +172,20 @@ fn make_change(sim: &SimOrg, i: usize, channels: usize, width: u16) -> Result<()
 }
 
 fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SourceBenchArgs) -> String {
-    let c = sim.config();
     let channels: String = OBJECTS[..usize::from(args.channels)]
         .iter()
         .map(|(_, ch)| format!("    - name: {ch}\n      initial_replay: earliest\n"))
         .collect();
     format!(
         r#"name: forcebridge-bench
-salesforce:
-  login_url: {instance}
-  pubsub_endpoint: {pubsub}
-  allow_plaintext: true
-  auth:
-    type: client_credentials
-    client_id: {client_id}
-    client_secret: {client_secret}
-source:
+{salesforce}source:
   channels:
 {channels}  topic_template: "salesforce.{{object}}"
   batch_size: {batch}
 kafka:
   bootstrap_servers: {bootstrap}
 "#,
-        instance = sim.instance_url(),
-        pubsub = sim.pubsub_endpoint(),
-        client_id = c.client_id,
-        client_secret = c.client_secret,
+        salesforce = sim.salesforce_yaml(),
         batch = args.batch_size,
     )
 }

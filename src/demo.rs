@@ -276,18 +276,9 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
 
 /// The config a user would write for this org and cluster.
 fn demo_config(sim: &SimOrg, bootstrap: &str) -> String {
-    let c = sim.config();
     format!(
         r#"name: forcebridge-demo
-salesforce:
-  login_url: {instance}
-  pubsub_endpoint: {pubsub}
-  allow_plaintext: true
-  auth:
-    type: client_credentials
-    client_id: {client_id}
-    client_secret: {client_secret}
-source:
+{salesforce}source:
   channels:
     - name: /data/AccountChangeEvent
       initial_replay: earliest
@@ -307,10 +298,7 @@ sink:
 kafka:
   bootstrap_servers: {bootstrap}
 "#,
-        instance = sim.instance_url(),
-        pubsub = sim.pubsub_endpoint(),
-        client_id = c.client_id,
-        client_secret = c.client_secret,
+        salesforce = sim.salesforce_yaml(),
     )
 }
 

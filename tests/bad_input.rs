@@ -15,14 +15,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use forcebridge::checkpoint::CheckpointStore;
 use forcebridge::config::Config;
 use forcebridge::sim::catalog::{ACCOUNT_CHANGE_EVENT, FieldKind, SchemaVersion};
 use forcebridge::sim::{SimConfig, SimOrg};
 use support::kafka::{MockKafka, wait_for_records};
-use support::source::{MOCK_KAFKA, config_with, header, key, start, value};
+use support::source::{MOCK_KAFKA, config_with, header, key, order, record_texts, start, value};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "/event/Order_Event__e";
@@ -32,13 +32,6 @@ const DLQ: &str = "forcebridge.dlq";
 
 fn config(sim: &SimOrg, bootstrap: &str) -> Config {
     config_with(sim, bootstrap, &[CHANNEL], "", MOCK_KAFKA)
-}
-
-fn order(number: &str) -> Map<String, Value> {
-    match json!({"Order_Number__c": number, "Amount__c": 12.5, "Status__c": "Placed"}) {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    }
 }
 
 /// A correctly encoded `AccountChangeEvent` UPDATE of `id` setting `Name` (and
@@ -174,17 +167,8 @@ async fn bad_bitmaps_go_to_the_dead_letter_topic_and_later_events_flow() {
 
     // Everything good arrived, in order for the one record id.
     let orders = wait_for_records(&bootstrap, ORDERS, 2, WAIT).await;
-    let numbers: BTreeSet<String> = orders
-        .iter()
-        .map(|r| {
-            value(r)["record"]["Order_Number__c"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
     assert_eq!(
-        numbers,
+        record_texts(&orders, "Order_Number__c"),
         BTreeSet::from(["ORD-1".to_owned(), "ORD-2".to_owned()])
     );
     let accounts = wait_for_records(&bootstrap, ACCOUNTS, 2, WAIT).await;

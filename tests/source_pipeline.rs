@@ -13,8 +13,8 @@ use forcebridge::config::Config;
 use forcebridge::sim::{SimConfig, SimOrg};
 use support::kafka::{ConsumedRecord, Tansu, read_topic, wait_for_records};
 use support::source::{
-    MOCK_KAFKA, WAIT, checkpoints, config_with, fields, header, key, mock_kafka, replay_ids, start,
-    value,
+    MOCK_KAFKA, WAIT, checkpoints, config_with, fields, header, key, mock_kafka, order,
+    record_texts, replay_ids, start, value,
 };
 
 const ACCOUNTS: &str = "salesforce.Account";
@@ -274,8 +274,6 @@ async fn undecodable_events_go_to_the_dead_letter_topic() {
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     let channel = "/event/Order_Event__e";
     let running = start(config(&sim, &bootstrap, &[channel], ""));
-    let order =
-        |n: &str| fields(json!({"Order_Number__c": n, "Amount__c": 12.5, "Status__c": "Placed"}));
 
     sim.publish_event(channel, order("ORD-1")).unwrap();
     let first = wait_for_records(&bootstrap, "salesforce.Order_Event__e", 1, WAIT).await;
@@ -291,16 +289,10 @@ async fn undecodable_events_go_to_the_dead_letter_topic() {
 
     let good = wait_for_records(&bootstrap, "salesforce.Order_Event__e", 2, WAIT).await;
     // Keys (event ids) spread over partitions: compare contents, not positions.
-    let numbers: BTreeSet<String> = good
-        .iter()
-        .map(|r| {
-            value(r)["record"]["Order_Number__c"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(numbers, set(&["ORD-1", "ORD-2"]));
+    assert_eq!(
+        record_texts(&good, "Order_Number__c"),
+        set(&["ORD-1", "ORD-2"])
+    );
     let dead = wait_for_records(&bootstrap, "forcebridge.dlq", 3, WAIT).await;
     assert_eq!(dead.len(), 3);
     let stages: Vec<String> = dead

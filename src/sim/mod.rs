@@ -689,6 +689,20 @@ impl SimOrg {
         self.shared.pubsub_endpoint.clone()
     }
 
+    /// The `salesforce:` section of a forcebridge config for this org: its endpoints and the
+    /// connected app's client credentials (the integration user), as the demo and the bench
+    /// write it.
+    pub fn salesforce_yaml(&self) -> String {
+        let c = self.config();
+        format!(
+            "salesforce:\n  login_url: {instance}\n  pubsub_endpoint: {pubsub}\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: {id}\n    client_secret: {secret}\n",
+            instance = self.instance_url(),
+            pubsub = self.pubsub_endpoint(),
+            id = c.client_id,
+            secret = c.client_secret,
+        )
+    }
+
     /// The instance URL (also the login URL), `http://127.0.0.1:PORT` (`https://` with
     /// [`SimConfig::tls`]).
     pub fn instance_url(&self) -> String {

@@ -157,6 +157,24 @@ pub fn fields(value: Value) -> Map<String, Value> {
     }
 }
 
+/// The fields of an `Order_Event__e` Platform Event numbered `number`.
+pub fn order(number: &str) -> Map<String, Value> {
+    fields(serde_json::json!({"Order_Number__c": number, "Amount__c": 12.5, "Status__c": "Placed"}))
+}
+
+/// The distinct values of `record.<field>` (text) in `records`.
+pub fn record_texts(records: &[ConsumedRecord], field: &str) -> BTreeSet<String> {
+    records
+        .iter()
+        .map(|r| {
+            value(r)["record"][field]
+                .as_str()
+                .unwrap_or_else(|| panic!("record.{field} is not text"))
+                .to_owned()
+        })
+        .collect()
+}
+
 /// The JSON value of a record.
 pub fn value(record: &ConsumedRecord) -> Value {
     serde_json::from_slice(record.value.as_deref().expect("not a tombstone")).expect("JSON value")
