@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -72,7 +72,12 @@ pub(super) async fn serve(
     }
     let result = builder
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            // Like Salesforce's front ends: no Nagle delay on small FetchResponses (with delayed
+            // ACKs it added tens of milliseconds to every event at low rates).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
         .await;
     if let Err(error) = result {
         tracing::error!(%error, "simulated Pub/Sub server failed");

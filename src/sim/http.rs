@@ -52,6 +52,11 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
     let app = router(shared);
     let result = match incoming {
         Incoming::Plain(listener) => {
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                // Small JSON responses go out at once (no Nagle delay), as from a real server.
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
