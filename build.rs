@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Event payloads and replay ids as `Bytes`: decoded as slices of the received buffer
+        // (no copy per event), and shared instead of copied by whoever keeps them.
+        .bytes(".eventbus.v1.ProducerEvent.payload")
+        .bytes(".eventbus.v1.ConsumerEvent.replay_id")
         .compile_fds(descriptors)?;
     Ok(())
 }

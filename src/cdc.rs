@@ -13,15 +13,17 @@
 //! * Corrupt payloads and bad bitmaps are errors ([`DecodeError::stage`] names the dead-letter
 //!   stage), never panics.
 //!
-//! Hot path: the schema is compiled once per schema id (see [`avro`]); decoding writes JSON
-//! values directly from the bytes, allocating only for values that are kept; the envelope's
-//! shared part is serialized once per event and reused for every record id.
+//! * [`encode`] does both in one pass for the pipeline.
+//!
+//! Hot path: the schema is compiled once per schema id (see [`avro`]); [`encode`] writes the
+//! envelope's JSON text straight from the Avro bytes into reusable buffers ([`Scratch`]), with
+//! no intermediate values; the part shared by an event's record ids is written once and copied
+//! per record.
 
 mod avro;
 mod bitmap;
 
 use apache_avro::Schema;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::schema::{EventKind, EventSchema};
@@ -242,53 +244,220 @@ impl Layout {
 // Decoding
 // ---------------------------------------------------------------------------------------------
 
-/// Decodes one raw Avro datum with its writer schema, parsing the header and expanding bitmaps.
-pub fn decode(schema: &EventSchema, payload: &[u8]) -> Result<DecodedEvent, DecodeError> {
+/// Reusable buffers of the decoder. A channel's processor keeps one, so that [`encode`]
+/// allocates nothing per event but the records it returns.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The body as JSON text (the envelope's `record`).
+    body: Vec<u8>,
+    /// The envelope after its leading per-record fields.
+    tail: Vec<u8>,
+    changed: Vec<FieldRef>,
+    nulled: Vec<FieldRef>,
+    diff: Vec<FieldRef>,
+    /// Per top-level body field: [`NULLED`] / [`CHILD_NULLED`].
+    flags: Vec<u8>,
+}
+
+/// The field itself is in `nulledFields`.
+const NULLED: u8 = 1;
+/// One of the (compound) field's children is in `nulledFields`.
+const CHILD_NULLED: u8 = 2;
+
+/// What [`read_event`] returns besides the text it writes into the [`Scratch`].
+struct Parsed {
+    /// The header with its bitmaps as received (expanded into the scratch).
+    header: Option<ChangeHeader>,
+    created_date: Option<i64>,
+}
+
+/// Reads one datum: the header into [`Parsed`], its bitmaps expanded into `s.changed`,
+/// `s.nulled` and `s.diff`, and the body written as JSON text into `s.body` under the envelope
+/// rule (fields that carry a value, plus the nulled fields as `null`, in schema order).
+///
+/// Errors come in the order of the contract: the datum (header, body, trailing bytes), then the
+/// `changedFields`, `diffFields` and `nulledFields` bitmaps.
+fn read_event(
+    schema: &EventSchema,
+    payload: &[u8],
+    s: &mut Scratch,
+) -> Result<Parsed, DecodeError> {
     let l = &schema.layout;
     let p = &l.program;
+    let t = &l.fields;
+    let fields = &p.records[l.body].fields;
     let mut r = Reader::new(payload);
-    let mut record = Map::new();
+    s.body.clear();
+    s.changed.clear();
+    s.nulled.clear();
+    s.diff.clear();
+    s.flags.clear();
+    s.flags.resize(fields.len(), 0);
     let mut header = None;
+    let mut nulled_error = None;
     let mut created_date = None;
-    for (i, f) in p.records[l.body].fields.iter().enumerate() {
+    let out = &mut s.body;
+    out.push(b'{');
+    let mut first = true;
+    for (i, f) in fields.iter().enumerate() {
         if i == 0 {
             if let Some(h) = &l.header {
-                header = Some(read_header(p, h, &mut r)?);
+                let read = read_header(p, h, &mut r)?;
+                // The body is written knowing the nulled fields; a bad bitmap is reported after
+                // the datum has been read.
+                if let Err(err) = t.expand(&read.nulled_fields, |f| s.nulled.push(f)) {
+                    nulled_error = Some(err);
+                    s.nulled.clear();
+                }
+                for f in &s.nulled {
+                    s.flags[f.top] |= if f.nested.is_none() {
+                        NULLED
+                    } else {
+                        CHILD_NULLED
+                    };
+                }
+                header = Some(read);
                 continue;
             }
         }
-        let Some(v) = p.read_present(&mut r, &f.node, 1)? else {
-            continue;
-        };
-        if l.created_date == Some(i) {
-            created_date = v.as_i64();
+        let mark = out.len();
+        if !first {
+            out.push(b',');
         }
-        record.insert(f.name.clone(), v);
-    }
-    r.finish()?;
-
-    let header = match header {
-        None => None,
-        Some(mut h) => {
-            let t = &l.fields;
-            h.changed_fields = t
-                .names(&h.changed_fields)
-                .map_err(bitmap("changedFields"))?;
-            h.diff_fields = t.names(&h.diff_fields).map_err(bitmap("diffFields"))?;
-            let mut nulled = Vec::new();
-            t.expand(&h.nulled_fields, |f| nulled.push(f))
-                .map_err(bitmap("nulledFields"))?;
-            h.nulled_fields = nulled.iter().map(|&f| t.name(f).to_owned()).collect();
-            for f in nulled {
-                insert_null(&mut record, t, f);
+        out.extend_from_slice(&f.key);
+        let value_at = out.len();
+        let mut written = match p.select(&mut r, &f.node)? {
+            None => false,
+            Some(Node::Record(record)) => {
+                write_compound(p, *record, i, &mut r, &s.nulled, s.flags[i], out)?
             }
-            Some(h)
+            Some(node) => {
+                p.write(&mut r, node, 1, true, out)?;
+                true
+            }
+        };
+        if written && l.created_date == Some(i) {
+            created_date = std::str::from_utf8(&out[value_at..])
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok());
         }
-    };
+        if !written {
+            out.truncate(value_at);
+            if s.flags[i] & CHILD_NULLED != 0 {
+                // Absent compound field with nulled children: an object of those children.
+                write_nulled_children(p, &f.node, i, &s.nulled, out);
+                written = true;
+            } else if s.flags[i] & NULLED != 0 {
+                out.extend_from_slice(b"null");
+                written = true;
+            }
+        }
+        if written {
+            first = false;
+        } else {
+            out.truncate(mark);
+        }
+    }
+    out.push(b'}');
+    r.finish()?;
+    if let Some(h) = &header {
+        t.expand(&h.changed_fields, |f| s.changed.push(f))
+            .map_err(bitmap("changedFields"))?;
+        t.expand(&h.diff_fields, |f| s.diff.push(f))
+            .map_err(bitmap("diffFields"))?;
+        if let Some(err) = nulled_error {
+            return Err(bitmap("nulledFields")(err));
+        }
+    }
+    Ok(Parsed {
+        header,
+        created_date,
+    })
+}
+
+/// A compound field's record (sparse), with its nulled children as `null` unless they carry a
+/// value; `false` (and a partial write) when nothing is left.
+fn write_compound(
+    p: &Program,
+    record: usize,
+    top: usize,
+    r: &mut Reader<'_>,
+    nulled: &[FieldRef],
+    flags: u8,
+    out: &mut Vec<u8>,
+) -> Result<bool, DecodeError> {
+    let depth = p.deeper(r, 1)?;
+    out.push(b'{');
+    let mut first = true;
+    for (j, child) in p.records[record].fields.iter().enumerate() {
+        let mark = out.len();
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(&child.key);
+        let value_at = out.len();
+        if p.write_present(r, &child.node, depth, out)? {
+            first = false;
+        } else if flags & CHILD_NULLED != 0 && is_nulled_child(nulled, top, j) {
+            out.truncate(value_at);
+            out.extend_from_slice(b"null");
+            first = false;
+        } else {
+            out.truncate(mark);
+        }
+    }
+    out.push(b'}');
+    Ok(!first)
+}
+
+fn is_nulled_child(nulled: &[FieldRef], top: usize, child: usize) -> bool {
+    nulled
+        .iter()
+        .any(|f| f.top == top && f.nested == Some(child))
+}
+
+/// `{"Child":null,…}` for the nulled children of an absent compound field, in schema order.
+fn write_nulled_children(
+    p: &Program,
+    node: &Node,
+    top: usize,
+    nulled: &[FieldRef],
+    out: &mut Vec<u8>,
+) {
+    out.push(b'{');
+    if let Some(record) = node.record_variant() {
+        let mut first = true;
+        for (j, child) in p.records[record].fields.iter().enumerate() {
+            if is_nulled_child(nulled, top, j) {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&child.key);
+                out.extend_from_slice(b"null");
+            }
+        }
+    }
+    out.push(b'}');
+}
+
+/// Decodes one raw Avro datum with its writer schema, parsing the header and expanding bitmaps
+/// (the structured form, for tests and tools; the pipeline uses [`encode`]).
+pub fn decode(schema: &EventSchema, payload: &[u8]) -> Result<DecodedEvent, DecodeError> {
+    let mut s = Scratch::default();
+    let parsed = read_event(schema, payload, &mut s)?;
+    let record = serde_json::from_slice(&s.body).expect("the decoder writes a JSON object");
+    let t = &schema.layout.fields;
+    let names = |refs: &[FieldRef]| refs.iter().map(|&f| t.name(f).to_owned()).collect();
+    let header = parsed.header.map(|mut h| {
+        h.changed_fields = names(&s.changed);
+        h.nulled_fields = names(&s.nulled);
+        h.diff_fields = names(&s.diff);
+        h
+    });
     Ok(DecodedEvent {
         header,
         record,
-        created_date,
+        created_date: parsed.created_date,
     })
 }
 
@@ -302,39 +471,6 @@ pub fn expand_bitmaps(
 
 fn bitmap(field: &'static str) -> impl FnOnce(BitmapError) -> DecodeError {
     move |source| DecodeError::Bitmap { field, source }
-}
-
-/// Puts a nulled field into `record` as `null` unless the body already carries it; nested
-/// `Parent.Child` goes into the parent's object (created when the parent is absent).
-fn insert_null(record: &mut Map<String, Value>, t: &FieldTable, f: FieldRef) {
-    if f.top == 0 && t.top_name(0) == "ChangeEventHeader" {
-        return;
-    }
-    let parent = t.top_name(f.top);
-    match f.nested {
-        None => {
-            if !record.contains_key(parent) {
-                record.insert(parent.to_owned(), Value::Null);
-            }
-        }
-        Some(j) => {
-            let child = t.child_name(f.top, j);
-            match record.get_mut(parent) {
-                Some(Value::Object(m)) => {
-                    if !m.contains_key(child) {
-                        m.insert(child.to_owned(), Value::Null);
-                    }
-                }
-                None | Some(Value::Null) => {
-                    let mut m = Map::new();
-                    m.insert(child.to_owned(), Value::Null);
-                    record.insert(parent.to_owned(), Value::Object(m));
-                }
-                // A non-record variant (e.g. the string form of a switchable name): keep it.
-                Some(_) => {}
-            }
-        }
-    }
 }
 
 fn read_header(
@@ -355,15 +491,15 @@ fn read_header(
     let mut nulled_fields = Vec::new();
     let mut diff_fields = Vec::new();
     for (f, role) in p.records[h.record].fields.iter().zip(h.roles.iter()) {
-        let v = p.read(r, &f.node, 2, false)?;
+        let node = &f.node;
         match role {
-            Role::EntityName => entity_name = string(v, "entityName")?,
-            Role::RecordIds => record_ids = strings(v, "recordIds")?,
-            Role::ChangeType => change_type = string(v, "changeType")?,
-            Role::ChangeOrigin => change_origin = string(v, "changeOrigin")?,
-            Role::TransactionKey => transaction_key = string(v, "transactionKey")?,
+            Role::EntityName => entity_name = header_string(p, r, node, "entityName")?,
+            Role::RecordIds => record_ids = header_strings(p, r, node, "recordIds")?,
+            Role::ChangeType => change_type = header_string(p, r, node, "changeType")?,
+            Role::ChangeOrigin => change_origin = header_string(p, r, node, "changeOrigin")?,
+            Role::TransactionKey => transaction_key = header_string(p, r, node, "transactionKey")?,
             Role::SequenceNumber => {
-                sequence_number = int(&v, "sequenceNumber")?
+                sequence_number = header_int(p, r, node, "sequenceNumber")?
                     .map(i32::try_from)
                     .transpose()
                     .map_err(|_| DecodeError::HeaderFieldType {
@@ -371,15 +507,19 @@ fn read_header(
                         expected: "int",
                     })?
             }
-            Role::CommitTimestamp => commit_timestamp = int(&v, "commitTimestamp")?,
-            Role::CommitNumber => commit_number = int(&v, "commitNumber")?,
-            Role::CommitUser => commit_user = string(v, "commitUser")?,
+            Role::CommitTimestamp => commit_timestamp = header_int(p, r, node, "commitTimestamp")?,
+            Role::CommitNumber => commit_number = header_int(p, r, node, "commitNumber")?,
+            Role::CommitUser => commit_user = header_string(p, r, node, "commitUser")?,
             Role::ChangedFields => {
-                changed_fields = strings(v, "changedFields")?.unwrap_or_default()
+                changed_fields = header_strings(p, r, node, "changedFields")?.unwrap_or_default()
             }
-            Role::NulledFields => nulled_fields = strings(v, "nulledFields")?.unwrap_or_default(),
-            Role::DiffFields => diff_fields = strings(v, "diffFields")?.unwrap_or_default(),
-            Role::Other => {}
+            Role::NulledFields => {
+                nulled_fields = header_strings(p, r, node, "nulledFields")?.unwrap_or_default()
+            }
+            Role::DiffFields => {
+                diff_fields = header_strings(p, r, node, "diffFields")?.unwrap_or_default()
+            }
+            Role::Other => p.write(r, node, 2, false, &mut Vec::new())?,
         }
     }
     Ok(ChangeHeader {
@@ -400,6 +540,61 @@ fn read_header(
 
 fn required<T>(v: Option<T>, field: &'static str) -> Result<T, DecodeError> {
     v.ok_or(DecodeError::MissingHeaderField { field })
+}
+
+/// A string (or enum symbol) header field; `null` is `None`. The usual types are read
+/// directly, anything else through a JSON value.
+fn header_string(
+    p: &Program,
+    r: &mut Reader<'_>,
+    node: &Node,
+    field: &'static str,
+) -> Result<Option<String>, DecodeError> {
+    match p.select(r, node)? {
+        None => Ok(None),
+        Some(Node::String) => Ok(Some(r.str()?.to_owned())),
+        Some(other) => string(p.value(r, other, 2)?, field),
+    }
+}
+
+fn header_int(
+    p: &Program,
+    r: &mut Reader<'_>,
+    node: &Node,
+    field: &'static str,
+) -> Result<Option<i64>, DecodeError> {
+    match p.select(r, node)? {
+        None => Ok(None),
+        Some(Node::Long) => Ok(Some(r.long()?)),
+        Some(Node::Int) => Ok(Some(r.int()?.into())),
+        Some(other) => int(&p.value(r, other, 2)?, field),
+    }
+}
+
+fn header_strings(
+    p: &Program,
+    r: &mut Reader<'_>,
+    node: &Node,
+    field: &'static str,
+) -> Result<Option<Vec<String>>, DecodeError> {
+    match p.select(r, node)? {
+        None => Ok(None),
+        Some(Node::Array(item)) if matches!(**item, Node::String) => {
+            let mut out = Vec::new();
+            loop {
+                let n = r.block()?;
+                if n == 0 {
+                    break;
+                }
+                out.reserve(n);
+                for _ in 0..n {
+                    out.push(r.str()?.to_owned());
+                }
+            }
+            Ok(Some(out))
+        }
+        Some(other) => strings(p.value(r, other, 2)?, field),
+    }
 }
 
 /// A string (or enum symbol, already a string) header value; `null` is `None`.
@@ -453,40 +648,7 @@ fn int(v: &Value, field: &'static str) -> Result<Option<i64>, DecodeError> {
 // Envelope
 // ---------------------------------------------------------------------------------------------
 
-/// The leading envelope fields, which differ per record id.
-#[derive(Serialize)]
-struct Head<'a> {
-    operation: &'a str,
-    object: &'a str,
-    id: &'a str,
-}
-
-/// The rest of the envelope, shared by all record ids of an event (serialized once).
-#[derive(Serialize)]
-struct Tail<'a> {
-    record: &'a Map<String, Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    changed_fields: Option<&'a [String]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nulled_fields: Option<&'a [String]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    diff_fields: Option<&'a [String]>,
-    commit_timestamp: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    commit_number: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    commit_user: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transaction_key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sequence_number: Option<i32>,
-    /// Outer `None`: absent (Platform Event); `Some(None)`: `null` (CDC without origin).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    change_origin: Option<Option<&'a str>>,
-    source: Source<'a>,
-}
-
-#[derive(Serialize)]
+/// Where an event came from (the envelope's `source`).
 struct Source<'a> {
     channel: &'a str,
     replay_id: &'a str,
@@ -494,13 +656,142 @@ struct Source<'a> {
     schema_id: &'a str,
 }
 
-/// `{head..., tail...}` from two serialized objects.
-fn envelope(head: &Head<'_>, tail: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(tail.len() + 64 + head.object.len() + head.id.len());
-    serde_json::to_writer(&mut out, head).expect("serializing strings to a Vec cannot fail");
-    out.pop(); // the closing '}'
+/// The change-event part of the envelope: the header and its expanded bitmaps.
+struct ChangeTail<'a, 'i> {
+    header: &'a ChangeHeader,
+    changed: &'i mut dyn Iterator<Item = &'a str>,
+    nulled: &'i mut dyn Iterator<Item = &'a str>,
+    diff: &'i mut dyn Iterator<Item = &'a str>,
+}
+
+/// Appends the envelope after its leading per-record fields (`operation`, `object`, `id`):
+/// `"record":…,` the change fields (CDC only), `"commit_timestamp":…,` `"source":{…}}`. The field
+/// order and text are those of ARCHITECTURE.md, "Kafka record format".
+fn write_tail(
+    out: &mut Vec<u8>,
+    record: &[u8],
+    change: Option<ChangeTail<'_, '_>>,
+    commit_timestamp: Option<i64>,
+    source: &Source<'_>,
+) {
+    use avro::{integer, string as text};
+    fn names<'n>(out: &mut Vec<u8>, key: &[u8], names: &mut dyn Iterator<Item = &'n str>) {
+        out.extend_from_slice(key);
+        out.push(b'[');
+        for (i, name) in names.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            text(out, name);
+        }
+        out.extend_from_slice(b"],");
+    }
+    out.extend_from_slice(b"\"record\":");
+    out.extend_from_slice(record);
     out.push(b',');
-    out.extend_from_slice(&tail[1..]); // without the opening '{'
+    let header = match change {
+        Some(c) => {
+            names(out, b"\"changed_fields\":", c.changed);
+            names(out, b"\"nulled_fields\":", c.nulled);
+            names(out, b"\"diff_fields\":", c.diff);
+            Some(c.header)
+        }
+        None => None,
+    };
+    out.extend_from_slice(b"\"commit_timestamp\":");
+    match commit_timestamp {
+        Some(ts) => integer(out, ts),
+        None => out.extend_from_slice(b"null"),
+    }
+    if let Some(h) = header {
+        out.extend_from_slice(b",\"commit_number\":");
+        integer(out, h.commit_number);
+        out.extend_from_slice(b",\"commit_user\":");
+        text(out, &h.commit_user);
+        out.extend_from_slice(b",\"transaction_key\":");
+        text(out, &h.transaction_key);
+        out.extend_from_slice(b",\"sequence_number\":");
+        integer(out, h.sequence_number);
+        out.extend_from_slice(b",\"change_origin\":");
+        match &h.change_origin {
+            Some(o) => text(out, o),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.extend_from_slice(b",\"source\":{\"channel\":");
+    text(out, source.channel);
+    out.extend_from_slice(b",\"replay_id\":");
+    text(out, source.replay_id);
+    out.extend_from_slice(b",\"event_id\":");
+    text(out, source.event_id);
+    out.extend_from_slice(b",\"schema_id\":");
+    text(out, source.schema_id);
+    out.extend_from_slice(b"}}");
+}
+
+/// `{"operation":…,"object":…,"id":…,` followed by `tail`.
+fn envelope(operation: &str, object: &str, id: &str, tail: &[u8]) -> Vec<u8> {
+    use avro::string as text;
+    let mut out = Vec::with_capacity(tail.len() + 48 + operation.len() + object.len() + id.len());
+    out.extend_from_slice(b"{\"operation\":");
+    text(&mut out, operation);
+    out.extend_from_slice(b",\"object\":");
+    text(&mut out, object);
+    out.extend_from_slice(b",\"id\":");
+    text(&mut out, id);
+    out.push(b',');
+    out.extend_from_slice(tail);
+    out
+}
+
+/// The object of a Platform Event record: the event's API name.
+fn event_object<'a>(channel: &'a str) -> &'a str {
+    channel
+        .strip_prefix("/event/")
+        .unwrap_or_else(|| channel.rsplit('/').next().unwrap_or(channel))
+}
+
+/// The records of one event from its envelope tail: one per record id (in order), each followed
+/// by a tombstone for `DELETE` when `opts.tombstones`; one keyed by the event id for a Platform
+/// Event.
+fn records(
+    raw: &RawEvent<'_>,
+    header: Option<&ChangeHeader>,
+    tail: &[u8],
+    replay_hex: String,
+    opts: &EnvelopeOptions,
+) -> Vec<OutRecord> {
+    let Some(h) = header else {
+        let object = event_object(raw.channel);
+        return vec![OutRecord {
+            object: object.to_owned(),
+            key: raw.event_id.to_owned(),
+            value: Some(envelope(OPERATION_EVENT, object, raw.event_id, tail)),
+            headers: headers(raw, replay_hex, OPERATION_EVENT, None),
+            operation: OPERATION_EVENT.to_owned(),
+        }];
+    };
+    let hdrs = headers(raw, replay_hex, &h.change_type, h.change_origin.as_deref());
+    let tombstones = opts.tombstones && h.change_type == "DELETE";
+    let mut out = Vec::with_capacity(h.record_ids.len() * if tombstones { 2 } else { 1 });
+    for id in &h.record_ids {
+        out.push(OutRecord {
+            object: h.entity_name.clone(),
+            key: id.clone(),
+            value: Some(envelope(&h.change_type, &h.entity_name, id, tail)),
+            headers: hdrs.clone(),
+            operation: h.change_type.clone(),
+        });
+        if tombstones {
+            out.push(OutRecord {
+                object: h.entity_name.clone(),
+                key: id.clone(),
+                value: None,
+                headers: hdrs.clone(),
+                operation: h.change_type.clone(),
+            });
+        }
+    }
     out
 }
 
@@ -519,80 +810,92 @@ pub fn to_records(
         event_id: raw.event_id,
         schema_id: raw.schema_id,
     };
-    let Some(h) = &event.header else {
-        let object = raw
-            .channel
-            .strip_prefix("/event/")
-            .unwrap_or_else(|| raw.channel.rsplit('/').next().unwrap_or(raw.channel));
-        let tail = Tail {
-            record: &event.record,
-            changed_fields: None,
-            nulled_fields: None,
-            diff_fields: None,
-            commit_timestamp: event.created_date,
-            commit_number: None,
-            commit_user: None,
-            transaction_key: None,
-            sequence_number: None,
-            change_origin: None,
-            source,
-        };
-        let tail = serde_json::to_vec(&tail).expect("serializing JSON values cannot fail");
-        let head = Head {
-            operation: OPERATION_EVENT,
-            object,
-            id: raw.event_id,
-        };
-        return vec![OutRecord {
-            object: object.to_owned(),
-            key: raw.event_id.to_owned(),
-            value: Some(envelope(&head, &tail)),
-            headers: headers(raw, replay_hex.clone(), OPERATION_EVENT, None),
-            operation: OPERATION_EVENT.to_owned(),
-        }];
-    };
-
-    let tail = Tail {
-        record: &event.record,
-        changed_fields: Some(&h.changed_fields),
-        nulled_fields: Some(&h.nulled_fields),
-        diff_fields: Some(&h.diff_fields),
-        commit_timestamp: Some(h.commit_timestamp),
-        commit_number: Some(h.commit_number),
-        commit_user: Some(&h.commit_user),
-        transaction_key: Some(&h.transaction_key),
-        sequence_number: Some(h.sequence_number),
-        change_origin: Some(h.change_origin.as_deref()),
-        source,
-    };
-    let tail = serde_json::to_vec(&tail).expect("serializing JSON values cannot fail");
-    let hdrs = headers(raw, replay_hex, &h.change_type, h.change_origin.as_deref());
-    let tombstones = opts.tombstones && h.change_type == "DELETE";
-    let mut out = Vec::with_capacity(h.record_ids.len() * if tombstones { 2 } else { 1 });
-    for id in &h.record_ids {
-        let head = Head {
-            operation: &h.change_type,
-            object: &h.entity_name,
-            id,
-        };
-        out.push(OutRecord {
-            object: h.entity_name.clone(),
-            key: id.clone(),
-            value: Some(envelope(&head, &tail)),
-            headers: hdrs.clone(),
-            operation: h.change_type.clone(),
-        });
-        if tombstones {
-            out.push(OutRecord {
-                object: h.entity_name.clone(),
-                key: id.clone(),
-                value: None,
-                headers: hdrs.clone(),
-                operation: h.change_type.clone(),
-            });
+    let record = serde_json::to_vec(&event.record).expect("serializing JSON values cannot fail");
+    let mut tail = Vec::new();
+    match &event.header {
+        Some(h) => {
+            let change = ChangeTail {
+                header: h,
+                changed: &mut h.changed_fields.iter().map(String::as_str),
+                nulled: &mut h.nulled_fields.iter().map(String::as_str),
+                diff: &mut h.diff_fields.iter().map(String::as_str),
+            };
+            write_tail(
+                &mut tail,
+                &record,
+                Some(change),
+                Some(h.commit_timestamp),
+                &source,
+            );
         }
+        None => write_tail(&mut tail, &record, None, event.created_date, &source),
     }
-    out
+    records(raw, event.header.as_ref(), &tail, replay_hex, opts)
+}
+
+/// The `changeOrigin` and `commitUser` of a change event, for echo detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub change_origin: Option<String>,
+    pub commit_user: String,
+}
+
+/// One event decoded straight into its Kafka records.
+#[derive(Debug)]
+pub struct Encoded {
+    pub records: Vec<OutRecord>,
+    /// `None` for a Platform Event.
+    pub commit: Option<Commit>,
+}
+
+/// Decodes one event and builds its Kafka records in one pass: the envelope's JSON is written
+/// straight from the Avro bytes into `scratch`'s buffers (no intermediate values), and copied
+/// once per record. The records are those [`to_records`] makes of [`decode`]'s result, except
+/// that the fields of `record` (and of its compound fields) come in schema order.
+pub fn encode(
+    schema: &EventSchema,
+    raw: &RawEvent<'_>,
+    opts: &EnvelopeOptions,
+    scratch: &mut Scratch,
+) -> Result<Encoded, DecodeError> {
+    let parsed = read_event(schema, raw.payload, scratch)?;
+    let replay_hex = hex::encode(raw.replay_id);
+    let source = Source {
+        channel: raw.channel,
+        replay_id: &replay_hex,
+        event_id: raw.event_id,
+        schema_id: raw.schema_id,
+    };
+    let t = &schema.layout.fields;
+    let Scratch {
+        body,
+        tail,
+        changed,
+        nulled,
+        diff,
+        ..
+    } = scratch;
+    tail.clear();
+    match &parsed.header {
+        Some(h) => {
+            let change = ChangeTail {
+                header: h,
+                changed: &mut changed.iter().map(|&f| t.name(f)),
+                nulled: &mut nulled.iter().map(|&f| t.name(f)),
+                diff: &mut diff.iter().map(|&f| t.name(f)),
+            };
+            write_tail(tail, body, Some(change), Some(h.commit_timestamp), &source);
+        }
+        None => write_tail(tail, body, None, parsed.created_date, &source),
+    }
+    let records = records(raw, parsed.header.as_ref(), tail, replay_hex, opts);
+    Ok(Encoded {
+        records,
+        commit: parsed.header.map(|h| Commit {
+            change_origin: h.change_origin,
+            commit_user: h.commit_user,
+        }),
+    })
 }
 
 fn headers(

@@ -10,7 +10,7 @@
 //!   so 15- and 18-character Ids match each other.
 //! * Platform Events have no change header and are never echoes.
 
-use crate::cdc::ChangeHeader;
+use crate::cdc::Commit;
 use crate::sfid::id15;
 
 /// Why an event is an echo (the value of the `forcebridge.echo` header when marked).
@@ -50,9 +50,9 @@ impl EchoRule {
         }
     }
 
-    /// Why `header`'s event is an echo, if it is one.
-    pub fn check(&self, header: &ChangeHeader) -> Option<EchoReason> {
-        let tagged = header.change_origin.as_deref().is_some_and(|origin| {
+    /// Why the change event `commit` describes is an echo, if it is one.
+    pub fn check(&self, commit: &Commit) -> Option<EchoReason> {
+        let tagged = commit.change_origin.as_deref().is_some_and(|origin| {
             origin
                 .split(';')
                 .any(|part| part.trim() == self.client_part)
@@ -60,7 +60,7 @@ impl EchoRule {
         if tagged {
             return Some(EchoReason::ClientTag);
         }
-        let user = id15(&header.commit_user);
+        let user = id15(&commit.commit_user);
         self.users
             .iter()
             .any(|u| u == user)
@@ -72,20 +72,10 @@ impl EchoRule {
 mod tests {
     use super::*;
 
-    fn header(origin: Option<&str>, user: &str) -> ChangeHeader {
-        ChangeHeader {
-            entity_name: "Account".into(),
-            record_ids: vec!["001SIM000000001AAA".into()],
-            change_type: "UPDATE".into(),
+    fn header(origin: Option<&str>, user: &str) -> Commit {
+        Commit {
             change_origin: origin.map(str::to_owned),
-            transaction_key: "t".into(),
-            sequence_number: 1,
-            commit_timestamp: 0,
-            commit_number: 1,
             commit_user: user.into(),
-            changed_fields: vec![],
-            nulled_fields: vec![],
-            diff_fields: vec![],
         }
     }
 

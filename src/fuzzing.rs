@@ -199,6 +199,18 @@ pub fn cdc_decode(data: &[u8]) -> Outcome {
             Outcome::Accepted
         }
         Err(err) => {
+            let raw = RawEvent {
+                channel: fx.channel,
+                replay_id: &[1],
+                event_id: "e",
+                schema_id: &fx.schema.id,
+                payload,
+            };
+            let opts = EnvelopeOptions { tombstones };
+            match cdc::encode(&fx.schema, &raw, &opts, &mut cdc::Scratch::default()) {
+                Ok(_) => panic!("encode accepts what decode refuses ({err})"),
+                Err(e) => assert_eq!(e.to_string(), err.to_string(), "encode's refusal"),
+            }
             check_refusal(fx, payload, &err, theirs.ok().filter(|_| rest.is_empty()));
             Outcome::Rejected
         }
@@ -356,7 +368,37 @@ fn check_records(fx: &Fixture, payload: &[u8], event: &DecodedEvent, tombstones:
         schema_id: &fx.schema.id,
         payload,
     };
-    let records = cdc::to_records(&raw, event, &EnvelopeOptions { tombstones });
+    let opts = EnvelopeOptions { tombstones };
+    let records = cdc::to_records(&raw, event, &opts);
+    // The pipeline's one-pass encoder makes the same records (field order aside).
+    let encoded = cdc::encode(&fx.schema, &raw, &opts, &mut cdc::Scratch::default())
+        .expect("encode accepts what decode accepts");
+    assert_eq!(encoded.records.len(), records.len(), "encode: record count");
+    for (ours, theirs) in encoded.records.iter().zip(&records) {
+        assert_eq!(
+            (&ours.key, &ours.object, &ours.operation, &ours.headers),
+            (
+                &theirs.key,
+                &theirs.object,
+                &theirs.operation,
+                &theirs.headers
+            ),
+            "encode: key, object, operation and headers"
+        );
+        let parse = |v: &Option<Vec<u8>>| {
+            v.as_deref()
+                .map(|v| serde_json::from_slice::<Value>(v).expect("the envelope is JSON"))
+        };
+        assert_eq!(parse(&ours.value), parse(&theirs.value), "encode: envelope");
+    }
+    match (&encoded.commit, &event.header) {
+        (None, None) => {}
+        (Some(c), Some(h)) => {
+            assert_eq!(c.change_origin, h.change_origin);
+            assert_eq!(c.commit_user, h.commit_user);
+        }
+        _ => panic!("encode and decode disagree on the event kind"),
+    }
     let (ids, operation, object): (Vec<&str>, &str, &str) = match &event.header {
         Some(h) => (
             h.record_ids.iter().map(String::as_str).collect(),
@@ -796,7 +838,7 @@ pub fn seeds() -> Result<Vec<Seed>, crate::sim::SimError> {
             data,
         });
         // The event's own bitmaps as `bitmap` seeds.
-        let mut r = payload.as_slice();
+        let mut r = &payload[..];
         let datum = apache_avro::from_avro_datum(&fx[usize::from(sel)].schema.schema, &mut r, None)
             .map_err(|e| crate::sim::SimError::Encode(e.to_string()))?;
         let hf = avro_fields(avro_fields(&datum)[HEADER_FIELD]);

@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use forcebridge::config::Config;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use forcebridge::telemetry::{self, LogFormat, PipelineStats, SinkStats};
 
 /// Streams Salesforce changes into Kafka and writes Kafka changes back into Salesforce.

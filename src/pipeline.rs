@@ -50,7 +50,7 @@ use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin, Transaction
 use crate::proto::ConsumerEvent;
 use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
-use crate::schema::{SchemaCache, SchemaSource, SourceError};
+use crate::schema::{EventSchema, SchemaCache, SchemaSource, SourceError};
 use crate::telemetry::{ChannelStats, PipelineStats};
 use crate::tls::{ClientTls, TlsError};
 
@@ -475,7 +475,7 @@ async fn run_attempt(
 
 /// What the reader hands the processor.
 enum Item {
-    /// An event, with its replay id (copied out of the event once, here).
+    /// An event, with its replay id (shared with the event's own, not copied).
     Event {
         event: ConsumerEvent,
         replay_id: Bytes,
@@ -530,7 +530,7 @@ async fn read_stream(
                         Delivery::Event(event) => {
                             stats.events_received.fetch_add(1, Ordering::Relaxed);
                             stats.note_event();
-                            let replay_id = Bytes::copy_from_slice(&event.replay_id);
+                            let replay_id = event.replay_id.clone();
                             let item = Item::Event {
                                 event,
                                 replay_id: replay_id.clone(),
@@ -784,6 +784,8 @@ async fn process_items(
             .unwrap_or(&shared.source().topic_template),
         routes: HashMap::new(),
         echo: echo_rule(shared),
+        scratch: cdc::Scratch::default(),
+        last_schema: None,
     };
     loop {
         if let Some(reason) = window.failure() {
@@ -911,6 +913,10 @@ struct Processor<'a> {
     routes: HashMap<String, Route>,
     /// `None` when `source.echo.mode` is `pass`.
     echo: Option<(EchoRule, EchoMode)>,
+    /// The decoder's reusable buffers.
+    scratch: cdc::Scratch,
+    /// The schema of the previous event.
+    last_schema: Option<Arc<EventSchema>>,
 }
 
 /// The echo rule of the source: our client tag, plus the configured users and (with
@@ -1094,10 +1100,16 @@ impl Processor<'_> {
 
     /// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema.
     async fn decode(
-        &self,
+        &mut self,
         raw: &RawEvent<'_>,
         cancel: &CancellationToken,
     ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
+        // Events of a channel nearly always share one schema: skip the cache's lock and lookup.
+        if let Some(schema) = self.last_schema.take().filter(|s| s.id == raw.schema_id) {
+            let records = self.encode(&schema, raw);
+            self.last_schema = Some(schema);
+            return records;
+        }
         let source = CountingSource {
             pubsub: &self.shared.pubsub,
             fetched: &self.shared.stats.schemas_fetched,
@@ -1121,33 +1133,45 @@ impl Processor<'_> {
                 }
             }
         };
-        let decoded = cdc::decode(&schema, raw.payload).map_err(|err| {
-            Some(DeadLetter {
-                stage: err.stage(),
-                reason: err.to_string(),
-            })
-        })?;
-        let echo = match (&self.echo, &decoded.header) {
-            (Some((rule, mode)), Some(header)) => rule.check(header).map(|r| (r, *mode)),
+        let records = self.encode(&schema, raw);
+        self.last_schema = Some(schema);
+        records
+    }
+
+    /// Decodes one event with its schema into Kafka records, minus echoes (per `source.echo`).
+    fn encode(
+        &mut self,
+        schema: &EventSchema,
+        raw: &RawEvent<'_>,
+    ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
+        let encoded =
+            cdc::encode(schema, raw, &self.options, &mut self.scratch).map_err(|err| {
+                Some(DeadLetter {
+                    stage: err.stage(),
+                    reason: err.to_string(),
+                })
+            })?;
+        let mut records = encoded.records;
+        let echo = match (&self.echo, &encoded.commit) {
+            (Some((rule, mode)), Some(commit)) => rule.check(commit).map(|r| (r, *mode)),
             _ => None,
         };
         match echo {
-            None => Ok(cdc::to_records(raw, &decoded, &self.options)),
+            None => {}
             Some((_, EchoMode::Drop)) => {
                 self.stats.echoes.fetch_add(1, Ordering::Relaxed);
-                Ok(Vec::new())
+                records.clear();
             }
             Some((reason, _)) => {
                 self.stats.echoes.fetch_add(1, Ordering::Relaxed);
-                let mut records = cdc::to_records(raw, &decoded, &self.options);
                 for record in &mut records {
                     record
                         .headers
                         .push((cdc::HEADER_ECHO, reason.as_str().to_owned()));
                 }
-                Ok(records)
             }
         }
+        Ok(records)
     }
 }
 

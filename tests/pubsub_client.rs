@@ -64,10 +64,7 @@ async fn credits_stay_within_the_batch_and_keepalives_follow() {
     let Delivery::Keepalive { latest_replay_id } = sub.next().await.unwrap() else {
         panic!("expected a keepalive once the backlog is read");
     };
-    assert_eq!(
-        latest_replay_id.as_ref(),
-        replay_ids.last().unwrap().as_slice()
-    );
+    assert_eq!(latest_replay_id.as_ref(), &replay_ids.last().unwrap()[..]);
     sim.shutdown().await;
 }
 

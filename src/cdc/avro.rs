@@ -1,4 +1,4 @@
-//! A schema-compiled Avro binary decoder that writes JSON values directly.
+//! A schema-compiled Avro binary decoder that writes JSON text straight from the bytes.
 //!
 //! Why not `apache_avro::from_avro_datum`: it builds an intermediate `types::Value` (cloning every
 //! field name and record name per event), and it reads a truncated string, boolean or union at
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use apache_avro::schema::{Name, Namespace, RecordSchema, ResolvedSchema, Schema};
 use base64::Engine as _;
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
 use super::DecodeError;
 
@@ -68,6 +68,8 @@ pub(crate) struct RecordNode {
 #[derive(Debug)]
 pub(crate) struct FieldNode {
     pub name: String,
+    /// `"name":` as JSON text, written before the field's value.
+    pub key: Box<[u8]>,
     pub node: Node,
 }
 
@@ -158,8 +160,12 @@ impl Compiler<'_, '_> {
             .fields
             .iter()
             .map(|f| {
+                let mut key = Vec::with_capacity(f.name.len() + 3);
+                string(&mut key, &f.name);
+                key.push(b':');
                 Ok(FieldNode {
                     name: f.name.clone(),
+                    key: key.into_boxed_slice(),
                     node: self.node(&f.schema, &full.namespace)?,
                 })
             })
@@ -235,7 +241,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn int(&mut self) -> Result<i32, DecodeError> {
+    pub(crate) fn int(&mut self) -> Result<i32, DecodeError> {
         let start = self.pos;
         let v = self.long()?;
         i32::try_from(v).map_err(|_| DecodeError::Avro {
@@ -272,7 +278,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The item count of the next array/map block (0 = end). Negative counts carry a byte size.
-    fn block(&mut self) -> Result<usize, DecodeError> {
+    pub(crate) fn block(&mut self) -> Result<usize, DecodeError> {
         let start = self.pos;
         let n = self.long()?;
         let count = if n < 0 {
@@ -296,161 +302,229 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn base64(b: &[u8]) -> Value {
-    Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+/// Appends `b` as a base64 JSON string.
+fn base64(out: &mut Vec<u8>, b: &[u8]) {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + base64::encoded_len(b.len(), true).unwrap_or(0), 0);
+    let written = engine
+        .encode_slice(b, &mut out[start..])
+        .expect("the buffer was sized for the encoding");
+    out.truncate(start + written);
+    out.push(b'"');
 }
 
-fn float(v: f64) -> Value {
-    Number::from_f64(v).map_or(Value::Null, Value::Number)
+/// Appends a finite double in shortest round-trip form (as `serde_json` writes it), else `null`.
+fn float(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Appends an integer.
+pub(crate) fn integer(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Appends `s` as a JSON string, escaped exactly as `serde_json` escapes it.
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("writing a string to a Vec cannot fail");
+    }
 }
 
 impl Program {
-    /// Reads one value of `node` as JSON: unions flattened, longs as i64, bytes/fixed base64,
-    /// non-finite floats null, enums as their symbol. With `sparse`, a record directly at this
-    /// node keeps only the fields that carry a value (the envelope rule for the body and for
-    /// compound fields); deeper records keep every field.
-    pub(crate) fn read(
+    /// Writes one value of `node` as JSON text to `out`: unions flattened, longs as integers,
+    /// bytes/fixed base64, non-finite floats `null`, enums as their symbol. With `sparse`, a
+    /// record directly at this node keeps only the fields that carry a value, recursively (the
+    /// envelope rule for the body and for compound fields); records inside arrays and maps keep
+    /// every field. On error `out` holds a partial value: the caller discards it.
+    pub(crate) fn write(
         &self,
         r: &mut Reader<'_>,
         node: &Node,
         depth: u32,
         sparse: bool,
-    ) -> Result<Value, DecodeError> {
-        Ok(match node {
-            Node::Null => Value::Null,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecodeError> {
+        match node {
+            Node::Null => out.extend_from_slice(b"null"),
             Node::Boolean => match r.take(1, "boolean")?[0] {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
+                0 => out.extend_from_slice(b"false"),
+                1 => out.extend_from_slice(b"true"),
                 b => {
                     r.pos -= 1;
                     return Err(r.err(format!("invalid boolean byte {b:#04x}")));
                 }
             },
-            Node::Int => Value::from(r.int()?),
-            Node::Long => Value::from(r.long()?),
+            Node::Int => integer(out, r.int()?),
+            Node::Long => integer(out, r.long()?),
             Node::Float => {
                 let b = r.take(4, "float")?;
-                float(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                float(out, f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
             }
             Node::Double => {
                 let b = r.take(8, "double")?;
                 let mut a = [0u8; 8];
                 a.copy_from_slice(b);
-                float(f64::from_le_bytes(a))
+                float(out, f64::from_le_bytes(a));
             }
-            Node::Bytes => base64(r.bytes("bytes")?),
-            Node::String => Value::String(r.str()?.to_owned()),
+            Node::Bytes => base64(out, r.bytes("bytes")?),
+            Node::String => string(out, r.str()?),
             Node::Uuid => {
                 let b = r.bytes("uuid")?;
                 match std::str::from_utf8(b) {
-                    Ok(s) => Value::String(s.to_owned()),
-                    Err(_) => base64(b),
+                    Ok(s) => string(out, s),
+                    Err(_) => base64(out, b),
                 }
             }
-            Node::Fixed(n) => base64(r.take(*n, "fixed")?),
+            Node::Fixed(n) => base64(out, r.take(*n, "fixed")?),
             Node::Enum(symbols) => {
                 let start = r.pos;
                 let i = r.int()?;
-                Value::String(branch(symbols, i.into(), start, "enum index", "symbols")?.clone())
+                string(
+                    out,
+                    branch(symbols, i.into(), start, "enum index", "symbols")?,
+                );
             }
             Node::Union(variants) => {
                 let start = r.pos;
                 let i = r.long()?;
                 let variant = branch(variants, i, start, "union branch", "branches")?;
-                self.read(r, variant, depth, sparse)?
+                self.write(r, variant, depth, sparse, out)?;
             }
             Node::Array(item) => {
                 let depth = self.deeper(r, depth)?;
-                let mut out = Vec::new();
+                out.push(b'[');
+                let mut first = true;
                 loop {
                     let n = r.block()?;
                     if n == 0 {
                         break;
                     }
-                    out.reserve(n);
                     for _ in 0..n {
-                        out.push(self.read(r, item, depth, false)?);
+                        if !std::mem::take(&mut first) {
+                            out.push(b',');
+                        }
+                        self.write(r, item, depth, false, out)?;
                     }
                 }
-                Value::Array(out)
+                out.push(b']');
             }
             Node::Map(item) => {
                 let depth = self.deeper(r, depth)?;
-                let mut out = Map::new();
+                out.push(b'{');
+                let mut first = true;
                 loop {
                     let n = r.block()?;
                     if n == 0 {
                         break;
                     }
                     for _ in 0..n {
-                        let k = r.str()?.to_owned();
-                        let v = self.read(r, item, depth, false)?;
-                        out.insert(k, v);
+                        if !std::mem::take(&mut first) {
+                            out.push(b',');
+                        }
+                        string(out, r.str()?);
+                        out.push(b':');
+                        self.write(r, item, depth, false, out)?;
                     }
                 }
-                Value::Object(out)
+                out.push(b'}');
             }
             Node::Record(i) => {
                 let depth = self.deeper(r, depth)?;
-                let mut out = Map::new();
+                out.push(b'{');
+                let mut first = true;
                 for f in &self.records[*i].fields {
+                    let mark = out.len();
+                    if !first {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&f.key);
                     if sparse {
-                        if let Some(v) = self.read_present(r, &f.node, depth)? {
-                            out.insert(f.name.clone(), v);
+                        if self.write_present(r, &f.node, depth, out)? {
+                            first = false;
+                        } else {
+                            out.truncate(mark);
                         }
                     } else {
-                        let v = self.read(r, &f.node, depth, false)?;
-                        out.insert(f.name.clone(), v);
+                        self.write(r, &f.node, depth, false, out)?;
+                        first = false;
                     }
                 }
-                Value::Object(out)
+                out.push(b'}');
             }
-        })
+        }
+        Ok(())
     }
 
-    /// Reads a field under the envelope rule: `None` when the wire value is null (the field
-    /// carries no value); records directly here are sparse, and an empty one is `None` too.
-    /// A value that merely converts to JSON `null` (a non-finite double) is `Some(Null)`.
-    pub(crate) fn read_present(
+    /// The node a value of `node` takes: the union branch read from the datum; `None` when the
+    /// value is null (the field carries no value).
+    pub(crate) fn select<'n>(
+        &self,
+        r: &mut Reader<'_>,
+        node: &'n Node,
+    ) -> Result<Option<&'n Node>, DecodeError> {
+        match node {
+            Node::Null => Ok(None),
+            Node::Union(variants) => {
+                let start = r.pos;
+                let i = r.long()?;
+                match branch(variants, i, start, "union branch", "branches")? {
+                    Node::Null => Ok(None),
+                    v => Ok(Some(v)),
+                }
+            }
+            n => Ok(Some(n)),
+        }
+    }
+
+    /// Writes a field under the envelope rule; `false` (with a partial write the caller
+    /// discards) when the field carries no value: its wire value is null, or it is a record none
+    /// of whose fields carries one. A value that merely converts to JSON `null` (a non-finite
+    /// double) is carried.
+    pub(crate) fn write_present(
         &self,
         r: &mut Reader<'_>,
         node: &Node,
         depth: u32,
-    ) -> Result<Option<Value>, DecodeError> {
-        let node = match node {
-            Node::Null => return Ok(None),
-            Node::Union(variants) => {
-                let start = r.pos;
-                let i = r.long()?;
-                match usize::try_from(i).ok().and_then(|i| variants.get(i)) {
-                    Some(Node::Null) => return Ok(None),
-                    Some(v) => v,
-                    None => {
-                        return Err(DecodeError::Avro {
-                            offset: start,
-                            reason: format!(
-                                "union branch {i} out of range ({} branches)",
-                                variants.len()
-                            ),
-                        });
-                    }
-                }
-            }
-            n => n,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, DecodeError> {
+        let Some(node) = self.select(r, node)? else {
+            return Ok(false);
         };
-        let v = self.read(r, node, depth, true)?;
-        Ok(match (&v, node) {
-            (Value::Object(m), Node::Record(_)) if m.is_empty() => None,
-            _ => Some(v),
-        })
+        let start = out.len();
+        self.write(r, node, depth, true, out)?;
+        Ok(!(matches!(node, Node::Record(_)) && out.len() == start + 2))
     }
 
-    fn deeper(&self, r: &Reader<'_>, depth: u32) -> Result<u32, DecodeError> {
+    pub(crate) fn deeper(&self, r: &Reader<'_>, depth: u32) -> Result<u32, DecodeError> {
         if depth >= MAX_DEPTH {
             Err(r.err(format!("nesting deeper than {MAX_DEPTH} levels")))
         } else {
             Ok(depth + 1)
         }
+    }
+
+    /// Reads one value as a `serde_json` value (through [`Program::write`]; for the few places
+    /// that need a value rather than text).
+    pub(crate) fn value(
+        &self,
+        r: &mut Reader<'_>,
+        node: &Node,
+        depth: u32,
+    ) -> Result<Value, DecodeError> {
+        let mut out = Vec::new();
+        self.write(r, node, depth, false, &mut out)?;
+        Ok(serde_json::from_slice(&out).expect("the writer writes valid JSON"))
     }
 }
 
@@ -484,7 +558,7 @@ mod tests {
 
     fn decode(p: &Program, bytes: &[u8]) -> Result<Value, DecodeError> {
         let mut r = Reader::new(bytes);
-        let v = p.read(&mut r, &p.root, 0, false)?;
+        let v = p.value(&mut r, &p.root, 0)?;
         r.finish()?;
         Ok(v)
     }

@@ -88,24 +88,12 @@ impl FieldTable {
         self.top.iter().map(String::as_str)
     }
 
-    pub(crate) fn top_name(&self, i: usize) -> &str {
-        &self.top[i]
-    }
-
     /// `Parent.Child` for a nested reference, the field name otherwise.
     pub(crate) fn name(&self, f: FieldRef) -> &str {
         match f.nested {
             None => &self.top[f.top],
             Some(j) => self.nested[f.top].as_ref().map_or("", |n| n[j].as_str()),
         }
-    }
-
-    /// The child's own name (`Child` of `Parent.Child`).
-    pub(crate) fn child_name(&self, top: usize, nested: usize) -> &str {
-        &self.name(FieldRef {
-            top,
-            nested: Some(nested),
-        })[self.top[top].len() + 1..]
     }
 
     /// Calls `f` for each field named by `bitmaps`, in element order then ascending bit.

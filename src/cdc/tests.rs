@@ -815,3 +815,62 @@ fn schema_change_mid_stream_uses_each_events_schema() {
     assert_eq!(expand(&v2, &["0x4"]).unwrap(), ["Phone"]);
     assert_eq!(expand(&v1, &["0x4"]).unwrap(), ["Type"]);
 }
+
+#[test]
+fn encode_writes_the_record_in_schema_order_with_one_scratch_for_every_event() {
+    let m = mini();
+    let full = encode(&m, mini_datum(&UPDATE, true, true, true));
+    let empty = encode(&m, mini_datum(&UPDATE, true, true, false));
+    let opts = EnvelopeOptions { tombstones: false };
+    let mut scratch = Scratch::default();
+    let record_of = |value: &[u8]| -> String {
+        let text = std::str::from_utf8(value).unwrap();
+        let start = text.find("\"record\":").unwrap() + 9;
+        let end = text.find(",\"changed_fields\"").unwrap();
+        text[start..end].to_owned()
+    };
+    let mut first = None;
+    for (i, payload) in [&full, &empty, &full].into_iter().enumerate() {
+        let raw = raw("mini-1", payload);
+        let ours = super::encode(&m, &raw, &opts, &mut scratch).unwrap();
+        let theirs = to_records(&raw, &decode(&m, payload).unwrap(), &opts);
+        assert_eq!(ours.records.len(), theirs.len());
+        for (a, b) in ours.records.iter().zip(&theirs) {
+            assert_eq!((&a.key, &a.headers), (&b.key, &b.headers));
+            let parse = |v: &Option<Vec<u8>>| -> Value {
+                serde_json::from_slice(v.as_ref().unwrap()).unwrap()
+            };
+            assert_eq!(parse(&a.value), parse(&b.value), "event {i}");
+        }
+        let record = record_of(ours.records[0].value.as_ref().unwrap());
+        match i {
+            0 => {
+                assert_eq!(
+                    record,
+                    concat!(
+                        r#"{"Name":"Acme \"Quoted\" é","Phone":null,"NumberOfEmployees":42,"#,
+                        r#""BillingAddress":{"City":"Paris","State":null,"Latitude":48.85},"#,
+                        r#""AnnualRevenue":null,"LastModifiedDate":1696444513000,"#,
+                        r#""PersonName":"Dr. Plain","Status":"Closed","#,
+                        r#""ShippingAddress":{"Street":null},"Data__c":"3q2+7w=="}"#
+                    )
+                );
+                first = Some(ours.records[0].value.clone());
+            }
+            // Nothing carried: only the nulled fields, as null.
+            1 => assert_eq!(
+                record,
+                r#"{"Phone":null,"BillingAddress":{"State":null},"ShippingAddress":{"Street":null}}"#
+            ),
+            // Nothing left over from the events before.
+            _ => assert_eq!(Some(ours.records[0].value.clone()), first),
+        }
+        assert_eq!(
+            ours.commit,
+            Some(Commit {
+                change_origin: Some(UPDATE.origin.to_owned()),
+                commit_user: "005SIM000000001AAA".to_owned(),
+            })
+        );
+    }
+}

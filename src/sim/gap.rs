@@ -154,7 +154,7 @@ pub(crate) fn header_only_event(
         event: ProducerEvent {
             id: uuid::Uuid::new_v4().to_string(),
             schema_id: schema.id.clone(),
-            payload,
+            payload: payload.into(),
             headers: Vec::new(),
         },
     })
@@ -282,7 +282,7 @@ mod tests {
             .iter()
             .map(|e| {
                 let schema = org.schema_by_id(&e.event.schema_id).expect("schema");
-                let mut r = e.event.payload.as_slice();
+                let mut r = &e.event.payload[..];
                 let v = apache_avro::from_avro_datum(&schema.schema, &mut r, None).expect("avro");
                 assert!(r.is_empty());
                 let mut v = org::avro_to_json(&v);

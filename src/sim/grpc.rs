@@ -342,7 +342,7 @@ impl PubSubService {
                 ),
             );
         };
-        let mut reader = event.payload.as_slice();
+        let mut reader = &event.payload[..];
         match apache_avro::from_avro_datum(&schema.schema, &mut reader, None) {
             Ok(_) if !reader.is_empty() => {
                 return failed(key, "The event payload has trailing bytes.".into());
@@ -547,7 +547,7 @@ impl Subscription {
                             .iter()
                             .map(|e| ConsumerEvent {
                                 event: Some(e.event.clone()),
-                                replay_id: bus::replay_id(e.seq),
+                                replay_id: bus::replay_id(e.seq).into(),
                             })
                             .collect(),
                         latest_replay_id: bus::replay_id(cursor),

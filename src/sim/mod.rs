@@ -806,7 +806,7 @@ impl SimOrg {
         let event = ProducerEvent {
             id: uuid::Uuid::new_v4().to_string(),
             schema_id: schema.id.clone(),
-            payload,
+            payload: payload.into(),
             headers: Vec::new(),
         };
         let seq = self.shared.append_platform_event(name, event);
@@ -828,7 +828,7 @@ impl SimOrg {
         let event = ProducerEvent {
             id: uuid::Uuid::new_v4().to_string(),
             schema_id: schema_id.to_owned(),
-            payload,
+            payload: payload.into(),
             headers: Vec::new(),
         };
         Ok(bus::replay_id(

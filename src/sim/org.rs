@@ -1018,7 +1018,7 @@ impl Org {
                 event: ProducerEvent {
                     id: uuid::Uuid::new_v4().to_string(),
                     schema_id: schema.id.clone(),
-                    payload,
+                    payload: payload.into(),
                     headers: Vec::new(),
                 },
             });
@@ -1454,7 +1454,7 @@ mod tests {
 
     fn decode(org: &Org, e: &BuiltEvent) -> Json {
         let schema = org.schema_by_id(&e.event.schema_id).expect("schema");
-        let mut r = e.event.payload.as_slice();
+        let mut r = &e.event.payload[..];
         let v = apache_avro::from_avro_datum(&schema.schema, &mut r, None).expect("decode");
         assert!(r.is_empty());
         avro_to_json(&v)

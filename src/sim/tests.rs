@@ -108,8 +108,8 @@ impl Client {
 
     pub(super) async fn decode(&mut self, event: &ProducerEvent) -> Value {
         let schema = self.schema(&event.schema_id).await;
-        let value = apache_avro::from_avro_datum(&schema, &mut event.payload.as_slice(), None)
-            .expect("decode");
+        let value =
+            apache_avro::from_avro_datum(&schema, &mut &event.payload[..], None).expect("decode");
         super::org::avro_to_json(&value)
     }
 }
@@ -489,7 +489,7 @@ async fn replay_presets_and_replay_id_errors() {
         .subscribe(fetch(
             ACCOUNTS,
             ReplayPreset::Custom,
-            all[0].replay_id.clone(),
+            all[0].replay_id.to_vec(),
             10,
         ))
         .await;
@@ -552,7 +552,7 @@ async fn replay_presets_and_replay_id_errors() {
         .subscribe(fetch(
             ACCOUNTS,
             ReplayPreset::Custom,
-            all[0].replay_id.clone(),
+            all[0].replay_id.to_vec(),
             10,
         ))
         .await
@@ -758,13 +758,13 @@ async fn publish_platform_events_and_schema_evolution() {
                 ProducerEvent {
                     id: "corr-1".into(),
                     schema_id: info.schema_id.clone(),
-                    payload: payload.clone(),
+                    payload: payload.clone().into(),
                     headers: Vec::new(),
                 },
                 ProducerEvent {
                     id: "corr-2".into(),
                     schema_id: "unknown".into(),
-                    payload,
+                    payload: payload.into(),
                     headers: Vec::new(),
                 },
             ],
@@ -1029,7 +1029,7 @@ async fn reset_stream_every_ends_each_stream_with_internal_after_n_events() {
     // The next stream resumes after the last event and is reset after 4 more.
     let last = events.last().expect("events").replay_id.clone();
     let mut sub = client
-        .subscribe(fetch(ACCOUNTS, ReplayPreset::Custom, last, 100))
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Custom, last.to_vec(), 100))
         .await;
     let more = sub.take(4, 100).await;
     assert_eq!(more.len(), 4);
@@ -1039,7 +1039,7 @@ async fn reset_stream_every_ends_each_stream_with_internal_after_n_events() {
     org.reset_stream_every(0);
     let last = more.last().expect("events").replay_id.clone();
     let mut sub = client
-        .subscribe(fetch(ACCOUNTS, ReplayPreset::Custom, last, 100))
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Custom, last.to_vec(), 100))
         .await;
     assert_eq!(sub.take(2, 100).await.len(), 2);
     assert_eq!(org.replay_ids(ACCOUNTS).len(), 10);
