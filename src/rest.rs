@@ -924,7 +924,9 @@ impl RestClient {
         }
     }
 
-    fn composite_body(&self, subrequests: &[SubRequest]) -> Value {
+    /// The JSON body of one Composite call (public for `benches/hot_path.rs` only).
+    #[doc(hidden)]
+    pub fn composite_body(&self, subrequests: &[SubRequest]) -> Value {
         let data = &self.inner.data_path;
         let collection =
             |records: &Vec<Map<String, Value>>| json!({ "allOrNone": false, "records": records });
