@@ -69,6 +69,41 @@ pub const LIMIT_INFO_HEADER: &str = "Sforce-Limit-Info";
 /// covers is unknown.
 pub const UNREADABLE_RESPONSE: &str = "FORCEBRIDGE_UNREADABLE_RESPONSE";
 
+/// Durations of [`RestClient::composite`] requests as the client saw them (from sending the
+/// `/composite` request to having read its answer, retries and waits on the limit guard
+/// included; query pages fetched after it are not), in microseconds. Collected only after
+/// [`install_call_probe`].
+#[derive(Debug, Default)]
+pub struct CallProbe {
+    samples_us: Mutex<Vec<u64>>,
+}
+
+impl CallProbe {
+    fn observe(&self, took: Duration) {
+        if let Ok(mut samples) = self.samples_us.lock() {
+            samples.push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Takes the samples collected so far (microseconds).
+    pub fn take(&self) -> Vec<u64> {
+        self.samples_us
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+/// Set once per process by [`install_call_probe`] (`forcebridge bench`); unset otherwise, when
+/// recording costs one atomic load per call.
+static CALL_PROBE: std::sync::OnceLock<Arc<CallProbe>> = std::sync::OnceLock::new();
+
+/// Turns on the [`CallProbe`] for every [`RestClient`] of this process; returns it. Meant for
+/// `forcebridge bench` only.
+pub fn install_call_probe() -> Arc<CallProbe> {
+    CALL_PROBE.get_or_init(Default::default).clone()
+}
+
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(200);
 const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -848,9 +883,14 @@ impl RestClient {
         async {
             let body = self.composite_body(subrequests);
             let path = format!("{}/composite", self.inner.data_path);
+            let started = Instant::now();
             let answer = self
                 .execute(Method::POST, &path, Some(&body), true, cancel)
-                .await?;
+                .await;
+            if let Some(probe) = CALL_PROBE.get() {
+                probe.observe(started.elapsed());
+            }
+            let answer = answer?;
             let results = parse_composite(&answer, subrequests.len())?;
             let mut responses = Vec::with_capacity(subrequests.len());
             for (sub, (status, body)) in subrequests.iter().zip(results) {
