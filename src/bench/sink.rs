@@ -120,7 +120,8 @@ pub fn planned_calls(records: usize, objects: usize, batch_records: usize) -> u6
                 WriteOp {
                     object: object.to_owned(),
                     kind: OpKind::Update,
-                    target: Target::Id(format!("{prefix}BENCH{i:010}")),
+                    // Distinct in the first 15 characters, as record Ids are.
+                    target: Target::Id(format!("{prefix}{i:012}AAA")),
                     fields: [(FIELD.to_owned(), Value::String(value_of(i)))]
                         .into_iter()
                         .collect(),
@@ -515,5 +516,7 @@ mod tests {
         assert_eq!(planned_calls(10_001, 1, 1_000), 22);
         // 400 records over two objects: 200 per object: two lookups, two collections.
         assert_eq!(planned_calls(400, 2, 1_000), 2);
+        // 500 per object: three queries and three collections each: two calls each.
+        assert_eq!(planned_calls(1_000, 2, 1_000), 4);
     }
 }
