@@ -510,13 +510,13 @@ mod tests {
 
     #[test]
     fn planned_calls_follow_the_batches() {
-        // One batch of 1,000 on one object: one lookup call, five collections of 200 in one call.
+        // One batch of 1,000 on one object: one retrieve, five collections of 200 in one call.
         assert_eq!(planned_calls(1_000, 1, 1_000), 2);
-        // Ten such batches, and a last one of 1 record (one lookup, one collection).
+        // Ten such batches, and a last one of 1 record (one retrieve, one collection).
         assert_eq!(planned_calls(10_001, 1, 1_000), 22);
-        // 400 records over two objects: 200 per object: two lookups, two collections.
-        assert_eq!(planned_calls(400, 2, 1_000), 2);
-        // 500 per object: three queries and three collections each: two calls each.
-        assert_eq!(planned_calls(1_000, 2, 1_000), 4);
+        // 10,000: five retrieves of 2,000 in one call, fifty collections in ten.
+        assert_eq!(planned_calls(10_000, 1, 10_000), 11);
+        // 500 per object: a retrieve each (one call), three collections each (two calls).
+        assert_eq!(planned_calls(1_000, 2, 1_000), 3);
     }
 }
