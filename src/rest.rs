@@ -172,7 +172,9 @@ pub enum SubResponse {
     Query { records: Vec<Map<String, Value>> },
     /// One entry per id of a [`SubRequest::Retrieve`], in id order: the record (`attributes`
     /// removed) or `None` where Salesforce answered `null`.
-    Retrieved { records: Vec<Option<Map<String, Value>>> },
+    Retrieved {
+        records: Vec<Option<Map<String, Value>>>,
+    },
     /// One result per record (or id), in input order.
     Saved(Vec<SaveResult>),
     /// The subrequest as a whole failed (its body was an error array), or its answer could not
@@ -727,7 +729,9 @@ fn retrieved(mut body: Value, expected: usize) -> Result<Vec<Option<Map<String, 
         .map(|item| match item {
             Value::Null => Ok(None),
             Value::Object(record) => Ok(Some(record)),
-            other => Err(format!("retrieve entry is neither a record nor null: {other}")),
+            other => Err(format!(
+                "retrieve entry is neither a record nor null: {other}"
+            )),
         })
         .collect()
 }

@@ -53,7 +53,10 @@ fn check_figures(out: &str, records: u64) -> u64 {
     );
     assert_eq!(figure(out, "conflicts"), "0", "{out}");
     assert_eq!(figure(out, "dead-lettered"), "0", "{out}");
-    assert!(number(out, "throughput, records/s (end to end)") > 0.0, "{out}");
+    assert!(
+        number(out, "throughput, records/s (end to end)") > 0.0,
+        "{out}"
+    );
     let spent = number(out, "Salesforce API calls spent (/limits)") as u64;
     assert!(spent > 0, "{out}");
     assert_eq!(

@@ -92,12 +92,10 @@ pub fn batch_calls(ops: &[WriteOp]) -> u64 {
     let lookups = plan::lookups(ops, true).len();
     let writes: Vec<plan::Write> = ops
         .iter()
-        .filter_map(
-            |op| match plan::decide(op, &HashMap::new(), true, None) {
-                Decision::Write(w) => Some(w),
-                _ => None,
-            },
-        )
+        .filter_map(|op| match plan::decide(op, &HashMap::new(), true, None) {
+            Decision::Write(w) => Some(w),
+            _ => None,
+        })
         .collect();
     let collections = plan::chunks(writes.iter().enumerate().map(|(i, w)| (i, w, 0))).len();
     (lookups.div_ceil(COMPOSITE_COLLECTIONS) + collections.div_ceil(COMPOSITE_COLLECTIONS)) as u64
@@ -136,11 +134,7 @@ pub fn planned_calls(records: usize, objects: usize, batch_records: usize) -> u6
     total
 }
 
-fn bench_config(
-    sim: &SimOrg,
-    bootstrap: &str,
-    args: &SinkBenchArgs,
-) -> Result<Config, BenchError> {
+fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SinkBenchArgs) -> Result<Config, BenchError> {
     let mut sink = format!("sink:\n  topics: [{WRITEBACK_TOPIC}]\n  commit_interval: 1s\n");
     if let Some(b) = args.batch_records {
         sink.push_str(&format!("  batch_records: {b}\n"));
@@ -165,10 +159,7 @@ async fn remaining_calls(
     api_version: &str,
     token: &str,
 ) -> Result<u64, BenchError> {
-    let url = format!(
-        "{}/services/data/v{api_version}/limits",
-        sim.instance_url()
-    );
+    let url = format!("{}/services/data/v{api_version}/limits", sim.instance_url());
     let failed = |e: String| BenchError::Failed(format!("GET /limits: {e}"));
     let response = http
         .get(&url)
@@ -383,7 +374,10 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
     println!();
     println!("results");
     println!("  {:<48} {n}", "write-back records produced");
-    println!("  {:<48} {}", "records written by the sink", snapshot.written);
+    println!(
+        "  {:<48} {}",
+        "records written by the sink", snapshot.written
+    );
     println!("  {:<48} {}", "conflicts", snapshot.conflicts);
     println!("  {:<48} {}", "dead-lettered", snapshot.dead_lettered);
     println!(

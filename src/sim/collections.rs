@@ -502,19 +502,11 @@ pub(super) fn retrieve(exec: &mut Exec, call: &Call, object: &str) -> Reply {
     }
     let records: Vec<Value> = ids_list
         .iter()
-        .map(|id| {
-            match exec.org.view(exec.outer.as_ref(), object, id) {
-                Some(record) if record.get("IsDeleted") != Some(&Value::Bool(true)) => {
-                    Value::Object(super::rest::render_record(
-                        &schema,
-                        object,
-                        call.version,
-                        &record,
-                        Some(&fields),
-                    ))
-                }
-                _ => Value::Null,
-            }
+        .map(|id| match exec.org.view(exec.outer.as_ref(), object, id) {
+            Some(record) if record.get("IsDeleted") != Some(&Value::Bool(true)) => Value::Object(
+                super::rest::render_record(&schema, object, call.version, &record, Some(&fields)),
+            ),
+            _ => Value::Null,
         })
         .collect();
     Reply::json(StatusCode::OK, Value::Array(records))

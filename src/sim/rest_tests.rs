@@ -1412,7 +1412,10 @@ async fn collections_retrieve_by_post_returns_records_in_id_order_with_nulls() {
     assert_eq!(r.status, 400);
     assert_eq!(r.body[0]["errorCode"], "MISSING_ARGUMENT");
     let r = api
-        .post("/composite/sobjects/Nope__c", json!({"ids": [ids[0]], "fields": ["Id"]}))
+        .post(
+            "/composite/sobjects/Nope__c",
+            json!({"ids": [ids[0]], "fields": ["Id"]}),
+        )
         .await;
     assert_eq!(r.status, 404);
 

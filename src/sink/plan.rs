@@ -490,10 +490,11 @@ mod tests {
             })
             .collect();
         assert_eq!(sizes, [RETRIEVE_LIMIT, RETRIEVE_LIMIT, 500]);
-        assert!(l.iter().all(|l| l.keys.len() == match &l.request {
-            SubRequest::Retrieve { ids, .. } => ids.len(),
-            _ => 0,
-        }));
+        assert!(l.iter().all(|l| l.keys.len()
+            == match &l.request {
+                SubRequest::Retrieve { ids, .. } => ids.len(),
+                _ => 0,
+            }));
         let SubRequest::Retrieve { ids, .. } = &l[1].request else {
             panic!()
         };

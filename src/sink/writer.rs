@@ -652,9 +652,7 @@ impl Writer {
                 }
             }
             SubResponse::Query { .. } | SubResponse::Retrieved { .. } => {
-                return Err(WriteError::Protocol(
-                    "records in answer to a write".into(),
-                ));
+                return Err(WriteError::Protocol("records in answer to a write".into()));
             }
         }
         Ok(())
