@@ -22,6 +22,8 @@
 //! that round trip ([`crate::sim::SimOrg::set_stream_rtt`]). It fails when the records
 //! acknowledged do not match the events made, or the run overruns `--timeout-secs`.
 
+pub mod sink;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,8 @@ use crate::telemetry::{DELIVERY_LATENCY_BUCKETS, PipelineStats};
 pub enum BenchCommand {
     /// Salesforce (simulated) → forcebridge → Kafka (mock cluster), in this process.
     Source(SourceBenchArgs),
+    /// Kafka (mock cluster) → forcebridge's sink → Salesforce (simulated), in this process.
+    Sink(sink::SinkBenchArgs),
 }
 
 /// Options of `forcebridge bench source`.
@@ -91,6 +95,7 @@ const OBJECTS: [(&str, &str); 2] = [
 pub async fn run(command: BenchCommand, cancel: CancellationToken) -> Result<(), BenchError> {
     match command {
         BenchCommand::Source(args) => source(args, cancel).await,
+        BenchCommand::Sink(args) => sink::run(args, cancel).await,
     }
 }
 

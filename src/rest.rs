@@ -6,7 +6,8 @@
 //! * [`RestClient::composite`] sends one `POST /services/data/v{ver}/composite` with
 //!   `allOrNone: false` and `collateSubrequests: false` (subrequests run in order; one failing
 //!   does not roll back the others). It checks Salesforce's limits first ([`validate`]: ≤ 25
-//!   subrequests, ≤ 5 of them collections or queries, 1–200 records per collection) and answers
+//!   subrequests, ≤ 5 of them collections or queries, 1–200 records per collection, 1–2,000 ids
+//!   per retrieve) and answers
 //!   one [`SubResponse`] per [`SubRequest`], in input order, each collection's [`SaveResult`]s in
 //!   record order. A query whose result is not `done` is followed through `nextRecordsUrl` (one
 //!   more API call per page).
@@ -60,6 +61,11 @@ pub const MAX_SUBREQUESTS: usize = 25;
 pub const MAX_COLLECTIONS_AND_QUERIES: usize = 5;
 /// Records (or ids) per sObject Collections subrequest.
 pub const MAX_COLLECTION_RECORDS: usize = 200;
+/// Ids per sObject Collections retrieve with a request body (`POST
+/// /composite/sobjects/{SObject}`): "The request retrieves up to 2,000 records of the same object
+/// type" (<https://developer.salesforce.com/docs/platform/api-rest/guide/resources-composite-sobjects-collections-retrieve-post.html>).
+/// The GET form takes about 800 ids before the URL is too long (HTTP 414), so only POST is used.
+pub const MAX_RETRIEVE_IDS: usize = 2_000;
 /// Salesforce's call options header (`client=<tag>`).
 pub const CALL_OPTIONS_HEADER: &str = "Sforce-Call-Options";
 /// Salesforce's API usage header (`api-usage=USED/MAX`).
@@ -69,6 +75,41 @@ pub const LIMIT_INFO_HEADER: &str = "Sforce-Limit-Info";
 /// covers is unknown.
 pub const UNREADABLE_RESPONSE: &str = "FORCEBRIDGE_UNREADABLE_RESPONSE";
 
+/// Durations of [`RestClient::composite`] requests as the client saw them (from sending the
+/// `/composite` request to having read its answer, retries and waits on the limit guard
+/// included; query pages fetched after it are not), in microseconds. Collected only after
+/// [`install_call_probe`].
+#[derive(Debug, Default)]
+pub struct CallProbe {
+    samples_us: Mutex<Vec<u64>>,
+}
+
+impl CallProbe {
+    fn observe(&self, took: Duration) {
+        if let Ok(mut samples) = self.samples_us.lock() {
+            samples.push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Takes the samples collected so far (microseconds).
+    pub fn take(&self) -> Vec<u64> {
+        self.samples_us
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+/// Set once per process by [`install_call_probe`] (`forcebridge bench`); unset otherwise, when
+/// recording costs one atomic load per call.
+static CALL_PROBE: std::sync::OnceLock<Arc<CallProbe>> = std::sync::OnceLock::new();
+
+/// Turns on the [`CallProbe`] for every [`RestClient`] of this process; returns it. Meant for
+/// `forcebridge bench` only.
+pub fn install_call_probe() -> Arc<CallProbe> {
+    CALL_PROBE.get_or_init(Default::default).clone()
+}
+
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(200);
 const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -77,6 +118,14 @@ const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub enum SubRequest {
     /// `GET …/query?q=<soql>`.
     Query { soql: String },
+    /// `POST …/composite/sobjects/{object}` with `{"ids": [...], "fields": [...]}`: sObject
+    /// Collections retrieve, up to [`MAX_RETRIEVE_IDS`] ids of one object, answered in id order
+    /// with `null` for an id that is invalid, inaccessible or deleted.
+    Retrieve {
+        object: String,
+        ids: Vec<String>,
+        fields: Vec<String>,
+    },
     /// `POST …/composite/sobjects`; each record carries `attributes.type`.
     Create { records: Vec<Map<String, Value>> },
     /// `PATCH …/composite/sobjects`; each record carries `attributes.type` and `Id`.
@@ -96,6 +145,7 @@ impl SubRequest {
     fn kind(&self) -> &'static str {
         match self {
             SubRequest::Query { .. } => "Query",
+            SubRequest::Retrieve { .. } => "Retrieve",
             SubRequest::Create { .. } => "Create",
             SubRequest::Update { .. } => "Update",
             SubRequest::Upsert { .. } => "Upsert",
@@ -103,10 +153,10 @@ impl SubRequest {
         }
     }
 
-    /// Records (or ids) written; 0 for a query.
+    /// Records (or ids) written; 0 for a query or a retrieve.
     fn record_count(&self) -> usize {
         match self {
-            SubRequest::Query { .. } => 0,
+            SubRequest::Query { .. } | SubRequest::Retrieve { .. } => 0,
             SubRequest::Create { records }
             | SubRequest::Update { records }
             | SubRequest::Upsert { records, .. } => records.len(),
@@ -120,6 +170,11 @@ impl SubRequest {
 pub enum SubResponse {
     /// Every record of the query (all pages), `attributes` removed at every level.
     Query { records: Vec<Map<String, Value>> },
+    /// One entry per id of a [`SubRequest::Retrieve`], in id order: the record (`attributes`
+    /// removed) or `None` where Salesforce answered `null`.
+    Retrieved {
+        records: Vec<Option<Map<String, Value>>>,
+    },
     /// One result per record (or id), in input order.
     Saved(Vec<SaveResult>),
     /// The subrequest as a whole failed (its body was an error array), or its answer could not
@@ -498,6 +553,36 @@ fn validate_one(sub: &SubRequest) -> Result<(), String> {
             Ok(())
         };
     }
+    if let SubRequest::Retrieve {
+        object,
+        ids,
+        fields,
+    } = sub
+    {
+        if !is_api_name(object) {
+            return Err(format!("`{object}` is not an API name"));
+        }
+        match ids.len() {
+            0 => return Err("no ids".to_owned()),
+            n if n > MAX_RETRIEVE_IDS => {
+                return Err(format!("{n} ids; at most {MAX_RETRIEVE_IDS}"));
+            }
+            _ => {}
+        }
+        if let Some(id) = ids
+            .iter()
+            .find(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(format!("`{id}` is not a record id"));
+        }
+        if fields.is_empty() {
+            return Err("no fields".to_owned());
+        }
+        if let Some(field) = fields.iter().find(|f| !is_api_name(f)) {
+            return Err(format!("`{field}` is not an API name"));
+        }
+        return Ok(());
+    }
     match sub.record_count() {
         0 => return Err("no records".to_owned()),
         n if n > MAX_COLLECTION_RECORDS => {
@@ -517,7 +602,7 @@ fn validate_one(sub: &SubRequest) -> Result<(), String> {
             .is_some_and(|s| !s.is_empty())
     };
     match sub {
-        SubRequest::Query { .. } => {}
+        SubRequest::Query { .. } | SubRequest::Retrieve { .. } => {}
         SubRequest::Create { records } => {
             if let Some(i) = records.iter().position(|r| !has_type(r)) {
                 return Err(format!("record {i} has no attributes.type"));
@@ -625,6 +710,30 @@ fn truncate(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
+}
+
+/// The answer to a retrieve of `expected` ids: an array of one record or `null` per id.
+fn retrieved(mut body: Value, expected: usize) -> Result<Vec<Option<Map<String, Value>>>, String> {
+    strip_attributes(&mut body);
+    let Value::Array(items) = body else {
+        return Err("retrieve answer is not an array".to_owned());
+    };
+    if items.len() != expected {
+        return Err(format!(
+            "retrieve answered {} entries for {expected} ids",
+            items.len()
+        ));
+    }
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Null => Ok(None),
+            Value::Object(record) => Ok(Some(record)),
+            other => Err(format!(
+                "retrieve entry is neither a record nor null: {other}"
+            )),
+        })
+        .collect()
 }
 
 /// Removes `attributes` objects from query records, at every level (relationships, subqueries).
@@ -848,9 +957,14 @@ impl RestClient {
         async {
             let body = self.composite_body(subrequests);
             let path = format!("{}/composite", self.inner.data_path);
+            let started = Instant::now();
             let answer = self
                 .execute(Method::POST, &path, Some(&body), true, cancel)
-                .await?;
+                .await;
+            if let Some(probe) = CALL_PROBE.get() {
+                probe.observe(started.elapsed());
+            }
+            let answer = answer?;
             let results = parse_composite(&answer, subrequests.len())?;
             let mut responses = Vec::with_capacity(subrequests.len());
             for (sub, (status, body)) in subrequests.iter().zip(results) {
@@ -940,6 +1054,15 @@ impl RestClient {
                         format!("{data}/query?q={}", percent_encode(soql)),
                         None,
                     ),
+                    SubRequest::Retrieve {
+                        object,
+                        ids,
+                        fields,
+                    } => (
+                        "POST",
+                        format!("{data}/composite/sobjects/{object}"),
+                        Some(json!({ "ids": ids, "fields": fields })),
+                    ),
                     SubRequest::Create { records } => (
                         "POST",
                         format!("{data}/composite/sobjects"),
@@ -1005,6 +1128,12 @@ impl RestClient {
             return Ok(SubResponse::Failed {
                 http_status: status,
                 errors: errors_from_value(&body),
+            });
+        }
+        if let SubRequest::Retrieve { ids, .. } = sub {
+            return Ok(match retrieved(body, ids.len()) {
+                Ok(records) => SubResponse::Retrieved { records },
+                Err(message) => unreadable(message),
             });
         }
         if !matches!(sub, SubRequest::Query { .. }) {

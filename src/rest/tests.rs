@@ -1109,3 +1109,63 @@ fn soql_is_percent_encoded() {
         "SELECT%20Id%20FROM%20A%20WHERE%20N%20%3D%20%27%C3%A9%2B%25%27"
     );
 }
+
+#[tokio::test]
+async fn retrieve_posts_ids_and_fields_and_keeps_nulls_in_id_order() {
+    let stub = Stub::start(vec![composite(vec![(
+        200,
+        json!([
+            {"attributes": {"type": "Account", "url": "/x"}, "Id": "001A", "SystemModstamp": "2024-01-31T12:05:09.042+0000"},
+            null,
+        ]),
+    )])])
+    .await;
+    let rest = client(&stub, no_guard());
+    let request = SubRequest::Retrieve {
+        object: "Account".into(),
+        ids: vec!["001A".into(), "001B".into()],
+        fields: vec!["Id".into(), "SystemModstamp".into()],
+    };
+    let responses = rest
+        .composite(std::slice::from_ref(&request), &stub.cancel())
+        .await
+        .expect("composite");
+    assert_eq!(
+        responses,
+        vec![SubResponse::Retrieved {
+            records: vec![
+                Some(record(
+                    json!({"Id": "001A", "SystemModstamp": "2024-01-31T12:05:09.042+0000"})
+                )),
+                None,
+            ]
+        }]
+    );
+    let sub = &stub.seen()[0].body["compositeRequest"][0];
+    assert_eq!(sub["method"], "POST");
+    assert_eq!(sub["url"], format!("{DATA}/composite/sobjects/Account"));
+    assert_eq!(
+        sub["body"],
+        json!({"ids": ["001A", "001B"], "fields": ["Id", "SystemModstamp"]})
+    );
+
+    // An answer with the wrong number of entries is unreadable, not a partial result.
+    let stub = Stub::start(vec![composite(vec![(200, json!([null]))])]).await;
+    let rest = client(&stub, no_guard());
+    let responses = rest
+        .composite(std::slice::from_ref(&request), &stub.cancel())
+        .await
+        .expect("composite");
+    assert!(
+        matches!(&responses[0], SubResponse::Failed { errors, .. } if errors[0].code == UNREADABLE_RESPONSE),
+        "{responses:?}"
+    );
+    // Salesforce's limit: 2,000 ids per retrieve.
+    let too_many = SubRequest::Retrieve {
+        object: "Account".into(),
+        ids: vec!["001A".into(); MAX_RETRIEVE_IDS + 1],
+        fields: vec!["Id".into()],
+    };
+    let e = validate(&[too_many]).expect_err("over the limit");
+    assert!(e.to_string().contains("2001 ids; at most 2000"), "{e}");
+}

@@ -1,5 +1,6 @@
 //! sObject Collections: `/composite/sobjects` create (POST), update (PATCH), delete (DELETE
-//! `?ids=…&allOrNone=`) and `/composite/sobjects/{Object}/{ExternalIdField}` upsert (PATCH).
+//! `?ids=…&allOrNone=`), `/composite/sobjects/{Object}/{ExternalIdField}` upsert (PATCH) and
+//! `/composite/sobjects/{Object}` retrieve with a request body (POST).
 //!
 //! Contract:
 //! * Body `{"allOrNone": bool (default false), "records": [...]}`; at most 200 records (or ids)
@@ -23,6 +24,15 @@
 //!   upsert (`INVALID_FIELD`, "Only external ids are supported…"), a missing `Id` in an update or
 //!   External Id in an upsert (`MISSING_ARGUMENT`), one External Id twice in an upsert
 //!   (`DUPLICATE_EXTERNAL_ID`, every occurrence).
+//! * Retrieve (POST, <https://developer.salesforce.com/docs/platform/api-rest/guide/resources-composite-sobjects-collections-retrieve-post.html>):
+//!   body `{"ids": [...], "fields": [...]}`, both required and non-empty (400
+//!   `JSON_PARSER_ERROR` / `MISSING_ARGUMENT` otherwise); at most [`MAX_RETRIEVE`] ids (400
+//!   `EXCEEDED_ID_LIMIT`); an unknown field refuses the request (400 `INVALID_FIELD`, "No such
+//!   column"); an unknown object is 404 `NOT_FOUND`. Otherwise HTTP 200 with one entry per id, in
+//!   the order of the ids: the record (`attributes` and the requested fields, canonical names,
+//!   datetimes as Salesforce text) or `null` for an id that is malformed, not found, of another
+//!   object, or deleted. Nothing is written; inside `/composite` it is one of the five
+//!   collection or query subrequests.
 
 use std::collections::HashMap;
 
@@ -35,6 +45,8 @@ use super::{SimError, ids};
 
 /// Most records (or ids) per call.
 pub const MAX_RECORDS: usize = 200;
+/// Most ids per retrieve (POST) call.
+pub const MAX_RETRIEVE: usize = 2_000;
 /// Most chunks of same-type records in one create.
 const MAX_CHUNKS: usize = 10;
 
@@ -410,4 +422,92 @@ pub(super) fn delete(exec: &mut Exec, call: &Call) -> Reply {
         }
     }
     finish(exec, call, slots, ops, all_or_none, false)
+}
+
+/// `POST /composite/sobjects/{Object}`: retrieve by Id with a request body.
+pub(super) fn retrieve(exec: &mut Exec, call: &Call, object: &str) -> Reply {
+    if !exec.org.has_object(object) {
+        return Reply::not_found();
+    }
+    let Some(schema) = exec.org.object_schema(object) else {
+        return Reply::not_found();
+    };
+    let body = match call.body.json() {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Value::Object(body) = body else {
+        return Reply::json_parser_error(
+            "Cannot deserialize the request body: expected a JSON object",
+        );
+    };
+    let list = |name: &str| -> Result<Vec<String>, Reply> {
+        match body.get(name) {
+            None | Some(Value::Null) => Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                "MISSING_ARGUMENT",
+                &format!("{name} parameter is required"),
+                &[name],
+            )),
+            Some(Value::Array(items)) => {
+                let strings: Option<Vec<String>> = items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                match strings {
+                    Some(s) if !s.is_empty() => Ok(s),
+                    Some(_) => Err(Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "MISSING_ARGUMENT",
+                        &format!("{name} parameter is required"),
+                        &[name],
+                    )),
+                    None => Err(Reply::json_parser_error(&format!(
+                        "Cannot deserialize {name}: expected an array of strings"
+                    ))),
+                }
+            }
+            Some(other) => Err(Reply::json_parser_error(&format!(
+                "Cannot deserialize {name}: expected an array, got {other}"
+            ))),
+        }
+    };
+    let (ids_list, field_list) = match (list("ids"), list("fields")) {
+        (Ok(i), Ok(f)) => (i, f),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if ids_list.len() > MAX_RETRIEVE {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "EXCEEDED_ID_LIMIT",
+            &format!(
+                "record limit reached. cannot submit more than {MAX_RETRIEVE} records in a single call"
+            ),
+            &[],
+        );
+    }
+    let mut fields = Vec::with_capacity(field_list.len());
+    for name in &field_list {
+        match super::rest::canonical_field(&schema, name) {
+            Some(f) => fields.push(f),
+            None => {
+                return Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_FIELD",
+                    &format!("No such column '{name}' on sobject of type {object}"),
+                    &[name],
+                );
+            }
+        }
+    }
+    let records: Vec<Value> = ids_list
+        .iter()
+        .map(|id| match exec.org.view(exec.outer.as_ref(), object, id) {
+            Some(record) if record.get("IsDeleted") != Some(&Value::Bool(true)) => Value::Object(
+                super::rest::render_record(&schema, object, call.version, &record, Some(&fields)),
+            ),
+            _ => Value::Null,
+        })
+        .collect();
+    Reply::json(StatusCode::OK, Value::Array(records))
 }

@@ -6,7 +6,7 @@
 //!   "body"?, "httpHeaders"?}]}`. `url` is a full path `/services/data/vXX.X/…` (query strings
 //!   percent-encoded). Supported: sObject rows (`sobjects/{Object}` POST,
 //!   `sobjects/{Object}/{Id}` GET/PATCH/DELETE, `sobjects/{Object}/{ExtIdField}/{value}`
-//!   GET/PATCH), sObject Collections, and `query`. Anything else answers that subrequest with an
+//!   GET/PATCH), sObject Collections (retrieve by POST included), and `query`. Anything else answers that subrequest with an
 //!   error, as its own resource would.
 //! * At most 25 subrequests, at most 5 of them sObject Collections or queries; more, a malformed
 //!   body, or a duplicate `referenceId` refuse the whole call with 400 (`LIMIT_EXCEEDED`,

@@ -276,6 +276,9 @@ pub struct SimConfig {
     pub query_batch_size: usize,
     /// Serve both sides over TLS with this identity (`https://` URLs); plaintext when `None`.
     pub tls: Option<tls::SimTls>,
+    /// Simulated latency added to every REST request under `/services/data` (one whole
+    /// `/composite` call is one request); changed later by [`SimOrg::set_rest_latency`].
+    pub rest_latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -302,6 +305,7 @@ impl Default for SimConfig {
             overflow_threshold: 100_000,
             query_batch_size: 2_000,
             tls: None,
+            rest_latency: Duration::ZERO,
         }
     }
 }
@@ -645,7 +649,8 @@ impl SimOrg {
         } else {
             "http"
         };
-        let api = ApiState::new(config.daily_api_requests);
+        let mut api = ApiState::new(config.daily_api_requests);
+        api.latency = config.rest_latency;
         let shared = Arc::new(Shared {
             api: Mutex::new(api),
             config,

@@ -13,7 +13,7 @@
 //!   `sobjects/{Object}/{ExtIdField}/{value}` GET / PATCH upsert (201 `created: true` or 200
 //!   `created: false`); `query?q=` ([`super::soql`]; at most `query_batch_size` rows per page,
 //!   the rest through `nextRecordsUrl` = `query/{locator}-{offset}`, see [`Cursors`]); `limits`;
-//!   `composite/sobjects…`;
+//!   `composite/sobjects…` (incl. `composite/sobjects/{Object}` POST retrieve);
 //!   `composite`; the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
 //!   known path with another method: 405 `METHOD_NOT_ALLOWED`.
 //! * Field values as the Rust API takes them (compound fields nested), except that dates and
@@ -548,6 +548,10 @@ impl<'a> Exec<'a> {
                 Method::DELETE => collections::delete(self, call),
                 _ => Reply::method_not_allowed(m, "POST,PATCH,DELETE"),
             },
+            ["composite", "sobjects", object] => match *m {
+                Method::POST => collections::retrieve(self, call, object),
+                _ => Reply::method_not_allowed(m, "POST"),
+            },
             ["composite", "sobjects", object, field] if m == Method::PATCH => {
                 collections::upsert(self, call, object, field)
             }
@@ -875,7 +879,7 @@ fn composite_unsupported(call: &Call) -> Reply {
 
 /// The API spelling of a readable field of the object (`Id`, `IsDeleted`, `SystemModstamp` or a
 /// schema field), matched case-insensitively.
-fn canonical_field(schema: &SchemaVersion, name: &str) -> Option<String> {
+pub(super) fn canonical_field(schema: &SchemaVersion, name: &str) -> Option<String> {
     ["Id", "IsDeleted", "SystemModstamp"]
         .into_iter()
         .map(str::to_owned)

@@ -1340,3 +1340,106 @@ async fn password_tokens_act_as_the_org_user_and_bad_paths_are_salesforce_errors
     assert_eq!(versions[0]["version"], "62.0");
     org.shutdown().await;
 }
+
+#[tokio::test]
+async fn collections_retrieve_by_post_returns_records_in_id_order_with_nulls() {
+    let (org, api) = start().await;
+    let ids = org.generate("Account", 3).expect("accounts");
+    let contact = org
+        .create("Contact", obj(json!({"Name": {"LastName": "Other"}})))
+        .expect("contact");
+    org.delete("Account", &ids[2]).expect("delete");
+    let missing = format!("{}000000000ZZZ", &ids[0][..3]);
+    let asked = vec![
+        ids[1][..15].to_owned(),
+        contact.clone(),
+        ids[0].clone(),
+        ids[2].clone(),
+        missing,
+        "not-an-id".to_owned(),
+    ];
+    let body = json!({"ids": asked, "fields": ["id", "SystemModstamp", "lastmodifiedbyid"]});
+    let r = api.post("/composite/sobjects/Account", body.clone()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.limit_info.as_deref(), Some("api-usage=1/100000"));
+    let items = r.body.as_array().expect("array");
+    assert_eq!(items.len(), 6, "one entry per id");
+    assert_eq!(items[0]["Id"], ids[1].as_str(), "18-character Id for a 15");
+    assert_eq!(items[2]["Id"], ids[0].as_str());
+    assert_eq!(items[0]["attributes"]["type"], "Account");
+    let keys: Vec<&String> = items[0].as_object().expect("record").keys().collect();
+    assert_eq!(
+        keys,
+        ["Id", "LastModifiedById", "SystemModstamp", "attributes"],
+        "canonical names of the requested fields only"
+    );
+    let stamp = items[0]["SystemModstamp"].as_str().expect("datetime text");
+    assert!(sftime::parse_datetime(stamp).is_ok(), "{stamp}");
+    for i in [1, 3, 4, 5] {
+        assert!(items[i].is_null(), "{i}: {:?}", items[i]);
+    }
+
+    // The documented limits: 2,000 ids; known fields only; both lists required.
+    let many: Vec<String> = (0..2_001).map(|_| ids[0].clone()).collect();
+    let r = api
+        .post(
+            "/composite/sobjects/Account",
+            json!({"ids": many[..2_000], "fields": ["Id"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.as_array().expect("array").len(), 2_000);
+    let r = api
+        .post(
+            "/composite/sobjects/Account",
+            json!({"ids": many, "fields": ["Id"]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body[0]["errorCode"], "EXCEEDED_ID_LIMIT");
+    let r = api
+        .post(
+            "/composite/sobjects/Account",
+            json!({"ids": [ids[0]], "fields": ["Id", "Nope__c"]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body[0]["errorCode"], "INVALID_FIELD");
+    assert_eq!(r.body[0]["fields"], json!(["Nope__c"]));
+    let r = api
+        .post("/composite/sobjects/Account", json!({"ids": [ids[0]]}))
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body[0]["errorCode"], "MISSING_ARGUMENT");
+    let r = api
+        .post(
+            "/composite/sobjects/Nope__c",
+            json!({"ids": [ids[0]], "fields": ["Id"]}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+
+    // Inside /composite: one of the five collection or query subrequests, one API call.
+    let retrieve = |i: usize| {
+        sub(
+            &format!("r{i}"),
+            "POST",
+            "/composite/sobjects/Account",
+            Some(body.clone()),
+        )
+    };
+    let (used, _) = org.api_usage();
+    let r = api.composite(false, (0..5).map(retrieve).collect()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(org.api_usage().0, used + 1);
+    let first = &r.body["compositeResponse"][0];
+    assert_eq!(first["httpStatusCode"], 200);
+    assert_eq!(first["body"][2]["Id"], ids[0].as_str());
+    assert!(first["body"][3].is_null());
+    let mut six: Vec<Value> = (0..5).map(retrieve).collect();
+    six.push(sub("q", "GET", "/query?q=SELECT+Id+FROM+Account", None));
+    let r = api.composite(false, six).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body[0]["errorCode"], "LIMIT_EXCEEDED");
+    org.shutdown().await;
+}

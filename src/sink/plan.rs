@@ -3,10 +3,14 @@
 //!
 //! Contract:
 //! * [`lookups`] reads, per object, `Id, SystemModstamp, LastModifiedById` (plus the External Id
-//!   field) of every record a batch updates, upserts or deletes: by `Id IN (…)` or by
+//!   field) of every record a batch updates, upserts or deletes. Records addressed by Id are read
+//!   with sObject Collections retrieve (`POST /composite/sobjects/{Object}`, at most
+//!   [`RETRIEVE_LIMIT`] ids each: 2,000 per subrequest instead of a query's 200, so five per
+//!   Composite call read 10,000 records); records addressed by External Id with SOQL
 //!   `<ExtField> IN (…)`, at most [`MAX_IN_VALUES`] values and [`MAX_IN_CHARS`] characters per
 //!   query. Writes by External Id other than upserts are always looked up (to find the Id);
-//!   the rest only with last-write-wins on.
+//!   the rest only with last-write-wins on. [`as_queries`] turns a retrieve Salesforce refused
+//!   into `Id IN (…)` queries of 200, so that a refusal only costs the records of one query.
 //! * [`decide`]: a write whose `timestamp` is older than the record's `SystemModstamp` is a
 //!   conflict — unless the last modification was made by forcebridge's own user (its earlier
 //!   write of the same stream, e.g. repeated after a crash), which is not a competing change.
@@ -24,10 +28,16 @@ use super::message::{OpKind, Target, WriteOp, record_key};
 use crate::rest::SubRequest;
 use crate::sfid::id15;
 
-/// Records per sObject Collections request (Salesforce's limit).
+/// Records per sObject Collections write request (Salesforce's limit).
 pub const COLLECTION_LIMIT: usize = 200;
-/// Collections or queries per Composite request (Salesforce's limit).
+/// Collections (writes or retrieves) or queries per Composite request (Salesforce's limit: up
+/// to 25 subrequests, of which up to 5 sObject Collections or query operations).
 pub const COMPOSITE_COLLECTIONS: usize = 5;
+/// Ids per sObject Collections retrieve (`POST`; Salesforce's limit, see
+/// [`crate::rest::MAX_RETRIEVE_IDS`]).
+pub const RETRIEVE_LIMIT: usize = crate::rest::MAX_RETRIEVE_IDS;
+/// The fields last-write-wins reads of a record.
+pub const LOOKUP_FIELDS: [&str; 3] = ["Id", "SystemModstamp", "LastModifiedById"];
 /// Values per `IN (…)` list.
 pub const MAX_IN_VALUES: usize = 200;
 /// Characters of one `IN (…)` list, keeping the query URL well under Salesforce's 16,384-byte
@@ -41,12 +51,12 @@ pub enum LookupBy {
     External(String),
 }
 
-/// One SOQL query of a batch.
+/// One read of a batch: a [`SubRequest::Retrieve`] (by Id) or a [`SubRequest::Query`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lookup {
     pub object: String,
     pub by: LookupBy,
-    pub soql: String,
+    pub request: SubRequest,
     /// The lookup keys ([`op_lookup_key`]) of the values it asks for.
     pub keys: Vec<String>,
 }
@@ -98,7 +108,7 @@ fn needs_lookup(op: &WriteOp, lww: bool) -> Option<(LookupBy, &str)> {
     }
 }
 
-/// The queries a batch needs (see the module contract).
+/// The reads a batch needs (see the module contract).
 pub fn lookups<'a>(ops: impl IntoIterator<Item = &'a WriteOp>, lww: bool) -> Vec<Lookup> {
     // (object, by) → distinct values, in first-seen order.
     let mut groups: Vec<((String, LookupBy), Vec<&str>)> = Vec::new();
@@ -121,53 +131,88 @@ pub fn lookups<'a>(ops: impl IntoIterator<Item = &'a WriteOp>, lww: bool) -> Vec
     }
     let mut out = Vec::new();
     for ((object, by), values) in groups {
-        let mut keys: Vec<String> = Vec::new();
-        let (select, column) = match &by {
-            LookupBy::Id => (
-                "SELECT Id, SystemModstamp, LastModifiedById".to_owned(),
-                "Id",
-            ),
-            LookupBy::External(field) => (
-                format!("SELECT Id, SystemModstamp, LastModifiedById, {field}"),
-                field.as_str(),
-            ),
-        };
-        let mut list: Vec<String> = Vec::new();
-        let mut chars = 0;
-        let flush = |list: &mut Vec<String>, keys: &mut Vec<String>, out: &mut Vec<Lookup>| {
-            if list.is_empty() {
-                return;
+        match by {
+            LookupBy::Id => {
+                for part in values.chunks(RETRIEVE_LIMIT) {
+                    out.push(Lookup {
+                        object: object.clone(),
+                        by: LookupBy::Id,
+                        request: SubRequest::Retrieve {
+                            object: object.clone(),
+                            ids: part.iter().map(|v| (*v).to_owned()).collect(),
+                            fields: LOOKUP_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+                        },
+                        keys: part
+                            .iter()
+                            .map(|v| lookup_key(&object, &LookupBy::Id, v))
+                            .collect(),
+                    });
+                }
             }
-            out.push(Lookup {
-                object: object.clone(),
-                by: by.clone(),
+            LookupBy::External(_) => queries(&object, &by, &values, &mut out),
+        }
+    }
+    out
+}
+
+/// The reads of a refused [`SubRequest::Retrieve`] as SOQL `Id IN (…)` queries (empty for any
+/// other lookup).
+pub fn as_queries(lookup: &Lookup) -> Vec<Lookup> {
+    let mut out = Vec::new();
+    if let SubRequest::Retrieve { ids, .. } = &lookup.request {
+        let values: Vec<&str> = ids.iter().map(String::as_str).collect();
+        queries(&lookup.object, &LookupBy::Id, &values, &mut out);
+    }
+    out
+}
+
+/// SOQL lookups of `values` of `object` by `by`, at most [`MAX_IN_VALUES`] values and
+/// [`MAX_IN_CHARS`] characters each.
+fn queries(object: &str, by: &LookupBy, values: &[&str], out: &mut Vec<Lookup>) {
+    let mut keys: Vec<String> = Vec::new();
+    let (select, column) = match by {
+        LookupBy::Id => (format!("SELECT {}", LOOKUP_FIELDS.join(", ")), "Id"),
+        LookupBy::External(field) => (
+            format!("SELECT {}, {field}", LOOKUP_FIELDS.join(", ")),
+            field.as_str(),
+        ),
+    };
+    let mut list: Vec<String> = Vec::new();
+    let mut chars = 0;
+    let flush = |list: &mut Vec<String>, keys: &mut Vec<String>, out: &mut Vec<Lookup>| {
+        if list.is_empty() {
+            return;
+        }
+        out.push(Lookup {
+            object: object.to_owned(),
+            by: by.clone(),
+            request: SubRequest::Query {
                 soql: format!(
                     "{select} FROM {object} WHERE {column} IN ({})",
                     list.join(",")
                 ),
-                keys: std::mem::take(keys),
-            });
-            list.clear();
-        };
-        for value in values {
-            let quoted = quote(value);
-            // The query travels URL-encoded: anything but letters and digits may take 3 bytes.
-            let encoded = quoted
-                .bytes()
-                .map(|b| if b.is_ascii_alphanumeric() { 1 } else { 3 })
-                .sum::<usize>()
-                + 3;
-            if list.len() == MAX_IN_VALUES || chars + encoded > MAX_IN_CHARS {
-                flush(&mut list, &mut keys, &mut out);
-                chars = 0;
-            }
-            chars += encoded;
-            list.push(quoted);
-            keys.push(lookup_key(&object, &by, value));
+            },
+            keys: std::mem::take(keys),
+        });
+        list.clear();
+    };
+    for value in values {
+        let quoted = quote(value);
+        // The query travels URL-encoded: anything but letters and digits may take 3 bytes.
+        let encoded = quoted
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { 1 } else { 3 })
+            .sum::<usize>()
+            + 3;
+        if list.len() == MAX_IN_VALUES || chars + encoded > MAX_IN_CHARS {
+            flush(&mut list, &mut keys, out);
+            chars = 0;
         }
-        flush(&mut list, &mut keys, &mut out);
+        chars += encoded;
+        list.push(quoted);
+        keys.push(lookup_key(object, by, value));
     }
-    out
+    flush(&mut list, &mut keys, out);
 }
 
 /// Parses `SystemModstamp`: a Salesforce datetime string or epoch milliseconds.
@@ -392,6 +437,12 @@ mod tests {
     fn id(n: u32) -> String {
         format!("001SIM{n:09}AAA")
     }
+    fn soql(l: &Lookup) -> &str {
+        match &l.request {
+            SubRequest::Query { soql } => soql,
+            other => panic!("not a query: {other:?}"),
+        }
+    }
 
     #[test]
     fn lookups_group_dedupe_escape_and_chunk() {
@@ -404,33 +455,68 @@ mod tests {
         let l = lookups(&ops, true);
         assert_eq!(l.len(), 2);
         assert_eq!(
-            l[0].soql,
+            soql(&l[0]),
             "SELECT Id, SystemModstamp, LastModifiedById, External_Id__c FROM Account WHERE External_Id__c IN ('O\\'Brien\\\\1')"
         );
+        // By Id: one retrieve; the 15-character Id of the same record is not read twice.
         assert_eq!(
-            l[1].soql,
-            format!(
-                "SELECT Id, SystemModstamp, LastModifiedById FROM Account WHERE Id IN ('{}')",
-                id(1)
-            )
+            l[1].request,
+            SubRequest::Retrieve {
+                object: "Account".into(),
+                ids: vec![id(1)],
+                fields: vec![
+                    "Id".into(),
+                    "SystemModstamp".into(),
+                    "LastModifiedById".into()
+                ],
+            }
         );
+        assert_eq!(l[1].keys.len(), 1);
         // Without LWW only writes by External Id that need an Id are looked up.
         assert!(lookups(&ops, false).is_empty());
         ops.push(op(OpKind::Update, ext("E2"), None));
         assert_eq!(lookups(&ops, false).len(), 1);
 
-        let many: Vec<WriteOp> = (0..450)
+        // Retrieves of at most 2,000 Ids, in first-seen order.
+        let many: Vec<WriteOp> = (0..4_500)
             .map(|n| op(OpKind::Update, Target::Id(id(n)), Some(1)))
             .collect();
         let l = lookups(&many, true);
-        assert_eq!(l.len(), 3);
-        assert_eq!(l[2].soql.matches("'001").count(), 50);
+        let sizes: Vec<usize> = l
+            .iter()
+            .map(|l| match &l.request {
+                SubRequest::Retrieve { ids, .. } => ids.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, [RETRIEVE_LIMIT, RETRIEVE_LIMIT, 500]);
+        assert!(l.iter().all(|l| l.keys.len()
+            == match &l.request {
+                SubRequest::Retrieve { ids, .. } => ids.len(),
+                _ => 0,
+            }));
+        let SubRequest::Retrieve { ids, .. } = &l[1].request else {
+            panic!()
+        };
+        assert_eq!(ids[0], id(2_000));
+        // A refused retrieve becomes queries of 200 Ids with the same keys.
+        let q = as_queries(&l[2]);
+        assert_eq!(q.len(), 3);
+        assert!(soql(&q[0]).starts_with(
+            "SELECT Id, SystemModstamp, LastModifiedById FROM Account WHERE Id IN ('001SIM000004000AAA',"
+        ));
+        assert_eq!(soql(&q[2]).matches("'001").count(), 100);
+        assert_eq!(
+            q.iter().flat_map(|q| q.keys.clone()).collect::<Vec<_>>(),
+            l[2].keys
+        );
+        assert!(as_queries(&q[0]).is_empty());
         let long: Vec<WriteOp> = (0..100)
             .map(|n| op(OpKind::Upsert, ext(&format!("{n:0>100}")), Some(1)))
             .collect();
         let l = lookups(&long, true);
         assert!(
-            l.len() >= 2 && l.iter().all(|q| q.soql.len() < MAX_IN_CHARS + 200),
+            l.len() >= 2 && l.iter().all(|q| soql(q).len() < MAX_IN_CHARS + 200),
             "{}",
             l.len()
         );
@@ -443,7 +529,9 @@ mod tests {
         let lookup = Lookup {
             object: "Account".into(),
             by: LookupBy::Id,
-            soql: String::new(),
+            request: SubRequest::Query {
+                soql: String::new(),
+            },
             keys: vec![],
         };
         let mut found = HashMap::new();
@@ -497,7 +585,9 @@ mod tests {
         let lookup = Lookup {
             object: "Account".into(),
             by: LookupBy::External("External_Id__c".into()),
-            soql: String::new(),
+            request: SubRequest::Query {
+                soql: String::new(),
+            },
             keys: vec![],
         };
         let mut found = HashMap::new();

@@ -2,9 +2,14 @@
 //! recorded as a conflict, or dead-lettered.
 //!
 //! Contract:
-//! * Lookups first ([`plan::lookups`]), packed five queries per Composite call; then writes
-//!   ([`plan::chunks`]), five collections per Composite call. A full batch of 1,000 records of
-//!   one kind costs two API calls.
+//! * Lookups first ([`plan::lookups`]: sObject Collections retrieves of up to 2,000 Ids, SOQL
+//!   queries for External Ids), packed five per Composite call; then writes ([`plan::chunks`]),
+//!   five collections of up to 200 per Composite call. A full batch of 10,000 updates by Id of
+//!   one object, last-write-wins on, costs 1 read call + 10 write calls (≈ 909 records per
+//!   call); 1,000 cost 1 + 1.
+//! * A retrieve refused with a 4xx (a whole-call 400 included) is read again as `Id IN (…)`
+//!   queries of 200 ([`plan::as_queries`]); a query refused that way dead-letters the records it
+//!   asked for (stage `sink.lookup`). Retryable failures are retried up to `max_attempts`.
 //! * Per-record results: success finishes the record; a delete of a record already deleted
 //!   (`ENTITY_IS_DELETED`) is success (repeating a delete is harmless); a retryable error
 //!   ([`crate::retry::record_error_is_retryable`]) is retried in a later round with backoff and
@@ -311,29 +316,37 @@ impl Writer {
         // 1. Read what the batch needs to know about Salesforce's current records. Retryable
         // query failures are retried; a query Salesforce refuses dead-letters the records whose
         // values it asked for.
-        let lookups = plan::lookups(items.iter().map(|i| &i.op), lww);
+        let mut pending: Vec<plan::Lookup> = plan::lookups(items.iter().map(|i| &i.op), lww);
         let mut found: HashMap<String, Current> = HashMap::new();
         let mut failed_keys: HashMap<String, ApiError> = HashMap::new();
-        let mut pending: Vec<&plan::Lookup> = lookups.iter().collect();
         let mut attempts = 0;
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
+        // A lookup refused for its content: a retrieve is read again as queries of 200 Ids (so
+        // one bad Id costs one query's records); a query's records are dead-lettered.
+        let refused = |lookup: &plan::Lookup,
+                       e: &ApiError,
+                       fallback: &mut Vec<plan::Lookup>,
+                       failed_keys: &mut HashMap<String, ApiError>| {
+            let queries = plan::as_queries(lookup);
+            if queries.is_empty() {
+                for k in &lookup.keys {
+                    failed_keys.insert(k.clone(), e.clone());
+                }
+            } else {
+                debug!(code = %e.code, ids = lookup.keys.len(), "retrieve refused; reading its records with queries");
+                fallback.extend(queries);
+            }
+        };
         while !pending.is_empty() {
-            attempts += 1;
-            let mut again: Vec<&plan::Lookup> = Vec::new();
+            let mut again: Vec<plan::Lookup> = Vec::new();
+            let mut fallback: Vec<plan::Lookup> = Vec::new();
             for call in pending.chunks(COMPOSITE_COLLECTIONS) {
-                let requests: Vec<SubRequest> = call
-                    .iter()
-                    .map(|l| SubRequest::Query {
-                        soql: l.soql.clone(),
-                    })
-                    .collect();
+                let requests: Vec<SubRequest> = call.iter().map(|l| l.request.clone()).collect();
                 let responses = match self.composite(&requests, cancel).await? {
                     Ok(r) => r,
                     Err(e) => {
                         for l in call {
-                            for k in &l.keys {
-                                failed_keys.insert(k.clone(), e.clone());
-                            }
+                            refused(l, &e, &mut fallback, &mut failed_keys);
                         }
                         continue;
                     }
@@ -343,43 +356,46 @@ impl Writer {
                         SubResponse::Query { records } => {
                             plan::index_results(lookup, &records, &mut found);
                         }
+                        SubResponse::Retrieved { records } => {
+                            let records: Vec<_> = records.into_iter().flatten().collect();
+                            plan::index_results(lookup, &records, &mut found);
+                        }
                         SubResponse::Failed {
                             errors,
                             http_status,
                         } => {
                             let e = errors.into_iter().next().unwrap_or(ApiError {
                                 code: format!("HTTP_{http_status}"),
-                                message: "the lookup query failed".into(),
+                                message: "the lookup failed".into(),
                                 fields: Vec::new(),
                             });
                             if http_status < 300 {
                                 return Err(WriteError::Protocol(format!(
-                                    "unreadable query result: {}",
+                                    "unreadable lookup result: {}",
                                     e.message
                                 )));
                             }
                             if http_status >= 500
                                 || crate::retry::record_error_is_retryable(&e.code)
                             {
-                                again.push(lookup);
+                                again.push(lookup.clone());
                             } else {
-                                for k in &lookup.keys {
-                                    failed_keys.insert(k.clone(), e.clone());
-                                }
+                                refused(lookup, &e, &mut fallback, &mut failed_keys);
                             }
                         }
                         SubResponse::Saved(_) => {
                             return Err(WriteError::Protocol(
-                                "save results in answer to a query".into(),
+                                "save results in answer to a lookup".into(),
                             ));
                         }
                     }
                 }
             }
             if !again.is_empty() {
+                attempts += 1;
                 if attempts >= self.max_attempts {
                     return Err(WriteError::Protocol(format!(
-                        "{} lookup queries still failing after {attempts} attempts",
+                        "{} lookups still failing after {attempts} attempts",
                         again.len()
                     )));
                 }
@@ -387,6 +403,7 @@ impl Writer {
                     return Err(WriteError::Cancelled);
                 }
             }
+            again.extend(fallback);
             pending = again;
         }
 
@@ -634,10 +651,8 @@ impl Writer {
                     retry.extend(chunk.members.iter().copied());
                 }
             }
-            SubResponse::Query { .. } => {
-                return Err(WriteError::Protocol(
-                    "query records in answer to a write".into(),
-                ));
+            SubResponse::Query { .. } | SubResponse::Retrieved { .. } => {
+                return Err(WriteError::Protocol("records in answer to a write".into()));
             }
         }
         Ok(())

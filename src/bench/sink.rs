@@ -1,0 +1,516 @@
+//! `forcebridge bench sink`: throughput, Salesforce API calls, call latency, CPU and memory of the
+//! write-back path, end to end.
+//!
+//! Contract: starts a simulated Salesforce org and an embedded Kafka (librdkafka's mock cluster)
+//! in this process and runs the real sink ([`crate::sink::run`], last-write-wins on, as by
+//! default) against them.
+//!
+//! * Outside the measured window: `--records` records are created in the org (round-robin over
+//!   `--objects`: Account, then Contact), and one write-back message per record is produced into
+//!   the write-back topic: an `update` by Id of `Description`, keyed by the Id, whose `timestamp`
+//!   is newer than the record's `SystemModstamp` (so last-write-wins reads every record and
+//!   writes it). Then `GET /limits` is read.
+//! * The window opens when the sink starts (login and the consumer group join included) and
+//!   closes when the sink has finished every record (written, conflict or dead letter).
+//! * After the window: the sink is stopped and `/limits` read again. API calls spent = the drop of
+//!   `DailyApiRequests.Remaining` between the two reads, less the second read itself (a `/limits`
+//!   read counts as a call, and its answer includes itself).
+//!
+//! Per run it prints: records/s (records ÷ window); the API calls spent, the sink's own count of
+//! its REST calls (which must equal them), the calls the batch plan needs when every batch is
+//! full ([`planned_calls`]), and records per API call; the latency of the sink's Composite calls
+//! as its REST client saw them (p50/p99/max, [`crate::rest::install_call_probe`]); CPU time per
+//! record (the process's user+sys time over the window, 10 ms ticks, ÷ records — it includes the
+//! in-process simulated org and mock Kafka); the peak RSS (`VmHWM`). `--rest-latency` delays every
+//! REST call at the org ([`crate::sim::SimConfig::rest_latency`]).
+//!
+//! It fails (non-zero exit) unless every record was written, none was a conflict or dead-lettered
+//! (the conflicts and dead-letter topics are empty), every record in the org holds the value its
+//! message wrote, and the calls counted by `/limits` equal the sink's own count; or when the run
+//! overruns `--timeout-secs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{BenchError, cpu_time, peak_rss, quantile};
+use crate::config::Config;
+use crate::kafka::{EmbeddedKafka, OutgoingRecord, Producer};
+use crate::sim::{SimConfig, SimOrg};
+use crate::sink::message::{OpKind, Target, WriteOp};
+use crate::sink::plan::{self, COMPOSITE_COLLECTIONS, Decision};
+use crate::telemetry::SinkStats;
+
+/// Options of `forcebridge bench sink`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SinkBenchArgs {
+    /// Write-back records (updates by Id of records created in the org first).
+    #[arg(long, default_value_t = 20_000)]
+    pub records: usize,
+    /// Simulated latency of every REST call at the org, milliseconds (one Composite call is one
+    /// REST call).
+    #[arg(long, default_value_t = 0)]
+    pub rest_latency: u64,
+    /// Objects written, round-robin (1: Account; 2: Account and Contact).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub objects: u8,
+    /// `sink.batch_records`; the config's default when absent.
+    #[arg(long)]
+    pub batch_records: Option<usize>,
+    /// `sink.linger`, milliseconds; the config's default when absent.
+    #[arg(long)]
+    pub linger_ms: Option<u64>,
+    /// `sink.concurrency`; the config's default when absent.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Give up when the records have not all been finished after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+}
+
+const OBJECTS: [&str; 2] = ["Account", "Contact"];
+const WRITEBACK_TOPIC: &str = "salesforce.writeback";
+const FIELD: &str = "Description";
+
+/// The value message `i` writes.
+fn value_of(i: usize) -> String {
+    format!("forcebridge bench write-back {i}")
+}
+
+/// The object of record `i` with `objects` objects.
+fn object_of(i: usize, objects: usize) -> &'static str {
+    OBJECTS[i % objects]
+}
+
+/// API calls the sink's plan needs for one batch of updates by Id, last-write-wins on, when
+/// every record is found and written at the first attempt: the lookups of [`plan::lookups`] and
+/// the collections of [`plan::chunks`], each [`COMPOSITE_COLLECTIONS`] per Composite call.
+pub fn batch_calls(ops: &[WriteOp]) -> u64 {
+    let lookups = plan::lookups(ops, true).len();
+    let writes: Vec<plan::Write> = ops
+        .iter()
+        .filter_map(|op| match plan::decide(op, &HashMap::new(), true, None) {
+            Decision::Write(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    let collections = plan::chunks(writes.iter().enumerate().map(|(i, w)| (i, w, 0))).len();
+    (lookups.div_ceil(COMPOSITE_COLLECTIONS) + collections.div_ceil(COMPOSITE_COLLECTIONS)) as u64
+}
+
+/// API calls the bench's `records` updates need when the sink cuts them into full batches of
+/// `batch_records` (the last one holds the rest): the sum of [`batch_calls`] over the batches.
+/// Record `i` is on object `i % objects` (Account, Contact), as the bench makes them.
+pub fn planned_calls(records: usize, objects: usize, batch_records: usize) -> u64 {
+    let objects = objects.clamp(1, OBJECTS.len());
+    let batch_records = batch_records.max(1);
+    let mut total = 0;
+    let mut start = 0;
+    while start < records {
+        let end = (start + batch_records).min(records);
+        let ops: Vec<WriteOp> = (start..end)
+            .map(|i| {
+                let object = object_of(i, objects);
+                let prefix = if object == "Account" { "001" } else { "003" };
+                WriteOp {
+                    object: object.to_owned(),
+                    kind: OpKind::Update,
+                    // Distinct in the first 15 characters, as record Ids are.
+                    target: Target::Id(format!("{prefix}{i:012}AAA")),
+                    fields: [(FIELD.to_owned(), Value::String(value_of(i)))]
+                        .into_iter()
+                        .collect(),
+                    timestamp: Some(1),
+                    insert_key: None,
+                }
+            })
+            .collect();
+        total += batch_calls(&ops);
+        start = end;
+    }
+    total
+}
+
+fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SinkBenchArgs) -> Result<Config, BenchError> {
+    let mut sink = format!("sink:\n  topics: [{WRITEBACK_TOPIC}]\n  commit_interval: 1s\n");
+    if let Some(b) = args.batch_records {
+        sink.push_str(&format!("  batch_records: {b}\n"));
+    }
+    if let Some(ms) = args.linger_ms {
+        sink.push_str(&format!("  linger: {ms}ms\n"));
+    }
+    if let Some(c) = args.concurrency {
+        sink.push_str(&format!("  concurrency: {c}\n"));
+    }
+    let text = format!(
+        "name: forcebridge-bench\n{salesforce}{sink}kafka:\n  bootstrap_servers: {bootstrap}\n  create_topics: false\n",
+        salesforce = sim.salesforce_yaml(),
+    );
+    Ok(Config::from_yaml(&text, |_| None)?)
+}
+
+/// `DailyApiRequests.Remaining` from `GET /limits` (a call the org counts, itself included).
+async fn remaining_calls(
+    http: &reqwest::Client,
+    sim: &SimOrg,
+    api_version: &str,
+    token: &str,
+) -> Result<u64, BenchError> {
+    let url = format!("{}/services/data/v{api_version}/limits", sim.instance_url());
+    let failed = |e: String| BenchError::Failed(format!("GET /limits: {e}"));
+    let response = http
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| failed(e.to_string()))?;
+    if !status.is_success() {
+        return Err(failed(format!("HTTP {status}: {body}")));
+    }
+    body.pointer("/DailyApiRequests/Remaining")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| failed(format!("no DailyApiRequests.Remaining in {body}")))
+}
+
+fn kafka_error(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Kafka(e.to_string())
+}
+
+fn sim_error(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Sim(e.to_string())
+}
+
+/// Runs `forcebridge bench sink`.
+pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), BenchError> {
+    let n = args.records;
+    if n == 0 {
+        return Err(BenchError::Failed("--records must be at least 1".into()));
+    }
+    let objects = usize::from(args.objects);
+    let probe = crate::rest::install_call_probe();
+    let sim = SimOrg::start(SimConfig {
+        rest_latency: Duration::from_millis(args.rest_latency),
+        // Room for the run's calls at any batch size; the figures come from the drop.
+        daily_api_requests: 1_000_000,
+        ..SimConfig::default()
+    })
+    .await
+    .map_err(sim_error)?;
+
+    // The records to update, made by the org's user before the window.
+    let made = Instant::now();
+    let mut per_object: Vec<Vec<String>> = Vec::with_capacity(objects);
+    for (k, object) in OBJECTS[..objects].iter().enumerate() {
+        let count = (n + objects - 1 - k) / objects;
+        per_object.push(sim.generate(object, count).map_err(sim_error)?);
+    }
+    let targets: Vec<(&str, String)> = (0..n)
+        .map(|i| {
+            (
+                object_of(i, objects),
+                per_object[i % objects][i / objects].clone(),
+            )
+        })
+        .collect();
+    // Newer than every SystemModstamp just set.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let timestamp = crate::sim::now_ms();
+
+    let kafka = EmbeddedKafka::start(3).map_err(kafka_error)?;
+    let bootstrap = kafka.bootstrap_servers();
+    let config = Arc::new(bench_config(&sim, &bootstrap, &args)?);
+    let sink_config = config.sink.as_ref().expect("the bench config has a sink");
+    let batch_records = sink_config.batch_records;
+    // A mock-cluster partition keeps only its last 5 MB: keep each under 4 MB.
+    let partitions = (1 + n * 320 / (4 << 20)).min(1000) as i32;
+    kafka
+        .create_topic(WRITEBACK_TOPIC, partitions)
+        .map_err(kafka_error)?;
+    let dead_letter_topic = config.sink_dead_letter_topic().to_owned();
+    let conflicts_topic = sink_config.conflicts_topic.clone();
+    for topic in [&dead_letter_topic, &conflicts_topic] {
+        kafka.create_topic(topic, 1).map_err(kafka_error)?;
+    }
+    let messages: Vec<Vec<u8>> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, (object, id))| {
+            json!({"object": object, "operation": "update", "id": id, "timestamp": timestamp,
+                "fields": {FIELD: value_of(i)}})
+            .to_string()
+            .into_bytes()
+        })
+        .collect();
+    let producer = Producer::new(&config.kafka.settings()).map_err(kafka_error)?;
+    producer
+        .deliver(
+            targets
+                .iter()
+                .zip(&messages)
+                .map(|((_, id), value)| OutgoingRecord {
+                    topic: WRITEBACK_TOPIC,
+                    key: Some(id.as_bytes()),
+                    value: Some(value),
+                    headers: &[],
+                }),
+        )
+        .await
+        .map_err(BenchError::Kafka)?;
+    drop(producer);
+    drop(messages);
+    let prepared = made.elapsed();
+
+    let planned = planned_calls(n, objects, batch_records);
+    println!("forcebridge bench sink");
+    println!(
+        "  {n} updates by Id over {objects} object(s), last-write-wins on; batch_records {batch_records}, linger {:?}, concurrency {}; REST latency {} ms; {partitions} partition(s)",
+        sink_config.linger, sink_config.concurrency, args.rest_latency
+    );
+    println!(
+        "  made {n} records in the org and produced {n} write-back messages in {prepared:.2?} (outside the measured window)"
+    );
+
+    let tls = crate::tls::ClientTls::from_config(&config.salesforce)
+        .map_err(|e| BenchError::Failed(format!("TLS settings: {e}")))?;
+    let http = crate::auth::http_client(&tls, config.salesforce.http_timeout)
+        .map_err(|e| BenchError::Failed(format!("HTTP client: {e}")))?;
+    let token = sim.issue_access_token();
+    let api_version = config.salesforce.api_version.clone();
+    let remaining_before = remaining_calls(&http, &sim, &api_version, &token).await?;
+
+    let stats = Arc::new(SinkStats::default());
+    let sink_cancel = cancel.child_token();
+    let cpu_start = cpu_time();
+    let window_start = Instant::now();
+    let sink = tokio::spawn(crate::sink::run(
+        config.clone(),
+        stats.clone(),
+        sink_cancel.clone(),
+    ));
+    let deadline = window_start + Duration::from_secs(args.timeout_secs);
+    // When the first records were seen written, and how many.
+    let mut first_write: Option<(Duration, u64)> = None;
+    let mut last_report = Instant::now();
+    let outcome = loop {
+        let s = stats.snapshot();
+        if first_write.is_none() && s.written > 0 {
+            first_write = Some((window_start.elapsed(), s.written));
+        }
+        let finished = s.written + s.conflicts + s.dead_lettered;
+        if finished >= n as u64 {
+            break Ok(());
+        }
+        if sink.is_finished() {
+            break Err("the sink stopped early".to_owned());
+        }
+        if cancel.is_cancelled() {
+            break Err("interrupted".to_owned());
+        }
+        if Instant::now() > deadline {
+            break Err(format!("timed out with {finished}/{n} records finished"));
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = Instant::now();
+            println!(
+                "  [{:>6.1}s] records finished {finished:>8}/{n}",
+                window_start.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let window = window_start.elapsed();
+    let cpu_end = cpu_time();
+    let rss = peak_rss();
+
+    sink_cancel.cancel();
+    let result = sink
+        .await
+        .map_err(|e| BenchError::Failed(format!("sink task failed: {e}")))?;
+    let snapshot = stats.snapshot();
+    let remaining_after = remaining_calls(&http, &sim, &api_version, &token).await;
+    let mut latencies = probe.take();
+    latencies.sort_unstable();
+    let topic_counts = {
+        let bootstrap = bootstrap.clone();
+        let topics = [dead_letter_topic.clone(), conflicts_topic.clone()];
+        tokio::task::spawn_blocking(move || {
+            topics
+                .iter()
+                .map(|t| crate::kafka::count_records(&bootstrap, t, Duration::from_secs(10)))
+                .collect::<Result<Vec<u64>, _>>()
+        })
+        .await
+        .map_err(|e| BenchError::Failed(format!("topic count task failed: {e}")))?
+        .map_err(kafka_error)?
+    };
+    // Every record holds the value its message wrote.
+    let mut wrong: Vec<String> = Vec::new();
+    for (i, (object, id)) in targets.iter().enumerate() {
+        let held = sim
+            .record(object, id)
+            .and_then(|r| r.get(FIELD).and_then(Value::as_str).map(str::to_owned));
+        if held.as_deref() != Some(value_of(i).as_str()) {
+            wrong.push(format!("{object} {id}: {FIELD} = {held:?}"));
+        }
+    }
+    drop(kafka);
+    sim.shutdown().await;
+    result.map_err(|e| BenchError::Failed(format!("the sink failed: {e}")))?;
+    outcome.map_err(BenchError::Failed)?;
+    let remaining_after = remaining_after?;
+    // The drop includes the second /limits read itself.
+    let spent = remaining_before
+        .saturating_sub(remaining_after)
+        .saturating_sub(1);
+
+    let secs = window.as_secs_f64();
+    let (dlq_records, conflict_records) = (topic_counts[0], topic_counts[1]);
+    let ms = |us: Option<u64>| us.map_or("n/a".to_owned(), |v| format!("{:.1} ms", v as f64 / 1e3));
+    println!();
+    println!("results");
+    println!("  {:<48} {n}", "write-back records produced");
+    println!(
+        "  {:<48} {}",
+        "records written by the sink", snapshot.written
+    );
+    println!("  {:<48} {}", "conflicts", snapshot.conflicts);
+    println!("  {:<48} {}", "dead-lettered", snapshot.dead_lettered);
+    println!(
+        "  {:<48} {}",
+        "records holding their new value in the org",
+        n - wrong.len()
+    );
+    println!("  {:<48} {:.3} s", "measured window", secs);
+    if let Some((first, _)) = first_write {
+        println!(
+            "  {:<48} {:.3} s",
+            "  of which until the first records were written",
+            first.as_secs_f64()
+        );
+    }
+    println!(
+        "  {:<48} {:.0}",
+        "throughput, records/s (end to end)",
+        n as f64 / secs
+    );
+    if let Some((first, written)) = first_write
+        && written < n as u64
+    {
+        println!(
+            "  {:<48} {:.0}  ({} records in {:.3} s)",
+            "  after the first records were written",
+            (n as u64 - written) as f64 / (window - first).as_secs_f64(),
+            n as u64 - written,
+            (window - first).as_secs_f64()
+        );
+    }
+    println!("  {:<48} {spent}", "Salesforce API calls spent (/limits)");
+    println!(
+        "  {:<48} {}  (Composite calls {}, batches {})",
+        "REST calls counted by the sink",
+        snapshot.api_calls,
+        snapshot.composite_calls,
+        snapshot.batches
+    );
+    println!("  {:<48} {planned}", "API calls planned with full batches");
+    println!(
+        "  {:<48} {:.1}",
+        "records per API call",
+        n as f64 / spent.max(1) as f64
+    );
+    println!(
+        "  {:<48} p50 {}  p99 {}  max {}  ({} calls)",
+        "Composite call latency (as the sink saw it)",
+        ms(quantile(&latencies, 0.50)),
+        ms(quantile(&latencies, 0.99)),
+        ms(latencies.last().copied()),
+        latencies.len()
+    );
+    match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => {
+            let cpu = b.saturating_sub(a);
+            println!(
+                "  {:<48} {:.1} µs  ({:.2} s CPU over the window, {:.0}% of one core)",
+                "CPU time per record",
+                cpu.as_secs_f64() * 1e6 / n as f64,
+                cpu.as_secs_f64(),
+                100.0 * cpu.as_secs_f64() / secs
+            );
+        }
+        _ => println!("  {:<48} n/a (no /proc/self/stat)", "CPU time per record"),
+    }
+    println!(
+        "    (process user+sys, 10 ms ticks; includes the in-process simulated org and mock Kafka)"
+    );
+    match rss {
+        Some(b) => println!(
+            "  {:<48} {:.1} MiB  (whole process, incl. the org's records and events)",
+            "peak RSS (VmHWM)",
+            b as f64 / (1 << 20) as f64
+        ),
+        None => println!("  {:<48} n/a", "peak RSS (VmHWM)"),
+    }
+
+    let mut problems: Vec<String> = Vec::new();
+    if snapshot.written != n as u64 {
+        problems.push(format!("{} of {n} records written", snapshot.written));
+    }
+    if snapshot.conflicts != 0 || conflict_records != 0 {
+        problems.push(format!(
+            "{} conflicts ({conflict_records} records on {conflicts_topic})",
+            snapshot.conflicts
+        ));
+    }
+    if snapshot.dead_lettered != 0 || dlq_records != 0 {
+        problems.push(format!(
+            "{} dead letters ({dlq_records} records on {dead_letter_topic})",
+            snapshot.dead_lettered
+        ));
+    }
+    if !wrong.is_empty() {
+        problems.push(format!(
+            "{} records without their new value in the org, e.g. {}",
+            wrong.len(),
+            wrong[..wrong.len().min(3)].join("; ")
+        ));
+    }
+    if spent != snapshot.api_calls {
+        problems.push(format!(
+            "/limits counted {spent} API calls, the sink made {}",
+            snapshot.api_calls
+        ));
+    }
+    if spent == 0 {
+        problems.push("no API call was counted".to_owned());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(BenchError::Failed(format!(
+            "verification failed: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planned_calls_follow_the_batches() {
+        // One batch of 1,000 on one object: one retrieve, five collections of 200 in one call.
+        assert_eq!(planned_calls(1_000, 1, 1_000), 2);
+        // Ten such batches, and a last one of 1 record (one retrieve, one collection).
+        assert_eq!(planned_calls(10_001, 1, 1_000), 22);
+        // 10,000: five retrieves of 2,000 in one call, fifty collections in ten.
+        assert_eq!(planned_calls(10_000, 1, 10_000), 11);
+        // 500 per object: a retrieve each (one call), three collections each (two calls).
+        assert_eq!(planned_calls(1_000, 2, 1_000), 3);
+    }
+}
