@@ -440,10 +440,11 @@ fn writeback_inputs() -> WritebackInputs {
         })
         .collect();
 
-    // The batch is what the doc says: every message parses, 5 lookup queries (one Composite
-    // call), every record written, 6 collections (two Composite calls).
+    // The batch is what the doc says: every message parses, 3 lookups (one Composite call:
+    // retrieves by Id, up to 2,000 Ids each, and the External Id query), every record written,
+    // 6 collections (two Composite calls).
     assert_eq!(ops.len(), BATCH);
-    assert_eq!(lookups.len(), 5, "lookups");
+    assert_eq!(lookups.len(), 3, "lookups");
     let (_, writes) = plan_batch(&inputs, &ops);
     assert_eq!(writes.len(), BATCH, "every record is written");
     assert_eq!(chunk_batch(&writes).len(), 6, "collections");
@@ -480,17 +481,12 @@ fn chunk_batch(writes: &[Write]) -> Vec<plan::Chunk> {
     plan::chunks(writes.iter().enumerate().map(|(i, w)| (i, w, 0)))
 }
 
-/// The Composite bodies of the batch's calls, serialized as the HTTP client sends them (queries
+/// The Composite bodies of the batch's calls, serialized as the HTTP client sends them (lookups
 /// five per call, then collections five per call, as `sink::writer` packs them). Returns bytes.
 fn bodies(rest: &RestClient, lookups: &[plan::Lookup], chunks: &[plan::Chunk]) -> usize {
     let mut bytes = 0;
     for call in lookups.chunks(COMPOSITE_COLLECTIONS) {
-        let requests: Vec<SubRequest> = call
-            .iter()
-            .map(|l| SubRequest::Query {
-                soql: l.soql.clone(),
-            })
-            .collect();
+        let requests: Vec<SubRequest> = call.iter().map(|l| l.request.clone()).collect();
         bytes += serde_json::to_vec(&rest.composite_body(&requests))
             .expect("JSON")
             .len();

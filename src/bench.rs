@@ -63,6 +63,9 @@ pub struct SourceBenchArgs {
     /// Simulated client↔org network round trip, milliseconds (delays the flow-control credits).
     #[arg(long, default_value_t = 0)]
     pub rtt: u64,
+    /// Partitions of each object topic (records are spread over them by record Id).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub partitions: i32,
     /// Flow-control credits per subscription (`source.batch_size`, 1..=100).
     #[arg(long, default_value_t = 100)]
     pub batch_size: u32,
@@ -109,6 +112,49 @@ fn cpu_time() -> Option<Duration> {
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     const TICKS_PER_SECOND: u64 = 100;
     Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
+}
+
+/// Who a thread of this process works for, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The pipeline: tokio workers, the main thread, librdkafka's client threads.
+    Forcebridge,
+    /// The simulated org's runtime ([`SIM_THREAD`]).
+    Org,
+    /// librdkafka's mock cluster (`rdk:mock`).
+    MockKafka,
+}
+
+/// Name of the simulated org's runtime threads in `bench source`.
+const SIM_THREAD: &str = "sim-org";
+
+/// CPU time (user + system, 10 ms ticks) of this process's live threads, summed per [`Part`]:
+/// `[forcebridge, org, mock Kafka]`, from `/proc/self/task/*/stat`.
+fn cpu_by_part() -> Option<[Duration; 3]> {
+    let mut parts = [Duration::ZERO; 3];
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+            continue;
+        };
+        let part = if comm.starts_with(SIM_THREAD) {
+            Part::Org
+        } else if comm == "rdk:mock" {
+            Part::MockKafka
+        } else {
+            Part::Forcebridge
+        };
+        parts[part as usize] += Duration::from_millis((user + system) * 10);
+    }
+    Some(parts)
 }
 
 /// Peak resident set size (`VmHWM`), bytes.
@@ -199,8 +245,18 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     let channels = usize::from(args.channels);
     let n = args.events;
     let probe = crate::kafka::install_latency_probe();
-    let sim = SimOrg::start(SimConfig::default())
+    // The org serves on its own runtime (threads named `sim-org`), so that its CPU is counted
+    // apart from forcebridge's; one worker, as it is one peer.
+    let sim_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(SIM_THREAD)
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Sim(e.to_string()))?;
+    let sim = sim_runtime
+        .spawn(SimOrg::start(SimConfig::default()))
         .await
+        .map_err(|e| BenchError::Sim(e.to_string()))?
         .map_err(|e| BenchError::Sim(e.to_string()))?;
     sim.set_stream_rtt(Duration::from_millis(args.rtt));
     for (object, _) in &OBJECTS[..channels] {
@@ -211,10 +267,9 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     }
     let kafka = EmbeddedKafka::start(3).map_err(|e| BenchError::Kafka(e.to_string()))?;
     let bootstrap = kafka.bootstrap_servers();
-    // A mock-cluster partition keeps only its last 5 MB: keep each under 4 MB.
-    let record_bytes = 1536 + 48 * usize::from(args.width);
-    let per_topic = n.div_ceil(channels);
-    let partitions = (1 + per_topic * record_bytes / (4 << 20)).min(1000) as i32;
+    // The records are counted by their delivery reports, not read back, so the mock cluster
+    // keeping only the last 5 MB of a partition does not matter here.
+    let partitions = args.partitions;
     for topic in ["forcebridge.checkpoints", "forcebridge.dlq"] {
         kafka
             .create_topic(topic, 1)
@@ -255,6 +310,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     };
 
     let cpu_before_start = cpu_time();
+    let parts_before_start = cpu_by_part();
     let started_pipeline = Instant::now();
     let pipeline = tokio::spawn(crate::pipeline::run(
         config.clone(),
@@ -264,8 +320,8 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
 
     let mut generator = None;
-    let (window_start, cpu_start) = match args.rate {
-        None => (started_pipeline, cpu_before_start),
+    let (window_start, cpu_start, parts_start) = match args.rate {
+        None => (started_pipeline, cpu_before_start, parts_before_start),
         Some(rate) => {
             // Subscribed on every channel before the first change.
             loop {
@@ -280,7 +336,9 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             let width = args.width;
             let start = Instant::now();
             let cpu = cpu_time();
-            generator = Some(tokio::spawn(async move {
+            let parts = cpu_by_part();
+            // On the org's runtime: committing changes is the org's work.
+            generator = Some(sim_runtime.spawn(async move {
                 for i in 0..n {
                     let due = start + Duration::from_secs_f64(i as f64 / rate.max(0.001));
                     if due > Instant::now() {
@@ -290,7 +348,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
                 }
                 Ok::<_, BenchError>(start.elapsed())
             }));
-            (start, cpu)
+            (start, cpu, parts)
         }
     };
 
@@ -323,6 +381,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     };
     let window = window_start.elapsed();
     let cpu_end = cpu_time();
+    let parts_end = cpu_by_part();
     let rss = peak_rss();
     let generation = match generator {
         Some(g) => Some(
@@ -340,7 +399,8 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     let mut samples = probe.take();
     samples.sort_unstable();
     drop(kafka);
-    sim.shutdown().await;
+    let _ = sim_runtime.spawn(async move { sim.shutdown().await }).await;
+    sim_runtime.shutdown_background();
     result?;
     outcome.map_err(BenchError::Failed)?;
 
@@ -388,6 +448,24 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             );
         }
         _ => println!("  {:<44} n/a (no /proc/self/stat)", "CPU time per event"),
+    }
+    if let (Some(a), Some(b)) = (parts_start, parts_end) {
+        for (i, label) in [
+            "  forcebridge (pipeline, Kafka client)",
+            "  simulated org (serving, committing)",
+            "  mock Kafka cluster",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let cpu = b[i].saturating_sub(a[i]);
+            println!(
+                "  {:<44} {:.1} µs  ({:.0}% of one core)",
+                label,
+                cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
+                100.0 * cpu.as_secs_f64() / secs
+            );
+        }
     }
     println!(
         "    (process user+sys, 10 ms ticks; includes the in-process simulated org and mock Kafka{})",

@@ -675,7 +675,7 @@ fn write_tail(
     source: &Source<'_>,
 ) {
     use avro::{integer, string as text};
-    fn names<'n>(out: &mut Vec<u8>, key: &[u8], names: &mut dyn Iterator<Item = &'n str>) {
+    fn names(out: &mut Vec<u8>, key: &[u8], names: &mut dyn Iterator<Item = &str>) {
         out.extend_from_slice(key);
         out.push(b'[');
         for (i, name) in names.enumerate() {
@@ -745,7 +745,7 @@ fn envelope(operation: &str, object: &str, id: &str, tail: &[u8]) -> Vec<u8> {
 }
 
 /// The object of a Platform Event record: the event's API name.
-fn event_object<'a>(channel: &'a str) -> &'a str {
+fn event_object(channel: &str) -> &str {
     channel
         .strip_prefix("/event/")
         .unwrap_or_else(|| channel.rsplit('/').next().unwrap_or(channel))

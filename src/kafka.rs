@@ -280,7 +280,8 @@ impl LatencyProbe {
     fn observe(&self, payload: Option<&[u8]>) {
         const KEY: &[u8] = b"\"commit_timestamp\":";
         let Some(payload) = payload else { return };
-        let Some(at) = payload.windows(KEY.len()).position(|w| w == KEY) else {
+        // The envelope's own field comes after `record`, near the end: search from there.
+        let Some(at) = payload.windows(KEY.len()).rposition(|w| w == KEY) else {
             return;
         };
         let digits = &payload[at + KEY.len()..];
