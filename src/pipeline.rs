@@ -340,7 +340,7 @@ async fn transactional_producer(
 /// One channel: attempts that each run reader + processor + checkpointer from the durable
 /// checkpoint, until cancelled or a fatal error.
 async fn run_channel(
-    shared: &Arc<Shared>,
+    shared: &Shared,
     index: usize,
     cancel: CancellationToken,
 ) -> Result<(), PipelineError> {
@@ -426,7 +426,7 @@ fn attempt_transaction_error(channel: &str, err: KafkaError) -> AttemptError {
 struct Position(std::sync::Mutex<ReplayStart>);
 
 async fn run_attempt(
-    shared: &Arc<Shared>,
+    shared: &Shared,
     index: usize,
     stats: &Arc<ChannelStats>,
     start: ReplayStart,
@@ -445,33 +445,9 @@ async fn run_attempt(
     let attempt = cancel.child_token();
     let capacity = shared.source().batch_size as usize;
     let (tx, rx) = mpsc::channel::<Item>(capacity);
-    // The reader (and decoder) is a task of its own, so that decoding one event and producing
-    // the previous ones run on two threads.
-    let reader = tokio::spawn(
-        {
-            let shared = shared.clone();
-            let stats = stats.clone();
-            let attempt = attempt.clone();
-            async move {
-                let channel = &shared.source().channels[index];
-                let position = Position(std::sync::Mutex::new(start));
-                let mut decoder = Decoder::new(&shared, channel, &stats);
-                let read = read_stream(
-                    &shared,
-                    channel,
-                    &stats,
-                    &position,
-                    &mut decoder,
-                    tx,
-                    &attempt,
-                )
-                .await;
-                attempt.cancel();
-                read
-            }
-        }
-        .instrument(tracing::Span::current()),
-    );
+    let position = Position(std::sync::Mutex::new(start));
+
+    let reader = read_stream(shared, channel, stats, &position, tx, &attempt);
     let processor = process(shared, channel, producer, stats, &window, rx, &attempt);
     // In exactly-once mode the processor commits the checkpoints inside its transactions.
     let checkpointer = async {
@@ -483,12 +459,7 @@ async fn run_attempt(
     };
     let (read, processed, checkpointed) = tokio::join!(
         async {
-            let r = reader.await.unwrap_or_else(|panic| {
-                Err(AttemptError::Fatal(PipelineError::Channel {
-                    channel: channel.name.clone(),
-                    message: format!("reader task panicked: {panic}"),
-                }))
-            });
+            let r = reader.await;
             attempt.cancel();
             r
         },
@@ -504,12 +475,10 @@ async fn run_attempt(
 
 /// What the reader hands the processor.
 enum Item {
-    /// An event, with its replay id (shared with the event's own, not copied) and its Kafka
-    /// records (or why it goes to the dead-letter topic).
+    /// An event, with its replay id (shared with the event's own, not copied).
     Event {
         event: ConsumerEvent,
         replay_id: Bytes,
-        records: Result<Vec<cdc::OutRecord>, DeadLetter>,
     },
     /// An empty FetchResponse: the position moved to this replay id.
     Keepalive(Bytes),
@@ -528,7 +497,6 @@ async fn read_stream(
     channel: &ChannelConfig,
     stats: &ChannelStats,
     position: &Position,
-    decoder: &mut Decoder<'_>,
     tx: mpsc::Sender<Item>,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
@@ -563,15 +531,9 @@ async fn read_stream(
                             stats.events_received.fetch_add(1, Ordering::Relaxed);
                             stats.note_event();
                             let replay_id = event.replay_id.clone();
-                            let records = match decoder.decode(&event, cancel).await {
-                                Ok(records) => Ok(records),
-                                Err(Some(dead)) => Err(dead),
-                                Err(None) => return Ok(()), // cancelled
-                            };
                             let item = Item::Event {
                                 event,
                                 replay_id: replay_id.clone(),
-                                records,
                             };
                             (item, replay_id)
                         }
@@ -813,11 +775,17 @@ async fn process_items(
         max_record_bytes: max_record_bytes(&shared.config),
         stats,
         window,
+        options: EnvelopeOptions {
+            tombstones: shared.source().tombstones,
+        },
         template: channel
             .topic
             .as_deref()
             .unwrap_or(&shared.source().topic_template),
         routes: HashMap::new(),
+        echo: echo_rule(shared),
+        scratch: cdc::Scratch::default(),
+        last_schema: None,
     };
     loop {
         if let Some(reason) = window.failure() {
@@ -859,17 +827,15 @@ async fn process_items(
                     window.begin(latest_replay_id).seal();
                 }
             }
-            Item::Event {
-                event,
-                replay_id,
-                records,
-            } => match processor.handle(&event, replay_id, records, cancel).await {
-                Ok(()) => {}
-                Err(HandleError::Cancelled) => return Ok(()),
-                Err(HandleError::Kafka(err)) => {
-                    return Err(AttemptError::DeliveryFailed(err.to_string()));
+            Item::Event { event, replay_id } => {
+                match processor.handle(&event, replay_id, cancel).await {
+                    Ok(()) => {}
+                    Err(HandleError::Cancelled) => return Ok(()),
+                    Err(HandleError::Kafka(err)) => {
+                        return Err(AttemptError::DeliveryFailed(err.to_string()));
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -941,39 +907,16 @@ struct Processor<'a> {
     max_record_bytes: usize,
     stats: &'a ChannelStats,
     window: &'a AckWindow,
+    options: EnvelopeOptions,
     template: &'a str,
     /// Object API name → its route.
     routes: HashMap<String, Route>,
-}
-
-/// One channel's decoding state, owned by its reader task: events → Kafka records.
-struct Decoder<'a> {
-    shared: &'a Shared,
-    channel: &'a ChannelConfig,
-    stats: &'a ChannelStats,
-    options: EnvelopeOptions,
     /// `None` when `source.echo.mode` is `pass`.
     echo: Option<(EchoRule, EchoMode)>,
     /// The decoder's reusable buffers.
     scratch: cdc::Scratch,
     /// The schema of the previous event.
     last_schema: Option<Arc<EventSchema>>,
-}
-
-impl<'a> Decoder<'a> {
-    fn new(shared: &'a Shared, channel: &'a ChannelConfig, stats: &'a ChannelStats) -> Self {
-        Decoder {
-            shared,
-            channel,
-            stats,
-            options: EnvelopeOptions {
-                tombstones: shared.source().tombstones,
-            },
-            echo: echo_rule(shared),
-            scratch: cdc::Scratch::default(),
-            last_schema: None,
-        }
-    }
 }
 
 /// The echo rule of the source: our client tag, plus the configured users and (with
@@ -994,13 +937,12 @@ fn echo_rule(shared: &Shared) -> Option<(EchoRule, EchoMode)> {
 }
 
 impl Processor<'_> {
-    /// Produces one decoded event's records (or dead-letters it), registered in the window under
-    /// `replay_id`.
+    /// Decodes one event and produces its records (or dead-letters it), registered in the window
+    /// under `replay_id`.
     async fn handle(
         &mut self,
         consumer_event: &ConsumerEvent,
         replay_id: Bytes,
-        records: Result<Vec<cdc::OutRecord>, DeadLetter>,
         cancel: &CancellationToken,
     ) -> Result<(), HandleError> {
         let empty = crate::proto::ProducerEvent::default();
@@ -1013,7 +955,11 @@ impl Processor<'_> {
             payload: &event.payload,
         };
         let handle = self.window.begin(replay_id);
-        let records = records.and_then(|records| self.check_sizes(&records).map(|()| records));
+        let records = match self.decode(&raw, cancel).await {
+            Err(None) => return Err(HandleError::Cancelled),
+            Err(Some(dead)) => Err(dead),
+            Ok(records) => self.check_sizes(&records).map(|()| records),
+        };
         let records = match records {
             Ok(records) => self.resolve_routes(&records).await?.map(|()| records),
             Err(dead) => Err(dead),
@@ -1151,24 +1097,13 @@ impl Processor<'_> {
             .await
             .map_err(HandleError::Kafka)
     }
-}
 
-impl Decoder<'_> {
     /// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema.
     async fn decode(
         &mut self,
-        consumer_event: &ConsumerEvent,
+        raw: &RawEvent<'_>,
         cancel: &CancellationToken,
     ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
-        let empty = crate::proto::ProducerEvent::default();
-        let event = consumer_event.event.as_ref().unwrap_or(&empty);
-        let raw = &RawEvent {
-            channel: &self.channel.name,
-            replay_id: &consumer_event.replay_id,
-            event_id: &event.id,
-            schema_id: &event.schema_id,
-            payload: &event.payload,
-        };
         // Events of a channel nearly always share one schema: skip the cache's lock and lookup.
         if let Some(schema) = self.last_schema.take().filter(|s| s.id == raw.schema_id) {
             let records = self.encode(&schema, raw);
@@ -1271,7 +1206,7 @@ impl Processor<'_> {
             handle,
             produced: &route.produced,
             stats: self.stats,
-            tombstones: self.shared.source().tombstones,
+            tombstones: self.options.tombstones,
         };
         match self
             .shared
