@@ -63,6 +63,15 @@ pub struct SourceBenchArgs {
     /// Simulated client↔org network round trip, milliseconds (delays the flow-control credits).
     #[arg(long, default_value_t = 0)]
     pub rtt: u64,
+    /// With `--rate`: run this many seconds (events = rate × duration), updating a fixed pool of
+    /// records, with the org keeping events for a minute and librdkafka's queue bounded, and
+    /// print the process's memory (VmRSS) through the run.
+    #[arg(long, requires = "rate")]
+    pub duration: Option<u64>,
+    /// Take every mock Kafka broker down `START` seconds into the measured window for `LEN`
+    /// seconds (`START+LEN`, e.g. `120+60`).
+    #[arg(long, value_parser = parse_outage)]
+    pub kafka_outage: Option<(u64, u64)>,
     /// Partitions of each object topic (records are spread over them by record Id).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub partitions: i32,
@@ -72,6 +81,34 @@ pub struct SourceBenchArgs {
     /// Give up when the records have not all been acknowledged after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+}
+
+/// `START+LEN` seconds.
+fn parse_outage(text: &str) -> Result<(u64, u64), String> {
+    let (start, len) = text
+        .split_once('+')
+        .ok_or_else(|| format!("`{text}`: expected START+LEN in seconds, e.g. 120+60"))?;
+    let secs = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|e| format!("`{text}`: `{v}` is not a number of seconds: {e}"))
+    };
+    Ok((secs(start)?, secs(len)?))
+}
+
+/// Records per object updated round-robin in a `--duration` run.
+const POOL: usize = 2_000;
+/// How long the org keeps events in a `--duration` run (its memory stays bounded).
+const LONG_RUN_RETENTION: Duration = Duration::from_secs(60);
+/// librdkafka's queue bound in a `--duration` run: memory during a Kafka outage.
+const LONG_RUN_QUEUE: usize = 20_000;
+
+/// Resident set size now (`VmRSS`), bytes.
+fn rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb = line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(kb * 1024)
 }
 
 /// Errors of the benchmark.
@@ -235,15 +272,23 @@ fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SourceBenchArgs) -> String
   batch_size: {batch}
 kafka:
   bootstrap_servers: {bootstrap}
-"#,
+{properties}"#,
         salesforce = sim.salesforce_yaml(),
         batch = args.batch_size,
+        properties = if args.duration.is_some() {
+            format!("  properties:\n    queue.buffering.max.messages: \"{LONG_RUN_QUEUE}\"\n")
+        } else {
+            String::new()
+        },
     )
 }
 
 async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), BenchError> {
     let channels = usize::from(args.channels);
-    let n = args.events;
+    let n = match (args.rate, args.duration) {
+        (Some(rate), Some(secs)) => (rate * secs as f64).round() as usize,
+        _ => args.events,
+    };
     let probe = crate::kafka::install_latency_probe();
     // The org serves on its own runtime (threads named `sim-org`), so that its CPU is counted
     // apart from forcebridge's; one worker, as it is one peer.
@@ -254,7 +299,13 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         .build()
         .map_err(|e| BenchError::Sim(e.to_string()))?;
     let sim = sim_runtime
-        .spawn(SimOrg::start(SimConfig::default()))
+        .spawn(SimOrg::start(SimConfig {
+            retention: match args.duration {
+                Some(_) => LONG_RUN_RETENTION,
+                None => SimConfig::default().retention,
+            },
+            ..SimConfig::default()
+        }))
         .await
         .map_err(|e| BenchError::Sim(e.to_string()))?
         .map_err(|e| BenchError::Sim(e.to_string()))?;
@@ -265,6 +316,22 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
                 .map_err(|e| BenchError::Sim(e.to_string()))?;
         }
     }
+    // A long run updates a fixed pool of records, so that the org's own memory stays flat.
+    let pool: Arc<Vec<Vec<String>>> = Arc::new(if args.duration.is_some() {
+        OBJECTS[..channels]
+            .iter()
+            .map(|(object, _)| {
+                (0..POOL)
+                    .map(|i| sim.create(object, change(object, i, args.width)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| BenchError::Sim(e.to_string()))?
+    } else {
+        Vec::new()
+    });
+    let pool_events: usize = pool.iter().map(Vec::len).sum();
+    let total = n + pool_events;
     let kafka = EmbeddedKafka::start(3).map_err(|e| BenchError::Kafka(e.to_string()))?;
     let bootstrap = kafka.bootstrap_servers();
     // The records are counted by their delivery reports, not read back, so the mock cluster
@@ -334,6 +401,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             }
             let sim = sim.clone();
             let width = args.width;
+            let pool = pool.clone();
             let start = Instant::now();
             let cpu = cpu_time();
             let parts = cpu_by_part();
@@ -344,7 +412,14 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
                     if due > Instant::now() {
                         tokio::time::sleep_until(due.into()).await;
                     }
-                    make_change(&sim, i, channels, width)?;
+                    if pool.is_empty() {
+                        make_change(&sim, i, channels, width)?;
+                    } else {
+                        let (object, _) = OBJECTS[i % channels];
+                        let id = &pool[i % channels][(i / channels) % POOL];
+                        sim.update(object, id, change(object, i, width))
+                            .map_err(|e| BenchError::Sim(e.to_string()))?;
+                    }
                 }
                 Ok::<_, BenchError>(start.elapsed())
             }));
@@ -352,11 +427,46 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         }
     };
 
-    // Until every record is acknowledged.
+    // Until every record is acknowledged; memory sampled every second, the outage played.
     let mut last_report = Instant::now();
+    let mut rss_samples: Vec<(f64, u64)> = Vec::new();
+    let mut next_sample = Instant::now();
+    let outage = args
+        .kafka_outage
+        .map(|(start, len)| (Duration::from_secs(start), Duration::from_secs(start + len)));
+    let mut brokers_down = false;
+    let mut outage_played = false;
     let outcome = loop {
+        let now = Instant::now();
+        let elapsed = window_start.elapsed();
+        if now >= next_sample {
+            next_sample = now + Duration::from_secs(1);
+            if let Some(bytes) = rss() {
+                rss_samples.push((elapsed.as_secs_f64(), bytes));
+            }
+        }
+        if let Some((down_at, up_at)) = outage {
+            let want_down = elapsed >= down_at && elapsed < up_at;
+            if want_down != brokers_down && !(outage_played && want_down) {
+                for broker in 1..=3 {
+                    let toggled = if want_down {
+                        kafka.cluster().broker_down(broker)
+                    } else {
+                        kafka.cluster().broker_up(broker)
+                    };
+                    toggled.map_err(|e| BenchError::Kafka(e.to_string()))?;
+                }
+                brokers_down = want_down;
+                outage_played |= want_down;
+                println!(
+                    "  [{:>6.1}s] Kafka brokers {}",
+                    elapsed.as_secs_f64(),
+                    if want_down { "down" } else { "back up" }
+                );
+            }
+        }
         let produced = stats.snapshot().records_produced();
-        if produced >= n as u64 {
+        if produced >= total as u64 {
             break Ok(());
         }
         if pipeline.is_finished() {
@@ -367,13 +477,14 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         }
         if Instant::now() > deadline {
             break Err(format!(
-                "timed out with {produced}/{n} records acknowledged"
+                "timed out with {produced}/{total} records acknowledged"
             ));
         }
-        if last_report.elapsed() >= Duration::from_secs(2) {
+        let every = if args.duration.is_some() { 30 } else { 2 };
+        if last_report.elapsed() >= Duration::from_secs(every) {
             last_report = Instant::now();
             println!(
-                "  [{:>6.1}s] records acknowledged {produced:>8}/{n}",
+                "  [{:>6.1}s] records acknowledged {produced:>8}/{total}",
                 window_start.elapsed().as_secs_f64()
             );
         }
@@ -415,7 +526,12 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     };
     println!();
     println!("results");
-    println!("  {:<44} {n}", "events made in the org");
+    println!("  {:<44} {total}", "events made in the org");
+    if pool_events > 0 {
+        println!(
+            "    ({pool_events} of them creating the records that the {n} updates at the rate change)"
+        );
+    }
     println!("  {:<44} {received}", "events received by forcebridge");
     println!("  {:<44} {produced}", "records acknowledged by Kafka");
     println!(
@@ -434,7 +550,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     println!(
         "  {:<44} {:.0}",
         "throughput, events/s (end to end)",
-        n as f64 / secs
+        total as f64 / secs
     );
     match (cpu_start, cpu_end) {
         (Some(a), Some(b)) => {
@@ -442,7 +558,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             println!(
                 "  {:<44} {:.1} µs  ({:.2} s CPU over the window, {:.0}% of one core)",
                 "CPU time per event",
-                cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
+                cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
                 cpu.as_secs_f64(),
                 100.0 * cpu.as_secs_f64() / secs
             );
@@ -462,7 +578,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             println!(
                 "  {:<44} {:.1} µs  ({:.0}% of one core)",
                 label,
-                cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
+                cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
                 100.0 * cpu.as_secs_f64() / secs
             );
         }
@@ -505,13 +621,82 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         ),
         None => println!("  {:<44} n/a", "peak RSS (VmHWM)"),
     }
-    if produced != n as u64 || received != n as u64 || samples.len() != n {
+    if args.duration.is_some() {
+        print_memory(&rss_samples, outage);
+    }
+    if produced != total as u64 || received != total as u64 || samples.len() != total {
         return Err(BenchError::Failed(format!(
-            "count mismatch: {n} events made, {received} received, {produced} acknowledged, {} latency samples",
+            "count mismatch: {total} events made, {received} received, {produced} acknowledged, {} latency samples",
             samples.len()
         )));
     }
     Ok(())
+}
+
+/// The memory of a `--duration` run: a sample per tenth of the run, then the steady state
+/// (after the first tenth) and, with an outage, the peak during it and the last sample after.
+fn print_memory(samples: &[(f64, u64)], outage: Option<(Duration, Duration)>) {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let Some(&(end, _)) = samples.last() else {
+        println!("  memory: no /proc/self/status samples");
+        return;
+    };
+    println!(
+        "  {:<44} (whole process, incl. the org and the mock cluster; librdkafka's queue bounded at {LONG_RUN_QUEUE} records)",
+        "memory over the run (VmRSS, sampled each second)"
+    );
+    let mut next = 0.0;
+    for &(t, bytes) in samples {
+        if t >= next {
+            println!("    [{t:>6.0}s] {:>8.1} MiB", mib(bytes));
+            next = t + end / 10.0;
+        }
+    }
+    let steady: Vec<u64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= end / 10.0)
+        .map(|(_, b)| *b)
+        .collect();
+    if let (Some(min), Some(max), Some(first), Some(last)) = (
+        steady.iter().min(),
+        steady.iter().max(),
+        steady.first(),
+        steady.last(),
+    ) {
+        println!(
+            "  {:<44} min {:.1} MiB, max {:.1} MiB, last − first {:+.1} MiB",
+            "after the first tenth of the run",
+            mib(*min),
+            mib(*max),
+            mib(*last) - mib(*first)
+        );
+    }
+    if let Some((down, up)) = outage {
+        let (down, up) = (down.as_secs_f64(), up.as_secs_f64());
+        let before = samples
+            .iter()
+            .filter(|(t, _)| *t < down)
+            .map(|(_, b)| *b)
+            .max();
+        let during = samples
+            .iter()
+            .filter(|(t, _)| *t >= down && *t < up)
+            .map(|(_, b)| *b)
+            .max();
+        let after = samples
+            .iter()
+            .filter(|(t, _)| *t >= up)
+            .map(|(_, b)| *b)
+            .last();
+        let show = |v: Option<u64>| v.map_or("n/a".to_owned(), |b| format!("{:.1} MiB", mib(b)));
+        println!(
+            "  {:<44} max before {}, max during {}, last after {}",
+            "Kafka outage",
+            show(before),
+            show(during),
+            show(after)
+        );
+    }
 }
 
 #[cfg(test)]
@@ -531,6 +716,15 @@ mod tests {
         assert_eq!(bucket_quantile(&buckets, 0.5), Some(Some(1.0)));
         assert_eq!(bucket_quantile(&buckets, 0.99), Some(Some(10.0)));
         assert_eq!(bucket_quantile(&buckets, 1.0), Some(None));
+    }
+
+    #[test]
+    fn outages_parse_and_name_the_mistake() {
+        assert_eq!(parse_outage("120+60"), Ok((120, 60)));
+        let err = parse_outage("120").unwrap_err();
+        assert!(err.contains("expected START+LEN"), "{err}");
+        let err = parse_outage("1+x").unwrap_err();
+        assert!(err.contains("`x` is not a number of seconds"), "{err}");
     }
 
     #[test]

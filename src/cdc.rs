@@ -553,6 +553,7 @@ fn header_string(
     match p.select(r, node)? {
         None => Ok(None),
         Some(Node::String) => Ok(Some(r.str()?.to_owned())),
+        Some(Node::Enum(symbols)) => Ok(Some(r.symbol(symbols)?.to_owned())),
         Some(other) => string(p.value(r, other, 2)?, field),
     }
 }

@@ -37,6 +37,13 @@ fn check_figures(out: &str, events: u64) {
         .unwrap();
     assert!(rate > 0.0, "{out}");
     assert!(figure(out, "CPU time per event").contains(" µs"), "{out}");
+    for part in [
+        "forcebridge (pipeline, Kafka client)",
+        "simulated org (serving, committing)",
+        "mock Kafka cluster",
+    ] {
+        assert!(figure(out, part).contains(" µs"), "{part}: {out}");
+    }
     let latency = figure(out, "latency commit → Kafka ack");
     for part in ["p50 ", "p99 ", "max ", &format!("({events} samples)")] {
         assert!(latency.contains(part), "{part}: {out}");
@@ -73,4 +80,25 @@ fn at_a_rate_on_two_wide_channels_with_a_round_trip() {
         "{out}"
     );
     check_figures(&out, 200);
+}
+
+#[test]
+fn a_timed_run_through_a_kafka_outage_reports_memory_and_loses_nothing() {
+    let out = bench(&["--rate", "300", "--duration", "4", "--kafka-outage", "1+2"]);
+    // 1,200 updates at the rate plus the 2,000 creations of the records they update.
+    check_figures(&out, 3200);
+    assert!(out.contains("Kafka brokers down"), "{out}");
+    assert!(out.contains("Kafka brokers back up"), "{out}");
+    assert!(
+        figure(&out, "memory over the run (VmRSS, sampled each second)")
+            .contains("bounded at 20000 records"),
+        "{out}"
+    );
+    let outage = figure(&out, "Kafka outage");
+    for part in ["max before ", "max during ", "last after "] {
+        assert!(
+            outage.contains(part) && !outage.contains("n/a"),
+            "{part}: {out}"
+        );
+    }
 }

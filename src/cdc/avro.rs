@@ -277,6 +277,13 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// An enum value: its symbol.
+    pub(crate) fn symbol<'s>(&mut self, symbols: &'s [String]) -> Result<&'s str, DecodeError> {
+        let start = self.pos;
+        let i = self.int()?;
+        branch(symbols, i.into(), start, "enum index", "symbols").map(String::as_str)
+    }
+
     /// The item count of the next array/map block (0 = end). Negative counts carry a byte size.
     pub(crate) fn block(&mut self) -> Result<usize, DecodeError> {
         let start = self.pos;
@@ -331,7 +338,11 @@ pub(crate) fn integer(out: &mut Vec<u8>, v: impl itoa::Integer) {
 
 /// Appends `s` as a JSON string, escaped exactly as `serde_json` escapes it.
 pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Without short-circuiting, so that the check runs over whole vectors of bytes.
+    let needs_escape = s.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -387,14 +398,7 @@ impl Program {
                 }
             }
             Node::Fixed(n) => base64(out, r.take(*n, "fixed")?),
-            Node::Enum(symbols) => {
-                let start = r.pos;
-                let i = r.int()?;
-                string(
-                    out,
-                    branch(symbols, i.into(), start, "enum index", "symbols")?,
-                );
-            }
+            Node::Enum(symbols) => string(out, r.symbol(symbols)?),
             Node::Union(variants) => {
                 let start = r.pos;
                 let i = r.long()?;
