@@ -507,8 +507,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         .await
         .map_err(|e| BenchError::Failed(format!("pipeline task failed: {e}")))?;
     let snapshot = stats.snapshot();
-    let mut samples = probe.take();
-    samples.sort_unstable();
+    let latency = probe.take();
     drop(kafka);
     let _ = sim_runtime.spawn(async move { sim.shutdown().await }).await;
     sim_runtime.shutdown_background();
@@ -594,10 +593,10 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     println!(
         "  {:<44} p50 {}  p99 {}  max {}  ({} samples)",
         "latency commit → Kafka ack",
-        ms(quantile(&samples, 0.50)),
-        ms(quantile(&samples, 0.99)),
-        ms(samples.last().copied()),
-        samples.len()
+        ms(latency.quantile(0.50)),
+        ms(latency.quantile(0.99)),
+        ms((latency.total() > 0).then_some(latency.max_ms)),
+        latency.total()
     );
     if generated_in.is_some() {
         println!(
@@ -624,10 +623,10 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     if args.duration.is_some() {
         print_memory(&rss_samples, outage);
     }
-    if produced != total as u64 || received != total as u64 || samples.len() != total {
+    if produced != total as u64 || received != total as u64 || latency.total() != total as u64 {
         return Err(BenchError::Failed(format!(
             "count mismatch: {total} events made, {received} received, {produced} acknowledged, {} latency samples",
-            samples.len()
+            latency.total()
         )));
     }
     Ok(())

@@ -270,13 +270,65 @@ static LATENCY_PROBE: std::sync::OnceLock<Arc<LatencyProbe>> = std::sync::OnceLo
 
 /// Benchmark probe: for every acknowledged record whose value carries `"commit_timestamp":<ms>`
 /// (a source record), the time from that commit in Salesforce to the delivery report, in whole
-/// milliseconds (the commit timestamp's resolution).
-#[derive(Debug, Default)]
+/// milliseconds (the commit timestamp's resolution), counted in a histogram of 1 ms buckets, so
+/// that its memory stays the same however long the run.
+#[derive(Debug)]
 pub struct LatencyProbe {
-    samples_ms: std::sync::Mutex<Vec<u64>>,
+    /// `buckets[ms]`; the last one holds everything from [`LatencyProbe::LAST`] ms on.
+    buckets: Box<[AtomicU64]>,
+    max_ms: AtomicU64,
+}
+
+impl Default for LatencyProbe {
+    fn default() -> Self {
+        LatencyProbe {
+            buckets: (0..=Self::LAST).map(|_| AtomicU64::new(0)).collect(),
+            max_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What a [`LatencyProbe`] counted.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyCounts {
+    /// `counts[ms]`, the last bucket open-ended.
+    pub counts: Vec<u64>,
+    pub max_ms: u64,
+}
+
+impl LatencyCounts {
+    /// Samples counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The `q` quantile (0..=1), nearest rank, in ms; `None` without samples. A quantile in the
+    /// open-ended last bucket is reported as the maximum.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (ms, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(if ms + 1 == self.counts.len() {
+                    self.max_ms
+                } else {
+                    ms as u64
+                });
+            }
+        }
+        Some(self.max_ms)
+    }
 }
 
 impl LatencyProbe {
+    /// The last (open-ended) bucket, ms.
+    const LAST: usize = 120_000;
+
     fn observe(&self, payload: Option<&[u8]>) {
         const KEY: &[u8] = b"\"commit_timestamp\":";
         let Some(payload) = payload else { return };
@@ -296,17 +348,21 @@ impl LatencyProbe {
             return;
         };
         let latency = crate::telemetry::unix_millis().saturating_sub(committed);
-        if let Ok(mut samples) = self.samples_ms.lock() {
-            samples.push(latency);
-        }
+        let bucket = usize::try_from(latency).unwrap_or(Self::LAST).min(Self::LAST);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.max_ms.fetch_max(latency, Ordering::Relaxed);
     }
 
-    /// Takes the samples collected so far (commit → delivery report, milliseconds).
-    pub fn take(&self) -> Vec<u64> {
-        self.samples_ms
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default()
+    /// Takes the counts so far (commit → delivery report, milliseconds) and starts afresh.
+    pub fn take(&self) -> LatencyCounts {
+        LatencyCounts {
+            counts: self
+                .buckets
+                .iter()
+                .map(|b| b.swap(0, Ordering::Relaxed))
+                .collect(),
+            max_ms: self.max_ms.swap(0, Ordering::Relaxed),
+        }
     }
 }
 
@@ -872,6 +928,33 @@ mod tests {
             headers: &[],
         };
         is_send(producer.send(record, token));
+    }
+
+    #[test]
+    fn the_latency_probe_counts_in_constant_memory_and_reports_nearest_rank_quantiles() {
+        let probe = LatencyProbe::default();
+        let now = crate::telemetry::unix_millis();
+        // Commit timestamps far enough back that the clock moving on during the test only
+        // shifts each by a millisecond or two: 100 samples of ~k ms, one of ~10 minutes.
+        for k in 1..=100u64 {
+            let value = format!(r#"{{"record":{{}},"commit_timestamp":{}}}"#, now - k * 1000);
+            probe.observe(Some(value.as_bytes()));
+        }
+        probe.observe(Some(format!(r#"{{"commit_timestamp":{}}}"#, now - 600_000).as_bytes()));
+        probe.observe(Some(b"{\"no\":1}"));
+        probe.observe(None);
+        let counts = probe.take();
+        assert_eq!(counts.counts.len(), LatencyProbe::LAST + 1);
+        assert_eq!(counts.total(), 101);
+        let p50 = counts.quantile(0.5).unwrap();
+        assert!((51_000..51_100).contains(&p50), "{p50}");
+        // The open-ended last bucket reports the maximum.
+        assert!(counts.max_ms >= 600_000);
+        assert_eq!(counts.quantile(1.0), Some(counts.max_ms));
+        // Taken: the probe starts afresh.
+        let again = probe.take();
+        assert_eq!(again.total(), 0);
+        assert_eq!(again.quantile(0.5), None);
     }
 
     #[test]
