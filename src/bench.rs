@@ -78,9 +78,24 @@ pub struct SourceBenchArgs {
     /// Flow-control credits per subscription (`source.batch_size`, 1..=100).
     #[arg(long, default_value_t = 100)]
     pub batch_size: u32,
-    /// Give up when the records have not all been acknowledged after this many seconds.
+    /// Give up when the records have not all been acknowledged after this many seconds (after
+    /// the `--duration`, in a timed run).
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// A producer property (`kafka.properties`) for the run, `KEY=VALUE`, e.g. `linger.ms=0`;
+    /// repeatable.
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`.
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("`{text}`: expected KEY=VALUE, e.g. linger.ms=0")),
+    }
 }
 
 /// `START+LEN` seconds.
@@ -275,12 +290,33 @@ kafka:
 {properties}"#,
         salesforce = sim.salesforce_yaml(),
         batch = args.batch_size,
-        properties = if args.duration.is_some() {
-            format!("  properties:\n    queue.buffering.max.messages: \"{LONG_RUN_QUEUE}\"\n")
-        } else {
-            String::new()
-        },
+        properties = bench_properties(args),
     )
+}
+
+/// The `kafka.properties` section of the bench config: librdkafka's queue bounded in a long run,
+/// then `--kafka-property` (which may override it).
+fn bench_properties(args: &SourceBenchArgs) -> String {
+    let mut properties: Vec<(String, String)> = Vec::new();
+    if args.duration.is_some() {
+        properties.push((
+            "queue.buffering.max.messages".to_owned(),
+            LONG_RUN_QUEUE.to_string(),
+        ));
+    }
+    for (key, value) in &args.kafka_properties {
+        properties.retain(|(k, _)| k != key);
+        properties.push((key.clone(), value.clone()));
+    }
+    if properties.is_empty() {
+        return String::new();
+    }
+    let quote = |v: &str| serde_json::Value::String(v.to_owned()).to_string();
+    let mut text = "  properties:\n".to_owned();
+    for (key, value) in &properties {
+        text.push_str(&format!("    {}: {}\n", quote(key), quote(value)));
+    }
+    text
 }
 
 async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), BenchError> {
@@ -384,7 +420,10 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         stats.clone(),
         pipeline_cancel.clone(),
     ));
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    // A timed run commits changes for its whole duration: the timeout counts after it.
+    let deadline = Instant::now()
+        + Duration::from_secs(args.timeout_secs)
+        + Duration::from_secs(args.duration.unwrap_or(0));
 
     let mut generator = None;
     let (window_start, cpu_start, parts_start) = match args.rate {
@@ -411,6 +450,12 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
                     let due = start + Duration::from_secs_f64(i as f64 / rate.max(0.001));
                     if due > Instant::now() {
                         tokio::time::sleep_until(due.into()).await;
+                    } else if i % 32 == 0 {
+                        // Behind schedule (a busy machine): still let the org serve its streams.
+                        // Committing changes is synchronous, so without this a generator
+                        // catching up holds the org's one worker, the Subscribe stream stalls
+                        // and the client's HTTP/2 keepalive gives up on the connection.
+                        tokio::task::yield_now().await;
                     }
                     if pool.is_empty() {
                         make_change(&sim, i, channels, width)?;
@@ -724,6 +769,36 @@ mod tests {
         assert!(err.contains("expected START+LEN"), "{err}");
         let err = parse_outage("1+x").unwrap_err();
         assert!(err.contains("`x` is not a number of seconds"), "{err}");
+    }
+
+    #[test]
+    fn kafka_properties_parse_and_override_the_long_run_queue() {
+        assert_eq!(
+            parse_property("linger.ms=0"),
+            Ok(("linger.ms".to_owned(), "0".to_owned()))
+        );
+        assert!(parse_property("linger.ms").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_property("=1").is_err());
+        let args = |extra: &[&str]| {
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                args: SourceBenchArgs,
+            }
+            let argv = ["bench", "--rate", "10", "--duration", "1"].iter().chain(extra);
+            <Cli as clap::Parser>::parse_from(argv).args
+        };
+        let text = bench_properties(&args(&[
+            "--kafka-property",
+            "queue.buffering.max.messages=5",
+            "--kafka-property",
+            "linger.ms=0",
+        ]));
+        assert_eq!(
+            text,
+            "  properties:\n    \"queue.buffering.max.messages\": \"5\"\n    \"linger.ms\": \"0\"\n"
+        );
+        assert!(bench_properties(&args(&[])).contains("\"20000\""));
     }
 
     #[test]
