@@ -777,7 +777,11 @@ mod tests {
             parse_property("linger.ms=0"),
             Ok(("linger.ms".to_owned(), "0".to_owned()))
         );
-        assert!(parse_property("linger.ms").unwrap_err().contains("KEY=VALUE"));
+        assert!(
+            parse_property("linger.ms")
+                .unwrap_err()
+                .contains("KEY=VALUE")
+        );
         assert!(parse_property("=1").is_err());
         let args = |extra: &[&str]| {
             #[derive(clap::Parser)]
@@ -785,7 +789,9 @@ mod tests {
                 #[command(flatten)]
                 args: SourceBenchArgs,
             }
-            let argv = ["bench", "--rate", "10", "--duration", "1"].iter().chain(extra);
+            let argv = ["bench", "--rate", "10", "--duration", "1"]
+                .iter()
+                .chain(extra);
             <Cli as clap::Parser>::parse_from(argv).args
         };
         let text = bench_properties(&args(&[

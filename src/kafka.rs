@@ -348,7 +348,9 @@ impl LatencyProbe {
             return;
         };
         let latency = crate::telemetry::unix_millis().saturating_sub(committed);
-        let bucket = usize::try_from(latency).unwrap_or(Self::LAST).min(Self::LAST);
+        let bucket = usize::try_from(latency)
+            .unwrap_or(Self::LAST)
+            .min(Self::LAST);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.max_ms.fetch_max(latency, Ordering::Relaxed);
     }
@@ -940,7 +942,9 @@ mod tests {
             let value = format!(r#"{{"record":{{}},"commit_timestamp":{}}}"#, now - k * 1000);
             probe.observe(Some(value.as_bytes()));
         }
-        probe.observe(Some(format!(r#"{{"commit_timestamp":{}}}"#, now - 600_000).as_bytes()));
+        probe.observe(Some(
+            format!(r#"{{"commit_timestamp":{}}}"#, now - 600_000).as_bytes(),
+        ));
         probe.observe(Some(b"{\"no\":1}"));
         probe.observe(None);
         let counts = probe.take();

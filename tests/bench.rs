@@ -102,3 +102,23 @@ fn a_timed_run_through_a_kafka_outage_reports_memory_and_loses_nothing() {
         );
     }
 }
+
+#[test]
+fn a_kafka_property_reaches_the_producer() {
+    // Applied: a value librdkafka refuses stops the run with an error naming the property.
+    let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+        .args(["bench", "source", "--events", "10"])
+        .args(["--kafka-property", "linger.ms=not-a-number"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{all}");
+    assert!(all.contains("linger.ms"), "{all}");
+    // And a valid one runs.
+    let out = bench(&["--events", "50", "--kafka-property", "linger.ms=0"]);
+    check_figures(&out, 50);
+}
