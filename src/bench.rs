@@ -731,7 +731,7 @@ fn print_memory(samples: &[(f64, u64)], outage: Option<(Duration, Duration)>) {
             .iter()
             .filter(|(t, _)| *t >= up)
             .map(|(_, b)| *b)
-            .last();
+            .next_back();
         let show = |v: Option<u64>| v.map_or("n/a".to_owned(), |b| format!("{:.1} MiB", mib(b)));
         println!(
             "  {:<44} max before {}, max during {}, last after {}",
