@@ -177,8 +177,11 @@ enum Part {
     MockKafka,
 }
 
-/// Name of the simulated org's runtime threads in `bench source`.
+/// Name of the simulated org's runtime threads in `bench source`; every thread whose name
+/// starts with it counts as the org's.
 const SIM_THREAD: &str = "sim-org";
+/// The thread that commits changes in the org at `--rate` (the org's work, apart from serving).
+const GENERATOR_THREAD: &str = "sim-org-generator";
 
 /// CPU time (user + system, 10 ms ticks) of this process's live threads, summed per [`Part`]:
 /// `[forcebridge, org, mock Kafka]`, from `/proc/self/task/*/stat`.
@@ -228,19 +231,8 @@ fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
 
 /// Upper bound (ms) of the histogram bucket holding the `q` quantile; `None` past the last bound.
 fn bucket_quantile(buckets: &[u64], q: f64) -> Option<Option<f64>> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((q * total as f64).ceil() as u64).max(1);
-    let mut seen = 0;
-    for (i, n) in buckets.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return Some(DELIVERY_LATENCY_BUCKETS.get(i).map(|s| s * 1000.0));
-        }
-    }
-    Some(None)
+    crate::telemetry::nearest_rank_bucket(buckets, q)
+        .map(|i| DELIVERY_LATENCY_BUCKETS.get(i).map(|s| s * 1000.0))
 }
 
 fn fields(value: Value) -> Map<String, Value> {
@@ -334,6 +326,13 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         .enable_all()
         .build()
         .map_err(|e| BenchError::Sim(e.to_string()))?;
+    let generator_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(GENERATOR_THREAD)
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Sim(e.to_string()))?;
+    let stop_generating = CancellationToken::new();
     let sim = sim_runtime
         .spawn(SimOrg::start(SimConfig {
             retention: match args.duration {
@@ -444,18 +443,18 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             let start = Instant::now();
             let cpu = cpu_time();
             let parts = cpu_by_part();
-            // On the org's runtime: committing changes is the org's work.
-            generator = Some(sim_runtime.spawn(async move {
+            let stop = stop_generating.clone();
+            // Committing changes is the org's work (counted as the org's CPU), but on a thread of
+            // its own: changes are committed synchronously, so a generator catching up on the
+            // org's serving worker would starve its streams.
+            generator = Some(generator_runtime.spawn(async move {
                 for i in 0..n {
+                    if stop.is_cancelled() {
+                        break;
+                    }
                     let due = start + Duration::from_secs_f64(i as f64 / rate.max(0.001));
                     if due > Instant::now() {
                         tokio::time::sleep_until(due.into()).await;
-                    } else if i % 32 == 0 {
-                        // Behind schedule (a busy machine): still let the org serve its streams.
-                        // Committing changes is synchronous, so without this a generator
-                        // catching up holds the org's one worker, the Subscribe stream stalls
-                        // and the client's HTTP/2 keepalive gives up on the connection.
-                        tokio::task::yield_now().await;
                     }
                     if pool.is_empty() {
                         make_change(&sim, i, channels, width)?;
@@ -539,6 +538,9 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     let cpu_end = cpu_time();
     let parts_end = cpu_by_part();
     let rss = peak_rss();
+    if outcome.is_err() {
+        stop_generating.cancel();
+    }
     let generation = match generator {
         Some(g) => Some(
             g.await
@@ -556,6 +558,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     drop(kafka);
     let _ = sim_runtime.spawn(async move { sim.shutdown().await }).await;
     sim_runtime.shutdown_background();
+    generator_runtime.shutdown_background();
     result?;
     outcome.map_err(BenchError::Failed)?;
 

@@ -305,23 +305,12 @@ impl LatencyCounts {
     /// The `q` quantile (0..=1), nearest rank, in ms; `None` without samples. A quantile in the
     /// open-ended last bucket is reported as the maximum.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let total = self.total();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (ms, n) in self.counts.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(if ms + 1 == self.counts.len() {
-                    self.max_ms
-                } else {
-                    ms as u64
-                });
-            }
-        }
-        Some(self.max_ms)
+        let bucket = crate::telemetry::nearest_rank_bucket(&self.counts, q)?;
+        Some(if bucket + 1 == self.counts.len() {
+            self.max_ms
+        } else {
+            bucket as u64
+        })
     }
 }
 

@@ -65,6 +65,21 @@ pub const DELIVERY_LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// The index of the histogram bucket that holds the `q` quantile (0..=1) of the samples counted
+/// in `counts` (per bucket, not cumulative), by nearest rank; `None` without samples.
+pub fn nearest_rank_bucket(counts: &[u64], q: f64) -> Option<usize> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    counts.iter().position(|n| {
+        seen += n;
+        seen >= rank
+    })
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_millis() -> u64 {
     SystemTime::now()
