@@ -10,8 +10,11 @@
 //! * A [`Subscription`] is one `Subscribe` stream. It never has more than `batch` (≤ 100) events
 //!   outstanding — requested from the server, or received and not yet handed on — and tops credits
 //!   up as the caller takes events ([`Subscription::next`]), before the server runs dry, so the
-//!   stream neither stalls waiting for a whole batch nor buffers without bound. The server's
-//!   `pending_num_requested` resynchronises the count after every response.
+//!   stream neither stalls waiting for a whole batch nor buffers without bound. The count is the
+//!   client's own (credits requested less events received): a response's `pending_num_requested`
+//!   leaves out requests still on their way, so trusting it would ask for the same credits twice.
+//!   An empty (keepalive) response, sent after the server had nothing to send for a while,
+//!   resynchronises the count with the server's.
 //! * A stream that delivers nothing, not even a keepalive, for `idle_timeout` is reported as
 //!   [`PubSubError::Silent`] so the caller can rebuild it.
 
@@ -380,15 +383,22 @@ impl Subscription {
                     }
                     Ok(Ok(Some(response))) => response,
                 };
-            // The server's count of credits it still owes is the truth.
-            self.outstanding = u32::try_from(response.pending_num_requested)
-                .unwrap_or(0)
-                .min(self.batch);
             if response.events.is_empty() {
+                // An empty response comes when the server had nothing to send for a while, with
+                // every request it received counted: its count of the credits it still owes is
+                // the truth (a server that forgot some must not leave the stream waiting).
+                self.outstanding = u32::try_from(response.pending_num_requested)
+                    .unwrap_or(0)
+                    .min(self.batch);
                 return Ok(Delivery::Keepalive {
                     latest_replay_id: Bytes::from(response.latest_replay_id),
                 });
             }
+            // With events, `pending_num_requested` leaves out the requests still on their way
+            // to the server; counting it as the truth would request the same credits again.
+            self.outstanding = self
+                .outstanding
+                .saturating_sub(u32::try_from(response.events.len()).unwrap_or(u32::MAX));
             self.buffered.extend(response.events);
         }
     }

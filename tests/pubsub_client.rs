@@ -70,6 +70,43 @@ async fn credits_stay_within_the_batch_and_keepalives_follow() {
 
 /// A stream that sends nothing — not even a keepalive — within the idle timeout is reported as
 /// silent, so the pipeline rebuilds it.
+/// The client counts its own credits: it never asks for credits the server already owes it (a
+/// response's `pending_num_requested` leaves out requests still on their way), so the server
+/// never has more than 100 requested and drops nothing, however fast the events are taken.
+#[tokio::test]
+async fn credits_are_never_requested_twice() {
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    // Requests spend 2 ms on their way, as over a network.
+    sim.set_stream_rtt(Duration::from_millis(2));
+    sim.generate("Account", 2000).unwrap();
+    let pubsub = client(&sim).await;
+    let mut sub = pubsub
+        .subscribe(
+            "/data/AccountChangeEvent",
+            ReplayStart::Earliest,
+            100,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let mut events = 0;
+    while events < 2000 {
+        if let Delivery::Event(_) = sub.next().await.unwrap() {
+            events += 1;
+        }
+        assert!(sub.credits_in_hand() <= 100);
+    }
+    let counts = sim.stream_fault_counts();
+    assert_eq!(counts.credits_over_limit, 0);
+    // Topped up a quarter of the batch at a time: 2,000 events take about 80 requests.
+    assert!(
+        counts.fetch_requests <= 2000 / 25 + 5,
+        "{} FetchRequests for 2000 events",
+        counts.fetch_requests
+    );
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_silent_stream_is_detected() {
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -433,6 +434,11 @@ impl Subscription {
     }
 
     fn check_credits(&self, req: &FetchRequest) -> Result<i32, Stop> {
+        self.service
+            .shared
+            .stream_faults
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
         if req.num_requested <= 0 {
             return Err(self.error(
                 Code::InvalidArgument,
@@ -463,10 +469,11 @@ impl Subscription {
             Ok(c) => c,
             Err(status) => return Stop::Fail(status),
         };
-        let mut credits = match self.check_credits(&first) {
-            Ok(n) => n.min(MAX_OUTSTANDING),
+        let mut credits = 0;
+        match self.check_credits(&first) {
+            Ok(n) => self.add_credits(&mut credits, n),
             Err(stop) => return stop,
-        };
+        }
         let mut cursor = {
             let mut bus = lock(&shared.bus);
             bus.expire(shared.config.retention);
@@ -510,10 +517,20 @@ impl Subscription {
         // Credits of FetchRequests still on their simulated round trip: (effective at, credits).
         let mut in_flight: std::collections::VecDeque<(Instant, i32)> = Default::default();
         loop {
+            // Every FetchRequest already received is read before more is sent, as a server does
+            // that reads its requests as they come: left unread while events flow, they pile up
+            // in HTTP/2 until h2 ends the connection (GOAWAY ENHANCE_YOUR_CALM,
+            // too_many_data_frames).
+            while let Some(message) = inbound.message().now_or_never() {
+                if let Err(stop) = self.on_request(message, &topic, &mut credits, &mut in_flight) {
+                    return stop;
+                }
+                idle_since = None;
+            }
             let now = Instant::now();
             while in_flight.front().is_some_and(|(at, _)| *at <= now) {
                 if let Some((_, n)) = in_flight.pop_front() {
-                    credits = credits.saturating_add(n).min(MAX_OUTSTANDING);
+                    self.add_credits(&mut credits, n);
                 }
             }
             tip.borrow_and_update();
@@ -568,7 +585,10 @@ impl Subscription {
             tokio::select! {
                 biased;
                 () = shared.shutdown.cancelled() => return self.on_cancel(),
-                () = self.tx.closed() => return Stop::Quiet,
+                () = self.tx.closed() => {
+                    tracing::debug!(rpc_id = %self.rpc_id, "the client dropped the response stream");
+                    return Stop::Quiet;
+                }
                 _ = resets.changed() => {
                     return self.error(
                         Code::Unavailable,
@@ -579,23 +599,8 @@ impl Subscription {
                 _ = silences.changed() => return self.stay_silent().await,
                 () = tokio::time::sleep_until(self.expires) => return self.token_expired(),
                 message = inbound.message() => {
-                    let req = match message {
-                        Ok(Some(req)) => req,
-                        _ => return Stop::Quiet,
-                    };
-                    if !req.topic_name.is_empty() && req.topic_name != topic {
-                        return self.error(
-                            Code::InvalidArgument,
-                            "subscription.fetch.topic.mismatch",
-                            &format!("The topic name {} in FetchRequest doesn't match the subscribed topic {topic}.", req.topic_name),
-                        );
-                    }
-                    let rtt = shared.stream_faults.rtt_micros.load(Ordering::Relaxed);
-                    match self.check_credits(&req) {
-                        Ok(n) if rtt > 0 => in_flight
-                            .push_back((Instant::now() + std::time::Duration::from_micros(rtt), n)),
-                        Ok(n) => credits = credits.saturating_add(n).min(MAX_OUTSTANDING),
-                        Err(stop) => return stop,
+                    if let Err(stop) = self.on_request(message, &topic, &mut credits, &mut in_flight) {
+                        return stop;
                     }
                     idle_since = None;
                 }
@@ -623,6 +628,64 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// Takes one FetchRequest after the first: its credits count now, or after the simulated
+    /// round trip.
+    fn on_request(
+        &self,
+        message: Result<Option<FetchRequest>, Status>,
+        topic: &str,
+        credits: &mut i32,
+        in_flight: &mut std::collections::VecDeque<(Instant, i32)>,
+    ) -> Result<(), Stop> {
+        let req = match message {
+            Ok(Some(req)) => req,
+            Ok(None) => {
+                tracing::debug!(rpc_id = %self.rpc_id, "the client closed its request stream");
+                return Err(Stop::Quiet);
+            }
+            Err(status) => {
+                tracing::debug!(rpc_id = %self.rpc_id, %status, "the client's request stream failed");
+                return Err(Stop::Quiet);
+            }
+        };
+        if !req.topic_name.is_empty() && req.topic_name != topic {
+            return Err(self.error(
+                Code::InvalidArgument,
+                "subscription.fetch.topic.mismatch",
+                &format!(
+                    "The topic name {} in FetchRequest doesn't match the subscribed topic {topic}.",
+                    req.topic_name
+                ),
+            ));
+        }
+        let n = self.check_credits(&req)?;
+        let rtt = self
+            .service
+            .shared
+            .stream_faults
+            .rtt_micros
+            .load(Ordering::Relaxed);
+        if rtt > 0 {
+            in_flight.push_back((Instant::now() + std::time::Duration::from_micros(rtt), n));
+        } else {
+            self.add_credits(credits, n);
+        }
+        Ok(())
+    }
+
+    /// Adds `n` credits; more than 100 outstanding is treated as 100, the excess counted.
+    fn add_credits(&self, credits: &mut i32, n: i32) {
+        let sum = credits.saturating_add(n);
+        if sum > MAX_OUTSTANDING {
+            self.service
+                .shared
+                .stream_faults
+                .over_limit
+                .fetch_add((sum - MAX_OUTSTANDING) as u64, Ordering::Relaxed);
+        }
+        *credits = sum.min(MAX_OUTSTANDING);
     }
 
     /// The token the stream was opened with expired.
@@ -655,6 +718,7 @@ impl Subscription {
     }
 
     fn on_cancel(&self) -> Stop {
+        tracing::debug!(rpc_id = %self.rpc_id, shutdown = self.service.shared.shutdown.is_cancelled(), "a response could not be sent");
         if self.service.shared.shutdown.is_cancelled() {
             self.error(
                 Code::Unavailable,
@@ -695,6 +759,11 @@ pub(crate) struct StreamFaults {
     pub expired: AtomicU64,
     /// Streams that went silent.
     pub silenced: AtomicU64,
+    /// Credits of FetchRequests beyond the 100 outstanding, dropped (a client that counts its
+    /// credits right never sends any).
+    pub over_limit: AtomicU64,
+    /// FetchRequests received on Subscribe streams.
+    pub requests: AtomicU64,
     /// Simulated client↔org round trip, microseconds (0: none): the credits of a FetchRequest
     /// after the first take effect this long after it arrives (the flow-control round trip of a
     /// real network). Events already requested are not delayed.
@@ -711,6 +780,8 @@ impl Default for StreamFaults {
             resets: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             silenced: AtomicU64::new(0),
+            over_limit: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             rtt_micros: AtomicU64::new(0),
         }
     }
@@ -727,6 +798,10 @@ pub struct StreamFaultCounts {
     pub streams_expired: u64,
     /// Streams that went silent.
     pub streams_silenced: u64,
+    /// Credits requested beyond the 100 outstanding (treated as 100, the excess dropped).
+    pub credits_over_limit: u64,
+    /// FetchRequests received on Subscribe streams (the first of each stream included).
+    pub fetch_requests: u64,
 }
 
 impl StreamFaults {
@@ -752,6 +827,8 @@ impl StreamFaults {
             streams_reset: self.resets.load(Ordering::Relaxed),
             streams_expired: self.expired.load(Ordering::Relaxed),
             streams_silenced: self.silenced.load(Ordering::Relaxed),
+            credits_over_limit: self.over_limit.load(Ordering::Relaxed),
+            fetch_requests: self.requests.load(Ordering::Relaxed),
         }
     }
 }

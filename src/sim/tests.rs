@@ -926,6 +926,32 @@ async fn credits_add_up_to_at_most_100_outstanding() {
     org.shutdown().await;
 }
 
+/// A client may keep requesting while events flow: the server reads its FetchRequests as they
+/// come, instead of leaving them to pile up in HTTP/2 until h2 ends the connection
+/// (`GOAWAY ENHANCE_YOUR_CALM`, `too_many_data_frames`).
+#[tokio::test]
+async fn requests_sent_while_events_flow_are_read_as_they_come() {
+    let org = SimOrg::start(SimConfig::default()).await.expect("start");
+    org.generate("Account", 3000).expect("generate");
+    let mut client = Client::connect(&org, org.issue_access_token()).await;
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Earliest, Vec::new(), 1))
+        .await;
+    let mut got = 0;
+    while got < 3000 {
+        let r = sub.next().await;
+        got += r.events.len();
+        // Two tiny requests per event: twice the credits needed.
+        for _ in 0..2 * r.events.len() {
+            sub.request(1).await;
+        }
+    }
+    assert_eq!(got, 3000);
+    // The excess was read and dropped at the 100-outstanding cap.
+    assert!(org.stream_fault_counts().credits_over_limit > 0);
+    org.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn expired_tokens_are_refused() {
     let org = SimOrg::start(SimConfig {
