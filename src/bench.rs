@@ -13,12 +13,14 @@
 //! * At a rate (`--rate R`): the pipeline starts and subscribes first; the window opens when a
 //!   generator begins committing changes at R events/s and closes at the last acknowledgement.
 //!
-//! Per run it prints: events/s (events ÷ window), CPU time per event (the process's user+sys time
+//! Per run it prints: events/s (events ÷ window; flat out also the steady state, from a tenth to
+//! nine tenths of the records acknowledged), CPU time per event (the process's user+sys time
 //! over the window from `/proc/self/stat`, 10 ms ticks, ÷ events — it includes the in-process
 //! simulated org and mock Kafka, and in a rate run the generation of the changes), latency from
 //! the commit in the org (`commit_timestamp`, ms) to the Kafka delivery report (p50/p99/max, ms),
 //! the producer's enqueue→ack histogram (bucket bounds), and the peak RSS (`VmHWM`, which
-//! includes the org's stored events). `--rtt` delays each FetchRequest's credits at the org by
+//! includes the org's stored events), and how busy, stolen (by the hypervisor) and idle the
+//! machine's CPUs were over the window, so that a run on a contended host shows as one. `--rtt` delays each FetchRequest's credits at the org by
 //! that round trip ([`crate::sim::SimOrg::set_stream_rtt`]). It fails when the records
 //! acknowledged do not match the events made, or the run overruns `--timeout-secs`.
 
@@ -210,6 +212,60 @@ fn cpu_by_part() -> Option<[Duration; 3]> {
         parts[part as usize] += Duration::from_millis((user + system) * 10);
     }
     Some(parts)
+}
+
+/// The machine's CPU time, all CPUs, in clock ticks, from the `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MachineTicks {
+    /// user, nice, system, irq, softirq.
+    busy: u64,
+    /// idle and iowait.
+    idle: u64,
+    /// Time a virtual CPU wanted to run and the hypervisor ran something else.
+    steal: u64,
+}
+
+impl MachineTicks {
+    /// Parses the first (`cpu`, all CPUs) line of `/proc/stat`.
+    fn parse(stat: &str) -> Option<MachineTicks> {
+        let line = stat.lines().next()?;
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let v: Vec<u64> = fields
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
+            return None;
+        };
+        Some(MachineTicks {
+            busy: user + nice + system + irq + softirq,
+            idle: idle + iowait,
+            steal,
+        })
+    }
+
+    fn since(&self, earlier: &MachineTicks) -> MachineTicks {
+        MachineTicks {
+            busy: self.busy.saturating_sub(earlier.busy),
+            idle: self.idle.saturating_sub(earlier.idle),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.busy + self.idle + self.steal
+    }
+
+    fn percent(&self, part: u64) -> f64 {
+        100.0 * part as f64 / self.total().max(1) as f64
+    }
+}
+
+fn machine_ticks() -> Option<MachineTicks> {
+    MachineTicks::parse(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
 /// Peak resident set size (`VmHWM`), bytes.
@@ -412,6 +468,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     };
 
     let cpu_before_start = cpu_time();
+    let machine_start = machine_ticks();
     let parts_before_start = cpu_by_part();
     let started_pipeline = Instant::now();
     let pipeline = tokio::spawn(crate::pipeline::run(
@@ -479,6 +536,10 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         .kafka_outage
         .map(|(start, len)| (Duration::from_secs(start), Duration::from_secs(start + len)));
     let mut brokers_down = false;
+    // When a tenth and nine tenths of the records were acknowledged: the steady state between
+    // them leaves out the startup and the tail.
+    let mut tenth: Option<Instant> = None;
+    let mut nine_tenths: Option<Instant> = None;
     let mut outage_played = false;
     let outcome = loop {
         let now = Instant::now();
@@ -510,6 +571,12 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             }
         }
         let produced = stats.snapshot().records_produced();
+        if tenth.is_none() && produced * 10 >= total as u64 {
+            tenth = Some(Instant::now());
+        }
+        if nine_tenths.is_none() && produced * 10 >= total as u64 * 9 {
+            nine_tenths = Some(Instant::now());
+        }
         if produced >= total as u64 {
             break Ok(());
         }
@@ -535,6 +602,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let window = window_start.elapsed();
+    let machine = machine_start.zip(machine_ticks()).map(|(a, b)| b.since(&a));
     let cpu_end = cpu_time();
     let parts_end = cpu_by_part();
     let rss = peak_rss();
@@ -599,6 +667,18 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         "throughput, events/s (end to end)",
         total as f64 / secs
     );
+    if let (None, Some(a), Some(b)) = (args.rate, tenth, nine_tenths) {
+        let between = b.duration_since(a).as_secs_f64();
+        let label = "  steady state (10 % → 90 % acknowledged)";
+        if between > 0.0 {
+            println!(
+                "  {label:<44} {:.0}  (the middle 80 % of the records in {between:.3} s)",
+                0.8 * total as f64 / between
+            );
+        } else {
+            println!("  {label:<44} n/a  (acknowledged between two looks: too few records)");
+        }
+    }
     match (cpu_start, cpu_end) {
         (Some(a), Some(b)) => {
             let cpu = b.saturating_sub(a);
@@ -638,6 +718,18 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             ", and committing the changes"
         }
     );
+    if let Some(m) = machine {
+        println!(
+            "  {:<44} busy {:.0}%, stolen {:.0}%, idle {:.0}%",
+            "the machine's CPUs over the window",
+            m.percent(m.busy),
+            m.percent(m.steal),
+            m.percent(m.idle),
+        );
+        println!(
+            "    (/proc/stat, all CPUs; stolen: time the hypervisor gave to other guests; a run with much of it is not comparable)"
+        );
+    }
     println!(
         "  {:<44} p50 {}  p99 {}  max {}  ({} samples)",
         "latency commit → Kafka ack",
@@ -749,6 +841,29 @@ fn print_memory(samples: &[(f64, u64)], outage: Option<(Duration, Duration)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_cpu_line_parses_and_differences() {
+        let before = MachineTicks::parse(
+            "cpu  100 5 50 1000 20 3 2 40 0 0\ncpu0 50 2 25 500 10 1 1 20 0 0\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            before,
+            MachineTicks {
+                busy: 160,
+                idle: 1020,
+                steal: 40
+            }
+        );
+        let after = MachineTicks::parse("cpu  200 5 90 1100 20 3 2 100 0 0\n").expect("parses");
+        let d = after.since(&before);
+        assert_eq!((d.busy, d.idle, d.steal), (140, 100, 60));
+        assert_eq!(d.total(), 300);
+        assert!((d.percent(d.steal) - 20.0).abs() < 1e-9);
+        assert_eq!(MachineTicks::parse("intr 1 2 3\n"), None);
+        assert_eq!(MachineTicks::parse("cpu 1 2 x 4 5 6 7 8\n"), None);
+    }
 
     #[test]
     fn quantiles_are_nearest_rank() {

@@ -381,7 +381,7 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// Idempotent producer (`enable.idempotence=true`, `acks=all`), lz4, `linger.ms=5`;
+    /// Idempotent producer (`enable.idempotence=true`, `acks=all`), no compression, `linger.ms=5`;
     /// passthrough properties are applied last.
     pub fn new(settings: &KafkaSettings) -> Result<Producer, KafkaError> {
         Self::create(settings, None)

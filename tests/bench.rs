@@ -52,6 +52,10 @@ fn check_figures(out: &str, events: u64) {
     let delivery = figure(out, "Kafka producer enqueue → ack (histogram)");
     assert!(delivery.contains(&format!("({events} reports)")), "{out}");
     assert!(figure(out, "peak RSS (VmHWM)").contains(" MiB"), "{out}");
+    let machine = figure(out, "the machine's CPUs over the window");
+    for part in ["busy ", "stolen ", "idle "] {
+        assert!(machine.contains(part), "{part}: {out}");
+    }
 }
 
 #[test]
@@ -59,6 +63,12 @@ fn flat_out_prints_every_figure_with_matching_counts() {
     let out = bench(&["--events", "300"]);
     assert!(out.contains("flat out"), "{out}");
     check_figures(&out, 300);
+    // A figure, or n/a when 300 records were acknowledged between two looks.
+    let steady = figure(&out, "steady state (10 % → 90 % acknowledged)");
+    assert!(
+        steady.contains("the middle 80 % of the records") || steady.starts_with("n/a"),
+        "{out}"
+    );
 }
 
 #[test]
