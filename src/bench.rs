@@ -20,8 +20,9 @@
 //! the commit in the org (`commit_timestamp`, ms) to the Kafka delivery report (p50/p99/max, ms),
 //! the producer's enqueue→ack histogram (bucket bounds), and the peak RSS (`VmHWM`, which
 //! includes the org's stored events), and how busy, stolen (by the hypervisor) and idle the
-//! machine's CPUs were over the window, so that a run on a contended host shows as one. `--rtt` delays each FetchRequest's credits at the org by
-//! that round trip ([`crate::sim::SimOrg::set_stream_rtt`]). It fails when the records
+//! machine's CPUs were over the window, so that a run on a contended host shows as one. `--rtt`
+//! delays each FetchRequest's credits at the org by that round trip
+//! ([`crate::sim::SimOrg::set_stream_rtt`]). It fails when the records
 //! acknowledged do not match the events made, or the run overruns `--timeout-secs`.
 
 pub mod sink;
@@ -216,7 +217,7 @@ fn cpu_by_part() -> Option<[Duration; 3]> {
 
 /// The machine's CPU time, all CPUs, in clock ticks, from the `cpu` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MachineTicks {
+pub(super) struct MachineTicks {
     /// user, nice, system, irq, softirq.
     busy: u64,
     /// idle and iowait.
@@ -264,8 +265,36 @@ impl MachineTicks {
     }
 }
 
-fn machine_ticks() -> Option<MachineTicks> {
+pub(super) fn machine_ticks() -> Option<MachineTicks> {
     MachineTicks::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Prints how busy, stolen and idle the machine's CPUs were between `start` and `end` (the
+/// window), the label padded to `width`.
+pub(super) fn print_machine(start: Option<MachineTicks>, end: Option<MachineTicks>, width: usize) {
+    let Some(m) = start.zip(end).map(|(a, b)| b.since(&a)) else {
+        return;
+    };
+    println!(
+        "  {:<width$} busy {:.0}%, stolen {:.0}%, idle {:.0}%",
+        "the machine's CPUs over the window",
+        m.percent(m.busy),
+        m.percent(m.steal),
+        m.percent(m.idle),
+    );
+    println!(
+        "    (/proc/stat, all CPUs; stolen: time the hypervisor gave to other guests; a run with much of it is not comparable)"
+    );
+}
+
+/// A runtime of one worker whose threads are named `name` (their CPU is counted by name).
+fn one_thread_runtime(name: &str) -> Result<tokio::runtime::Runtime, BenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Sim(e.to_string()))
 }
 
 /// Peak resident set size (`VmHWM`), bytes.
@@ -376,18 +405,8 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     let probe = crate::kafka::install_latency_probe();
     // The org serves on its own runtime (threads named `sim-org`), so that its CPU is counted
     // apart from forcebridge's; one worker, as it is one peer.
-    let sim_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(SIM_THREAD)
-        .enable_all()
-        .build()
-        .map_err(|e| BenchError::Sim(e.to_string()))?;
-    let generator_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(GENERATOR_THREAD)
-        .enable_all()
-        .build()
-        .map_err(|e| BenchError::Sim(e.to_string()))?;
+    let sim_runtime = one_thread_runtime(SIM_THREAD)?;
+    let generator_runtime = one_thread_runtime(GENERATOR_THREAD)?;
     let stop_generating = CancellationToken::new();
     let sim = sim_runtime
         .spawn(SimOrg::start(SimConfig {
@@ -602,7 +621,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let window = window_start.elapsed();
-    let machine = machine_start.zip(machine_ticks()).map(|(a, b)| b.since(&a));
+    let machine_end = machine_ticks();
     let cpu_end = cpu_time();
     let parts_end = cpu_by_part();
     let rss = peak_rss();
@@ -718,18 +737,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             ", and committing the changes"
         }
     );
-    if let Some(m) = machine {
-        println!(
-            "  {:<44} busy {:.0}%, stolen {:.0}%, idle {:.0}%",
-            "the machine's CPUs over the window",
-            m.percent(m.busy),
-            m.percent(m.steal),
-            m.percent(m.idle),
-        );
-        println!(
-            "    (/proc/stat, all CPUs; stolen: time the hypervisor gave to other guests; a run with much of it is not comparable)"
-        );
-    }
+    print_machine(machine_start, machine_end, 44);
     println!(
         "  {:<44} p50 {}  p99 {}  max {}  ({} samples)",
         "latency commit → Kafka ack",

@@ -74,6 +74,10 @@ fn check_figures(out: &str, records: u64) -> u64 {
     assert!(!latency.contains("n/a"), "{out}");
     assert!(figure(out, "CPU time per record").contains(" µs"), "{out}");
     assert!(figure(out, "peak RSS (VmHWM)").contains(" MiB"), "{out}");
+    let machine = figure(out, "the machine's CPUs over the window");
+    for part in ["busy ", "stolen ", "idle "] {
+        assert!(machine.contains(part), "{part}: {out}");
+    }
     spent
 }
 

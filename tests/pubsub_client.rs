@@ -68,17 +68,26 @@ async fn credits_stay_within_the_batch_and_keepalives_follow() {
     sim.shutdown().await;
 }
 
-/// A stream that sends nothing — not even a keepalive — within the idle timeout is reported as
-/// silent, so the pipeline rebuilds it.
 /// The client counts its own credits: it never asks for credits the server already owes it (a
 /// response's `pending_num_requested` leaves out requests still on their way), so the server
-/// never has more than 100 requested and drops nothing, however fast the events are taken.
+/// never has more than 100 requested and drops nothing. (Taking `pending_num_requested` as the
+/// count, the client had 553 credits dropped here.)
 #[tokio::test]
 async fn credits_are_never_requested_twice() {
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
-    // Requests spend 2 ms on their way, as over a network.
-    sim.set_stream_rtt(Duration::from_millis(2));
-    sim.generate("Account", 2000).unwrap();
+    // Requests spend 5 ms on their way, as over a network.
+    sim.set_stream_rtt(Duration::from_millis(5));
+    sim.generate("Account", 1600).unwrap();
+    // Then events trickle in, so that responses come while requests are on their way.
+    let trickle = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            for _ in 0..400 {
+                sim.generate("Account", 1).unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
     let pubsub = client(&sim).await;
     let mut sub = pubsub
         .subscribe(
@@ -96,6 +105,7 @@ async fn credits_are_never_requested_twice() {
         }
         assert!(sub.credits_in_hand() <= 100);
     }
+    trickle.await.unwrap();
     let counts = sim.stream_fault_counts();
     assert_eq!(counts.credits_over_limit, 0);
     // Topped up a quarter of the batch at a time: 2,000 events take about 80 requests.
@@ -107,6 +117,8 @@ async fn credits_are_never_requested_twice() {
     sim.shutdown().await;
 }
 
+/// A stream that sends nothing — not even a keepalive — within the idle timeout is reported as
+/// silent, so the pipeline rebuilds it.
 #[tokio::test]
 async fn a_silent_stream_is_detected() {
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{BenchError, cpu_time, peak_rss, quantile};
+use super::{BenchError, cpu_time, machine_ticks, peak_rss, print_machine, quantile};
 use crate::config::Config;
 use crate::kafka::{EmbeddedKafka, OutgoingRecord, Producer};
 use crate::sim::{SimConfig, SimOrg};
@@ -286,6 +286,7 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
     let stats = Arc::new(SinkStats::default());
     let sink_cancel = cancel.child_token();
     let cpu_start = cpu_time();
+    let machine_start = machine_ticks();
     let window_start = Instant::now();
     let sink = tokio::spawn(crate::sink::run(
         config.clone(),
@@ -325,6 +326,7 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
     };
     let window = window_start.elapsed();
     let cpu_end = cpu_time();
+    let machine_end = machine_ticks();
     let rss = peak_rss();
 
     sink_cancel.cancel();
@@ -447,6 +449,7 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
     println!(
         "    (process user+sys, 10 ms ticks; includes the in-process simulated org and mock Kafka)"
     );
+    print_machine(machine_start, machine_end, 48);
     match rss {
         Some(b) => println!(
             "  {:<48} {:.1} MiB  (whole process, incl. the org's records and events)",

@@ -428,7 +428,12 @@ impl Subscription {
     /// Sends a response; `false` if the client is gone or the org shuts down.
     async fn send(&self, response: FetchResponse) -> bool {
         tokio::select! {
-            sent = self.tx.send(Ok(response)) => sent.is_ok(),
+            sent = self.tx.send(Ok(response)) => {
+                if sent.is_err() {
+                    tracing::debug!(rpc_id = %self.rpc_id, "the client dropped the response stream");
+                }
+                sent.is_ok()
+            }
             () = self.service.shared.shutdown.cancelled() => false,
         }
     }
@@ -718,7 +723,6 @@ impl Subscription {
     }
 
     fn on_cancel(&self) -> Stop {
-        tracing::debug!(rpc_id = %self.rpc_id, shutdown = self.service.shared.shutdown.is_cancelled(), "a response could not be sent");
         if self.service.shared.shutdown.is_cancelled() {
             self.error(
                 Code::Unavailable,
