@@ -136,10 +136,14 @@ pub struct SchemaVersion {
     pub json: String,
     /// Parsed schema for encoding/decoding.
     pub schema: Schema,
+    /// Writes the datums of [`SchemaVersion::schema`].
+    pub writer: super::avro_out::Writer,
     /// Body fields (the CDC header excluded), in schema order.
     pub fields: Vec<FieldDef>,
     /// True for change event schemas (field 0 is `ChangeEventHeader`).
     pub is_change_event: bool,
+    /// Body field name → its index in `fields` (records are checked and encoded field by field).
+    by_name: HashMap<String, usize>,
 }
 
 impl SchemaVersion {
@@ -201,7 +205,13 @@ impl SchemaVersion {
             name,
             id,
             json: json.to_owned(),
+            writer: super::avro_out::Writer::new(&schema),
             schema,
+            by_name: fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.clone(), i))
+                .collect(),
             fields,
             is_change_event,
         }))
@@ -209,7 +219,7 @@ impl SchemaVersion {
 
     /// The body field of that name.
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
-        self.fields.iter().find(|f| f.name == name)
+        self.by_name.get(name).map(|&i| &self.fields[i])
     }
 
     /// A new version with `name` appended as a nullable field of `avro_type` (a primitive type

@@ -39,6 +39,7 @@
 //! (`BillingCity`, `LastName`); only the SOQL subset of [`soql`] is understood; Composite
 //! subrequests always run in order (`collateSubrequests` is ignored).
 
+pub mod avro_out;
 pub mod bitmap;
 pub mod bus;
 pub mod catalog;

@@ -948,40 +948,8 @@ impl Org {
         changes: Vec<Change>,
         ctx: &CommitContext,
     ) -> Result<Vec<BuiltEvent>, SimError> {
-        // Group identical changes, keeping first-occurrence order.
-        type Key = (
-            String,
-            ChangeType,
-            String,
-            FieldSet,
-            FieldSet,
-            Option<String>,
-        );
-        let mut order: Vec<Key> = Vec::new();
-        let mut groups: HashMap<Key, (Change, Vec<String>)> = HashMap::new();
-        for c in changes {
-            let key = (
-                c.entity.clone(),
-                c.change_type,
-                Json::Object(c.values.clone()).to_string(),
-                c.changed.clone(),
-                c.nulled.clone(),
-                c.origin.clone(),
-            );
-            match groups.get_mut(&key) {
-                Some((_, record_ids)) => record_ids.push(c.record_id),
-                None => {
-                    order.push(key.clone());
-                    let rid = c.record_id.clone();
-                    groups.insert(key, (c, vec![rid]));
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(order.len());
-        for (seq, key) in order.into_iter().enumerate() {
-            let Some((change, record_ids)) = groups.remove(&key) else {
-                continue;
-            };
+        let mut out = Vec::with_capacity(changes.len());
+        for (seq, (change, record_ids)) in group_identical(changes).into_iter().enumerate() {
             let schema = self.sobject(&change.entity)?.schema.clone();
             let header = Avro::Record(vec![
                 ("entityName".into(), Avro::String(change.entity.clone())),
@@ -1025,6 +993,53 @@ impl Org {
         }
         Ok(out)
     }
+}
+
+/// Identical changes of one transaction (same object, type, values, bitmaps and origin) merged
+/// into one event over their record ids, in first-occurrence order.
+fn group_identical(changes: Vec<Change>) -> Vec<(Change, Vec<String>)> {
+    if changes.len() == 1 {
+        // Nothing to merge (the usual transaction): no keys to build.
+        return changes
+            .into_iter()
+            .map(|c| {
+                let id = c.record_id.clone();
+                (c, vec![id])
+            })
+            .collect();
+    }
+    type Key = (
+        String,
+        ChangeType,
+        String,
+        FieldSet,
+        FieldSet,
+        Option<String>,
+    );
+    let mut order: Vec<Key> = Vec::new();
+    let mut groups: HashMap<Key, (Change, Vec<String>)> = HashMap::new();
+    for c in changes {
+        let key = (
+            c.entity.clone(),
+            c.change_type,
+            Json::Object(c.values.clone()).to_string(),
+            c.changed.clone(),
+            c.nulled.clone(),
+            c.origin.clone(),
+        );
+        match groups.get_mut(&key) {
+            Some((_, record_ids)) => record_ids.push(c.record_id),
+            None => {
+                order.push(key.clone());
+                let rid = c.record_id.clone();
+                groups.insert(key, (c, vec![rid]));
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|key| groups.remove(&key))
+        .collect()
 }
 
 fn strings(v: Vec<String>) -> Avro {
@@ -1136,10 +1151,10 @@ fn set_field(rec: &mut Map<String, Json>, schema: &SchemaVersion, name: &str, va
 
 /// All body fields of the schema that the record sets.
 fn body_values(schema: &SchemaVersion, rec: &Map<String, Json>) -> Map<String, Json> {
-    schema
-        .fields
-        .iter()
-        .filter_map(|f| rec.get(&f.name).map(|v| (f.name.clone(), v.clone())))
+    // In the record's (sorted) order, which the map is built from without sorting.
+    rec.iter()
+        .filter(|(name, _)| schema.field(name).is_some())
+        .map(|(name, v)| (name.clone(), v.clone()))
         .collect()
 }
 
@@ -1344,6 +1359,21 @@ pub fn encode_body(
     header: Option<Avro>,
     values: &Map<String, Json>,
 ) -> Result<Vec<u8>, SimError> {
+    let record = body_value(schema, header, values)?;
+    let mut out = Vec::with_capacity(256);
+    schema
+        .writer
+        .write(&schema.schema, &record, &mut out)
+        .map_err(SimError::Encode)?;
+    Ok(out)
+}
+
+/// The datum [`encode_body`] encodes.
+fn body_value(
+    schema: &SchemaVersion,
+    header: Option<Avro>,
+    values: &Map<String, Json>,
+) -> Result<Avro, SimError> {
     let mut record = Vec::with_capacity(schema.fields.len() + 1);
     if let Some(h) = header {
         record.push((catalog::HEADER_FIELD.to_owned(), h));
@@ -1391,8 +1421,7 @@ pub fn encode_body(
         };
         record.push((def.name.clone(), avro));
     }
-    apache_avro::to_avro_datum(&schema.schema, Avro::Record(record))
-        .map_err(|e| SimError::Encode(e.to_string()))
+    Ok(Avro::Record(record))
 }
 
 /// Avro value → JSON (unions flattened, bytes as base64).
@@ -1514,6 +1543,58 @@ mod tests {
         let rec = org.record("Account", &id).expect("record");
         assert_eq!(rec["SystemModstamp"], 1_696_444_513_000_i64);
         assert_eq!(rec["IsDeleted"], false);
+    }
+
+    #[test]
+    fn events_are_encoded_as_apache_avro_encodes_them() {
+        let mut org = Org::new().expect("org");
+        let a = create_account(&mut org, json!({"Name": "Acme"})).0;
+        let b = create_account(&mut org, json!({"Name": "Acme"})).0;
+        let changes = org
+            .commit(
+                &[
+                    update("Account", &a, json!({"Phone": "1", "BillingAddress": {"City": "Paris", "Street": null}, "ShippingAddress": {"Country": "FR"}, "AnnualRevenue": 2.5, "NumberOfEmployees": 7})),
+                    update("Account", &b, json!({"Phone": "1", "BillingAddress": {"City": "Paris", "Street": null}, "ShippingAddress": {"Country": "FR"}, "AnnualRevenue": 2.5, "NumberOfEmployees": 7})),
+                ],
+                USER,
+                1_696_444_514_000,
+            )
+            .expect("commit");
+        let events = org.build_events(changes, &ctx()).expect("events");
+        assert_eq!(
+            events.len(),
+            1,
+            "the identical changes merge into one event"
+        );
+        let event = &events[0];
+        let schema = org.schema_by_id(&event.event.schema_id).expect("schema");
+        let decoded =
+            apache_avro::from_avro_datum(&schema.schema, &mut &event.event.payload[..], None)
+                .expect("decode");
+        assert_eq!(
+            event.event.payload,
+            apache_avro::to_avro_datum(&schema.schema, decoded.clone()).expect("encode"),
+            "{decoded:?}"
+        );
+        let Avro::Record(fields) = decoded else {
+            panic!("a record")
+        };
+        let header = fields.into_iter().next().map(|(_, h)| h);
+        let values =
+            obj(json!({"Name": "x", "ShippingAddress": {"City": "Lyon"}, "LastModifiedDate": 5}));
+        let ours = encode_body(&schema, header.clone(), &values).expect("ours");
+        let theirs = apache_avro::to_avro_datum(
+            &schema.schema,
+            body_value(&schema, header, &values).expect("value"),
+        )
+        .expect("theirs");
+        assert_eq!(ours, theirs);
+        let err = encode_body(&schema, Some(Avro::Null), &values).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ChangeEventHeader: cannot write Null as record ChangeEventHeader"),
+            "{err}"
+        );
     }
 
     #[test]
