@@ -321,8 +321,11 @@ impl LatencyProbe {
     fn observe(&self, payload: Option<&[u8]>) {
         const KEY: &[u8] = b"\"commit_timestamp\":";
         let Some(payload) = payload else { return };
+        static FINDER: std::sync::OnceLock<memchr::memmem::FinderRev<'static>> =
+            std::sync::OnceLock::new();
         // The envelope's own field comes after `record`, near the end: search from there.
-        let Some(at) = payload.windows(KEY.len()).rposition(|w| w == KEY) else {
+        let finder = FINDER.get_or_init(|| memchr::memmem::FinderRev::new(KEY));
+        let Some(at) = finder.rfind(payload) else {
             return;
         };
         let digits = &payload[at + KEY.len()..];

@@ -223,6 +223,14 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn long(&mut self) -> Result<i64, DecodeError> {
+        // One byte: lengths, union branches, small numbers (most varints of an event).
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            let b = i64::from(b);
+            return Ok((b >> 1) ^ -(b & 1));
+        }
         let mut acc: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -275,6 +283,30 @@ impl<'a> Reader<'a> {
             offset: start,
             reason: format!("string is not UTF-8: {e}"),
         })
+    }
+
+    /// A string, appended to `out` as a JSON string. Text that is ASCII and needs no escaping
+    /// (most of it) is checked and copied in one pass; the rest is validated as UTF-8 first.
+    pub(crate) fn json_string(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let start = self.pos;
+        let b = self.bytes("string")?;
+        // Without short-circuiting, so that the check runs over whole vectors of bytes.
+        let plain = b.iter().fold(true, |acc, &c| {
+            acc & (0x20..0x80).contains(&c) & (c != b'"') & (c != b'\\')
+        });
+        if plain {
+            out.reserve(b.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(b);
+            out.push(b'"');
+            return Ok(());
+        }
+        let s = std::str::from_utf8(b).map_err(|e| DecodeError::Avro {
+            offset: start,
+            reason: format!("string is not UTF-8: {e}"),
+        })?;
+        string(out, s);
+        Ok(())
     }
 
     /// An enum value: its symbol.
@@ -389,7 +421,7 @@ impl Program {
                 float(out, f64::from_le_bytes(a));
             }
             Node::Bytes => base64(out, r.bytes("bytes")?),
-            Node::String => string(out, r.str()?),
+            Node::String => r.json_string(out)?,
             Node::Uuid => {
                 let b = r.bytes("uuid")?;
                 match std::str::from_utf8(b) {
@@ -628,6 +660,46 @@ mod tests {
         let deep = vec![2u8; 10_000];
         let err = decode(&p, &deep).unwrap_err();
         assert!(err.to_string().contains("nesting deeper than 64"), "{err}");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them_and_varints_of_any_length_read() {
+        let (s, p) = program(
+            r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"},{"name":"l","type":"long"}]}"#,
+        );
+        let texts = [
+            "",
+            "plain ASCII",
+            "q\"uote",
+            "back\\slash",
+            "tab\tnew\nline\u{1}",
+            "é ü 日本 🚀",
+            "\u{7f}del",
+        ];
+        let longs = [0, -1, 1, 63, -64, 64, -65, 8191, 8192, i64::MAX, i64::MIN];
+        for (text, long) in texts
+            .iter()
+            .zip(longs.iter().cycle())
+            .chain(std::iter::repeat(&"x").zip(longs.iter()))
+        {
+            let datum = Avro::Record(vec![
+                ("s".into(), Avro::String((*text).into())),
+                ("l".into(), Avro::Long(*long)),
+            ]);
+            let bytes = apache_avro::to_avro_datum(&s, datum).unwrap();
+            let mut r = Reader::new(&bytes);
+            let mut out = Vec::new();
+            p.write(&mut r, &p.root, 0, false, &mut out).unwrap();
+            r.finish().unwrap();
+            let want = format!(
+                "{{\"s\":{},\"l\":{long}}}",
+                serde_json::to_string(text).unwrap()
+            );
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+        // Not UTF-8 after a plain-looking start: an error, not bytes passed through.
+        let err = decode(&p, &[6, b'a', 0xc3, 0x28, 0]).unwrap_err();
+        assert!(err.to_string().contains("string is not UTF-8"), "{err}");
     }
 
     #[test]
