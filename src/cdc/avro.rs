@@ -295,10 +295,7 @@ impl<'a> Reader<'a> {
             acc & (0x20..0x80).contains(&c) & (c != b'"') & (c != b'\\')
         });
         if plain {
-            out.reserve(b.len() + 2);
-            out.push(b'"');
-            out.extend_from_slice(b);
-            out.push(b'"');
+            quoted(out, b);
             return Ok(());
         }
         let s = std::str::from_utf8(b).map_err(|e| DecodeError::Avro {
@@ -368,6 +365,14 @@ pub(crate) fn integer(out: &mut Vec<u8>, v: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Appends text that needs no escaping as a JSON string.
+fn quoted(out: &mut Vec<u8>, text: &[u8]) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text);
+    out.push(b'"');
+}
+
 /// Appends `s` as a JSON string, escaped exactly as `serde_json` escapes it.
 pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     // Without short-circuiting, so that the check runs over whole vectors of bytes.
@@ -375,10 +380,7 @@ pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
         acc | (b < 0x20) | (b == b'"') | (b == b'\\')
     });
     if !needs_escape {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        quoted(out, s.as_bytes());
     } else {
         serde_json::to_writer(&mut *out, s).expect("writing a string to a Vec cannot fail");
     }

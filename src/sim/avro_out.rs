@@ -6,8 +6,9 @@
 //! `to_avro_datum` refuses it. The org encodes every event it commits, so unlike
 //! `to_avro_datum` this resolves the schema's named types once per schema ([`Writer::new`]), not
 //! on every call and twice, and walks a record's fields by position instead of building a lookup
-//! map per record. Only [`Schema::Ref`] needs the named types: `Address` names the type of
-//! `BillingAddress` and is referred to by `ShippingAddress`.
+//! map per record; the path of a mismatch is built only when one returns. Only [`Schema::Ref`]
+//! needs the named types: `Address` names the type of `BillingAddress` and is referred to by
+//! `ShippingAddress`.
 
 use apache_avro::Schema;
 use apache_avro::schema::Name;
@@ -16,54 +17,81 @@ use apache_avro::types::Value;
 /// Writes datums of one schema.
 #[derive(Debug, Clone)]
 pub struct Writer {
+    schema: Schema,
     /// The named types (records, enums, fixed) of the schema, by full name.
     named: Vec<(Name, Schema)>,
 }
 
+/// A value that does not match its schema: where, and why.
+struct Mismatch {
+    /// Built as the error returns through the fields and items it is in.
+    path: String,
+    reason: String,
+}
+
+impl Mismatch {
+    fn new(reason: String) -> Mismatch {
+        Mismatch {
+            path: String::new(),
+            reason,
+        }
+    }
+
+    /// The same mismatch, inside `segment` (`name` or `[index]`).
+    fn within(mut self, segment: &str) -> Mismatch {
+        if !self.path.is_empty() && !self.path.starts_with('[') {
+            self.path.insert(0, '.');
+        }
+        self.path.insert_str(0, segment);
+        self
+    }
+}
+
 impl Writer {
-    /// Collects the named types of `schema`.
+    /// A writer of `schema`'s datums, its named types collected.
     pub fn new(schema: &Schema) -> Writer {
         let mut named = Vec::new();
         collect(schema, &mut named);
-        Writer { named }
+        Writer {
+            schema: schema.clone(),
+            named,
+        }
     }
 
-    /// Appends `value`'s encoding under `schema` to `out`; on error `out` holds a partial datum.
-    pub fn write(&self, schema: &Schema, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
-        let mut path = String::new();
-        self.value(schema, value, out, &mut path, 0)
-            .map_err(|reason| {
-                if path.is_empty() {
-                    reason
-                } else {
-                    format!("{path}: {reason}")
-                }
-            })
+    /// Appends `value`'s encoding to `out`; on error `out` holds a partial datum.
+    pub fn write(&self, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+        self.value(&self.schema, value, out, 0).map_err(|m| {
+            if m.path.is_empty() {
+                m.reason
+            } else {
+                format!("{}: {}", m.path, m.reason)
+            }
+        })
     }
 
-    fn resolve<'s>(&'s self, schema: &'s Schema) -> Result<&'s Schema, String> {
+    fn resolve<'s>(&'s self, schema: &'s Schema) -> Result<&'s Schema, Mismatch> {
         match schema {
             Schema::Ref { name } => self
                 .named
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, s)| s)
-                .ok_or_else(|| format!("unknown named type {}", name.fullname(None))),
+                .ok_or_else(|| {
+                    Mismatch::new(format!("unknown named type {}", name.fullname(None)))
+                }),
             s => Ok(s),
         }
     }
 
-    /// `path` names the field being written when an error returns (it is left as it was).
     fn value(
         &self,
         schema: &Schema,
         value: &Value,
         out: &mut Vec<u8>,
-        path: &mut String,
         depth: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), Mismatch> {
         if depth > 64 {
-            return Err("nested more than 64 levels deep".into());
+            return Err(Mismatch::new("nested more than 64 levels deep".into()));
         }
         let schema = self.resolve(schema)?;
         match (schema, value) {
@@ -90,51 +118,48 @@ impl Writer {
             (Schema::Enum(e), Value::Enum(i, symbol)) => match e.symbols.get(*i as usize) {
                 Some(s) if s == symbol => long(out, i64::from(*i)),
                 _ => {
-                    return Err(format!(
+                    return Err(Mismatch::new(format!(
                         "{symbol:?} (index {i}) is not a symbol of the enum"
-                    ));
+                    )));
                 }
             },
             (Schema::Union(u), Value::Union(i, inner)) => {
                 let Some(variant) = u.variants().get(*i as usize) else {
-                    return Err(format!("union branch {i} does not exist"));
+                    return Err(Mismatch::new(format!("union branch {i} does not exist")));
                 };
                 long(out, i64::from(*i));
-                self.value(variant, inner, out, path, depth + 1)?;
+                self.value(variant, inner, out, depth + 1)?;
             }
+            // One block of all the items, then the empty block that ends them.
             (Schema::Array(a), Value::Array(items)) => {
                 if !items.is_empty() {
                     long(out, items.len() as i64);
-                    for (k, item) in items.iter().enumerate() {
-                        let mark = path.len();
-                        path.push_str(&format!("[{k}]"));
-                        self.value(&a.items, item, out, path, depth + 1)?;
-                        path.truncate(mark);
-                    }
+                }
+                for (k, item) in items.iter().enumerate() {
+                    self.value(&a.items, item, out, depth + 1)
+                        .map_err(|m| m.within(&format!("[{k}]")))?;
                 }
                 out.push(0);
             }
             (Schema::Map(m), Value::Map(entries)) => {
                 if !entries.is_empty() {
                     long(out, entries.len() as i64);
-                    for (key, item) in entries {
-                        bytes(out, key.as_bytes());
-                        let mark = path.len();
-                        path.push_str(&format!("[{key:?}]"));
-                        self.value(&m.types, item, out, path, depth + 1)?;
-                        path.truncate(mark);
-                    }
+                }
+                for (key, item) in entries {
+                    bytes(out, key.as_bytes());
+                    self.value(&m.types, item, out, depth + 1)
+                        .map_err(|m| m.within(&format!("[{key:?}]")))?;
                 }
                 out.push(0);
             }
             (Schema::Record(r), Value::Record(fields)) => {
                 if fields.len() != r.fields.len() {
-                    return Err(format!(
+                    return Err(Mismatch::new(format!(
                         "record {} has {} fields, the value {}",
                         r.name.name,
                         r.fields.len(),
                         fields.len()
-                    ));
+                    )));
                 }
                 for (k, field) in r.fields.iter().enumerate() {
                     // The value's fields come in schema order; any order is accepted.
@@ -142,20 +167,23 @@ impl Writer {
                         Some((name, v)) if *name == field.name => v,
                         _ => match fields.iter().find(|(name, _)| *name == field.name) {
                             Some((_, v)) => v,
-                            None => return Err(format!("field {} is missing", field.name)),
+                            None => {
+                                return Err(Mismatch::new(format!(
+                                    "field {} is missing",
+                                    field.name
+                                )));
+                            }
                         },
                     };
-                    let mark = path.len();
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(&field.name);
-                    self.value(&field.schema, item, out, path, depth + 1)?;
-                    path.truncate(mark);
+                    self.value(&field.schema, item, out, depth + 1)
+                        .map_err(|m| m.within(&field.name))?;
                 }
             }
             (schema, value) => {
-                return Err(format!("cannot write {value:?} as {}", kind(schema)));
+                return Err(Mismatch::new(format!(
+                    "cannot write {value:?} as {}",
+                    kind(schema)
+                )));
             }
         }
         Ok(())
@@ -210,9 +238,7 @@ mod tests {
     fn both(schema: &str, value: Value) -> (Vec<u8>, Vec<u8>) {
         let schema = Schema::parse_str(schema).unwrap();
         let mut ours = Vec::new();
-        Writer::new(&schema)
-            .write(&schema, &value, &mut ours)
-            .unwrap();
+        Writer::new(&schema).write(&value, &mut ours).unwrap();
         (ours, apache_avro::to_avro_datum(&schema, value).unwrap())
     }
 
@@ -278,7 +304,7 @@ mod tests {
             )]),
         )]);
         let err = Writer::new(&schema)
-            .write(&schema, &value, &mut Vec::new())
+            .write(&value, &mut Vec::new())
             .unwrap_err();
         assert!(
             err.starts_with("h.ids[1]: cannot write Long(1) as string"),
@@ -290,12 +316,12 @@ mod tests {
         );
         let missing = Value::Record(vec![]);
         let err = Writer::new(&schema)
-            .write(&schema, &missing, &mut Vec::new())
+            .write(&missing, &mut Vec::new())
             .unwrap_err();
         assert!(err.contains("record R has 1 fields, the value 0"), "{err}");
         let bad_enum = Schema::parse_str(r#"{"type":"enum","name":"E","symbols":["A"]}"#).unwrap();
         let err = Writer::new(&bad_enum)
-            .write(&bad_enum, &Value::Enum(0, "B".into()), &mut Vec::new())
+            .write(&Value::Enum(0, "B".into()), &mut Vec::new())
             .unwrap_err();
         assert!(err.contains("\"B\" (index 0) is not a symbol"), "{err}");
     }
