@@ -340,7 +340,7 @@ async fn transactional_producer(
 /// One channel: attempts that each run reader + processor + checkpointer from the durable
 /// checkpoint, until cancelled or a fatal error.
 async fn run_channel(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     index: usize,
     cancel: CancellationToken,
 ) -> Result<(), PipelineError> {
@@ -421,12 +421,11 @@ fn attempt_transaction_error(channel: &str, err: KafkaError) -> AttemptError {
     }
 }
 
-/// The position the reader resumes from after rebuilding a stream: the last replay id handed to
-/// the processor (the processor will produce it), or the attempt's start.
-struct Position(std::sync::Mutex<ReplayStart>);
-
+/// One attempt of a channel: the reader in a task of its own, so that it tops credits up and
+/// decodes the next response while the processor works (on the other core), and the processor
+/// with the checkpointer in this one. Either side ending ends the attempt.
 async fn run_attempt(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     index: usize,
     stats: &Arc<ChannelStats>,
     start: ReplayStart,
@@ -443,11 +442,25 @@ async fn run_attempt(
     }
     let window = AckWindow::new();
     let attempt = cancel.child_token();
+    // However this attempt ends (even dropped), its reader task stops with it.
+    let _stop_reader = attempt.clone().drop_guard();
     let capacity = shared.source().batch_size as usize;
     let (tx, rx) = mpsc::channel::<Item>(capacity);
-    let position = Position(std::sync::Mutex::new(start));
 
-    let reader = read_stream(shared, channel, stats, &position, tx, &attempt);
+    let reader = tokio::spawn(
+        {
+            let shared = shared.clone();
+            let stats = stats.clone();
+            let attempt = attempt.clone();
+            async move {
+                let channel = &shared.source().channels[index];
+                let read = read_stream(&shared, channel, &stats, start, tx, &attempt).await;
+                attempt.cancel();
+                read
+            }
+        }
+        .in_current_span(),
+    );
     let processor = process(shared, channel, producer, stats, &window, rx, &attempt);
     // In exactly-once mode the processor commits the checkpoints inside its transactions.
     let checkpointer = async {
@@ -459,9 +472,13 @@ async fn run_attempt(
     };
     let (read, processed, checkpointed) = tokio::join!(
         async {
-            let r = reader.await;
-            attempt.cancel();
-            r
+            reader.await.unwrap_or_else(|panic| {
+                attempt.cancel();
+                Err(AttemptError::Fatal(PipelineError::Channel {
+                    channel: channel.name.clone(),
+                    message: format!("the reader task panicked: {panic}"),
+                }))
+            })
         },
         async {
             let r = processor.await;
@@ -496,16 +513,19 @@ async fn read_stream(
     shared: &Shared,
     channel: &ChannelConfig,
     stats: &ChannelStats,
-    position: &Position,
+    start: ReplayStart,
     tx: mpsc::Sender<Item>,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
+    // Where a rebuilt stream resumes: after the last replay id handed to the processor (which
+    // will produce it), or the attempt's start.
+    let mut position = start;
     let source = shared.source();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
     let mut policy_applied = false;
     let _down = stats.stream_down_on_drop();
     loop {
-        let start = position.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let start = position.clone();
         let opened = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             opened = shared.pubsub.subscribe(&channel.name, start.clone(), source.batch_size, source.stream_idle_timeout) => opened,
@@ -546,8 +566,7 @@ async fn read_stream(
                         return Ok(()); // the processor stopped; it reports why
                     }
                     if !replay_id.is_empty() {
-                        *position.0.lock().unwrap_or_else(|e| e.into_inner()) =
-                            ReplayStart::After(replay_id);
+                        position = ReplayStart::After(replay_id);
                     }
                 }
             }
@@ -575,7 +594,7 @@ async fn read_stream(
                 if tx.send(gap).await.is_err() {
                     return Ok(());
                 }
-                *position.0.lock().unwrap_or_else(|e| e.into_inner()) = match resumed_from {
+                position = match resumed_from {
                     ReplayRejectedPolicy::Latest => ReplayStart::Latest,
                     _ => ReplayStart::Earliest,
                 };
