@@ -277,6 +277,8 @@ pub struct LatencyProbe {
     /// `buckets[ms]`; the last one holds everything from [`LatencyProbe::LAST`] ms on.
     buckets: Box<[AtomicU64]>,
     max_ms: AtomicU64,
+    /// Finds [`LatencyProbe::KEY`] from the end of a value.
+    finder: memchr::memmem::FinderRev<'static>,
 }
 
 impl Default for LatencyProbe {
@@ -284,6 +286,7 @@ impl Default for LatencyProbe {
         LatencyProbe {
             buckets: (0..=Self::LAST).map(|_| AtomicU64::new(0)).collect(),
             max_ms: AtomicU64::new(0),
+            finder: memchr::memmem::FinderRev::new(Self::KEY),
         }
     }
 }
@@ -318,17 +321,16 @@ impl LatencyProbe {
     /// The last (open-ended) bucket, ms.
     const LAST: usize = 120_000;
 
+    /// The envelope's field the probe reads.
+    const KEY: &[u8] = b"\"commit_timestamp\":";
+
     fn observe(&self, payload: Option<&[u8]>) {
-        const KEY: &[u8] = b"\"commit_timestamp\":";
         let Some(payload) = payload else { return };
-        static FINDER: std::sync::OnceLock<memchr::memmem::FinderRev<'static>> =
-            std::sync::OnceLock::new();
         // The envelope's own field comes after `record`, near the end: search from there.
-        let finder = FINDER.get_or_init(|| memchr::memmem::FinderRev::new(KEY));
-        let Some(at) = finder.rfind(payload) else {
+        let Some(at) = self.finder.rfind(payload) else {
             return;
         };
-        let digits = &payload[at + KEY.len()..];
+        let digits = &payload[at + Self::KEY.len()..];
         let end = digits
             .iter()
             .position(|b| !b.is_ascii_digit())

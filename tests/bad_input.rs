@@ -94,7 +94,7 @@ fn account_update(
         };
         record.push((f.name.clone(), v));
     }
-    apache_avro::to_avro_datum(&schema.schema, Avro::Record(record)).expect("encodes")
+    apache_avro::to_avro_datum(schema.schema(), Avro::Record(record)).expect("encodes")
 }
 
 /// Truncated and out-of-range `changedFields` / `nulledFields` dead-letter their events with

@@ -285,16 +285,16 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// A string, appended to `out` as a JSON string. Text that is ASCII and needs no escaping
-    /// (most of it) is checked and copied in one pass; the rest is validated as UTF-8 first.
+    /// A string, appended to `out` as a JSON string. ASCII text (most of it) is checked for
+    /// escapes and copied in one pass; other text is validated as UTF-8 once more.
     pub(crate) fn json_string(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let start = self.pos;
         let b = self.bytes("string")?;
         // Without short-circuiting, so that the check runs over whole vectors of bytes.
-        let plain = b.iter().fold(true, |acc, &c| {
-            acc & (0x20..0x80).contains(&c) & (c != b'"') & (c != b'\\')
+        let (escape, ascii) = b.iter().fold((false, true), |(escape, ascii), &c| {
+            (escape | escaped(c), ascii & c.is_ascii())
         });
-        if plain {
+        if ascii && !escape {
             quoted(out, b);
             return Ok(());
         }
@@ -302,7 +302,7 @@ impl<'a> Reader<'a> {
             offset: start,
             reason: format!("string is not UTF-8: {e}"),
         })?;
-        string(out, s);
+        write_string(out, s, escape);
         Ok(())
     }
 
@@ -365,25 +365,33 @@ pub(crate) fn integer(out: &mut Vec<u8>, v: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Whether serde_json escapes this byte in a string (it escapes these and nothing else).
+fn escaped(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
+}
+
+/// Appends `s` as a JSON string, escaped exactly as `serde_json` escapes it.
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
+    // Without short-circuiting, so that the check runs over whole vectors of bytes.
+    let escape = s.bytes().fold(false, |acc, b| acc | escaped(b));
+    write_string(out, s, escape);
+}
+
+/// Appends `s` as a JSON string; `escape`: it has a byte that [`escaped`] names.
+fn write_string(out: &mut Vec<u8>, s: &str, escape: bool) {
+    if escape {
+        serde_json::to_writer(&mut *out, s).expect("writing a string to a Vec cannot fail");
+    } else {
+        quoted(out, s.as_bytes());
+    }
+}
+
 /// Appends text that needs no escaping as a JSON string.
 fn quoted(out: &mut Vec<u8>, text: &[u8]) {
     out.reserve(text.len() + 2);
     out.push(b'"');
     out.extend_from_slice(text);
     out.push(b'"');
-}
-
-/// Appends `s` as a JSON string, escaped exactly as `serde_json` escapes it.
-pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
-    // Without short-circuiting, so that the check runs over whole vectors of bytes.
-    let needs_escape = s.bytes().fold(false, |acc, b| {
-        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
-        quoted(out, s.as_bytes());
-    } else {
-        serde_json::to_writer(&mut *out, s).expect("writing a string to a Vec cannot fail");
-    }
 }
 
 impl Program {

@@ -49,13 +49,15 @@ impl Mismatch {
 
 impl Writer {
     /// A writer of `schema`'s datums, its named types collected.
-    pub fn new(schema: &Schema) -> Writer {
+    pub fn new(schema: Schema) -> Writer {
         let mut named = Vec::new();
-        collect(schema, &mut named);
-        Writer {
-            schema: schema.clone(),
-            named,
-        }
+        collect(&schema, &mut named);
+        Writer { schema, named }
+    }
+
+    /// The schema it writes.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
     }
 
     /// Appends `value`'s encoding to `out`; on error `out` holds a partial datum.
@@ -238,7 +240,9 @@ mod tests {
     fn both(schema: &str, value: Value) -> (Vec<u8>, Vec<u8>) {
         let schema = Schema::parse_str(schema).unwrap();
         let mut ours = Vec::new();
-        Writer::new(&schema).write(&value, &mut ours).unwrap();
+        Writer::new(schema.clone())
+            .write(&value, &mut ours)
+            .unwrap();
         (ours, apache_avro::to_avro_datum(&schema, value).unwrap())
     }
 
@@ -303,7 +307,7 @@ mod tests {
                 Value::Array(vec![Value::String("a".into()), Value::Long(1)]),
             )]),
         )]);
-        let err = Writer::new(&schema)
+        let err = Writer::new(schema.clone())
             .write(&value, &mut Vec::new())
             .unwrap_err();
         assert!(
@@ -315,12 +319,12 @@ mod tests {
             "apache-avro refuses it too, so both writers refuse the same values"
         );
         let missing = Value::Record(vec![]);
-        let err = Writer::new(&schema)
+        let err = Writer::new(schema.clone())
             .write(&missing, &mut Vec::new())
             .unwrap_err();
         assert!(err.contains("record R has 1 fields, the value 0"), "{err}");
         let bad_enum = Schema::parse_str(r#"{"type":"enum","name":"E","symbols":["A"]}"#).unwrap();
-        let err = Writer::new(&bad_enum)
+        let err = Writer::new(bad_enum.clone())
             .write(&Value::Enum(0, "B".into()), &mut Vec::new())
             .unwrap_err();
         assert!(err.contains("\"B\" (index 0) is not a symbol"), "{err}");

@@ -134,9 +134,7 @@ pub struct SchemaVersion {
     pub id: String,
     /// The schema JSON as served by `GetSchema`.
     pub json: String,
-    /// Parsed schema for encoding/decoding.
-    pub schema: Schema,
-    /// Writes the datums of [`SchemaVersion::schema`].
+    /// Writes the datums of [`SchemaVersion::schema`] (and holds the parsed schema).
     pub writer: super::avro_out::Writer,
     /// Body fields (the CDC header excluded), in schema order.
     pub fields: Vec<FieldDef>,
@@ -205,8 +203,7 @@ impl SchemaVersion {
             name,
             id,
             json: json.to_owned(),
-            writer: super::avro_out::Writer::new(&schema),
-            schema,
+            writer: super::avro_out::Writer::new(schema),
             by_name: fields
                 .iter()
                 .enumerate()
@@ -215,6 +212,11 @@ impl SchemaVersion {
             fields,
             is_change_event,
         }))
+    }
+
+    /// The parsed schema, for encoding and decoding.
+    pub fn schema(&self) -> &Schema {
+        self.writer.schema()
     }
 
     /// The body field of that name.

@@ -88,7 +88,7 @@ impl GapKind {
 /// The `ChangeType` enum value of `symbol` in a change event schema.
 fn change_type(schema: &SchemaVersion, symbol: &str) -> Result<Avro, SimError> {
     let missing = || SimError::Schema(format!("{} has no changeType {symbol}", schema.name));
-    let Schema::Record(body) = &schema.schema else {
+    let Schema::Record(body) = schema.schema() else {
         return Err(missing());
     };
     let header = body
@@ -283,7 +283,7 @@ mod tests {
             .map(|e| {
                 let schema = org.schema_by_id(&e.event.schema_id).expect("schema");
                 let mut r = &e.event.payload[..];
-                let v = apache_avro::from_avro_datum(&schema.schema, &mut r, None).expect("avro");
+                let v = apache_avro::from_avro_datum(schema.schema(), &mut r, None).expect("avro");
                 assert!(r.is_empty());
                 let mut v = org::avro_to_json(&v);
                 let h = v["ChangeEventHeader"].take();

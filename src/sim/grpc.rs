@@ -344,7 +344,7 @@ impl PubSubService {
             );
         };
         let mut reader = &event.payload[..];
-        match apache_avro::from_avro_datum(&schema.schema, &mut reader, None) {
+        match apache_avro::from_avro_datum(schema.schema(), &mut reader, None) {
             Ok(_) if !reader.is_empty() => {
                 return failed(key, "The event payload has trailing bytes.".into());
             }

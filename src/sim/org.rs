@@ -1482,7 +1482,7 @@ mod tests {
     fn decode(org: &Org, e: &BuiltEvent) -> Json {
         let schema = org.schema_by_id(&e.event.schema_id).expect("schema");
         let mut r = &e.event.payload[..];
-        let v = apache_avro::from_avro_datum(&schema.schema, &mut r, None).expect("decode");
+        let v = apache_avro::from_avro_datum(schema.schema(), &mut r, None).expect("decode");
         assert!(r.is_empty());
         avro_to_json(&v)
     }
@@ -1567,11 +1567,11 @@ mod tests {
         let event = &events[0];
         let schema = org.schema_by_id(&event.event.schema_id).expect("schema");
         let decoded =
-            apache_avro::from_avro_datum(&schema.schema, &mut &event.event.payload[..], None)
+            apache_avro::from_avro_datum(schema.schema(), &mut &event.event.payload[..], None)
                 .expect("decode");
         assert_eq!(
             event.event.payload,
-            apache_avro::to_avro_datum(&schema.schema, decoded.clone()).expect("encode"),
+            apache_avro::to_avro_datum(schema.schema(), decoded.clone()).expect("encode"),
             "{decoded:?}"
         );
         let Avro::Record(fields) = decoded else {
@@ -1582,7 +1582,7 @@ mod tests {
             obj(json!({"Name": "x", "ShippingAddress": {"City": "Lyon"}, "LastModifiedDate": 5}));
         let ours = encode_body(&schema, header.clone(), &values).expect("ours");
         let theirs = apache_avro::to_avro_datum(
-            &schema.schema,
+            schema.schema(),
             body_value(&schema, header, &values).expect("value"),
         )
         .expect("theirs");
