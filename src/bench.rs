@@ -10,6 +10,9 @@
 //! * Flat out (no `--rate`): the `--events` changes are made first, outside the measured window;
 //!   then the pipeline starts from `earliest` and the window runs until Kafka acknowledged every
 //!   record (startup — login, Subscribe, GetSchema — included).
+//!   With `--warmup W`, W more changes are made first and the window opens only once Kafka has
+//!   acknowledged their records: the figures are then those of a warm process (its memory's
+//!   working set touched, the producer connected, the schema cached), not of its start.
 //! * At a rate (`--rate R`): the pipeline starts and subscribes first; the window opens when a
 //!   generator begins committing changes at R events/s and closes at the last acknowledgement.
 //!
@@ -20,7 +23,8 @@
 //! the commit in the org (`commit_timestamp`, ms) to the Kafka delivery report (p50/p99/max, ms),
 //! the producer's enqueue→ack histogram (bucket bounds), and the peak RSS (`VmHWM`, which
 //! includes the org's stored events), and how busy, stolen (by the hypervisor) and idle the
-//! machine's CPUs were over the window, so that a run on a contended host shows as one. `--rtt`
+//! machine's CPUs were over the window, so that a run on a contended host shows as one, and the
+//! process's minor page faults over the window (first touches of memory). `--rtt`
 //! delays each FetchRequest's credits at the org by that round trip
 //! ([`crate::sim::SimOrg::set_stream_rtt`]). It fails when the records
 //! acknowledged do not match the events made, or the run overruns `--timeout-secs`.
@@ -89,6 +93,11 @@ pub struct SourceBenchArgs {
     /// repeatable.
     #[arg(long = "kafka-property", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
+    /// Flat out: make this many more changes first and open the measured window only once
+    /// Kafka has acknowledged their records, so that the window sees the process warm (its
+    /// working set of memory touched, producer connected, schemas cached) instead of its start.
+    #[arg(long, default_value_t = 0, conflicts_with = "rate")]
+    pub warmup: usize,
 }
 
 /// `KEY=VALUE`.
@@ -159,14 +168,28 @@ pub async fn run(command: BenchCommand, cancel: CancellationToken) -> Result<(),
 
 /// Process CPU time (user + system) so far, from `/proc/self/stat` (clock ticks of 10 ms).
 fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
+    let fields = self_stat()?;
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let ticks = fields.get(11)? + fields.get(12)?;
     const TICKS_PER_SECOND: u64 = 100;
     Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
+}
+
+/// The process's minor page faults so far (`minflt`, field 10 of `/proc/self/stat`).
+fn minor_faults() -> Option<u64> {
+    self_stat()?.get(7).copied()
+}
+
+/// The numeric fields of `/proc/self/stat` after the command name (which is in parentheses and
+/// may hold spaces), from the state on (the state, a letter, reads as 0).
+fn self_stat() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(
+        rest.split(' ')
+            .map(|f| f.trim().parse().unwrap_or(0))
+            .collect(),
+    )
 }
 
 /// Who a thread of this process works for, by its name.
@@ -441,7 +464,10 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         Vec::new()
     });
     let pool_events: usize = pool.iter().map(Vec::len).sum();
-    let total = n + pool_events;
+    let warmup = if args.rate.is_none() { args.warmup } else { 0 };
+    // Every record the run waits for; the window measures `measured` of them.
+    let total = warmup + n + pool_events;
+    let measured = n + pool_events;
     let kafka = EmbeddedKafka::start(3).map_err(|e| BenchError::Kafka(e.to_string()))?;
     let bootstrap = kafka.bootstrap_servers();
     // The records are counted by their delivery reports, not read back, so the mock cluster
@@ -476,20 +502,27 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
 
     let generated_in = if args.rate.is_none() {
         let started = Instant::now();
-        for i in 0..n {
+        for i in 0..warmup + n {
             make_change(&sim, i, channels, args.width)?;
         }
         let took = started.elapsed();
-        println!("  made {n} changes in the org in {took:.2?} (outside the measured window)");
+        if warmup > 0 {
+            println!(
+                "  made {warmup} + {n} changes in the org in {took:.2?} (outside the measured window; the first {warmup} warm the pipeline up)"
+            );
+        } else {
+            println!("  made {n} changes in the org in {took:.2?} (outside the measured window)");
+        }
         Some(took)
     } else {
         None
     };
 
-    let cpu_before_start = cpu_time();
-    let machine_start = machine_ticks();
-    let parts_before_start = cpu_by_part();
-    let started_pipeline = Instant::now();
+    let mut cpu_before_start = cpu_time();
+    let mut machine_start = machine_ticks();
+    let mut parts_before_start = cpu_by_part();
+    let mut faults_start = minor_faults();
+    let mut started_pipeline = Instant::now();
     let pipeline = tokio::spawn(crate::pipeline::run(
         config.clone(),
         stats.clone(),
@@ -499,6 +532,24 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     let deadline = Instant::now()
         + Duration::from_secs(args.timeout_secs)
         + Duration::from_secs(args.duration.unwrap_or(0));
+    if warmup > 0 {
+        // The window opens at the first look that finds the warm-up's records acknowledged.
+        while stats.snapshot().records_produced() < warmup as u64 {
+            if pipeline.is_finished() || cancel.is_cancelled() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        println!(
+            "  [{:>6.1}s] warm-up: {warmup} records acknowledged; the measured window opens",
+            started_pipeline.elapsed().as_secs_f64()
+        );
+        cpu_before_start = cpu_time();
+        machine_start = machine_ticks();
+        parts_before_start = cpu_by_part();
+        faults_start = minor_faults();
+        started_pipeline = Instant::now();
+    }
 
     let mut generator = None;
     let (window_start, cpu_start, parts_start) = match args.rate {
@@ -590,10 +641,11 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             }
         }
         let produced = stats.snapshot().records_produced();
-        if tenth.is_none() && produced * 10 >= total as u64 {
+        let in_window = produced.saturating_sub(warmup as u64);
+        if tenth.is_none() && in_window * 10 >= measured as u64 {
             tenth = Some(Instant::now());
         }
-        if nine_tenths.is_none() && produced * 10 >= total as u64 * 9 {
+        if nine_tenths.is_none() && in_window * 10 >= measured as u64 * 9 {
             nine_tenths = Some(Instant::now());
         }
         if produced >= total as u64 {
@@ -624,6 +676,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     let machine_end = machine_ticks();
     let cpu_end = cpu_time();
     let parts_end = cpu_by_part();
+    let faults_end = minor_faults();
     let rss = peak_rss();
     if outcome.is_err() {
         stop_generating.cancel();
@@ -661,6 +714,11 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     println!();
     println!("results");
     println!("  {:<44} {total}", "events made in the org");
+    if warmup > 0 {
+        println!(
+            "    ({warmup} of them warming up, before the measured window; {measured} measured)"
+        );
+    }
     if pool_events > 0 {
         println!(
             "    ({pool_events} of them creating the records that the {n} updates at the rate change)"
@@ -684,7 +742,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     println!(
         "  {:<44} {:.0}",
         "throughput, events/s (end to end)",
-        total as f64 / secs
+        measured as f64 / secs
     );
     if let (None, Some(a), Some(b)) = (args.rate, tenth, nine_tenths) {
         let between = b.duration_since(a).as_secs_f64();
@@ -692,7 +750,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         if between > 0.0 {
             println!(
                 "  {label:<44} {:.0}  (the middle 80 % of the records in {between:.3} s)",
-                0.8 * total as f64 / between
+                0.8 * measured as f64 / between
             );
         } else {
             println!("  {label:<44} n/a  (acknowledged between two looks: too few records)");
@@ -704,7 +762,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             println!(
                 "  {:<44} {:.1} µs  ({:.2} s CPU over the window, {:.0}% of one core)",
                 "CPU time per event",
-                cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
+                cpu.as_secs_f64() * 1e6 / measured.max(1) as f64,
                 cpu.as_secs_f64(),
                 100.0 * cpu.as_secs_f64() / secs
             );
@@ -724,7 +782,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             println!(
                 "  {:<44} {:.1} µs  ({:.0}% of one core)",
                 label,
-                cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
+                cpu.as_secs_f64() * 1e6 / measured.max(1) as f64,
                 100.0 * cpu.as_secs_f64() / secs
             );
         }
@@ -738,6 +796,17 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         }
     );
     print_machine(machine_start, machine_end, 44);
+    if let (Some(a), Some(b)) = (faults_start, faults_end) {
+        println!(
+            "  {:<44} {}  ({:.0}/s)",
+            "minor page faults over the window",
+            b.saturating_sub(a),
+            b.saturating_sub(a) as f64 / secs
+        );
+        println!(
+            "    (memory the process touches for the first time; on a VM that hands freed memory back to its host, each costs a host fault too)"
+        );
+    }
     println!(
         "  {:<44} p50 {}  p99 {}  max {}  ({} samples)",
         "latency commit → Kafka ack",

@@ -72,6 +72,27 @@ fn flat_out_prints_every_figure_with_matching_counts() {
 }
 
 #[test]
+fn a_warm_up_is_drained_before_the_window_and_counted_apart() {
+    let out = bench(&["--events", "300", "--warmup", "200"]);
+    assert!(out.contains("made 200 + 300 changes"), "{out}");
+    assert!(
+        out.contains("warm-up: 200 records acknowledged; the measured window opens"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(200 of them warming up, before the measured window; 300 measured)"),
+        "{out}"
+    );
+    // Every record is still counted and checked, the warm-up's included.
+    check_figures(&out, 500);
+    // A count, then its rate.
+    let faults = figure(&out, "minor page faults over the window");
+    let count = faults.split_whitespace().next().unwrap();
+    assert!(count.parse::<u64>().is_ok(), "{out}");
+    assert!(faults.ends_with("/s)"), "{out}");
+}
+
+#[test]
 fn at_a_rate_on_two_wide_channels_with_a_round_trip() {
     let out = bench(&[
         "--events",
