@@ -386,8 +386,8 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// Idempotent producer (`enable.idempotence=true`, `acks=all`), no compression, `linger.ms=5`;
-    /// passthrough properties are applied last.
+    /// Idempotent producer (`enable.idempotence=true`, `acks=all`), no compression, `linger.ms=5`,
+    /// connected to every broker from the start; passthrough properties are applied last.
     pub fn new(settings: &KafkaSettings) -> Result<Producer, KafkaError> {
         Self::create(settings, None)
     }
@@ -403,10 +403,9 @@ impl Producer {
         Self::create(settings, Some((transactional_id, transaction_timeout)))
     }
 
-    fn create(
-        settings: &KafkaSettings,
-        transactional: Option<(&str, Duration)>,
-    ) -> Result<Producer, KafkaError> {
+    /// The producer's librdkafka configuration: forcebridge's defaults, then the passthrough
+    /// properties, then the transaction settings.
+    fn config(settings: &KafkaSettings, transactional: Option<(&str, Duration)>) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.bootstrap_servers)
@@ -415,7 +414,11 @@ impl Producer {
             .set("compression.type", "none")
             .set("linger.ms", "5")
             // Small produce requests leave at once instead of waiting for the last one's ACK.
-            .set("socket.nagle.disable", "true");
+            .set("socket.nagle.disable", "true")
+            // Connect to every broker at start, not at the first record for a partition it
+            // leads: otherwise the first records of a stream wait for those connections (about
+            // 50 ms in most short runs of `bench source --rate`, BENCHMARKS.md).
+            .set("enable.sparse.connections", "false");
         for (k, v) in &settings.properties {
             config.set(k, v);
         }
@@ -424,6 +427,14 @@ impl Producer {
                 .set("transactional.id", id)
                 .set("transaction.timeout.ms", timeout.as_millis().to_string());
         }
+        config
+    }
+
+    fn create(
+        settings: &KafkaSettings,
+        transactional: Option<(&str, Duration)>,
+    ) -> Result<Producer, KafkaError> {
+        let config = Self::config(settings, transactional);
         let context = DeliveryContext {
             blocked: AtomicUsize::new(0),
             space: Notify::new(),
@@ -775,7 +786,10 @@ impl TopicAdmin {
         config
             .set("bootstrap.servers", &settings.bootstrap_servers)
             // The existence check must not auto-create the topic with broker defaults.
-            .set("allow.auto.create.topics", "false");
+            .set("allow.auto.create.topics", "false")
+            // Connected to every broker from the start, as the producer: the check of a new
+            // object's topic is on the path of that object's first records.
+            .set("enable.sparse.connections", "false");
         for (k, v) in &settings.properties {
             config.set(k, v);
         }
@@ -912,6 +926,25 @@ pub fn count_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_producer_connects_to_every_broker_unless_a_property_says_otherwise() {
+        let mut settings = KafkaSettings {
+            bootstrap_servers: "127.0.0.1:9092".to_owned(),
+            properties: BTreeMap::new(),
+        };
+        let config = Producer::config(&settings, None);
+        assert_eq!(config.get("enable.sparse.connections"), Some("false"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("transactional.id"), None);
+        settings
+            .properties
+            .insert("enable.sparse.connections".to_owned(), "true".to_owned());
+        let config = Producer::config(&settings, Some(("fb-1", Duration::from_secs(60))));
+        assert_eq!(config.get("enable.sparse.connections"), Some("true"));
+        assert_eq!(config.get("transactional.id"), Some("fb-1"));
+        assert_eq!(config.get("transaction.timeout.ms"), Some("60000"));
+    }
 
     /// `Producer::send` must be usable from `tokio::spawn`ed channel tasks.
     #[allow(dead_code)]
