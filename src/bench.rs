@@ -168,28 +168,54 @@ pub async fn run(command: BenchCommand, cancel: CancellationToken) -> Result<(),
 
 /// Process CPU time (user + system) so far, from `/proc/self/stat` (clock ticks of 10 ms).
 fn cpu_time() -> Option<Duration> {
-    let fields = self_stat()?;
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = fields.get(11)? + fields.get(12)?;
-    const TICKS_PER_SECOND: u64 = 100;
-    Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, fields) = parse_stat(&stat)?;
+    stat_cpu(&fields)
+}
+
+/// What the measured window's figures are differences from: taken when it opens.
+struct Marks {
+    at: Instant,
+    cpu: Option<Duration>,
+    parts: Option<[Duration; 3]>,
+    machine: Option<MachineTicks>,
+    faults: Option<u64>,
+}
+
+impl Marks {
+    fn now() -> Marks {
+        Marks {
+            at: Instant::now(),
+            cpu: cpu_time(),
+            parts: cpu_by_part(),
+            machine: machine_ticks(),
+            faults: minor_faults(),
+        }
+    }
 }
 
 /// The process's minor page faults so far (`minflt`, field 10 of `/proc/self/stat`).
 fn minor_faults() -> Option<u64> {
-    self_stat()?.get(7).copied()
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, fields) = parse_stat(&stat)?;
+    fields.get(7)?.parse().ok()
 }
 
-/// The numeric fields of `/proc/self/stat` after the command name (which is in parentheses and
-/// may hold spaces), from the state on (the state, a letter, reads as 0).
-fn self_stat() -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    Some(
-        rest.split(' ')
-            .map(|f| f.trim().parse().unwrap_or(0))
-            .collect(),
-    )
+/// A `/proc/.../stat` line: the command name (in parentheses, may hold spaces) and the fields
+/// after it, from the state on (field 3 of the line is index 0).
+fn parse_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields = stat.get(close + 2..)?.split(' ').collect();
+    Some((&stat[open + 1..close], fields))
+}
+
+/// utime + stime (fields 14 and 15 of the line, clock ticks of 10 ms).
+fn stat_cpu(fields: &[&str]) -> Option<Duration> {
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    const TICKS_PER_SECOND: u64 = 100;
+    Some(Duration::from_millis(
+        (ticks(11)? + ticks(12)?) * 1000 / TICKS_PER_SECOND,
+    ))
 }
 
 /// Who a thread of this process works for, by its name.
@@ -217,13 +243,10 @@ fn cpu_by_part() -> Option<[Duration; 3]> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue; // the thread ended
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        let Some((comm, fields)) = parse_stat(&stat) else {
             continue;
         };
-        let comm = &stat[open + 1..close];
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        let Some(cpu) = stat_cpu(&fields) else {
             continue;
         };
         let part = if comm.starts_with(SIM_THREAD) {
@@ -233,7 +256,7 @@ fn cpu_by_part() -> Option<[Duration; 3]> {
         } else {
             Part::Forcebridge
         };
-        parts[part as usize] += Duration::from_millis((user + system) * 10);
+        parts[part as usize] += cpu;
     }
     Some(parts)
 }
@@ -518,11 +541,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         None
     };
 
-    let mut cpu_before_start = cpu_time();
-    let mut machine_start = machine_ticks();
-    let mut parts_before_start = cpu_by_part();
-    let mut faults_start = minor_faults();
-    let mut started_pipeline = Instant::now();
+    let mut marks = Marks::now();
     let pipeline = tokio::spawn(crate::pipeline::run(
         config.clone(),
         stats.clone(),
@@ -542,61 +561,53 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         }
         println!(
             "  [{:>6.1}s] warm-up: {warmup} records acknowledged; the measured window opens",
-            started_pipeline.elapsed().as_secs_f64()
+            marks.at.elapsed().as_secs_f64()
         );
-        cpu_before_start = cpu_time();
-        machine_start = machine_ticks();
-        parts_before_start = cpu_by_part();
-        faults_start = minor_faults();
-        started_pipeline = Instant::now();
+        marks = Marks::now();
     }
 
     let mut generator = None;
-    let (window_start, cpu_start, parts_start) = match args.rate {
-        None => (started_pipeline, cpu_before_start, parts_before_start),
-        Some(rate) => {
-            // Subscribed on every channel before the first change.
-            loop {
-                let snap = stats.snapshot();
-                let up = snap.channels.values().filter(|c| c.stream_up).count();
-                if up >= channels || pipeline.is_finished() || Instant::now() > deadline {
+    if let Some(rate) = args.rate {
+        // Subscribed on every channel before the first change.
+        loop {
+            let snap = stats.snapshot();
+            let up = snap.channels.values().filter(|c| c.stream_up).count();
+            if up >= channels || pipeline.is_finished() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sim = sim.clone();
+        let width = args.width;
+        let pool = pool.clone();
+        marks = Marks::now();
+        let start = marks.at;
+        let stop = stop_generating.clone();
+        // Committing changes is the org's work (counted as the org's CPU), but on a thread of
+        // its own: changes are committed synchronously, so a generator catching up on the
+        // org's serving worker would starve its streams.
+        generator = Some(generator_runtime.spawn(async move {
+            for i in 0..n {
+                if stop.is_cancelled() {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let sim = sim.clone();
-            let width = args.width;
-            let pool = pool.clone();
-            let start = Instant::now();
-            let cpu = cpu_time();
-            let parts = cpu_by_part();
-            let stop = stop_generating.clone();
-            // Committing changes is the org's work (counted as the org's CPU), but on a thread of
-            // its own: changes are committed synchronously, so a generator catching up on the
-            // org's serving worker would starve its streams.
-            generator = Some(generator_runtime.spawn(async move {
-                for i in 0..n {
-                    if stop.is_cancelled() {
-                        break;
-                    }
-                    let due = start + Duration::from_secs_f64(i as f64 / rate.max(0.001));
-                    if due > Instant::now() {
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    if pool.is_empty() {
-                        make_change(&sim, i, channels, width)?;
-                    } else {
-                        let (object, _) = OBJECTS[i % channels];
-                        let id = &pool[i % channels][(i / channels) % POOL];
-                        sim.update(object, id, change(object, i, width))
-                            .map_err(|e| BenchError::Sim(e.to_string()))?;
-                    }
+                let due = start + Duration::from_secs_f64(i as f64 / rate.max(0.001));
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
                 }
-                Ok::<_, BenchError>(start.elapsed())
-            }));
-            (start, cpu, parts)
-        }
-    };
+                if pool.is_empty() {
+                    make_change(&sim, i, channels, width)?;
+                } else {
+                    let (object, _) = OBJECTS[i % channels];
+                    let id = &pool[i % channels][(i / channels) % POOL];
+                    sim.update(object, id, change(object, i, width))
+                        .map_err(|e| BenchError::Sim(e.to_string()))?;
+                }
+            }
+            Ok::<_, BenchError>(start.elapsed())
+        }));
+    }
+    let window_start = marks.at;
 
     // Until every record is acknowledged; memory sampled every second, the outage played.
     let mut last_report = Instant::now();
@@ -756,7 +767,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             println!("  {label:<44} n/a  (acknowledged between two looks: too few records)");
         }
     }
-    match (cpu_start, cpu_end) {
+    match (marks.cpu, cpu_end) {
         (Some(a), Some(b)) => {
             let cpu = b.saturating_sub(a);
             println!(
@@ -769,7 +780,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         }
         _ => println!("  {:<44} n/a (no /proc/self/stat)", "CPU time per event"),
     }
-    if let (Some(a), Some(b)) = (parts_start, parts_end) {
+    if let (Some(a), Some(b)) = (marks.parts, parts_end) {
         for (i, label) in [
             "  forcebridge (pipeline, Kafka client)",
             "  simulated org (serving, committing)",
@@ -795,8 +806,8 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             ", and committing the changes"
         }
     );
-    print_machine(machine_start, machine_end, 44);
-    if let (Some(a), Some(b)) = (faults_start, faults_end) {
+    print_machine(marks.machine, machine_end, 44);
+    if let (Some(a), Some(b)) = (marks.faults, faults_end) {
         println!(
             "  {:<44} {}  ({:.0}/s)",
             "minor page faults over the window",

@@ -386,8 +386,8 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// Idempotent producer (`enable.idempotence=true`, `acks=all`), no compression, `linger.ms=5`,
-    /// connected to every broker from the start; passthrough properties are applied last.
+    /// Idempotent producer (`enable.idempotence=true`, `acks=all`), no compression, `linger.ms=5`;
+    /// passthrough properties are applied last.
     pub fn new(settings: &KafkaSettings) -> Result<Producer, KafkaError> {
         Self::create(settings, None)
     }
@@ -414,11 +414,7 @@ impl Producer {
             .set("compression.type", "none")
             .set("linger.ms", "5")
             // Small produce requests leave at once instead of waiting for the last one's ACK.
-            .set("socket.nagle.disable", "true")
-            // Connect to every broker at start, not at the first record for a partition it
-            // leads: otherwise the first records of a stream wait for those connections (about
-            // 50 ms in most short runs of `bench source --rate`, BENCHMARKS.md).
-            .set("enable.sparse.connections", "false");
+            .set("socket.nagle.disable", "true");
         for (k, v) in &settings.properties {
             config.set(k, v);
         }
@@ -782,26 +778,36 @@ pub struct TopicAdmin {
 impl TopicAdmin {
     /// An admin client for `settings` (passthrough properties apply).
     pub fn new(settings: &KafkaSettings) -> Result<TopicAdmin, KafkaError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.bootstrap_servers)
-            // The existence check must not auto-create the topic with broker defaults.
-            .set("allow.auto.create.topics", "false")
-            // Connected to every broker from the start, as the producer: the check of a new
-            // object's topic is on the path of that object's first records.
-            .set("enable.sparse.connections", "false");
-        for (k, v) in &settings.properties {
-            config.set(k, v);
-        }
-        let admin = config.create().map_err(|source| KafkaError::Client {
-            what: "admin client",
-            source,
-        })?;
+        let admin = Self::config(settings)
+            .create()
+            .map_err(|source| KafkaError::Client {
+                what: "admin client",
+                source,
+            })?;
         Ok(TopicAdmin {
             admin: Arc::new(admin),
             known: Default::default(),
             unsupported: Default::default(),
         })
+    }
+
+    /// The admin client's librdkafka configuration: forcebridge's settings, then the
+    /// passthrough properties.
+    fn config(settings: &KafkaSettings) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.bootstrap_servers)
+            // The existence check must not auto-create the topic with broker defaults.
+            .set("allow.auto.create.topics", "false")
+            // Connected to every broker from the start: the check of a new object's topic is on
+            // the path of that object's first records, which otherwise waited for the
+            // connection (about 50 ms in most short runs of `bench source --rate`,
+            // BENCHMARKS.md).
+            .set("enable.sparse.connections", "false");
+        for (k, v) in &settings.properties {
+            config.set(k, v);
+        }
+        config
     }
 
     /// Makes sure `topic` exists, creating it with `partitions` partitions, the broker's default
@@ -928,22 +934,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_producer_connects_to_every_broker_unless_a_property_says_otherwise() {
+    fn the_admin_client_connects_to_every_broker_unless_a_property_says_otherwise() {
         let mut settings = KafkaSettings {
             bootstrap_servers: "127.0.0.1:9092".to_owned(),
             properties: BTreeMap::new(),
         };
-        let config = Producer::config(&settings, None);
+        let config = TopicAdmin::config(&settings);
         assert_eq!(config.get("enable.sparse.connections"), Some("false"));
-        assert_eq!(config.get("enable.idempotence"), Some("true"));
-        assert_eq!(config.get("transactional.id"), None);
+        assert_eq!(config.get("allow.auto.create.topics"), Some("false"));
+        let producer = Producer::config(&settings, None);
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("transactional.id"), None);
         settings
             .properties
             .insert("enable.sparse.connections".to_owned(), "true".to_owned());
-        let config = Producer::config(&settings, Some(("fb-1", Duration::from_secs(60))));
+        let config = TopicAdmin::config(&settings);
         assert_eq!(config.get("enable.sparse.connections"), Some("true"));
-        assert_eq!(config.get("transactional.id"), Some("fb-1"));
-        assert_eq!(config.get("transaction.timeout.ms"), Some("60000"));
+        let producer = Producer::config(&settings, Some(("fb-1", Duration::from_secs(60))));
+        assert_eq!(producer.get("enable.sparse.connections"), Some("true"));
+        assert_eq!(producer.get("transactional.id"), Some("fb-1"));
+        assert_eq!(producer.get("transaction.timeout.ms"), Some("60000"));
     }
 
     /// `Producer::send` must be usable from `tokio::spawn`ed channel tasks.
