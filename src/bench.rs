@@ -20,8 +20,10 @@
 //! nine tenths of the records acknowledged), CPU time per event (the process's user+sys time
 //! over the window from `/proc/self/stat`, 10 ms ticks, ÷ events — it includes the in-process
 //! simulated org and mock Kafka, and in a rate run the generation of the changes), latency from
-//! the commit in the org (`commit_timestamp`, ms) to the Kafka delivery report (p50/p99/max, ms),
-//! the producer's enqueue→ack histogram (bucket bounds), and the peak RSS (`VmHWM`, which
+//! the commit in the org (`commit_timestamp`, ms) to the Kafka delivery report (p50/p99/max, ms)
+//! and its two legs either side of the enqueue into the producer, with how many records took
+//! 10 ms or more and where they waited ([`crate::kafka::LatencyProbe`]), the producer's
+//! enqueue→ack histogram (bucket bounds, as the metric has them), and the peak RSS (`VmHWM`, which
 //! includes the org's stored events), and how busy, stolen (by the hypervisor) and idle the
 //! machine's CPUs were over the window, so that a run on a contended host shows as one, and the
 //! process's minor page faults over the window (first touches of memory). `--rtt`
@@ -130,12 +132,21 @@ const LONG_RUN_RETENTION: Duration = Duration::from_secs(60);
 /// librdkafka's queue bound in a `--duration` run: memory during a Kafka outage.
 const LONG_RUN_QUEUE: usize = 20_000;
 
+/// The number a `/proc/self/status` line starts with, after its `key` (e.g. `VmRSS:`).
+fn status_number(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
 /// Resident set size now (`VmRSS`), bytes.
 fn rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb = line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
-    Some(kb * 1024)
+    status_number("VmRSS:").map(|kb| kb * 1024)
+}
+
+/// Whether this process may get transparent huge pages (`THP_enabled`; `main` turns them off).
+fn huge_pages_enabled() -> Option<bool> {
+    status_number("THP_enabled:").map(|v| v != 0)
 }
 
 /// Errors of the benchmark.
@@ -334,21 +345,40 @@ pub(super) fn print_machine(start: Option<MachineTicks>, end: Option<MachineTick
 }
 
 /// A runtime of one worker whose threads are named `name` (their CPU is counted by name).
-fn one_thread_runtime(name: &str) -> Result<tokio::runtime::Runtime, BenchError> {
+fn one_thread_runtime(name: &str) -> Result<OwnRuntime, BenchError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(name)
         .enable_all()
         .build()
+        .map(|rt| OwnRuntime(Some(rt)))
         .map_err(|e| BenchError::Sim(e.to_string()))
+}
+
+/// A runtime of the bench's own (the org's, the generator's), used from inside the bench's async
+/// code: dropped, it shuts down in the background, so that a run that stops early on an error
+/// (a rejected `--kafka-property`, say) reports that error instead of panicking at the drop.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Peak resident set size (`VmHWM`), bytes.
 fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb = line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
-    Some(kb * 1024)
+    status_number("VmHWM:").map(|kb| kb * 1024)
 }
 
 /// The `q` quantile (0..=1) of sorted samples (nearest rank).
@@ -684,6 +714,11 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let window = window_start.elapsed();
+    // And once at the close, so that the memory after an outage is there however the last
+    // second's samples fell (a run can end in the iteration that brought the brokers back).
+    if let Some(bytes) = rss() {
+        rss_samples.push((window.as_secs_f64(), bytes));
+    }
     let machine_end = machine_ticks();
     let cpu_end = cpu_time();
     let parts_end = cpu_by_part();
@@ -708,8 +743,8 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     let latency = probe.take();
     drop(kafka);
     let _ = sim_runtime.spawn(async move { sim.shutdown().await }).await;
-    sim_runtime.shutdown_background();
-    generator_runtime.shutdown_background();
+    drop(sim_runtime);
+    drop(generator_runtime);
     result?;
     outcome.map_err(BenchError::Failed)?;
 
@@ -818,13 +853,31 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
             "    (memory the process touches for the first time; on a VM that hands freed memory back to its host, each costs a host fault too)"
         );
     }
-    println!(
-        "  {:<44} p50 {}  p99 {}  max {}  ({} samples)",
+    let quantiles = |label: &str, counts: &crate::kafka::LatencyCounts, samples: &str| {
+        println!(
+            "  {label:<44} p50 {}  p99 {}  max {}{samples}",
+            ms(counts.quantile(0.50)),
+            ms(counts.quantile(0.99)),
+            ms((counts.total() > 0).then_some(counts.max_ms)),
+        );
+    };
+    quantiles(
         "latency commit → Kafka ack",
-        ms(latency.quantile(0.50)),
-        ms(latency.quantile(0.99)),
-        ms((latency.total() > 0).then_some(latency.max_ms)),
-        latency.total()
+        &latency.total,
+        &format!("  ({} samples)", latency.total.total()),
+    );
+    quantiles("  commit → producer enqueue", &latency.before_producer, "");
+    quantiles("  producer enqueue → Kafka ack", &latency.in_producer, "");
+    println!(
+        "  {:<44} {} ({:.2} %), on average {:.1} ms before the producer, {:.1} ms in it",
+        format!(
+            "  records of {} ms or more",
+            crate::kafka::LatencyProbe::SLOW_MS
+        ),
+        latency.slow,
+        100.0 * latency.slow as f64 / latency.total.total().max(1) as f64,
+        latency.slow_before_ms,
+        latency.slow_in_ms,
     );
     if generated_in.is_some() {
         println!(
@@ -848,13 +901,23 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
         ),
         None => println!("  {:<44} n/a", "peak RSS (VmHWM)"),
     }
+    println!(
+        "  {:<44} {}",
+        "transparent huge pages",
+        match huge_pages_enabled() {
+            Some(false) => "off for this process (MIMALLOC_ALLOW_THP=1 keeps them on)",
+            Some(true) => "on (as the system's setting allows)",
+            None => "n/a",
+        }
+    );
     if args.duration.is_some() {
         print_memory(&rss_samples, outage);
     }
-    if produced != total as u64 || received != total as u64 || latency.total() != total as u64 {
+    if produced != total as u64 || received != total as u64 || latency.total.total() != total as u64
+    {
         return Err(BenchError::Failed(format!(
             "count mismatch: {total} events made, {received} received, {produced} acknowledged, {} latency samples",
-            latency.total()
+            latency.total.total()
         )));
     }
     Ok(())
@@ -870,11 +933,11 @@ fn print_memory(samples: &[(f64, u64)], outage: Option<(Duration, Duration)>) {
     };
     println!(
         "  {:<44} (whole process, incl. the org and the mock cluster; librdkafka's queue bounded at {LONG_RUN_QUEUE} records)",
-        "memory over the run (VmRSS, sampled each second)"
+        "memory over the run (VmRSS, sampled each second and at the end)"
     );
     let mut next = 0.0;
-    for &(t, bytes) in samples {
-        if t >= next {
+    for (i, &(t, bytes)) in samples.iter().enumerate() {
+        if t >= next || i + 1 == samples.len() {
             println!("    [{t:>6.0}s] {:>8.1} MiB", mib(bytes));
             next = t + end / 10.0;
         }

@@ -4,15 +4,37 @@
 use std::process::Command;
 
 fn bench(args: &[&str]) -> String {
+    bench_with(args, &[])
+}
+
+fn bench_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
         .args(["bench", "source"])
         .args(args)
+        .env_remove("MIMALLOC_ALLOW_THP")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     stdout
+}
+
+/// A run that must fail: its stdout and stderr together.
+fn failing_bench(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+        .args(["bench", "source"])
+        .args(args)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{all}");
+    all
 }
 
 /// The value after a result label, e.g. `records acknowledged by Kafka   300`.
@@ -49,6 +71,19 @@ fn check_figures(out: &str, events: u64) {
         assert!(latency.contains(part), "{part}: {out}");
     }
     assert!(!latency.contains("n/a"), "{out}");
+    for leg in ["commit → producer enqueue", "producer enqueue → Kafka ack"] {
+        let leg = figure(out, leg);
+        assert!(leg.contains("p99 ") && !leg.contains("n/a"), "{leg}: {out}");
+    }
+    assert!(
+        figure(out, "records of 10 ms or more").contains(" ms before the producer, "),
+        "{out}"
+    );
+    // `main` turns them off: their first touches were the latency's tail.
+    assert!(
+        figure(out, "transparent huge pages").starts_with("off for this process"),
+        "{out}"
+    );
     let delivery = figure(out, "Kafka producer enqueue → ack (histogram)");
     assert!(delivery.contains(&format!("({events} reports)")), "{out}");
     assert!(figure(out, "peak RSS (VmHWM)").contains(" MiB"), "{out}");
@@ -121,8 +156,11 @@ fn a_timed_run_through_a_kafka_outage_reports_memory_and_loses_nothing() {
     assert!(out.contains("Kafka brokers down"), "{out}");
     assert!(out.contains("Kafka brokers back up"), "{out}");
     assert!(
-        figure(&out, "memory over the run (VmRSS, sampled each second)")
-            .contains("bounded at 20000 records"),
+        figure(
+            &out,
+            "memory over the run (VmRSS, sampled each second and at the end)"
+        )
+        .contains("bounded at 20000 records"),
         "{out}"
     );
     let outage = figure(&out, "Kafka outage");
@@ -137,19 +175,37 @@ fn a_timed_run_through_a_kafka_outage_reports_memory_and_loses_nothing() {
 #[test]
 fn a_kafka_property_reaches_the_producer() {
     // Applied: a value librdkafka refuses stops the run with an error naming the property.
-    let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
-        .args(["bench", "source", "--events", "10"])
-        .args(["--kafka-property", "linger.ms=not-a-number"])
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success(), "{all}");
+    let all = failing_bench(&[
+        "--events",
+        "10",
+        "--kafka-property",
+        "linger.ms=not-a-number",
+    ]);
     assert!(all.contains("linger.ms"), "{all}");
     // And a valid one runs.
     let out = bench(&["--events", "50", "--kafka-property", "linger.ms=0"]);
     check_figures(&out, 50);
+}
+
+#[test]
+fn a_property_the_config_refuses_stops_the_run_with_its_key_not_a_panic() {
+    // Refused before the pipeline starts, while the org's runtime runs: the run stops with the
+    // config's error (and its runtimes shut down without a panic).
+    let all = failing_bench(&[
+        "--events",
+        "10",
+        "--kafka-property",
+        "enable.idempotence=false",
+    ]);
+    assert!(all.contains("kafka.properties.enable.idempotence"), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+}
+
+#[test]
+fn huge_pages_stay_on_when_mimalloc_is_told_to_allow_them() {
+    let out = bench_with(&["--events", "20"], &[("MIMALLOC_ALLOW_THP", "1")]);
+    assert!(
+        figure(&out, "transparent huge pages").starts_with("on"),
+        "{out}"
+    );
 }
