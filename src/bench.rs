@@ -26,7 +26,8 @@
 //! enqueue→ack histogram (bucket bounds, as the metric has them), and the peak RSS (`VmHWM`, which
 //! includes the org's stored events), and how busy, stolen (by the hypervisor) and idle the
 //! machine's CPUs were over the window, so that a run on a contended host shows as one, and the
-//! process's minor page faults over the window (first touches of memory). `--rtt`
+//! process's minor page faults over the window (first touches of memory), and whether the process
+//! has transparent huge pages (`main` turns them off). `--rtt`
 //! delays each FetchRequest's credits at the org by that round trip
 //! ([`crate::sim::SimOrg::set_stream_rtt`]). It fails when the records
 //! acknowledged do not match the events made, or the run overruns `--timeout-secs`.
