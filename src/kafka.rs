@@ -281,7 +281,9 @@ pub struct LatencyProbe {
     before_producer: MsHistogram,
     in_producer: MsHistogram,
     /// Records of [`LatencyProbe::SLOW_MS`] or more: how many, and their µs per leg, summed.
-    slow: [AtomicU64; 3],
+    slow: AtomicU64,
+    slow_before_us: AtomicU64,
+    slow_in_us: AtomicU64,
     /// Finds [`LatencyProbe::KEY`] from the end of a value.
     finder: memchr::memmem::FinderRev<'static>,
 }
@@ -292,7 +294,9 @@ impl Default for LatencyProbe {
             total: MsHistogram::default(),
             before_producer: MsHistogram::default(),
             in_producer: MsHistogram::default(),
-            slow: Default::default(),
+            slow: AtomicU64::new(0),
+            slow_before_us: AtomicU64::new(0),
+            slow_in_us: AtomicU64::new(0),
             finder: memchr::memmem::FinderRev::new(Self::KEY),
         }
     }
@@ -402,9 +406,9 @@ impl LatencyProbe {
         self.in_producer.add(in_us / 1000);
         self.before_producer.add(before_us / 1000);
         if total >= Self::SLOW_MS {
-            self.slow[0].fetch_add(1, Ordering::Relaxed);
-            self.slow[1].fetch_add(before_us, Ordering::Relaxed);
-            self.slow[2].fetch_add(in_us, Ordering::Relaxed);
+            self.slow.fetch_add(1, Ordering::Relaxed);
+            self.slow_before_us.fetch_add(before_us, Ordering::Relaxed);
+            self.slow_in_us.fetch_add(in_us, Ordering::Relaxed);
         }
     }
 
@@ -422,15 +426,17 @@ impl LatencyProbe {
 
     /// Takes the counts so far and starts afresh.
     pub fn take(&self) -> LatencySplit {
-        let [slow, before, within] = [0, 1, 2].map(|i| self.slow[i].swap(0, Ordering::Relaxed));
-        let mean_ms = |us: u64| us as f64 / 1000.0 / slow.max(1) as f64;
+        let slow = self.slow.swap(0, Ordering::Relaxed);
+        let mean_ms = |sum_us: &AtomicU64| {
+            sum_us.swap(0, Ordering::Relaxed) as f64 / 1000.0 / slow.max(1) as f64
+        };
         LatencySplit {
             total: self.total.take(),
             before_producer: self.before_producer.take(),
             in_producer: self.in_producer.take(),
             slow,
-            slow_before_ms: mean_ms(before),
-            slow_in_ms: mean_ms(within),
+            slow_before_ms: mean_ms(&self.slow_before_us),
+            slow_in_ms: mean_ms(&self.slow_in_us),
         }
     }
 }

@@ -1,20 +1,14 @@
 //! `forcebridge bench source` as a user runs it: every figure is printed and the counts match.
 //! No assertion on speed.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 fn bench(args: &[&str]) -> String {
     bench_with(args, &[])
 }
 
 fn bench_with(args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
-        .args(["bench", "source"])
-        .args(args)
-        .env_remove("MIMALLOC_ALLOW_THP")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let output = run_bench(args, env);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -23,11 +17,7 @@ fn bench_with(args: &[&str], env: &[(&str, &str)]) -> String {
 
 /// A run that must fail: its stdout and stderr together.
 fn failing_bench(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
-        .args(["bench", "source"])
-        .args(args)
-        .output()
-        .unwrap();
+    let output = run_bench(args, &[]);
     let all = format!(
         "{}\n{}",
         String::from_utf8_lossy(&output.stdout),
@@ -35,6 +25,17 @@ fn failing_bench(args: &[&str]) -> String {
     );
     assert!(!output.status.success(), "{all}");
     all
+}
+
+/// `forcebridge bench source ARGS`, with `env` and without the caller's `MIMALLOC_ALLOW_THP`.
+fn run_bench(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+        .args(["bench", "source"])
+        .args(args)
+        .env_remove("MIMALLOC_ALLOW_THP")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 /// The value after a result label, e.g. `records acknowledged by Kafka   300`.
