@@ -32,14 +32,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
-use forcebridge::auth::{Authenticator, Session, SessionHandle};
-use forcebridge::cdc::{self, DecodedEvent, EnvelopeOptions, RawEvent};
 use forcebridge::config::{AuthConfig, SalesforceConfig, SinkObjectConfig};
-use forcebridge::rest::{LimitGuard, Reserve, RestClient, SubRequest};
-use forcebridge::schema::EventSchema;
+use forcebridge::salesforce::auth::{Authenticator, Session, SessionHandle};
+use forcebridge::salesforce::rest::{LimitGuard, Reserve, RestClient, SubRequest};
 use forcebridge::sim::org::{BuiltEvent, CommitContext, Op, Org};
 use forcebridge::sink::message::{self, ParseOptions, WriteOp};
 use forcebridge::sink::plan::{self, COMPOSITE_COLLECTIONS, Decision, Write};
+use forcebridge::source::cdc::schema::EventSchema;
+use forcebridge::source::cdc::{self, DecodedEvent, EnvelopeOptions, RawEvent};
 
 const USER: &str = "005SIM000000001AAA";
 /// Another user: the last modifier of the records the write-back lookups find.
@@ -360,7 +360,7 @@ fn writeback_messages(org: &mut Org) -> Vec<Vec<u8>> {
 }
 
 fn rest_client() -> RestClient {
-    forcebridge::telemetry::install_crypto_provider();
+    forcebridge::ops::telemetry::install_crypto_provider();
     let http = reqwest::Client::new();
     let config = SalesforceConfig {
         login_url: "https://login.salesforce.com".into(),
@@ -394,7 +394,8 @@ fn rest_client() -> RestClient {
 fn writeback_inputs() -> WritebackInputs {
     let mut org = Org::new().expect("org");
     let messages = writeback_messages(&mut org);
-    let objects = serde_yaml::from_str(forcebridge::fuzzing::SINK_OBJECTS_YAML).expect("config");
+    let objects =
+        serde_yaml::from_str(forcebridge::tools::fuzzing::SINK_OBJECTS_YAML).expect("config");
     let mut inputs = WritebackInputs {
         messages,
         objects,

@@ -2,29 +2,18 @@
 //! Kafka changes back into Salesforce.
 //!
 //! # Layout
-//! See `ARCHITECTURE.md` for the data flow and the contract of each module.
+//! The folders are the data flow (`ARCHITECTURE.md` has the contract of every file):
+//! [`salesforce`] (the clients of Salesforce) → [`source`] (Pub/Sub → Kafka) → [`kafka`] →
+//! [`sink`] (Kafka → Salesforce REST); [`config`], [`retry`] (what to do after an error) and
+//! [`ops`] (metrics, health) serve them all; [`sim`] is the simulated org and [`tools`] the demo,
+//! the benchmarks, `check` and the fuzz targets.
 
-pub mod auth;
-pub mod bench;
-pub mod cdc;
-pub mod check;
-pub mod checkpoint;
 pub mod config;
-pub mod demo;
-pub mod echo;
-pub mod fuzzing;
-pub mod gap;
 pub mod kafka;
 pub mod ops;
-pub mod pipeline;
-pub mod proto;
-pub mod pubsub;
-pub mod rest;
 pub mod retry;
-pub mod schema;
-pub mod sfid;
-pub mod sftime;
+pub mod salesforce;
 pub mod sim;
 pub mod sink;
-pub mod telemetry;
-pub mod tls;
+pub mod source;
+pub mod tools;

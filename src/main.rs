@@ -14,7 +14,7 @@ use forcebridge::config::Config;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use forcebridge::telemetry::{self, LogFormat, PipelineStats, SinkStats};
+use forcebridge::ops::telemetry::{self, LogFormat, PipelineStats, SinkStats};
 
 /// Streams Salesforce changes into Kafka and writes Kafka changes back into Salesforce.
 #[derive(Parser)]
@@ -53,11 +53,11 @@ enum Command {
     },
     /// Demo: a simulated Salesforce org and an embedded Kafka, a stream of changes, the pipeline,
     /// progress and a summary.
-    Demo(forcebridge::demo::DemoArgs),
+    Demo(forcebridge::tools::demo::DemoArgs),
     /// Benchmarks: a simulated org, an embedded Kafka and the pipeline in this process; prints
     /// events/s, CPU time per event, commit→Kafka latency and peak RSS.
     #[command(subcommand)]
-    Bench(forcebridge::bench::BenchCommand),
+    Bench(forcebridge::tools::bench::BenchCommand),
     /// Run the simulated Salesforce org (Pub/Sub gRPC, OAuth, REST) until interrupted.
     Sim(forcebridge::sim::SimArgs),
 }
@@ -133,7 +133,7 @@ fn dispatch(
                 return Ok(());
             }
             let config = config.expect("loaded above");
-            if runtime.block_on(forcebridge::check::run(&config)) {
+            if runtime.block_on(forcebridge::tools::check::run(&config)) {
                 println!("safe to start");
                 Ok(())
             } else {
@@ -166,9 +166,12 @@ fn dispatch(
                     if config.source.is_none() {
                         return Ok(());
                     }
-                    let result =
-                        forcebridge::pipeline::run(config.clone(), stats.clone(), cancel.clone())
-                            .await;
+                    let result = forcebridge::source::pipeline::run(
+                        config.clone(),
+                        stats.clone(),
+                        cancel.clone(),
+                    )
+                    .await;
                     if result.is_err() {
                         cancel.cancel();
                     }
@@ -209,11 +212,17 @@ fn dispatch(
             })
         }
         Command::Demo(args) => {
-            runtime.block_on(forcebridge::demo::run(args, shutdown_on_signals(None)))?;
+            runtime.block_on(forcebridge::tools::demo::run(
+                args,
+                shutdown_on_signals(None),
+            ))?;
             Ok(())
         }
         Command::Bench(command) => {
-            runtime.block_on(forcebridge::bench::run(command, shutdown_on_signals(None)))?;
+            runtime.block_on(forcebridge::tools::bench::run(
+                command,
+                shutdown_on_signals(None),
+            ))?;
             Ok(())
         }
         Command::Sim(args) => {

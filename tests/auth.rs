@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use forcebridge::auth::{AuthError, Authenticator, SessionHandle, http_client};
 use forcebridge::config::{AuthConfig, Config, SalesforceConfig};
-use forcebridge::pubsub::PubSub;
-use forcebridge::rest::{LimitGuard, Reserve, RestClient};
+use forcebridge::salesforce::auth::{AuthError, Authenticator, SessionHandle, http_client};
+use forcebridge::salesforce::pubsub::PubSub;
+use forcebridge::salesforce::rest::{LimitGuard, Reserve, RestClient};
+use forcebridge::salesforce::tls::ClientTls;
 use forcebridge::sim::{SimConfig, SimOrg};
-use forcebridge::tls::ClientTls;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
@@ -409,7 +409,7 @@ fn jwt_key_config_is_validated_and_kept_secret() {
 /// The audience defaults to login.salesforce.com, or test.salesforce.com for sandboxes.
 #[test]
 fn jwt_audience_follows_the_login_url() {
-    use forcebridge::auth::jwt_audience;
+    use forcebridge::salesforce::auth::jwt_audience;
     assert_eq!(
         jwt_audience("https://acme.my.salesforce.com", None),
         "https://login.salesforce.com"

@@ -17,10 +17,10 @@ use std::time::Duration;
 use apache_avro::types::Value as Avro;
 use serde_json::{Value, json};
 
-use forcebridge::checkpoint::CheckpointStore;
 use forcebridge::config::Config;
 use forcebridge::sim::catalog::{ACCOUNT_CHANGE_EVENT, FieldKind, SchemaVersion};
 use forcebridge::sim::{SimConfig, SimOrg};
+use forcebridge::source::checkpoint::CheckpointStore;
 use support::kafka::{MockKafka, wait_for_records};
 use support::source::{MOCK_KAFKA, config_with, header, key, order, record_texts, start, value};
 

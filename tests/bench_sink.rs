@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use forcebridge::bench::sink::planned_calls;
+use forcebridge::tools::bench::sink::planned_calls;
 
 fn bench(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))

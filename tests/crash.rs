@@ -19,8 +19,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Map, Value, json};
 
-use forcebridge::checkpoint::CheckpointStore;
 use forcebridge::sim::{SimConfig, SimOrg};
+use forcebridge::source::checkpoint::CheckpointStore;
 use support::kafka::{ConsumedRecord, MockKafka, read_topic};
 use support::source::{Delivered, MOCK_KAFKA, config_text, delivered, org_replay_ids, replay_id};
 

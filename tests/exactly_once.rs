@@ -9,8 +9,8 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use forcebridge::pipeline::PipelineError;
 use forcebridge::sim::{SimConfig, SimOrg};
+use forcebridge::source::pipeline::PipelineError;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use support::kafka::{Tansu, read_topic, wait_for_records};
 use support::source::{

@@ -1,4 +1,4 @@
-//! The fuzz targets (`forcebridge::fuzzing`, also built by `fuzz/` for cargo fuzz) in a short
+//! The fuzz targets (`forcebridge::tools::fuzzing`, also built by `fuzz/` for cargo fuzz) in a short
 //! mode: each target runs over its seed corpus and then over deterministic pseudo-random
 //! mutations (bit flips, interesting bytes, truncation, splicing, Avro varint length bumps,
 //! re-encoded events with random bitmaps, JSON edits of write-back messages) for a fixed short
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use apache_avro::types::Value as Avro;
 use serde_json::{Value, json};
 
-use forcebridge::fuzzing::{self, Fixture, Outcome, Seed};
 use forcebridge::sim::catalog::FieldKind;
+use forcebridge::tools::fuzzing::{self, Fixture, Outcome, Seed};
 
 /// Inputs run per target regardless of the clock (the counts below are about these).
 const MIN_RUNS: usize = 1_500;

@@ -366,7 +366,7 @@ async fn a_gap_event_that_cannot_be_reread_is_dead_lettered() {
     // Id-shaped, but its checksum is wrong: the org refuses the query
     // (INVALID_QUERY_FILTER_OPERATOR).
     let bad = "001SIM000000001XYZ".to_owned();
-    assert!(forcebridge::sfid::normalize(&bad).is_none());
+    assert!(forcebridge::salesforce::sfid::normalize(&bad).is_none());
     let dead_replay = hex::encode(
         sim.emit_gap("Account", std::slice::from_ref(&bad), GapKind::Update)
             .unwrap(),

@@ -7,9 +7,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use forcebridge::ops::telemetry as t;
 use forcebridge::ops::{OpsServer, OpsState, sample_value};
 use forcebridge::sim::{SimConfig, SimOrg};
-use forcebridge::telemetry as t;
 use serde_json::Value;
 use support::source::{MOCK_KAFKA, Running, config_with};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ struct Fixture {
 }
 
 async fn start(sim: &SimOrg, bootstrap: &str) -> Fixture {
-    forcebridge::telemetry::install_crypto_provider();
+    forcebridge::ops::telemetry::install_crypto_provider();
     let running = support::source::start(config_with(sim, bootstrap, &[CHANNEL], "", MOCK_KAFKA));
     let state = OpsState::new(&support::kafka::settings(bootstrap), Duration::from_secs(1))
         .unwrap()

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use forcebridge::auth::{Session, SessionHandle};
-use forcebridge::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
+use forcebridge::salesforce::auth::{Session, SessionHandle};
+use forcebridge::salesforce::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
+use forcebridge::salesforce::tls::ClientTls;
 use forcebridge::sim::{SimConfig, SimOrg};
-use forcebridge::tls::ClientTls;
 use secrecy::SecretString;
 
 async fn client(sim: &SimOrg) -> PubSub {

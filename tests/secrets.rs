@@ -583,15 +583,15 @@ async fn debug_and_error_output_print_no_secret() {
     let config =
         forcebridge::config::Config::from_yaml(&config_text(&sim, "127.0.0.1:1", &wrong), env)
             .unwrap();
-    let tls = forcebridge::tls::ClientTls::from_config(&config.salesforce).unwrap();
-    let http = forcebridge::auth::http_client(&tls, Duration::from_secs(10)).unwrap();
-    let err = forcebridge::auth::Authenticator::new(&config.salesforce, http)
+    let tls = forcebridge::salesforce::tls::ClientTls::from_config(&config.salesforce).unwrap();
+    let http = forcebridge::salesforce::auth::http_client(&tls, Duration::from_secs(10)).unwrap();
+    let err = forcebridge::salesforce::auth::Authenticator::new(&config.salesforce, http)
         .login()
         .await
         .unwrap_err();
     let printed = format!(
         "{err} {err:?} {}",
-        forcebridge::telemetry::error_chain(&err)
+        forcebridge::ops::telemetry::error_chain(&err)
     );
     assert!(printed.contains("invalid_grant"), "{printed}");
     assert_clean("refused login error", &printed, &secrets);

@@ -13,9 +13,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use forcebridge::config::Config;
+use forcebridge::ops::telemetry::{PipelineStats, SinkStats};
 use forcebridge::sim::{SimConfig, SimOrg};
 use forcebridge::sink::{self, SinkError};
-use forcebridge::telemetry::{PipelineStats, SinkStats};
 use support::kafka::{ConsumedRecord, MockKafka, produce, wait_for_records};
 
 const WRITEBACK: &str = "salesforce.writeback";
@@ -106,7 +106,7 @@ impl Running {
         }
     }
 
-    async fn stop(self) -> forcebridge::telemetry::SinkSnapshot {
+    async fn stop(self) -> forcebridge::ops::telemetry::SinkSnapshot {
         self.cancel.cancel();
         tokio::time::timeout(WAIT, self.handle)
             .await
@@ -322,11 +322,13 @@ async fn newer_changes_in_salesforce_win() {
     assert_eq!(header(c, "forcebridge.conflict.record_id"), human);
     assert_eq!(
         header(c, "forcebridge.conflict.record_timestamp"),
-        forcebridge::sftime::format_datetime(before)
+        forcebridge::salesforce::sftime::format_datetime(before)
     );
-    let sf =
-        forcebridge::sftime::parse_datetime(&header(c, "forcebridge.conflict.salesforce_modstamp"))
-            .unwrap();
+    let sf = forcebridge::salesforce::sftime::parse_datetime(&header(
+        c,
+        "forcebridge.conflict.salesforce_modstamp",
+    ))
+    .unwrap();
     assert!(sf > before, "Salesforce's SystemModstamp is the newer one");
     assert_eq!(
         header(c, "forcebridge.conflict.last_modified_by"),
@@ -595,7 +597,7 @@ async fn write_backs_do_not_echo_into_the_source_topics() {
         let config = Arc::new(config(&sim, &bootstrap, "", &source));
         let cancel = CancellationToken::new();
         let source_stats = Arc::new(PipelineStats::default());
-        let source_task = tokio::spawn(forcebridge::pipeline::run(
+        let source_task = tokio::spawn(forcebridge::source::pipeline::run(
             config.clone(),
             source_stats.clone(),
             cancel.clone(),

@@ -13,15 +13,15 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use forcebridge::auth::{Session, SessionHandle, http_client};
 use forcebridge::config::Config;
-use forcebridge::pubsub::{PubSub, PubSubError};
+use forcebridge::ops::telemetry::{SinkStats, error_chain};
 use forcebridge::retry::Directive;
+use forcebridge::salesforce::auth::{Session, SessionHandle, http_client};
+use forcebridge::salesforce::pubsub::{PubSub, PubSubError};
+use forcebridge::salesforce::tls::ClientTls;
 use forcebridge::sim::gap::GapKind;
 use forcebridge::sim::tls::TestCa;
 use forcebridge::sim::{SimConfig, SimOrg};
-use forcebridge::telemetry::{SinkStats, error_chain};
-use forcebridge::tls::ClientTls;
 use secrecy::SecretString;
 use support::kafka::{MockKafka, produce, wait_for_records};
 use support::source::{MOCK_KAFKA, WAIT, config_text, fields, key, mock_kafka, start, value};
@@ -283,7 +283,8 @@ async fn rest_client_trusts_the_ca_file_and_refuses_plaintext() {
 
     let untrusted = http_client(&ClientTls::new(), Duration::from_secs(10)).unwrap();
     let err = untrusted.get(&url).send().await.expect_err("untrusted CA");
-    let reason = forcebridge::tls::certificate_error(&err).expect("a certificate error");
+    let reason =
+        forcebridge::salesforce::tls::certificate_error(&err).expect("a certificate error");
     assert!(reason.contains("certificate"), "{reason}");
 
     let plain = SimOrg::start(SimConfig::default()).await.unwrap();

@@ -1,9 +1,9 @@
-//! cargo fuzz target `writeback_message`: the body is `forcebridge::fuzzing::writeback_message` (its docs give the input
+//! cargo fuzz target `writeback_message`: the body is `forcebridge::tools::fuzzing::writeback_message` (its docs give the input
 //! layout and the oracles), the same function `tests/fuzz_short.rs` runs in the tests.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    forcebridge::fuzzing::writeback_message(data);
+    forcebridge::tools::fuzzing::writeback_message(data);
 });

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::proto::ProducerEvent;
+use crate::salesforce::proto::ProducerEvent;
 
 /// What produced an event.
 #[derive(Debug, Clone, PartialEq, Eq)]

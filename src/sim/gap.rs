@@ -28,7 +28,7 @@ use serde_json::Map;
 use super::catalog::{HEADER_FIELD, SchemaVersion};
 use super::org::{BuiltEvent, Change, ChangeType, CommitContext, Org, encode_body};
 use super::{API_VERSION, Shared, SimError, lock, rest_origin};
-use crate::proto::ProducerEvent;
+use crate::salesforce::proto::ProducerEvent;
 
 /// The `recordIds` entry of a `GAP_OVERFLOW` event (the empty Id).
 pub const OVERFLOW_RECORD_ID: &str = "000000000000000AAA";

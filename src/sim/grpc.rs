@@ -34,8 +34,8 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::bus::{self, Channel, ReplayIdError};
 use super::{Session, Shared, ids, lock};
-use crate::proto::pub_sub_server::{PubSub, PubSubServer};
-use crate::proto::{
+use crate::salesforce::proto::pub_sub_server::{PubSub, PubSubServer};
+use crate::salesforce::proto::{
     ConsumerEvent, Error as PublishError, ErrorCode, FetchRequest, FetchResponse,
     ManagedFetchRequest, ManagedFetchResponse, PublishRequest, PublishResponse, PublishResult,
     ReplayPreset, SchemaInfo, SchemaRequest, TopicInfo, TopicRequest,
@@ -317,7 +317,11 @@ impl PubSub for PubSubService {
 }
 
 impl PubSubService {
-    fn publish_one(&self, name: &str, mut event: crate::proto::ProducerEvent) -> PublishResult {
+    fn publish_one(
+        &self,
+        name: &str,
+        mut event: crate::salesforce::proto::ProducerEvent,
+    ) -> PublishResult {
         let failed = |key: String, msg: String| PublishResult {
             replay_id: Vec::new(),
             error: Some(PublishError {

@@ -110,7 +110,7 @@ async fn token(State(s): State<Arc<Shared>>, Form(p): Form<HashMap<String, Strin
             }
             &cfg.user_id
         }
-        crate::auth::JWT_BEARER_GRANT => {
+        crate::salesforce::auth::JWT_BEARER_GRANT => {
             let certificate = &s.jwt_certificate;
             match super::jwt::verify(cfg, certificate, &s.instance_url, param("assertion")) {
                 Ok(user) => user,

@@ -1,10 +1,10 @@
 //! Salesforce record Ids as the simulated org issues them (the Id format itself is
-//! [`crate::sfid`]).
+//! [`crate::salesforce::sfid`]).
 
 /// Alphabet of the simulated Id body (base 62, ascending ASCII order).
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-pub use crate::sfid::{checksum, normalize, to_18};
+pub use crate::salesforce::sfid::{checksum, normalize, to_18};
 
 /// Issues increasing, unique Ids for one key prefix: `prefix` + `5S` + a 10-digit base-62
 /// counter + checksum.

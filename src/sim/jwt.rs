@@ -136,7 +136,7 @@ pub(crate) fn verify<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{JwtClaims, JwtSigner};
+    use crate::salesforce::auth::{JwtClaims, JwtSigner};
 
     fn now() -> u64 {
         SystemTime::now()

@@ -80,7 +80,7 @@ use tokio_util::sync::CancellationToken;
 use self::bus::{Bus, Channel, Source};
 use self::limits::ApiState;
 use self::org::{Change, CommitContext, Op, Org, ValidationRule};
-use crate::proto::ProducerEvent;
+use crate::salesforce::proto::ProducerEvent;
 
 /// REST API version the simulator reports in `changeOrigin` for Rust-API changes.
 pub const API_VERSION: &str = "62.0";

@@ -34,8 +34,8 @@ use super::SimError;
 use super::bitmap::FieldSet;
 use super::catalog::{self, FieldDef, FieldKind, ScalarType, SchemaVersion, Temporal};
 use super::ids::{self, IdGenerator};
-use crate::proto::ProducerEvent;
-use crate::sftime;
+use crate::salesforce::proto::ProducerEvent;
+use crate::salesforce::sftime;
 
 /// Fields maintained by the org; a change request naming one is rejected.
 pub const SYSTEM_FIELDS: &[&str] = &[

@@ -36,7 +36,7 @@ use super::catalog::{SchemaVersion, Temporal};
 use super::org::{Applied, Op, Org, StageOptions, Tx};
 use super::soql::Query;
 use super::{Session, Shared, SimError, collections, composite, lock, now_ms, rest_origin};
-use crate::sftime;
+use crate::salesforce::sftime;
 
 /// The reply to one (sub)request.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::tests::{ACCOUNTS, Client, fetch, http_client, login, obj};
 use super::{RestFault, SimConfig, SimError, SimOrg};
-use crate::proto::ReplayPreset;
-use crate::sftime;
+use crate::salesforce::proto::ReplayPreset;
+use crate::salesforce::sftime;
 
 const ALL_CHANGES: &str = "/data/ChangeEvents";
 const ROLLED_BACK: &str = "Record rolled back because not all records were valid and the request was using AllOrNone header";

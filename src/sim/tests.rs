@@ -10,8 +10,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status, Streaming};
 
 use super::{SimConfig, SimOrg};
-use crate::proto::pub_sub_client::PubSubClient;
-use crate::proto::{
+use crate::salesforce::proto::pub_sub_client::PubSubClient;
+use crate::salesforce::proto::{
     FetchRequest, FetchResponse, ProducerEvent, PublishRequest, ReplayPreset, SchemaRequest,
     TopicRequest,
 };
@@ -153,7 +153,7 @@ impl Sub {
         &mut self,
         n: usize,
         mut owed: i32,
-    ) -> Vec<crate::proto::ConsumerEvent> {
+    ) -> Vec<crate::salesforce::proto::ConsumerEvent> {
         let mut out = Vec::new();
         while out.len() < n {
             let r = self.next().await;

@@ -101,7 +101,7 @@ impl TestCa {
 impl SimTls {
     /// The rustls server configuration of the HTTP side (HTTP/1.1, the protocol it serves).
     pub(crate) fn rustls_config(&self) -> Result<Arc<rustls::ServerConfig>, SimTlsError> {
-        crate::telemetry::install_crypto_provider();
+        crate::ops::telemetry::install_crypto_provider();
         let bad = |e: &dyn std::fmt::Display| SimTlsError::Identity(e.to_string());
         let chain = CertificateDer::pem_slice_iter(self.certificate_chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
@@ -122,7 +122,7 @@ impl SimTls {
 
     /// The tonic server TLS configuration of the gRPC side.
     pub(crate) fn grpc_config(&self) -> tonic::transport::ServerTlsConfig {
-        crate::telemetry::install_crypto_provider();
+        crate::ops::telemetry::install_crypto_provider();
         tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(
                 &self.certificate_chain_pem,

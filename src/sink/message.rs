@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::config::{SinkObjectConfig, is_api_name};
-use crate::sfid::id15;
+use crate::salesforce::sfid::id15;
 
 /// Header that supplies `object` when the value has none.
 pub const HEADER_OBJECT: &str = "forcebridge.object";
@@ -220,7 +220,7 @@ pub fn parse(
         .map(|v| string(v, "id"))
         .transpose()?;
     if let Some(id) = &id
-        && !crate::sfid::is_well_formed(id)
+        && !crate::salesforce::sfid::is_well_formed(id)
     {
         return Err(invalid(
             "id",
@@ -255,25 +255,26 @@ pub fn parse(
         }
     };
 
-    let timestamp =
-        match msg.remove("timestamp") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(n.as_i64().ok_or_else(|| {
+    let timestamp = match msg.remove("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            Some(n.as_i64().ok_or_else(|| {
                 invalid("timestamp", format!("{n} is not whole epoch milliseconds"))
-            })?),
-            Some(Value::String(s)) => {
-                Some(crate::sftime::parse_datetime(&s).map_err(|e| invalid("timestamp", e))?)
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "timestamp",
-                    format!(
-                        "must be epoch milliseconds or a datetime string, found {}",
-                        kind_of(&other)
-                    ),
-                ));
-            }
-        };
+            })?)
+        }
+        Some(Value::String(s)) => Some(
+            crate::salesforce::sftime::parse_datetime(&s).map_err(|e| invalid("timestamp", e))?,
+        ),
+        Some(other) => {
+            return Err(invalid(
+                "timestamp",
+                format!(
+                    "must be epoch milliseconds or a datetime string, found {}",
+                    kind_of(&other)
+                ),
+            ));
+        }
+    };
 
     let ext_target = |required: bool| -> Result<Option<Target>, MessageError> {
         let Some(field) = &ext_field else {

@@ -16,7 +16,7 @@
 //!   partition, and at shutdown.
 //! * Every REST call carries `Sforce-Call-Options: client=<client_tag>` so that the source
 //!   recognises the changes as echoes. Writing pauses while the daily API allowance is down to
-//!   `sink.api_reserve` ([`crate::rest::LimitGuard`]).
+//!   `sink.api_reserve` ([`crate::salesforce::rest::LimitGuard`]).
 //! * A failure the batch cannot settle (Salesforce unreachable after retries, Kafka refusing a
 //!   dead letter) restarts the consumer from the committed offsets after a backoff: records may
 //!   be written twice, none is lost. Cancellation stops intake, lets in-flight batches finish
@@ -40,12 +40,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::auth::{AuthError, Authenticator, SessionHandle};
 use crate::config::{Config, SinkConfig};
 use crate::kafka::{KafkaError, Producer, TopicAdmin};
-use crate::rest::{LimitGuard, RestClient};
+use crate::ops::telemetry::SinkStats;
 use crate::retry::{Backoff, sleep_or_cancel};
-use crate::telemetry::SinkStats;
+use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle};
+use crate::salesforce::rest::{LimitGuard, RestClient};
 use message::{MessageError, ParseOptions};
 use offsets::{Offsets, SinkContext};
 use writer::{Failure, Item, Origin, Reporter, WriteError, Writer};
@@ -64,7 +64,7 @@ pub enum SinkError {
     Http(#[source] reqwest::Error),
     /// The TLS settings (`salesforce.ca_file`) cannot be used.
     #[error("salesforce.ca_file: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::salesforce::tls::TlsError),
     /// Kafka could not be set up.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
@@ -97,9 +97,9 @@ pub async fn run(
 ) -> Result<(), SinkError> {
     let config: Arc<Config> = config.into();
     let sink = config.sink.as_ref().ok_or(SinkError::NotConfigured)?;
-    let tls = crate::tls::ClientTls::from_config(&config.salesforce)?;
-    let http =
-        crate::auth::http_client(&tls, config.salesforce.http_timeout).map_err(SinkError::Http)?;
+    let tls = crate::salesforce::tls::ClientTls::from_config(&config.salesforce)?;
+    let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
+        .map_err(SinkError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http.clone());
     let session = authenticator.login().await?;
     let own_user = session.user_id.clone();
@@ -257,7 +257,7 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
         .map_err(|e| AttemptError::Fatal(SinkError::Consumer(e)))?;
     let consumer = Arc::new(consumer);
     shared.stats.consumer_running.store(true, Ordering::Relaxed);
-    let _not_running = crate::telemetry::ClearOnDrop(&shared.stats.consumer_running);
+    let _not_running = crate::ops::telemetry::ClearOnDrop(&shared.stats.consumer_running);
     info!(topics = ?sink.topics, group = %shared.config.sink_group_id(), "sink consuming");
 
     // Writers stop at `hard`, which fires only when draining overruns its deadline.

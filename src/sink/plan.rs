@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::message::{OpKind, Target, WriteOp, record_key};
-use crate::rest::SubRequest;
-use crate::sfid::id15;
+use crate::salesforce::rest::SubRequest;
+use crate::salesforce::sfid::id15;
 
 /// Records per sObject Collections write request (Salesforce's limit).
 pub const COLLECTION_LIMIT: usize = 200;
@@ -34,8 +34,8 @@ pub const COLLECTION_LIMIT: usize = 200;
 /// to 25 subrequests, of which up to 5 sObject Collections or query operations).
 pub const COMPOSITE_COLLECTIONS: usize = 5;
 /// Ids per sObject Collections retrieve (`POST`; Salesforce's limit, see
-/// [`crate::rest::MAX_RETRIEVE_IDS`]).
-pub const RETRIEVE_LIMIT: usize = crate::rest::MAX_RETRIEVE_IDS;
+/// [`crate::salesforce::rest::MAX_RETRIEVE_IDS`]).
+pub const RETRIEVE_LIMIT: usize = crate::salesforce::rest::MAX_RETRIEVE_IDS;
 /// The fields last-write-wins reads of a record.
 pub const LOOKUP_FIELDS: [&str; 3] = ["Id", "SystemModstamp", "LastModifiedById"];
 /// Values per `IN (…)` list.
@@ -218,7 +218,7 @@ fn queries(object: &str, by: &LookupBy, values: &[&str], out: &mut Vec<Lookup>) 
 /// Parses `SystemModstamp`: a Salesforce datetime string or epoch milliseconds.
 fn modstamp(v: Option<&Value>) -> Option<i64> {
     match v? {
-        Value::String(s) => crate::sftime::parse_datetime(s).ok(),
+        Value::String(s) => crate::salesforce::sftime::parse_datetime(s).ok(),
         Value::Number(n) => n.as_i64(),
         _ => None,
     }

@@ -34,11 +34,11 @@ use tracing::{debug, warn};
 
 use super::message::{OpKind, WriteOp};
 use super::plan::{self, COMPOSITE_COLLECTIONS, Chunk, Current, Decision, Write};
-use crate::checkpoint::AckToken;
 use crate::kafka::{KafkaError, OutgoingRecord, Producer};
-use crate::rest::{ApiError, RestClient, RestError, SubRequest, SubResponse};
+use crate::ops::telemetry::SinkStats;
 use crate::retry::{Backoff, sleep_or_cancel};
-use crate::telemetry::SinkStats;
+use crate::salesforce::rest::{ApiError, RestClient, RestError, SubRequest, SubResponse};
+use crate::source::checkpoint::AckToken;
 
 /// Where a record came from, kept to dead-letter or report it.
 #[derive(Debug, Clone)]
@@ -219,13 +219,13 @@ impl Reporter {
                 "forcebridge.conflict.salesforce_modstamp",
                 current
                     .modstamp
-                    .map(crate::sftime::format_datetime)
+                    .map(crate::salesforce::sftime::format_datetime)
                     .unwrap_or_default()
                     .into_bytes(),
             ),
             (
                 "forcebridge.conflict.record_timestamp",
-                crate::sftime::format_datetime(timestamp).into_bytes(),
+                crate::salesforce::sftime::format_datetime(timestamp).into_bytes(),
             ),
             (
                 "forcebridge.conflict.last_modified_by",

@@ -9,11 +9,11 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use forcebridge::checkpoint::CheckpointStore;
 use forcebridge::config::Config;
-use forcebridge::pipeline::{self, PipelineError};
+use forcebridge::ops::telemetry::PipelineStats;
 use forcebridge::sim::SimOrg;
-use forcebridge::telemetry::PipelineStats;
+use forcebridge::source::checkpoint::CheckpointStore;
+use forcebridge::source::pipeline::{self, PipelineError};
 
 use super::kafka::{ConsumedRecord, MockKafka};
 
@@ -75,7 +75,10 @@ pub struct Running {
 /// Starts the source pipeline in a task. Its logs go to stderr when `RUST_LOG` is set.
 pub fn start(config: Config) -> Running {
     if std::env::var_os("RUST_LOG").is_some() {
-        forcebridge::telemetry::init_logging(forcebridge::telemetry::LogFormat::Text, "info");
+        forcebridge::ops::telemetry::init_logging(
+            forcebridge::ops::telemetry::LogFormat::Text,
+            "info",
+        );
     }
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
@@ -100,7 +103,7 @@ impl Running {
     }
 
     /// The counters of `channel`.
-    pub fn channel(&self, channel: &str) -> forcebridge::telemetry::ChannelSnapshot {
+    pub fn channel(&self, channel: &str) -> forcebridge::ops::telemetry::ChannelSnapshot {
         self.stats
             .snapshot()
             .channels

@@ -42,8 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::kafka::EmbeddedKafka;
+use crate::ops::telemetry::{DELIVERY_LATENCY_BUCKETS, PipelineStats};
 use crate::sim::{SimConfig, SimOrg};
-use crate::telemetry::{DELIVERY_LATENCY_BUCKETS, PipelineStats};
 
 /// `forcebridge bench …`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -160,7 +160,7 @@ pub enum BenchError {
     #[error("the bench config was rejected: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Pipeline(#[from] crate::pipeline::PipelineError),
+    Pipeline(#[from] crate::source::pipeline::PipelineError),
     #[error("{0}")]
     Failed(String),
 }
@@ -393,7 +393,7 @@ fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
 
 /// Upper bound (ms) of the histogram bucket holding the `q` quantile; `None` past the last bound.
 fn bucket_quantile(buckets: &[u64], q: f64) -> Option<Option<f64>> {
-    crate::telemetry::nearest_rank_bucket(buckets, q)
+    crate::ops::telemetry::nearest_rank_bucket(buckets, q)
         .map(|i| DELIVERY_LATENCY_BUCKETS.get(i).map(|s| s * 1000.0))
 }
 
@@ -573,7 +573,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     };
 
     let mut marks = Marks::now();
-    let pipeline = tokio::spawn(crate::pipeline::run(
+    let pipeline = tokio::spawn(crate::source::pipeline::run(
         config.clone(),
         stats.clone(),
         pipeline_cancel.clone(),

@@ -10,8 +10,8 @@
 //!   so 15- and 18-character Ids match each other.
 //! * Platform Events have no change header and are never echoes.
 
-use crate::cdc::Commit;
-use crate::sfid::id15;
+use crate::salesforce::sfid::id15;
+use crate::source::cdc::Commit;
 
 /// Why an event is an echo (the value of the `forcebridge.echo` header when marked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //!   one Kafka record per record Id, and registers the records in the channel's [`AckWindow`].
 //!   An event that cannot be decoded goes to the dead-letter topic with the reason and its raw
 //!   bytes; it is never dropped.
-//! * An event caused by forcebridge's own write-back (see [`crate::echo`]) is dropped (it still
+//! * An event caused by forcebridge's own write-back (see [`crate::source::echo`]) is dropped (it still
 //!   moves the checkpoint), marked with the `forcebridge.echo` header, or passed, per
 //!   `source.echo.mode`.
 //! * A **checkpointer** writes the window's durable replay id (every earlier event acknowledged by
@@ -39,20 +39,20 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::auth::{AuthError, Authenticator, SessionHandle};
-use crate::cdc::{self, EnvelopeOptions, RawEvent};
-use crate::checkpoint::{AckWindow, CheckpointError, CheckpointStore, EventHandle};
 use crate::config::{
     ChannelConfig, Config, DeliveryMode, EchoMode, InitialReplay, ReplayRejectedPolicy,
 };
-use crate::echo::EchoRule;
 use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin, TransactionFailure};
-use crate::proto::ConsumerEvent;
-use crate::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
+use crate::ops::telemetry::{ChannelStats, PipelineStats};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
-use crate::schema::{EventSchema, SchemaCache, SchemaSource, SourceError};
-use crate::telemetry::{ChannelStats, PipelineStats};
-use crate::tls::{ClientTls, TlsError};
+use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle};
+use crate::salesforce::proto::ConsumerEvent;
+use crate::salesforce::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
+use crate::salesforce::tls::{ClientTls, TlsError};
+use crate::source::cdc::schema::{EventSchema, SchemaCache, SchemaSource, SourceError};
+use crate::source::cdc::{self, EnvelopeOptions, RawEvent};
+use crate::source::checkpoint::{AckWindow, CheckpointError, CheckpointStore, EventHandle};
+use crate::source::echo::EchoRule;
 
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +154,7 @@ struct Shared {
     schemas: SchemaCache,
     stats: Arc<PipelineStats>,
     /// Re-reads the records of gap and overflow events over REST.
-    gaps: crate::gap::Rereader,
+    gaps: crate::source::gap::Rereader,
 }
 
 impl Shared {
@@ -181,7 +181,7 @@ pub async fn run(
         });
     };
     let tls = ClientTls::from_config(&config.salesforce)?;
-    let http = crate::auth::http_client(&tls, config.salesforce.http_timeout)
+    let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
         .map_err(PipelineError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http.clone());
     // An org briefly unreachable at startup is waited for, as it is once running.
@@ -191,7 +191,7 @@ pub async fn run(
             Ok(session) => break SessionHandle::new(session),
             Err(err) if err.is_retryable() => {
                 let delay = backoff.next_delay();
-                warn!(error = %crate::telemetry::error_chain(&err), ?delay, "login failed; retrying");
+                warn!(error = %crate::ops::telemetry::error_chain(&err), ?delay, "login failed; retrying");
                 if !sleep_or_cancel(delay, &cancel).await {
                     return Ok(());
                 }
@@ -199,7 +199,7 @@ pub async fn run(
             Err(err) => return Err(err.into()),
         }
     };
-    let gaps = crate::gap::Rereader::for_source(&config, http, session.clone());
+    let gaps = crate::source::gap::Rereader::for_source(&config, http, session.clone());
     info!(org_id = %session.current().org_id, instance_url = %session.current().instance_url, "logged in to Salesforce");
     let pubsub = PubSub::connect(&config.salesforce.pubsub_endpoint, session.clone(), &tls).await?;
     for channel in &source.channels {
@@ -330,7 +330,7 @@ async fn transactional_producer(
             channel: channel.to_owned(),
             message: format!(
                 "`source.delivery: exactly_once` needs Kafka transactions: registering transactional id {id:?} failed: {}",
-                crate::telemetry::error_chain(&err)
+                crate::ops::telemetry::error_chain(&err)
             ),
         })?;
     info!(transactional_id = %id, "transactional producer registered");
@@ -402,7 +402,7 @@ fn transaction_error(channel: &str, err: KafkaError) -> PipelineError {
             channel: channel.to_owned(),
             message: format!(
                 "the Kafka cluster does not support transactions, which `source.delivery: exactly_once` needs; use `at_least_once` ({})",
-                crate::telemetry::error_chain(&err)
+                crate::ops::telemetry::error_chain(&err)
             ),
         },
         _ => PipelineError::Kafka(err),
@@ -416,7 +416,7 @@ fn attempt_transaction_error(channel: &str, err: KafkaError) -> AttemptError {
         | TransactionFailure::Fatal
         | TransactionFailure::Unsupported => AttemptError::Fatal(transaction_error(channel, err)),
         TransactionFailure::Abortable | TransactionFailure::Retriable => {
-            AttemptError::DeliveryFailed(crate::telemetry::error_chain(&err))
+            AttemptError::DeliveryFailed(crate::ops::telemetry::error_chain(&err))
         }
     }
 }
@@ -686,7 +686,7 @@ impl Transaction<'_> {
     /// transactions for `read_committed` readers never shows a checkpoint without its records.
     async fn commit(&mut self, reopen: bool) -> Result<(), AttemptError> {
         let drain = self.shared.config.drain_timeout;
-        let since = crate::telemetry::unix_millis();
+        let since = crate::ops::telemetry::unix_millis();
         let idle = self.window.in_flight() == 0;
         self.producer
             .flush(drain)
@@ -732,7 +732,7 @@ impl Transaction<'_> {
                         && attempts < 3 =>
                 {
                     attempts += 1;
-                    warn!(error = %crate::telemetry::error_chain(&err), "committing the transaction again");
+                    warn!(error = %crate::ops::telemetry::error_chain(&err), "committing the transaction again");
                 }
                 // Still retriable after the retries: the commit may have succeeded. Aborting and
                 // restarting from the checkpoint remembered before it could repeat committed
@@ -742,7 +742,7 @@ impl Transaction<'_> {
                         channel: self.channel.to_owned(),
                         message: format!(
                             "the outcome of the Kafka transaction commit is unknown ({}); stopping",
-                            crate::telemetry::error_chain(&err)
+                            crate::ops::telemetry::error_chain(&err)
                         ),
                     }));
                 }
@@ -964,7 +964,7 @@ impl Processor<'_> {
         replay_id: Bytes,
         cancel: &CancellationToken,
     ) -> Result<(), HandleError> {
-        let empty = crate::proto::ProducerEvent::default();
+        let empty = crate::salesforce::proto::ProducerEvent::default();
         let event = consumer_event.event.as_ref().unwrap_or(&empty);
         let raw = RawEvent {
             channel: &self.channel.name,
@@ -984,7 +984,7 @@ impl Processor<'_> {
             Err(dead) => Err(dead),
         };
         match records {
-            Ok(records) if crate::gap::is_gap(&records) => {
+            Ok(records) if crate::source::gap::is_gap(&records) => {
                 self.handle_gap(&records, &raw, &handle, cancel).await?;
             }
             Ok(records) => {
@@ -1195,7 +1195,7 @@ impl Processor<'_> {
 }
 
 impl Processor<'_> {
-    /// A gap or overflow event: re-read its records over REST ([`crate::gap`]) under the event's
+    /// A gap or overflow event: re-read its records over REST ([`crate::source::gap`]) under the event's
     /// own handle; what cannot be re-read goes to the dead-letter topic (stage `gap`).
     async fn handle_gap(
         &self,
@@ -1219,7 +1219,7 @@ impl Processor<'_> {
             }
         };
         let route = &self.routes[&records[0].object];
-        let target = crate::gap::Target {
+        let target = crate::source::gap::Target {
             producer: self.producer,
             topic: &route.topic,
             handle,
@@ -1234,8 +1234,8 @@ impl Processor<'_> {
             .await
         {
             Ok(()) => Ok(()),
-            Err(crate::gap::GapError::Cancelled) => Err(HandleError::Cancelled),
-            Err(crate::gap::GapError::Kafka(err)) => Err(HandleError::Kafka(err)),
+            Err(crate::source::gap::GapError::Cancelled) => Err(HandleError::Cancelled),
+            Err(crate::source::gap::GapError::Kafka(err)) => Err(HandleError::Kafka(err)),
             Err(err) => {
                 self.dead_letter(raw, &failed("gap", err.to_string()), handle)
                     .await
@@ -1283,7 +1283,7 @@ async fn checkpoint_loop(
             })
             .await;
         }
-        let since = crate::telemetry::unix_millis();
+        let since = crate::ops::telemetry::unix_millis();
         let idle = window.in_flight() == 0;
         if let Some(durable) = window.durable()
             && last_saved.as_ref() != Some(&durable)
@@ -1294,7 +1294,9 @@ async fn checkpoint_loop(
                 .await
                 // Kafka unreachable for longer than a delivery may wait: restart the channel from
                 // the last saved checkpoint (after a backoff) rather than stop.
-                .map_err(|err| AttemptError::DeliveryFailed(crate::telemetry::error_chain(&err)))?;
+                .map_err(|err| {
+                    AttemptError::DeliveryFailed(crate::ops::telemetry::error_chain(&err))
+                })?;
             stats.checkpoints_written.fetch_add(1, Ordering::Relaxed);
             stats.note_caught_up(since, true);
             last_saved = Some(durable);

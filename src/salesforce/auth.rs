@@ -33,7 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AuthConfig, SalesforceConfig};
-use crate::tls::ClientTls;
+use crate::salesforce::tls::ClientTls;
 
 /// Login failures.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum AuthError {
     /// The TLS handshake failed on the server's certificate.
     #[error(
         "Salesforce login at {url} failed: {reason} ({})",
-        crate::tls::CERTIFICATE_HINT
+        crate::salesforce::tls::CERTIFICATE_HINT
     )]
     Certificate { url: String, reason: String },
     /// The token endpoint rejected the credentials.
@@ -568,7 +568,7 @@ impl Authenticator {
 
 /// A failed request: [`AuthError::Certificate`] when the server's certificate was refused.
 fn transport_error(url: &str, source: reqwest::Error) -> AuthError {
-    match crate::tls::certificate_error(&source) {
+    match crate::salesforce::tls::certificate_error(&source) {
         Some(reason) => AuthError::Certificate {
             url: url.to_owned(),
             reason,
@@ -636,7 +636,7 @@ fn parse_identity_url(url: &str) -> Option<(String, String)> {
 /// request timeout, and `https://` only unless `tls` allows plaintext (loopback, checked by the
 /// config).
 pub fn http_client(tls: &ClientTls, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    crate::telemetry::install_crypto_provider();
+    crate::ops::telemetry::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("forcebridge/", env!("CARGO_PKG_VERSION")))

@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use crate::auth::{Authenticator, SessionHandle};
 use crate::config::{Config, DeliveryMode};
-use crate::pubsub::PubSub;
-use crate::telemetry::error_chain;
+use crate::ops::telemetry::error_chain;
+use crate::salesforce::auth::{Authenticator, SessionHandle};
+use crate::salesforce::pubsub::PubSub;
 
 /// Runs the checks, printing a report; `true` when all passed.
 pub async fn run(config: &Config) -> bool {
@@ -29,11 +29,10 @@ pub async fn run(config: &Config) -> bool {
     };
     report("config", Ok(String::new()));
 
-    let tls = crate::tls::ClientTls::from_config(&config.salesforce);
+    let tls = crate::salesforce::tls::ClientTls::from_config(&config.salesforce);
     let http = match &tls {
-        Ok(tls) => {
-            crate::auth::http_client(tls, config.salesforce.http_timeout).map_err(|e| e.to_string())
-        }
+        Ok(tls) => crate::salesforce::auth::http_client(tls, config.salesforce.http_timeout)
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let session = match &http {
@@ -65,7 +64,7 @@ pub async fn run(config: &Config) -> bool {
             sink,
             http.clone(),
             session.clone(),
-            &crate::telemetry::SinkStats::default(),
+            &crate::ops::telemetry::SinkStats::default(),
         );
         let cancel = tokio_util::sync::CancellationToken::new();
         let limits = tokio::time::timeout(config.salesforce.http_timeout, rest.limits(&cancel));

@@ -36,8 +36,8 @@ use rdkafka::producer::{
 };
 use tokio::sync::Notify;
 
-use crate::checkpoint::{AckToken, AckWindow};
-use crate::telemetry::DeliveryStats;
+use crate::ops::telemetry::DeliveryStats;
+use crate::source::checkpoint::{AckToken, AckWindow};
 
 /// How to reach Kafka. `Debug` hides the values of secret properties ([`RedactedProperties`]).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -358,7 +358,7 @@ impl LatencyCounts {
     /// The `q` quantile (0..=1), nearest rank, in ms; `None` without samples. A quantile in the
     /// open-ended last bucket is reported as the maximum.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let bucket = crate::telemetry::nearest_rank_bucket(&self.counts, q)?;
+        let bucket = crate::ops::telemetry::nearest_rank_bucket(&self.counts, q)?;
         Some(if bucket + 1 == self.counts.len() {
             self.max_ms
         } else {
@@ -399,7 +399,7 @@ impl LatencyProbe {
         let Some(committed) = payload.and_then(|p| self.commit_timestamp(p)) else {
             return;
         };
-        let total = crate::telemetry::unix_millis().saturating_sub(committed);
+        let total = crate::ops::telemetry::unix_millis().saturating_sub(committed);
         let in_us = u64::try_from(in_producer.as_micros()).unwrap_or(u64::MAX);
         let before_us = total.saturating_mul(1000).saturating_sub(in_us);
         self.total.add(total);
@@ -1065,7 +1065,7 @@ mod tests {
     #[test]
     fn the_latency_probe_counts_in_constant_memory_and_reports_nearest_rank_quantiles() {
         let probe = LatencyProbe::default();
-        let now = crate::telemetry::unix_millis();
+        let now = crate::ops::telemetry::unix_millis();
         let in_producer = Duration::from_millis(3);
         // Commit timestamps far enough back that the clock moving on during the test only
         // shifts each by a millisecond or two: 100 samples of ~k ms, one of ~10 minutes.
@@ -1112,7 +1112,7 @@ mod tests {
     #[test]
     fn the_latency_probe_sums_the_legs_of_slow_records_only() {
         let probe = LatencyProbe::default();
-        let now = crate::telemetry::unix_millis();
+        let now = crate::ops::telemetry::unix_millis();
         // A fresh record (well under the mark) and one 2 s old, 1.5 s of which in the producer.
         let fresh = format!(r#"{{"commit_timestamp":{now}}}"#);
         probe.observe(Some(fresh.as_bytes()), Duration::from_micros(200));

@@ -531,7 +531,7 @@ impl CheckpointStore {
 }
 
 fn now_ms() -> i64 {
-    crate::telemetry::unix_millis() as i64
+    crate::ops::telemetry::unix_millis() as i64
 }
 
 async fn create_compacted_topic(kafka: &KafkaSettings, topic: &str) -> Result<(), CheckpointError> {

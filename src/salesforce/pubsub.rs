@@ -29,15 +29,15 @@ use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::auth::SessionHandle;
-use crate::proto::pub_sub_client::PubSubClient;
-use crate::proto::{
+use crate::retry::{Directive, classify_status};
+use crate::salesforce::auth::SessionHandle;
+use crate::salesforce::proto::pub_sub_client::PubSubClient;
+use crate::salesforce::proto::{
     ConsumerEvent, FetchRequest, FetchResponse, ReplayPreset, SchemaRequest, TopicInfo,
     TopicRequest,
 };
-use crate::retry::{Directive, classify_status};
-use crate::schema::{SchemaSource, SourceError};
-use crate::tls::ClientTls;
+use crate::salesforce::tls::ClientTls;
+use crate::source::cdc::schema::{SchemaSource, SourceError};
 
 /// The most events a Subscribe call may have outstanding (Salesforce's limit).
 pub const MAX_OUTSTANDING: u32 = 100;
@@ -58,7 +58,7 @@ pub enum PubSubError {
     /// The TLS handshake failed on the server's certificate.
     #[error(
         "cannot connect to the Pub/Sub API at {endpoint}: {reason} ({})",
-        crate::tls::CERTIFICATE_HINT
+        crate::salesforce::tls::CERTIFICATE_HINT
     )]
     Certificate { endpoint: String, reason: String },
     /// An RPC failed; the Salesforce error code is in the status trailers.
@@ -188,19 +188,18 @@ impl PubSub {
                 .tls_config(tls.grpc_config())
                 .map_err(|e| bad(e.to_string()))?;
         }
-        let channel =
-            builder.connect().await.map_err(|source| {
-                match crate::tls::certificate_error(&source) {
-                    Some(reason) => PubSubError::Certificate {
-                        endpoint: endpoint.to_owned(),
-                        reason,
-                    },
-                    None => PubSubError::Connect {
-                        endpoint: endpoint.to_owned(),
-                        source,
-                    },
-                }
-            })?;
+        let channel = builder.connect().await.map_err(|source| {
+            match crate::salesforce::tls::certificate_error(&source) {
+                Some(reason) => PubSubError::Certificate {
+                    endpoint: endpoint.to_owned(),
+                    reason,
+                },
+                None => PubSubError::Connect {
+                    endpoint: endpoint.to_owned(),
+                    source,
+                },
+            }
+        })?;
         let max_message_size = 128 * 1024 * 1024;
         let inner = PubSubClient::with_interceptor(channel, AuthInterceptor { session })
             .max_decoding_message_size(max_message_size);

@@ -115,14 +115,14 @@ impl ClientTls {
         check_url(url, self.allow_plaintext).map_err(TlsError::Url)
     }
 
-    /// The extra roots (DER), for the HTTP client ([`crate::auth::http_client`]).
+    /// The extra roots (DER), for the HTTP client ([`crate::salesforce::auth::http_client`]).
     pub fn extra_roots(&self) -> &[CertificateDer<'static>] {
         &self.extra_der
     }
 
     /// The tonic TLS settings: the platform's roots plus the extra roots.
     pub fn grpc_config(&self) -> tonic::transport::ClientTlsConfig {
-        crate::telemetry::install_crypto_provider();
+        crate::ops::telemetry::install_crypto_provider();
         let config = tonic::transport::ClientTlsConfig::new().with_native_roots();
         match &self.extra_pem {
             Some(pem) => config.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
@@ -246,6 +246,6 @@ mod tests {
             .with_ca_pem(ca.ca_certificate_pem.as_bytes())
             .expect("valid CA");
         assert_eq!(tls.extra_der.len(), 1);
-        crate::auth::http_client(&tls, Duration::from_secs(1)).expect("client");
+        crate::salesforce::auth::http_client(&tls, Duration::from_secs(1)).expect("client");
     }
 }

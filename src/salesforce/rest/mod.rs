@@ -50,10 +50,10 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::auth::{AuthError, Authenticator, Session, SessionHandle};
+use crate::ops::telemetry::error_chain;
+use crate::ops::telemetry::{ApiLimitGauges, ApiStats};
 use crate::retry::{Backoff, HttpDirective, classify_http, sleep_or_cancel};
-use crate::telemetry::error_chain;
-use crate::telemetry::{ApiLimitGauges, ApiStats};
+use crate::salesforce::auth::{AuthError, Authenticator, Session, SessionHandle};
 
 /// Subrequests per Composite call.
 pub const MAX_SUBREQUESTS: usize = 25;

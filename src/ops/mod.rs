@@ -6,16 +6,18 @@
 //!   and reports it through [`OpsServer::local_addr`] before anything is served;
 //!   [`OpsServer::serve`] answers until its token fires.
 //! * `GET /metrics`: Prometheus text exposition format 0.0.4, rendered at each scrape from the
-//!   counters of [`crate::telemetry`] (names defined there only): per `channel` (and `topic`) for
+//!   counters of [`crate::ops::telemetry`] (names defined there only): per `channel` (and `topic`) for
 //!   the source, unlabelled for the sink, a delivery-latency histogram of the source's Kafka
 //!   producers, and the last Kafka probe. Nothing is cached between scrapes.
 //! * `GET /healthz`: 200 `ok` while the process serves HTTP (liveness: no dependency checked).
 //! * `GET /readyz`: 200 when every configured source channel has an open Subscribe stream
-//!   ([`crate::telemetry::ChannelStats::stream_up`], set by the pipeline's reader), the sink's
-//!   consumer is subscribed and running ([`crate::telemetry::SinkStats::consumer_running`]), and
+//!   ([`crate::ops::telemetry::ChannelStats::stream_up`], set by the pipeline's reader), the sink's
+//!   consumer is subscribed and running ([`crate::ops::telemetry::SinkStats::consumer_running`]), and
 //!   Kafka answered a metadata request within `ops.kafka_probe_timeout` (one probe client, one
 //!   probe at a time, a result reused for [`PROBE_REUSE`]). Otherwise 503. Both answer a JSON body
 //!   `{"ready": bool, "not_ready": [reasons]}` naming each part that is not ready.
+
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::kafka::KafkaSettings;
-use crate::telemetry::{self as t, PipelineStats, SinkSnapshot, SinkStats, StatsSnapshot};
+use crate::ops::telemetry::{self as t, PipelineStats, SinkSnapshot, SinkStats, StatsSnapshot};
 
 /// How long a Kafka probe result is reused before `/readyz` asks again.
 pub const PROBE_REUSE: Duration = Duration::from_secs(1);

@@ -22,11 +22,12 @@
 
 mod avro;
 mod bitmap;
+pub mod schema;
 
 use apache_avro::Schema;
 use serde_json::{Map, Value};
 
-use crate::schema::{EventKind, EventSchema};
+use crate::source::cdc::schema::{EventKind, EventSchema};
 use avro::{Node, Program, Reader};
 pub use bitmap::BitmapError;
 use bitmap::{FieldRef, FieldTable};

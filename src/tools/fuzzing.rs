@@ -30,13 +30,13 @@ use std::sync::{Arc, OnceLock};
 use apache_avro::types::Value as Avro;
 use serde_json::{Map, Value, json};
 
-use crate::cdc::{self, DecodeError, DecodedEvent, EnvelopeOptions, RawEvent};
 use crate::config::{SinkObjectConfig, is_api_name};
-use crate::schema::EventSchema;
 use crate::sim::catalog::{
     ACCOUNT_CHANGE_EVENT, CONTACT_CHANGE_EVENT, FieldKind, HEADER_FIELD, ORDER_EVENT, SchemaVersion,
 };
 use crate::sink::message::{self, OpKind, ParseOptions, Target, WriteOp};
+use crate::source::cdc::schema::EventSchema;
+use crate::source::cdc::{self, DecodeError, DecodedEvent, EnvelopeOptions, RawEvent};
 
 /// What a target made of one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -659,7 +659,7 @@ fn check_write_op(op: &WriteOp, opts: ParseOptions<'_>) {
         (kind, target) => panic!("{kind:?} with target {target:?}"),
     }
     match &op.target {
-        Target::Id(id) => assert!(crate::sfid::is_well_formed(id), "id `{id}`"),
+        Target::Id(id) => assert!(crate::salesforce::sfid::is_well_formed(id), "id `{id}`"),
         Target::External { field, value } => {
             assert!(is_api_name(field), "external id field `{field}`");
             assert!(!value.is_empty(), "empty external id");

@@ -38,14 +38,14 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::auth::{Authenticator, SessionHandle};
-use crate::cdc::OutRecord;
-use crate::checkpoint::EventHandle;
 use crate::config::Config;
 use crate::kafka::{KafkaError, OutgoingRecord, Producer};
-use crate::rest::{LimitGuard, Reserve, RestClient, RestError};
-use crate::schema::EventSchema;
-use crate::telemetry::ChannelStats;
+use crate::ops::telemetry::ChannelStats;
+use crate::salesforce::auth::{Authenticator, SessionHandle};
+use crate::salesforce::rest::{LimitGuard, Reserve, RestClient, RestError};
+use crate::source::cdc::OutRecord;
+use crate::source::cdc::schema::EventSchema;
+use crate::source::checkpoint::EventHandle;
 
 /// Header on every record produced from a gap or overflow event: [`MODE_GAP`] or
 /// [`MODE_RESYNC`].
@@ -222,9 +222,9 @@ impl Rereader {
                 }
             }
             for id in ids {
-                let hit = found
-                    .iter()
-                    .position(|(f, _)| crate::sfid::id15(f) == crate::sfid::id15(id));
+                let hit = found.iter().position(|(f, _)| {
+                    crate::salesforce::sfid::id15(f) == crate::salesforce::sfid::id15(id)
+                });
                 match hit {
                     Some(i) => {
                         let (_, record) = found.swap_remove(i);
@@ -388,7 +388,7 @@ impl Template {
         envelope.insert("record".into(), record.map_or(Value::Null, Value::Object));
         envelope.insert(
             "reread".into(),
-            json!({"mode": mode, "state": state, "read_at": crate::telemetry::unix_millis()}),
+            json!({"mode": mode, "state": state, "read_at": crate::ops::telemetry::unix_millis()}),
         );
         let value = serde_json::to_vec(&envelope).expect("serializing JSON values cannot fail");
         self.send(target, id, Some(&value), mode).await
@@ -449,7 +449,10 @@ fn select(object: &str, fields: &[Field], ids: Option<&[&str]>) -> Result<String
     soql.push_str(" FROM ");
     soql.push_str(object);
     if let Some(ids) = ids {
-        if let Some(id) = ids.iter().find(|id| !crate::sfid::is_well_formed(id)) {
+        if let Some(id) = ids
+            .iter()
+            .find(|id| !crate::salesforce::sfid::is_well_formed(id))
+        {
             return Err(bad(format!("`{id}` is not a record Id")));
         }
         let list: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
@@ -567,8 +570,8 @@ fn take_field(row: &mut Map<String, Value>, name: &str) -> Option<Value> {
 fn convert(object: &str, field: &str, shape: &Shape, value: Value) -> Result<Value, GapError> {
     match (shape, value) {
         (_, Value::Null) => Ok(Value::Null),
-        (Shape::Long, Value::String(text)) => crate::sftime::parse_datetime(&text)
-            .or_else(|_| crate::sftime::parse_date(&text))
+        (Shape::Long, Value::String(text)) => crate::salesforce::sftime::parse_datetime(&text)
+            .or_else(|_| crate::salesforce::sftime::parse_date(&text))
             .map(Value::from)
             .map_err(|reason| GapError::Value {
                 object: object.to_owned(),
@@ -593,7 +596,7 @@ mod tests {
     use super::*;
 
     fn schema() -> EventSchema {
-        EventSchema::parse("s1", include_str!("../schemas/AccountChangeEvent.avsc"))
+        EventSchema::parse("s1", include_str!("../../schemas/AccountChangeEvent.avsc"))
             .expect("schema")
     }
 

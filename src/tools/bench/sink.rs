@@ -19,7 +19,7 @@
 //! Per run it prints: records/s (records ÷ window); the API calls spent, the sink's own count of
 //! its REST calls (which must equal them), the calls the batch plan needs when every batch is
 //! full ([`planned_calls`]), and records per API call; the latency of the sink's Composite calls
-//! as its REST client saw them (p50/p99/max, [`crate::rest::install_call_probe`]); CPU time per
+//! as its REST client saw them (p50/p99/max, [`crate::salesforce::rest::install_call_probe`]); CPU time per
 //! record (the process's user+sys time over the window, 10 ms ticks, ÷ records — it includes the
 //! in-process simulated org and mock Kafka); the peak RSS (`VmHWM`). `--rest-latency` delays every
 //! REST call at the org ([`crate::sim::SimConfig::rest_latency`]).
@@ -39,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 use super::{BenchError, cpu_time, machine_ticks, peak_rss, print_machine, quantile};
 use crate::config::Config;
 use crate::kafka::{EmbeddedKafka, OutgoingRecord, Producer};
+use crate::ops::telemetry::SinkStats;
 use crate::sim::{SimConfig, SimOrg};
 use crate::sink::message::{OpKind, Target, WriteOp};
 use crate::sink::plan::{self, COMPOSITE_COLLECTIONS, Decision};
-use crate::telemetry::SinkStats;
 
 /// Options of `forcebridge bench sink`.
 #[derive(Debug, Clone, clap::Args)]
@@ -192,7 +192,7 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
         return Err(BenchError::Failed("--records must be at least 1".into()));
     }
     let objects = usize::from(args.objects);
-    let probe = crate::rest::install_call_probe();
+    let probe = crate::salesforce::rest::install_call_probe();
     let sim = SimOrg::start(SimConfig {
         rest_latency: Duration::from_millis(args.rest_latency),
         // Room for the run's calls at any batch size; the figures come from the drop.
@@ -275,9 +275,9 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
         "  made {n} records in the org and produced {n} write-back messages in {prepared:.2?} (outside the measured window)"
     );
 
-    let tls = crate::tls::ClientTls::from_config(&config.salesforce)
+    let tls = crate::salesforce::tls::ClientTls::from_config(&config.salesforce)
         .map_err(|e| BenchError::Failed(format!("TLS settings: {e}")))?;
-    let http = crate::auth::http_client(&tls, config.salesforce.http_timeout)
+    let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
         .map_err(|e| BenchError::Failed(format!("HTTP client: {e}")))?;
     let token = sim.issue_access_token();
     let api_version = config.salesforce.api_version.clone();

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use apache_avro::Schema;
 use tokio::sync::OnceCell;
 
-use crate::cdc::Layout;
+use crate::source::cdc::Layout;
 
 /// Where schemas come from (the Pub/Sub client implements this with `GetSchema`).
 pub trait SchemaSource: Send + Sync {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 /// The reserve of the daily API allowance (`sink.api_reserve`): the REST client's own type.
-pub use crate::rest::Reserve as ApiReserve;
+pub use crate::salesforce::rest::Reserve as ApiReserve;
 use serde::Deserialize;
 
 /// Errors while loading or validating the configuration.
@@ -189,7 +189,7 @@ pub enum AuthConfig {
         /// The user to act as (`sub`).
         username: String,
         /// `aud`; default `https://test.salesforce.com` for a sandbox `login_url`, else
-        /// `https://login.salesforce.com` (see [`crate::auth::jwt_audience`]).
+        /// `https://login.salesforce.com` (see [`crate::salesforce::auth::jwt_audience`]).
         #[serde(default)]
         audience: Option<String>,
         /// A PEM file with the RSA private key (PKCS#8 or PKCS#1). Exactly one of this and
@@ -214,7 +214,7 @@ pub enum AuthConfig {
 }
 
 const fn default_assertion_lifetime() -> Duration {
-    crate::auth::MAX_ASSERTION_LIFETIME
+    crate::salesforce::auth::MAX_ASSERTION_LIFETIME
 }
 
 /// Salesforce → Kafka settings.
@@ -671,11 +671,11 @@ impl SalesforceConfig {
                     "set exactly one of `private_key_file` (a PEM file) and `private_key` (the PEM text)",
                 ));
             }
-            if let Some(Err((key, e))) = crate::auth::load_jwt_signer(&self.auth) {
+            if let Some(Err((key, e))) = crate::salesforce::auth::load_jwt_signer(&self.auth) {
                 return Err(invalid(key, error_chain(&e)));
             }
             if assertion_lifetime.is_zero()
-                || *assertion_lifetime > crate::auth::MAX_ASSERTION_LIFETIME
+                || *assertion_lifetime > crate::salesforce::auth::MAX_ASSERTION_LIFETIME
             {
                 return Err(invalid(
                     "salesforce.auth.assertion_lifetime",
@@ -695,7 +695,7 @@ impl SalesforceConfig {
                 format!("`{}` is not a version like `62.0`", self.api_version),
             ));
         }
-        if let Err(e) = crate::tls::ClientTls::from_config(self) {
+        if let Err(e) = crate::salesforce::tls::ClientTls::from_config(self) {
             return Err(invalid("salesforce.ca_file", error_chain(&e)));
         }
         if let Some(tag) = &self.client_tag
@@ -710,7 +710,8 @@ impl SalesforceConfig {
     }
 
     fn check_url(&self, key: &str, url: &str) -> Result<(), ConfigError> {
-        crate::tls::check_url(url, self.allow_plaintext).map_err(|message| invalid(key, message))
+        crate::salesforce::tls::check_url(url, self.allow_plaintext)
+            .map_err(|message| invalid(key, message))
     }
 }
 

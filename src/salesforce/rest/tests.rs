@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::auth::{Authenticator, Session, SessionHandle};
 use crate::config::{AuthConfig, SalesforceConfig};
+use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
 
 const DATA: &str = "/services/data/v62.0";
 const TAG: &str = "forcebridge-test";
@@ -262,7 +262,7 @@ async fn answer(
 }
 
 fn http() -> reqwest::Client {
-    crate::telemetry::install_crypto_provider();
+    crate::ops::telemetry::install_crypto_provider();
     reqwest::Client::new()
 }
 

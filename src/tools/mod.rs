@@ -1,0 +1,11 @@
+//! The commands around the daemon: `forcebridge demo` ([`demo`]), `forcebridge bench`
+//! ([`bench`]), `forcebridge check` ([`check`]), and the fuzz targets' bodies ([`fuzzing`]).
+//!
+//! Contract: tools use the stages as a user would (config in, records out); no stage imports a
+//! tool.
+
+pub mod bench;
+pub mod check;
+pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
