@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use forcebridge::kafka::ack::AckWindow;
 use forcebridge::kafka::{KafkaSettings, OutgoingRecord, Producer};
-use forcebridge::source::checkpoint::{AckWindow, CheckpointError, CheckpointStore};
+use forcebridge::source::checkpoint::{CheckpointError, CheckpointStore};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};

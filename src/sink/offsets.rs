@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use crate::source::checkpoint::{AckToken, AckWindow};
+use crate::kafka::ack::{AckToken, AckWindow};
 
 #[derive(Default)]
 struct Partition {

@@ -34,11 +34,11 @@ use tracing::{debug, warn};
 
 use super::message::{OpKind, WriteOp};
 use super::plan::{self, COMPOSITE_COLLECTIONS, Chunk, Current, Decision, Write};
+use crate::kafka::ack::AckToken;
 use crate::kafka::{KafkaError, OutgoingRecord, Producer};
 use crate::ops::telemetry::SinkStats;
 use crate::retry::{Backoff, sleep_or_cancel};
 use crate::salesforce::rest::{ApiError, RestClient, RestError, SubRequest, SubResponse};
-use crate::source::checkpoint::AckToken;
 
 /// Where a record came from, kept to dead-letter or report it.
 #[derive(Debug, Clone)]

@@ -39,13 +39,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
+use crate::kafka::ack::EventHandle;
 use crate::kafka::{KafkaError, OutgoingRecord, Producer};
 use crate::ops::telemetry::ChannelStats;
 use crate::salesforce::auth::{Authenticator, SessionHandle};
 use crate::salesforce::rest::{LimitGuard, Reserve, RestClient, RestError};
 use crate::source::cdc::OutRecord;
 use crate::source::cdc::schema::EventSchema;
-use crate::source::checkpoint::EventHandle;
 
 /// Header on every record produced from a gap or overflow event: [`MODE_GAP`] or
 /// [`MODE_RESYNC`].

@@ -42,6 +42,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::config::{
     ChannelConfig, Config, DeliveryMode, EchoMode, InitialReplay, ReplayRejectedPolicy,
 };
+use crate::kafka::ack::{AckWindow, EventHandle};
 use crate::kafka::{KafkaError, OutgoingRecord, Producer, TopicAdmin, TransactionFailure};
 use crate::ops::telemetry::{ChannelStats, PipelineStats};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
@@ -51,7 +52,7 @@ use crate::salesforce::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use crate::salesforce::tls::{ClientTls, TlsError};
 use crate::source::cdc::schema::{EventSchema, SchemaCache, SchemaSource, SourceError};
 use crate::source::cdc::{self, EnvelopeOptions, RawEvent};
-use crate::source::checkpoint::{AckWindow, CheckpointError, CheckpointStore, EventHandle};
+use crate::source::checkpoint::{CheckpointError, CheckpointStore};
 use crate::source::echo::EchoRule;
 
 /// Why the pipeline stopped.
