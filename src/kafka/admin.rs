@@ -7,7 +7,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 
-use super::{KafkaError, KafkaSettings};
+use super::error::KafkaError;
+use super::settings::KafkaSettings;
 
 /// Creates topics forcebridge writes to, once each, as Kafka Connect does with
 /// `topic.creation.enable`: a topic that exists is left alone; `TopicAlreadyExists` is success;

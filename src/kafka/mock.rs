@@ -10,7 +10,8 @@ use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use super::{KafkaError, KafkaSettings};
+use super::error::KafkaError;
+use super::settings::KafkaSettings;
 
 /// The embedded Kafka for the demo and tests: a librdkafka mock cluster.
 ///

@@ -20,8 +20,9 @@ use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProd
 use tokio::sync::Notify;
 
 use super::ack::{AckToken, AckWindow};
+use super::error::KafkaError;
 use super::probe::LATENCY_PROBE;
-use super::{KafkaError, KafkaSettings};
+use super::settings::KafkaSettings;
 use crate::ops::telemetry::DeliveryStats;
 
 /// One record to produce. Key, value and headers are copied by librdkafka on enqueue.

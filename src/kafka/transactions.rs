@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use rdkafka::producer::{Producer as _, ThreadedProducer};
 
-use super::KafkaError;
-use super::KafkaSettings;
+use super::error::KafkaError;
 use super::producer::{DeliveryContext, Producer};
+use super::settings::KafkaSettings;
 
 impl Producer {
     /// A transactional producer (exactly-once mode): as [`Producer::new`], plus
