@@ -14,7 +14,7 @@ use apache_avro::schema::{Name, Namespace, RecordSchema, ResolvedSchema, Schema}
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::DecodeError;
+use super::event::DecodeError;
 
 /// Deepest nesting accepted while decoding (recursive schemas could otherwise exhaust the stack).
 const MAX_DEPTH: u32 = 64;

@@ -10,40 +10,7 @@
 //! schema, so expansion never walks the schema.
 
 use super::avro::Program;
-
-/// Why a bitmap element could not be expanded. Every variant names the element.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BitmapError {
-    #[error("bitmap element {element:?} is neither `0x<hex>` nor `<position>-0x<hex>`")]
-    Malformed { element: String },
-    #[error("bitmap element {element:?} has invalid hex: {reason}")]
-    BadHex { element: String, reason: String },
-    #[error(
-        "bitmap element {element:?} names compound position {position}, but the schema has {field_count} fields"
-    )]
-    PositionOutOfRange {
-        element: String,
-        position: usize,
-        field_count: usize,
-    },
-    #[error(
-        "bitmap element {element:?} sets bit {bit}, but {target} has only {field_count} fields"
-    )]
-    BitOutOfRange {
-        element: String,
-        bit: usize,
-        target: String,
-        field_count: usize,
-    },
-    #[error(
-        "bitmap element {element:?} names position {position} (`{field}`), which is not a compound field"
-    )]
-    NotCompound {
-        element: String,
-        position: usize,
-        field: String,
-    },
-}
+use super::event::BitmapError;
 
 /// A field named by a bitmap bit: top-level position, and nested position within a compound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,8 @@ use std::sync::{Arc, RwLock};
 use apache_avro::Schema;
 use tokio::sync::OnceCell;
 
-use crate::source::cdc::Layout;
+pub use super::layout::EventKind;
+use super::layout::Layout;
 
 /// Where schemas come from (the Pub/Sub client implements this with `GetSchema`).
 pub trait SchemaSource: Send + Sync {
@@ -70,15 +71,6 @@ impl SchemaError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, SchemaError::Unavailable { .. })
     }
-}
-
-/// What an event schema describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// Change Data Capture: field 0 is `ChangeEventHeader`.
-    ChangeEvent,
-    /// Anything else (Platform Events).
-    PlatformEvent,
 }
 
 /// A parsed writer schema with its precomputed decode tables.

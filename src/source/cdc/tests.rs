@@ -1,5 +1,7 @@
+use super::schema::{EventKind, EventSchema};
 use super::*;
 use apache_avro::types::Value as Avro;
+use serde_json::Value;
 use serde_json::json;
 
 const CHANGE_TYPES: [&str; 10] = [

@@ -1,0 +1,314 @@
+//! The envelope: one Kafka record per record Id of a decoded event, with the JSON value and the
+//! headers of `ARCHITECTURE.md` ("Kafka record format").
+//!
+//! Contract: [`to_records`] fans a [`super::DecodedEvent`] out in record-Id order (a tombstone
+//! after each `DELETE` when asked; one record keyed by the event id for a Platform Event);
+//! [`encode`] decodes and fans out in one pass for the pipeline, writing the part shared by an
+//! event's record ids once and copying it per record.
+
+use super::avro;
+use super::decode::{Scratch, read_event};
+use super::event::{ChangeHeader, DecodeError, DecodedEvent, RawEvent};
+use super::schema::EventSchema;
+
+/// Envelope options from the channel config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvelopeOptions {
+    /// Follow each `DELETE` record with a tombstone (same key, null value).
+    pub tombstones: bool,
+}
+
+/// One Kafka record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Entity name (CDC) or event name (Platform Event); input to the topic template.
+    pub object: String,
+    pub key: String,
+    /// The JSON envelope; `None` = tombstone.
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(&'static str, String)>,
+    /// `changeType`, or `EVENT` for a Platform Event.
+    pub operation: String,
+}
+
+/// Header names (ARCHITECTURE.md).
+pub const HEADER_REPLAY_ID: &str = "forcebridge.replay_id";
+pub const HEADER_SCHEMA_ID: &str = "forcebridge.schema_id";
+pub const HEADER_CHANGE_TYPE: &str = "forcebridge.change_type";
+pub const HEADER_CHANGE_ORIGIN: &str = "forcebridge.change_origin";
+pub const HEADER_CHANNEL: &str = "forcebridge.channel";
+/// Set (to `client_tag` or `commit_user`) on records of echo events when `source.echo.mode` is
+/// `mark`.
+pub const HEADER_ECHO: &str = "forcebridge.echo";
+pub const HEADER_EVENT_ID: &str = "forcebridge.event_id";
+
+/// The operation of a Platform Event record.
+pub const OPERATION_EVENT: &str = "EVENT";
+
+/// Where an event came from (the envelope's `source`).
+struct Source<'a> {
+    channel: &'a str,
+    replay_id: &'a str,
+    event_id: &'a str,
+    schema_id: &'a str,
+}
+
+/// The change-event part of the envelope: the header and its expanded bitmaps.
+struct ChangeTail<'a, 'i> {
+    header: &'a ChangeHeader,
+    changed: &'i mut dyn Iterator<Item = &'a str>,
+    nulled: &'i mut dyn Iterator<Item = &'a str>,
+    diff: &'i mut dyn Iterator<Item = &'a str>,
+}
+
+/// Appends the envelope after its leading per-record fields (`operation`, `object`, `id`):
+/// `"record":…,` the change fields (CDC only), `"commit_timestamp":…,` `"source":{…}}`. The field
+/// order and text are those of ARCHITECTURE.md, "Kafka record format".
+fn write_tail(
+    out: &mut Vec<u8>,
+    record: &[u8],
+    change: Option<ChangeTail<'_, '_>>,
+    commit_timestamp: Option<i64>,
+    source: &Source<'_>,
+) {
+    use avro::{integer, string as text};
+    fn names(out: &mut Vec<u8>, key: &[u8], names: &mut dyn Iterator<Item = &str>) {
+        out.extend_from_slice(key);
+        out.push(b'[');
+        for (i, name) in names.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            text(out, name);
+        }
+        out.extend_from_slice(b"],");
+    }
+    out.extend_from_slice(b"\"record\":");
+    out.extend_from_slice(record);
+    out.push(b',');
+    let header = match change {
+        Some(c) => {
+            names(out, b"\"changed_fields\":", c.changed);
+            names(out, b"\"nulled_fields\":", c.nulled);
+            names(out, b"\"diff_fields\":", c.diff);
+            Some(c.header)
+        }
+        None => None,
+    };
+    out.extend_from_slice(b"\"commit_timestamp\":");
+    match commit_timestamp {
+        Some(ts) => integer(out, ts),
+        None => out.extend_from_slice(b"null"),
+    }
+    if let Some(h) = header {
+        out.extend_from_slice(b",\"commit_number\":");
+        integer(out, h.commit_number);
+        out.extend_from_slice(b",\"commit_user\":");
+        text(out, &h.commit_user);
+        out.extend_from_slice(b",\"transaction_key\":");
+        text(out, &h.transaction_key);
+        out.extend_from_slice(b",\"sequence_number\":");
+        integer(out, h.sequence_number);
+        out.extend_from_slice(b",\"change_origin\":");
+        match &h.change_origin {
+            Some(o) => text(out, o),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.extend_from_slice(b",\"source\":{\"channel\":");
+    text(out, source.channel);
+    out.extend_from_slice(b",\"replay_id\":");
+    text(out, source.replay_id);
+    out.extend_from_slice(b",\"event_id\":");
+    text(out, source.event_id);
+    out.extend_from_slice(b",\"schema_id\":");
+    text(out, source.schema_id);
+    out.extend_from_slice(b"}}");
+}
+
+/// `{"operation":…,"object":…,"id":…,` followed by `tail`.
+fn envelope(operation: &str, object: &str, id: &str, tail: &[u8]) -> Vec<u8> {
+    use avro::string as text;
+    let mut out = Vec::with_capacity(tail.len() + 48 + operation.len() + object.len() + id.len());
+    out.extend_from_slice(b"{\"operation\":");
+    text(&mut out, operation);
+    out.extend_from_slice(b",\"object\":");
+    text(&mut out, object);
+    out.extend_from_slice(b",\"id\":");
+    text(&mut out, id);
+    out.push(b',');
+    out.extend_from_slice(tail);
+    out
+}
+
+/// The object of a Platform Event record: the event's API name.
+fn event_object(channel: &str) -> &str {
+    channel
+        .strip_prefix("/event/")
+        .unwrap_or_else(|| channel.rsplit('/').next().unwrap_or(channel))
+}
+
+/// The records of one event from its envelope tail: one per record id (in order), each followed
+/// by a tombstone for `DELETE` when `opts.tombstones`; one keyed by the event id for a Platform
+/// Event.
+fn records(
+    raw: &RawEvent<'_>,
+    header: Option<&ChangeHeader>,
+    tail: &[u8],
+    replay_hex: String,
+    opts: &EnvelopeOptions,
+) -> Vec<OutRecord> {
+    let Some(h) = header else {
+        let object = event_object(raw.channel);
+        return vec![OutRecord {
+            object: object.to_owned(),
+            key: raw.event_id.to_owned(),
+            value: Some(envelope(OPERATION_EVENT, object, raw.event_id, tail)),
+            headers: headers(raw, replay_hex, OPERATION_EVENT, None),
+            operation: OPERATION_EVENT.to_owned(),
+        }];
+    };
+    let hdrs = headers(raw, replay_hex, &h.change_type, h.change_origin.as_deref());
+    let tombstones = opts.tombstones && h.change_type == "DELETE";
+    let mut out = Vec::with_capacity(h.record_ids.len() * if tombstones { 2 } else { 1 });
+    for id in &h.record_ids {
+        out.push(OutRecord {
+            object: h.entity_name.clone(),
+            key: id.clone(),
+            value: Some(envelope(&h.change_type, &h.entity_name, id, tail)),
+            headers: hdrs.clone(),
+            operation: h.change_type.clone(),
+        });
+        if tombstones {
+            out.push(OutRecord {
+                object: h.entity_name.clone(),
+                key: id.clone(),
+                value: None,
+                headers: hdrs.clone(),
+                operation: h.change_type.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Builds the Kafka records for one decoded event: one per record id (in order), each followed
+/// by a tombstone for `DELETE` when `opts.tombstones`; one keyed by the event id for a Platform
+/// Event.
+pub fn to_records(
+    raw: &RawEvent<'_>,
+    event: &DecodedEvent,
+    opts: &EnvelopeOptions,
+) -> Vec<OutRecord> {
+    let replay_hex = hex::encode(raw.replay_id);
+    let source = Source {
+        channel: raw.channel,
+        replay_id: &replay_hex,
+        event_id: raw.event_id,
+        schema_id: raw.schema_id,
+    };
+    let record = serde_json::to_vec(&event.record).expect("serializing JSON values cannot fail");
+    let mut tail = Vec::new();
+    match &event.header {
+        Some(h) => {
+            let change = ChangeTail {
+                header: h,
+                changed: &mut h.changed_fields.iter().map(String::as_str),
+                nulled: &mut h.nulled_fields.iter().map(String::as_str),
+                diff: &mut h.diff_fields.iter().map(String::as_str),
+            };
+            write_tail(
+                &mut tail,
+                &record,
+                Some(change),
+                Some(h.commit_timestamp),
+                &source,
+            );
+        }
+        None => write_tail(&mut tail, &record, None, event.created_date, &source),
+    }
+    records(raw, event.header.as_ref(), &tail, replay_hex, opts)
+}
+
+/// The `changeOrigin` and `commitUser` of a change event, for echo detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub change_origin: Option<String>,
+    pub commit_user: String,
+}
+
+/// One event decoded straight into its Kafka records.
+#[derive(Debug)]
+pub struct Encoded {
+    pub records: Vec<OutRecord>,
+    /// `None` for a Platform Event.
+    pub commit: Option<Commit>,
+}
+
+/// Decodes one event and builds its Kafka records in one pass: the envelope's JSON is written
+/// straight from the Avro bytes into `scratch`'s buffers (no intermediate values), and copied
+/// once per record. The records are those [`to_records`] makes of [`decode`]'s result, except
+/// that the fields of `record` (and of its compound fields) come in schema order.
+pub fn encode(
+    schema: &EventSchema,
+    raw: &RawEvent<'_>,
+    opts: &EnvelopeOptions,
+    scratch: &mut Scratch,
+) -> Result<Encoded, DecodeError> {
+    let parsed = read_event(schema, raw.payload, scratch)?;
+    let replay_hex = hex::encode(raw.replay_id);
+    let source = Source {
+        channel: raw.channel,
+        replay_id: &replay_hex,
+        event_id: raw.event_id,
+        schema_id: raw.schema_id,
+    };
+    let t = &schema.layout.fields;
+    let Scratch {
+        body,
+        tail,
+        changed,
+        nulled,
+        diff,
+        ..
+    } = scratch;
+    tail.clear();
+    match &parsed.header {
+        Some(h) => {
+            let change = ChangeTail {
+                header: h,
+                changed: &mut changed.iter().map(|&f| t.name(f)),
+                nulled: &mut nulled.iter().map(|&f| t.name(f)),
+                diff: &mut diff.iter().map(|&f| t.name(f)),
+            };
+            write_tail(tail, body, Some(change), Some(h.commit_timestamp), &source);
+        }
+        None => write_tail(tail, body, None, parsed.created_date, &source),
+    }
+    let records = records(raw, parsed.header.as_ref(), tail, replay_hex, opts);
+    Ok(Encoded {
+        records,
+        commit: parsed.header.map(|h| Commit {
+            change_origin: h.change_origin,
+            commit_user: h.commit_user,
+        }),
+    })
+}
+
+fn headers(
+    raw: &RawEvent<'_>,
+    replay_hex: String,
+    change_type: &str,
+    change_origin: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut h = Vec::with_capacity(6);
+    h.push((HEADER_REPLAY_ID, replay_hex));
+    h.push((HEADER_SCHEMA_ID, raw.schema_id.to_owned()));
+    h.push((HEADER_CHANGE_TYPE, change_type.to_owned()));
+    if let Some(o) = change_origin {
+        h.push((HEADER_CHANGE_ORIGIN, o.to_owned()));
+    }
+    h.push((HEADER_CHANNEL, raw.channel.to_owned()));
+    h.push((HEADER_EVENT_ID, raw.event_id.to_owned()));
+    h
+}
