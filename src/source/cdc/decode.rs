@@ -6,7 +6,8 @@
 //! errors come in the contract's order. [`decode`] is the structured form for tests and tools.
 
 use super::avro::{Node, Program, Reader};
-use super::bitmap::{BitmapError, FieldRef};
+use super::bitmap::FieldRef;
+use super::event::BitmapError;
 use super::event::{ChangeHeader, DecodeError, DecodedEvent};
 use super::header::read_header;
 use super::schema::EventSchema;
