@@ -166,12 +166,9 @@ fn dispatch(
                     if config.source.is_none() {
                         return Ok(());
                     }
-                    let result = forcebridge::source::pipeline::run(
-                        config.clone(),
-                        stats.clone(),
-                        cancel.clone(),
-                    )
-                    .await;
+                    let result =
+                        forcebridge::source::run(config.clone(), stats.clone(), cancel.clone())
+                            .await;
                     if result.is_err() {
                         cancel.cancel();
                     }

@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use forcebridge::sim::{SimConfig, SimOrg};
-use forcebridge::source::pipeline::PipelineError;
+use forcebridge::source::PipelineError;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use support::kafka::{Tansu, read_topic, wait_for_records};
 use support::source::{

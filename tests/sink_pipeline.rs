@@ -597,7 +597,7 @@ async fn write_backs_do_not_echo_into_the_source_topics() {
         let config = Arc::new(config(&sim, &bootstrap, "", &source));
         let cancel = CancellationToken::new();
         let source_stats = Arc::new(PipelineStats::default());
-        let source_task = tokio::spawn(forcebridge::source::pipeline::run(
+        let source_task = tokio::spawn(forcebridge::source::run(
             config.clone(),
             source_stats.clone(),
             cancel.clone(),

@@ -37,7 +37,6 @@ use crate::salesforce::proto::{
     TopicRequest,
 };
 use crate::salesforce::tls::ClientTls;
-use crate::source::cdc::schema::{SchemaSource, SourceError};
 
 /// The most events a Subscribe call may have outstanding (Salesforce's limit).
 pub const MAX_OUTSTANDING: u32 = 100;
@@ -77,6 +76,15 @@ pub enum PubSubError {
     /// The session's credentials cannot be sent as metadata.
     #[error("the session's {field} cannot be sent as gRPC metadata")]
     Metadata { field: &'static str },
+}
+
+impl PubSubError {
+    /// An RPC refused because the org does not know what it names (`NOT_FOUND`, or
+    /// `INVALID_ARGUMENT` for an id it cannot parse): permanent for that name.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, PubSubError::Rpc { status, .. }
+            if matches!(status.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument))
+    }
 }
 
 fn error_code_suffix(status: &tonic::Status) -> String {
@@ -279,32 +287,20 @@ impl PubSub {
     }
 }
 
-impl SchemaSource for PubSub {
-    async fn schema_json(&self, schema_id: &str) -> Result<String, SourceError> {
+impl PubSub {
+    /// `GetSchema`: the Avro schema JSON of `schema_id`. A failure is [`PubSubError::Rpc`];
+    /// [`PubSubError::is_not_found`] tells an id the org does not know.
+    pub async fn get_schema(&self, schema_id: &str) -> Result<String, PubSubError> {
         let request = SchemaRequest {
             schema_id: schema_id.to_owned(),
         };
         match self.inner.clone().get_schema(request).await {
             Ok(response) => Ok(response.into_inner().schema_json),
-            Err(status) => {
-                let definitive = matches!(
-                    status.code(),
-                    tonic::Code::NotFound | tonic::Code::InvalidArgument
-                );
-                let error = PubSubError::Rpc {
-                    rpc: "GetSchema",
-                    topic: schema_id.to_owned(),
-                    status,
-                };
-                if definitive {
-                    Err(SourceError::NotFound {
-                        schema_id: schema_id.to_owned(),
-                        message: error.to_string(),
-                    })
-                } else {
-                    Err(SourceError::Unavailable(Box::new(error)))
-                }
-            }
+            Err(status) => Err(PubSubError::Rpc {
+                rpc: "GetSchema",
+                topic: schema_id.to_owned(),
+                status,
+            }),
         }
     }
 }

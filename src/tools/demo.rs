@@ -56,7 +56,7 @@ pub enum DemoError {
     #[error("the demo config was rejected: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Pipeline(#[from] crate::source::pipeline::PipelineError),
+    Pipeline(#[from] crate::source::PipelineError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
     #[error("{0}")]
@@ -119,7 +119,7 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
     let stats = Arc::new(PipelineStats::default());
     let sink_stats = Arc::new(SinkStats::default());
     let pipeline_cancel = cancel.child_token();
-    let pipeline = tokio::spawn(crate::source::pipeline::run(
+    let pipeline = tokio::spawn(crate::source::run(
         config.clone(),
         stats.clone(),
         pipeline_cancel.clone(),

@@ -13,7 +13,7 @@ use forcebridge::config::Config;
 use forcebridge::ops::telemetry::PipelineStats;
 use forcebridge::sim::SimOrg;
 use forcebridge::source::checkpoint::CheckpointStore;
-use forcebridge::source::pipeline::{self, PipelineError};
+use forcebridge::source::{self, PipelineError};
 
 use super::kafka::{ConsumedRecord, MockKafka};
 
@@ -82,7 +82,7 @@ pub fn start(config: Config) -> Running {
     }
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
-    let handle = tokio::spawn(pipeline::run(config, stats.clone(), cancel.clone()));
+    let handle = tokio::spawn(source::run(config, stats.clone(), cancel.clone()));
     Running {
         cancel,
         stats,

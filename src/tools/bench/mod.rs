@@ -160,7 +160,7 @@ pub enum BenchError {
     #[error("the bench config was rejected: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Pipeline(#[from] crate::source::pipeline::PipelineError),
+    Pipeline(#[from] crate::source::PipelineError),
     #[error("{0}")]
     Failed(String),
 }
@@ -573,7 +573,7 @@ async fn source(args: SourceBenchArgs, cancel: CancellationToken) -> Result<(), 
     };
 
     let mut marks = Marks::now();
-    let pipeline = tokio::spawn(crate::source::pipeline::run(
+    let pipeline = tokio::spawn(crate::source::run(
         config.clone(),
         stats.clone(),
         pipeline_cancel.clone(),

@@ -1,0 +1,219 @@
+//! Dead letters of the source: events that cannot become records, kept with the reason.
+//!
+//! Contract: an event that cannot be decoded (stage `schema`, `decode`, `bitmap`), routed
+//! (`route`), re-read (`gap`) or whose record Kafka would refuse as too large (`size`, checked
+//! before any of its records is sent) is written to the dead-letter topic: key = the replay id
+//! hex, value = the raw Avro payload, headers naming the stage, the reason (cut to 8 KiB), the
+//! channel, the replay id, the schema id and the event id. Raw bytes that alone exceed Kafka's
+//! limit are cut to fit and marked `forcebridge.error.truncated_from`. The dead letter is
+//! registered under the event's own handle, so the checkpoint moves past the event only once
+//! Kafka has it. [`write_gap_marker`] records a replay gap (stage `replay`) the same way.
+
+use std::sync::atomic::Ordering;
+
+use super::setup::Shared;
+use crate::config::{Config, ReplayRejectedPolicy};
+use crate::kafka::{EventHandle, KafkaError, OutgoingRecord, Producer};
+use crate::ops::telemetry::ChannelStats;
+use crate::source::cdc::{self, RawEvent};
+use tracing::warn;
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// Kafka's record size limit: `message.max.bytes` from `kafka.properties`, else librdkafka's
+/// default.
+fn max_record_bytes(config: &Config) -> usize {
+    config
+        .kafka
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
+
+/// The size librdkafka counts against `message.max.bytes`: key, value and headers (with a
+/// generous allowance for the header framing).
+fn record_size<'h>(
+    key: &[u8],
+    value: Option<&[u8]>,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+) -> usize {
+    key.len()
+        + value.map_or(0, <[u8]>::len)
+        + headers
+            .into_iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>()
+}
+
+/// The longest `forcebridge.error.reason` header of a dead letter.
+const MAX_REASON_BYTES: usize = 8 * 1024;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// Why an event goes to the dead-letter topic.
+pub(super) struct DeadLetter {
+    pub(super) stage: &'static str,
+    pub(super) reason: String,
+}
+
+/// Writes a channel's dead letters (see the module docs).
+pub(super) struct DeadLetters<'a> {
+    producer: &'a Producer,
+    topic: &'a str,
+    /// Kafka's record size limit: larger records dead-letter their event.
+    max_record_bytes: usize,
+    stats: &'a ChannelStats,
+}
+
+impl<'a> DeadLetters<'a> {
+    pub(super) fn new(shared: &'a Shared, producer: &'a Producer, stats: &'a ChannelStats) -> Self {
+        DeadLetters {
+            producer,
+            topic: &shared.config.kafka.dead_letter_topic,
+            max_record_bytes: max_record_bytes(&shared.config),
+            stats,
+        }
+    }
+
+    /// Refuses an event with a record Kafka would refuse as too large, before any of its
+    /// records is sent.
+    pub(super) fn check_sizes(&self, records: &[cdc::OutRecord]) -> Result<(), DeadLetter> {
+        for record in records {
+            let headers = record.headers.iter().map(|(k, v)| (*k, v.as_bytes()));
+            let size = record_size(record.key.as_bytes(), record.value.as_deref(), headers);
+            if size > self.max_record_bytes {
+                return Err(DeadLetter {
+                    stage: "size",
+                    reason: format!(
+                        "the Kafka record of {} {} would be {size} bytes, over the limit of {} (kafka.properties.message.max.bytes)",
+                        record.object, record.key, self.max_record_bytes
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the raw event to the dead-letter topic with the reason in headers.
+    pub(super) async fn write(
+        &self,
+        raw: &RawEvent<'_>,
+        dead: &DeadLetter,
+        handle: &EventHandle,
+    ) -> Result<(), KafkaError> {
+        let replay_hex = hex::encode(raw.replay_id);
+        warn!(
+            stage = dead.stage,
+            reason = %dead.reason,
+            replay_id = %replay_hex,
+            schema_id = raw.schema_id,
+            "event sent to the dead-letter topic"
+        );
+        self.stats
+            .events_dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
+        let original_len = raw.payload.len().to_string();
+        // A reason (e.g. a long REST error body) never makes the dead letter itself too large.
+        let reason = truncate_utf8(&dead.reason, MAX_REASON_BYTES);
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("forcebridge.error.stage", dead.stage.as_bytes()),
+            ("forcebridge.error.reason", reason.as_bytes()),
+            ("forcebridge.channel", raw.channel.as_bytes()),
+            ("forcebridge.replay_id", replay_hex.as_bytes()),
+            ("forcebridge.schema_id", raw.schema_id.as_bytes()),
+            ("forcebridge.event_id", raw.event_id.as_bytes()),
+        ];
+        // The raw bytes, unless they alone exceed Kafka's limit: then their head, marked.
+        let framing = record_size(replay_hex.as_bytes(), None, headers.iter().copied()) + 64;
+        let room = self.max_record_bytes.saturating_sub(framing);
+        let value = if raw.payload.len() > room {
+            headers.push(("forcebridge.error.truncated_from", original_len.as_bytes()));
+            &raw.payload[..room]
+        } else {
+            raw.payload
+        };
+        let outgoing = OutgoingRecord {
+            topic: self.topic,
+            key: Some(replay_hex.as_bytes()),
+            value: Some(value),
+            headers: &headers,
+        };
+        self.producer.send(outgoing, handle.token()).await
+    }
+}
+
+/// Writes a gap marker to the dead-letter topic and waits until Kafka has it: a record saying
+/// which replay id the org rejected and where the channel resumed, so a consumer knows events may
+/// be missing.
+pub(super) async fn write_gap_marker(
+    shared: &Shared,
+    producer: &Producer,
+    channel: &str,
+    rejected: &[u8],
+    resumed_from: ReplayRejectedPolicy,
+    reason: &str,
+) -> Result<(), String> {
+    let rejected_hex = hex::encode(rejected);
+    let resumed = match resumed_from {
+        ReplayRejectedPolicy::Latest => "latest",
+        _ => "earliest",
+    };
+    let value = serde_json::json!({
+        "gap": true,
+        "channel": channel,
+        "rejected_replay_id": rejected_hex,
+        "resumed_from": resumed,
+        "reason": reason,
+    })
+    .to_string();
+    let headers: [(&str, &[u8]); 4] = [
+        ("forcebridge.error.stage", b"replay"),
+        ("forcebridge.error.reason", reason.as_bytes()),
+        ("forcebridge.channel", channel.as_bytes()),
+        ("forcebridge.replay_id", rejected_hex.as_bytes()),
+    ];
+    let record = OutgoingRecord {
+        topic: &shared.config.kafka.dead_letter_topic,
+        key: Some(channel.as_bytes()),
+        value: Some(value.as_bytes()),
+        headers: &headers,
+    };
+    // The marker is durable before any event after the gap is processed.
+    producer.deliver([record]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_utf8("short", 10), "short");
+        assert_eq!(truncate_utf8("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut inside it backs off to before it.
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert!(truncate_utf8(&"x".repeat(20_000), MAX_REASON_BYTES).len() == MAX_REASON_BYTES);
+    }
+
+    #[test]
+    fn record_size_counts_key_value_and_headers() {
+        let headers: [(&str, &[u8]); 2] = [("a", b"12"), ("bc", b"")];
+        assert_eq!(
+            record_size(b"key", Some(b"value"), headers.iter().copied()),
+            3 + 5 + (1 + 2 + 10) + (2 + 10)
+        );
+        assert_eq!(record_size(b"", None, std::iter::empty()), 0);
+    }
+}

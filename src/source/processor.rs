@@ -1,0 +1,419 @@
+//! The processor of a channel: events in replay order → decoded, routed records → Kafka.
+//!
+//! Contract: each event is decoded with the schema its own `schema_id` names (fetched once per id
+//! through `GetSchema`), fanned out to one Kafka record per record Id, and registered in the
+//! channel's [`AckWindow`] under its replay id. An event that cannot become records goes to the
+//! dead-letter topic ([`super::dead_letters`]); gap and overflow events are re-read over REST
+//! ([`crate::source::gap`]); echoes of forcebridge's own writes (see [`crate::source::echo`]) are
+//! dropped (they still move the checkpoint), marked with the `forcebridge.echo` header, or passed,
+//! per `source.echo.mode`. In exactly-once mode it commits the channel's transaction every
+//! `checkpoint_interval` and once more at the end. A record Kafka did not acknowledge ends the
+//! attempt (`DeliveryFailed`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::dead_letters::{DeadLetter, DeadLetters, write_gap_marker};
+use super::error::AttemptError;
+use super::reader::Item;
+use super::routes::Routes;
+use super::setup::Shared;
+use super::transactions::{Transaction, commit_due};
+use crate::config::{ChannelConfig, EchoMode};
+use crate::kafka::{AckWindow, EventHandle, KafkaError, OutgoingRecord, Producer};
+use crate::ops::telemetry::ChannelStats;
+use crate::retry::{Backoff, sleep_or_cancel};
+use crate::salesforce::proto::ConsumerEvent;
+use crate::salesforce::pubsub::PubSub;
+use crate::source::cdc::schema::{EventSchema, SchemaSource, SourceError};
+use crate::source::cdc::{self, EnvelopeOptions, RawEvent};
+use crate::source::echo::EchoRule;
+
+/// Decodes and produces events in order.
+pub(super) async fn process(
+    shared: &Shared,
+    channel: &ChannelConfig,
+    producer: &Producer,
+    stats: &ChannelStats,
+    window: &AckWindow,
+    mut rx: mpsc::Receiver<Item>,
+    cancel: &CancellationToken,
+) -> Result<(), AttemptError> {
+    let mut transaction = producer.transactional_id().is_some().then(|| Transaction {
+        shared,
+        channel: &channel.name,
+        producer,
+        stats,
+        window,
+        committed: shared.checkpoints.get(&channel.name).map(|c| c.replay_id),
+        ticker: {
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::now() + shared.source().checkpoint_interval,
+                shared.source().checkpoint_interval,
+            );
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        },
+    });
+    let result = process_items(
+        shared,
+        channel,
+        producer,
+        stats,
+        window,
+        &mut rx,
+        &mut transaction,
+        cancel,
+    )
+    .await;
+    match (result, transaction) {
+        // The last transaction commits what was processed before the stop.
+        (Ok(()), Some(mut transaction)) => transaction.commit(false).await,
+        (result, _) => result,
+    }
+}
+
+/// The processor's loop: items in order, and (exactly-once) a commit every interval.
+#[allow(clippy::too_many_arguments)]
+async fn process_items(
+    shared: &Shared,
+    channel: &ChannelConfig,
+    producer: &Producer,
+    stats: &ChannelStats,
+    window: &AckWindow,
+    rx: &mut mpsc::Receiver<Item>,
+    transaction: &mut Option<Transaction<'_>>,
+    cancel: &CancellationToken,
+) -> Result<(), AttemptError> {
+    let mut processor = Processor {
+        shared,
+        channel,
+        producer,
+        stats,
+        window,
+        options: EnvelopeOptions {
+            tombstones: shared.source().tombstones,
+        },
+        routes: Routes::new(shared, channel, stats),
+        dead_letters: DeadLetters::new(shared, producer, stats),
+        echo: echo_rule(shared),
+        scratch: cdc::Scratch::default(),
+        last_schema: None,
+    };
+    loop {
+        if let Some(reason) = window.failure() {
+            return Err(AttemptError::DeliveryFailed(reason));
+        }
+        let item = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            _ = commit_due(transaction) => {
+                if let Some(transaction) = transaction {
+                    transaction.commit(true).await?;
+                }
+                continue;
+            }
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return Ok(()),
+            },
+        };
+        match item {
+            Item::Gap {
+                rejected,
+                resumed_from,
+                reason,
+            } => {
+                write_gap_marker(
+                    shared,
+                    producer,
+                    &channel.name,
+                    &rejected,
+                    resumed_from,
+                    &reason,
+                )
+                .await
+                .map_err(AttemptError::DeliveryFailed)?;
+            }
+            Item::Keepalive(latest_replay_id) => {
+                if !latest_replay_id.is_empty() {
+                    window.begin(latest_replay_id).seal();
+                }
+            }
+            Item::Event { event, replay_id } => {
+                match processor.handle(&event, replay_id, cancel).await {
+                    Ok(()) => {}
+                    Err(HandleError::Cancelled) => return Ok(()),
+                    Err(HandleError::Kafka(err)) => {
+                        return Err(AttemptError::DeliveryFailed(err.to_string()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum HandleError {
+    Cancelled,
+    Kafka(KafkaError),
+}
+
+/// One channel's processing state, owned by its processor task.
+struct Processor<'a> {
+    shared: &'a Shared,
+    channel: &'a ChannelConfig,
+    /// The channel's producer (transactional in exactly-once mode).
+    producer: &'a Producer,
+    stats: &'a ChannelStats,
+    window: &'a AckWindow,
+    options: EnvelopeOptions,
+    /// Where each object's records go.
+    routes: Routes<'a>,
+    dead_letters: DeadLetters<'a>,
+    /// `None` when `source.echo.mode` is `pass`.
+    echo: Option<(EchoRule, EchoMode)>,
+    /// The decoder's reusable buffers.
+    scratch: cdc::Scratch,
+    /// The schema of the previous event.
+    last_schema: Option<Arc<EventSchema>>,
+}
+
+/// The echo rule of the source: our client tag, plus the configured users and (with
+/// `own_user`) the logged-in user.
+fn echo_rule(shared: &Shared) -> Option<(EchoRule, EchoMode)> {
+    let echo = &shared.source().echo;
+    if echo.mode == EchoMode::Pass {
+        return None;
+    }
+    let mut users = echo.commit_users.clone();
+    if echo.own_user {
+        match shared.session.current().user_id.clone() {
+            Some(user) => users.push(user),
+            None => warn!("source.echo.own_user is set but the session has no user id"),
+        }
+    }
+    Some((EchoRule::new(shared.config.client_tag(), users), echo.mode))
+}
+
+impl Processor<'_> {
+    /// Decodes one event and produces its records (or dead-letters it), registered in the window
+    /// under `replay_id`.
+    async fn handle(
+        &mut self,
+        consumer_event: &ConsumerEvent,
+        replay_id: Bytes,
+        cancel: &CancellationToken,
+    ) -> Result<(), HandleError> {
+        let empty = crate::salesforce::proto::ProducerEvent::default();
+        let event = consumer_event.event.as_ref().unwrap_or(&empty);
+        let raw = RawEvent {
+            channel: &self.channel.name,
+            replay_id: &consumer_event.replay_id,
+            event_id: &event.id,
+            schema_id: &event.schema_id,
+            payload: &event.payload,
+        };
+        let handle = self.window.begin(replay_id);
+        let records = match self.decode(&raw, cancel).await {
+            Err(None) => return Err(HandleError::Cancelled),
+            Err(Some(dead)) => Err(dead),
+            Ok(records) => self.dead_letters.check_sizes(&records).map(|()| records),
+        };
+        let records = match records {
+            Ok(records) => self
+                .routes
+                .resolve(&records)
+                .await
+                .map_err(HandleError::Kafka)?
+                .map(|()| records),
+            Err(dead) => Err(dead),
+        };
+        match records {
+            Ok(records) if crate::source::gap::is_gap(&records) => {
+                self.handle_gap(&records, &raw, &handle, cancel).await?;
+            }
+            Ok(records) => {
+                for record in &records {
+                    let route = self.routes.get(&record.object);
+                    let headers: Vec<(&str, &[u8])> = record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (*k, v.as_bytes()))
+                        .collect();
+                    let outgoing = OutgoingRecord {
+                        topic: &route.topic,
+                        key: Some(record.key.as_bytes()),
+                        value: record.value.as_deref(),
+                        headers: &headers,
+                    };
+                    self.producer
+                        .send(outgoing, handle.token())
+                        .await
+                        .map_err(HandleError::Kafka)?;
+                    route.produced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(dead) => self
+                .dead_letters
+                .write(&raw, &dead, &handle)
+                .await
+                .map_err(HandleError::Kafka)?,
+        }
+        handle.seal();
+        Ok(())
+    }
+
+    /// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema.
+    async fn decode(
+        &mut self,
+        raw: &RawEvent<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
+        // Events of a channel nearly always share one schema: skip the cache's lock and lookup.
+        if let Some(schema) = self.last_schema.take().filter(|s| s.id == raw.schema_id) {
+            let records = self.encode(&schema, raw);
+            self.last_schema = Some(schema);
+            return records;
+        }
+        let source = CountingSource {
+            pubsub: &self.shared.pubsub,
+            fetched: &self.shared.stats.schemas_fetched,
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let schema = loop {
+            match self.shared.schemas.get(raw.schema_id, &source).await {
+                Ok(schema) => break schema,
+                Err(err) if err.is_retryable() => {
+                    let delay = backoff.next_delay();
+                    warn!(error = %err, ?delay, "schema fetch failed; retrying");
+                    if !sleep_or_cancel(delay, cancel).await {
+                        return Err(None);
+                    }
+                }
+                Err(err) => {
+                    return Err(Some(DeadLetter {
+                        stage: "schema",
+                        reason: err.to_string(),
+                    }));
+                }
+            }
+        };
+        let records = self.encode(&schema, raw);
+        self.last_schema = Some(schema);
+        records
+    }
+
+    /// Decodes one event with its schema into Kafka records, minus echoes (per `source.echo`).
+    fn encode(
+        &mut self,
+        schema: &EventSchema,
+        raw: &RawEvent<'_>,
+    ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
+        let encoded =
+            cdc::encode(schema, raw, &self.options, &mut self.scratch).map_err(|err| {
+                Some(DeadLetter {
+                    stage: err.stage(),
+                    reason: err.to_string(),
+                })
+            })?;
+        let mut records = encoded.records;
+        let echo = match (&self.echo, &encoded.commit) {
+            (Some((rule, mode)), Some(commit)) => rule.check(commit).map(|r| (r, *mode)),
+            _ => None,
+        };
+        match echo {
+            None => {}
+            Some((_, EchoMode::Drop)) => {
+                self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                records.clear();
+            }
+            Some((reason, _)) => {
+                self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                for record in &mut records {
+                    record
+                        .headers
+                        .push((cdc::HEADER_ECHO, reason.as_str().to_owned()));
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// A gap or overflow event: re-read its records over REST ([`crate::source::gap`]) under the event's
+    /// own handle; what cannot be re-read goes to the dead-letter topic (stage `gap`).
+    async fn handle_gap(
+        &self,
+        records: &[cdc::OutRecord],
+        raw: &RawEvent<'_>,
+        handle: &EventHandle,
+        cancel: &CancellationToken,
+    ) -> Result<(), HandleError> {
+        let source = CountingSource {
+            pubsub: &self.shared.pubsub,
+            fetched: &self.shared.stats.schemas_fetched,
+        };
+        let failed = |stage, reason: String| DeadLetter { stage, reason };
+        // Cached: decoding the event just fetched it.
+        let schema = match self.shared.schemas.get(raw.schema_id, &source).await {
+            Ok(schema) => schema,
+            Err(err) => {
+                return self
+                    .dead_letters
+                    .write(raw, &failed("schema", err.to_string()), handle)
+                    .await
+                    .map_err(HandleError::Kafka);
+            }
+        };
+        let route = self.routes.get(&records[0].object);
+        let target = crate::source::gap::Target {
+            producer: self.producer,
+            topic: &route.topic,
+            handle,
+            produced: &route.produced,
+            stats: self.stats,
+            tombstones: self.options.tombstones,
+        };
+        match self
+            .shared
+            .gaps
+            .handle(records, &schema, &target, cancel)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(crate::source::gap::GapError::Cancelled) => Err(HandleError::Cancelled),
+            Err(crate::source::gap::GapError::Kafka(err)) => Err(HandleError::Kafka(err)),
+            Err(err) => self
+                .dead_letters
+                .write(raw, &failed("gap", err.to_string()), handle)
+                .await
+                .map_err(HandleError::Kafka),
+        }
+    }
+}
+
+/// GetSchema through the Pub/Sub client, counted: the one place a schema fetch happens.
+struct CountingSource<'a> {
+    pubsub: &'a PubSub,
+    fetched: &'a AtomicU64,
+}
+
+impl SchemaSource for CountingSource<'_> {
+    async fn schema_json(&self, schema_id: &str) -> Result<String, SourceError> {
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        match self.pubsub.get_schema(schema_id).await {
+            Ok(json) => Ok(json),
+            // An id the org does not know, or a blank one, is permanent for that id.
+            Err(err) if err.is_not_found() => Err(SourceError::NotFound {
+                schema_id: schema_id.to_owned(),
+                message: err.to_string(),
+            }),
+            Err(err) => Err(SourceError::Unavailable(Box::new(err))),
+        }
+    }
+}
