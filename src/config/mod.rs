@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-/// The reserve of the daily API allowance (`sink.api_reserve`): the REST client's own type.
-pub use crate::salesforce::rest::Reserve as ApiReserve;
 use serde::Deserialize;
 
 /// Errors while loading or validating the configuration.
@@ -395,6 +393,33 @@ pub struct SinkObjectConfig {
     /// Message fields never written (after mapping: Salesforce names).
     #[serde(default)]
     pub ignore_fields: Vec<String>,
+}
+
+/// How much of the daily allowance the sink leaves to other integrations (`sink.api_reserve`;
+/// the REST client's `LimitGuard` keeps it, as `salesforce::rest::Reserve`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ApiReserve {
+    /// A number of API calls.
+    Calls(u64),
+    /// A percentage (0–100) of the org's maximum, rounded up; out-of-range values are clamped.
+    Percent(f64),
+}
+
+impl ApiReserve {
+    /// The reserve in calls for an allowance of `max`.
+    pub fn calls(&self, max: u64) -> u64 {
+        match *self {
+            ApiReserve::Calls(calls) => calls,
+            ApiReserve::Percent(percent) => {
+                let percent = if percent.is_nan() {
+                    0.0
+                } else {
+                    percent.clamp(0.0, 100.0)
+                };
+                (max as f64 * percent / 100.0).ceil() as u64
+            }
+        }
+    }
 }
 
 impl Default for ApiReserve {

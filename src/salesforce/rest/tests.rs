@@ -18,6 +18,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::errors::errors_from_bytes;
+use super::query::percent_encode;
 use super::*;
 use crate::config::{AuthConfig, SalesforceConfig};
 use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
