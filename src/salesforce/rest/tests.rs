@@ -1038,16 +1038,6 @@ fn limit_info_header_is_parsed_robustly() {
 }
 
 #[test]
-fn reserve_in_calls() {
-    assert_eq!(Reserve::Calls(50).calls(15000), 50);
-    assert_eq!(Reserve::Percent(10.0).calls(15000), 1500);
-    assert_eq!(Reserve::Percent(0.01).calls(15000), 2); // rounded up
-    assert_eq!(Reserve::Percent(150.0).calls(100), 100);
-    assert_eq!(Reserve::Percent(-1.0).calls(100), 0);
-    assert_eq!(Reserve::Percent(f64::NAN).calls(100), 0);
-}
-
-#[test]
 fn guard_waits_at_the_reserve_and_only_limits_lift_exhaustion() {
     let guard = LimitGuard::new(Reserve::Calls(10), Duration::from_secs(1));
     assert!(!guard.must_wait(), "unknown allowance: go");
