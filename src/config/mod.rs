@@ -37,10 +37,12 @@ pub use ops::OpsConfig;
 pub(crate) use salesforce::SalesforceChecks;
 use salesforce::is_tag_char;
 pub use salesforce::{AuthConfig, SalesforceConfig};
-pub use sink::{ApiReserve, MAX_SINK_BATCH_RECORDS, SinkConfig, SinkObjectConfig, is_api_name};
+pub(crate) use sink::is_api_name;
+pub use sink::{ApiReserve, SinkConfig, SinkObjectConfig};
+pub(crate) use source::MAX_TRANSACTION_INTERVAL;
 pub use source::{
-    ChannelConfig, DeliveryMode, EchoConfig, EchoMode, InitialReplay, MAX_TRANSACTION_INTERVAL,
-    ReplayRejectedPolicy, SourceConfig, validate_channel_name,
+    ChannelConfig, DeliveryMode, EchoConfig, EchoMode, InitialReplay, ReplayRejectedPolicy,
+    SourceConfig,
 };
 
 /// The whole configuration file.
@@ -131,17 +133,17 @@ impl Config {
 
     /// The Kafka `transactional.id` of a source channel in exactly-once mode: unique per
     /// connector and channel, stable across restarts, so a new owner fences the old one.
-    pub fn transactional_id(&self, channel: &str) -> String {
+    pub(crate) fn transactional_id(&self, channel: &str) -> String {
         format!("{}/{}", self.name, channel.trim_start_matches('/'))
     }
 
     /// The `Sforce-Call-Options` client tag: `salesforce.client_tag`, else `name`.
-    pub fn client_tag(&self) -> &str {
+    pub(crate) fn client_tag(&self) -> &str {
         self.salesforce.client_tag.as_deref().unwrap_or(&self.name)
     }
 
     /// The sink's consumer group: `sink.group_id`, else `<name>-sink`.
-    pub fn sink_group_id(&self) -> String {
+    pub(crate) fn sink_group_id(&self) -> String {
         self.sink
             .as_ref()
             .and_then(|s| s.group_id.clone())
@@ -149,7 +151,7 @@ impl Config {
     }
 
     /// The sink's dead-letter topic: `sink.dead_letter_topic`, else `kafka.dead_letter_topic`.
-    pub fn sink_dead_letter_topic(&self) -> &str {
+    pub(crate) fn sink_dead_letter_topic(&self) -> &str {
         self.sink
             .as_ref()
             .and_then(|s| s.dead_letter_topic.as_deref())

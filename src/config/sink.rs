@@ -70,7 +70,7 @@ pub struct SinkConfig {
 
 /// Largest `sink.batch_records`: one Composite call of five sObject Collections retrieves of
 /// 2,000 Ids reads a whole batch.
-pub const MAX_SINK_BATCH_RECORDS: usize = 10_000;
+const MAX_SINK_BATCH_RECORDS: usize = 10_000;
 
 const fn default_sink_batch_records() -> usize {
     MAX_SINK_BATCH_RECORDS
@@ -131,7 +131,7 @@ pub enum ApiReserve {
 
 impl ApiReserve {
     /// The reserve in calls for an allowance of `max`.
-    pub fn calls(&self, max: u64) -> u64 {
+    pub(crate) fn calls(&self, max: u64) -> u64 {
         match *self {
             ApiReserve::Calls(calls) => calls,
             ApiReserve::Percent(percent) => {
@@ -260,7 +260,7 @@ impl SinkConfig {
 }
 
 /// Letters, digits and `_`, starting with a letter (Salesforce API names).
-pub fn is_api_name(name: &str) -> bool {
+pub(crate) fn is_api_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -146,7 +146,7 @@ pub enum InitialReplay {
 
 /// The longest checkpoint interval in exactly-once mode: the producer's transaction timeout is
 /// twice this, within the broker's default `transaction.max.timeout.ms` (15 min).
-pub const MAX_TRANSACTION_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const MAX_TRANSACTION_INTERVAL: Duration = Duration::from_secs(60);
 
 impl SourceConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -205,7 +205,7 @@ impl SourceConfig {
 }
 
 /// Checks a Pub/Sub channel name: `/data/...` or `/event/...` followed by an API name.
-pub fn validate_channel_name(name: &str) -> Result<(), String> {
+fn validate_channel_name(name: &str) -> Result<(), String> {
     let rest = name
         .strip_prefix("/data/")
         .or_else(|| name.strip_prefix("/event/"))

@@ -46,10 +46,10 @@ pub enum KeyError {
 }
 
 /// The `grant_type` of the JWT bearer flow.
-pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub(crate) const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// The longest assertion lifetime Salesforce accepts (`exp` at most 3 minutes ahead).
-pub const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(180);
+pub(crate) const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(180);
 
 /// The `aud` claim of a JWT bearer assertion: `audience` when configured; otherwise
 /// `https://test.salesforce.com` for a sandbox login URL (`test.salesforce.com` or a
@@ -75,7 +75,7 @@ pub fn jwt_audience(login_url: &str, audience: Option<&str>) -> String {
 
 /// The claims of a JWT bearer assertion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JwtClaims {
+pub(crate) struct JwtClaims {
     /// The connected app's consumer key.
     pub iss: String,
     /// The username to act as.
@@ -88,7 +88,7 @@ pub struct JwtClaims {
 }
 
 /// Signs JWT bearer assertions with RS256. `Debug` shows no key material.
-pub struct JwtSigner {
+pub(crate) struct JwtSigner {
     key: RsaKeyPair,
 }
 
@@ -157,7 +157,9 @@ impl JwtSigner {
 
 /// Loads the JWT signing key of `auth`, naming the config key it came from on failure; `None`
 /// for the other flows.
-pub fn load_jwt_signer(auth: &AuthConfig) -> Option<Result<JwtSigner, (&'static str, KeyError)>> {
+pub(crate) fn load_jwt_signer(
+    auth: &AuthConfig,
+) -> Option<Result<JwtSigner, (&'static str, KeyError)>> {
     let AuthConfig::JwtBearer {
         private_key_file,
         private_key,

@@ -31,10 +31,10 @@ use serde::Deserialize;
 use crate::config::{AuthConfig, SalesforceConfig};
 use crate::salesforce::tls::ClientTls;
 
-pub use jwt::{
-    JWT_BEARER_GRANT, JwtClaims, JwtSigner, KeyError, MAX_ASSERTION_LIFETIME, jwt_audience,
-    load_jwt_signer,
+pub(crate) use jwt::{
+    JWT_BEARER_GRANT, JwtClaims, JwtSigner, MAX_ASSERTION_LIFETIME, load_jwt_signer,
 };
+pub use jwt::{KeyError, jwt_audience};
 
 /// Login failures.
 #[derive(Debug, thiserror::Error)]
@@ -192,27 +192,6 @@ impl Authenticator {
     pub fn with_clock(mut self, clock: fn() -> SystemTime) -> Self {
         self.clock = clock;
         self
-    }
-
-    /// A signed assertion for the JWT bearer flow, expiring `assertion_lifetime` after the
-    /// authenticator's clock. `None` for the other flows.
-    pub fn jwt_assertion(&self) -> Option<Result<String, AuthError>> {
-        let AuthConfig::JwtBearer {
-            client_id,
-            username,
-            audience,
-            assertion_lifetime,
-            ..
-        } = &self.auth
-        else {
-            return None;
-        };
-        Some(self.sign_assertion(
-            client_id,
-            username,
-            audience.as_deref(),
-            *assertion_lifetime,
-        ))
     }
 
     fn sign_assertion(

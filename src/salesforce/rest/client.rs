@@ -25,7 +25,7 @@ use crate::retry::{Backoff, HttpDirective, classify_http, sleep_or_cancel};
 use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
 
 /// Salesforce's call options header (`client=<tag>`).
-pub const CALL_OPTIONS_HEADER: &str = "Sforce-Call-Options";
+pub(crate) const CALL_OPTIONS_HEADER: &str = "Sforce-Call-Options";
 
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(200);
 const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -124,7 +124,7 @@ impl RestClient {
 
     /// Counts into `stats` (e.g. the sink's, for `/metrics`) instead of the client's own
     /// counters. Call it on a new client, before it is cloned.
-    pub fn with_stats(mut self, stats: Arc<ApiStats>) -> Self {
+    pub(crate) fn with_stats(mut self, stats: Arc<ApiStats>) -> Self {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.stats = stats,
             None => warn!("RestClient::with_stats on a shared client: the counters stay its own"),
@@ -148,7 +148,8 @@ impl RestClient {
 
     /// API calls this client (and its clones) made that Salesforce answered, whatever the status:
     /// Composite calls, query pages, `/limits` polls.
-    pub fn calls(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn calls(&self) -> u64 {
         self.inner.stats.calls.load(Ordering::Relaxed)
     }
 
@@ -158,7 +159,7 @@ impl RestClient {
     }
 
     /// The limit guard.
-    pub fn guard(&self) -> &LimitGuard {
+    pub(crate) fn guard(&self) -> &LimitGuard {
         &self.inner.guard
     }
 

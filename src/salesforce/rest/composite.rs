@@ -21,23 +21,23 @@ use super::errors::{ApiError, RestError, errors_from_value, truncate};
 use super::query::{QueryPage, percent_encode, query_page, strip_attributes};
 
 /// Subrequests per Composite call.
-pub const MAX_SUBREQUESTS: usize = 25;
+pub(crate) const MAX_SUBREQUESTS: usize = 25;
 /// sObject Collections and query subrequests per Composite call.
-pub const MAX_COLLECTIONS_AND_QUERIES: usize = 5;
+pub(crate) const MAX_COLLECTIONS_AND_QUERIES: usize = 5;
 /// Records (or ids) per sObject Collections subrequest.
-pub const MAX_COLLECTION_RECORDS: usize = 200;
+pub(crate) const MAX_COLLECTION_RECORDS: usize = 200;
 /// Ids per sObject Collections retrieve with a request body (`POST
 /// /composite/sobjects/{SObject}`): "The request retrieves up to 2,000 records of the same object
 /// type" (<https://developer.salesforce.com/docs/platform/api-rest/guide/resources-composite-sobjects-collections-retrieve-post.html>).
 /// The GET form takes about 800 ids before the URL is too long (HTTP 414), so only POST is used.
-pub const MAX_RETRIEVE_IDS: usize = 2_000;
+pub(crate) const MAX_RETRIEVE_IDS: usize = 2_000;
 
 /// Durations of [`RestClient::composite`] requests as the client saw them (from sending the
 /// `/composite` request to having read its answer, retries and waits on the limit guard
 /// included; query pages fetched after it are not), in microseconds. Collected only after
 /// [`install_call_probe`].
 #[derive(Debug, Default)]
-pub struct CallProbe {
+pub(crate) struct CallProbe {
     samples_us: Mutex<Vec<u64>>,
 }
 
@@ -63,7 +63,7 @@ static CALL_PROBE: std::sync::OnceLock<Arc<CallProbe>> = std::sync::OnceLock::ne
 
 /// Turns on the [`CallProbe`] for every [`RestClient`] of this process; returns it. Meant for
 /// `forcebridge bench` only.
-pub fn install_call_probe() -> Arc<CallProbe> {
+pub(crate) fn install_call_probe() -> Arc<CallProbe> {
     CALL_PROBE.get_or_init(Default::default).clone()
 }
 
@@ -121,7 +121,7 @@ impl SubRequest {
 
 /// The answer to one subrequest.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SubResponse {
+pub(crate) enum SubResponse {
     /// Every record of the query (all pages), `attributes` removed at every level.
     Query { records: Vec<Map<String, Value>> },
     /// One entry per id of a [`SubRequest::Retrieve`], in id order: the record (`attributes`
@@ -141,7 +141,7 @@ pub enum SubResponse {
 
 /// The outcome of one record of an sObject Collections subrequest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaveResult {
+pub(crate) struct SaveResult {
     /// The record id (null for a failed create).
     pub id: Option<String>,
     pub success: bool,
@@ -152,7 +152,7 @@ pub struct SaveResult {
 
 /// Checks a Composite call against Salesforce's limits and the shapes each kind needs, without
 /// sending anything.
-pub fn validate(subrequests: &[SubRequest]) -> Result<(), RestError> {
+pub(crate) fn validate(subrequests: &[SubRequest]) -> Result<(), RestError> {
     let invalid = |message: String| Err(RestError::Invalid(message));
     if subrequests.len() > MAX_SUBREQUESTS {
         return invalid(format!(
@@ -345,7 +345,7 @@ impl RestClient {
     /// without a call. Query pages are fetched after the call; a cancel while fetching them ends
     /// with [`RestError::Cancelled`] although the call's writes were made (at-least-once callers
     /// send them again).
-    pub async fn composite(
+    pub(crate) async fn composite(
         &self,
         subrequests: &[SubRequest],
         cancel: &CancellationToken,

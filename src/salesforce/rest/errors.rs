@@ -16,7 +16,7 @@ use crate::salesforce::auth::AuthError;
 /// The code of an [`ApiError`] that forcebridge made up because Salesforce's answer for a
 /// subrequest (or a failed call) could not be read as documented. The outcome of the writes it
 /// covers is unknown.
-pub const UNREADABLE_RESPONSE: &str = "FORCEBRIDGE_UNREADABLE_RESPONSE";
+pub(crate) const UNREADABLE_RESPONSE: &str = "FORCEBRIDGE_UNREADABLE_RESPONSE";
 
 /// One Salesforce error.
 #[derive(Debug, Clone, PartialEq, Eq)]

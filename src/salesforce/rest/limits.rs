@@ -23,7 +23,7 @@ use crate::ops::telemetry::ApiLimitGauges;
 pub use crate::config::ApiReserve as Reserve;
 
 /// Salesforce's API usage header (`api-usage=USED/MAX`).
-pub const LIMIT_INFO_HEADER: &str = "Sforce-Limit-Info";
+pub(crate) const LIMIT_INFO_HEADER: &str = "Sforce-Limit-Info";
 
 /// The org's daily API request allowance (`DailyApiRequests`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct ApiUsage {
 
 impl ApiUsage {
     /// Requests left in the rolling 24 hours.
-    pub fn remaining(&self) -> u64 {
+    pub(crate) fn remaining(&self) -> u64 {
         self.max.saturating_sub(self.used)
     }
 }
@@ -90,7 +90,7 @@ impl LimitGuard {
     }
 
     /// As [`LimitGuard::new`], reporting to `gauges` (e.g. the sink's, for `/metrics`).
-    pub fn with_gauges(
+    pub(crate) fn with_gauges(
         reserve: Reserve,
         poll_interval: Duration,
         gauges: Arc<ApiLimitGauges>,
@@ -113,17 +113,17 @@ impl LimitGuard {
     }
 
     /// The configured reserve.
-    pub fn reserve(&self) -> Reserve {
+    pub(crate) fn reserve(&self) -> Reserve {
         self.0.reserve
     }
 
     /// The `/limits` poll interval while paused.
-    pub fn poll_interval(&self) -> Duration {
+    pub(crate) fn poll_interval(&self) -> Duration {
         self.0.poll_interval
     }
 
     /// The allowance as last reported (`used == max` once exhausted); `None` until known.
-    pub fn usage(&self) -> Option<ApiUsage> {
+    pub(crate) fn usage(&self) -> Option<ApiUsage> {
         let state = self.state();
         match (state.exhausted, state.usage) {
             (true, Some(u)) => Some(ApiUsage {
@@ -135,30 +135,31 @@ impl LimitGuard {
     }
 
     /// Remaining calls as last reported (0 once exhausted); `None` until known.
-    pub fn remaining(&self) -> Option<u64> {
+    pub(crate) fn remaining(&self) -> Option<u64> {
         self.state().remaining()
     }
 
     /// Whether calls are being held.
-    pub fn paused(&self) -> bool {
+    pub(crate) fn paused(&self) -> bool {
         self.0.gauges.paused.load(Ordering::Relaxed)
     }
 
     /// The guard's gauges (`forcebridge_sink_api_paused`, `forcebridge_sink_api_remaining`).
-    pub fn gauges(&self) -> &ApiLimitGauges {
+    #[cfg(test)]
+    pub(crate) fn gauges(&self) -> &ApiLimitGauges {
         &self.0.gauges
     }
 
     /// Records usage reported by a response's `Sforce-Limit-Info` header. It does not lift an
     /// exhaustion (see [`LimitGuard::observe_limits`]).
-    pub fn observe(&self, usage: ApiUsage) {
+    pub(crate) fn observe(&self, usage: ApiUsage) {
         let mut state = self.state();
         state.usage = Some(usage);
         self.publish(&state);
     }
 
     /// Records usage reported by `GET /limits`: authoritative, it also lifts an exhaustion.
-    pub fn observe_limits(&self, usage: ApiUsage) {
+    pub(crate) fn observe_limits(&self, usage: ApiUsage) {
         let mut state = self.state();
         state.usage = Some(usage);
         state.exhausted = false;
@@ -168,14 +169,14 @@ impl LimitGuard {
     /// Salesforce answered 403 `REQUEST_LIMIT_EXCEEDED`: treat the allowance as spent until
     /// `/limits` says otherwise. (The same code is used when too many long-running requests are
     /// in flight; the first `/limits` poll then shows the allowance and lifts the pause.)
-    pub fn mark_exhausted(&self) {
+    pub(crate) fn mark_exhausted(&self) {
         let mut state = self.state();
         state.exhausted = true;
         self.publish(&state);
     }
 
     /// Whether a call now would leave no more than the reserve: `max - used <= reserve`.
-    pub fn must_wait(&self) -> bool {
+    pub(crate) fn must_wait(&self) -> bool {
         let state = self.state();
         let max = state.usage.map_or(0, |u| u.max);
         state
@@ -204,7 +205,7 @@ impl LimitGuard {
 
 /// Parses `Sforce-Limit-Info` (`api-usage=18/15000`, possibly with `; api-bursts=2/750` or other
 /// entries, separated by `;` or `,`) into the daily usage.
-pub fn parse_limit_info(value: &str) -> Option<ApiUsage> {
+pub(crate) fn parse_limit_info(value: &str) -> Option<ApiUsage> {
     value.split([';', ',']).find_map(|part| {
         let (key, counts) = part.split_once('=')?;
         if !key.trim().eq_ignore_ascii_case("api-usage") {

@@ -47,14 +47,11 @@ mod errors;
 mod limits;
 mod query;
 
-pub use client::{CALL_OPTIONS_HEADER, RestClient};
-pub use composite::{
-    CallProbe, MAX_COLLECTION_RECORDS, MAX_COLLECTIONS_AND_QUERIES, MAX_RETRIEVE_IDS,
-    MAX_SUBREQUESTS, SaveResult, SubRequest, SubResponse, install_call_probe, validate,
-};
-pub use errors::{ApiError, RestError, UNREADABLE_RESPONSE};
-pub use limits::{ApiUsage, LIMIT_INFO_HEADER, LimitGuard, Reserve, parse_limit_info};
-pub use query::QueryPage;
+pub use client::RestClient;
+pub use composite::SubRequest;
+pub(crate) use composite::{MAX_RETRIEVE_IDS, SubResponse, install_call_probe};
+pub use errors::{ApiError, RestError};
+pub use limits::{ApiUsage, LimitGuard, Reserve};
 
 #[cfg(test)]
 mod tests;

@@ -45,7 +45,7 @@ pub(super) fn strip_attributes(value: &mut Value) {
 
 /// One page of a query result.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QueryPage {
+pub(crate) struct QueryPage {
     /// The page's records, `attributes` removed at every level.
     pub records: Vec<Map<String, Value>>,
     /// The next page's path (`nextRecordsUrl`), when not done.
@@ -81,7 +81,7 @@ impl RestClient {
     /// `GET …/query?q=<soql>`: the first page only, so a caller can stream a large result; follow
     /// [`QueryPage::next`] with [`RestClient::query_more`]. Held by the guard and retried like
     /// every call; a refused query is [`RestError::Rejected`].
-    pub async fn query(
+    pub(crate) async fn query(
         &self,
         soql: &str,
         cancel: &CancellationToken,
@@ -94,7 +94,7 @@ impl RestClient {
     }
 
     /// The page at `next` (a [`QueryPage::next`] path of this org).
-    pub async fn query_more(
+    pub(crate) async fn query_more(
         &self,
         next: &str,
         cancel: &CancellationToken,

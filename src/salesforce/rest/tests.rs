@@ -18,7 +18,9 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::errors::errors_from_bytes;
+use super::composite::{SaveResult, validate};
+use super::errors::{UNREADABLE_RESPONSE, errors_from_bytes};
+use super::limits::parse_limit_info;
 use super::query::percent_encode;
 use super::*;
 use crate::config::{AuthConfig, SalesforceConfig};
