@@ -5,10 +5,10 @@
 //! Contract:
 //! * [`RestClient::composite`] sends one `POST /services/data/v{ver}/composite` with
 //!   `allOrNone: false` and `collateSubrequests: false` (subrequests run in order; one failing
-//!   does not roll back the others). It checks Salesforce's limits first ([`validate`]: ≤ 25
+//!   does not roll back the others). It checks Salesforce's limits first ([`validate`](composite::validate): ≤ 25
 //!   subrequests, ≤ 5 of them collections or queries, 1–200 records per collection, 1–2,000 ids
 //!   per retrieve) and answers
-//!   one [`SubResponse`] per [`SubRequest`], in input order, each collection's [`SaveResult`]s in
+//!   one [`SubResponse`] per [`SubRequest`], in input order, each collection's [`SaveResult`](composite::SaveResult)s in
 //!   record order. A query whose result is not `done` is followed through `nextRecordsUrl` (one
 //!   more API call per page).
 //! * [`RestClient::query`] / [`RestClient::query_more`] read a query one page at a time (the
@@ -22,7 +22,7 @@
 //! * Retries (whole call, capped exponential backoff with full jitter, until `cancel`):
 //!   transport errors, 408/429/5xx, 403 `REQUEST_LIMIT_EXCEEDED` (which also marks the
 //!   [`LimitGuard`] exhausted, so the call waits for the allowance), 401 (log in again, replace
-//!   the [`SessionHandle`]'s session, retry). Classification is [`crate::retry::classify_http`].
+//!   the [`SessionHandle`](crate::salesforce::auth::SessionHandle)'s session, retry). Classification is [`crate::retry::classify_http`].
 //!   Any other non-2xx answer of the whole call is [`RestError::Rejected`] with Salesforce's error
 //!   array. A request already sent is never abandoned on cancel (the HTTP client's timeout bounds
 //!   it); cancel ends waits and backoffs with [`RestError::Cancelled`].
