@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::error::{ConfigError, invalid};
 
 /// The checks of the `salesforce` section that need the Salesforce clients' knowledge, each
-/// error naming its key. `crate::salesforce::ConfigChecks` implements them; config imports no
-/// stage, so whoever validates a config hands them in (`Config::validate`).
+/// error naming its key. `crate::salesforce::checks::ConfigChecks` implements them; config imports
+/// no stage, so whoever validates a config hands them in (`Config::validate`).
 pub(crate) trait SalesforceChecks {
     /// `url`, the value of `key`, against the plaintext rule of `salesforce.allow_plaintext`.
     fn check_url(&self, key: &str, url: &str, allow_plaintext: bool) -> Result<(), ConfigError>;
