@@ -4,8 +4,11 @@
 //! datetimes ([`sftime`]).
 //!
 //! Contract: nothing here knows Kafka, the source or the sink; they call in, never the other way.
+//! The checks of the `salesforce` config section that need this knowledge are here ([`checks`]),
+//! handed to the config's validation, which imports no stage.
 
 pub mod auth;
+pub(crate) mod checks;
 pub mod proto;
 pub mod pubsub;
 pub mod rest;

@@ -106,22 +106,22 @@ impl ClientTls {
     }
 
     /// Whether `http://` to loopback is allowed.
-    pub fn plaintext_allowed(&self) -> bool {
+    pub(crate) fn plaintext_allowed(&self) -> bool {
         self.allow_plaintext
     }
 
     /// Checks `url` against the plaintext rule (see [`check_url`]).
-    pub fn check_url(&self, url: &str) -> Result<(), TlsError> {
+    pub(crate) fn check_url(&self, url: &str) -> Result<(), TlsError> {
         check_url(url, self.allow_plaintext).map_err(TlsError::Url)
     }
 
     /// The extra roots (DER), for the HTTP client ([`crate::salesforce::auth::http_client`]).
-    pub fn extra_roots(&self) -> &[CertificateDer<'static>] {
+    pub(crate) fn extra_roots(&self) -> &[CertificateDer<'static>] {
         &self.extra_der
     }
 
     /// The tonic TLS settings: the platform's roots plus the extra roots.
-    pub fn grpc_config(&self) -> tonic::transport::ClientTlsConfig {
+    pub(crate) fn grpc_config(&self) -> tonic::transport::ClientTlsConfig {
         crate::ops::telemetry::install_crypto_provider();
         let config = tonic::transport::ClientTlsConfig::new().with_native_roots();
         match &self.extra_pem {
@@ -133,7 +133,7 @@ impl ClientTls {
 
 /// The plaintext rule: `https://` always; `http://` only with `allow_plaintext` and a loopback
 /// host; anything else is refused. The message says what to change.
-pub fn check_url(url: &str, allow_plaintext: bool) -> Result<(), String> {
+pub(crate) fn check_url(url: &str, allow_plaintext: bool) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     match parsed.scheme() {
         "https" => Ok(()),
@@ -188,7 +188,7 @@ fn as_certificate_error(err: &(dyn std::error::Error + 'static)) -> Option<Strin
 }
 
 /// The hint added to a certificate error.
-pub const CERTIFICATE_HINT: &str = "the server's certificate is not trusted: a TLS-inspecting proxy or a private CA needs its CA certificate in `salesforce.ca_file`";
+pub(crate) const CERTIFICATE_HINT: &str = "the server's certificate is not trusted: a TLS-inspecting proxy or a private CA needs its CA certificate in `salesforce.ca_file`";
 
 #[cfg(test)]
 mod tests {

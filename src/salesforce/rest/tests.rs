@@ -18,6 +18,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::composite::{SaveResult, validate};
+use super::errors::{UNREADABLE_RESPONSE, errors_from_bytes};
+use super::limits::parse_limit_info;
+use super::query::percent_encode;
 use super::*;
 use crate::config::{AuthConfig, SalesforceConfig};
 use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
@@ -1033,16 +1037,6 @@ fn limit_info_header_is_parsed_robustly() {
     assert_eq!(parse_limit_info("api-usage=x/100"), None);
     assert_eq!(parse_limit_info("api-usage=5"), None);
     assert_eq!(parse_limit_info(""), None);
-}
-
-#[test]
-fn reserve_in_calls() {
-    assert_eq!(Reserve::Calls(50).calls(15000), 50);
-    assert_eq!(Reserve::Percent(10.0).calls(15000), 1500);
-    assert_eq!(Reserve::Percent(0.01).calls(15000), 2); // rounded up
-    assert_eq!(Reserve::Percent(150.0).calls(100), 100);
-    assert_eq!(Reserve::Percent(-1.0).calls(100), 0);
-    assert_eq!(Reserve::Percent(f64::NAN).calls(100), 0);
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! `kafka`: the Kafka cluster and forcebridge's own topics ([`KafkaConfig`]).
+//!
+//! Contract: [`KafkaConfig::validate`] checks the section, each error naming its key: the
+//! bootstrap servers, topic names that render, partitions, and no `properties` forcebridge sets
+//! itself. `Debug` hides the values of secret `properties`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::error::{ConfigError, invalid};
+
+/// The Kafka cluster and forcebridge's own topics. `Debug` hides the values of secret
+/// `properties` (see [`crate::kafka::RedactedProperties`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port,host:port`.
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed through unchanged (`security.protocol`, `sasl.*`, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Compacted topic holding replay ids per channel.
+    #[serde(default = "default_checkpoint_topic")]
+    pub checkpoint_topic: String,
+    /// Events that cannot be processed go here, with the reason in headers.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+    /// Create missing topics (per-object topics, dead-letter, checkpoints) instead of relying on
+    /// broker auto-creation.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Partitions of the topics forcebridge creates (replication: the broker's default).
+    #[serde(default = "default_topic_partitions")]
+    pub topic_partitions: i32,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field(
+                "properties",
+                &crate::kafka::RedactedProperties(&self.properties),
+            )
+            .field("checkpoint_topic", &self.checkpoint_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("create_topics", &self.create_topics)
+            .field("topic_partitions", &self.topic_partitions)
+            .finish()
+    }
+}
+
+const fn default_true() -> bool {
+    true
+}
+const fn default_topic_partitions() -> i32 {
+    3
+}
+
+fn default_checkpoint_topic() -> String {
+    "forcebridge.checkpoints".to_owned()
+}
+fn default_dead_letter_topic() -> String {
+    "forcebridge.dlq".to_owned()
+}
+
+impl KafkaConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
+        }
+        for (key, topic) in [
+            ("kafka.checkpoint_topic", &self.checkpoint_topic),
+            ("kafka.dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            crate::kafka::render_topic(topic, "", "").map_err(|e| invalid(key, e.to_string()))?;
+        }
+        if self.topic_partitions < 1 {
+            return Err(invalid("kafka.topic_partitions", "must be at least 1"));
+        }
+        for managed in [
+            "bootstrap.servers",
+            "enable.idempotence",
+            "transactional.id",
+        ] {
+            if self.properties.contains_key(managed) {
+                return Err(invalid(
+                    format!("kafka.properties.{managed}"),
+                    "is set by forcebridge; remove it",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings the Kafka stage needs.
+    pub fn settings(&self) -> crate::kafka::KafkaSettings {
+        crate::kafka::KafkaSettings {
+            bootstrap_servers: self.bootstrap_servers.clone(),
+            properties: self.properties.clone(),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `ops`: the operations HTTP server's settings (`crate::ops` serves them).
+//!
+//! Contract: `ops.kafka_probe_timeout` is between 100ms and 30s.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{ConfigError, invalid};
+
+/// `ops`: the operations HTTP server (see `crate::ops`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Address to listen on, e.g. `0.0.0.0:9464` (port 0: any free port, logged).
+    pub listen: std::net::SocketAddr,
+    /// How long `/readyz` waits for Kafka to answer a metadata request.
+    #[serde(default = "default_kafka_probe_timeout", with = "humantime_serde")]
+    pub kafka_probe_timeout: Duration,
+}
+
+const fn default_kafka_probe_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl OpsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(Duration::from_millis(100)..=Duration::from_secs(30))
+            .contains(&self.kafka_probe_timeout)
+        {
+            return Err(invalid(
+                "ops.kafka_probe_timeout",
+                "must be between 100ms and 30s",
+            ));
+        }
+        Ok(())
+    }
+}

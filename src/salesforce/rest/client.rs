@@ -1,0 +1,409 @@
+//! The REST client of the write-back sink and the gap re-reads ([`RestClient`]): one request at
+//! a time with the current session, the call options header and the org's API usage read from
+//! every answer; retries by [`crate::retry::classify_http`], re-login on 401, and the hold on
+//! the [`LimitGuard`] with its `/limits` polls. The calls themselves are in [`super::composite`]
+//! and [`super::query`]; the contract is the module's ([`super`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::Method;
+use reqwest::header::{ACCEPT, HeaderValue};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::errors::{ApiError, RestError, errors_from_bytes, summarize};
+use super::limits::{ApiUsage, LIMIT_INFO_HEADER, LimitGuard, parse_limit_info, parse_limits};
+use crate::ops::telemetry::ApiStats;
+use crate::ops::telemetry::error_chain;
+use crate::retry::{Backoff, HttpDirective, classify_http, sleep_or_cancel};
+use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
+
+/// Salesforce's call options header (`client=<tag>`).
+pub(crate) const CALL_OPTIONS_HEADER: &str = "Sforce-Call-Options";
+
+const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(200);
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The call options value for `tag`, or why it cannot be one.
+fn call_options_value(tag: &str) -> Result<HeaderValue, String> {
+    let printable = tag
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && !matches!(b, b';' | b',' | b'='));
+    if tag.trim().is_empty() || !printable {
+        return Err(format!(
+            "client tag `{tag}` must be non-empty printable ASCII without `;`, `,` or `=`"
+        ));
+    }
+    HeaderValue::from_str(&format!("client={tag}")).map_err(|e| e.to_string())
+}
+
+/// One HTTP exchange's outcome.
+enum Exchange {
+    /// 2xx, with the body.
+    Success(Bytes),
+    /// Any other status, with Salesforce's errors and the session that was used.
+    Refused {
+        status: u16,
+        errors: Vec<ApiError>,
+        session: Arc<Session>,
+    },
+    /// No answer (or no complete answer).
+    Transport(reqwest::Error),
+}
+
+/// The REST client of the write-back sink. Cheap to clone; clones share the session, the
+/// counters and the guard.
+#[derive(Clone)]
+pub struct RestClient {
+    inner: Arc<ClientInner>,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    subrequest_call_options: bool,
+}
+
+struct ClientInner {
+    http: reqwest::Client,
+    auth: Authenticator,
+    session: SessionHandle,
+    /// `/services/data/v62.0`.
+    data_path: String,
+    client_tag: String,
+    call_options: Result<HeaderValue, String>,
+    guard: LimitGuard,
+    stats: Arc<ApiStats>,
+    /// One re-login at a time.
+    login: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestClient")
+            .field("data_path", &self.inner.data_path)
+            .field("client_tag", &self.inner.client_tag)
+            .field("guard", &self.inner.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RestClient {
+    /// A client for the org of `session`, API version `api_version` (`62.0`; a leading `v` is
+    /// accepted), tagging every call `client=<client_tag>`. An unusable tag (empty, non-ASCII,
+    /// `;`, `,`, `=`) makes every call fail with [`RestError::Invalid`].
+    pub fn new(
+        http: reqwest::Client,
+        auth: Authenticator,
+        session: SessionHandle,
+        api_version: String,
+        client_tag: String,
+        guard: LimitGuard,
+    ) -> Self {
+        let version = api_version.trim_start_matches(['v', 'V']);
+        RestClient {
+            inner: Arc::new(ClientInner {
+                http,
+                auth,
+                session,
+                data_path: format!("/services/data/v{version}"),
+                call_options: call_options_value(&client_tag),
+                client_tag,
+                guard,
+                stats: Arc::default(),
+                login: tokio::sync::Mutex::new(()),
+            }),
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            subrequest_call_options: false,
+        }
+    }
+
+    /// Counts into `stats` (e.g. the sink's, for `/metrics`) instead of the client's own
+    /// counters. Call it on a new client, before it is cloned.
+    pub(crate) fn with_stats(mut self, stats: Arc<ApiStats>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.stats = stats,
+            None => warn!("RestClient::with_stats on a shared client: the counters stay its own"),
+        }
+        self
+    }
+
+    /// Retry backoff: starts at `base`, doubles up to `max`, full jitter (default 200 ms – 30 s).
+    pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max;
+        self
+    }
+
+    /// Also puts `Sforce-Call-Options` in every subrequest's `httpHeaders` (default off; see the
+    /// module docs).
+    pub fn with_subrequest_call_options(mut self, enabled: bool) -> Self {
+        self.subrequest_call_options = enabled;
+        self
+    }
+
+    /// API calls this client (and its clones) made that Salesforce answered, whatever the status:
+    /// Composite calls, query pages, `/limits` polls.
+    #[cfg(test)]
+    pub(crate) fn calls(&self) -> u64 {
+        self.inner.stats.calls.load(Ordering::Relaxed)
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> &ApiStats {
+        &self.inner.stats
+    }
+
+    /// The limit guard.
+    pub(crate) fn guard(&self) -> &LimitGuard {
+        &self.inner.guard
+    }
+
+    /// `GET /limits` → `DailyApiRequests`; also tells the guard. Not held by the guard (it is how
+    /// the guard learns), retried like any call.
+    pub async fn limits(&self, cancel: &CancellationToken) -> Result<ApiUsage, RestError> {
+        self.check_tag()?;
+        let path = format!("{}/limits", self.inner.data_path);
+        let body = self
+            .execute(Method::GET, &path, None, false, cancel)
+            .await?;
+        let usage = parse_limits(&body).map_err(RestError::Protocol)?;
+        self.inner.guard.observe_limits(usage);
+        Ok(usage)
+    }
+
+    /// `/services/data/v62.0`.
+    pub(super) fn data_path(&self) -> &str {
+        &self.inner.data_path
+    }
+
+    /// The client tag when it also goes into every subrequest's `httpHeaders`
+    /// ([`RestClient::with_subrequest_call_options`]).
+    pub(super) fn subrequest_call_options(&self) -> Option<&str> {
+        self.subrequest_call_options
+            .then_some(self.inner.client_tag.as_str())
+    }
+
+    pub(super) fn check_tag(&self) -> Result<(), RestError> {
+        match &self.inner.call_options {
+            Ok(_) => Ok(()),
+            Err(message) => Err(RestError::Invalid(message.clone())),
+        }
+    }
+
+    /// Sends until a 2xx answer, retrying as classified. `guarded`: wait on the limit guard
+    /// before each attempt.
+    pub(super) async fn execute(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        guarded: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Bytes, RestError> {
+        let mut backoff = Backoff::new(self.backoff_base, self.backoff_max);
+        loop {
+            if cancel.is_cancelled() {
+                return Err(RestError::Cancelled);
+            }
+            if guarded {
+                self.wait_for_allowance(cancel).await?;
+            }
+            let reason = match self.exchange(&method, path, body).await {
+                Exchange::Success(answer) => return Ok(answer),
+                Exchange::Transport(error) => format!("transport: {}", error_chain(&error)),
+                Exchange::Refused {
+                    status,
+                    errors,
+                    session,
+                } => {
+                    let code = errors.first().map(|e| e.code.as_str());
+                    let reason = format!("HTTP {status}: {}", summarize(&errors));
+                    match classify_http(status, code) {
+                        HttpDirective::Fatal => return Err(RestError::Rejected { status, errors }),
+                        HttpDirective::Retry => reason,
+                        HttpDirective::Reauthenticate => {
+                            self.reauthenticate(&session, status, errors, cancel)
+                                .await?;
+                            reason
+                        }
+                        HttpDirective::LimitExceeded => {
+                            self.inner.guard.mark_exhausted();
+                            if guarded {
+                                // The guard holds the retry until /limits shows an allowance.
+                                warn!(%method, path, reason, "API allowance exhausted; waiting");
+                                self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            reason
+                        }
+                    }
+                }
+            };
+            let delay = backoff.next_delay();
+            warn!(%method, path, reason, ?delay, attempt = backoff.attempts(), "REST call failed; retrying");
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if !sleep_or_cancel(delay, cancel).await {
+                return Err(RestError::Cancelled);
+            }
+        }
+    }
+
+    /// One request with the current session; counts and reads the answer.
+    async fn exchange(&self, method: &Method, path: &str, body: Option<&Value>) -> Exchange {
+        let session = self.inner.session.current();
+        let url = format!("{}{path}", session.instance_url);
+        let mut request = self
+            .inner
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(session.access_token.expose_secret())
+            .header(ACCEPT, "application/json");
+        if let Ok(options) = &self.inner.call_options {
+            request = request.header(CALL_OPTIONS_HEADER, options.clone());
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Exchange::Transport(error),
+        };
+        self.inner.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let usage = response
+            .headers()
+            .get(LIMIT_INFO_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_limit_info);
+        if let Some(usage) = usage {
+            self.inner.guard.observe(usage);
+        }
+        let status = response.status().as_u16();
+        let answer = match response.bytes().await {
+            Ok(answer) => answer,
+            Err(error) => return Exchange::Transport(error),
+        };
+        if (200..300).contains(&status) {
+            Exchange::Success(answer)
+        } else {
+            Exchange::Refused {
+                status,
+                errors: errors_from_bytes(&answer),
+                session,
+            }
+        }
+    }
+
+    /// Logs in again after `failed` was refused, unless another worker already did. A login that
+    /// may work later is logged and left to the retry; refused credentials end the call. A
+    /// configured access token cannot be refreshed: getting the refused token back ends the call
+    /// with the refusal.
+    async fn reauthenticate(
+        &self,
+        failed: &Arc<Session>,
+        status: u16,
+        errors: Vec<ApiError>,
+        cancel: &CancellationToken,
+    ) -> Result<(), RestError> {
+        let _one_at_a_time = self.inner.login.lock().await;
+        if !Arc::ptr_eq(&self.inner.session.current(), failed) {
+            return Ok(());
+        }
+        warn!(
+            reason = summarize(&errors),
+            "Salesforce refused the session; logging in again"
+        );
+        let login = tokio::select! {
+            _ = cancel.cancelled() => return Err(RestError::Cancelled),
+            login = self.inner.auth.login() => login,
+        };
+        match login {
+            Ok(session)
+                if session.access_token.expose_secret() == failed.access_token.expose_secret() =>
+            {
+                Err(RestError::Rejected { status, errors })
+            }
+            Ok(session) => {
+                self.inner.stats.relogins.fetch_add(1, Ordering::Relaxed);
+                self.inner.session.replace(session);
+                Ok(())
+            }
+            Err(error) if error.is_retryable() => {
+                warn!(%error, "re-login failed; will retry");
+                Ok(())
+            }
+            Err(error) => Err(RestError::Auth(error)),
+        }
+    }
+
+    /// Returns when the guard lets a call through; polls `/limits` while it does not.
+    async fn wait_for_allowance(&self, cancel: &CancellationToken) -> Result<(), RestError> {
+        let guard = &self.inner.guard;
+        loop {
+            if !guard.must_wait() {
+                if guard.set_paused(false) {
+                    info!(
+                        remaining = guard.remaining(),
+                        "API allowance above the reserve again; resuming REST calls"
+                    );
+                }
+                return Ok(());
+            }
+            if guard.set_paused(true) {
+                let usage = guard.usage();
+                warn!(
+                    used = usage.map(|u| u.used),
+                    max = usage.map(|u| u.max),
+                    reserve = guard.reserve().calls(usage.map_or(0, |u| u.max)),
+                    poll_interval = ?guard.poll_interval(),
+                    "daily API allowance down to the reserve; pausing REST calls"
+                );
+            }
+            if !sleep_or_cancel(guard.poll_interval(), cancel).await {
+                return Err(RestError::Cancelled);
+            }
+            if guard.claim_poll() {
+                self.poll_limits(cancel).await?;
+            }
+        }
+    }
+
+    /// One `/limits` request while paused; failures only delay the resumption.
+    async fn poll_limits(&self, cancel: &CancellationToken) -> Result<(), RestError> {
+        let path = format!("{}/limits", self.inner.data_path);
+        match self.exchange(&Method::GET, &path, None).await {
+            Exchange::Success(body) => match parse_limits(&body) {
+                Ok(usage) => self.inner.guard.observe_limits(usage),
+                Err(message) => warn!(message, "unreadable /limits answer while paused"),
+            },
+            Exchange::Refused {
+                status,
+                errors,
+                session,
+            } => {
+                let code = errors.first().map(|e| e.code.as_str());
+                if classify_http(status, code) == HttpDirective::Reauthenticate {
+                    self.reauthenticate(&session, status, errors, cancel)
+                        .await?;
+                } else {
+                    debug!(
+                        status,
+                        reason = summarize(&errors),
+                        "/limits refused while paused"
+                    );
+                }
+            }
+            Exchange::Transport(error) => {
+                warn!(
+                    error = error_chain(&error),
+                    "/limits poll failed while paused"
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! SOQL over REST: [`RestClient::query`] and [`RestClient::query_more`] read a query one page
+//! at a time (the source's gap re-reads stream large results through them), and [`query_page`]
+//! reads a page for them and for the Composite call's query subrequests.
+//!
+//! Contract: a page's records come without `attributes`, at every level (relationships,
+//! subqueries); a page that is not `done` carries its `nextRecordsUrl` path, else it is
+//! unreadable. SOQL is percent-encoded (all but RFC 3986 unreserved characters). Queries are held
+//! by the guard and retried like every call; a refused query is [`RestError::Rejected`].
+
+use std::fmt::Write as _;
+
+use reqwest::Method;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::client::RestClient;
+use super::errors::{RestError, truncate};
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub(super) fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// Removes `attributes` objects from query records, at every level (relationships, subqueries).
+pub(super) fn strip_attributes(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            if object.get("attributes").is_some_and(Value::is_object) {
+                object.remove("attributes");
+            }
+            object.values_mut().for_each(strip_attributes);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_attributes),
+        _ => {}
+    }
+}
+
+/// One page of a query result.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QueryPage {
+    /// The page's records, `attributes` removed at every level.
+    pub records: Vec<Map<String, Value>>,
+    /// The next page's path (`nextRecordsUrl`), when not done.
+    pub next: Option<String>,
+}
+
+pub(super) fn query_page(mut body: Value) -> Result<QueryPage, String> {
+    strip_attributes(&mut body);
+    let done = body["done"].as_bool().unwrap_or(true);
+    let next = (!done)
+        .then(|| body["nextRecordsUrl"].as_str().map(str::to_owned))
+        .flatten();
+    if !done && next.as_deref().is_none_or(|n| !n.starts_with('/')) {
+        return Err("query not done but no usable nextRecordsUrl".to_owned());
+    }
+    let Value::Array(records) = body["records"].take() else {
+        return Err("query result has no records array".to_owned());
+    };
+    let records = records
+        .into_iter()
+        .map(|record| match record {
+            Value::Object(object) => Ok(object),
+            other => Err(format!(
+                "query record is not an object: {}",
+                truncate(&other.to_string())
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(QueryPage { records, next })
+}
+
+impl RestClient {
+    /// `GET …/query?q=<soql>`: the first page only, so a caller can stream a large result; follow
+    /// [`QueryPage::next`] with [`RestClient::query_more`]. Held by the guard and retried like
+    /// every call; a refused query is [`RestError::Rejected`].
+    pub(crate) async fn query(
+        &self,
+        soql: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        if soql.trim().is_empty() {
+            return Err(RestError::Invalid("empty SOQL".to_owned()));
+        }
+        let path = format!("{}/query?q={}", self.data_path(), percent_encode(soql));
+        self.query_at(&path, cancel).await
+    }
+
+    /// The page at `next` (a [`QueryPage::next`] path of this org).
+    pub(crate) async fn query_more(
+        &self,
+        next: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        if !next.starts_with('/') {
+            return Err(RestError::Invalid(format!(
+                "`{next}` is not a nextRecordsUrl path"
+            )));
+        }
+        self.query_at(next, cancel).await
+    }
+
+    async fn query_at(
+        &self,
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        self.check_tag()?;
+        let answer = self.execute(Method::GET, path, None, true, cancel).await?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| format!("query page is not JSON: {e}"))
+            .and_then(query_page)
+            .map_err(RestError::Protocol)
+    }
+}
