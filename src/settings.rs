@@ -1,7 +1,8 @@
 //! Loading a config: what every entry point calls before anything starts (`main`, the tools, the
 //! tests). Config parses the file and makes its own checks; the checks of the `salesforce` section
 //! that need the Salesforce clients' knowledge are theirs
-//! ([`crate::salesforce::checks::ConfigChecks`]), handed in here, so `config` imports no stage.
+//! ([`crate::salesforce::checks::ConfigChecks`]), and so are those of topic names
+//! ([`crate::kafka::TopicTemplates`]): handed in here, so `config` imports no stage.
 //!
 //! Contract: [`Config::load`] and [`Config::from_yaml`] refuse a config that any check refuses,
 //! with the first failing check's error (naming its key), in the order of
@@ -10,6 +11,7 @@
 use std::path::Path;
 
 use crate::config::{Config, ConfigError};
+use crate::kafka::TopicTemplates;
 use crate::salesforce::checks::ConfigChecks;
 
 impl Config {
@@ -32,6 +34,6 @@ impl Config {
 
     /// Cross-field and range checks, the Salesforce clients' included; each error names its key.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_with(&ConfigChecks)
+        self.validate_with(&ConfigChecks, &TopicTemplates)
     }
 }

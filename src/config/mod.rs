@@ -32,7 +32,8 @@ use serde::Deserialize;
 
 pub use error::ConfigError;
 pub(crate) use error::invalid;
-pub use kafka::KafkaConfig;
+pub(crate) use kafka::TopicChecks;
+pub use kafka::{KafkaConfig, RedactedProperties, is_secret_property};
 pub use ops::OpsConfig;
 pub(crate) use salesforce::SalesforceChecks;
 use salesforce::is_tag_char;
@@ -97,11 +98,12 @@ impl Config {
     }
 
     /// Cross-field and range checks, in order; each error names its key. `salesforce` makes the
-    /// checks of the `salesforce` section that need the Salesforce clients' knowledge
-    /// (`Config::validate` hands in theirs).
+    /// checks of the `salesforce` section that need the Salesforce clients' knowledge, `topics`
+    /// those of topic names and templates that need Kafka's (`Config::validate` hands in theirs).
     pub(crate) fn validate_with(
         &self,
         salesforce: &dyn SalesforceChecks,
+        topics: &dyn TopicChecks,
     ) -> Result<(), ConfigError> {
         if self.name.is_empty() || !self.name.chars().all(is_tag_char) {
             return Err(invalid(
@@ -117,10 +119,10 @@ impl Config {
             ));
         }
         if let Some(source) = &self.source {
-            source.validate()?;
+            source.validate(topics)?;
         }
         if let Some(sink) = &self.sink {
-            sink.validate()?;
+            sink.validate(topics)?;
         }
         if self.drain_timeout < Duration::from_secs(1) {
             return Err(invalid("drain_timeout", "must be at least 1s"));
@@ -128,7 +130,7 @@ impl Config {
         if let Some(ops) = &self.ops {
             ops.validate()?;
         }
-        self.kafka.validate()
+        self.kafka.validate(topics)
     }
 
     /// The Kafka `transactional.id` of a source channel in exactly-once mode: unique per

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::{ConfigError, invalid};
+use super::kafka::TopicChecks;
 
 /// Kafka → Salesforce settings.
 #[derive(Debug, Deserialize)]
@@ -186,7 +187,7 @@ impl<'de> Deserialize<'de> for ApiReserve {
 }
 
 impl SinkConfig {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self, checks: &dyn TopicChecks) -> Result<(), ConfigError> {
         if self.topics.is_empty() {
             return Err(invalid(
                 "sink.topics",
@@ -194,14 +195,17 @@ impl SinkConfig {
             ));
         }
         for (i, topic) in self.topics.iter().enumerate() {
-            crate::kafka::render_topic(topic, "", "")
-                .map_err(|e| invalid(format!("sink.topics[{i}]"), e.to_string()))?;
+            checks
+                .check_topic(topic, "", "")
+                .map_err(|e| invalid(format!("sink.topics[{i}]"), e))?;
         }
-        crate::kafka::render_topic(&self.conflicts_topic, "", "")
-            .map_err(|e| invalid("sink.conflicts_topic", e.to_string()))?;
+        checks
+            .check_topic(&self.conflicts_topic, "", "")
+            .map_err(|e| invalid("sink.conflicts_topic", e))?;
         if let Some(topic) = &self.dead_letter_topic {
-            crate::kafka::render_topic(topic, "", "")
-                .map_err(|e| invalid("sink.dead_letter_topic", e.to_string()))?;
+            checks
+                .check_topic(topic, "", "")
+                .map_err(|e| invalid("sink.dead_letter_topic", e))?;
         }
         if !(1..=MAX_SINK_BATCH_RECORDS).contains(&self.batch_records) {
             return Err(invalid(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::{ConfigError, invalid};
+use super::kafka::TopicChecks;
 
 /// Salesforce → Kafka settings.
 #[derive(Debug, Deserialize)]
@@ -149,7 +150,7 @@ pub enum InitialReplay {
 pub(crate) const MAX_TRANSACTION_INTERVAL: Duration = Duration::from_secs(60);
 
 impl SourceConfig {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self, topics: &dyn TopicChecks) -> Result<(), ConfigError> {
         if self.channels.is_empty() {
             return Err(invalid(
                 "source.channels",
@@ -164,12 +165,14 @@ impl SourceConfig {
                 return Err(invalid(key, format!("`{}` is listed twice", channel.name)));
             }
             if let Some(topic) = &channel.topic {
-                crate::kafka::render_topic(topic, "Object", &channel.name)
-                    .map_err(|e| invalid(format!("source.channels[{i}].topic"), e.to_string()))?;
+                topics
+                    .check_topic(topic, "Object", &channel.name)
+                    .map_err(|e| invalid(format!("source.channels[{i}].topic"), e))?;
             }
         }
-        crate::kafka::render_topic(&self.topic_template, "Account", "/data/AccountChangeEvent")
-            .map_err(|e| invalid("source.topic_template", e.to_string()))?;
+        topics
+            .check_topic(&self.topic_template, "Account", "/data/AccountChangeEvent")
+            .map_err(|e| invalid("source.topic_template", e))?;
         if !(1..=100).contains(&self.batch_size) {
             return Err(invalid(
                 "source.batch_size",

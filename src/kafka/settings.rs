@@ -10,6 +10,9 @@ use std::fmt;
 
 use rdkafka::ClientConfig;
 
+use crate::config::KafkaConfig;
+pub use crate::config::{RedactedProperties, is_secret_property};
+
 /// How to reach Kafka. `Debug` hides the values of secret properties ([`RedactedProperties`]).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct KafkaSettings {
@@ -28,40 +31,12 @@ impl fmt::Debug for KafkaSettings {
     }
 }
 
-/// Whether a librdkafka property holds a secret: passwords (`sasl.password`,
-/// `ssl.key.password`, `ssl.keystore.password`, `ssl.truststore.password`), private keys
-/// (`ssl.key.pem`), OAUTHBEARER client secrets and configs (`sasl.oauthbearer.client.secret`,
-/// `sasl.oauthbearer.config`), JAAS configs, and anything else named like a secret or token.
-pub fn is_secret_property(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "jaas",
-        "key.pem",
-        "oauthbearer.config",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
-}
-
-/// `Debug` of librdkafka properties with the values of [`is_secret_property`] keys replaced by
-/// `[redacted]`.
-pub struct RedactedProperties<'a>(pub &'a BTreeMap<String, String>);
-
-impl fmt::Debug for RedactedProperties<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let v: &dyn fmt::Debug = if is_secret_property(k) {
-                    &"[redacted]"
-                } else {
-                    v
-                };
-                (k, v)
-            }))
-            .finish()
+impl From<&KafkaConfig> for KafkaSettings {
+    fn from(config: &KafkaConfig) -> Self {
+        KafkaSettings {
+            bootstrap_servers: config.bootstrap_servers.clone(),
+            properties: config.properties.clone(),
+        }
     }
 }
 

@@ -2,6 +2,9 @@
 //!
 //! Contract: [`render_topic`] either returns a name Kafka accepts (legal characters, at most 249
 //! of them, not `.` or `..`) or an error naming the template and what is wrong with it.
+//! [`TopicTemplates`] is the same rule as the config's check of its topics.
+
+use crate::config::TopicChecks;
 
 /// A topic name template is invalid or renders an illegal Kafka topic name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +101,17 @@ pub fn render_topic(template: &str, object: &str, channel: &str) -> Result<Strin
         });
     }
     Ok(topic)
+}
+
+/// Kafka's check of the config's topic names and templates (see [`TopicChecks`]).
+pub(crate) struct TopicTemplates;
+
+impl TopicChecks for TopicTemplates {
+    fn check_topic(&self, template: &str, object: &str, channel: &str) -> Result<(), String> {
+        render_topic(template, object, channel)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
