@@ -25,7 +25,8 @@
 pub mod message;
 pub mod offsets;
 pub mod plan;
-pub mod writer;
+mod reporter;
+mod writer;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -48,7 +49,8 @@ use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle};
 use crate::salesforce::rest::{LimitGuard, RestClient};
 use message::{MessageError, ParseOptions};
 use offsets::{Offsets, SinkContext};
-use writer::{Failure, Item, Origin, Reporter, WriteError, Writer};
+use reporter::{Failure, Origin, Reporter};
+use writer::{Item, WriteError, Writer};
 
 /// Errors that stop the sink.
 #[derive(Debug, thiserror::Error)]
