@@ -39,7 +39,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Lower-case name, as in messages.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OpKind::Insert => "insert",
             OpKind::Update => "update",
@@ -79,7 +79,7 @@ impl WriteOp {
     /// The identity used to keep writes to one record in order (`None` for inserts): object,
     /// then the 15-character Id or the External Id field and its lower-cased value (External Ids
     /// are case-insensitive unless configured otherwise in Salesforce).
-    pub fn order_key(&self) -> Option<String> {
+    pub(crate) fn order_key(&self) -> Option<String> {
         match &self.target {
             Target::New => self
                 .insert_key
@@ -94,7 +94,7 @@ impl WriteOp {
 /// The identity of a record, as ordering and lookups compare it: the object (case-insensitive),
 /// then the 15-character Id (`external_field` `None`) or the External Id field and its value
 /// (both case-insensitive, as Salesforce compares them by default).
-pub fn record_key(object: &str, external_field: Option<&str>, value: &str) -> String {
+pub(crate) fn record_key(object: &str, external_field: Option<&str>, value: &str) -> String {
     let object = object.to_ascii_lowercase();
     match external_field {
         None => format!("{object}\0id\0{}", id15(value)),

@@ -169,7 +169,7 @@ pub async fn run(
 }
 
 /// The sink's REST client: API version, client tag and allowance reserve from the config.
-pub fn rest_client(
+pub(crate) fn rest_client(
     config: &Config,
     sink: &SinkConfig,
     http: reqwest::Client,
