@@ -41,3 +41,21 @@ impl Tripwire {
         self.reason.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_reason_wins_and_every_clone_sees_the_trip() {
+        let trip = Tripwire::default();
+        let other = trip.clone();
+        assert!(!other.is_tripped());
+        trip.trip("writer failed".into());
+        other.trip("committer failed".into());
+        other.tripped().await;
+        assert!(trip.is_tripped());
+        assert_eq!(other.take_reason().as_deref(), Some("writer failed"));
+        assert_eq!(trip.take_reason(), None);
+    }
+}
