@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::{SinkObjectConfig, is_api_name};
@@ -38,7 +39,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Lower-case name, as in messages.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OpKind::Insert => "insert",
             OpKind::Update => "update",
@@ -78,7 +79,7 @@ impl WriteOp {
     /// The identity used to keep writes to one record in order (`None` for inserts): object,
     /// then the 15-character Id or the External Id field and its lower-cased value (External Ids
     /// are case-insensitive unless configured otherwise in Salesforce).
-    pub fn order_key(&self) -> Option<String> {
+    pub(crate) fn order_key(&self) -> Option<String> {
         match &self.target {
             Target::New => self
                 .insert_key
@@ -93,7 +94,7 @@ impl WriteOp {
 /// The identity of a record, as ordering and lookups compare it: the object (case-insensitive),
 /// then the 15-character Id (`external_field` `None`) or the External Id field and its value
 /// (both case-insensitive, as Salesforce compares them by default).
-pub fn record_key(object: &str, external_field: Option<&str>, value: &str) -> String {
+pub(crate) fn record_key(object: &str, external_field: Option<&str>, value: &str) -> String {
     let object = object.to_ascii_lowercase();
     match external_field {
         None => format!("{object}\0id\0{}", id15(value)),
@@ -133,235 +134,47 @@ pub struct ParseOptions<'a> {
     pub last_write_wins: bool,
 }
 
+/// The keys a message may have.
+const KNOWN: [&str; 6] = [
+    "object",
+    "operation",
+    "id",
+    "external_id_field",
+    "fields",
+    "timestamp",
+];
+
+/// A write-back message as JSON: the keys of [`KNOWN`] and no other; a key set to `null` counts
+/// as absent. The values stay JSON here: the checks below read them one at a time, in a fixed
+/// order, so that an error names the same field whatever the order of the keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    object: Option<Value>,
+    operation: Option<Value>,
+    id: Option<Value>,
+    external_id_field: Option<Value>,
+    fields: Option<Value>,
+    timestamp: Option<Value>,
+}
+
 /// Parses one message. `headers` are the record's headers (name, value).
 pub fn parse(
     value: Option<&[u8]>,
     headers: &[(&str, &[u8])],
     opts: ParseOptions<'_>,
 ) -> Result<WriteOp, MessageError> {
-    let value = value.ok_or_else(|| MessageError::NotJson("the record has no value".into()))?;
-    let json: Value =
-        serde_json::from_slice(value).map_err(|e| MessageError::NotJson(e.to_string()))?;
-    let Value::Object(mut msg) = json else {
-        return Err(MessageError::NotJson(format!("found {}", kind_of(&json))));
-    };
-    const KNOWN: [&str; 6] = [
-        "object",
-        "operation",
-        "id",
-        "external_id_field",
-        "fields",
-        "timestamp",
-    ];
-    if let Some(unknown) = msg.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(invalid(
-            unknown.clone(),
-            format!("unknown key (expected {})", KNOWN.join(", ")),
-        ));
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-
-    let object = match msg.remove("object").filter(|v| !v.is_null()) {
-        Some(v) => string(v, "object")?,
-        None => header(HEADER_OBJECT).ok_or_else(|| MessageError::Missing {
-            field: "object",
-            hint: format!("name the object API name, or set the `{HEADER_OBJECT}` header"),
-        })?,
-    };
-    if !is_api_name(&object) {
-        return Err(invalid(
-            "object",
-            format!("`{object}` is not an object API name"),
-        ));
-    }
-    let operation = match msg.remove("operation").filter(|v| !v.is_null()) {
-        Some(v) => string(v, "operation")?,
-        None => header(HEADER_OPERATION).ok_or_else(|| MessageError::Missing {
-            field: "operation",
-            hint: format!(
-                "insert, update, upsert or delete, or set the `{HEADER_OPERATION}` header"
-            ),
-        })?,
-    };
-    let kind = match operation.to_ascii_lowercase().as_str() {
-        "insert" => OpKind::Insert,
-        "update" => OpKind::Update,
-        "upsert" => OpKind::Upsert,
-        "delete" => OpKind::Delete,
-        _ => {
-            return Err(invalid(
-                "operation",
-                format!(
-                    "unknown operation `{operation}` (expected insert, update, upsert or delete)"
-                ),
-            ));
-        }
-    };
-    // Object API names are case-insensitive in Salesforce: use the configured spelling.
-    let (object, settings) = match opts
-        .objects
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(&object))
-    {
-        Some((name, settings)) => (name.clone(), Some(settings)),
-        None => (object, None),
-    };
-
-    let id = msg
-        .remove("id")
-        .filter(|v| !v.is_null())
-        .map(|v| string(v, "id"))
-        .transpose()?;
-    if let Some(id) = &id
-        && !crate::salesforce::sfid::is_well_formed(id)
-    {
-        return Err(invalid(
-            "id",
-            format!("`{id}` is not a 15- or 18-character record Id"),
-        ));
-    }
-    let ext_field = match msg.remove("external_id_field").filter(|v| !v.is_null()) {
-        Some(v) => {
-            let f = string(v, "external_id_field")?;
-            if !is_api_name(&f) {
-                return Err(invalid(
-                    "external_id_field",
-                    format!("`{f}` is not a field API name"),
-                ));
-            }
-            Some(f)
-        }
-        None => settings.and_then(|s| s.external_id_field.clone()),
-    };
-
-    let fields = match msg.remove("fields") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => map_fields(m, settings)?,
-        Some(other) => {
-            return Err(invalid(
-                "fields",
-                format!(
-                    "must be an object of field values, found {}",
-                    kind_of(&other)
-                ),
-            ));
-        }
-    };
-
-    let timestamp = match msg.remove("timestamp") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => {
-            Some(n.as_i64().ok_or_else(|| {
-                invalid("timestamp", format!("{n} is not whole epoch milliseconds"))
-            })?)
-        }
-        Some(Value::String(s)) => Some(
-            crate::salesforce::sftime::parse_datetime(&s).map_err(|e| invalid("timestamp", e))?,
-        ),
-        Some(other) => {
-            return Err(invalid(
-                "timestamp",
-                format!(
-                    "must be epoch milliseconds or a datetime string, found {}",
-                    kind_of(&other)
-                ),
-            ));
-        }
-    };
-
-    let ext_target = |required: bool| -> Result<Option<Target>, MessageError> {
-        let Some(field) = &ext_field else {
-            return if required {
-                Err(MessageError::Missing {
-                    field: "external_id_field",
-                    hint: format!(
-                        "an {} goes by External Id: set it, or sink.objects.{object}.external_id_field",
-                        kind.as_str()
-                    ),
-                })
-            } else {
-                Ok(None)
-            };
-        };
-        let value = match fields.get(field) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(other) if !other.is_null() && !matches!(other, Value::String(_)) => {
-                return Err(invalid(
-                    format!("fields.{field}"),
-                    format!("an External Id must be a string, found {}", kind_of(other)),
-                ));
-            }
-            _ if !required => return Ok(None),
-            _ => {
-                return Err(MessageError::Missing {
-                    field: "fields",
-                    hint: format!("the External Id `{field}` needs a value in `fields`"),
-                });
-            }
-        };
-        Ok(Some(Target::External {
-            field: field.clone(),
-            value,
-        }))
-    };
-
-    let target = match kind {
-        OpKind::Insert => {
-            if id.is_some() {
-                return Err(invalid(
-                    "id",
-                    "an insert creates a record and cannot carry an Id",
-                ));
-            }
-            Target::New
-        }
-        OpKind::Upsert => {
-            if id.is_some() {
-                return Err(invalid(
-                    "id",
-                    "an upsert goes by External Id; use `update` to address a record by Id",
-                ));
-            }
-            ext_target(true)?.expect("required")
-        }
-        OpKind::Update | OpKind::Delete => match id {
-            Some(id) => Target::Id(id),
-            None => ext_target(false)?.ok_or_else(|| MessageError::Missing {
-                field: "id",
-                hint: format!(
-                    "an {} needs `id`, or an External Id field with its value in `fields`",
-                    kind.as_str()
-                ),
-            })?,
-        },
-    };
-    if matches!(kind, OpKind::Insert | OpKind::Update | OpKind::Upsert) && fields.is_empty() {
-        return Err(MessageError::Missing {
-            field: "fields",
-            hint: format!("an {} needs at least one field value", kind.as_str()),
-        });
-    }
-    if opts.last_write_wins && kind != OpKind::Insert && timestamp.is_none() {
-        return Err(MessageError::Missing {
-            field: "timestamp",
-            hint: "last-write-wins compares it with the record's SystemModstamp (epoch ms or a datetime)".into(),
-        });
-    }
-    let insert_key = match (&target, &ext_field) {
-        (Target::New, Some(field)) => match fields.get(field) {
-            Some(Value::String(v)) if !v.is_empty() => Some((field.clone(), v.clone())),
-            _ => None,
-        },
-        _ => None,
-    };
+    let wire = read(value)?;
+    let object = object_name(wire.object, headers)?;
+    let kind = op_kind(wire.operation, headers)?;
+    let (object, settings) = configured(object, opts);
+    let id = record_id(wire.id)?;
+    let ext_field = external_id_field(wire.external_id_field, settings)?;
+    let fields = field_values(wire.fields, settings)?;
+    let timestamp = timestamp(wire.timestamp)?;
+    let target = target(kind, id, ext_field.as_deref(), &fields, &object)?;
+    check_complete(kind, &fields, timestamp, opts.last_write_wins)?;
+    let insert_key = insert_key(&target, ext_field.as_deref(), &fields);
     Ok(WriteOp {
         object,
         kind,
@@ -374,6 +187,290 @@ pub fn parse(
         timestamp,
         insert_key,
     })
+}
+
+/// The value as a [`Wire`] message: JSON, an object, no key but the known ones.
+fn read(value: Option<&[u8]>) -> Result<Wire, MessageError> {
+    let value = value.ok_or_else(|| MessageError::NotJson("the record has no value".into()))?;
+    let json: Value =
+        serde_json::from_slice(value).map_err(|e| MessageError::NotJson(e.to_string()))?;
+    let Value::Object(msg) = json else {
+        return Err(MessageError::NotJson(format!("found {}", kind_of(&json))));
+    };
+    // Checked here, before the struct refuses it, so that the error names the key.
+    if let Some(unknown) = msg.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(invalid(
+            unknown.clone(),
+            format!("unknown key (expected {})", KNOWN.join(", ")),
+        ));
+    }
+    // Only known keys, each once (of a repeated key JSON keeps the last): the struct takes them.
+    Wire::deserialize(Value::Object(msg)).map_err(|e| MessageError::NotJson(e.to_string()))
+}
+
+/// A header's value, trimmed, if it is UTF-8 and not blank.
+fn header(headers: &[(&str, &[u8])], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// `object`, else the [`HEADER_OBJECT`] header: an object API name.
+fn object_name(value: Option<Value>, headers: &[(&str, &[u8])]) -> Result<String, MessageError> {
+    let object = match value {
+        Some(v) => string(v, "object")?,
+        None => header(headers, HEADER_OBJECT).ok_or_else(|| MessageError::Missing {
+            field: "object",
+            hint: format!("name the object API name, or set the `{HEADER_OBJECT}` header"),
+        })?,
+    };
+    if !is_api_name(&object) {
+        return Err(invalid(
+            "object",
+            format!("`{object}` is not an object API name"),
+        ));
+    }
+    Ok(object)
+}
+
+/// `operation`, else the [`HEADER_OPERATION`] header: one of the four, in any case.
+fn op_kind(value: Option<Value>, headers: &[(&str, &[u8])]) -> Result<OpKind, MessageError> {
+    let operation = match value {
+        Some(v) => string(v, "operation")?,
+        None => header(headers, HEADER_OPERATION).ok_or_else(|| MessageError::Missing {
+            field: "operation",
+            hint: format!(
+                "insert, update, upsert or delete, or set the `{HEADER_OPERATION}` header"
+            ),
+        })?,
+    };
+    match operation.to_ascii_lowercase().as_str() {
+        "insert" => Ok(OpKind::Insert),
+        "update" => Ok(OpKind::Update),
+        "upsert" => Ok(OpKind::Upsert),
+        "delete" => Ok(OpKind::Delete),
+        _ => Err(invalid(
+            "operation",
+            format!("unknown operation `{operation}` (expected insert, update, upsert or delete)"),
+        )),
+    }
+}
+
+/// The object's settings in `sink.objects`, if any, and its name as spelled there.
+fn configured<'a>(
+    object: String,
+    opts: ParseOptions<'a>,
+) -> (String, Option<&'a SinkObjectConfig>) {
+    // Object API names are case-insensitive in Salesforce: use the configured spelling.
+    match opts
+        .objects
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(&object))
+    {
+        Some((name, settings)) => (name.clone(), Some(settings)),
+        None => (object, None),
+    }
+}
+
+/// `id`, if given: a well-formed record Id.
+fn record_id(value: Option<Value>) -> Result<Option<String>, MessageError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    let id = string(v, "id")?;
+    if !crate::salesforce::sfid::is_well_formed(&id) {
+        return Err(invalid(
+            "id",
+            format!("`{id}` is not a 15- or 18-character record Id"),
+        ));
+    }
+    Ok(Some(id))
+}
+
+/// `external_id_field` (a field API name), else the object's configured one.
+fn external_id_field(
+    value: Option<Value>,
+    settings: Option<&SinkObjectConfig>,
+) -> Result<Option<String>, MessageError> {
+    match value {
+        Some(v) => {
+            let f = string(v, "external_id_field")?;
+            if !is_api_name(&f) {
+                return Err(invalid(
+                    "external_id_field",
+                    format!("`{f}` is not a field API name"),
+                ));
+            }
+            Ok(Some(f))
+        }
+        None => Ok(settings.and_then(|s| s.external_id_field.clone())),
+    }
+}
+
+/// `fields`, mapped ([`map_fields`]); empty when absent.
+fn field_values(
+    value: Option<Value>,
+    settings: Option<&SinkObjectConfig>,
+) -> Result<Map<String, Value>, MessageError> {
+    match value {
+        None => Ok(Map::new()),
+        Some(Value::Object(m)) => map_fields(m, settings),
+        Some(other) => Err(invalid(
+            "fields",
+            format!(
+                "must be an object of field values, found {}",
+                kind_of(&other)
+            ),
+        )),
+    }
+}
+
+/// `timestamp` in epoch milliseconds: whole milliseconds, or a datetime string.
+fn timestamp(value: Option<Value>) -> Result<Option<i64>, MessageError> {
+    match value {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n.as_i64().ok_or_else(|| {
+            invalid("timestamp", format!("{n} is not whole epoch milliseconds"))
+        })?)),
+        Some(Value::String(s)) => Ok(Some(
+            crate::salesforce::sftime::parse_datetime(&s).map_err(|e| invalid("timestamp", e))?,
+        )),
+        Some(other) => Err(invalid(
+            "timestamp",
+            format!(
+                "must be epoch milliseconds or a datetime string, found {}",
+                kind_of(&other)
+            ),
+        )),
+    }
+}
+
+/// The record `kind` addresses: none for an insert, the External Id for an upsert, the Id or
+/// else the External Id for an update or a delete.
+fn target(
+    kind: OpKind,
+    id: Option<String>,
+    ext_field: Option<&str>,
+    fields: &Map<String, Value>,
+    object: &str,
+) -> Result<Target, MessageError> {
+    let ext_target = |required| external_target(kind, ext_field, fields, object, required);
+    match kind {
+        OpKind::Insert => {
+            if id.is_some() {
+                return Err(invalid(
+                    "id",
+                    "an insert creates a record and cannot carry an Id",
+                ));
+            }
+            Ok(Target::New)
+        }
+        OpKind::Upsert => {
+            if id.is_some() {
+                return Err(invalid(
+                    "id",
+                    "an upsert goes by External Id; use `update` to address a record by Id",
+                ));
+            }
+            Ok(ext_target(true)?.expect("required"))
+        }
+        OpKind::Update | OpKind::Delete => match id {
+            Some(id) => Ok(Target::Id(id)),
+            None => ext_target(false)?.ok_or_else(|| MessageError::Missing {
+                field: "id",
+                hint: format!(
+                    "an {} needs `id`, or an External Id field with its value in `fields`",
+                    kind.as_str()
+                ),
+            }),
+        },
+    }
+}
+
+/// The External Id field and its value in `fields`; `None` when either is missing and not
+/// `required`.
+fn external_target(
+    kind: OpKind,
+    field: Option<&str>,
+    fields: &Map<String, Value>,
+    object: &str,
+    required: bool,
+) -> Result<Option<Target>, MessageError> {
+    let Some(field) = field else {
+        return if required {
+            Err(MessageError::Missing {
+                field: "external_id_field",
+                hint: format!(
+                    "an {} goes by External Id: set it, or sink.objects.{object}.external_id_field",
+                    kind.as_str()
+                ),
+            })
+        } else {
+            Ok(None)
+        };
+    };
+    let value = match fields.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) if !other.is_null() && !matches!(other, Value::String(_)) => {
+            return Err(invalid(
+                format!("fields.{field}"),
+                format!("an External Id must be a string, found {}", kind_of(other)),
+            ));
+        }
+        _ if !required => return Ok(None),
+        _ => {
+            return Err(MessageError::Missing {
+                field: "fields",
+                hint: format!("the External Id `{field}` needs a value in `fields`"),
+            });
+        }
+    };
+    Ok(Some(Target::External {
+        field: field.to_owned(),
+        value,
+    }))
+}
+
+/// What every write needs beyond its target: field values (but a delete), and a `timestamp`
+/// with last-write-wins (but an insert).
+fn check_complete(
+    kind: OpKind,
+    fields: &Map<String, Value>,
+    timestamp: Option<i64>,
+    last_write_wins: bool,
+) -> Result<(), MessageError> {
+    if matches!(kind, OpKind::Insert | OpKind::Update | OpKind::Upsert) && fields.is_empty() {
+        return Err(MessageError::Missing {
+            field: "fields",
+            hint: format!("an {} needs at least one field value", kind.as_str()),
+        });
+    }
+    if last_write_wins && kind != OpKind::Insert && timestamp.is_none() {
+        return Err(MessageError::Missing {
+            field: "timestamp",
+            hint: "last-write-wins compares it with the record's SystemModstamp (epoch ms or a datetime)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// [`WriteOp::insert_key`]: an insert's External Id field and its (string) value.
+fn insert_key(
+    target: &Target,
+    ext_field: Option<&str>,
+    fields: &Map<String, Value>,
+) -> Option<(String, String)> {
+    match (target, ext_field) {
+        (Target::New, Some(field)) => match fields.get(field) {
+            Some(Value::String(v)) if !v.is_empty() => Some((field.to_owned(), v.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Applies `field_map` then `ignore_fields`; refuses `Id` and `attributes`.

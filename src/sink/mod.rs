@@ -5,15 +5,16 @@
 //! * A consumer in group `sink.group_id` reads `sink.topics`. Each record is parsed
 //!   ([`message`]); a record that is not a valid write-back message is dead-lettered with the
 //!   reason naming the field, and the sink goes on.
-//! * The **batcher** fills a batch up to `sink.batch_records` or `sink.linger`. A batch holds at
-//!   most one write per record (Id or External Id): a second write to a record closes the batch,
-//!   and waits until no batch in flight holds that record, so writes to one record reach
-//!   Salesforce in Kafka order even with `sink.concurrency` batches in flight.
+//! * The **batcher** ([`batcher`]) fills a batch up to `sink.batch_records` or `sink.linger`. A
+//!   batch holds at most one write per record (Id or External Id): a second write to a record
+//!   closes the batch, and waits until no batch in flight holds that record, so writes to one
+//!   record reach Salesforce in Kafka order even with `sink.concurrency` batches in flight.
 //! * **Writers** ([`writer`]) read the batch's current records once (last-write-wins), write,
-//!   and finish every record: written, conflict (conflicts topic) or dead letter.
-//! * A consumer offset is committed ([`offsets`]) only once its record, and every earlier record
-//!   of its partition, is finished; every `sink.commit_interval`, before a rebalance gives up a
-//!   partition, and at shutdown.
+//!   and finish every record: written, conflict (conflicts topic) or dead letter
+//!   ([`reporter`]).
+//! * A consumer offset is committed ([`committer`], [`offsets`]) only once its record, and every
+//!   earlier record of its partition, is finished; every `sink.commit_interval`, before a
+//!   rebalance gives up a partition, and at shutdown.
 //! * Every REST call carries `Sforce-Call-Options: client=<client_tag>` so that the source
 //!   recognises the changes as echoes. Writing pauses while the daily API allowance is down to
 //!   `sink.api_reserve` ([`crate::salesforce::rest::LimitGuard`]).
@@ -21,11 +22,18 @@
 //!   dead letter) restarts the consumer from the committed offsets after a backoff: records may
 //!   be written twice, none is lost. Cancellation stops intake, lets in-flight batches finish
 //!   within `drain_timeout`, and commits.
+//!
+//! This module wires the attempt: the consumer, the writer tasks, the committer and the intake,
+//! and restarts an attempt that failed ([`tripwire`]).
 
+mod batcher;
+mod committer;
 pub mod message;
-pub mod offsets;
+mod offsets;
 pub mod plan;
-pub mod writer;
+mod reporter;
+mod tripwire;
+mod writer;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -33,8 +41,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::consumer::Consumer;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -46,9 +53,12 @@ use crate::ops::telemetry::SinkStats;
 use crate::retry::{Backoff, sleep_or_cancel};
 use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle};
 use crate::salesforce::rest::{LimitGuard, RestClient};
-use message::{MessageError, ParseOptions};
-use offsets::{Offsets, SinkContext};
-use writer::{Failure, Item, Origin, Reporter, WriteError, Writer};
+use batcher::{Batch, Intake};
+use committer::{Committer, SinkConsumer, SinkContext};
+use offsets::Offsets;
+use reporter::Reporter;
+use tripwire::Tripwire;
+use writer::{WriteError, Writer};
 
 /// Errors that stop the sink.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +169,7 @@ pub async fn run(
 }
 
 /// The sink's REST client: API version, client tag and allowance reserve from the config.
-pub fn rest_client(
+pub(crate) fn rest_client(
     config: &Config,
     sink: &SinkConfig,
     http: reqwest::Client,
@@ -181,53 +191,6 @@ pub fn rest_client(
     .with_stats(stats.api.clone())
 }
 
-/// A batch being filled.
-#[derive(Default)]
-struct Batch {
-    items: Vec<Item>,
-    keys: HashSet<String>,
-    started: Option<tokio::time::Instant>,
-}
-
-/// Converts a consumed record into an owned [`Origin`].
-fn origin_of<M: Message>(m: &M) -> Origin {
-    let headers = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Origin {
-        topic: m.topic().to_owned(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-        headers,
-    }
-}
-
-fn message_failure(e: &MessageError) -> Failure {
-    let field = match e {
-        MessageError::NotJson(_) => String::new(),
-        MessageError::Missing { field, .. } => (*field).to_owned(),
-        MessageError::Invalid { field, .. } => field.clone(),
-    };
-    Failure {
-        stage: "sink.message",
-        code: "INVALID_MESSAGE".into(),
-        message: e.to_string(),
-        fields: if field.is_empty() {
-            vec![]
-        } else {
-            vec![field]
-        },
-        attempts: 0,
-    }
-}
-
 fn consumer_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers)
@@ -242,39 +205,106 @@ fn consumer_config(config: &Config) -> ClientConfig {
     c
 }
 
+/// The attempt's consumer, subscribed to `sink.topics`; commits through `offsets` on rebalances.
+fn subscribe(
+    config: &Config,
+    sink: &SinkConfig,
+    offsets: &Arc<Offsets>,
+) -> Result<SinkConsumer, SinkError> {
+    let consumer: SinkConsumer = consumer_config(config)
+        .create_with_context(SinkContext {
+            offsets: offsets.clone(),
+        })
+        .map_err(SinkError::Consumer)?;
+    let topics: Vec<&str> = sink.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(SinkError::Consumer)?;
+    Ok(consumer)
+}
+
 /// One consumer lifetime: intake, writers and committer, until cancel or a failure.
 async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), AttemptError> {
     let sink = shared.config.sink.as_ref().expect("checked in run");
     let offsets = Arc::new(Offsets::default());
-    let consumer: StreamConsumer<SinkContext> = consumer_config(&shared.config)
-        .create_with_context(SinkContext {
-            offsets: offsets.clone(),
-        })
-        .map_err(|e| AttemptError::Fatal(SinkError::Consumer(e)))?;
-    let topics: Vec<&str> = sink.topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| AttemptError::Fatal(SinkError::Consumer(e)))?;
-    let consumer = Arc::new(consumer);
+    let consumer =
+        Arc::new(subscribe(&shared.config, sink, &offsets).map_err(AttemptError::Fatal)?);
     shared.stats.consumer_running.store(true, Ordering::Relaxed);
     let _not_running = crate::ops::telemetry::ClearOnDrop(&shared.stats.consumer_running);
     info!(topics = ?sink.topics, group = %shared.config.sink_group_id(), "sink consuming");
 
     // Writers stop at `hard`, which fires only when draining overruns its deadline.
     let hard = CancellationToken::new();
-    let failed = CancellationToken::new();
-    let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let trip = Tripwire::default();
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(sink.concurrency);
-    let batch_rx = Arc::new(Mutex::new(batch_rx));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<HashSet<String>>();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<HashSet<String>>();
+    let mut workers = spawn_writers(
+        &shared.writer,
+        sink.concurrency,
+        batch_rx,
+        done_tx,
+        &hard,
+        &trip,
+    );
+    let committer = Committer::start(
+        consumer.clone(),
+        offsets.clone(),
+        sink.commit_interval,
+        trip.clone(),
+    );
+    let intake = Intake {
+        consumer: &consumer,
+        offsets: &offsets,
+        reporter: &shared.writer.reporter,
+        stats: &shared.stats,
+        sink,
+        trip: &trip,
+        cancel,
+    };
+    // Returns once intake stopped, the unsent batch and the batch sender dropped.
+    let outcome = intake.run(batch_tx, done_rx).await;
+
+    // Drain: no more batches; let the writers finish within the deadline.
+    // In-flight batches abandoned at the deadline are not committed: written again after a
+    // restart.
+    let drain = shared.config.drain_timeout;
+    let drained = tokio::time::timeout(drain, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("in-flight batches did not finish within the drain deadline; abandoning them");
+        hard.cancel();
+        while workers.join_next().await.is_some() {}
+    }
+    committer.stop().await;
+    let _ = shared.writer.reporter.producer.flush(drain).await;
+    // Give the last delivery reports a moment to land in the windows, then commit.
+    committer::commit_final(&consumer, &offsets).await;
+    consumer.unsubscribe();
+
+    match outcome.or(trip.take_reason()) {
+        Some(reason) => Err(AttemptError::Restart(reason)),
+        None => Ok(()),
+    }
+}
+
+/// Starts `concurrency` writers. Each takes the next batch, writes it, and sends its keys back
+/// on `done`; a batch that fails trips the attempt (its records are repeated after the restart).
+fn spawn_writers(
+    writer: &Writer,
+    concurrency: usize,
+    batches: mpsc::Receiver<Batch>,
+    done: mpsc::UnboundedSender<HashSet<String>>,
+    hard: &CancellationToken,
+    trip: &Tripwire,
+) -> JoinSet<()> {
+    let batch_rx = Arc::new(Mutex::new(batches));
     let mut workers = JoinSet::new();
-    for n in 0..sink.concurrency {
-        let writer = shared.writer.clone();
+    for n in 0..concurrency {
+        let writer = writer.clone();
         let rx = batch_rx.clone();
-        let done = done_tx.clone();
+        let done = done.clone();
         let hard = hard.clone();
-        let failed = failed.clone();
-        let failure = failure.clone();
+        let trip = trip.clone();
         workers.spawn(
             async move {
                 loop {
@@ -293,11 +323,7 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
                         Err(WriteError::Cancelled) => return,
                         Err(e) => {
                             error!(error = %e, records, "batch failed; its records will be repeated");
-                            failure
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert_with(|| e.to_string());
-                            failed.cancel();
+                            trip.trip(e.to_string());
                             return;
                         }
                     }
@@ -306,196 +332,5 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
             .instrument(info_span!("sink_writer", writer = n)),
         );
     }
-    drop(done_tx);
-
-    // Committer.
-    let committer = {
-        let consumer = consumer.clone();
-        let offsets = offsets.clone();
-        let failed = failed.clone();
-        let failure = failure.clone();
-        let interval = sink.commit_interval;
-        let stop = CancellationToken::new();
-        let stop2 = stop.clone();
-        // Aborted if this attempt is dropped (a crash of the task), so the consumer it holds
-        // leaves the group instead of lingering as a member that never polls.
-        let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop2.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                if let Some(reason) = offsets.failure() {
-                    failure
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(reason);
-                    failed.cancel();
-                    return;
-                }
-                // Synchronous, off the runtime threads: an offset counts as committed only once
-                // the broker confirmed it, so a failed commit is retried at the next tick.
-                let (consumer, offsets) = (consumer.clone(), offsets.clone());
-                let committed =
-                    tokio::task::spawn_blocking(move || offsets.commit_sync(consumer.as_ref()))
-                        .await;
-                if let Ok(Err(error)) = committed {
-                    warn!(%error, "offset commit failed; will retry");
-                }
-            }
-        }));
-        (task, stop)
-    };
-
-    let parse_opts = ParseOptions {
-        objects: &sink.objects,
-        last_write_wins: sink.last_write_wins,
-    };
-    let reporter = &shared.writer.reporter;
-    let mut in_flight: HashSet<String> = HashSet::new();
-    let mut batch = Batch::default();
-    let linger = sink.linger;
-    let max_records = sink.batch_records;
-
-    // Sends the current batch to the writers (waits while they are all busy). On shutdown or
-    // failure an unsent batch is dropped: its records stay uncommitted and are read again.
-    macro_rules! flush {
-        () => {
-            if !batch.items.is_empty() {
-                let full = std::mem::take(&mut batch);
-                let keys: Vec<String> = full.keys.iter().cloned().collect();
-                tokio::select! {
-                    sent = batch_tx.send(full) => {
-                        if sent.is_err() {
-                            break Some("the writers stopped".to_owned());
-                        }
-                        in_flight.extend(keys);
-                    }
-                    _ = failed.cancelled() => break None,
-                    _ = cancel.cancelled() => break None,
-                }
-            }
-        };
-    }
-
-    let outcome: Option<String> = loop {
-        let deadline = batch.started.map(|s| s + linger);
-        let msg = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                // Hand the partial batch over if a writer can take it now; never wait for one.
-                if !batch.items.is_empty() {
-                    let full = std::mem::take(&mut batch);
-                    let _ = batch_tx.try_send(full);
-                }
-                break None;
-            }
-            _ = failed.cancelled() => break None,
-            Some(keys) = done_rx.recv() => {
-                for k in keys {
-                    in_flight.remove(&k);
-                }
-                continue;
-            }
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                flush!();
-                continue;
-            }
-            msg = consumer.recv() => msg,
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "Kafka consumer error");
-                continue;
-            }
-        };
-        let origin = origin_of(&msg);
-        drop(msg);
-        shared.stats.received.fetch_add(1, Ordering::Relaxed);
-        let token = offsets.track(&origin.topic, origin.partition, origin.offset);
-        let headers: Vec<(&str, &[u8])> = origin
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
-        let parsed = message::parse(origin.value.as_deref(), &headers, parse_opts);
-        drop(headers);
-        let op = match parsed {
-            Ok(op) => op,
-            Err(e) => {
-                if let Err(e) = reporter
-                    .dead_letter(&origin, &message_failure(&e), token)
-                    .await
-                {
-                    break Some(e.to_string());
-                }
-                continue;
-            }
-        };
-        if let Some(key) = op.order_key() {
-            if batch.keys.contains(&key) {
-                flush!();
-            }
-            // Wait until no batch in flight writes this record.
-            while in_flight.contains(&key) {
-                tokio::select! {
-                    _ = failed.cancelled() => break,
-                    _ = cancel.cancelled() => break,
-                    keys = done_rx.recv() => match keys {
-                        Some(keys) => for k in keys { in_flight.remove(&k); },
-                        None => break,
-                    },
-                }
-            }
-            if failed.is_cancelled() || cancel.is_cancelled() {
-                break None;
-            }
-            batch.keys.insert(key);
-        }
-        batch.started.get_or_insert_with(tokio::time::Instant::now);
-        batch.items.push(Item { op, origin, token });
-        if batch.items.len() >= max_records {
-            flush!();
-        }
-    };
-
-    // Drain: no more batches; let the writers finish within the deadline.
-    drop(batch);
-    drop(batch_tx);
-    // In-flight batches abandoned at the deadline are not committed: written again after a
-    // restart.
-    let drain = shared.config.drain_timeout;
-    let drained = tokio::time::timeout(drain, async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!("in-flight batches did not finish within the drain deadline; abandoning them");
-        hard.cancel();
-        while workers.join_next().await.is_some() {}
-    }
-    committer.1.cancel();
-    let _ = committer.0.await;
-    let _ = reporter.producer.flush(drain).await;
-    // Give the last delivery reports a moment to land in the windows, then commit.
-    let final_commit = {
-        let consumer = consumer.clone();
-        let offsets = offsets.clone();
-        tokio::task::spawn_blocking(move || offsets.commit_sync(consumer.as_ref())).await
-    };
-    match final_commit {
-        Ok(Ok(tpl)) => info!(partitions = tpl.count(), "final offsets committed"),
-        Ok(Err(error)) => warn!(%error, "final offset commit failed"),
-        Err(error) => warn!(%error, "final offset commit task failed"),
-    }
-    consumer.unsubscribe();
-
-    let failure = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
-    match outcome.or(failure) {
-        Some(reason) => Err(AttemptError::Restart(reason)),
-        None => Ok(()),
-    }
+    workers
 }

@@ -9,17 +9,15 @@
 //!   after the last record that — with every earlier one — is finished.
 //! * A token dropped or failed (a dead-letter write Kafka refused) marks its partition failed;
 //!   [`Offsets::failure`] reports it and the sink restarts from the committed offsets.
-//! * On a rebalance, the revoked partitions' finished offsets are committed synchronously before
-//!   they are given up ([`SinkContext`]); records of theirs still in flight are written but not
-//!   committed by this member (the next owner repeats them: at least once).
+//! * Commits ([`super::committer`]) take [`Offsets::committable`] and record what the broker
+//!   confirmed with [`Offsets::mark_committed`]; a revoked partition is forgotten
+//!   ([`Offsets::forget`]) once its finished offsets are committed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::ack::{AckToken, AckWindow};
 
@@ -32,7 +30,7 @@ struct Partition {
 
 /// Offset windows of the assigned partitions. `Send + Sync`.
 #[derive(Default)]
-pub struct Offsets {
+pub(crate) struct Offsets {
     partitions: Mutex<HashMap<(String, i32), Partition>>,
 }
 
@@ -48,7 +46,7 @@ impl Offsets {
     }
 
     /// Registers a consumed record (calls per partition must follow offset order).
-    pub fn track(&self, topic: &str, partition: i32, offset: i64) -> AckToken {
+    pub(crate) fn track(&self, topic: &str, partition: i32, offset: i64) -> AckToken {
         let mut map = self.lock();
         let state = map.entry((topic.to_owned(), partition)).or_default();
         let handle = state
@@ -60,11 +58,12 @@ impl Offsets {
     }
 
     /// Offsets to commit: per partition, one past the last finished record, when it moved.
-    pub fn committable(&self) -> TopicPartitionList {
+    pub(crate) fn committable(&self) -> TopicPartitionList {
         self.committable_where(|_, _| true)
     }
 
-    fn committable_where(&self, keep: impl Fn(&str, i32) -> bool) -> TopicPartitionList {
+    /// [`Offsets::committable`] of the partitions `keep` selects.
+    pub(crate) fn committable_where(&self, keep: impl Fn(&str, i32) -> bool) -> TopicPartitionList {
         let map = self.lock();
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), state) in map.iter() {
@@ -90,7 +89,7 @@ impl Offsets {
     }
 
     /// Records that `tpl` was committed.
-    pub fn mark_committed(&self, tpl: &TopicPartitionList) {
+    pub(crate) fn mark_committed(&self, tpl: &TopicPartitionList) {
         let mut map = self.lock();
         for elem in tpl.elements() {
             if let (Some(state), Offset::Offset(o)) = (
@@ -103,69 +102,21 @@ impl Offsets {
     }
 
     /// The first failure of any partition (a record that could not be finished).
-    pub fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<String> {
         self.lock().values().find_map(|p| p.window.failure())
     }
 
     /// Records tracked and not yet finished, over all partitions.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.lock().values().map(|p| p.window.in_flight()).sum()
     }
 
     /// Forgets partitions (revoked).
-    fn forget(&self, tpl: &TopicPartitionList) {
+    pub(crate) fn forget(&self, tpl: &TopicPartitionList) {
         let mut map = self.lock();
         for elem in tpl.elements() {
             map.remove(&(elem.topic().to_owned(), elem.partition()));
-        }
-    }
-
-    /// Commits what is committable with `consumer`, synchronously; returns what was committed.
-    pub fn commit_sync<C: Consumer<X>, X: ConsumerContext>(
-        &self,
-        consumer: &C,
-    ) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
-        let tpl = self.committable();
-        if tpl.count() > 0 {
-            consumer.commit(&tpl, CommitMode::Sync)?;
-            self.mark_committed(&tpl);
-        }
-        Ok(tpl)
-    }
-}
-
-/// Consumer context: commits finished offsets of revoked partitions before giving them up.
-pub struct SinkContext {
-    pub offsets: Arc<Offsets>,
-}
-
-impl ClientContext for SinkContext {}
-
-impl ConsumerContext for SinkContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(revoked) = rebalance {
-            let revoked_set: Vec<(String, i32)> = revoked
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect();
-            let tpl = self
-                .offsets
-                .committable_where(|t, p| revoked_set.iter().any(|(rt, rp)| rt == t && *rp == p));
-            if tpl.count() > 0 {
-                match consumer.commit(&tpl, CommitMode::Sync) {
-                    Ok(()) => self.offsets.mark_committed(&tpl),
-                    Err(error) => warn!(%error, "commit before giving up partitions failed"),
-                }
-            }
-            self.offsets.forget(revoked);
-            info!(partitions = revoked.count(), "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(assigned) = rebalance {
-            info!(partitions = assigned.count(), "partitions assigned");
         }
     }
 }

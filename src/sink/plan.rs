@@ -29,24 +29,24 @@ use crate::salesforce::rest::SubRequest;
 use crate::salesforce::sfid::id15;
 
 /// Records per sObject Collections write request (Salesforce's limit).
-pub const COLLECTION_LIMIT: usize = 200;
+pub(crate) const COLLECTION_LIMIT: usize = 200;
 /// Collections (writes or retrieves) or queries per Composite request (Salesforce's limit: up
 /// to 25 subrequests, of which up to 5 sObject Collections or query operations).
 pub const COMPOSITE_COLLECTIONS: usize = 5;
 /// Ids per sObject Collections retrieve (`POST`; Salesforce's limit, see
 /// [`crate::salesforce::rest::MAX_RETRIEVE_IDS`]).
-pub const RETRIEVE_LIMIT: usize = crate::salesforce::rest::MAX_RETRIEVE_IDS;
+pub(crate) const RETRIEVE_LIMIT: usize = crate::salesforce::rest::MAX_RETRIEVE_IDS;
 /// The fields last-write-wins reads of a record.
-pub const LOOKUP_FIELDS: [&str; 3] = ["Id", "SystemModstamp", "LastModifiedById"];
+pub(crate) const LOOKUP_FIELDS: [&str; 3] = ["Id", "SystemModstamp", "LastModifiedById"];
 /// Values per `IN (…)` list.
-pub const MAX_IN_VALUES: usize = 200;
+pub(crate) const MAX_IN_VALUES: usize = 200;
 /// Characters of one `IN (…)` list, keeping the query URL well under Salesforce's 16,384-byte
 /// limit for URI plus headers.
-pub const MAX_IN_CHARS: usize = 8_000;
+pub(crate) const MAX_IN_CHARS: usize = 8_000;
 
 /// How a lookup finds records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LookupBy {
+pub(crate) enum LookupBy {
     Id,
     External(String),
 }
@@ -54,8 +54,8 @@ pub enum LookupBy {
 /// One read of a batch: a [`SubRequest::Retrieve`] (by Id) or a [`SubRequest::Query`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lookup {
-    pub object: String,
-    pub by: LookupBy,
+    pub(crate) object: String,
+    pub(crate) by: LookupBy,
     pub request: SubRequest,
     /// The lookup keys ([`op_lookup_key`]) of the values it asks for.
     pub keys: Vec<String>,
@@ -157,7 +157,7 @@ pub fn lookups<'a>(ops: impl IntoIterator<Item = &'a WriteOp>, lww: bool) -> Vec
 
 /// The reads of a refused [`SubRequest::Retrieve`] as SOQL `Id IN (…)` queries (empty for any
 /// other lookup).
-pub fn as_queries(lookup: &Lookup) -> Vec<Lookup> {
+pub(crate) fn as_queries(lookup: &Lookup) -> Vec<Lookup> {
     let mut out = Vec::new();
     if let SubRequest::Retrieve { ids, .. } = &lookup.request {
         let values: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -271,7 +271,10 @@ pub fn op_lookup_key(op: &WriteOp) -> Option<String> {
 }
 
 /// The current record of `op`'s target, if a lookup found it.
-pub fn current_of<'a>(op: &WriteOp, found: &'a HashMap<String, Current>) -> Option<&'a Current> {
+pub(crate) fn current_of<'a>(
+    op: &WriteOp,
+    found: &'a HashMap<String, Current>,
+) -> Option<&'a Current> {
     found.get(&op_lookup_key(op)?)
 }
 

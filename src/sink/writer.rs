@@ -23,45 +23,39 @@
 //!   records it carried. Transport, auth and protocol failures end the batch with an error: its
 //!   unfinished records are never committed, so the sink repeats them after restarting.
 //! * Conflicts go to the conflicts topic with both timestamps; dead letters carry the original
-//!   key, value and headers plus `forcebridge.error.*` and `forcebridge.source.*` headers.
+//!   key, value and headers plus `forcebridge.error.*` and `forcebridge.source.*` headers
+//!   ([`super::reporter`]).
+//!
+//! [`Writer::write_batch`] goes in steps: lookups ([`Writer::look_up`]), decisions
+//! ([`Writer::decide_all`]), writes in rounds ([`Writer::write_rounds`]), and the results of each
+//! collection ([`Writer::settle`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::message::{OpKind, WriteOp};
-use super::plan::{self, COMPOSITE_COLLECTIONS, Chunk, Current, Decision, Write};
-use crate::kafka::ack::AckToken;
-use crate::kafka::{KafkaError, OutgoingRecord, Producer};
-use crate::ops::telemetry::SinkStats;
+use super::plan::{self, COMPOSITE_COLLECTIONS, Chunk, Current, Decision, Lookup, Write};
+use super::reporter::{Failure, Origin, Reporter};
+use crate::kafka::{AckToken, KafkaError};
 use crate::retry::{Backoff, sleep_or_cancel};
-use crate::salesforce::rest::{ApiError, RestClient, RestError, SubRequest, SubResponse};
-
-/// Where a record came from, kept to dead-letter or report it.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
+use crate::salesforce::rest::{
+    ApiError, RestClient, RestError, SaveResult, SubRequest, SubResponse,
+};
 
 /// One record of a batch.
 #[derive(Debug)]
-pub struct Item {
-    pub op: WriteOp,
-    pub origin: Origin,
-    pub token: AckToken,
+pub(crate) struct Item {
+    pub(crate) op: WriteOp,
+    pub(crate) origin: Origin,
+    pub(crate) token: AckToken,
 }
 
 /// Why a batch stopped before finishing its records.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// Shutdown.
     #[error("cancelled")]
     Cancelled,
@@ -76,182 +70,17 @@ pub enum WriteError {
     Protocol(String),
 }
 
-/// A reason to dead-letter.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// `sink.message`, `sink.lookup` or `sink.write`.
-    pub stage: &'static str,
-    pub code: String,
-    pub message: String,
-    pub fields: Vec<String>,
-    pub attempts: u32,
-}
-
-impl Failure {
-    fn from_api(stage: &'static str, e: &ApiError, attempts: u32) -> Self {
-        Self {
-            stage,
-            code: e.code.clone(),
-            message: e.message.clone(),
-            fields: e.fields.clone(),
-            attempts,
-        }
-    }
-}
-
-/// Writes dead letters and conflicts.
-#[derive(Clone)]
-pub struct Reporter {
-    pub producer: Producer,
-    pub dead_letter_topic: String,
-    pub conflicts_topic: String,
-    pub stats: Arc<SinkStats>,
-}
-
-fn source_headers(origin: &Origin) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        (
-            "forcebridge.source.topic",
-            origin.topic.clone().into_bytes(),
-        ),
-        (
-            "forcebridge.source.partition",
-            origin.partition.to_string().into_bytes(),
-        ),
-        (
-            "forcebridge.source.offset",
-            origin.offset.to_string().into_bytes(),
-        ),
-    ]
-}
-
-impl Reporter {
-    async fn send(
-        &self,
-        topic: &str,
-        origin: &Origin,
-        extra: Vec<(&'static str, Vec<u8>)>,
-        token: AckToken,
-    ) -> Result<(), KafkaError> {
-        let mut headers: Vec<(&str, &[u8])> = origin
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
-        headers.extend(extra.iter().map(|(k, v)| (*k, v.as_slice())));
-        let record = OutgoingRecord {
-            topic,
-            key: origin.key.as_deref(),
-            value: origin.value.as_deref(),
-            headers: &headers,
-        };
-        self.producer.send(record, token).await
-    }
-
-    /// Sends the original record to the dead-letter topic with the reason in headers.
-    pub async fn dead_letter(
-        &self,
-        origin: &Origin,
-        failure: &Failure,
-        token: AckToken,
-    ) -> Result<(), KafkaError> {
-        warn!(
-            topic = %origin.topic,
-            partition = origin.partition,
-            offset = origin.offset,
-            stage = failure.stage,
-            code = %failure.code,
-            message = %failure.message,
-            "write-back record sent to the dead-letter topic"
-        );
-        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        let reason = if failure.fields.is_empty() {
-            format!("{}: {}", failure.code, failure.message)
-        } else {
-            format!(
-                "{}: {} (fields: {})",
-                failure.code,
-                failure.message,
-                failure.fields.join(", ")
-            )
-        };
-        let mut extra = vec![
-            ("forcebridge.error.stage", failure.stage.as_bytes().to_vec()),
-            ("forcebridge.error.reason", reason.into_bytes()),
-            (
-                "forcebridge.error.status_code",
-                failure.code.clone().into_bytes(),
-            ),
-            (
-                "forcebridge.error.message",
-                failure.message.clone().into_bytes(),
-            ),
-            (
-                "forcebridge.error.fields",
-                failure.fields.join(",").into_bytes(),
-            ),
-            (
-                "forcebridge.error.attempts",
-                failure.attempts.to_string().into_bytes(),
-            ),
-        ];
-        extra.extend(source_headers(origin));
-        self.send(&self.dead_letter_topic, origin, extra, token)
-            .await
-    }
-
-    /// Sends the original record to the conflicts topic with both timestamps in headers.
-    async fn conflict(
-        &self,
-        origin: &Origin,
-        current: &Current,
-        timestamp: i64,
-        token: AckToken,
-    ) -> Result<(), KafkaError> {
-        debug!(record_id = %current.id, "write older than Salesforce's record: conflict");
-        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-        let mut extra = vec![
-            (
-                "forcebridge.conflict.record_id",
-                current.id.clone().into_bytes(),
-            ),
-            (
-                "forcebridge.conflict.salesforce_modstamp",
-                current
-                    .modstamp
-                    .map(crate::salesforce::sftime::format_datetime)
-                    .unwrap_or_default()
-                    .into_bytes(),
-            ),
-            (
-                "forcebridge.conflict.record_timestamp",
-                crate::salesforce::sftime::format_datetime(timestamp).into_bytes(),
-            ),
-            (
-                "forcebridge.conflict.last_modified_by",
-                current
-                    .last_modified_by
-                    .clone()
-                    .unwrap_or_default()
-                    .into_bytes(),
-            ),
-        ];
-        extra.extend(source_headers(origin));
-        self.send(&self.conflicts_topic, origin, extra, token).await
-    }
-}
-
 /// Settings and clients of the writers.
 #[derive(Clone)]
-pub struct Writer {
-    pub rest: RestClient,
-    pub reporter: Reporter,
-    pub last_write_wins: bool,
+pub(crate) struct Writer {
+    pub(crate) rest: RestClient,
+    pub(crate) reporter: Reporter,
+    pub(crate) last_write_wins: bool,
     /// The integration user: its own earlier writes never count as conflicts.
-    pub own_user: Option<String>,
-    pub max_attempts: u32,
-    pub initial_backoff: std::time::Duration,
-    pub max_backoff: std::time::Duration,
+    pub(crate) own_user: Option<String>,
+    pub(crate) max_attempts: u32,
+    pub(crate) initial_backoff: std::time::Duration,
+    pub(crate) max_backoff: std::time::Duration,
 }
 
 /// A write in progress.
@@ -264,6 +93,41 @@ struct Slot {
     /// refusal).
     group: u64,
     last_error: Option<ApiError>,
+}
+
+/// What a batch's lookups found: Salesforce's current records, and the lookup keys of records
+/// whose lookup Salesforce refused (dead-lettered at the decision).
+#[derive(Default)]
+struct Found {
+    current: HashMap<String, Current>,
+    refused: HashMap<String, ApiError>,
+}
+
+impl Found {
+    /// A lookup refused for its content: a retrieve is read again as queries of 200 Ids (so
+    /// one bad Id costs one query's records); a query's records are dead-lettered.
+    fn refuse(&mut self, lookup: &Lookup, e: &ApiError, fallback: &mut Vec<Lookup>) {
+        let queries = plan::as_queries(lookup);
+        if queries.is_empty() {
+            for k in &lookup.keys {
+                self.refused.insert(k.clone(), e.clone());
+            }
+        } else {
+            debug!(code = %e.code, ids = lookup.keys.len(), "retrieve refused; reading its records with queries");
+            fallback.extend(queries);
+        }
+    }
+}
+
+/// The writes of a batch, round after round.
+struct Rounds {
+    slots: Vec<Slot>,
+    /// The records to send again in the next round.
+    retry: Vec<usize>,
+    /// Whether the next round waits first (a retryable error, not only a split).
+    wait: bool,
+    /// The next unused isolation group.
+    next_group: u64,
 }
 
 impl Writer {
@@ -305,91 +169,36 @@ impl Writer {
     }
 
     /// Writes `items` (at most one per record, see the batcher) and finishes each of them.
-    pub async fn write_batch(
+    pub(crate) async fn write_batch(
         &self,
         items: Vec<Item>,
         cancel: &CancellationToken,
     ) -> Result<(), WriteError> {
         self.reporter.stats.batches.fetch_add(1, Ordering::Relaxed);
-        let lww = self.last_write_wins;
+        let found = self.look_up(&items, cancel).await?;
+        let slots = self.decide_all(items, &found).await?;
+        self.write_rounds(slots, cancel).await
+    }
 
-        // 1. Read what the batch needs to know about Salesforce's current records. Retryable
-        // query failures are retried; a query Salesforce refuses dead-letters the records whose
-        // values it asked for.
-        let mut pending: Vec<plan::Lookup> = plan::lookups(items.iter().map(|i| &i.op), lww);
-        let mut found: HashMap<String, Current> = HashMap::new();
-        let mut failed_keys: HashMap<String, ApiError> = HashMap::new();
+    /// Step 1, lookups: reads what the batch needs to know about Salesforce's current records.
+    /// Retryable query failures are retried; a query Salesforce refuses dead-letters the records
+    /// whose values it asked for.
+    async fn look_up(
+        &self,
+        items: &[Item],
+        cancel: &CancellationToken,
+    ) -> Result<Found, WriteError> {
+        let mut pending: Vec<Lookup> =
+            plan::lookups(items.iter().map(|i| &i.op), self.last_write_wins);
+        let mut found = Found::default();
         let mut attempts = 0;
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
-        // A lookup refused for its content: a retrieve is read again as queries of 200 Ids (so
-        // one bad Id costs one query's records); a query's records are dead-lettered.
-        let refused = |lookup: &plan::Lookup,
-                       e: &ApiError,
-                       fallback: &mut Vec<plan::Lookup>,
-                       failed_keys: &mut HashMap<String, ApiError>| {
-            let queries = plan::as_queries(lookup);
-            if queries.is_empty() {
-                for k in &lookup.keys {
-                    failed_keys.insert(k.clone(), e.clone());
-                }
-            } else {
-                debug!(code = %e.code, ids = lookup.keys.len(), "retrieve refused; reading its records with queries");
-                fallback.extend(queries);
-            }
-        };
         while !pending.is_empty() {
-            let mut again: Vec<plan::Lookup> = Vec::new();
-            let mut fallback: Vec<plan::Lookup> = Vec::new();
+            let mut again: Vec<Lookup> = Vec::new();
+            let mut fallback: Vec<Lookup> = Vec::new();
             for call in pending.chunks(COMPOSITE_COLLECTIONS) {
-                let requests: Vec<SubRequest> = call.iter().map(|l| l.request.clone()).collect();
-                let responses = match self.composite(&requests, cancel).await? {
-                    Ok(r) => r,
-                    Err(e) => {
-                        for l in call {
-                            refused(l, &e, &mut fallback, &mut failed_keys);
-                        }
-                        continue;
-                    }
-                };
-                for (lookup, response) in call.iter().zip(responses) {
-                    match response {
-                        SubResponse::Query { records } => {
-                            plan::index_results(lookup, &records, &mut found);
-                        }
-                        SubResponse::Retrieved { records } => {
-                            let records: Vec<_> = records.into_iter().flatten().collect();
-                            plan::index_results(lookup, &records, &mut found);
-                        }
-                        SubResponse::Failed {
-                            errors,
-                            http_status,
-                        } => {
-                            let e = errors.into_iter().next().unwrap_or(ApiError {
-                                code: format!("HTTP_{http_status}"),
-                                message: "the lookup failed".into(),
-                                fields: Vec::new(),
-                            });
-                            if http_status < 300 {
-                                return Err(WriteError::Protocol(format!(
-                                    "unreadable lookup result: {}",
-                                    e.message
-                                )));
-                            }
-                            if http_status >= 500
-                                || crate::retry::record_error_is_retryable(&e.code)
-                            {
-                                again.push(lookup.clone());
-                            } else {
-                                refused(lookup, &e, &mut fallback, &mut failed_keys);
-                            }
-                        }
-                        SubResponse::Saved(_) => {
-                            return Err(WriteError::Protocol(
-                                "save results in answer to a lookup".into(),
-                            ));
-                        }
-                    }
-                }
+                self.look_up_call(call, &mut found, &mut again, &mut fallback, cancel)
+                    .await?;
             }
             if !again.is_empty() {
                 attempts += 1;
@@ -406,18 +215,89 @@ impl Writer {
             again.extend(fallback);
             pending = again;
         }
+        Ok(found)
+    }
 
-        // 2. Decide each record.
+    /// One Composite call of lookups: indexes what they found; a retryable failure goes to
+    /// `again`, a refused retrieve's queries to `fallback`.
+    async fn look_up_call(
+        &self,
+        call: &[Lookup],
+        found: &mut Found,
+        again: &mut Vec<Lookup>,
+        fallback: &mut Vec<Lookup>,
+        cancel: &CancellationToken,
+    ) -> Result<(), WriteError> {
+        let requests: Vec<SubRequest> = call.iter().map(|l| l.request.clone()).collect();
+        let responses = match self.composite(&requests, cancel).await? {
+            Ok(r) => r,
+            Err(e) => {
+                for l in call {
+                    found.refuse(l, &e, fallback);
+                }
+                return Ok(());
+            }
+        };
+        for (lookup, response) in call.iter().zip(responses) {
+            match response {
+                SubResponse::Query { records } => {
+                    plan::index_results(lookup, &records, &mut found.current);
+                }
+                SubResponse::Retrieved { records } => {
+                    let records: Vec<_> = records.into_iter().flatten().collect();
+                    plan::index_results(lookup, &records, &mut found.current);
+                }
+                SubResponse::Failed {
+                    errors,
+                    http_status,
+                } => {
+                    let e = errors.into_iter().next().unwrap_or(ApiError {
+                        code: format!("HTTP_{http_status}"),
+                        message: "the lookup failed".into(),
+                        fields: Vec::new(),
+                    });
+                    if http_status < 300 {
+                        return Err(WriteError::Protocol(format!(
+                            "unreadable lookup result: {}",
+                            e.message
+                        )));
+                    }
+                    if http_status >= 500 || crate::retry::record_error_is_retryable(&e.code) {
+                        again.push(lookup.clone());
+                    } else {
+                        found.refuse(lookup, &e, fallback);
+                    }
+                }
+                SubResponse::Saved(_) => {
+                    return Err(WriteError::Protocol(
+                        "save results in answer to a lookup".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 2, decisions: decides each record ([`plan::decide`]). A write becomes a [`Slot`]; a
+    /// conflict, a record already absent or not found, and a record whose lookup was refused
+    /// are finished here.
+    async fn decide_all(&self, items: Vec<Item>, found: &Found) -> Result<Vec<Slot>, WriteError> {
         let mut slots: Vec<Slot> = Vec::with_capacity(items.len());
         for item in items {
-            if let Some(e) = plan::op_lookup_key(&item.op).and_then(|k| failed_keys.get(&k)) {
+            if let Some(e) = plan::op_lookup_key(&item.op).and_then(|k| found.refused.get(&k)) {
                 let failure = Failure::from_api("sink.lookup", e, 0);
                 self.reporter
                     .dead_letter(&item.origin, &failure, item.token)
                     .await?;
                 continue;
             }
-            match plan::decide(&item.op, &found, lww, self.own_user.as_deref()) {
+            let decision = plan::decide(
+                &item.op,
+                &found.current,
+                self.last_write_wins,
+                self.own_user.as_deref(),
+            );
+            match decision {
                 Decision::Write(write) => slots.push(Slot {
                     origin: item.origin,
                     token: Some(item.token),
@@ -446,19 +326,31 @@ impl Writer {
                 }
             }
         }
+        Ok(slots)
+    }
 
-        // 3. Write in rounds until every record is finished.
+    /// Step 3, writes: writes in rounds until every record is finished.
+    async fn write_rounds(
+        &self,
+        slots: Vec<Slot>,
+        cancel: &CancellationToken,
+    ) -> Result<(), WriteError> {
         let mut pending: Vec<usize> = (0..slots.len()).collect();
-        let mut next_group = 1u64;
+        let mut rounds = Rounds {
+            slots,
+            retry: Vec::new(),
+            wait: false,
+            next_group: 1,
+        };
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
         while !pending.is_empty() {
+            let slots = &rounds.slots;
             let chunks = plan::chunks(
                 pending
                     .iter()
                     .map(|&i| (i, &slots[i].write, slots[i].group)),
             );
-            let mut retry: Vec<usize> = Vec::new();
-            let mut wait = false;
+            rounds.wait = false;
             for call in chunks.chunks(COMPOSITE_COLLECTIONS) {
                 let requests: Vec<SubRequest> = call.iter().map(|c| c.request.clone()).collect();
                 let responses = match self.composite(&requests, cancel).await? {
@@ -466,27 +358,21 @@ impl Writer {
                     Err(e) => {
                         for chunk in call {
                             for &i in &chunk.members {
+                                let slot = &mut rounds.slots[i];
                                 let failure =
-                                    Failure::from_api("sink.write", &e, slots[i].attempts + 1);
-                                self.dead_letter_slot(&mut slots[i], failure).await?;
+                                    Failure::from_api("sink.write", &e, slot.attempts + 1);
+                                self.dead_letter_slot(slot, failure).await?;
                             }
                         }
                         continue;
                     }
                 };
                 for (chunk, response) in call.iter().zip(responses) {
-                    self.settle(
-                        chunk,
-                        response,
-                        &mut slots,
-                        &mut retry,
-                        &mut wait,
-                        &mut next_group,
-                    )
-                    .await?;
+                    self.settle(chunk, response, &mut rounds).await?;
                 }
             }
-            if !retry.is_empty() && wait {
+            let retry = std::mem::take(&mut rounds.retry);
+            if !retry.is_empty() && rounds.wait {
                 let delay = backoff.next_delay();
                 self.reporter
                     .stats
@@ -515,145 +401,172 @@ impl Writer {
         Ok(())
     }
 
-    /// Applies one subrequest's response to its records.
+    /// Step 4, results: applies one subrequest's response to its records.
     async fn settle(
         &self,
         chunk: &Chunk,
         response: SubResponse,
-        slots: &mut [Slot],
-        retry: &mut Vec<usize>,
-        wait: &mut bool,
-        next_group: &mut u64,
+        rounds: &mut Rounds,
     ) -> Result<(), WriteError> {
         match response {
-            SubResponse::Saved(results) => {
-                if results.len() != chunk.members.len() {
-                    return Err(WriteError::Protocol(format!(
-                        "{} results for {} records",
-                        results.len(),
-                        chunk.members.len()
-                    )));
-                }
-                for (&i, result) in chunk.members.iter().zip(results) {
-                    let slot = &mut slots[i];
-                    let error = result.errors.into_iter().next();
-                    if result.success {
-                        if let Some(token) = slot.token.take() {
-                            self.finish_ok(token);
-                        }
-                        continue;
-                    }
-                    let error = error.unwrap_or(ApiError {
-                        code: "UNKNOWN_EXCEPTION".into(),
-                        message: "Salesforce reported a failure without an error".into(),
-                        fields: Vec::new(),
-                    });
-                    if slot.write.kind == OpKind::Delete && error.code == "ENTITY_IS_DELETED" {
-                        if let Some(token) = slot.token.take() {
-                            self.finish_ok(token);
-                        }
-                        continue;
-                    }
-                    if error.code == crate::retry::REQUEST_LIMIT_EXCEEDED {
-                        // The org's allowance, not the record: pause on the guard, no attempt
-                        // spent.
-                        self.rest.guard().mark_exhausted();
-                        slot.last_error = Some(error);
-                        retry.push(i);
-                        *wait = true;
-                        continue;
-                    }
-                    slot.attempts += 1;
-                    if crate::retry::record_error_is_retryable(&error.code)
-                        && slot.attempts < self.max_attempts
-                    {
-                        slot.last_error = Some(error);
-                        retry.push(i);
-                        *wait = true;
-                    } else {
-                        let failure = Failure::from_api("sink.write", &error, slot.attempts);
-                        self.dead_letter_slot(slot, failure).await?;
-                    }
-                }
-            }
+            SubResponse::Saved(results) => self.settle_saved(chunk, results, rounds).await,
             SubResponse::Failed {
                 http_status,
                 errors,
-            } => {
-                let first = errors.first().cloned().unwrap_or(ApiError {
-                    code: format!("HTTP_{http_status}"),
-                    message: "the collection request failed".into(),
-                    fields: Vec::new(),
-                });
-                if http_status < 300 {
-                    // Salesforce accepted the request but its answer cannot be read: the outcome
-                    // is unknown, so nothing is resent or dead-lettered here; the batch fails
-                    // and its records are repeated from the committed offsets.
-                    return Err(WriteError::Protocol(format!(
-                        "unreadable save results: {}",
-                        first.message
-                    )));
-                }
-                let retryable = http_status >= 500
-                    || errors
-                        .iter()
-                        .any(|e| crate::retry::record_error_is_retryable(&e.code));
-                if retryable {
-                    for &i in &chunk.members {
-                        let slot = &mut slots[i];
-                        slot.attempts += 1;
-                        if slot.attempts < self.max_attempts {
-                            slot.last_error = Some(first.clone());
-                            retry.push(i);
-                            *wait = true;
-                        } else {
-                            let failure = Failure::from_api("sink.write", &first, slot.attempts);
-                            self.dead_letter_slot(slot, failure).await?;
-                        }
-                    }
-                    return Ok(());
-                }
-                // Refused as a whole: find the records the error names.
-                let named: Vec<&str> = errors
-                    .iter()
-                    .flat_map(|e| e.fields.iter().map(String::as_str))
-                    .collect();
-                let (culprits, innocent): (Vec<usize>, Vec<usize>) =
-                    chunk.members.iter().partition(|&&i| {
-                        slots[i]
-                            .write
-                            .fields
-                            .keys()
-                            .any(|k| named.iter().any(|n| n.eq_ignore_ascii_case(k)))
-                    });
-                if !culprits.is_empty() {
-                    for i in culprits {
-                        let failure =
-                            Failure::from_api("sink.write", &first, slots[i].attempts + 1);
-                        self.dead_letter_slot(&mut slots[i], failure).await?;
-                    }
-                    retry.extend(innocent);
-                } else if chunk.members.len() == 1 {
-                    let i = chunk.members[0];
-                    let failure = Failure::from_api("sink.write", &first, slots[i].attempts + 1);
-                    self.dead_letter_slot(&mut slots[i], failure).await?;
-                } else {
-                    let half = chunk.members.len() / 2;
-                    for (n, &i) in chunk.members.iter().enumerate() {
-                        slots[i].group = *next_group + u64::from(n >= half);
-                    }
-                    *next_group += 2;
-                    debug!(
-                        records = chunk.members.len(),
-                        code = %first.code,
-                        "collection refused as a whole; splitting it to isolate the record"
-                    );
-                    retry.extend(chunk.members.iter().copied());
-                }
-            }
+            } => self.settle_failed(chunk, http_status, errors, rounds).await,
             SubResponse::Query { .. } | SubResponse::Retrieved { .. } => {
-                return Err(WriteError::Protocol("records in answer to a write".into()));
+                Err(WriteError::Protocol("records in answer to a write".into()))
             }
+        }
+    }
+
+    /// Per-record results: success finishes the record, a retryable error retries it, any
+    /// other dead-letters it.
+    async fn settle_saved(
+        &self,
+        chunk: &Chunk,
+        results: Vec<SaveResult>,
+        rounds: &mut Rounds,
+    ) -> Result<(), WriteError> {
+        if results.len() != chunk.members.len() {
+            return Err(WriteError::Protocol(format!(
+                "{} results for {} records",
+                results.len(),
+                chunk.members.len()
+            )));
+        }
+        for (&i, result) in chunk.members.iter().zip(results) {
+            let slot = &mut rounds.slots[i];
+            let error = result.errors.into_iter().next();
+            if result.success {
+                if let Some(token) = slot.token.take() {
+                    self.finish_ok(token);
+                }
+                continue;
+            }
+            let error = error.unwrap_or(ApiError {
+                code: "UNKNOWN_EXCEPTION".into(),
+                message: "Salesforce reported a failure without an error".into(),
+                fields: Vec::new(),
+            });
+            if slot.write.kind == OpKind::Delete && error.code == "ENTITY_IS_DELETED" {
+                if let Some(token) = slot.token.take() {
+                    self.finish_ok(token);
+                }
+                continue;
+            }
+            if error.code == crate::retry::REQUEST_LIMIT_EXCEEDED {
+                // The org's allowance, not the record: pause on the guard, no attempt
+                // spent.
+                self.rest.guard().mark_exhausted();
+                slot.last_error = Some(error);
+                rounds.retry.push(i);
+                rounds.wait = true;
+                continue;
+            }
+            slot.attempts += 1;
+            if crate::retry::record_error_is_retryable(&error.code)
+                && slot.attempts < self.max_attempts
+            {
+                slot.last_error = Some(error);
+                rounds.retry.push(i);
+                rounds.wait = true;
+            } else {
+                let failure = Failure::from_api("sink.write", &error, slot.attempts);
+                self.dead_letter_slot(slot, failure).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A collection that failed as a whole: retried when the failure is retryable, else its
+    /// culprits isolated ([`Writer::isolate`]).
+    async fn settle_failed(
+        &self,
+        chunk: &Chunk,
+        http_status: u16,
+        errors: Vec<ApiError>,
+        rounds: &mut Rounds,
+    ) -> Result<(), WriteError> {
+        let first = errors.first().cloned().unwrap_or(ApiError {
+            code: format!("HTTP_{http_status}"),
+            message: "the collection request failed".into(),
+            fields: Vec::new(),
+        });
+        if http_status < 300 {
+            // Salesforce accepted the request but its answer cannot be read: the outcome
+            // is unknown, so nothing is resent or dead-lettered here; the batch fails
+            // and its records are repeated from the committed offsets.
+            return Err(WriteError::Protocol(format!(
+                "unreadable save results: {}",
+                first.message
+            )));
+        }
+        let retryable = http_status >= 500
+            || errors
+                .iter()
+                .any(|e| crate::retry::record_error_is_retryable(&e.code));
+        if retryable {
+            for &i in &chunk.members {
+                let slot = &mut rounds.slots[i];
+                slot.attempts += 1;
+                if slot.attempts < self.max_attempts {
+                    slot.last_error = Some(first.clone());
+                    rounds.retry.push(i);
+                    rounds.wait = true;
+                } else {
+                    let failure = Failure::from_api("sink.write", &first, slot.attempts);
+                    self.dead_letter_slot(slot, failure).await?;
+                }
+            }
+            return Ok(());
+        }
+        self.isolate(chunk, &errors, &first, rounds).await
+    }
+
+    /// Refused as a whole: find the records the error names.
+    async fn isolate(
+        &self,
+        chunk: &Chunk,
+        errors: &[ApiError],
+        first: &ApiError,
+        rounds: &mut Rounds,
+    ) -> Result<(), WriteError> {
+        let named: Vec<&str> = errors
+            .iter()
+            .flat_map(|e| e.fields.iter().map(String::as_str))
+            .collect();
+        let (culprits, innocent): (Vec<usize>, Vec<usize>) =
+            chunk.members.iter().partition(|&&i| {
+                rounds.slots[i]
+                    .write
+                    .fields
+                    .keys()
+                    .any(|k| named.iter().any(|n| n.eq_ignore_ascii_case(k)))
+            });
+        if !culprits.is_empty() {
+            for i in culprits {
+                let slot = &mut rounds.slots[i];
+                let failure = Failure::from_api("sink.write", first, slot.attempts + 1);
+                self.dead_letter_slot(slot, failure).await?;
+            }
+            rounds.retry.extend(innocent);
+        } else if chunk.members.len() == 1 {
+            let slot = &mut rounds.slots[chunk.members[0]];
+            let failure = Failure::from_api("sink.write", first, slot.attempts + 1);
+            self.dead_letter_slot(slot, failure).await?;
+        } else {
+            let half = chunk.members.len() / 2;
+            for (n, &i) in chunk.members.iter().enumerate() {
+                rounds.slots[i].group = rounds.next_group + u64::from(n >= half);
+            }
+            rounds.next_group += 2;
+            debug!(
+                records = chunk.members.len(),
+                code = %first.code,
+                "collection refused as a whole; splitting it to isolate the record"
+            );
+            rounds.retry.extend(chunk.members.iter().copied());
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ mod query;
 
 pub use client::RestClient;
 pub use composite::SubRequest;
-pub(crate) use composite::{MAX_RETRIEVE_IDS, SubResponse, install_call_probe};
+pub(crate) use composite::{MAX_RETRIEVE_IDS, SaveResult, SubResponse, install_call_probe};
 pub use errors::{ApiError, RestError};
 pub use limits::{ApiUsage, LimitGuard, Reserve};
 

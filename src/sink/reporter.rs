@@ -1,0 +1,199 @@
+//! Dead letters and conflicts: a record the sink finishes without writing it goes, as it came
+//! (key, value, headers), to the dead-letter or the conflicts topic, with headers that say why.
+//!
+//! Contract:
+//! * [`Reporter::dead_letter`] sends the record to the dead-letter topic with the reason
+//!   ([`Failure`]: stage, status code, message, fields, attempts) in `forcebridge.error.*`
+//!   headers; [`Reporter::conflict`] sends it to the conflicts topic with Salesforce's
+//!   `SystemModstamp`, the record's timestamp and the last modifier in `forcebridge.conflict.*`
+//!   headers. Both add `forcebridge.source.*` (topic, partition, offset) and count the record in
+//!   [`SinkStats`].
+//! * The record's [`AckToken`] goes with it: the record counts as finished (and its offset as
+//!   committable) once Kafka acknowledges the report, not before.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::{debug, warn};
+
+use super::plan::Current;
+use crate::kafka::AckToken;
+use crate::kafka::{KafkaError, OutgoingRecord, Producer};
+use crate::ops::telemetry::SinkStats;
+use crate::salesforce::rest::ApiError;
+
+/// Where a record came from, kept to dead-letter or report it.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A reason to dead-letter.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// `sink.message`, `sink.lookup` or `sink.write`.
+    pub(crate) stage: &'static str,
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) fields: Vec<String>,
+    pub(crate) attempts: u32,
+}
+
+impl Failure {
+    pub(crate) fn from_api(stage: &'static str, e: &ApiError, attempts: u32) -> Self {
+        Self {
+            stage,
+            code: e.code.clone(),
+            message: e.message.clone(),
+            fields: e.fields.clone(),
+            attempts,
+        }
+    }
+}
+
+/// Writes dead letters and conflicts.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    pub(crate) producer: Producer,
+    pub(crate) dead_letter_topic: String,
+    pub(crate) conflicts_topic: String,
+    pub(crate) stats: Arc<SinkStats>,
+}
+
+fn source_headers(origin: &Origin) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "forcebridge.source.topic",
+            origin.topic.clone().into_bytes(),
+        ),
+        (
+            "forcebridge.source.partition",
+            origin.partition.to_string().into_bytes(),
+        ),
+        (
+            "forcebridge.source.offset",
+            origin.offset.to_string().into_bytes(),
+        ),
+    ]
+}
+
+impl Reporter {
+    async fn send(
+        &self,
+        topic: &str,
+        origin: &Origin,
+        extra: Vec<(&'static str, Vec<u8>)>,
+        token: AckToken,
+    ) -> Result<(), KafkaError> {
+        let mut headers: Vec<(&str, &[u8])> = origin
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        headers.extend(extra.iter().map(|(k, v)| (*k, v.as_slice())));
+        let record = OutgoingRecord {
+            topic,
+            key: origin.key.as_deref(),
+            value: origin.value.as_deref(),
+            headers: &headers,
+        };
+        self.producer.send(record, token).await
+    }
+
+    /// Sends the original record to the dead-letter topic with the reason in headers.
+    pub(crate) async fn dead_letter(
+        &self,
+        origin: &Origin,
+        failure: &Failure,
+        token: AckToken,
+    ) -> Result<(), KafkaError> {
+        warn!(
+            topic = %origin.topic,
+            partition = origin.partition,
+            offset = origin.offset,
+            stage = failure.stage,
+            code = %failure.code,
+            message = %failure.message,
+            "write-back record sent to the dead-letter topic"
+        );
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let reason = if failure.fields.is_empty() {
+            format!("{}: {}", failure.code, failure.message)
+        } else {
+            format!(
+                "{}: {} (fields: {})",
+                failure.code,
+                failure.message,
+                failure.fields.join(", ")
+            )
+        };
+        let mut extra = vec![
+            ("forcebridge.error.stage", failure.stage.as_bytes().to_vec()),
+            ("forcebridge.error.reason", reason.into_bytes()),
+            (
+                "forcebridge.error.status_code",
+                failure.code.clone().into_bytes(),
+            ),
+            (
+                "forcebridge.error.message",
+                failure.message.clone().into_bytes(),
+            ),
+            (
+                "forcebridge.error.fields",
+                failure.fields.join(",").into_bytes(),
+            ),
+            (
+                "forcebridge.error.attempts",
+                failure.attempts.to_string().into_bytes(),
+            ),
+        ];
+        extra.extend(source_headers(origin));
+        self.send(&self.dead_letter_topic, origin, extra, token)
+            .await
+    }
+
+    /// Sends the original record to the conflicts topic with both timestamps in headers.
+    pub(crate) async fn conflict(
+        &self,
+        origin: &Origin,
+        current: &Current,
+        timestamp: i64,
+        token: AckToken,
+    ) -> Result<(), KafkaError> {
+        debug!(record_id = %current.id, "write older than Salesforce's record: conflict");
+        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        let mut extra = vec![
+            (
+                "forcebridge.conflict.record_id",
+                current.id.clone().into_bytes(),
+            ),
+            (
+                "forcebridge.conflict.salesforce_modstamp",
+                current
+                    .modstamp
+                    .map(crate::salesforce::sftime::format_datetime)
+                    .unwrap_or_default()
+                    .into_bytes(),
+            ),
+            (
+                "forcebridge.conflict.record_timestamp",
+                crate::salesforce::sftime::format_datetime(timestamp).into_bytes(),
+            ),
+            (
+                "forcebridge.conflict.last_modified_by",
+                current
+                    .last_modified_by
+                    .clone()
+                    .unwrap_or_default()
+                    .into_bytes(),
+            ),
+        ];
+        extra.extend(source_headers(origin));
+        self.send(&self.conflicts_topic, origin, extra, token).await
+    }
+}
