@@ -30,6 +30,7 @@
 pub mod ack;
 mod admin;
 mod error;
+pub mod headers;
 mod mock;
 mod probe;
 mod producer;

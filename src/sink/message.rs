@@ -24,9 +24,9 @@ use crate::config::{SinkObjectConfig, is_api_name};
 use crate::salesforce::sfid::id15;
 
 /// Header that supplies `object` when the value has none.
-pub const HEADER_OBJECT: &str = "forcebridge.object";
+pub use crate::kafka::headers::OBJECT as HEADER_OBJECT;
 /// Header that supplies `operation` when the value has none.
-pub const HEADER_OPERATION: &str = "forcebridge.operation";
+pub use crate::kafka::headers::OPERATION as HEADER_OPERATION;
 
 /// The four write operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

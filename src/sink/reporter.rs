@@ -17,8 +17,7 @@ use std::sync::atomic::Ordering;
 use tracing::{debug, warn};
 
 use super::plan::Current;
-use crate::kafka::AckToken;
-use crate::kafka::{KafkaError, OutgoingRecord, Producer};
+use crate::kafka::{AckToken, KafkaError, OutgoingRecord, Producer, headers};
 use crate::ops::telemetry::SinkStats;
 use crate::salesforce::rest::ApiError;
 
@@ -67,16 +66,13 @@ pub(crate) struct Reporter {
 
 fn source_headers(origin: &Origin) -> Vec<(&'static str, Vec<u8>)> {
     vec![
+        (headers::SOURCE_TOPIC, origin.topic.clone().into_bytes()),
         (
-            "forcebridge.source.topic",
-            origin.topic.clone().into_bytes(),
-        ),
-        (
-            "forcebridge.source.partition",
+            headers::SOURCE_PARTITION,
             origin.partition.to_string().into_bytes(),
         ),
         (
-            "forcebridge.source.offset",
+            headers::SOURCE_OFFSET,
             origin.offset.to_string().into_bytes(),
         ),
     ]
@@ -133,22 +129,16 @@ impl Reporter {
             )
         };
         let mut extra = vec![
-            ("forcebridge.error.stage", failure.stage.as_bytes().to_vec()),
-            ("forcebridge.error.reason", reason.into_bytes()),
+            (headers::ERROR_STAGE, failure.stage.as_bytes().to_vec()),
+            (headers::ERROR_REASON, reason.into_bytes()),
             (
-                "forcebridge.error.status_code",
+                headers::ERROR_STATUS_CODE,
                 failure.code.clone().into_bytes(),
             ),
+            (headers::ERROR_MESSAGE, failure.message.clone().into_bytes()),
+            (headers::ERROR_FIELDS, failure.fields.join(",").into_bytes()),
             (
-                "forcebridge.error.message",
-                failure.message.clone().into_bytes(),
-            ),
-            (
-                "forcebridge.error.fields",
-                failure.fields.join(",").into_bytes(),
-            ),
-            (
-                "forcebridge.error.attempts",
+                headers::ERROR_ATTEMPTS,
                 failure.attempts.to_string().into_bytes(),
             ),
         ];
@@ -168,12 +158,9 @@ impl Reporter {
         debug!(record_id = %current.id, "write older than Salesforce's record: conflict");
         self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
         let mut extra = vec![
+            (headers::CONFLICT_RECORD_ID, current.id.clone().into_bytes()),
             (
-                "forcebridge.conflict.record_id",
-                current.id.clone().into_bytes(),
-            ),
-            (
-                "forcebridge.conflict.salesforce_modstamp",
+                headers::CONFLICT_SALESFORCE_MODSTAMP,
                 current
                     .modstamp
                     .map(crate::salesforce::sftime::format_datetime)
@@ -181,11 +168,11 @@ impl Reporter {
                     .into_bytes(),
             ),
             (
-                "forcebridge.conflict.record_timestamp",
+                headers::CONFLICT_RECORD_TIMESTAMP,
                 crate::salesforce::sftime::format_datetime(timestamp).into_bytes(),
             ),
             (
-                "forcebridge.conflict.last_modified_by",
+                headers::CONFLICT_LAST_MODIFIED_BY,
                 current
                     .last_modified_by
                     .clone()

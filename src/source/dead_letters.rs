@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use super::setup::Shared;
 use crate::config::{Config, ReplayRejectedPolicy};
-use crate::kafka::{EventHandle, KafkaError, OutgoingRecord, Producer};
+use crate::kafka::{EventHandle, KafkaError, OutgoingRecord, Producer, headers};
 use crate::ops::telemetry::ChannelStats;
 use crate::source::cdc::{self, RawEvent};
 use tracing::warn;
@@ -128,18 +128,18 @@ impl<'a> DeadLetters<'a> {
         // A reason (e.g. a long REST error body) never makes the dead letter itself too large.
         let reason = truncate_utf8(&dead.reason, MAX_REASON_BYTES);
         let mut headers: Vec<(&str, &[u8])> = vec![
-            ("forcebridge.error.stage", dead.stage.as_bytes()),
-            ("forcebridge.error.reason", reason.as_bytes()),
-            ("forcebridge.channel", raw.channel.as_bytes()),
-            ("forcebridge.replay_id", replay_hex.as_bytes()),
-            ("forcebridge.schema_id", raw.schema_id.as_bytes()),
-            ("forcebridge.event_id", raw.event_id.as_bytes()),
+            (headers::ERROR_STAGE, dead.stage.as_bytes()),
+            (headers::ERROR_REASON, reason.as_bytes()),
+            (headers::CHANNEL, raw.channel.as_bytes()),
+            (headers::REPLAY_ID, replay_hex.as_bytes()),
+            (headers::SCHEMA_ID, raw.schema_id.as_bytes()),
+            (headers::EVENT_ID, raw.event_id.as_bytes()),
         ];
         // The raw bytes, unless they alone exceed Kafka's limit: then their head, marked.
         let framing = record_size(replay_hex.as_bytes(), None, headers.iter().copied()) + 64;
         let room = self.max_record_bytes.saturating_sub(framing);
         let value = if raw.payload.len() > room {
-            headers.push(("forcebridge.error.truncated_from", original_len.as_bytes()));
+            headers.push((headers::ERROR_TRUNCATED_FROM, original_len.as_bytes()));
             &raw.payload[..room]
         } else {
             raw.payload
@@ -179,10 +179,10 @@ pub(super) async fn write_gap_marker(
     })
     .to_string();
     let headers: [(&str, &[u8]); 4] = [
-        ("forcebridge.error.stage", b"replay"),
-        ("forcebridge.error.reason", reason.as_bytes()),
-        ("forcebridge.channel", channel.as_bytes()),
-        ("forcebridge.replay_id", rejected_hex.as_bytes()),
+        (headers::ERROR_STAGE, b"replay"),
+        (headers::ERROR_REASON, reason.as_bytes()),
+        (headers::CHANNEL, channel.as_bytes()),
+        (headers::REPLAY_ID, rejected_hex.as_bytes()),
     ];
     let record = OutgoingRecord {
         topic: &shared.config.kafka.dead_letter_topic,

@@ -40,16 +40,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
 use crate::kafka::ack::EventHandle;
-use crate::kafka::{KafkaError, OutgoingRecord, Producer};
+use crate::kafka::{KafkaError, OutgoingRecord, Producer, headers};
 use crate::ops::telemetry::ChannelStats;
 use crate::salesforce::auth::{Authenticator, SessionHandle};
 use crate::salesforce::rest::{LimitGuard, Reserve, RestClient, RestError};
 use crate::source::cdc::OutRecord;
 use crate::source::cdc::schema::EventSchema;
 
-/// Header on every record produced from a gap or overflow event: [`MODE_GAP`] or
-/// [`MODE_RESYNC`].
-pub const HEADER_REREAD: &str = "forcebridge.reread";
 /// `forcebridge.reread` / `reread.mode` of records produced for gap events.
 pub const MODE_GAP: &str = "gap";
 /// `forcebridge.reread` / `reread.mode` of records produced by an overflow re-sync.
@@ -410,7 +407,7 @@ impl Template {
             .headers
             .iter()
             .map(|(k, v)| (*k, v.as_bytes()))
-            .chain([(HEADER_REREAD, mode.as_bytes())])
+            .chain([(headers::REREAD, mode.as_bytes())])
             .collect();
         let record = OutgoingRecord {
             topic: target.topic,

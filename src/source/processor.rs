@@ -26,7 +26,7 @@ use super::routes::Routes;
 use super::setup::Shared;
 use super::transactions::{Transaction, commit_due};
 use crate::config::{ChannelConfig, EchoMode};
-use crate::kafka::{AckWindow, EventHandle, KafkaError, OutgoingRecord, Producer};
+use crate::kafka::{AckWindow, EventHandle, KafkaError, OutgoingRecord, Producer, headers};
 use crate::ops::telemetry::ChannelStats;
 use crate::retry::{Backoff, sleep_or_cancel};
 use crate::salesforce::proto::ConsumerEvent;
@@ -338,7 +338,7 @@ impl Processor<'_> {
                 for record in &mut records {
                     record
                         .headers
-                        .push((cdc::HEADER_ECHO, reason.as_str().to_owned()));
+                        .push((headers::ECHO, reason.as_str().to_owned()));
                 }
             }
         }

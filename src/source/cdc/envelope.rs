@@ -10,6 +10,7 @@ use super::avro;
 use super::decode::{Scratch, read_event};
 use super::event::{ChangeHeader, DecodeError, DecodedEvent, RawEvent};
 use super::schema::EventSchema;
+use crate::kafka::headers;
 
 /// Envelope options from the channel config.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,17 +31,6 @@ pub struct OutRecord {
     /// `changeType`, or `EVENT` for a Platform Event.
     pub operation: String,
 }
-
-/// Header names (ARCHITECTURE.md).
-pub const HEADER_REPLAY_ID: &str = "forcebridge.replay_id";
-pub const HEADER_SCHEMA_ID: &str = "forcebridge.schema_id";
-pub const HEADER_CHANGE_TYPE: &str = "forcebridge.change_type";
-pub const HEADER_CHANGE_ORIGIN: &str = "forcebridge.change_origin";
-pub const HEADER_CHANNEL: &str = "forcebridge.channel";
-/// Set (to `client_tag` or `commit_user`) on records of echo events when `source.echo.mode` is
-/// `mark`.
-pub const HEADER_ECHO: &str = "forcebridge.echo";
-pub const HEADER_EVENT_ID: &str = "forcebridge.event_id";
 
 /// The operation of a Platform Event record.
 pub const OPERATION_EVENT: &str = "EVENT";
@@ -302,13 +292,13 @@ fn headers(
     change_origin: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let mut h = Vec::with_capacity(6);
-    h.push((HEADER_REPLAY_ID, replay_hex));
-    h.push((HEADER_SCHEMA_ID, raw.schema_id.to_owned()));
-    h.push((HEADER_CHANGE_TYPE, change_type.to_owned()));
+    h.push((headers::REPLAY_ID, replay_hex));
+    h.push((headers::SCHEMA_ID, raw.schema_id.to_owned()));
+    h.push((headers::CHANGE_TYPE, change_type.to_owned()));
     if let Some(o) = change_origin {
-        h.push((HEADER_CHANGE_ORIGIN, o.to_owned()));
+        h.push((headers::CHANGE_ORIGIN, o.to_owned()));
     }
-    h.push((HEADER_CHANNEL, raw.channel.to_owned()));
-    h.push((HEADER_EVENT_ID, raw.event_id.to_owned()));
+    h.push((headers::CHANNEL, raw.channel.to_owned()));
+    h.push((headers::EVENT_ID, raw.event_id.to_owned()));
     h
 }

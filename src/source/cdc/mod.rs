@@ -36,12 +36,11 @@ pub mod schema;
 pub use self::decode::Scratch;
 pub use self::decode::{decode, expand_bitmaps};
 pub use self::envelope::{
-    Commit, Encoded, EnvelopeOptions, HEADER_CHANGE_ORIGIN, HEADER_CHANGE_TYPE, HEADER_CHANNEL,
-    HEADER_ECHO, HEADER_EVENT_ID, HEADER_REPLAY_ID, HEADER_SCHEMA_ID, OPERATION_EVENT, OutRecord,
-    encode, to_records,
+    Commit, Encoded, EnvelopeOptions, OPERATION_EVENT, OutRecord, encode, to_records,
 };
 pub use self::event::BitmapError;
 pub use self::event::{ChangeHeader, DecodeError, DecodedEvent, RawEvent};
+pub use crate::kafka::headers::CHANGE_TYPE as HEADER_CHANGE_TYPE; // TEMP
 
 #[cfg(test)]
 mod tests;

@@ -740,7 +740,7 @@ fn delete_fans_out_with_tombstones() {
         !recs[1]
             .headers
             .iter()
-            .any(|(k, _)| *k == HEADER_CHANGE_ORIGIN)
+            .any(|(k, _)| *k == crate::kafka::headers::CHANGE_ORIGIN)
     );
 
     let recs = to_records(&r, &ev, &EnvelopeOptions { tombstones: false });
