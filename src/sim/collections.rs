@@ -39,9 +39,10 @@ use std::collections::HashMap;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use super::error::SimError;
+use super::ids;
 use super::org::{Applied, Op};
 use super::rest::{Call, Exec, RecordError, Reply, query_param};
-use super::{SimError, ids};
 
 /// Most records (or ids) per call.
 pub const MAX_RECORDS: usize = 200;

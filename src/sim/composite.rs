@@ -35,7 +35,7 @@ use serde_json::{Map, Value, json};
 
 use super::org::Tx;
 use super::rest::{Body, Call, Exec, Reply, call_options_tag, parse_version};
-use super::rest_origin;
+use super::util::rest_origin;
 
 /// Most subrequests per call.
 pub const MAX_SUBREQUESTS: usize = 25;

@@ -26,8 +26,8 @@ use apache_avro::types::Value as Avro;
 use serde_json::Map;
 
 use super::catalog::{HEADER_FIELD, SchemaVersion};
+use super::error::SimError;
 use super::org::{BuiltEvent, Change, ChangeType, CommitContext, Org, encode_body};
-use super::{API_VERSION, Shared, SimError, lock, rest_origin};
 use crate::salesforce::proto::ProducerEvent;
 
 /// The `recordIds` entry of a `GAP_OVERFLOW` event (the empty Id).
@@ -217,59 +217,13 @@ pub(crate) fn transaction_events(
     Ok(events)
 }
 
-/// The `gap` knob of `POST /sim/faults`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GapRequest {
-    object: String,
-    ids: Vec<String>,
-    kind: String,
-}
-
-/// Applies the gap knobs of `POST /sim/faults`: publish a gap event, an overflow event, and/or
-/// replace the set of gap records.
-pub(crate) fn apply_http(
-    shared: &Shared,
-    gap: Option<GapRequest>,
-    overflow: Option<String>,
-    gap_records: Option<Vec<String>>,
-) -> Result<(), SimError> {
-    let origin = || rest_origin(API_VERSION, None);
-    if let Some(gap) = gap {
-        let kind = GapKind::parse(&gap.kind).ok_or_else(|| SimError::InvalidValue {
-            object: gap.object.clone(),
-            field: "kind".into(),
-            reason: format!("`{}` is not create, update, delete or undelete", gap.kind),
-        })?;
-        if gap.ids.is_empty() {
-            return Err(SimError::InvalidValue {
-                object: gap.object,
-                field: "ids".into(),
-                reason: "a gap event names at least one record".into(),
-            });
-        }
-        shared.emit_header_only(&gap.object, gap.ids, kind.symbol(), origin())?;
-    }
-    if let Some(object) = overflow {
-        shared.emit_header_only(
-            &object,
-            vec![OVERFLOW_RECORD_ID.to_owned()],
-            GAP_OVERFLOW,
-            origin(),
-        )?;
-    }
-    if let Some(ids) = gap_records {
-        *lock(&shared.gap_records) = ids.into_iter().collect();
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
 
     use super::super::bus::Channel;
     use super::super::tests::obj;
+    use super::super::util::lock;
     use super::super::{SimConfig, SimOrg, org};
     use super::*;
 

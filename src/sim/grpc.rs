@@ -33,7 +33,9 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::bus::{self, Channel, ReplayIdError};
-use super::{Session, Shared, ids, lock};
+use super::ids;
+use super::shared::{Session, Shared};
+use super::util::lock;
 use crate::salesforce::proto::pub_sub_server::{PubSub, PubSubServer};
 use crate::salesforce::proto::{
     ConsumerEvent, Error as PublishError, ErrorCode, FetchRequest, FetchResponse,

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use apache_avro::types::Value as Avro;
 use serde_json::{Map, Value as Json};
 
-use super::SimError;
 use super::bitmap::FieldSet;
 use super::catalog::{self, FieldDef, FieldKind, ScalarType, SchemaVersion, Temporal};
+use super::error::SimError;
 use super::ids::{self, IdGenerator};
 use crate::salesforce::proto::ProducerEvent;
 use crate::salesforce::sftime;

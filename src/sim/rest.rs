@@ -33,9 +33,12 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::catalog::{SchemaVersion, Temporal};
+use super::error::SimError;
 use super::org::{Applied, Op, Org, StageOptions, Tx};
+use super::shared::{Session, Shared};
 use super::soql::Query;
-use super::{Session, Shared, SimError, collections, composite, lock, now_ms, rest_origin};
+use super::util::{API_VERSION, lock, now_ms, rest_origin};
+use super::{collections, composite};
 use crate::salesforce::sftime;
 
 /// The reply to one (sub)request.
@@ -348,8 +351,8 @@ pub(super) fn bearer(s: &Shared, headers: &HeaderMap) -> Option<Session> {
 pub(super) async fn versions() -> Response {
     axum::Json(json!([{
         "label": "Winter '25",
-        "url": format!("/services/data/v{}", super::API_VERSION),
-        "version": super::API_VERSION,
+        "url": format!("/services/data/v{}", API_VERSION),
+        "version": API_VERSION,
     }]))
     .into_response()
 }

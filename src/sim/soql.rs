@@ -21,37 +21,9 @@ use std::collections::HashSet;
 use serde_json::{Map, Value as Json};
 
 use super::catalog::{FieldKind, ScalarType, SchemaVersion, Temporal};
+pub use super::error::QueryError;
 use super::ids;
 use super::org::{Org, Tx};
-
-/// A refused query.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    /// `MALFORMED_QUERY`: not in the grammar.
-    #[error("{0}")]
-    Malformed(String),
-    /// `INVALID_FIELD`: no such field, or it can't be used that way.
-    #[error("{0}")]
-    InvalidField(String),
-    /// `INVALID_TYPE`: no such object.
-    #[error("{0}")]
-    InvalidType(String),
-    /// `INVALID_QUERY_FILTER_OPERATOR`: a filter value that can't be an Id.
-    #[error("{0}")]
-    InvalidFilter(String),
-}
-
-impl QueryError {
-    /// Salesforce's `errorCode`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            QueryError::Malformed(_) => "MALFORMED_QUERY",
-            QueryError::InvalidField(_) => "INVALID_FIELD",
-            QueryError::InvalidType(_) => "INVALID_TYPE",
-            QueryError::InvalidFilter(_) => "INVALID_QUERY_FILTER_OPERATOR",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
