@@ -34,9 +34,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::error::SimError;
-use super::limits::RestFault;
 use super::org::ValidationRule;
 use super::rest;
+use super::rest::limits::RestFault;
 use super::rest::{Reply, bearer};
 use super::shared::Shared;
 use super::util::{API_VERSION, lock, now_ms, rest_origin};

@@ -18,9 +18,9 @@ use super::config::SimConfig;
 use super::error::SimError;
 use super::gap;
 use super::grpc::StreamFaults;
-use super::limits::ApiState;
 use super::org::{self, Change, CommitContext, Op, Org};
-use super::rest::Cursors;
+use super::rest::cursors::Cursors;
+use super::rest::limits::ApiState;
 use super::util::{lock, now_ms};
 use crate::salesforce::proto::ProducerEvent;
 

@@ -16,9 +16,9 @@ use super::grpc::{self, StreamFaults};
 use super::handle::SimOrg;
 use super::http;
 use super::jwt;
-use super::limits::ApiState;
 use super::org::Org;
-use super::rest::Cursors;
+use super::rest::cursors::Cursors;
+use super::rest::limits::ApiState;
 use super::shared::Shared;
 use super::tls;
 
