@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::bus;
 use super::error::SimError;
 use super::gap::{self, GAP_OVERFLOW, GapKind, OVERFLOW_RECORD_ID};
-use super::grpc::StreamFaultCounts;
+use super::grpc::stream_faults::StreamFaultCounts;
 use super::handle::SimOrg;
 use super::org::ValidationRule;
 use super::rest::limits::RestFault;

@@ -17,7 +17,7 @@ use super::bus::{self, Bus, Channel, Source};
 use super::config::SimConfig;
 use super::error::SimError;
 use super::gap;
-use super::grpc::StreamFaults;
+use super::grpc::stream_faults::StreamFaults;
 use super::org::{self, Change, CommitContext, Op, Org};
 use super::rest::cursors::Cursors;
 use super::rest::limits::ApiState;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::bus::Bus;
 use super::config::SimConfig;
 use super::error::SimError;
-use super::grpc::{self, StreamFaults};
+use super::grpc::{self, stream_faults::StreamFaults};
 use super::handle::SimOrg;
 use super::http;
 use super::jwt;
