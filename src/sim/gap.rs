@@ -31,10 +31,10 @@ use super::org::{BuiltEvent, Change, ChangeType, CommitContext, Org, encode_body
 use crate::salesforce::proto::ProducerEvent;
 
 /// The `recordIds` entry of a `GAP_OVERFLOW` event (the empty Id).
-pub const OVERFLOW_RECORD_ID: &str = "000000000000000AAA";
+pub(crate) const OVERFLOW_RECORD_ID: &str = "000000000000000AAA";
 
 /// The `changeType` of an overflow event.
-pub const GAP_OVERFLOW: &str = "GAP_OVERFLOW";
+pub(crate) const GAP_OVERFLOW: &str = "GAP_OVERFLOW";
 
 /// The four gap change types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,7 +51,7 @@ pub enum GapKind {
 
 impl GapKind {
     /// The `changeType` enum symbol.
-    pub fn symbol(self) -> &'static str {
+    pub(crate) fn symbol(self) -> &'static str {
         match self {
             GapKind::Create => "GAP_CREATE",
             GapKind::Update => "GAP_UPDATE",
@@ -61,7 +61,7 @@ impl GapKind {
     }
 
     /// The gap kind replacing a change of type `change`.
-    pub fn of(change: ChangeType) -> Self {
+    pub(crate) fn of(change: ChangeType) -> Self {
         match change {
             ChangeType::Create => GapKind::Create,
             ChangeType::Update => GapKind::Update,
@@ -71,7 +71,7 @@ impl GapKind {
     }
 
     /// `create`, `GAP_CREATE`, … (case-insensitive).
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let upper = text.to_ascii_uppercase();
         let bare = upper.strip_prefix("GAP_").unwrap_or(&upper);
         [

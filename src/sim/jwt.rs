@@ -44,7 +44,7 @@ pub(crate) fn parse_certificate(pem: &str) -> Result<CertificateDer<'static>, St
 }
 
 /// The integration user's username: `integration@<domain of SimConfig::username>`.
-pub fn integration_username(config: &SimConfig) -> String {
+pub(crate) fn integration_username(config: &SimConfig) -> String {
     let domain = config
         .username
         .split_once('@')

@@ -39,9 +39,9 @@
 //! (`BillingCity`, `LastName`); only the SOQL subset of [`soql`] is understood; Composite
 //! subrequests always run in order (`collateSubrequests` is ignored).
 
-pub mod avro_out;
+pub(crate) mod avro_out;
 pub mod bitmap;
-pub mod bus;
+pub(crate) mod bus;
 pub mod catalog;
 mod cli;
 mod config;
@@ -57,7 +57,7 @@ mod jwt_demo;
 pub mod org;
 mod rest;
 mod shared;
-pub mod soql;
+pub(crate) mod soql;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -71,5 +71,4 @@ pub use self::gap::GapKind;
 pub use self::grpc::StreamFaultCounts;
 pub use self::handle::{SimOrg, Transaction};
 pub use self::rest::limits::RestFault;
-pub use self::util::API_VERSION;
 pub(crate) use self::util::now_ms;

@@ -117,22 +117,6 @@ fn expected(def: &FieldDef, t: ScalarType) -> &'static str {
     }
 }
 
-/// Checks names and types of requested field values (`reject_system`: system fields are
-/// read-only).
-pub fn validate_against(
-    schema: &SchemaVersion,
-    object: &str,
-    fields: &Map<String, Json>,
-    reject_system: bool,
-) -> Result<(), SimError> {
-    let check = if reject_system {
-        FieldCheck::Write
-    } else {
-        FieldCheck::Event
-    };
-    normalize_fields(schema, object, fields, check).map(drop)
-}
-
 pub fn scalar_to_avro(t: ScalarType, v: &Json) -> Option<Avro> {
     Some(match t {
         ScalarType::String => Avro::String(v.as_str()?.to_owned()),

@@ -33,9 +33,10 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use self::cdc::{avro_to_json, encode_body};
-pub use self::change::{Applied, BuiltEvent, Change, ChangeType, CommitContext, Op, StageOptions};
-pub use self::fields::{
-    FieldCheck, SYSTEM_FIELDS, normalize_fields, scalar_to_avro, validate_against,
-};
-pub use self::state::{EXTERNAL_ID_FIELD, Org, Tx, ValidationRule};
+pub use self::cdc::avro_to_json;
+pub(crate) use self::cdc::encode_body;
+pub(crate) use self::change::{Applied, StageOptions};
+pub use self::change::{BuiltEvent, Change, ChangeType, CommitContext, Op};
+pub(crate) use self::fields::{FieldCheck, normalize_fields};
+pub use self::state::Org;
+pub(crate) use self::state::{Tx, ValidationRule};

@@ -5,6 +5,7 @@ use apache_avro::types::Value as Avro;
 use serde_json::{Map, Value as Json, json};
 
 use super::cdc::body_value;
+use super::state::EXTERNAL_ID_FIELD;
 use super::*;
 use crate::sim::error::SimError;
 
