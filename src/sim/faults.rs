@@ -18,6 +18,7 @@ use super::shared::Shared;
 use super::util::{API_VERSION, lock, rest_origin};
 use crate::salesforce::proto::ProducerEvent;
 
+/// Fault knobs of REST calls, record writes and events (also set through `POST /sim/faults`).
 impl SimOrg {
     /// Fault injection: appends an event with any schema id and payload to a Platform Event
     /// channel, as a corrupt or foreign event would arrive; returns its replay id.

@@ -28,11 +28,21 @@
 //! events ([`gap`]) [`SimOrg::emit_gap`], [`SimOrg::emit_overflow`], [`SimOrg::emit_gaps_for`]
 //! and [`SimConfig::overflow_threshold`].
 //!
-//! Files: `catalog` (schemas and ids), `ids` (record Ids), `bitmap` (header bitmaps), `org`
-//! (records, rules, transactions → events), `bus` (log, channels, replay, retention), `grpc`
-//! (Pub/Sub service), `http` (server, OAuth, `/sim/*`), `rest` (REST routing, sObject rows,
-//! query), `collections` (sObject Collections), `composite` (Composite), `soql` (the query
-//! subset), `limits` (API usage, refusals), `tls` (test CA, TLS listener).
+//! Files: `handle` (the [`SimOrg`] Rust API, [`Transaction`]), `start` (binding the listeners,
+//! spawning the servers), `faults` (the fault knobs, for the Rust API and `POST /sim/faults`),
+//! `shared` (state of the handle and both servers; publishing events, channels, tokens), `config`
+//! ([`SimConfig`]), `error` ([`SimError`], SOQL errors), `util` (clock, locks, `changeOrigin`),
+//! `cli` (`forcebridge sim`); `catalog` (schemas and ids), `avro_out` (Avro writer), `ids`
+//! (record Ids), `bitmap` (header bitmaps); `org/` (records and rules in `state`, changes in
+//! `change`, field checks in `fields`, transactions in `stage` and `record`, the CDC encoding of
+//! changes into events in `cdc`); `gap` (gap and overflow events), `bus` (log, channels, replay,
+//! retention); `grpc/` (Pub/Sub service: RPCs in `mod`, auth and topics in `service`, Subscribe
+//! streams and flow control in `subscribe`, stream fault knobs in `stream_faults`, error statuses
+//! in `status`); `http` (server, OAuth, `/sim/*`), `jwt` and `jwt_demo` (JWT bearer grant, demo
+//! key); `rest/` (routing in `mod`, sObject rows and rows by External Id in `rows`, query in
+//! `query` and `cursors`, sObject Collections in `collections`, Composite in `composite`, API
+//! usage, refusals and limits in `limits`; their shared pieces in `call`, `reply`, `render`);
+//! `soql` (the query subset), `tls` (test CA, TLS listener).
 //!
 //! Known differences from a real org: compound fields (addresses, Contact `Name`) are read and
 //! written nested, as change events carry them, rather than as Salesforce's flat REST fields
