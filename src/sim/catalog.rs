@@ -16,7 +16,7 @@ use apache_avro::rabin::Rabin;
 use base64::Engine as _;
 use serde_json::Value as Json;
 
-use super::SimError;
+use super::error::SimError;
 
 /// `AccountChangeEvent` schema as bundled.
 pub const ACCOUNT_CHANGE_EVENT: &str = include_str!("../../schemas/AccountChangeEvent.avsc");

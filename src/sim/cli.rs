@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{SimConfig, SimError, SimOrg};
+use super::config::SimConfig;
+use super::error::SimError;
+use super::handle::SimOrg;
 
 /// Options of `forcebridge sim`.
 #[derive(Debug, Clone, clap::Args)]

@@ -26,15 +26,15 @@ use apache_avro::types::Value as Avro;
 use serde_json::Map;
 
 use super::catalog::{HEADER_FIELD, SchemaVersion};
+use super::error::SimError;
 use super::org::{BuiltEvent, Change, ChangeType, CommitContext, Org, encode_body};
-use super::{API_VERSION, Shared, SimError, lock, rest_origin};
 use crate::salesforce::proto::ProducerEvent;
 
 /// The `recordIds` entry of a `GAP_OVERFLOW` event (the empty Id).
-pub const OVERFLOW_RECORD_ID: &str = "000000000000000AAA";
+pub(crate) const OVERFLOW_RECORD_ID: &str = "000000000000000AAA";
 
 /// The `changeType` of an overflow event.
-pub const GAP_OVERFLOW: &str = "GAP_OVERFLOW";
+pub(crate) const GAP_OVERFLOW: &str = "GAP_OVERFLOW";
 
 /// The four gap change types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,7 +51,7 @@ pub enum GapKind {
 
 impl GapKind {
     /// The `changeType` enum symbol.
-    pub fn symbol(self) -> &'static str {
+    pub(crate) fn symbol(self) -> &'static str {
         match self {
             GapKind::Create => "GAP_CREATE",
             GapKind::Update => "GAP_UPDATE",
@@ -61,7 +61,7 @@ impl GapKind {
     }
 
     /// The gap kind replacing a change of type `change`.
-    pub fn of(change: ChangeType) -> Self {
+    pub(crate) fn of(change: ChangeType) -> Self {
         match change {
             ChangeType::Create => GapKind::Create,
             ChangeType::Update => GapKind::Update,
@@ -71,7 +71,7 @@ impl GapKind {
     }
 
     /// `create`, `GAP_CREATE`, … (case-insensitive).
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let upper = text.to_ascii_uppercase();
         let bare = upper.strip_prefix("GAP_").unwrap_or(&upper);
         [
@@ -217,59 +217,13 @@ pub(crate) fn transaction_events(
     Ok(events)
 }
 
-/// The `gap` knob of `POST /sim/faults`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GapRequest {
-    object: String,
-    ids: Vec<String>,
-    kind: String,
-}
-
-/// Applies the gap knobs of `POST /sim/faults`: publish a gap event, an overflow event, and/or
-/// replace the set of gap records.
-pub(crate) fn apply_http(
-    shared: &Shared,
-    gap: Option<GapRequest>,
-    overflow: Option<String>,
-    gap_records: Option<Vec<String>>,
-) -> Result<(), SimError> {
-    let origin = || rest_origin(API_VERSION, None);
-    if let Some(gap) = gap {
-        let kind = GapKind::parse(&gap.kind).ok_or_else(|| SimError::InvalidValue {
-            object: gap.object.clone(),
-            field: "kind".into(),
-            reason: format!("`{}` is not create, update, delete or undelete", gap.kind),
-        })?;
-        if gap.ids.is_empty() {
-            return Err(SimError::InvalidValue {
-                object: gap.object,
-                field: "ids".into(),
-                reason: "a gap event names at least one record".into(),
-            });
-        }
-        shared.emit_header_only(&gap.object, gap.ids, kind.symbol(), origin())?;
-    }
-    if let Some(object) = overflow {
-        shared.emit_header_only(
-            &object,
-            vec![OVERFLOW_RECORD_ID.to_owned()],
-            GAP_OVERFLOW,
-            origin(),
-        )?;
-    }
-    if let Some(ids) = gap_records {
-        *lock(&shared.gap_records) = ids.into_iter().collect();
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
 
     use super::super::bus::Channel;
     use super::super::tests::obj;
+    use super::super::util::lock;
     use super::super::{SimConfig, SimOrg, org};
     use super::*;
 

@@ -33,10 +33,13 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::limits::RestFault;
+use super::error::SimError;
 use super::org::ValidationRule;
+use super::rest;
+use super::rest::limits::RestFault;
 use super::rest::{Reply, bearer};
-use super::{Shared, SimError, lock, now_ms, rest, rest_origin};
+use super::shared::Shared;
+use super::util::{API_VERSION, lock, now_ms, rest_origin};
 
 /// Where the HTTP side's connections come from.
 pub(super) enum Incoming {
@@ -182,7 +185,7 @@ struct GenerateRequest {
 }
 
 async fn generate(State(s): State<Arc<Shared>>, Json(req): Json<GenerateRequest>) -> Response {
-    let origin = rest_origin(super::API_VERSION, Some("forcebridge-sim"));
+    let origin = rest_origin(API_VERSION, Some("forcebridge-sim"));
     let user = s.config.user_id.clone();
     let shared = s.clone();
     let object = req.object.clone();
@@ -242,7 +245,7 @@ struct FaultsRequest {
     api_usage: Option<u64>,
     api_limit: Option<u64>,
     validation_rule: Option<RuleRequest>,
-    gap: Option<super::gap::GapRequest>,
+    gap: Option<super::faults::GapRequest>,
     overflow: Option<String>,
     gap_records: Option<Vec<String>>,
     #[serde(default)]
@@ -289,7 +292,7 @@ async fn set_faults(State(s): State<Arc<Shared>>, Json(req): Json<FaultsRequest>
             ));
         }
     }
-    if let Err(e) = super::gap::apply_http(&s, req.gap, req.overflow, req.gap_records) {
+    if let Err(e) = super::faults::apply_http(&s, req.gap, req.overflow, req.gap_records) {
         return reply(Reply::error(
             StatusCode::BAD_REQUEST,
             "INVALID_INPUT",

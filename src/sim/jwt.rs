@@ -27,15 +27,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
 
-use super::SimConfig;
-
-/// The demo connected app's certificate (self-signed, RSA 2048), the default of
-/// [`SimConfig::jwt_certificate_pem`].
-pub const DEMO_CERTIFICATE_PEM: &str = include_str!("jwt_demo_cert.pem");
-
-/// The private key of [`DEMO_CERTIFICATE_PEM`] (PKCS#8 PEM). Public on purpose: it is the
-/// simulated org's demo credential, like its client secret; never use it for a real org.
-pub const DEMO_PRIVATE_KEY_PEM: &str = include_str!("jwt_demo_key.pem");
+use super::config::SimConfig;
+pub use super::jwt_demo::{DEMO_CERTIFICATE_PEM, DEMO_PRIVATE_KEY_PEM};
 
 /// Allowed clock skew on `exp`.
 const SKEW: Duration = Duration::from_secs(30);
@@ -51,7 +44,7 @@ pub(crate) fn parse_certificate(pem: &str) -> Result<CertificateDer<'static>, St
 }
 
 /// The integration user's username: `integration@<domain of SimConfig::username>`.
-pub fn integration_username(config: &SimConfig) -> String {
+pub(crate) fn integration_username(config: &SimConfig) -> String {
     let domain = config
         .username
         .split_once('@')

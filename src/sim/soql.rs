@@ -21,37 +21,9 @@ use std::collections::HashSet;
 use serde_json::{Map, Value as Json};
 
 use super::catalog::{FieldKind, ScalarType, SchemaVersion, Temporal};
+pub use super::error::QueryError;
 use super::ids;
 use super::org::{Org, Tx};
-
-/// A refused query.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    /// `MALFORMED_QUERY`: not in the grammar.
-    #[error("{0}")]
-    Malformed(String),
-    /// `INVALID_FIELD`: no such field, or it can't be used that way.
-    #[error("{0}")]
-    InvalidField(String),
-    /// `INVALID_TYPE`: no such object.
-    #[error("{0}")]
-    InvalidType(String),
-    /// `INVALID_QUERY_FILTER_OPERATOR`: a filter value that can't be an Id.
-    #[error("{0}")]
-    InvalidFilter(String),
-}
-
-impl QueryError {
-    /// Salesforce's `errorCode`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            QueryError::Malformed(_) => "MALFORMED_QUERY",
-            QueryError::InvalidField(_) => "INVALID_FIELD",
-            QueryError::InvalidType(_) => "INVALID_TYPE",
-            QueryError::InvalidFilter(_) => "INVALID_QUERY_FILTER_OPERATOR",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -328,6 +300,147 @@ impl Parser<'_> {
     }
 }
 
+/// A name or literal as written, and its position in the text.
+type Located<T> = (T, usize);
+
+/// A query as written, its names not yet resolved: the selected fields, the object and the
+/// `WHERE` conditions (field, position, literals), and `LIMIT`.
+struct Raw {
+    fields: Vec<Located<String>>,
+    object: Located<String>,
+    filters: Vec<(String, usize, Vec<Located<Literal>>)>,
+    limit: Option<usize>,
+}
+
+impl Parser<'_> {
+    /// `SELECT f, … FROM Object [WHERE cond [AND cond]…] [LIMIT n]`, up to the end of the text.
+    fn query(&mut self) -> Result<Raw, QueryError> {
+        self.keyword("SELECT")?;
+        let mut raw_fields = vec![self.word()?];
+        while *self.peek() == Tok::Comma {
+            self.next();
+            raw_fields.push(self.word()?);
+        }
+        self.keyword("FROM")?;
+        let (raw_object, object_pos) = self.word()?;
+        let mut raw_filters = Vec::new();
+        if self.peek().is_kw("WHERE") {
+            self.next();
+            loop {
+                let (field, field_pos) = self.word()?;
+                let mut values = Vec::new();
+                match self.next() {
+                    (Tok::Eq, _) => values.push(self.literal()?),
+                    (t, _) if t.is_kw("IN") => {
+                        if *self.peek() != Tok::Open {
+                            return Err(self.unexpected());
+                        }
+                        self.next();
+                        values.push(self.literal()?);
+                        while *self.peek() == Tok::Comma {
+                            self.next();
+                            values.push(self.literal()?);
+                        }
+                        if *self.peek() != Tok::Close {
+                            return Err(self.unexpected());
+                        }
+                        self.next();
+                    }
+                    _ => {
+                        self.at -= 1;
+                        return Err(self.unexpected());
+                    }
+                }
+                raw_filters.push((field, field_pos, values));
+                if self.peek().is_kw("AND") {
+                    self.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        let mut limit = None;
+        if self.peek().is_kw("LIMIT") {
+            self.next();
+            match self.peek() {
+                Tok::Num(n) => match n.parse::<usize>() {
+                    Ok(n) => {
+                        limit = Some(n);
+                        self.next();
+                    }
+                    Err(_) => return Err(self.unexpected()),
+                },
+                _ => return Err(self.unexpected()),
+            }
+        }
+        if *self.peek() != Tok::End {
+            return Err(self.unexpected());
+        }
+        Ok(Raw {
+            fields: raw_fields,
+            object: (raw_object, object_pos),
+            filters: raw_filters,
+            limit,
+        })
+    }
+}
+
+/// Checks that each literal of a filter on `api` (of `kind`, at `pos`) fits the field's type.
+fn check_filter(
+    text: &str,
+    api: &str,
+    kind: Kind,
+    pos: usize,
+    values: &[Located<Literal>],
+) -> Result<(), QueryError> {
+    let invalid = |msg: String| QueryError::InvalidField(located(text, pos, &msg));
+    for (lit, lit_pos) in values {
+        match (kind, lit) {
+            (_, Literal::Null) => {}
+            (Kind::Compound, _) => {
+                return Err(invalid(format!(
+                    "field '{api}' can not be filtered in a query call"
+                )));
+            }
+            (Kind::Temporal(t), _) => {
+                let ty = match t {
+                    Temporal::DateTime => "dateTime",
+                    Temporal::Date => "date",
+                };
+                return Err(invalid(format!(
+                    "value of filter criterion for field '{api}' must be of type {ty} and should not be enclosed in quotes"
+                )));
+            }
+            (Kind::Id, Literal::Str(s)) if ids::normalize(s).is_none() => {
+                return Err(QueryError::InvalidFilter(located(
+                    text,
+                    *lit_pos,
+                    &format!("invalid ID field: {s}"),
+                )));
+            }
+            (Kind::Id | Kind::IdRef | Kind::Text, Literal::Str(_))
+            | (Kind::Number, Literal::Num(_))
+            | (Kind::Bool, Literal::Bool(_)) => {}
+            (Kind::Id | Kind::IdRef | Kind::Text, _) => {
+                return Err(invalid(format!(
+                    "value of filter criterion for field '{api}' must be of type string and should be enclosed in quotes"
+                )));
+            }
+            (Kind::Number, _) => {
+                return Err(invalid(format!(
+                    "value of filter criterion for field '{api}' must be of type double and should not be enclosed in quotes"
+                )));
+            }
+            (Kind::Bool, _) => {
+                return Err(invalid(format!(
+                    "value of filter criterion for field '{api}' must be of type boolean and should not be enclosed in quotes"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Query {
     /// Parses `text` and resolves its object and fields against `org`.
     pub fn parse(text: &str, org: &Org) -> Result<Query, QueryError> {
@@ -336,68 +449,12 @@ impl Query {
             toks: tokenize(text)?,
             at: 0,
         };
-        p.keyword("SELECT")?;
-        let mut raw_fields = vec![p.word()?];
-        while *p.peek() == Tok::Comma {
-            p.next();
-            raw_fields.push(p.word()?);
-        }
-        p.keyword("FROM")?;
-        let (raw_object, object_pos) = p.word()?;
-        let mut raw_filters = Vec::new();
-        if p.peek().is_kw("WHERE") {
-            p.next();
-            loop {
-                let (field, field_pos) = p.word()?;
-                let mut values = Vec::new();
-                match p.next() {
-                    (Tok::Eq, _) => values.push(p.literal()?),
-                    (t, _) if t.is_kw("IN") => {
-                        if *p.peek() != Tok::Open {
-                            return Err(p.unexpected());
-                        }
-                        p.next();
-                        values.push(p.literal()?);
-                        while *p.peek() == Tok::Comma {
-                            p.next();
-                            values.push(p.literal()?);
-                        }
-                        if *p.peek() != Tok::Close {
-                            return Err(p.unexpected());
-                        }
-                        p.next();
-                    }
-                    _ => {
-                        p.at -= 1;
-                        return Err(p.unexpected());
-                    }
-                }
-                raw_filters.push((field, field_pos, values));
-                if p.peek().is_kw("AND") {
-                    p.next();
-                } else {
-                    break;
-                }
-            }
-        }
-        let mut limit = None;
-        if p.peek().is_kw("LIMIT") {
-            p.next();
-            match p.peek() {
-                Tok::Num(n) => match n.parse::<usize>() {
-                    Ok(n) => {
-                        limit = Some(n);
-                        p.next();
-                    }
-                    Err(_) => return Err(p.unexpected()),
-                },
-                _ => return Err(p.unexpected()),
-            }
-        }
-        if *p.peek() != Tok::End {
-            return Err(p.unexpected());
-        }
-
+        let Raw {
+            fields: raw_fields,
+            object: (raw_object, object_pos),
+            filters: raw_filters,
+            limit,
+        } = p.query()?;
         let Some(object) = org
             .object_names()
             .find(|o| o.eq_ignore_ascii_case(&raw_object))
@@ -439,51 +496,7 @@ impl Query {
         let mut filters = Vec::new();
         for (name, pos, values) in raw_filters {
             let (api, kind) = field_kind(&schema, &name).ok_or_else(|| no_such(&name, pos))?;
-            let invalid = |msg: String| QueryError::InvalidField(located(text, pos, &msg));
-            for (lit, lit_pos) in &values {
-                match (kind, lit) {
-                    (_, Literal::Null) => {}
-                    (Kind::Compound, _) => {
-                        return Err(invalid(format!(
-                            "field '{api}' can not be filtered in a query call"
-                        )));
-                    }
-                    (Kind::Temporal(t), _) => {
-                        let ty = match t {
-                            Temporal::DateTime => "dateTime",
-                            Temporal::Date => "date",
-                        };
-                        return Err(invalid(format!(
-                            "value of filter criterion for field '{api}' must be of type {ty} and should not be enclosed in quotes"
-                        )));
-                    }
-                    (Kind::Id, Literal::Str(s)) if ids::normalize(s).is_none() => {
-                        return Err(QueryError::InvalidFilter(located(
-                            text,
-                            *lit_pos,
-                            &format!("invalid ID field: {s}"),
-                        )));
-                    }
-                    (Kind::Id | Kind::IdRef | Kind::Text, Literal::Str(_))
-                    | (Kind::Number, Literal::Num(_))
-                    | (Kind::Bool, Literal::Bool(_)) => {}
-                    (Kind::Id | Kind::IdRef | Kind::Text, _) => {
-                        return Err(invalid(format!(
-                            "value of filter criterion for field '{api}' must be of type string and should be enclosed in quotes"
-                        )));
-                    }
-                    (Kind::Number, _) => {
-                        return Err(invalid(format!(
-                            "value of filter criterion for field '{api}' must be of type double and should not be enclosed in quotes"
-                        )));
-                    }
-                    (Kind::Bool, _) => {
-                        return Err(invalid(format!(
-                            "value of filter criterion for field '{api}' must be of type boolean and should not be enclosed in quotes"
-                        )));
-                    }
-                }
-            }
+            check_filter(text, &api, kind, pos, &values)?;
             filters.push(Filter {
                 field: api,
                 kind,

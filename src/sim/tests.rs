@@ -540,7 +540,7 @@ async fn replay_presets_and_replay_id_errors() {
     assert!(
         status
             .message()
-            .starts_with(super::grpc::REPLAY_ID_CORRUPTED_MSG)
+            .starts_with(super::grpc::subscribe::REPLAY_ID_CORRUPTED_MSG)
     );
     assert!(status.message().contains("rpcId: "));
     assert!(status.metadata().get("rpc-id").is_some());

@@ -7,10 +7,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::tests::{ACCOUNTS, Client, fetch, http_client, login, obj};
-use super::{RestFault, SimConfig, SimError, SimOrg};
 use crate::salesforce::proto::ReplayPreset;
 use crate::salesforce::sftime;
+use crate::sim::tests::{ACCOUNTS, Client, fetch, http_client, login, obj};
+use crate::sim::{RestFault, SimConfig, SimError, SimOrg};
 
 const ALL_CHANGES: &str = "/data/ChangeEvents";
 const ROLLED_BACK: &str = "Record rolled back because not all records were valid and the request was using AllOrNone header";

@@ -33,9 +33,10 @@ use std::collections::{HashMap, HashSet};
 use axum::http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::org::Tx;
-use super::rest::{Body, Call, Exec, Reply, call_options_tag, parse_version};
-use super::rest_origin;
+use super::call::{Body, Call, Exec, call_options_tag, parse_version};
+use super::reply::Reply;
+use crate::sim::org::Tx;
+use crate::sim::util::rest_origin;
 
 /// Most subrequests per call.
 pub const MAX_SUBREQUESTS: usize = 25;

@@ -39,9 +39,12 @@ use std::collections::HashMap;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::org::{Applied, Op};
-use super::rest::{Call, Exec, RecordError, Reply, query_param};
-use super::{SimError, ids};
+use super::call::{Call, Exec, query_param};
+use super::render::{canonical_field, render_record};
+use super::reply::{RecordError, Reply};
+use crate::sim::error::SimError;
+use crate::sim::ids;
+use crate::sim::org::{Applied, Op};
 
 /// Most records (or ids) per call.
 pub const MAX_RECORDS: usize = 200;
@@ -488,7 +491,7 @@ pub(super) fn retrieve(exec: &mut Exec, call: &Call, object: &str) -> Reply {
     }
     let mut fields = Vec::with_capacity(field_list.len());
     for name in &field_list {
-        match super::rest::canonical_field(&schema, name) {
+        match canonical_field(&schema, name) {
             Some(f) => fields.push(f),
             None => {
                 return Reply::error(
@@ -504,7 +507,7 @@ pub(super) fn retrieve(exec: &mut Exec, call: &Call, object: &str) -> Reply {
         .iter()
         .map(|id| match exec.org.view(exec.outer.as_ref(), object, id) {
             Some(record) if record.get("IsDeleted") != Some(&Value::Bool(true)) => Value::Object(
-                super::rest::render_record(&schema, object, call.version, &record, Some(&fields)),
+                render_record(&schema, object, call.version, &record, Some(&fields)),
             ),
             _ => Value::Null,
         })
