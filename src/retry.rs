@@ -1,12 +1,13 @@
-//! Retry policy: the one place where errors are classified into what to do next, and the backoff
-//! used between attempts.
+//! What to do after an error: the one vocabulary ([`Directive`]), the classifiers that decide it,
+//! and the backoff used between attempts.
 //!
-//! Contract: [`classify_status`] maps a Pub/Sub gRPC status (Salesforce's `error-code` trailer
-//! first, the gRPC code second) to a [`Directive`]. [`classify_http`] maps a failed REST call
-//! (HTTP status + Salesforce `errorCode`) to an [`HttpDirective`]; [`record_error_is_retryable`]
-//! says whether one record's save error (sObject Collections `statusCode`) is worth another try.
-//! [`Backoff`] is capped exponential backoff with full jitter; [`sleep_or_cancel`] is a sleep that
-//! shutdown interrupts.
+//! Contract: every error forcebridge acts on maps to a [`Directive`] here or through a
+//! `directive()` of its own error type, and the code that acts on it matches on the directive, not
+//! on the error. [`classify_status`] maps a Pub/Sub gRPC status (Salesforce's `error-code` trailer
+//! first, the gRPC code second); [`classify_http`] maps a failed REST call (HTTP status +
+//! Salesforce `errorCode`); [`classify_record_error`] maps one record's save error (sObject
+//! Collections `statusCode`). [`Backoff`] is capped exponential backoff with full jitter;
+//! [`sleep_or_cancel`] is a sleep that shutdown interrupts.
 
 use std::time::Duration;
 
@@ -17,17 +18,28 @@ use tonic::Code;
 /// The Salesforce error-code trailer prefix.
 pub const ERROR_CODE_PREFIX: &str = "sfdc.platform.eventbus.grpc.";
 
-/// What to do after an error.
+/// What to do after an error: the project's one vocabulary for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Directive {
-    /// Transient: open a new call after a backoff, resuming from the last position.
+    /// Transient: the same call again after a backoff (a stream resumes from its last position).
     Retry,
-    /// The token is no longer accepted: log in again, then retry.
+    /// The session is no longer accepted: log in again, then retry.
     Reauthenticate,
-    /// The replay id was rejected (outside retention or corrupt): apply the replay policy.
+    /// The org's API allowance is spent (`REQUEST_LIMIT_EXCEEDED`): wait until `/limits` shows
+    /// an allowance again, then retry.
+    WaitForLimit,
+    /// The replay id was rejected (outside retention or corrupt): apply
+    /// `source.replay_rejected`.
     ReplayRejected,
-    /// Retrying cannot help (bad topic, permissions, bad request): stop with the error.
-    Fatal,
+    /// The unit of work (a source channel's attempt, the sink's consumer) starts over from its
+    /// durable position (checkpoint, committed offsets) after a backoff.
+    Restart,
+    /// This record alone cannot be processed: it goes to the dead-letter topic with the reason,
+    /// and the stream goes on.
+    DeadLetter,
+    /// Retrying cannot help (bad topic, permissions, refused credentials, bad request): stop with
+    /// the error.
+    Stop,
 }
 
 /// The Salesforce error code carried in the `error-code` trailer, if any.
@@ -61,7 +73,7 @@ pub fn classify_status(status: &tonic::Status) -> Directive {
             | "subscription.fetch.requested.events.invalid"
             | "subscription.fetch.topic.mismatch"
             | "service.auth.headers.invalid"
-            | "service.tenant.license" => return Directive::Fatal,
+            | "service.tenant.license" => return Directive::Stop,
             _ => {}
         }
     }
@@ -82,22 +94,8 @@ pub fn classify_status(status: &tonic::Status) -> Directive {
         | Code::FailedPrecondition
         | Code::OutOfRange
         | Code::Unimplemented
-        | Code::DataLoss => Directive::Fatal,
+        | Code::DataLoss => Directive::Stop,
     }
-}
-
-/// What to do after a REST call answered with a status other than 2xx.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpDirective {
-    /// Transient (5xx, 429, 408): send the same call again after a backoff.
-    Retry,
-    /// The session is no longer accepted (401): log in again, then retry.
-    Reauthenticate,
-    /// 403 `REQUEST_LIMIT_EXCEEDED`: the org's API allowance is gone (or, with the same code, too
-    /// many long-running requests are in flight). Wait until the allowance is back, then retry.
-    LimitExceeded,
-    /// Retrying the same request cannot help (bad request, permissions, not found, conflict).
-    Fatal,
 }
 
 /// The Salesforce error code of API quota exhaustion.
@@ -106,29 +104,31 @@ pub const REQUEST_LIMIT_EXCEEDED: &str = "REQUEST_LIMIT_EXCEEDED";
 /// Classifies a REST call that answered `status` (not 2xx), with the first Salesforce
 /// `errorCode` of its error array when there is one.
 ///
-/// * 401 (any code; Salesforce sends `INVALID_SESSION_ID`) → [`HttpDirective::Reauthenticate`].
-/// * 403 `REQUEST_LIMIT_EXCEEDED` → [`HttpDirective::LimitExceeded`]; any other 403 is a
-///   permission problem → [`HttpDirective::Fatal`].
+/// * 401 (any code; Salesforce sends `INVALID_SESSION_ID`) → [`Directive::Reauthenticate`].
+/// * 403 `REQUEST_LIMIT_EXCEEDED` → [`Directive::WaitForLimit`]; any other 403 is a
+///   permission problem → [`Directive::Stop`].
 /// * 408, 429 (too many requests), and every 5xx (503: overloaded or maintenance) →
-///   [`HttpDirective::Retry`]. Salesforce documents no `Retry-After`; the caller backs off.
+///   [`Directive::Retry`]. Salesforce documents no `Retry-After`; the caller backs off.
 /// * Any other code with `REQUEST_LIMIT_EXCEEDED` (seen on 503 by some clients) →
-///   [`HttpDirective::LimitExceeded`].
-/// * Everything else (400, 404, 405, 409, 410, 412, 415, 300, …) → [`HttpDirective::Fatal`].
-pub fn classify_http(status: u16, error_code: Option<&str>) -> HttpDirective {
+///   [`Directive::WaitForLimit`].
+/// * Everything else (400, 404, 405, 409, 410, 412, 415, 300, …) → [`Directive::Stop`]: the call
+///   as a whole is refused (what that means for its records is the caller's to say).
+pub fn classify_http(status: u16, error_code: Option<&str>) -> Directive {
     if status == 401 {
-        return HttpDirective::Reauthenticate;
+        return Directive::Reauthenticate;
     }
     if error_code == Some(REQUEST_LIMIT_EXCEEDED) {
-        return HttpDirective::LimitExceeded;
+        return Directive::WaitForLimit;
     }
     match status {
-        408 | 429 | 500..=599 => HttpDirective::Retry,
-        _ => HttpDirective::Fatal,
+        408 | 429 | 500..=599 => Directive::Retry,
+        _ => Directive::Stop,
     }
 }
 
-/// Whether a per-record save error (the `statusCode` of an sObject Collections result, or the
-/// `errorCode` of a failed subrequest) can succeed when the same record is sent again unchanged.
+/// What to do with one record after its save error (the `statusCode` of an sObject Collections
+/// result, or the `errorCode` of a failed subrequest): [`Directive::Retry`] when the same record
+/// can succeed when sent again unchanged, else [`Directive::DeadLetter`].
 ///
 /// Retryable, with the reason:
 /// * `UNABLE_TO_LOCK_ROW`: another transaction held the row (or a parent/sharing row) for longer
@@ -145,9 +145,9 @@ pub fn classify_http(status: u16, error_code: Option<&str>) -> HttpDirective {
 ///
 /// Everything else is a property of the record or the org (validation rules, required fields,
 /// duplicates, deleted or missing records, field permissions, `CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY`
-/// wrapping a trigger error, …): sending it again gives the same answer, so it is not retryable.
-pub fn record_error_is_retryable(code: &str) -> bool {
-    matches!(
+/// wrapping a trigger error, …): sending it again gives the same answer, so it is dead-lettered.
+pub fn classify_record_error(code: &str) -> Directive {
+    let retryable = matches!(
         code,
         "UNABLE_TO_LOCK_ROW"
             | "SERVER_UNAVAILABLE"
@@ -157,7 +157,12 @@ pub fn record_error_is_retryable(code: &str) -> bool {
             | "ALL_OR_NONE_OPERATION_ROLLED_BACK"
             | "PROCESSING_HALTED"
             | "UNKNOWN_EXCEPTION"
-    )
+    );
+    if retryable {
+        Directive::Retry
+    } else {
+        Directive::DeadLetter
+    }
 }
 
 /// Capped exponential backoff with full jitter.
@@ -244,7 +249,7 @@ mod tests {
             Code::NotFound,
             Some("sfdc.platform.eventbus.grpc.topic.not.found"),
         );
-        assert_eq!(classify_status(&missing), Directive::Fatal);
+        assert_eq!(classify_status(&missing), Directive::Stop);
     }
 
     #[test]
@@ -259,7 +264,7 @@ mod tests {
         );
         assert_eq!(
             classify_status(&status(Code::NotFound, None)),
-            Directive::Fatal
+            Directive::Stop
         );
     }
 
@@ -267,33 +272,29 @@ mod tests {
     fn http_statuses_are_classified() {
         assert_eq!(
             classify_http(401, Some("INVALID_SESSION_ID")),
-            HttpDirective::Reauthenticate
+            Directive::Reauthenticate
         );
-        assert_eq!(classify_http(401, None), HttpDirective::Reauthenticate);
+        assert_eq!(classify_http(401, None), Directive::Reauthenticate);
         assert_eq!(
             classify_http(403, Some("REQUEST_LIMIT_EXCEEDED")),
-            HttpDirective::LimitExceeded
+            Directive::WaitForLimit
         );
         assert_eq!(
             classify_http(403, Some("INSUFFICIENT_ACCESS")),
-            HttpDirective::Fatal
+            Directive::Stop
         );
-        assert_eq!(classify_http(403, None), HttpDirective::Fatal);
+        assert_eq!(classify_http(403, None), Directive::Stop);
         for status in [408, 429, 500, 502, 503, 504] {
-            assert_eq!(
-                classify_http(status, None),
-                HttpDirective::Retry,
-                "{status}"
-            );
+            assert_eq!(classify_http(status, None), Directive::Retry, "{status}");
         }
         assert_eq!(
             classify_http(503, Some("SERVER_UNAVAILABLE")),
-            HttpDirective::Retry
+            Directive::Retry
         );
         for status in [300, 400, 404, 405, 409, 410, 412, 415] {
             assert_eq!(
                 classify_http(status, Some("MALFORMED_QUERY")),
-                HttpDirective::Fatal,
+                Directive::Stop,
                 "{status}"
             );
         }
@@ -310,7 +311,7 @@ mod tests {
             "PROCESSING_HALTED",
             "UNKNOWN_EXCEPTION",
         ] {
-            assert!(record_error_is_retryable(code), "{code}");
+            assert_eq!(classify_record_error(code), Directive::Retry, "{code}");
         }
         for code in [
             "REQUIRED_FIELD_MISSING",
@@ -322,7 +323,7 @@ mod tests {
             "unable_to_lock_row",
             "",
         ] {
-            assert!(!record_error_is_retryable(code), "{code}");
+            assert_eq!(classify_record_error(code), Directive::DeadLetter, "{code}");
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use forcebridge::config::{AuthConfig, Config, SalesforceConfig};
+use forcebridge::retry::Directive;
 use forcebridge::salesforce::auth::{AuthError, Authenticator, SessionHandle, http_client};
 use forcebridge::salesforce::pubsub::PubSub;
 use forcebridge::salesforce::rest::{LimitGuard, Reserve, RestClient};
@@ -78,7 +79,7 @@ fn jwt(sim: &SimOrg, username: &str, key_file: Option<PathBuf>, key: Option<&str
 }
 
 fn refusal(error: AuthError) -> (String, String) {
-    assert!(!error.is_retryable(), "{error}");
+    assert_eq!(error.directive(), Directive::Stop, "{error}");
     match error {
         AuthError::Rejected {
             error, description, ..
@@ -316,7 +317,7 @@ async fn given_access_token_takes_the_org_id_from_userinfo() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("userinfo"), "{error}");
-    assert!(!error.is_retryable());
+    assert_eq!(error.directive(), Directive::Stop);
     sim.shutdown().await;
 }
 

@@ -243,7 +243,7 @@ async fn pubsub_connect_checks_the_certificate() {
         "{}",
         error_chain(&err)
     );
-    assert!(matches!(err.directive(), Directive::Fatal));
+    assert!(matches!(err.directive(), Directive::Stop));
     assert!(err.to_string().contains("salesforce.ca_file"), "{err}");
 
     let trusted = ClientTls::new()

@@ -7,6 +7,8 @@
 
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 
+use crate::retry::Directive;
+
 /// Errors of the Kafka stage.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -72,6 +74,21 @@ pub enum TransactionFailure {
     Abortable,
     /// The step may simply be repeated (e.g. a commit that timed out).
     Retriable,
+}
+
+impl TransactionFailure {
+    /// What the channel does after a failed transaction step: a step retried in place
+    /// (`Retriable`), the channel restarted from its last committed checkpoint after an abort
+    /// (`Abortable`), or the pipeline stopped (fenced by a newer owner, fatal, unsupported).
+    pub fn directive(self) -> Directive {
+        match self {
+            TransactionFailure::Retriable => Directive::Retry,
+            TransactionFailure::Abortable => Directive::Restart,
+            TransactionFailure::Fenced
+            | TransactionFailure::Fatal
+            | TransactionFailure::Unsupported => Directive::Stop,
+        }
+    }
 }
 
 impl KafkaError {

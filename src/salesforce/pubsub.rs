@@ -103,7 +103,7 @@ impl PubSubError {
             | PubSubError::Closed { .. } => Directive::Retry,
             PubSubError::Endpoint { .. }
             | PubSubError::Certificate { .. }
-            | PubSubError::Metadata { .. } => Directive::Fatal,
+            | PubSubError::Metadata { .. } => Directive::Stop,
         }
     }
 

@@ -83,11 +83,13 @@ pub enum SinkError {
     Consumer(#[source] rdkafka::error::KafkaError),
 }
 
-/// Why one attempt ended.
+/// Why one attempt ended: [`crate::retry::Directive::Stop`] (the sink stops with the error) or
+/// [`crate::retry::Directive::Restart`] (a new consumer resumes from the committed offsets after a
+/// backoff; the reason).
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
     #[error(transparent)]
-    Fatal(SinkError),
+    Stop(SinkError),
     #[error("{0}")]
     Restart(String),
 }
@@ -152,7 +154,7 @@ pub async fn run(
     let result = loop {
         match run_attempt(&shared, &cancel).await {
             Ok(()) => break Ok(()),
-            Err(AttemptError::Fatal(e)) => break Err(e),
+            Err(AttemptError::Stop(e)) => break Err(e),
             Err(AttemptError::Restart(reason)) => {
                 let delay = backoff.next_delay();
                 warn!(%reason, ?delay, "sink restarting from the committed offsets");
@@ -225,8 +227,7 @@ fn subscribe(
 async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), AttemptError> {
     let sink = shared.config.sink.as_ref().expect("checked in run");
     let offsets = Arc::new(Offsets::default());
-    let consumer =
-        Arc::new(subscribe(&shared.config, sink, &offsets).map_err(AttemptError::Fatal)?);
+    let consumer = Arc::new(subscribe(&shared.config, sink, &offsets).map_err(AttemptError::Stop)?);
     shared.stats.consumer_running.store(true, Ordering::Relaxed);
     let _not_running = crate::ops::telemetry::ClearOnDrop(&shared.stats.consumer_running);
     info!(topics = ?sink.topics, group = %shared.config.sink_group_id(), "sink consuming");

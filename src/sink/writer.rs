@@ -12,7 +12,7 @@
 //!   asked for (stage `sink.lookup`). Retryable failures are retried up to `max_attempts`.
 //! * Per-record results: success finishes the record; a delete of a record already deleted
 //!   (`ENTITY_IS_DELETED`) is success (repeating a delete is harmless); a retryable error
-//!   ([`crate::retry::record_error_is_retryable`]) is retried in a later round with backoff and
+//!   ([`crate::retry::classify_record_error`]) is retried in a later round with backoff and
 //!   jitter, up to `max_attempts`; any other error dead-letters the record with its status code,
 //!   message and fields.
 //! * A collection refused as a whole (HTTP 400: a bad field name or value rejects every record of
@@ -40,7 +40,7 @@ use super::message::{OpKind, WriteOp};
 use super::plan::{self, COMPOSITE_COLLECTIONS, Chunk, Current, Decision, Lookup, Write};
 use super::reporter::{Failure, Origin, Reporter};
 use crate::kafka::{AckToken, KafkaError};
-use crate::retry::{Backoff, sleep_or_cancel};
+use crate::retry::{Backoff, Directive, classify_record_error, sleep_or_cancel};
 use crate::salesforce::rest::{
     ApiError, RestClient, RestError, SaveResult, SubRequest, SubResponse,
 };
@@ -262,7 +262,7 @@ impl Writer {
                             e.message
                         )));
                     }
-                    if http_status >= 500 || crate::retry::record_error_is_retryable(&e.code) {
+                    if http_status >= 500 || (classify_record_error(&e.code) == Directive::Retry) {
                         again.push(lookup.clone());
                     } else {
                         found.refuse(lookup, &e, fallback);
@@ -465,7 +465,7 @@ impl Writer {
                 continue;
             }
             slot.attempts += 1;
-            if crate::retry::record_error_is_retryable(&error.code)
+            if (classify_record_error(&error.code) == Directive::Retry)
                 && slot.attempts < self.max_attempts
             {
                 slot.last_error = Some(error);
@@ -505,7 +505,7 @@ impl Writer {
         let retryable = http_status >= 500
             || errors
                 .iter()
-                .any(|e| crate::retry::record_error_is_retryable(&e.code));
+                .any(|e| classify_record_error(&e.code) == Directive::Retry);
         if retryable {
             for &i in &chunk.members {
                 let slot = &mut rounds.slots[i];

@@ -54,9 +54,7 @@ pub(super) async fn checkpoint_loop(
                 .await
                 // Kafka unreachable for longer than a delivery may wait: restart the channel from
                 // the last saved checkpoint (after a backoff) rather than stop.
-                .map_err(|err| {
-                    AttemptError::DeliveryFailed(crate::ops::telemetry::error_chain(&err))
-                })?;
+                .map_err(|err| AttemptError::Restart(crate::ops::telemetry::error_chain(&err)))?;
             stats.checkpoints_written.fetch_add(1, Ordering::Relaxed);
             stats.note_caught_up(since, true);
             last_saved = Some(durable);

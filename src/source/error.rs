@@ -46,8 +46,12 @@ pub enum PipelineError {
     },
 }
 
-/// How an attempt of a channel ended, when not by a stop.
+/// How an attempt of a channel ended, when not by a stop: the supervisor stops the pipeline, or
+/// restarts the channel from its durable checkpoint after a backoff.
 pub(super) enum AttemptError {
-    Fatal(PipelineError),
-    DeliveryFailed(String),
+    /// [`crate::retry::Directive::Stop`]: the pipeline stops with this error.
+    Stop(PipelineError),
+    /// [`crate::retry::Directive::Restart`]: Kafka did not acknowledge a record (or a transaction
+    /// step can be redone); the reason.
+    Restart(String),
 }

@@ -28,7 +28,7 @@ use super::transactions::{Transaction, commit_due};
 use crate::config::{ChannelConfig, EchoMode};
 use crate::kafka::{AckWindow, EventHandle, KafkaError, OutgoingRecord, Producer, headers};
 use crate::ops::telemetry::ChannelStats;
-use crate::retry::{Backoff, sleep_or_cancel};
+use crate::retry::{Backoff, Directive, sleep_or_cancel};
 use crate::salesforce::proto::ConsumerEvent;
 use crate::salesforce::pubsub::PubSub;
 use crate::source::cdc::schema::{EventSchema, SchemaSource, SourceError};
@@ -108,7 +108,7 @@ async fn process_items(
     };
     loop {
         if let Some(reason) = window.failure() {
-            return Err(AttemptError::DeliveryFailed(reason));
+            return Err(AttemptError::Restart(reason));
         }
         let item = tokio::select! {
             biased;
@@ -139,7 +139,7 @@ async fn process_items(
                     &reason,
                 )
                 .await
-                .map_err(AttemptError::DeliveryFailed)?;
+                .map_err(AttemptError::Restart)?;
             }
             Item::Keepalive(latest_replay_id) => {
                 if !latest_replay_id.is_empty() {
@@ -151,7 +151,7 @@ async fn process_items(
                     Ok(()) => {}
                     Err(HandleError::Cancelled) => return Ok(()),
                     Err(HandleError::Kafka(err)) => {
-                        return Err(AttemptError::DeliveryFailed(err.to_string()));
+                        return Err(AttemptError::Restart(err.to_string()));
                     }
                 }
             }
@@ -289,7 +289,7 @@ impl Processor<'_> {
         let schema = loop {
             match self.shared.schemas.get(raw.schema_id, &source).await {
                 Ok(schema) => break schema,
-                Err(err) if err.is_retryable() => {
+                Err(err) if err.directive() == Directive::Retry => {
                     let delay = backoff.next_delay();
                     warn!(error = %err, ?delay, "schema fetch failed; retrying");
                     if !sleep_or_cancel(delay, cancel).await {

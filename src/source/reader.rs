@@ -133,18 +133,20 @@ pub(super) async fn read_stream(
                 };
                 continue;
             }
-            Directive::Fatal | Directive::ReplayRejected => {
-                return Err(AttemptError::Fatal(error.into()));
-            }
             Directive::Reauthenticate => {
                 warn!(error = %error, "session rejected; logging in again");
                 match shared.authenticator.login().await {
                     Ok(session) => shared.session.replace(session),
-                    Err(err) if err.is_retryable() => warn!(error = %err, "re-login failed"),
-                    Err(err) => return Err(AttemptError::Fatal(err.into())),
+                    Err(err) if err.directive() == Directive::Retry => {
+                        warn!(error = %err, "re-login failed")
+                    }
+                    Err(err) => return Err(AttemptError::Stop(err.into())),
                 }
             }
             Directive::Retry => {}
+            // A rejected replay id past its policy, or what retrying cannot fix
+            // (`classify_status` gives nothing else).
+            _ => return Err(AttemptError::Stop(error.into())),
         }
         let delay = backoff.next_delay();
         warn!(error = %error, ?delay, attempt = backoff.attempts(), "stream failed; resubscribing");

@@ -118,7 +118,7 @@ async fn login(
     loop {
         match authenticator.login().await {
             Ok(session) => return Ok(Some(SessionHandle::new(session))),
-            Err(err) if err.is_retryable() => {
+            Err(err) if err.directive() == Directive::Retry => {
                 let delay = backoff.next_delay();
                 warn!(error = %crate::ops::telemetry::error_chain(&err), ?delay, "login failed; retrying");
                 if !sleep_or_cancel(delay, cancel).await {

@@ -93,8 +93,8 @@ async fn run_channel(
         info!(?start, "starting channel");
         match run_attempt(shared, index, &stats, start, &cancel).await {
             Ok(()) => return Ok(()),
-            Err(AttemptError::Fatal(err)) => return Err(err),
-            Err(AttemptError::DeliveryFailed(reason)) => {
+            Err(AttemptError::Stop(err)) => return Err(err),
+            Err(AttemptError::Restart(reason)) => {
                 let producer = &shared.producers[index];
                 if producer.transactional_id().is_some() {
                     warn!(%reason, "aborting the channel's Kafka transaction");
@@ -168,7 +168,7 @@ async fn run_attempt(
         async {
             reader.await.unwrap_or_else(|panic| {
                 attempt.cancel();
-                Err(AttemptError::Fatal(PipelineError::Channel {
+                Err(AttemptError::Stop(PipelineError::Channel {
                     channel: channel.name.clone(),
                     message: format!("the reader task panicked: {panic}"),
                 }))

@@ -17,6 +17,7 @@ use super::error::{AttemptError, PipelineError};
 use super::setup::Shared;
 use crate::kafka::{AckWindow, KafkaError, OutgoingRecord, Producer, TransactionFailure};
 use crate::ops::telemetry::ChannelStats;
+use crate::retry::Directive;
 
 /// One open Kafka transaction of a channel (exactly-once mode).
 pub(super) struct Transaction<'a> {
@@ -44,12 +45,12 @@ impl Transaction<'_> {
         self.producer
             .flush(drain)
             .await
-            .map_err(|err| AttemptError::DeliveryFailed(err.to_string()))?;
+            .map_err(|err| AttemptError::Restart(err.to_string()))?;
         // The transaction may hold records past a failed event (also on the last commit: the
         // head of a gap re-sync abandoned by the stop): committing them with a checkpoint before
         // them would repeat them after the restart. Abort; the restart redoes the interval.
         if let Some(reason) = self.window.failure() {
-            return Err(AttemptError::DeliveryFailed(reason));
+            return Err(AttemptError::Restart(reason));
         }
         let durable = self.window.durable();
         let Some(durable) = durable.filter(|d| self.committed.as_ref() != Some(d)) else {
@@ -75,13 +76,13 @@ impl Transaction<'_> {
                 headers: &[],
             }])
             .await
-            .map_err(AttemptError::DeliveryFailed)?;
+            .map_err(AttemptError::Restart)?;
         let mut attempts = 0;
         loop {
             match self.producer.commit_transaction(drain).await {
                 Ok(()) => break,
                 Err(err)
-                    if err.transaction_failure() == TransactionFailure::Retriable
+                    if err.transaction_failure().directive() == Directive::Retry
                         && attempts < 3 =>
                 {
                     attempts += 1;
@@ -90,8 +91,8 @@ impl Transaction<'_> {
                 // Still retriable after the retries: the commit may have succeeded. Aborting and
                 // restarting from the checkpoint remembered before it could repeat committed
                 // records; stop instead, so the next start reads the committed checkpoint.
-                Err(err) if err.transaction_failure() == TransactionFailure::Retriable => {
-                    return Err(AttemptError::Fatal(PipelineError::Channel {
+                Err(err) if err.transaction_failure().directive() == Directive::Retry => {
+                    return Err(AttemptError::Stop(PipelineError::Channel {
                         channel: self.channel.to_owned(),
                         message: format!(
                             "the outcome of the Kafka transaction commit is unknown ({}); stopping",
@@ -152,14 +153,11 @@ pub(super) fn transaction_error(channel: &str, err: KafkaError) -> PipelineError
     }
 }
 
-/// [`transaction_error`] for a step inside an attempt.
+/// [`transaction_error`] for a step inside an attempt: a step that could be retried or aborted
+/// restarts the attempt (only the commit retries in place, in [`Transaction::commit`]).
 pub(super) fn attempt_transaction_error(channel: &str, err: KafkaError) -> AttemptError {
-    match err.transaction_failure() {
-        TransactionFailure::Fenced
-        | TransactionFailure::Fatal
-        | TransactionFailure::Unsupported => AttemptError::Fatal(transaction_error(channel, err)),
-        TransactionFailure::Abortable | TransactionFailure::Retriable => {
-            AttemptError::DeliveryFailed(crate::ops::telemetry::error_chain(&err))
-        }
+    match err.transaction_failure().directive() {
+        Directive::Stop => AttemptError::Stop(transaction_error(channel, err)),
+        _ => AttemptError::Restart(crate::ops::telemetry::error_chain(&err)),
     }
 }

@@ -29,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::config::{AuthConfig, SalesforceConfig};
+use crate::retry::Directive;
 use crate::salesforce::tls::ClientTls;
 
 pub(crate) use jwt::{
@@ -72,9 +73,10 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// Whether trying again later can help (network trouble, 5xx); refused credentials cannot.
-    pub fn is_retryable(&self) -> bool {
-        match self {
+    /// [`Directive::Retry`] when trying again later can help (network trouble, 5xx), else
+    /// [`Directive::Stop`]: refused credentials, a refused certificate, an unusable key.
+    pub fn directive(&self) -> Directive {
+        let transient = match self {
             AuthError::Transport { source, .. } => {
                 source.is_connect()
                     || source.is_timeout()
@@ -84,6 +86,11 @@ impl AuthError {
             | AuthError::Certificate { .. }
             | AuthError::Protocol { .. }
             | AuthError::PrivateKey { .. } => false,
+        };
+        if transient {
+            Directive::Retry
+        } else {
+            Directive::Stop
         }
     }
 }

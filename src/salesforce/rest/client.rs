@@ -21,7 +21,7 @@ use super::errors::{ApiError, RestError, errors_from_bytes, summarize};
 use super::limits::{ApiUsage, LIMIT_INFO_HEADER, LimitGuard, parse_limit_info, parse_limits};
 use crate::ops::telemetry::ApiStats;
 use crate::ops::telemetry::error_chain;
-use crate::retry::{Backoff, HttpDirective, classify_http, sleep_or_cancel};
+use crate::retry::{Backoff, Directive, classify_http, sleep_or_cancel};
 use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
 
 /// Salesforce's call options header (`client=<tag>`).
@@ -224,14 +224,13 @@ impl RestClient {
                     let code = errors.first().map(|e| e.code.as_str());
                     let reason = format!("HTTP {status}: {}", summarize(&errors));
                     match classify_http(status, code) {
-                        HttpDirective::Fatal => return Err(RestError::Rejected { status, errors }),
-                        HttpDirective::Retry => reason,
-                        HttpDirective::Reauthenticate => {
+                        Directive::Retry => reason,
+                        Directive::Reauthenticate => {
                             self.reauthenticate(&session, status, errors, cancel)
                                 .await?;
                             reason
                         }
-                        HttpDirective::LimitExceeded => {
+                        Directive::WaitForLimit => {
                             self.inner.guard.mark_exhausted();
                             if guarded {
                                 // The guard holds the retry until /limits shows an allowance.
@@ -241,6 +240,8 @@ impl RestClient {
                             }
                             reason
                         }
+                        // `classify_http` gives nothing else for a refused call.
+                        _ => return Err(RestError::Rejected { status, errors }),
                     }
                 }
             };
@@ -332,7 +333,7 @@ impl RestClient {
                 self.inner.session.replace(session);
                 Ok(())
             }
-            Err(error) if error.is_retryable() => {
+            Err(error) if error.directive() == Directive::Retry => {
                 warn!(%error, "re-login failed; will retry");
                 Ok(())
             }
@@ -386,7 +387,7 @@ impl RestClient {
                 session,
             } => {
                 let code = errors.first().map(|e| e.code.as_str());
-                if classify_http(status, code) == HttpDirective::Reauthenticate {
+                if classify_http(status, code) == Directive::Reauthenticate {
                     self.reauthenticate(&session, status, errors, cancel)
                         .await?;
                 } else {

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 
 pub use super::layout::EventKind;
 use super::layout::Layout;
+use crate::retry::Directive;
 
 /// Where schemas come from (the Pub/Sub client implements this with `GetSchema`).
 pub trait SchemaSource: Send + Sync {
@@ -67,9 +68,13 @@ pub enum SchemaError {
 }
 
 impl SchemaError {
-    /// Only a transient source failure is worth retrying; everything else is permanent for the id.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, SchemaError::Unavailable { .. })
+    /// Only a transient source failure is worth retrying ([`Directive::Retry`]); everything
+    /// else is permanent for the id, so its events are dead-lettered ([`Directive::DeadLetter`]).
+    pub fn directive(&self) -> Directive {
+        match self {
+            SchemaError::Unavailable { .. } => Directive::Retry,
+            _ => Directive::DeadLetter,
+        }
     }
 }
 
@@ -283,7 +288,7 @@ mod tests {
         for id in ["", "  "] {
             let err = cache.get(id, &source).await.unwrap_err();
             assert!(matches!(err, SchemaError::Blank));
-            assert!(!err.is_retryable());
+            assert_eq!(err.directive(), Directive::DeadLetter);
         }
         assert_eq!(source.calls.load(Ordering::SeqCst), 0);
     }
@@ -294,7 +299,7 @@ mod tests {
         let nf = fake("notfound");
         let err = cache.get("x", &nf).await.unwrap_err();
         assert!(matches!(&err, SchemaError::NotFound { schema_id, .. } if schema_id == "x"));
-        assert!(!err.is_retryable());
+        assert_eq!(err.directive(), Directive::DeadLetter);
         assert_eq!(
             err.to_string(),
             "schema x not found: INVALID_ARGUMENT: unknown schema"
@@ -303,7 +308,7 @@ mod tests {
         let down = fake("down");
         let err = cache.get("y", &down).await.unwrap_err();
         assert!(matches!(err, SchemaError::Unavailable { .. }));
-        assert!(err.is_retryable());
+        assert_eq!(err.directive(), Directive::Retry);
         assert_eq!(err.to_string(), "schema y unavailable: connection reset");
         // Transient failures are not cached: the next call fetches again and can succeed.
         cache.get("y", &down).await.unwrap_err();
@@ -319,7 +324,7 @@ mod tests {
         let source = fake("garbage");
         let err = cache.get("bad", &source).await.unwrap_err();
         assert!(matches!(&err, SchemaError::Parse { schema_id, .. } if schema_id == "bad"));
-        assert!(!err.is_retryable());
+        assert_eq!(err.directive(), Directive::DeadLetter);
         cache.get("bad", &source).await.unwrap_err();
         assert_eq!(source.calls.load(Ordering::SeqCst), 1);
         assert_eq!(cache.len(), 0);
