@@ -91,7 +91,7 @@ fn object_of(i: usize, objects: usize) -> &'static str {
 /// API calls the sink's plan needs for one batch of updates by Id, last-write-wins on, when
 /// every record is found and written at the first attempt: the lookups of [`plan::lookups`] and
 /// the collections of [`plan::chunks`], each [`COMPOSITE_COLLECTIONS`] per Composite call.
-pub fn batch_calls(ops: &[WriteOp]) -> u64 {
+fn batch_calls(ops: &[WriteOp]) -> u64 {
     let lookups = plan::lookups(ops, true).len();
     let writes: Vec<plan::Write> = ops
         .iter()
