@@ -10,6 +10,7 @@
 //! prints one line, `ok` or `FAILED` with the reason; secrets are never printed. Returns `false`
 //! when any step failed.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{Config, DeliveryMode, SinkConfig};
@@ -17,6 +18,21 @@ use crate::ops::telemetry::error_chain;
 use crate::salesforce::auth::{Authenticator, SessionHandle};
 use crate::salesforce::pubsub::PubSub;
 use crate::salesforce::tls::ClientTls;
+
+/// `forcebridge check`: the config at `path` has loaded and validated; says so, then (unless
+/// `offline`) runs the checks. Fails when any check failed.
+pub async fn command(path: &Path, config: &Config, offline: bool) -> anyhow::Result<()> {
+    println!("{}: configuration is valid", path.display());
+    if offline {
+        return Ok(());
+    }
+    if run(config).await {
+        println!("safe to start");
+        Ok(())
+    } else {
+        anyhow::bail!("some checks failed: not safe to start")
+    }
+}
 
 /// The report: one line per step, `ok` or `FAILED` with the reason.
 struct Report {
@@ -35,7 +51,7 @@ impl Report {
 }
 
 /// Runs the checks, printing a report; `true` when all passed.
-pub async fn run(config: &Config) -> bool {
+async fn run(config: &Config) -> bool {
     let mut report = Report { ok: true };
     report.step("config", Ok(String::new()));
 
