@@ -85,7 +85,7 @@ impl OpsState {
 
     /// The state of `config`: its Kafka, its source channels (when `source` is given and the
     /// config has a source) and its sink (when `sink` is given and the config has a sink).
-    pub fn for_config(
+    pub(crate) fn for_config(
         config: &Config,
         source: Option<Arc<PipelineStats>>,
         sink: Option<Arc<SinkStats>>,

@@ -52,26 +52,26 @@ use crate::sink::plan::{self, COMPOSITE_COLLECTIONS, Decision};
 pub struct SinkBenchArgs {
     /// Write-back records (updates by Id of records created in the org first).
     #[arg(long, default_value_t = 20_000)]
-    pub records: usize,
+    pub(crate) records: usize,
     /// Simulated latency of every REST call at the org, milliseconds (one Composite call is one
     /// REST call).
     #[arg(long, default_value_t = 0)]
-    pub rest_latency: u64,
+    pub(crate) rest_latency: u64,
     /// Objects written, round-robin (1: Account; 2: Account and Contact).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub objects: u8,
+    pub(crate) objects: u8,
     /// `sink.batch_records`; the config's default when absent.
     #[arg(long)]
-    pub batch_records: Option<usize>,
+    pub(crate) batch_records: Option<usize>,
     /// `sink.linger`, milliseconds; the config's default when absent.
     #[arg(long)]
-    pub linger_ms: Option<u64>,
+    pub(crate) linger_ms: Option<u64>,
     /// `sink.concurrency`; the config's default when absent.
     #[arg(long)]
-    pub concurrency: Option<usize>,
+    pub(crate) concurrency: Option<usize>,
     /// Give up when the records have not all been finished after this many seconds.
     #[arg(long, default_value_t = 600)]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 const OBJECTS: [&str; 2] = ["Account", "Contact"];

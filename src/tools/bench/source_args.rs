@@ -14,48 +14,48 @@ use crate::sim::SimOrg;
 pub struct SourceBenchArgs {
     /// Change events to make (one record per event).
     #[arg(long, default_value_t = 20_000)]
-    pub events: usize,
+    pub(crate) events: usize,
     /// Commit changes at this many events/s while the pipeline runs; flat out when absent.
     #[arg(long)]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// CDC channels to stream (1: Account; 2: Account and Contact, the objects the simulated org
     /// has change events for).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub channels: u8,
+    pub(crate) channels: u8,
     /// Fields set per event: `Name` plus `width - 1` added text fields (16 characters each).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=500))]
-    pub width: u16,
+    pub(crate) width: u16,
     /// Simulated client↔org network round trip, milliseconds (delays the flow-control credits).
     #[arg(long, default_value_t = 0)]
-    pub rtt: u64,
+    pub(crate) rtt: u64,
     /// With `--rate`: run this many seconds (events = rate × duration), updating a fixed pool of
     /// records, with the org keeping events for a minute and librdkafka's queue bounded, and
     /// print the process's memory (VmRSS) through the run.
     #[arg(long, requires = "rate")]
-    pub duration: Option<u64>,
+    pub(crate) duration: Option<u64>,
     /// Take every mock Kafka broker down `START` seconds into the measured window for `LEN`
     /// seconds (`START+LEN`, e.g. `120+60`).
     #[arg(long, value_parser = parse_outage)]
-    pub kafka_outage: Option<(u64, u64)>,
+    pub(crate) kafka_outage: Option<(u64, u64)>,
     /// Partitions of each object topic (records are spread over them by record Id).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// Flow-control credits per subscription (`source.batch_size`, 1..=100).
     #[arg(long, default_value_t = 100)]
-    pub batch_size: u32,
+    pub(crate) batch_size: u32,
     /// Give up when the records have not all been acknowledged after this many seconds (after
     /// the `--duration`, in a timed run).
     #[arg(long, default_value_t = 600)]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
     /// A producer property (`kafka.properties`) for the run, `KEY=VALUE`, e.g. `linger.ms=0`;
     /// repeatable.
     #[arg(long = "kafka-property", value_parser = parse_property)]
-    pub kafka_properties: Vec<(String, String)>,
+    pub(crate) kafka_properties: Vec<(String, String)>,
     /// Flat out: make this many more changes first and open the measured window only once
     /// Kafka has acknowledged their records, so that the window sees the process warm (its
     /// working set of memory touched, producer connected, schemas cached) instead of its start.
     #[arg(long, default_value_t = 0, conflicts_with = "rate")]
-    pub warmup: usize,
+    pub(crate) warmup: usize,
 }
 
 /// `KEY=VALUE`.

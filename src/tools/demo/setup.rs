@@ -14,22 +14,22 @@ use crate::sim::SimOrg;
 pub struct DemoArgs {
     /// Accounts to create (half of them are then updated).
     #[arg(long, default_value_t = 2000)]
-    pub accounts: usize,
+    pub(crate) accounts: usize,
     /// Contacts to create.
     #[arg(long, default_value_t = 200)]
-    pub contacts: usize,
+    pub(crate) contacts: usize,
     /// Platform Events (`/event/Order_Event__e`) to publish.
     #[arg(long, default_value_t = 100)]
-    pub platform_events: usize,
+    pub(crate) platform_events: usize,
     /// Write-back messages (upserts of new accounts by External Id) for the round trip.
     #[arg(long, default_value_t = 1000)]
-    pub write_backs: usize,
+    pub(crate) write_backs: usize,
     /// Keep the simulated org and Kafka running after the summary, until Ctrl-C.
     #[arg(long)]
-    pub keep_running: bool,
+    pub(crate) keep_running: bool,
     /// Give up when the records have not all arrived after this many seconds.
     #[arg(long, default_value_t = 120)]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 /// Errors of the demo.

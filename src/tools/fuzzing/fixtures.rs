@@ -23,7 +23,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Fixture {
     /// The Pub/Sub channel its events arrive on.
-    pub channel: &'static str,
+    pub(crate) channel: &'static str,
     /// As the pipeline parses it (compiled decoder, field tables).
     pub schema: EventSchema,
     /// As the simulator's catalog parses it (field positions, compound children).
