@@ -15,7 +15,7 @@
 //!   ([`crate::ops::telemetry::ChannelStats::stream_up`], set by the pipeline's reader), the sink's
 //!   consumer is subscribed and running ([`crate::ops::telemetry::SinkStats::consumer_running`]), and
 //!   Kafka answered a metadata request within `ops.kafka_probe_timeout` (one probe client, one
-//!   probe at a time, a result reused for [`PROBE_REUSE`]). Otherwise 503. Both answer a JSON body
+//!   probe at a time, a result reused for `PROBE_REUSE`). Otherwise 503. Both answer a JSON body
 //!   `{"ready": bool, "not_ready": [reasons]}` naming each part that is not ready.
 
 mod metrics;

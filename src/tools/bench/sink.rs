@@ -105,7 +105,7 @@ fn batch_calls(ops: &[WriteOp]) -> u64 {
 }
 
 /// API calls the bench's `records` updates need when the sink cuts them into full batches of
-/// `batch_records` (the last one holds the rest): the sum of [`batch_calls`] over the batches.
+/// `batch_records` (the last one holds the rest): the sum of `batch_calls` over the batches.
 /// Record `i` is on object `i % objects` (Account, Contact), as the bench makes them.
 pub fn planned_calls(records: usize, objects: usize, batch_records: usize) -> u64 {
     let objects = objects.clamp(1, OBJECTS.len());

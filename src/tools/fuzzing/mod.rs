@@ -9,14 +9,14 @@
 //! * [`cdc_decode`]: first byte = schema ([`fixture`]: Account, Contact change events,
 //!   `Order_Event__e`; bit 7: tombstones on), the rest = the Avro payload. What
 //!   [`cdc::decode`] accepts must be a datum `apache_avro` reads to the last byte with the same
-//!   values, header fields and bitmap expansions (checked against [`reference_expand`], written
+//!   values, header fields and bitmap expansions (checked against `reference_expand`, written
 //!   from the simulator's schema catalog rather than the decoder's tables); the records of
 //!   [`cdc::to_records`] must be JSON with the decoded record and one key per record id. What it
 //!   refuses must not be a canonical datum (one that `apache_avro` reads and re-encodes to the
 //!   same bytes) unless the header or a bitmap is at fault, and a bitmap refusal must be one the
 //!   reference refuses too.
 //! * [`bitmap`]: first byte = schema, the rest = bitmap elements separated by `,` (lossy
-//!   UTF-8). [`cdc::expand_bitmaps`] must agree with [`reference_expand`], and its errors must
+//!   UTF-8). [`cdc::expand_bitmaps`] must agree with `reference_expand`, and its errors must
 //!   name the offending element.
 //! * [`writeback_message`]: first byte = flags, then optional headers, then the value (layout on
 //!   the function). [`sink::message::parse`] runs with a realistic sink config; an accepted
@@ -30,7 +30,6 @@
 //! [`cdc::decode`]: crate::source::cdc::decode
 //! [`cdc::to_records`]: crate::source::cdc::to_records
 //! [`cdc::expand_bitmaps`]: crate::source::cdc::expand_bitmaps
-//! [`reference_expand`]: bitmap::reference_expand
 //! [`sink::message::parse`]: crate::sink::message::parse
 //! [`bitmap`]: fn@bitmap
 
