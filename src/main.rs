@@ -14,7 +14,7 @@ use forcebridge::config::Config;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use forcebridge::ops::telemetry::{self, LogFormat, PipelineStats, SinkStats};
+use forcebridge::ops::telemetry::{self, LogFormat};
 
 /// Streams Salesforce changes into Kafka and writes Kafka changes back into Salesforce.
 #[derive(Parser)]
@@ -127,85 +127,16 @@ fn dispatch(
         Command::Check {
             config: path,
             offline,
-        } => {
-            println!("{}: configuration is valid", path.display());
-            if offline {
-                return Ok(());
-            }
-            let config = config.expect("loaded above");
-            if runtime.block_on(forcebridge::tools::check::run(&config)) {
-                println!("safe to start");
-                Ok(())
-            } else {
-                anyhow::bail!("some checks failed: not safe to start")
-            }
-        }
+        } => runtime.block_on(forcebridge::tools::check::command(
+            &path,
+            &config.expect("loaded above"),
+            offline,
+        )),
         Command::Run { .. } => {
             let config = Arc::new(config.expect("loaded above"));
             runtime.block_on(async {
                 let cancel = shutdown_on_signals(Some(config.drain_timeout));
-                let stats = Arc::new(PipelineStats::default());
-                let sink_stats = Arc::new(SinkStats::default());
-                // Bound before anything starts: a taken port fails the start, not a probe later.
-                let ops = match &config.ops {
-                    Some(ops) => {
-                        let state = forcebridge::ops::OpsState::for_config(
-                            &config,
-                            Some(stats.clone()),
-                            Some(sink_stats.clone()),
-                        )?;
-                        let server = forcebridge::ops::OpsServer::bind(ops.listen, state).await?;
-                        info!(addr = %server.local_addr(), "serving /metrics, /healthz, /readyz");
-                        let stop = CancellationToken::new();
-                        Some((stop.clone(), tokio::spawn(server.serve(stop))))
-                    }
-                    None => None,
-                };
-                // One side failing stops the other: the pod restarts as a whole.
-                let source = async {
-                    if config.source.is_none() {
-                        return Ok(());
-                    }
-                    let result =
-                        forcebridge::source::run(config.clone(), stats.clone(), cancel.clone())
-                            .await;
-                    if result.is_err() {
-                        cancel.cancel();
-                    }
-                    result.context("source stopped")
-                };
-                let sink = async {
-                    if config.sink.is_none() {
-                        return Ok(());
-                    }
-                    let result =
-                        forcebridge::sink::run(config.clone(), sink_stats.clone(), cancel.clone())
-                            .await;
-                    if result.is_err() {
-                        cancel.cancel();
-                    }
-                    result.context("sink stopped")
-                };
-                let (source, sink) = tokio::join!(source, sink);
-                // Served through the drain; stopped once both sides are done.
-                if let Some((stop, server)) = ops {
-                    stop.cancel();
-                    if let Ok(Err(err)) = server.await {
-                        error!(error = %telemetry::error_chain(&err), "the ops server failed");
-                    }
-                }
-                let snapshot = stats.snapshot();
-                let sunk = sink_stats.snapshot();
-                info!(
-                    events = snapshot.events_received(),
-                    records = snapshot.records_produced(),
-                    dead_lettered = snapshot.events_dead_lettered(),
-                    written_back = sunk.written,
-                    conflicts = sunk.conflicts,
-                    write_back_dead_lettered = sunk.dead_lettered,
-                    "stopped"
-                );
-                source.and(sink)
+                forcebridge::tools::daemon::run(config, cancel).await
             })
         }
         Command::Demo(args) => {

@@ -574,7 +574,7 @@ async fn debug_and_error_output_print_no_secret() {
             forcebridge::config::Config::from_yaml(&config_text(&sim, "127.0.0.1:1", &auth), env)
                 .unwrap();
         assert_clean("config Debug", &format!("{config:?} {config:#?}"), &secrets);
-        let settings = config.kafka.settings();
+        let settings = forcebridge::kafka::KafkaSettings::from(&config.kafka);
         assert_clean("Kafka settings Debug", &format!("{settings:?}"), &secrets);
         assert!(format!("{settings:?}").contains("sasl.username"));
     }

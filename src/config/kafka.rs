@@ -139,12 +139,4 @@ impl KafkaConfig {
         }
         Ok(())
     }
-
-    /// The settings the Kafka stage needs.
-    pub fn settings(&self) -> crate::kafka::KafkaSettings {
-        crate::kafka::KafkaSettings {
-            bootstrap_servers: self.bootstrap_servers.clone(),
-            properties: self.properties.clone(),
-        }
-    }
 }

@@ -29,6 +29,7 @@ use super::reporter::{Failure, Origin, Reporter};
 use super::tripwire::Tripwire;
 use super::writer::Item;
 use crate::config::SinkConfig;
+use crate::kafka::headers::DeadLetterStage;
 use crate::ops::telemetry::SinkStats;
 
 /// A batch being filled.
@@ -71,7 +72,7 @@ fn message_failure(e: &MessageError) -> Failure {
         MessageError::Invalid { field, .. } => field.clone(),
     };
     Failure {
-        stage: "sink.message",
+        stage: DeadLetterStage::SinkMessage,
         code: "INVALID_MESSAGE".into(),
         message: e.to_string(),
         fields: if field.is_empty() {

@@ -21,12 +21,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::{SinkObjectConfig, is_api_name};
+use crate::kafka::headers;
 use crate::salesforce::sfid::id15;
-
-/// Header that supplies `object` when the value has none.
-pub use crate::kafka::headers::OBJECT as HEADER_OBJECT;
-/// Header that supplies `operation` when the value has none.
-pub use crate::kafka::headers::OPERATION as HEADER_OPERATION;
 
 /// The four write operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -218,13 +214,16 @@ fn header(headers: &[(&str, &[u8])], name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// `object`, else the [`HEADER_OBJECT`] header: an object API name.
+/// `object`, else the [`headers::OBJECT`] header: an object API name.
 fn object_name(value: Option<Value>, headers: &[(&str, &[u8])]) -> Result<String, MessageError> {
     let object = match value {
         Some(v) => string(v, "object")?,
-        None => header(headers, HEADER_OBJECT).ok_or_else(|| MessageError::Missing {
+        None => header(headers, headers::OBJECT).ok_or_else(|| MessageError::Missing {
             field: "object",
-            hint: format!("name the object API name, or set the `{HEADER_OBJECT}` header"),
+            hint: format!(
+                "name the object API name, or set the `{}` header",
+                headers::OBJECT
+            ),
         })?,
     };
     if !is_api_name(&object) {
@@ -236,14 +235,15 @@ fn object_name(value: Option<Value>, headers: &[(&str, &[u8])]) -> Result<String
     Ok(object)
 }
 
-/// `operation`, else the [`HEADER_OPERATION`] header: one of the four, in any case.
+/// `operation`, else the [`headers::OPERATION`] header: one of the four, in any case.
 fn op_kind(value: Option<Value>, headers: &[(&str, &[u8])]) -> Result<OpKind, MessageError> {
     let operation = match value {
         Some(v) => string(v, "operation")?,
-        None => header(headers, HEADER_OPERATION).ok_or_else(|| MessageError::Missing {
+        None => header(headers, headers::OPERATION).ok_or_else(|| MessageError::Missing {
             field: "operation",
             hint: format!(
-                "insert, update, upsert or delete, or set the `{HEADER_OPERATION}` header"
+                "insert, update, upsert or delete, or set the `{}` header",
+                headers::OPERATION
             ),
         })?,
     };
@@ -621,8 +621,10 @@ mod tests {
     fn headers_supply_object_and_operation() {
         let objects = objects();
         let value = br#"{"fields": {"LastName": "Doe"}}"#;
-        let headers: [(&str, &[u8]); 2] =
-            [(HEADER_OBJECT, b"Contact"), (HEADER_OPERATION, b"insert")];
+        let headers: [(&str, &[u8]); 2] = [
+            (headers::OBJECT, b"Contact"),
+            (headers::OPERATION, b"insert"),
+        ];
         let op = parse(
             Some(value),
             &headers,
@@ -759,8 +761,10 @@ mod tests {
     fn null_object_and_operation_fall_back_to_headers() {
         let objects = objects();
         let value = br#"{"object": null, "operation": null, "fields": {"LastName": "Doe"}}"#;
-        let headers: [(&str, &[u8]); 2] =
-            [(HEADER_OBJECT, b" Contact "), (HEADER_OPERATION, b"insert")];
+        let headers: [(&str, &[u8]); 2] = [
+            (headers::OBJECT, b" Contact "),
+            (headers::OPERATION, b"insert"),
+        ];
         let op = parse(
             Some(value),
             &headers,

@@ -117,7 +117,7 @@ pub async fn run(
     let own_user = session.user_id.clone();
     info!(org_id = %session.org_id, user_id = ?own_user, "sink logged in to Salesforce");
     let rest = rest_client(&config, sink, http, SessionHandle::new(session), &stats);
-    let settings = config.kafka.settings();
+    let settings = crate::kafka::KafkaSettings::from(&config.kafka);
     let producer = Producer::new(&settings)?;
     if config.kafka.create_topics {
         let admin = TopicAdmin::new(&settings)?;

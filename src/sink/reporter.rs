@@ -17,7 +17,8 @@ use std::sync::atomic::Ordering;
 use tracing::{debug, warn};
 
 use super::plan::Current;
-use crate::kafka::{AckToken, KafkaError, OutgoingRecord, Producer, headers};
+use crate::kafka::headers::{self, DeadLetterStage};
+use crate::kafka::{AckToken, KafkaError, OutgoingRecord, Producer};
 use crate::ops::telemetry::SinkStats;
 use crate::salesforce::rest::ApiError;
 
@@ -36,7 +37,7 @@ pub(crate) struct Origin {
 #[derive(Debug, Clone)]
 pub(crate) struct Failure {
     /// `sink.message`, `sink.lookup` or `sink.write`.
-    pub(crate) stage: &'static str,
+    pub(crate) stage: DeadLetterStage,
     pub(crate) code: String,
     pub(crate) message: String,
     pub(crate) fields: Vec<String>,
@@ -44,7 +45,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    pub(crate) fn from_api(stage: &'static str, e: &ApiError, attempts: u32) -> Self {
+    pub(crate) fn from_api(stage: DeadLetterStage, e: &ApiError, attempts: u32) -> Self {
         Self {
             stage,
             code: e.code.clone(),
@@ -112,7 +113,7 @@ impl Reporter {
             topic = %origin.topic,
             partition = origin.partition,
             offset = origin.offset,
-            stage = failure.stage,
+            stage = %failure.stage,
             code = %failure.code,
             message = %failure.message,
             "write-back record sent to the dead-letter topic"
@@ -129,7 +130,10 @@ impl Reporter {
             )
         };
         let mut extra = vec![
-            (headers::ERROR_STAGE, failure.stage.as_bytes().to_vec()),
+            (
+                headers::ERROR_STAGE,
+                failure.stage.as_str().as_bytes().to_vec(),
+            ),
             (headers::ERROR_REASON, reason.into_bytes()),
             (
                 headers::ERROR_STATUS_CODE,

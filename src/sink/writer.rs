@@ -39,6 +39,7 @@ use tracing::{debug, warn};
 use super::message::{OpKind, WriteOp};
 use super::plan::{self, COMPOSITE_COLLECTIONS, Chunk, Current, Decision, Lookup, Write};
 use super::reporter::{Failure, Origin, Reporter};
+use crate::kafka::headers::DeadLetterStage;
 use crate::kafka::{AckToken, KafkaError};
 use crate::retry::{Backoff, Directive, classify_record_error, sleep_or_cancel};
 use crate::salesforce::rest::{
@@ -285,7 +286,7 @@ impl Writer {
         let mut slots: Vec<Slot> = Vec::with_capacity(items.len());
         for item in items {
             if let Some(e) = plan::op_lookup_key(&item.op).and_then(|k| found.refused.get(&k)) {
-                let failure = Failure::from_api("sink.lookup", e, 0);
+                let failure = Failure::from_api(DeadLetterStage::SinkLookup, e, 0);
                 self.reporter
                     .dead_letter(&item.origin, &failure, item.token)
                     .await?;
@@ -314,7 +315,7 @@ impl Writer {
                 Decision::AlreadyAbsent => self.finish_ok(item.token),
                 Decision::NotFound { field, value } => {
                     let failure = Failure {
-                        stage: "sink.lookup",
+                        stage: DeadLetterStage::SinkLookup,
                         code: "NOT_FOUND".into(),
                         message: format!("no {} record has {field} = '{value}'", item.op.object),
                         fields: vec![field],
@@ -359,8 +360,11 @@ impl Writer {
                         for chunk in call {
                             for &i in &chunk.members {
                                 let slot = &mut rounds.slots[i];
-                                let failure =
-                                    Failure::from_api("sink.write", &e, slot.attempts + 1);
+                                let failure = Failure::from_api(
+                                    DeadLetterStage::SinkWrite,
+                                    &e,
+                                    slot.attempts + 1,
+                                );
                                 self.dead_letter_slot(slot, failure).await?;
                             }
                         }
@@ -472,7 +476,7 @@ impl Writer {
                 rounds.retry.push(i);
                 rounds.wait = true;
             } else {
-                let failure = Failure::from_api("sink.write", &error, slot.attempts);
+                let failure = Failure::from_api(DeadLetterStage::SinkWrite, &error, slot.attempts);
                 self.dead_letter_slot(slot, failure).await?;
             }
         }
@@ -515,7 +519,8 @@ impl Writer {
                     rounds.retry.push(i);
                     rounds.wait = true;
                 } else {
-                    let failure = Failure::from_api("sink.write", &first, slot.attempts);
+                    let failure =
+                        Failure::from_api(DeadLetterStage::SinkWrite, &first, slot.attempts);
                     self.dead_letter_slot(slot, failure).await?;
                 }
             }
@@ -547,13 +552,14 @@ impl Writer {
         if !culprits.is_empty() {
             for i in culprits {
                 let slot = &mut rounds.slots[i];
-                let failure = Failure::from_api("sink.write", first, slot.attempts + 1);
+                let failure =
+                    Failure::from_api(DeadLetterStage::SinkWrite, first, slot.attempts + 1);
                 self.dead_letter_slot(slot, failure).await?;
             }
             rounds.retry.extend(innocent);
         } else if chunk.members.len() == 1 {
             let slot = &mut rounds.slots[chunk.members[0]];
-            let failure = Failure::from_api("sink.write", first, slot.attempts + 1);
+            let failure = Failure::from_api(DeadLetterStage::SinkWrite, first, slot.attempts + 1);
             self.dead_letter_slot(slot, failure).await?;
         } else {
             let half = chunk.members.len() / 2;

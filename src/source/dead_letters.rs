@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 
 use super::setup::Shared;
 use crate::config::{Config, ReplayRejectedPolicy};
-use crate::kafka::{EventHandle, KafkaError, OutgoingRecord, Producer, headers};
+use crate::kafka::headers::{self, DeadLetterStage};
+use crate::kafka::{EventHandle, KafkaError, OutgoingRecord, Producer};
 use crate::ops::telemetry::ChannelStats;
 use crate::source::cdc::{self, RawEvent};
 use tracing::warn;
@@ -64,7 +65,7 @@ fn truncate_utf8(text: &str, max: usize) -> &str {
 
 /// Why an event goes to the dead-letter topic.
 pub(super) struct DeadLetter {
-    pub(super) stage: &'static str,
+    pub(super) stage: DeadLetterStage,
     pub(super) reason: String,
 }
 
@@ -95,7 +96,7 @@ impl<'a> DeadLetters<'a> {
             let size = record_size(record.key.as_bytes(), record.value.as_deref(), headers);
             if size > self.max_record_bytes {
                 return Err(DeadLetter {
-                    stage: "size",
+                    stage: DeadLetterStage::Size,
                     reason: format!(
                         "the Kafka record of {} {} would be {size} bytes, over the limit of {} (kafka.properties.message.max.bytes)",
                         record.object, record.key, self.max_record_bytes
@@ -115,7 +116,7 @@ impl<'a> DeadLetters<'a> {
     ) -> Result<(), KafkaError> {
         let replay_hex = hex::encode(raw.replay_id);
         warn!(
-            stage = dead.stage,
+            stage = %dead.stage,
             reason = %dead.reason,
             replay_id = %replay_hex,
             schema_id = raw.schema_id,
@@ -128,7 +129,7 @@ impl<'a> DeadLetters<'a> {
         // A reason (e.g. a long REST error body) never makes the dead letter itself too large.
         let reason = truncate_utf8(&dead.reason, MAX_REASON_BYTES);
         let mut headers: Vec<(&str, &[u8])> = vec![
-            (headers::ERROR_STAGE, dead.stage.as_bytes()),
+            (headers::ERROR_STAGE, dead.stage.as_str().as_bytes()),
             (headers::ERROR_REASON, reason.as_bytes()),
             (headers::CHANNEL, raw.channel.as_bytes()),
             (headers::REPLAY_ID, replay_hex.as_bytes()),
@@ -179,7 +180,10 @@ pub(super) async fn write_gap_marker(
     })
     .to_string();
     let headers: [(&str, &[u8]); 4] = [
-        (headers::ERROR_STAGE, b"replay"),
+        (
+            headers::ERROR_STAGE,
+            DeadLetterStage::Replay.as_str().as_bytes(),
+        ),
         (headers::ERROR_REASON, reason.as_bytes()),
         (headers::CHANNEL, channel.as_bytes()),
         (headers::REPLAY_ID, rejected_hex.as_bytes()),

@@ -26,7 +26,8 @@ use super::routes::Routes;
 use super::setup::Shared;
 use super::transactions::{Transaction, commit_due};
 use crate::config::{ChannelConfig, EchoMode};
-use crate::kafka::{AckWindow, EventHandle, KafkaError, OutgoingRecord, Producer, headers};
+use crate::kafka::headers::{self, DeadLetterStage};
+use crate::kafka::{AckWindow, EventHandle, KafkaError, OutgoingRecord, Producer};
 use crate::ops::telemetry::ChannelStats;
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
 use crate::salesforce::proto::ConsumerEvent;
@@ -298,7 +299,7 @@ impl Processor<'_> {
                 }
                 Err(err) => {
                     return Err(Some(DeadLetter {
-                        stage: "schema",
+                        stage: DeadLetterStage::Schema,
                         reason: err.to_string(),
                     }));
                 }
@@ -365,7 +366,11 @@ impl Processor<'_> {
             Err(err) => {
                 return self
                     .dead_letters
-                    .write(raw, &failed("schema", err.to_string()), handle)
+                    .write(
+                        raw,
+                        &failed(DeadLetterStage::Schema, err.to_string()),
+                        handle,
+                    )
                     .await
                     .map_err(HandleError::Kafka);
             }
@@ -390,7 +395,7 @@ impl Processor<'_> {
             Err(crate::source::gap::GapError::Kafka(err)) => Err(HandleError::Kafka(err)),
             Err(err) => self
                 .dead_letters
-                .write(raw, &failed("gap", err.to_string()), handle)
+                .write(raw, &failed(DeadLetterStage::Gap, err.to_string()), handle)
                 .await
                 .map_err(HandleError::Kafka),
         }

@@ -14,6 +14,7 @@ use super::dead_letters::DeadLetter;
 use super::setup::Shared;
 use crate::config::ChannelConfig;
 use crate::kafka::KafkaError;
+use crate::kafka::headers::DeadLetterStage;
 use crate::ops::telemetry::ChannelStats;
 use crate::source::cdc;
 
@@ -71,7 +72,7 @@ impl<'a> Routes<'a> {
                     Ok(topic) => topic,
                     Err(err) => {
                         return Ok(Err(DeadLetter {
-                            stage: "route",
+                            stage: DeadLetterStage::Route,
                             reason: err.to_string(),
                         }));
                     }

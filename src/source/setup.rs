@@ -87,7 +87,7 @@ pub(super) async fn connect(
     if !check_channels(&pubsub, source, &mut backoff, cancel).await? {
         return Ok(None);
     }
-    let settings = config.kafka.settings();
+    let settings = crate::kafka::KafkaSettings::from(&config.kafka);
     let producers = producers(&config, source, &settings).await?;
     for producer in &producers {
         stats.register_deliveries(producer.delivery_stats());

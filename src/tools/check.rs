@@ -10,41 +10,89 @@
 //! prints one line, `ok` or `FAILED` with the reason; secrets are never printed. Returns `false`
 //! when any step failed.
 
+use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, DeliveryMode};
+use crate::config::{Config, DeliveryMode, SinkConfig};
 use crate::ops::telemetry::error_chain;
 use crate::salesforce::auth::{Authenticator, SessionHandle};
 use crate::salesforce::pubsub::PubSub;
+use crate::salesforce::tls::ClientTls;
 
-/// Runs the checks, printing a report; `true` when all passed.
-pub async fn run(config: &Config) -> bool {
-    let mut ok = true;
-    let mut report = |step: &str, outcome: Result<String, String>| {
+/// `forcebridge check`: the config at `path` has loaded and validated; says so, then (unless
+/// `offline`) runs the checks. Fails when any check failed.
+pub async fn command(path: &Path, config: &Config, offline: bool) -> anyhow::Result<()> {
+    println!("{}: configuration is valid", path.display());
+    if offline {
+        return Ok(());
+    }
+    if run(config).await {
+        println!("safe to start");
+        Ok(())
+    } else {
+        anyhow::bail!("some checks failed: not safe to start")
+    }
+}
+
+/// The report: one line per step, `ok` or `FAILED` with the reason.
+struct Report {
+    /// Every step so far passed.
+    ok: bool,
+}
+
+impl Report {
+    fn step(&mut self, step: &str, outcome: Result<String, String>) {
         match &outcome {
             Ok(detail) => println!("  ok      {step}{}", suffix(detail)),
             Err(reason) => println!("  FAILED  {step}: {reason}"),
         }
-        ok &= outcome.is_ok();
-    };
-    report("config", Ok(String::new()));
+        self.ok &= outcome.is_ok();
+    }
+}
 
-    let tls = crate::salesforce::tls::ClientTls::from_config(&config.salesforce);
+/// Runs the checks, printing a report; `true` when all passed.
+async fn run(config: &Config) -> bool {
+    let mut report = Report { ok: true };
+    report.step("config", Ok(String::new()));
+
+    let tls = ClientTls::from_config(&config.salesforce);
     let http = match &tls {
         Ok(tls) => crate::salesforce::auth::http_client(tls, config.salesforce.http_timeout)
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let session = match &http {
+    let session = login(config, &http, &mut report).await;
+    if let (Some(session), Some(sink), Ok(http)) = (&session, &config.sink, &http) {
+        report.step(
+            "REST API (sink)",
+            rest_limits(config, sink, http, session).await,
+        );
+    }
+    if let Some(session) = session.filter(|_| config.source.is_some())
+        && let Ok(tls) = &tls
+    {
+        pubsub(config, session, tls, &mut report).await;
+    }
+    kafka(config, &mut report).await;
+    report.ok
+}
+
+/// Step "Salesforce login"; the session, when it succeeded.
+async fn login(
+    config: &Config,
+    http: &Result<reqwest::Client, String>,
+    report: &mut Report,
+) -> Option<SessionHandle> {
+    let session = match http {
         Err(err) => Err(err.to_string()),
         Ok(http) => Authenticator::new(&config.salesforce, http.clone())
             .login()
             .await
             .map_err(|e| e.to_string()),
     };
-    let session = match session {
+    match session {
         Ok(session) => {
-            report(
+            report.step(
                 "Salesforce login",
                 Ok(format!(
                     "org {} at {}",
@@ -54,71 +102,82 @@ pub async fn run(config: &Config) -> bool {
             Some(SessionHandle::new(session))
         }
         Err(reason) => {
-            report("Salesforce login", Err(reason));
+            report.step("Salesforce login", Err(reason));
             None
         }
-    };
-    if let (Some(session), Some(sink), Ok(http)) = (&session, &config.sink, &http) {
-        let rest = crate::sink::rest_client(
-            config,
-            sink,
-            http.clone(),
-            session.clone(),
-            &crate::ops::telemetry::SinkStats::default(),
-        );
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let limits = tokio::time::timeout(config.salesforce.http_timeout, rest.limits(&cancel));
-        let outcome = match limits.await {
-            Err(_) => Err("no answer in time".to_owned()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Ok(Ok(usage)) => {
-                let keep = rest.guard().reserve().calls(usage.max);
-                if usage.remaining() <= keep {
-                    Err(format!(
-                        "{} of {} daily API calls left, at or under the reserve of {keep}: writing would pause",
-                        usage.remaining(),
-                        usage.max
-                    ))
-                } else {
-                    Ok(format!(
-                        "{} of {} daily API calls left, reserve {keep}",
-                        usage.remaining(),
-                        usage.max
-                    ))
-                }
-            }
-        };
-        report("REST API (sink)", outcome);
     }
-    if let Some(session) = session.filter(|_| config.source.is_some())
-        && let Ok(tls) = &tls
-    {
-        match PubSub::connect(&config.salesforce.pubsub_endpoint, session, tls).await {
-            Err(err) => report("Pub/Sub API", Err(err.to_string())),
-            Ok(pubsub) => {
-                report("Pub/Sub API", Ok(config.salesforce.pubsub_endpoint.clone()));
-                for channel in config.source.iter().flat_map(|s| &s.channels) {
-                    let outcome = match pubsub.get_topic(&channel.name).await {
-                        Err(err) => Err(err.to_string()),
-                        Ok(topic) if !topic.can_subscribe => {
-                            Err("exists, but the user may not subscribe to it".into())
-                        }
-                        Ok(_) => Ok("can subscribe".into()),
-                    };
-                    report(&format!("channel {}", channel.name), outcome);
-                }
+}
+
+/// Step "REST API (sink)": `/limits` read through the sink's REST client, the daily allowance
+/// against the reserve.
+async fn rest_limits(
+    config: &Config,
+    sink: &SinkConfig,
+    http: &reqwest::Client,
+    session: &SessionHandle,
+) -> Result<String, String> {
+    let rest = crate::sink::rest_client(
+        config,
+        sink,
+        http.clone(),
+        session.clone(),
+        &crate::ops::telemetry::SinkStats::default(),
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let limits = tokio::time::timeout(config.salesforce.http_timeout, rest.limits(&cancel));
+    match limits.await {
+        Err(_) => Err("no answer in time".to_owned()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Ok(usage)) => {
+            let keep = rest.guard().reserve().calls(usage.max);
+            if usage.remaining() <= keep {
+                Err(format!(
+                    "{} of {} daily API calls left, at or under the reserve of {keep}: writing would pause",
+                    usage.remaining(),
+                    usage.max
+                ))
+            } else {
+                Ok(format!(
+                    "{} of {} daily API calls left, reserve {keep}",
+                    usage.remaining(),
+                    usage.max
+                ))
             }
         }
     }
+}
 
-    let settings = config.kafka.settings();
+/// Steps "Pub/Sub API" and, once connected, "channel <name>" for every source channel.
+async fn pubsub(config: &Config, session: SessionHandle, tls: &ClientTls, report: &mut Report) {
+    match PubSub::connect(&config.salesforce.pubsub_endpoint, session, tls).await {
+        Err(err) => report.step("Pub/Sub API", Err(err.to_string())),
+        Ok(pubsub) => {
+            report.step("Pub/Sub API", Ok(config.salesforce.pubsub_endpoint.clone()));
+            for channel in config.source.iter().flat_map(|s| &s.channels) {
+                let outcome = match pubsub.get_topic(&channel.name).await {
+                    Err(err) => Err(err.to_string()),
+                    Ok(topic) if !topic.can_subscribe => {
+                        Err("exists, but the user may not subscribe to it".into())
+                    }
+                    Ok(_) => Ok("can subscribe".into()),
+                };
+                report.step(&format!("channel {}", channel.name), outcome);
+            }
+        }
+    }
+}
+
+/// The Kafka steps ([`kafka_checks`], off the async runtime), then, for `exactly_once` and
+/// when Kafka answered, "Kafka transactions".
+async fn kafka(config: &Config, report: &mut Report) {
+    let settings = crate::kafka::KafkaSettings::from(&config.kafka);
     let probe_config = kafka_probe_config(config);
     let kafka = tokio::task::spawn_blocking(move || kafka_checks(&probe_config))
         .await
         .unwrap_or_else(|err| vec![("Kafka".to_owned(), Err(err.to_string()))]);
     let reachable = kafka.first().is_some_and(|(_, outcome)| outcome.is_ok());
     for (step, outcome) in kafka {
-        report(&step, outcome);
+        report.step(&step, outcome);
     }
     if reachable
         && config
@@ -126,12 +185,11 @@ pub async fn run(config: &Config) -> bool {
             .as_ref()
             .is_some_and(|s| s.delivery == DeliveryMode::ExactlyOnce)
     {
-        report(
+        report.step(
             "Kafka transactions (exactly_once)",
             transactions(&settings, &format!("{}/check", config.name)).await,
         );
     }
-    ok
 }
 
 /// What the blocking Kafka checks need from the config.
@@ -145,7 +203,7 @@ struct KafkaProbe {
 
 fn kafka_probe_config(config: &Config) -> KafkaProbe {
     KafkaProbe {
-        settings: config.kafka.settings(),
+        settings: crate::kafka::KafkaSettings::from(&config.kafka),
         checkpoint_topic: config
             .source
             .as_ref()

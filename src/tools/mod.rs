@@ -1,11 +1,13 @@
 //! The commands around the daemon: `forcebridge demo` ([`demo`]), `forcebridge bench`
-//! ([`bench`]), `forcebridge check` ([`check`]), and the fuzz targets' bodies ([`fuzzing`]).
+//! ([`bench`]), `forcebridge check` ([`check`]), and the fuzz targets' bodies ([`fuzzing`]); and
+//! `forcebridge run`, the daemon itself ([`daemon`]), so that `main.rs` only parses and dispatches.
 //!
 //! Contract: tools use the stages as a user would (config in, records out); no stage imports a
 //! tool.
 
 pub mod bench;
 pub mod check;
+pub mod daemon;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::kafka::headers::DeadLetterStage;
+
 /// One event as received from Pub/Sub, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct RawEvent<'a> {
@@ -67,11 +69,11 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The dead-letter stage (`forcebridge.error.stage`): `"bitmap"` or `"decode"`.
-    pub fn stage(&self) -> &'static str {
+    /// The dead-letter stage (`forcebridge.error.stage`): `bitmap` or `decode`.
+    pub fn stage(&self) -> DeadLetterStage {
         match self {
-            DecodeError::Bitmap { .. } => "bitmap",
-            _ => "decode",
+            DecodeError::Bitmap { .. } => DeadLetterStage::Bitmap,
+            _ => DeadLetterStage::Decode,
         }
     }
 }

@@ -40,7 +40,6 @@ pub use self::envelope::{
 };
 pub use self::event::BitmapError;
 pub use self::event::{ChangeHeader, DecodeError, DecodedEvent, RawEvent};
-pub use crate::kafka::headers::CHANGE_TYPE as HEADER_CHANGE_TYPE; // TEMP
 
 #[cfg(test)]
 mod tests;

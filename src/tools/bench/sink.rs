@@ -34,12 +34,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{BenchError, cpu_time, machine_ticks, peak_rss, print_machine, quantile};
-use crate::config::Config;
+use super::error::BenchError;
+use super::machine::{cpu_time, machine_ticks, peak_rss};
+use super::report::{SinkFigures, print_sink};
+use crate::config::{Config, SinkConfig};
 use crate::kafka::{EmbeddedKafka, OutgoingRecord, Producer};
-use crate::ops::telemetry::SinkStats;
+use crate::ops::telemetry::{SinkSnapshot, SinkStats};
 use crate::sim::{SimConfig, SimOrg};
 use crate::sink::message::{OpKind, Target, WriteOp};
 use crate::sink::plan::{self, COMPOSITE_COLLECTIONS, Decision};
@@ -49,26 +52,26 @@ use crate::sink::plan::{self, COMPOSITE_COLLECTIONS, Decision};
 pub struct SinkBenchArgs {
     /// Write-back records (updates by Id of records created in the org first).
     #[arg(long, default_value_t = 20_000)]
-    pub records: usize,
+    pub(crate) records: usize,
     /// Simulated latency of every REST call at the org, milliseconds (one Composite call is one
     /// REST call).
     #[arg(long, default_value_t = 0)]
-    pub rest_latency: u64,
+    pub(crate) rest_latency: u64,
     /// Objects written, round-robin (1: Account; 2: Account and Contact).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub objects: u8,
+    pub(crate) objects: u8,
     /// `sink.batch_records`; the config's default when absent.
     #[arg(long)]
-    pub batch_records: Option<usize>,
+    pub(crate) batch_records: Option<usize>,
     /// `sink.linger`, milliseconds; the config's default when absent.
     #[arg(long)]
-    pub linger_ms: Option<u64>,
+    pub(crate) linger_ms: Option<u64>,
     /// `sink.concurrency`; the config's default when absent.
     #[arg(long)]
-    pub concurrency: Option<usize>,
+    pub(crate) concurrency: Option<usize>,
     /// Give up when the records have not all been finished after this many seconds.
     #[arg(long, default_value_t = 600)]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 const OBJECTS: [&str; 2] = ["Account", "Contact"];
@@ -88,7 +91,7 @@ fn object_of(i: usize, objects: usize) -> &'static str {
 /// API calls the sink's plan needs for one batch of updates by Id, last-write-wins on, when
 /// every record is found and written at the first attempt: the lookups of [`plan::lookups`] and
 /// the collections of [`plan::chunks`], each [`COMPOSITE_COLLECTIONS`] per Composite call.
-pub fn batch_calls(ops: &[WriteOp]) -> u64 {
+fn batch_calls(ops: &[WriteOp]) -> u64 {
     let lookups = plan::lookups(ops, true).len();
     let writes: Vec<plan::Write> = ops
         .iter()
@@ -102,7 +105,7 @@ pub fn batch_calls(ops: &[WriteOp]) -> u64 {
 }
 
 /// API calls the bench's `records` updates need when the sink cuts them into full batches of
-/// `batch_records` (the last one holds the rest): the sum of [`batch_calls`] over the batches.
+/// `batch_records` (the last one holds the rest): the sum of `batch_calls` over the batches.
 /// Record `i` is on object `i % objects` (Account, Contact), as the bench makes them.
 pub fn planned_calls(records: usize, objects: usize, batch_records: usize) -> u64 {
     let objects = objects.clamp(1, OBJECTS.len());
@@ -152,29 +155,54 @@ fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SinkBenchArgs) -> Result<C
     Ok(Config::from_yaml(&text, |_| None)?)
 }
 
-/// `DailyApiRequests.Remaining` from `GET /limits` (a call the org counts, itself included).
-async fn remaining_calls(
-    http: &reqwest::Client,
-    sim: &SimOrg,
-    api_version: &str,
-    token: &str,
-) -> Result<u64, BenchError> {
-    let url = format!("{}/services/data/v{api_version}/limits", sim.instance_url());
-    let failed = |e: String| BenchError::Failed(format!("GET /limits: {e}"));
-    let response = http
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(|e| failed(e.to_string()))?;
-    if !status.is_success() {
-        return Err(failed(format!("HTTP {status}: {body}")));
+/// Reads `GET /limits` as the org's user: what the sink's calls spend is the drop of
+/// `DailyApiRequests.Remaining` between two reads.
+struct Limits {
+    http: reqwest::Client,
+    api_version: String,
+    token: String,
+}
+
+impl Limits {
+    /// A client with the config's TLS settings and timeout, and a token the org issued.
+    fn new(config: &Config, sim: &SimOrg) -> Result<Limits, BenchError> {
+        let tls = crate::salesforce::tls::ClientTls::from_config(&config.salesforce)
+            .map_err(|e| BenchError::Failed(format!("TLS settings: {e}")))?;
+        let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
+            .map_err(|e| BenchError::Failed(format!("HTTP client: {e}")))?;
+        let token = sim.issue_access_token();
+        let api_version = config.salesforce.api_version.clone();
+        Ok(Limits {
+            http,
+            api_version,
+            token,
+        })
     }
-    body.pointer("/DailyApiRequests/Remaining")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| failed(format!("no DailyApiRequests.Remaining in {body}")))
+
+    /// `DailyApiRequests.Remaining` from `GET /limits` (a call the org counts, itself included).
+    async fn remaining(&self, sim: &SimOrg) -> Result<u64, BenchError> {
+        let url = format!(
+            "{}/services/data/v{}/limits",
+            sim.instance_url(),
+            self.api_version
+        );
+        let failed = |e: String| BenchError::Failed(format!("GET /limits: {e}"));
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|e| failed(e.to_string()))?;
+        if !status.is_success() {
+            return Err(failed(format!("HTTP {status}: {body}")));
+        }
+        body.pointer("/DailyApiRequests/Remaining")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| failed(format!("no DailyApiRequests.Remaining in {body}")))
+    }
 }
 
 fn kafka_error(e: impl std::fmt::Display) -> BenchError {
@@ -186,7 +214,7 @@ fn sim_error(e: impl std::fmt::Display) -> BenchError {
 }
 
 /// Runs `forcebridge bench sink`.
-pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), BenchError> {
+pub(super) async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), BenchError> {
     let n = args.records;
     if n == 0 {
         return Err(BenchError::Failed("--records must be at least 1".into()));
@@ -204,19 +232,7 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
 
     // The records to update, made by the org's user before the window.
     let made = Instant::now();
-    let mut per_object: Vec<Vec<String>> = Vec::with_capacity(objects);
-    for (k, object) in OBJECTS[..objects].iter().enumerate() {
-        let count = (n + objects - 1 - k) / objects;
-        per_object.push(sim.generate(object, count).map_err(sim_error)?);
-    }
-    let targets: Vec<(&str, String)> = (0..n)
-        .map(|i| {
-            (
-                object_of(i, objects),
-                per_object[i % objects][i / objects].clone(),
-            )
-        })
-        .collect();
+    let targets = make_targets(&sim, n, objects)?;
     // Newer than every SystemModstamp just set.
     tokio::time::sleep(Duration::from_millis(2)).await;
     let timestamp = crate::sim::now_ms();
@@ -225,7 +241,102 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
     let bootstrap = kafka.bootstrap_servers();
     let config = Arc::new(bench_config(&sim, &bootstrap, &args)?);
     let sink_config = config.sink.as_ref().expect("the bench config has a sink");
-    let batch_records = sink_config.batch_records;
+    let topics = create_topics(&kafka, &config, n)?;
+    produce(&config, &targets, timestamp).await?;
+    let prepared = made.elapsed();
+
+    let planned = planned_calls(n, objects, sink_config.batch_records);
+    print_header(&args, sink_config, topics.partitions, prepared);
+
+    let limits = Limits::new(&config, &sim)?;
+    let remaining_before = limits.remaining(&sim).await?;
+
+    let stats = Arc::new(SinkStats::default());
+    let sink_cancel = cancel.child_token();
+    let cpu_start = cpu_time();
+    let machine_start = machine_ticks();
+    let window_start = Instant::now();
+    let sink = tokio::spawn(crate::sink::run(
+        config.clone(),
+        stats.clone(),
+        sink_cancel.clone(),
+    ));
+    let deadline = window_start + Duration::from_secs(args.timeout_secs);
+    let (outcome, first_write) = watch(&sink, &stats, &cancel, n, window_start, deadline).await;
+    let window = window_start.elapsed();
+    let cpu_end = cpu_time();
+    let machine_end = machine_ticks();
+    let rss = peak_rss();
+
+    sink_cancel.cancel();
+    let result = sink
+        .await
+        .map_err(|e| BenchError::Failed(format!("sink task failed: {e}")))?;
+    let snapshot = stats.snapshot();
+    let remaining_after = limits.remaining(&sim).await;
+    let mut latencies = probe.take();
+    latencies.sort_unstable();
+    let topic_counts = count_records(&bootstrap, &topics).await?;
+    let wrong = wrong_values(&sim, &targets);
+    drop(kafka);
+    sim.shutdown().await;
+    result.map_err(|e| BenchError::Failed(format!("the sink failed: {e}")))?;
+    outcome.map_err(BenchError::Failed)?;
+    let remaining_after = remaining_after?;
+    // The drop includes the second /limits read itself.
+    let spent = remaining_before
+        .saturating_sub(remaining_after)
+        .saturating_sub(1);
+
+    print_sink(&SinkFigures {
+        n,
+        snapshot: &snapshot,
+        wrong: wrong.len(),
+        window,
+        first_write,
+        spent,
+        planned,
+        latencies: &latencies,
+        cpu: (cpu_start, cpu_end),
+        machine: (machine_start, machine_end),
+        rss,
+    });
+    verify(&snapshot, n, spent, &wrong, &topics, topic_counts)
+}
+
+/// Makes the records to update in the org, round-robin over the `objects` first objects:
+/// (object, Id) of record `i`.
+fn make_targets(
+    sim: &SimOrg,
+    n: usize,
+    objects: usize,
+) -> Result<Vec<(&'static str, String)>, BenchError> {
+    let mut per_object: Vec<Vec<String>> = Vec::with_capacity(objects);
+    for (k, object) in OBJECTS[..objects].iter().enumerate() {
+        let count = (n + objects - 1 - k) / objects;
+        per_object.push(sim.generate(object, count).map_err(sim_error)?);
+    }
+    Ok((0..n)
+        .map(|i| {
+            (
+                object_of(i, objects),
+                per_object[i % objects][i / objects].clone(),
+            )
+        })
+        .collect())
+}
+
+/// The topics of a run: the write-back topic's partitions, the dead-letter and conflicts topics.
+struct Topics {
+    partitions: i32,
+    dead_letter: String,
+    conflicts: String,
+}
+
+/// Creates the write-back topic (partitions for `n` records) and the sink's dead-letter and
+/// conflicts topics.
+fn create_topics(kafka: &EmbeddedKafka, config: &Config, n: usize) -> Result<Topics, BenchError> {
+    let sink_config = config.sink.as_ref().expect("the bench config has a sink");
     // A mock-cluster partition keeps only its last 5 MB: keep each under 4 MB.
     let partitions = (1 + n * 320 / (4 << 20)).min(1000) as i32;
     kafka
@@ -236,6 +347,20 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
     for topic in [&dead_letter_topic, &conflicts_topic] {
         kafka.create_topic(topic, 1).map_err(kafka_error)?;
     }
+    Ok(Topics {
+        partitions,
+        dead_letter: dead_letter_topic,
+        conflicts: conflicts_topic,
+    })
+}
+
+/// Produces one write-back message per target into the write-back topic: an `update` by Id of
+/// [`FIELD`] at `timestamp`, keyed by the Id.
+async fn produce(
+    config: &Config,
+    targets: &[(&str, String)],
+    timestamp: i64,
+) -> Result<(), BenchError> {
     let messages: Vec<Vec<u8>> = targets
         .iter()
         .enumerate()
@@ -246,7 +371,8 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
             .into_bytes()
         })
         .collect();
-    let producer = Producer::new(&config.kafka.settings()).map_err(kafka_error)?;
+    let producer =
+        Producer::new(&crate::kafka::KafkaSettings::from(&config.kafka)).map_err(kafka_error)?;
     producer
         .deliver(
             targets
@@ -263,9 +389,18 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
         .map_err(BenchError::Kafka)?;
     drop(producer);
     drop(messages);
-    let prepared = made.elapsed();
+    Ok(())
+}
 
-    let planned = planned_calls(n, objects, batch_records);
+/// The run's first lines: what it writes, and how.
+fn print_header(
+    args: &SinkBenchArgs,
+    sink_config: &SinkConfig,
+    partitions: i32,
+    prepared: Duration,
+) {
+    let (n, objects) = (args.records, usize::from(args.objects));
+    let batch_records = sink_config.batch_records;
     println!("forcebridge bench sink");
     println!(
         "  {n} updates by Id over {objects} object(s), last-write-wins on; batch_records {batch_records}, linger {:?}, concurrency {}; REST latency {} ms; {partitions} partition(s)",
@@ -274,26 +409,19 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
     println!(
         "  made {n} records in the org and produced {n} write-back messages in {prepared:.2?} (outside the measured window)"
     );
+}
 
-    let tls = crate::salesforce::tls::ClientTls::from_config(&config.salesforce)
-        .map_err(|e| BenchError::Failed(format!("TLS settings: {e}")))?;
-    let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
-        .map_err(|e| BenchError::Failed(format!("HTTP client: {e}")))?;
-    let token = sim.issue_access_token();
-    let api_version = config.salesforce.api_version.clone();
-    let remaining_before = remaining_calls(&http, &sim, &api_version, &token).await?;
-
-    let stats = Arc::new(SinkStats::default());
-    let sink_cancel = cancel.child_token();
-    let cpu_start = cpu_time();
-    let machine_start = machine_ticks();
-    let window_start = Instant::now();
-    let sink = tokio::spawn(crate::sink::run(
-        config.clone(),
-        stats.clone(),
-        sink_cancel.clone(),
-    ));
-    let deadline = window_start + Duration::from_secs(args.timeout_secs);
+/// The measured window, from the sink's start until it has finished every record (or stops,
+/// the run is interrupted or overruns `deadline`): `Ok` or why it closed, and when the first
+/// records were seen written (into the window) and how many.
+async fn watch(
+    sink: &JoinHandle<Result<(), crate::sink::SinkError>>,
+    stats: &SinkStats,
+    cancel: &CancellationToken,
+    n: usize,
+    window_start: Instant,
+    deadline: Instant,
+) -> (Result<(), String>, Option<(Duration, u64)>) {
     // When the first records were seen written, and how many.
     let mut first_write: Option<(Duration, u64)> = None;
     let mut last_report = Instant::now();
@@ -324,33 +452,26 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
-    let window = window_start.elapsed();
-    let cpu_end = cpu_time();
-    let machine_end = machine_ticks();
-    let rss = peak_rss();
+    (outcome, first_write)
+}
 
-    sink_cancel.cancel();
-    let result = sink
-        .await
-        .map_err(|e| BenchError::Failed(format!("sink task failed: {e}")))?;
-    let snapshot = stats.snapshot();
-    let remaining_after = remaining_calls(&http, &sim, &api_version, &token).await;
-    let mut latencies = probe.take();
-    latencies.sort_unstable();
-    let topic_counts = {
-        let bootstrap = bootstrap.clone();
-        let topics = [dead_letter_topic.clone(), conflicts_topic.clone()];
-        tokio::task::spawn_blocking(move || {
-            topics
-                .iter()
-                .map(|t| crate::kafka::count_records(&bootstrap, t, Duration::from_secs(10)))
-                .collect::<Result<Vec<u64>, _>>()
-        })
-        .await
-        .map_err(|e| BenchError::Failed(format!("topic count task failed: {e}")))?
-        .map_err(kafka_error)?
-    };
-    // Every record holds the value its message wrote.
+/// Records on the dead-letter and the conflicts topics, read back from Kafka.
+async fn count_records(bootstrap: &str, topics: &Topics) -> Result<Vec<u64>, BenchError> {
+    let bootstrap = bootstrap.to_owned();
+    let topics = [topics.dead_letter.clone(), topics.conflicts.clone()];
+    tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .map(|t| crate::kafka::count_records(&bootstrap, t, Duration::from_secs(10)))
+            .collect::<Result<Vec<u64>, _>>()
+    })
+    .await
+    .map_err(|e| BenchError::Failed(format!("topic count task failed: {e}")))?
+    .map_err(kafka_error)
+}
+
+/// The records that do not hold the value their message wrote, as `object id: field = value`.
+fn wrong_values(sim: &SimOrg, targets: &[(&str, String)]) -> Vec<String> {
     let mut wrong: Vec<String> = Vec::new();
     for (i, (object, id)) in targets.iter().enumerate() {
         let held = sim
@@ -360,105 +481,22 @@ pub async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Result<(), B
             wrong.push(format!("{object} {id}: {FIELD} = {held:?}"));
         }
     }
-    drop(kafka);
-    sim.shutdown().await;
-    result.map_err(|e| BenchError::Failed(format!("the sink failed: {e}")))?;
-    outcome.map_err(BenchError::Failed)?;
-    let remaining_after = remaining_after?;
-    // The drop includes the second /limits read itself.
-    let spent = remaining_before
-        .saturating_sub(remaining_after)
-        .saturating_sub(1);
+    wrong
+}
 
-    let secs = window.as_secs_f64();
+/// Fails unless every record was written, none was a conflict or dead-lettered (the topics
+/// hold none: `topic_counts`, dead-letter then conflicts), every record holds its new value,
+/// and the calls `/limits` counted equal the sink's own count.
+fn verify(
+    snapshot: &SinkSnapshot,
+    n: usize,
+    spent: u64,
+    wrong: &[String],
+    topics: &Topics,
+    topic_counts: Vec<u64>,
+) -> Result<(), BenchError> {
     let (dlq_records, conflict_records) = (topic_counts[0], topic_counts[1]);
-    let ms = |us: Option<u64>| us.map_or("n/a".to_owned(), |v| format!("{:.1} ms", v as f64 / 1e3));
-    println!();
-    println!("results");
-    println!("  {:<48} {n}", "write-back records produced");
-    println!(
-        "  {:<48} {}",
-        "records written by the sink", snapshot.written
-    );
-    println!("  {:<48} {}", "conflicts", snapshot.conflicts);
-    println!("  {:<48} {}", "dead-lettered", snapshot.dead_lettered);
-    println!(
-        "  {:<48} {}",
-        "records holding their new value in the org",
-        n - wrong.len()
-    );
-    println!("  {:<48} {:.3} s", "measured window", secs);
-    if let Some((first, _)) = first_write {
-        println!(
-            "  {:<48} {:.3} s",
-            "  of which until the first records were written",
-            first.as_secs_f64()
-        );
-    }
-    println!(
-        "  {:<48} {:.0}",
-        "throughput, records/s (end to end)",
-        n as f64 / secs
-    );
-    if let Some((first, written)) = first_write
-        && written < n as u64
-    {
-        println!(
-            "  {:<48} {:.0}  ({} records in {:.3} s)",
-            "  after the first records were written",
-            (n as u64 - written) as f64 / (window - first).as_secs_f64(),
-            n as u64 - written,
-            (window - first).as_secs_f64()
-        );
-    }
-    println!("  {:<48} {spent}", "Salesforce API calls spent (/limits)");
-    println!(
-        "  {:<48} {}  (Composite calls {}, batches {})",
-        "REST calls counted by the sink",
-        snapshot.api_calls,
-        snapshot.composite_calls,
-        snapshot.batches
-    );
-    println!("  {:<48} {planned}", "API calls planned with full batches");
-    println!(
-        "  {:<48} {:.1}",
-        "records per API call",
-        n as f64 / spent.max(1) as f64
-    );
-    println!(
-        "  {:<48} p50 {}  p99 {}  max {}  ({} calls)",
-        "Composite call latency (as the sink saw it)",
-        ms(quantile(&latencies, 0.50)),
-        ms(quantile(&latencies, 0.99)),
-        ms(latencies.last().copied()),
-        latencies.len()
-    );
-    match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => {
-            let cpu = b.saturating_sub(a);
-            println!(
-                "  {:<48} {:.1} µs  ({:.2} s CPU over the window, {:.0}% of one core)",
-                "CPU time per record",
-                cpu.as_secs_f64() * 1e6 / n as f64,
-                cpu.as_secs_f64(),
-                100.0 * cpu.as_secs_f64() / secs
-            );
-        }
-        _ => println!("  {:<48} n/a (no /proc/self/stat)", "CPU time per record"),
-    }
-    println!(
-        "    (process user+sys, 10 ms ticks; includes the in-process simulated org and mock Kafka)"
-    );
-    print_machine(machine_start, machine_end, 48);
-    match rss {
-        Some(b) => println!(
-            "  {:<48} {:.1} MiB  (whole process, incl. the org's records and events)",
-            "peak RSS (VmHWM)",
-            b as f64 / (1 << 20) as f64
-        ),
-        None => println!("  {:<48} n/a", "peak RSS (VmHWM)"),
-    }
-
+    let (dead_letter_topic, conflicts_topic) = (&topics.dead_letter, &topics.conflicts);
     let mut problems: Vec<String> = Vec::new();
     if snapshot.written != n as u64 {
         problems.push(format!("{} of {n} records written", snapshot.written));
