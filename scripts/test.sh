@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Runs every forcebridge test: unit tests, integration tests against the simulated org with the
-# embedded Kafka (librdkafka mock cluster) and with a real broker process (tansu), after each
-# cargo-fuzz target has run for a short fixed time (README, "Fuzzing"), and the Helm chart checks
-# (README, "Kubernetes").
+# Runs every forcebridge test: the formatting, lint and layout checks (CONTRIBUTING.md), unit
+# tests, integration tests against the simulated org with the embedded Kafka (librdkafka mock
+# cluster) and with a real broker process (tansu), after each cargo-fuzz target has run for a short
+# fixed time (README, "Fuzzing"), and the Helm chart checks (README, "Kubernetes").
 # Installs tansu with its in-memory storage engine (feature `dynostore`) first; cargo skips the
 # install when that exact build is already present (the first install takes 10 to 20 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+# The habits first, so a slip fails in seconds: formatting, then the shape of src/ (no import
+# cycle between files, no file over 600 lines outside its tests, no function over 120 lines;
+# scripts/layout.py), then clippy with every warning an error (the [lints] of Cargo.toml).
+cargo fmt --all -- --check
+python3 scripts/layout.py
+cargo clippy --all-targets -- -D warnings
+
 cargo install tansu --locked --features dynostore
 
 # Fuzzing on the stable toolchain: cargo fuzz passes -Z flags, which RUSTC_BOOTSTRAP=1 lets stable

@@ -295,6 +295,10 @@ async fn sigkill_in_exactly_once_mode_loses_nothing() {
     .await;
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: kills at startup and in progress, then every check of what Kafka holds"
+)]
 async fn crash_scenario(work: Workload) {
     let (events, records_expected) = (work.events(), work.records());
     let seed = std::env::var("CRASH_SEED")

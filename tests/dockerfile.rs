@@ -68,6 +68,10 @@ fn dockerfile() -> Vec<Instruction> {
 }
 
 /// The problems found; empty when the Dockerfile is fine.
+#[allow(
+    clippy::too_many_lines,
+    reason = "a list of independent rules, each a few lines"
+)]
 fn lint(instructions: &[Instruction], bin: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let stages: Vec<&Instruction> = instructions

@@ -110,6 +110,10 @@ fn expected_record(sim: &SimOrg, id: &str) -> Value {
 /// Gap events for created, updated and deleted records: one full re-read record per Id (or an
 /// `absent`/`deleted` record, with a tombstone after `GAP_DELETE`), marked, counted; the events
 /// after them flow on and the checkpoint ends past them.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: each gap change type in turn, then the events after them"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gap_events_become_full_reread_records() {
     let kafka = mock_kafka();

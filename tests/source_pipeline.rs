@@ -37,6 +37,10 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 /// Create, update (with a nulled field), delete (+ tombstone), undelete, and a multi-record
 /// transaction become exactly the expected Kafka records, keys, envelopes and headers.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario, each record checked whole"
+)]
 async fn exact_records_scenario(bootstrap: &str, extra_kafka: &str) {
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     let running = start(config_with(

@@ -698,6 +698,10 @@ async fn auth_topic_and_schema_errors_carry_error_codes() {
     org.shutdown().await;
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: publish, then a schema change and the events on both sides of it"
+)]
 #[tokio::test]
 async fn publish_platform_events_and_schema_evolution() {
     let org = SimOrg::start(SimConfig::default()).await.expect("start");

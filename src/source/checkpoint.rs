@@ -20,6 +20,7 @@ use bytes::Bytes;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -253,17 +254,21 @@ async fn create_compacted_topic(kafka: &KafkaSettings, topic: &str) -> Result<()
         .map_err(create_err)
 }
 
+/// A [`CheckpointError::Read`] of `topic`.
+fn read_err(topic: &str, what: String, source: Option<RdKafkaError>) -> CheckpointError {
+    CheckpointError::Read {
+        topic: topic.to_owned(),
+        what,
+        source: source.map(Box::new),
+    }
+}
+
 /// Reads `topic` from the beginning of every partition to its high watermark (blocking).
 fn load(
     kafka: &KafkaSettings,
     topic: &str,
     prefix: &str,
 ) -> Result<HashMap<String, Checkpoint>, CheckpointError> {
-    let read_err = |what: String, source: Option<RdKafkaError>| CheckpointError::Read {
-        topic: topic.to_owned(),
-        what,
-        source: source.map(Box::new),
-    };
     let mut config = kafka.client_config(&[
         ("enable.auto.commit", "false"),
         ("enable.partition.eof", "true"),
@@ -276,19 +281,58 @@ fn load(
         topic: topic.to_owned(),
         source: source.into(),
     })?;
+    let mut checkpoints = HashMap::new();
+    let Some((mut remaining, assignment)) = partitions_to_read(&consumer, topic)? else {
+        return Ok(checkpoints);
+    };
+    consumer
+        .assign(&assignment)
+        .map_err(|e| read_err(topic, "assigning partitions".into(), Some(e)))?;
 
+    let deadline = std::time::Instant::now() + LOAD_TIMEOUT;
+    while !remaining.is_empty() {
+        if std::time::Instant::now() >= deadline {
+            return Err(read_err(
+                topic,
+                format!(
+                    "timed out after {LOAD_TIMEOUT:?} before reaching the end of partitions {:?}",
+                    remaining.iter().collect::<Vec<_>>()
+                ),
+                None,
+            ));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        match message {
+            Ok(message) => apply(&mut checkpoints, topic, prefix, &message)?,
+            Err(RdKafkaError::PartitionEOF(partition)) => {
+                remaining.remove(&partition);
+            }
+            Err(e) => return Err(read_err(topic, "consuming".into(), Some(e))),
+        }
+    }
+    Ok(checkpoints)
+}
+
+/// The partitions of `topic` that hold records, and their assignment from the beginning;
+/// `None` when there is nothing to read (no such topic, or every partition empty).
+fn partitions_to_read(
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> Result<Option<(HashSet<i32>, TopicPartitionList)>, CheckpointError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(|e| read_err("fetching metadata".into(), Some(e)))?;
+        .map_err(|e| read_err(topic, "fetching metadata".into(), Some(e)))?;
     let Some(topic_md) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Ok(HashMap::new());
+        return Ok(None);
     };
     if let Some(err) = topic_md.error() {
         let code = RDKafkaErrorCode::from(err);
         if code == RDKafkaErrorCode::UnknownTopicOrPartition {
-            return Ok(HashMap::new());
+            return Ok(None);
         }
-        return Err(read_err(format!("topic metadata: {code}"), None));
+        return Err(read_err(topic, format!("topic metadata: {code}"), None));
     }
 
     // Partitions whose end is still to reach. The end is where librdkafka reports partition EOF:
@@ -302,6 +346,7 @@ fn load(
             .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
             .map_err(|e| {
                 read_err(
+                    topic,
                     format!("fetching watermarks of partition {}", p.id()),
                     Some(e),
                 )
@@ -310,75 +355,56 @@ fn load(
             remaining.insert(p.id());
             assignment
                 .add_partition_offset(topic, p.id(), Offset::Beginning)
-                .map_err(|e| read_err("building the assignment".into(), Some(e)))?;
+                .map_err(|e| read_err(topic, "building the assignment".into(), Some(e)))?;
         }
     }
-    let mut checkpoints = HashMap::new();
-    if remaining.is_empty() {
-        return Ok(checkpoints);
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| read_err("assigning partitions".into(), Some(e)))?;
+    Ok((!remaining.is_empty()).then_some((remaining, assignment)))
+}
 
-    let deadline = std::time::Instant::now() + LOAD_TIMEOUT;
-    while !remaining.is_empty() {
-        if std::time::Instant::now() >= deadline {
-            return Err(read_err(
-                format!(
-                    "timed out after {LOAD_TIMEOUT:?} before reaching the end of partitions {:?}",
-                    remaining.iter().collect::<Vec<_>>()
-                ),
-                None,
-            ));
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(RdKafkaError::PartitionEOF(partition)) => {
-                remaining.remove(&partition);
-                continue;
-            }
-            Err(e) => return Err(read_err("consuming".into(), Some(e))),
-        };
-        let (partition, offset) = (message.partition(), message.offset());
-        let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            continue;
-        };
-        let Some(channel) = key.strip_prefix(prefix) else {
-            continue; // another connector's checkpoint
-        };
-        let corrupt = |reason: String| CheckpointError::Corrupt {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            key: key.to_owned(),
-            reason,
-        };
-        let Some(payload) = message.payload() else {
-            checkpoints.remove(channel); // tombstone
-            continue;
-        };
-        let value: CheckpointValue = serde_json::from_slice(payload)
-            .map_err(|e| corrupt(format!("value is not a checkpoint JSON object: {e}")))?;
-        if value.channel != channel {
-            return Err(corrupt(format!(
-                "value names channel {:?} but the key names {channel:?}",
-                value.channel
-            )));
-        }
-        let replay_id = hex::decode(&value.replay_id)
-            .map_err(|e| corrupt(format!("replay_id {:?} is not hex: {e}", value.replay_id)))?;
-        checkpoints.insert(
-            channel.to_owned(),
-            Checkpoint {
-                channel: value.channel,
-                replay_id: replay_id.into(),
-                updated_at: value.updated_at,
-            },
-        );
+/// One checkpoint record read: the last value per channel of this connector wins, a tombstone
+/// removes it; another connector's records are skipped; a value that is not a checkpoint is an
+/// error naming its partition, offset and key.
+fn apply(
+    checkpoints: &mut HashMap<String, Checkpoint>,
+    topic: &str,
+    prefix: &str,
+    message: &BorrowedMessage<'_>,
+) -> Result<(), CheckpointError> {
+    let (partition, offset) = (message.partition(), message.offset());
+    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        return Ok(());
+    };
+    let Some(channel) = key.strip_prefix(prefix) else {
+        return Ok(()); // another connector's checkpoint
+    };
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        key: key.to_owned(),
+        reason,
+    };
+    let Some(payload) = message.payload() else {
+        checkpoints.remove(channel); // tombstone
+        return Ok(());
+    };
+    let value: CheckpointValue = serde_json::from_slice(payload)
+        .map_err(|e| corrupt(format!("value is not a checkpoint JSON object: {e}")))?;
+    if value.channel != channel {
+        return Err(corrupt(format!(
+            "value names channel {:?} but the key names {channel:?}",
+            value.channel
+        )));
     }
-    Ok(checkpoints)
+    let replay_id = hex::decode(&value.replay_id)
+        .map_err(|e| corrupt(format!("replay_id {:?} is not hex: {e}", value.replay_id)))?;
+    checkpoints.insert(
+        channel.to_owned(),
+        Checkpoint {
+            channel: value.channel,
+            replay_id: replay_id.into(),
+            updated_at: value.updated_at,
+        },
+    );
+    Ok(())
 }

@@ -196,6 +196,10 @@ async fn start() -> (SimOrg, Rest) {
     (org, api)
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario through the four operations, each answer checked per record"
+)]
 #[tokio::test]
 async fn collections_create_update_upsert_delete_per_record() {
     let (org, api) = start().await;
