@@ -8,6 +8,15 @@
 //! [`ops`] (metrics, health) serve them all; [`sim`] is the simulated org and [`tools`] the demo,
 //! the benchmarks, `check` and the fuzz targets. `settings` loads a config: config's own checks
 //! and those that need a stage's knowledge, so that config imports no stage.
+//!
+//! # What is public, and for whom
+//! Every module is `pub` because something outside the library uses it: the binary (`main.rs`:
+//! [`config`], [`tools`], [`sim`]); the integration tests in `tests/` (each stage's entry point
+//! and the simulator: [`source::run`], [`sink::run`], [`kafka`], [`salesforce`], [`ops`],
+//! [`retry::Directive`]); the criterion benchmarks in `benches/` ([`source::cdc`],
+//! [`sim::org`], [`sink::message`], [`sink::plan`]); the cargo-fuzz targets in `fuzz/`
+//! ([`tools::fuzzing`]). Inside the modules, items are `pub(crate)` unless one of those uses
+//! them.
 
 pub mod config;
 pub mod kafka;

@@ -44,10 +44,11 @@
 //! usage, refusals and limits in `limits`; their shared pieces in `call`, `reply`, `render`);
 //! `soql` (the query subset), `tls` (test CA, TLS listener).
 //!
-//! Known differences from a real org: compound fields (addresses, Contact `Name`) are read and
-//! written nested, as change events carry them, rather than as Salesforce's flat REST fields
-//! (`BillingCity`, `LastName`); only the SOQL subset of [`soql`] is understood; Composite
-//! subrequests always run in order (`collateSubrequests` is ignored).
+//! Known differences from a real org: the table in `ARCHITECTURE.md` ("Known differences between
+//! the simulated org and a real org"), kept current; among them, compound fields (addresses,
+//! Contact `Name`) are read and written nested, as change events carry them, rather than as
+//! Salesforce's flat REST fields (`BillingCity`, `LastName`); only the SOQL subset of `soql` is
+//! understood; Composite subrequests always run in order (`collateSubrequests` is ignored).
 
 pub(crate) mod avro_out;
 pub mod bitmap;
