@@ -111,7 +111,7 @@ impl SimOrg {
     }
 
     /// Publishes a `GAP_OVERFLOW` event of `object` (`recordIds = ["000000000000000AAA"]`), as
-    /// after a transaction over [`SimConfig::overflow_threshold`]; returns its replay id.
+    /// after a transaction over [`super::SimConfig::overflow_threshold`]; returns its replay id.
     pub fn emit_overflow(&self, object: &str) -> Result<Vec<u8>, SimError> {
         self.emit_header_only(
             object,

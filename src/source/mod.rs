@@ -6,7 +6,7 @@
 //!   the stream instead of filling memory. A failed stream is rebuilt (backoff with jitter,
 //!   re-login on auth errors) from the last event handed on, so nothing is skipped or repeated.
 //! * The processor decodes each event with the schema its own `schema_id` names, fans it out to
-//!   one Kafka record per record Id, and registers the records in the channel's [`AckWindow`].
+//!   one Kafka record per record Id, and registers the records in the channel's [`crate::kafka::AckWindow`].
 //!   An event that cannot be decoded goes to the dead-letter topic with the reason and its raw
 //!   bytes; it is never dropped.
 //! * An event caused by forcebridge's own write-back (see [`crate::source::echo`]) is dropped (it still
@@ -18,7 +18,7 @@
 //! * If Kafka fails to deliver a record, the channel restarts from its durable checkpoint: records
 //!   after it may be produced twice (each carries its replay id), none are lost.
 //! * With `source.delivery: exactly_once` the channel has its own transactional producer
-//!   (`transactional.id` = [`Config::transactional_id`]), initialised before the checkpoints are
+//!   (`transactional.id` = `Config::transactional_id`), initialised before the checkpoints are
 //!   read, which fences an earlier owner of the channel. There is no separate checkpointer: every
 //!   `checkpoint_interval` the processor waits until Kafka acknowledged every record of the open
 //!   transaction, adds the checkpoint record to it and commits. A failure aborts the transaction

@@ -1,5 +1,5 @@
 //! The commands around the daemon: `forcebridge demo` ([`demo`]), `forcebridge bench`
-//! ([`bench`]), `forcebridge check` ([`check`]), and the fuzz targets' bodies ([`fuzzing`]); and
+//! ([`bench`](mod@bench)), `forcebridge check` ([`check`]), and the fuzz targets' bodies ([`fuzzing`]); and
 //! `forcebridge run`, the daemon itself ([`daemon`]), so that `main.rs` only parses and dispatches.
 //!
 //! Contract: tools use the stages as a user would (config in, records out); no stage imports a

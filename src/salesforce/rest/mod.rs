@@ -8,7 +8,7 @@
 //!   does not roll back the others). It checks Salesforce's limits first ([`validate`](composite::validate): ≤ 25
 //!   subrequests, ≤ 5 of them collections or queries, 1–200 records per collection, 1–2,000 ids
 //!   per retrieve) and answers
-//!   one [`SubResponse`] per [`SubRequest`], in input order, each collection's [`SaveResult`](composite::SaveResult)s in
+//!   one [`SubResponse`] per [`SubRequest`], in input order, each collection's `SaveResult`s in
 //!   record order. A query whose result is not `done` is followed through `nextRecordsUrl` (one
 //!   more API call per page).
 //! * [`RestClient::query`] / [`RestClient::query_more`] read a query one page at a time (the

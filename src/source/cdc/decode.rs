@@ -209,7 +209,7 @@ fn write_nulled_children(
 }
 
 /// Decodes one raw Avro datum with its writer schema, parsing the header and expanding bitmaps
-/// (the structured form, for tests and tools; the pipeline uses [`encode`]).
+/// (the structured form, for tests and tools; the pipeline uses [`super::encode`]).
 pub fn decode(schema: &EventSchema, payload: &[u8]) -> Result<DecodedEvent, DecodeError> {
     let mut s = Scratch::default();
     let parsed = read_event(schema, payload, &mut s)?;

@@ -237,7 +237,7 @@ pub struct Encoded {
 
 /// Decodes one event and builds its Kafka records in one pass: the envelope's JSON is written
 /// straight from the Avro bytes into `scratch`'s buffers (no intermediate values), and copied
-/// once per record. The records are those [`to_records`] makes of [`decode`]'s result, except
+/// once per record. The records are those [`to_records`] makes of [`super::decode`]'s result, except
 /// that the fields of `record` (and of its compound fields) come in schema order.
 pub fn encode(
     schema: &EventSchema,

@@ -1,7 +1,7 @@
 //! Decoding stage: Avro payload → [`DecodedEvent`] → Kafka [`OutRecord`]s with the JSON envelope.
 //!
 //! Contract (see `ARCHITECTURE.md`, "Kafka record format"):
-//! * [`decode`] reads one raw Avro datum with the event's own writer schema ([`EventSchema`],
+//! * [`decode`] reads one raw Avro datum with the event's own writer schema ([`schema::EventSchema`],
 //!   looked up by the event's `schema_id`). For CDC events it parses `ChangeEventHeader` and
 //!   expands the `changedFields` / `nulledFields` / `diffFields` bitmaps (facts §11.4, including
 //!   the `P-0xHEX` compound form) to field names. The body becomes `record`: fields that carry a
