@@ -188,6 +188,15 @@ pub fn parse(
 /// The value as a [`Wire`] message: JSON, an object, no key but the known ones.
 fn read(value: Option<&[u8]>) -> Result<Wire, MessageError> {
     let value = value.ok_or_else(|| MessageError::NotJson("the record has no value".into()))?;
+    // The common case in one pass: an object of known keys, each once, read straight into the
+    // struct. Anything else (not an object, an unknown or repeated key, not JSON) takes the path
+    // below, which accepts and refuses exactly as before and names what is wrong. (An object only:
+    // a derived struct would also take a JSON array as its fields in order.)
+    if value.trim_ascii_start().first() == Some(&b'{')
+        && let Ok(wire) = serde_json::from_slice::<Wire>(value)
+    {
+        return Ok(wire);
+    }
     let json: Value =
         serde_json::from_slice(value).map_err(|e| MessageError::NotJson(e.to_string()))?;
     let Value::Object(msg) = json else {
@@ -553,6 +562,28 @@ mod tests {
                 last_write_wins: true,
             },
         )
+    }
+
+    /// The one-pass read and the checked read agree: an array is not a message even when its
+    /// elements would fill the fields in order, and of a repeated key the last counts.
+    #[test]
+    fn only_objects_are_messages_and_the_last_of_a_repeated_key_counts() {
+        let objects = objects();
+        let opts = ParseOptions {
+            objects: &objects,
+            last_write_wins: false,
+        };
+        let array = br#"["Account", "insert", null, null, {"Name": "A"}, null]"#;
+        assert!(matches!(
+            parse(Some(array), &[], opts),
+            Err(MessageError::NotJson(m)) if m == "found an array"
+        ));
+        let repeated =
+            br#"{"object": "Contact", "object": "Account", "operation": "insert", "fields": {"Name": "A"}}"#;
+        let op = parse(Some(repeated), &[], opts).unwrap();
+        assert_eq!(op.object, "Account");
+        let spaced = b" \n {\"object\": \"Account\", \"operation\": \"insert\", \"fields\": {\"Name\": \"B\"}}";
+        assert_eq!(parse(Some(spaced), &[], opts).unwrap().object, "Account");
     }
 
     #[test]
