@@ -113,7 +113,7 @@ impl Reporter {
             topic = %origin.topic,
             partition = origin.partition,
             offset = origin.offset,
-            stage = %failure.stage,
+            stage = failure.stage.as_str(),
             code = %failure.code,
             message = %failure.message,
             "write-back record sent to the dead-letter topic"

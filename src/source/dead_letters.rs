@@ -116,7 +116,7 @@ impl<'a> DeadLetters<'a> {
     ) -> Result<(), KafkaError> {
         let replay_hex = hex::encode(raw.replay_id);
         warn!(
-            stage = %dead.stage,
+            stage = dead.stage.as_str(),
             reason = %dead.reason,
             replay_id = %replay_hex,
             schema_id = raw.schema_id,

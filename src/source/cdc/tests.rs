@@ -1,3 +1,6 @@
+//! Unit tests of the decoder and the envelope: schemas built here (headers with `changeType` as
+//! enum or string, compound fields, unions), payloads from apache-avro, every error's stage.
+
 use super::schema::{EventKind, EventSchema};
 use super::*;
 use apache_avro::types::Value as Avro;
