@@ -127,17 +127,18 @@ fn dispatch(
         Command::Check {
             config: path,
             offline,
-        } => runtime.block_on(forcebridge::tools::check::command(
+        } => Ok(runtime.block_on(forcebridge::tools::check::command(
             &path,
             &config.expect("loaded above"),
             offline,
-        )),
+        ))?),
         Command::Run { .. } => {
             let config = Arc::new(config.expect("loaded above"));
             runtime.block_on(async {
                 let cancel = shutdown_on_signals(Some(config.drain_timeout));
                 forcebridge::tools::daemon::run(config, cancel).await
-            })
+            })?;
+            Ok(())
         }
         Command::Demo(args) => {
             runtime.block_on(forcebridge::tools::demo::run(

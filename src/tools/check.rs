@@ -19,9 +19,14 @@ use crate::salesforce::auth::{Authenticator, SessionHandle};
 use crate::salesforce::pubsub::PubSub;
 use crate::salesforce::tls::ClientTls;
 
+/// `forcebridge check` found a step that failed (each is reported on its own line).
+#[derive(Debug, thiserror::Error)]
+#[error("some checks failed: not safe to start")]
+pub struct NotSafe;
+
 /// `forcebridge check`: the config at `path` has loaded and validated; says so, then (unless
 /// `offline`) runs the checks. Fails when any check failed.
-pub async fn command(path: &Path, config: &Config, offline: bool) -> anyhow::Result<()> {
+pub async fn command(path: &Path, config: &Config, offline: bool) -> Result<(), NotSafe> {
     println!("{}: configuration is valid", path.display());
     if offline {
         return Ok(());
@@ -30,7 +35,7 @@ pub async fn command(path: &Path, config: &Config, offline: bool) -> anyhow::Res
         println!("safe to start");
         Ok(())
     } else {
-        anyhow::bail!("some checks failed: not safe to start")
+        Err(NotSafe)
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -17,12 +16,28 @@ use tracing::{error, info};
 use crate::config::Config;
 use crate::ops::telemetry::{self, PipelineStats, SinkStats};
 use crate::ops::{OpsError, OpsServer, OpsState};
+use crate::sink::SinkError;
+use crate::source::PipelineError;
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The source stopped with an error (the sink was stopped too).
+    #[error("source stopped")]
+    Source(#[source] PipelineError),
+    /// The sink stopped with an error (the source was stopped too).
+    #[error("sink stopped")]
+    Sink(#[source] SinkError),
+    /// The operations server could not start.
+    #[error(transparent)]
+    Ops(#[from] OpsError),
+}
 
 /// The log target of the daemon's own lines.
 const TARGET: &str = "forcebridge";
 
 /// Runs the daemon of `config` until `cancel` (a signal) or a failure.
-pub async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Arc<Config>, cancel: CancellationToken) -> Result<(), DaemonError> {
     let stats = Arc::new(PipelineStats::default());
     let sink_stats = Arc::new(SinkStats::default());
     // Bound before anything starts: a taken port fails the start, not a probe later.
@@ -36,7 +51,7 @@ pub async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyhow::Resu
         if result.is_err() {
             cancel.cancel();
         }
-        result.context("source stopped")
+        result.map_err(DaemonError::Source)
     };
     let sink = async {
         if config.sink.is_none() {
@@ -46,7 +61,7 @@ pub async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyhow::Resu
         if result.is_err() {
             cancel.cancel();
         }
-        result.context("sink stopped")
+        result.map_err(DaemonError::Sink)
     };
     let (source, sink) = tokio::join!(source, sink);
     // Served through the drain; stopped once both sides are done.
@@ -80,7 +95,7 @@ async fn start_ops(
     config: &Config,
     stats: &Arc<PipelineStats>,
     sink_stats: &Arc<SinkStats>,
-) -> anyhow::Result<Option<Serving>> {
+) -> Result<Option<Serving>, OpsError> {
     let Some(ops) = &config.ops else {
         return Ok(None);
     };
