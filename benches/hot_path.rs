@@ -62,7 +62,8 @@ struct Event {
     payload: Vec<u8>,
 }
 
-const REPLAY_ID: [u8; 8] = [0, 0, 0, 0, 0, 1, 0x86, 0xa0];
+// A replay id as real orgs send it: 8 bytes big-endian and two zero bytes.
+const REPLAY_ID: [u8; 10] = [0, 0, 0, 0, 0, 1, 0x86, 0xa0, 0, 0];
 
 impl Event {
     fn raw(&self) -> RawEvent<'_> {

@@ -244,6 +244,13 @@ async fn restart_resumes_from_the_checkpoint_without_loss() {
     assert_eq!(keys, ids, "every record Id is in Kafka");
     let repeats_after_crash = all.len() - distinct.len();
     eprintln!("after the crash: {repeats_after_crash} repeated records (at-least-once)");
+    // The checkpoint keeps the replay id as the org sent it: 10 bytes on a real org (and in the
+    // simulated one), which run 3 resumes from.
+    let store = checkpoints(&bootstrap).await;
+    let checkpoint = store
+        .get("/data/AccountChangeEvent")
+        .expect("checkpoint saved");
+    assert_eq!(checkpoint.replay_id.len(), 10);
 
     // Run 3: after a graceful stop nothing is repeated.
     let before = all.len();

@@ -2,13 +2,16 @@
 //! as filters over it, replay ids, and the retention window.
 //!
 //! Contract:
-//! * Replay ids are opaque to clients: 8 bytes, big-endian, of an org-wide counter. They increase
-//!   along every channel but are not contiguous within one.
+//! * Replay ids are opaque to clients: 10 bytes, an org-wide counter as 8 bytes big-endian
+//!   followed by two zero bytes, as real orgs send them (captures: pozil/pub-sub-api-node-client
+//!   #36, `[0,0,0,0,0,16,219,77,0,0]` for replay id 1104717; pozil/pub-sub-api-java-client #6,
+//!   `latest_replay_id: "\000\000\000\000\000+\247+\000\000"`). They increase along every
+//!   channel but are not contiguous within one.
 //! * A channel (`/data/AccountChangeEvent`, `/data/ChangeEvents`, `/data/Foo__chn`,
 //!   `/event/Foo__e`) selects events by their source (entity or platform event).
 //! * Events older than the retention window are dropped ([`Bus::expire`], [`Bus::purge_before`]);
-//!   a `CUSTOM` replay id is accepted only if it is 8 bytes, not newer than the newest event and
-//!   not older than the newest dropped event ([`Bus::check_replay_id`]).
+//!   a `CUSTOM` replay id is accepted only if it has that form, is not newer than the newest event
+//!   and not older than the newest dropped event ([`Bus::check_replay_id`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -67,15 +70,21 @@ pub struct LoggedEvent {
 /// Why a replay id was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayIdError {
-    /// Not 8 bytes.
+    /// Not a replay id this org issues (10 bytes, the last two zero).
     Malformed,
     /// Older than the retention window or newer than the newest event.
     OutOfRange,
 }
 
-/// Encodes a sequence number as a replay id.
+/// How long a replay id is (see the module docs for the captures).
+pub(crate) const REPLAY_ID_LEN: usize = 10;
+
+/// Encodes a sequence number as a replay id: 8 bytes big-endian, then two zero bytes.
 pub fn replay_id(seq: u64) -> Vec<u8> {
-    seq.to_be_bytes().to_vec()
+    let mut id = Vec::with_capacity(REPLAY_ID_LEN);
+    id.extend_from_slice(&seq.to_be_bytes());
+    id.extend_from_slice(&[0, 0]);
+    id
 }
 
 /// The log.
@@ -128,8 +137,14 @@ impl Bus {
 
     /// Validates a `CUSTOM` replay id; returns the cursor (deliver strictly after it).
     pub fn check_replay_id(&self, raw: &[u8]) -> Result<u64, ReplayIdError> {
-        let bytes: [u8; 8] = raw.try_into().map_err(|_| ReplayIdError::Malformed)?;
-        let seq = u64::from_be_bytes(bytes);
+        let (counter, tail) = match raw.split_first_chunk::<8>() {
+            Some((counter, tail)) if raw.len() == REPLAY_ID_LEN => (counter, tail),
+            _ => return Err(ReplayIdError::Malformed),
+        };
+        if tail != [0, 0] {
+            return Err(ReplayIdError::Malformed);
+        }
+        let seq = u64::from_be_bytes(*counter);
         if seq < self.floor || seq > self.last_seq {
             return Err(ReplayIdError::OutOfRange);
         }
@@ -215,6 +230,14 @@ mod tests {
         );
     }
 
+    /// Replay ids have the layout real orgs send: pozil/pub-sub-api-node-client #36 shows
+    /// replay id 1104717 as the bytes `[0,0,0,0,0,16,219,77,0,0]`.
+    #[test]
+    fn replay_ids_are_ten_bytes_as_real_orgs_send_them() {
+        assert_eq!(replay_id(1_104_717), [0, 0, 0, 0, 0, 16, 219, 77, 0, 0]);
+        assert_eq!(replay_id(1).len(), REPLAY_ID_LEN);
+    }
+
     #[test]
     fn retention_moves_the_floor_and_invalidates_old_replay_ids() {
         let mut bus = Bus::default();
@@ -235,6 +258,11 @@ mod tests {
             Err(ReplayIdError::OutOfRange)
         );
         assert_eq!(bus.check_replay_id(b"42"), Err(ReplayIdError::Malformed));
+        // The 8-byte form of an earlier simulator is not a replay id of this org.
+        assert_eq!(
+            bus.check_replay_id(&2u64.to_be_bytes()),
+            Err(ReplayIdError::Malformed)
+        );
         let (got, _) = bus.fetch(&Channel::AllChanges, bus.earliest_cursor(), 10);
         assert_eq!(got.len(), 1);
     }

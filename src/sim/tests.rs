@@ -583,7 +583,7 @@ async fn keepalive_then_idle_close_with_paused_time() {
     let keepalive = sub.next().await;
     assert!(keepalive.events.is_empty());
     assert_eq!(keepalive.pending_num_requested, 1);
-    assert_eq!(keepalive.latest_replay_id.len(), 8);
+    assert_eq!(keepalive.latest_replay_id.len(), 10); // as real orgs send them (bus.rs)
     org.create("Account", obj(json!({"Name": "Acme"})))
         .expect("create");
     let got = sub.take(1, 1).await;
@@ -780,7 +780,7 @@ async fn publish_platform_events_and_schema_evolution() {
     assert_eq!(response.results.len(), 2);
     assert_eq!(response.results[0].correlation_key, "corr-1");
     assert!(response.results[0].error.is_none());
-    assert_eq!(response.results[0].replay_id.len(), 8);
+    assert_eq!(response.results[0].replay_id.len(), 10);
     assert_eq!(response.results[1].correlation_key, "corr-2");
     assert!(response.results[1].error.is_some());
 

@@ -94,7 +94,10 @@ impl Org {
             objects: BTreeMap::new(),
             platform_events: BTreeMap::new(),
             schemas: HashMap::new(),
-            commit_number: 11_657_372_702_432,
+            // Real orgs' commit numbers are past 2^53: 1698100138468892700 is reported in
+            // pozil/pub-sub-api-node-client#21 and #25 and forcedotcom/pub-sub-api#44 (an
+            // older capture in that client's README has 11657372702432).
+            commit_number: 1_698_100_138_468_892_700,
             lock_faults: 0,
         };
         let account_required = vec![Required {

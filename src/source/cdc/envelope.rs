@@ -91,8 +91,12 @@ fn write_tail(
         None => out.extend_from_slice(b"null"),
     }
     if let Some(h) = header {
-        out.extend_from_slice(b",\"commit_number\":");
+        // A string: real orgs' commit numbers exceed 2^53 (1698100138468892700, reported in
+        // pozil/pub-sub-api-node-client#21 and #25, forcedotcom/pub-sub-api#44), which a JSON
+        // reader that keeps numbers as doubles (JavaScript, jq) would round.
+        out.extend_from_slice(b",\"commit_number\":\"");
         integer(out, h.commit_number);
+        out.push(b'"');
         out.extend_from_slice(b",\"commit_user\":");
         text(out, &h.commit_user);
         out.extend_from_slice(b",\"transaction_key\":");

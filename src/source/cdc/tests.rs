@@ -659,7 +659,7 @@ fn envelope_fan_out_exact_json_and_headers() {
                 r#"{{"operation":"UPDATE","object":"Contact","id":"{id}","record":{record},"#,
                 r#""changed_fields":["Name","Phone","LastModifiedDate","BillingAddress.City"],"#,
                 r#""nulled_fields":["Phone","BillingAddress.State","ShippingAddress.Street"],"#,
-                r#""diff_fields":[],"commit_timestamp":1696444513000,"commit_number":1698100138468892700,"#,
+                r#""diff_fields":[],"commit_timestamp":1696444513000,"commit_number":"1698100138468892700","#,
                 r#""commit_user":"005SIM000000001AAA","transaction_key":"000046c7-a642-11e2-c29b-229c6786473e","#,
                 r#""sequence_number":1,"change_origin":"com/salesforce/api/rest/62.0;client=forcebridge","#,
                 r#""source":{{"channel":"/data/ContactChangeEvent","replay_id":"0000000000000042","#,
@@ -693,7 +693,13 @@ fn envelope_fan_out_exact_json_and_headers() {
     }
     // The value parses back, with the long intact.
     let v: Value = serde_json::from_slice(recs[1].value.as_ref().unwrap()).unwrap();
-    assert_eq!(v["commit_number"].as_i64(), Some(1_698_100_138_468_892_700));
+    // A string, so that a reader keeping numbers as doubles gets it exactly: as a double it would
+    // come back as another number.
+    assert_eq!(v["commit_number"].as_str(), Some("1698100138468892700"));
+    let exact: i64 = 1_698_100_138_468_892_700;
+    assert_ne!(exact as f64 as i64, exact);
+    let as_double_reader: f64 = v["commit_number"].as_f64().unwrap_or(f64::NAN);
+    assert!(as_double_reader.is_nan(), "not a JSON number");
     assert_eq!(v["record"]["BillingAddress"]["City"], "Paris");
 }
 
