@@ -112,10 +112,11 @@ pub struct SinkObjectConfig {
     /// message does not name one.
     #[serde(default)]
     pub external_id_field: Option<String>,
-    /// Message field name → Salesforce field name.
+    /// Message field name → Salesforce field name (matched in any case, as Salesforce matches
+    /// field names).
     #[serde(default)]
     pub field_map: BTreeMap<String, String>,
-    /// Message fields never written (after mapping: Salesforce names).
+    /// Message fields never written (after mapping: Salesforce names, in any case).
     #[serde(default)]
     pub ignore_fields: Vec<String>,
 }

@@ -224,6 +224,15 @@ impl SchemaVersion {
         self.by_name.get(name).map(|&i| &self.fields[i])
     }
 
+    /// The field `name` names, matched case-insensitively as Salesforce matches field names.
+    pub fn field_ignore_case(&self, name: &str) -> Option<&FieldDef> {
+        self.field(name).or_else(|| {
+            self.fields
+                .iter()
+                .find(|f| f.name.eq_ignore_ascii_case(name))
+        })
+    }
+
     /// A new version with `name` appended as a nullable field of `avro_type` (a primitive type
     /// name, or `["null", primitive]`; `"datetime"` or `"date"` for a `long` documented as a
     /// Salesforce datetime or date).

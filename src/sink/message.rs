@@ -489,11 +489,24 @@ fn map_fields(
 ) -> Result<Map<String, Value>, MessageError> {
     let mut out = Map::with_capacity(raw.len());
     for (name, value) in raw {
+        // Salesforce matches field names case-insensitively, so `field_map` and `ignore_fields`
+        // do too (an exact key first).
         let mapped = settings
-            .and_then(|s| s.field_map.get(&name))
+            .and_then(|s| {
+                s.field_map.get(&name).or_else(|| {
+                    s.field_map
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                        .map(|(_, v)| v)
+                })
+            })
             .cloned()
             .unwrap_or(name);
-        if settings.is_some_and(|s| s.ignore_fields.contains(&mapped)) {
+        if settings.is_some_and(|s| {
+            s.ignore_fields
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&mapped))
+        }) {
             continue;
         }
         if mapped.eq_ignore_ascii_case("id") || mapped == "attributes" {
@@ -562,6 +575,21 @@ mod tests {
                 last_write_wins: true,
             },
         )
+    }
+
+    /// `field_map` and `ignore_fields` match names in any case, as Salesforce does.
+    #[test]
+    fn field_map_and_ignore_fields_match_in_any_case() {
+        let op = parse_json(json!({
+            "object": "Account", "operation": "insert",
+            "fields": {"NAME": "Acme", "secret__C": "x", "Phone": "1"},
+            "timestamp": 1
+        }))
+        .unwrap();
+        assert_eq!(
+            op.fields,
+            *json!({"Name": "Acme", "Phone": "1"}).as_object().unwrap()
+        );
     }
 
     /// The one-pass read and the checked read agree: an array is not a message even when its

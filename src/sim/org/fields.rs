@@ -33,7 +33,9 @@ pub enum FieldCheck {
 
 /// Checks names and types of requested field values against `schema` and returns them
 /// normalized: date/datetime text (`2024-01-31`, `2024-01-31T12:05:09.042+0000`, ISO 8601)
-/// becomes epoch ms.
+/// becomes epoch ms, and names are matched case-insensitively and given their API spelling, as
+/// Salesforce matches them (its own sObject Collections update example sends `"id"`: REST API
+/// Developer Guide, "Update Records Using sObject Collections").
 pub fn normalize_fields(
     schema: &SchemaVersion,
     object: &str,
@@ -41,21 +43,27 @@ pub fn normalize_fields(
     check: FieldCheck,
 ) -> Result<Map<String, Json>, SimError> {
     let mut out = Map::new();
-    for (name, value) in fields {
-        if check != FieldCheck::Event && SYSTEM_FIELDS.contains(&name.as_str()) {
+    for (requested, value) in fields {
+        let system = SYSTEM_FIELDS
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(requested));
+        if let (true, Some(system)) = (check != FieldCheck::Event, system) {
             if check == FieldCheck::Write {
                 return Err(SimError::ReadOnlyField {
                     object: object.to_owned(),
-                    field: name.clone(),
+                    field: (*system).to_owned(),
                 });
             }
-            out.insert(name.clone(), value.clone());
+            out.insert((*system).to_owned(), value.clone());
             continue;
         }
-        let def = schema.field(name).ok_or_else(|| SimError::UnknownField {
-            object: object.to_owned(),
-            field: name.clone(),
-        })?;
+        let def = schema
+            .field_ignore_case(requested)
+            .ok_or_else(|| SimError::UnknownField {
+                object: object.to_owned(),
+                field: requested.clone(),
+            })?;
+        let name = &def.name;
         let bad = |reason: String| SimError::InvalidValue {
             object: object.to_owned(),
             field: name.clone(),

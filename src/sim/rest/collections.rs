@@ -236,7 +236,7 @@ pub(super) fn create(exec: &mut Exec, call: &Call) -> Reply {
     let mut slots = Vec::with_capacity(typed.len());
     let mut ops = Vec::with_capacity(typed.len());
     for (object, fields) in typed {
-        if fields.contains_key("Id") {
+        if has_id(&fields) {
             slots.push(Slot::Rejected(RecordError::new(
                 "INVALID_FIELD_FOR_INSERT_UPDATE",
                 "cannot specify Id in an insert call",
@@ -257,6 +257,11 @@ pub(super) fn create(exec: &mut Exec, call: &Call) -> Reply {
     finish(exec, call, slots, ops, all_or_none, false)
 }
 
+/// Whether a record names its Id, in any case (field names are case-insensitive in Salesforce).
+fn has_id(fields: &Map<String, Value>) -> bool {
+    fields.keys().any(|k| k.eq_ignore_ascii_case("id"))
+}
+
 /// `PATCH /composite/sobjects`.
 pub(super) fn update(exec: &mut Exec, call: &Call) -> Reply {
     let (all_or_none, records) = match parse_body(call) {
@@ -273,7 +278,12 @@ pub(super) fn update(exec: &mut Exec, call: &Call) -> Reply {
         }
     }
     for (object, mut fields) in typed {
-        match fields.remove("Id") {
+        // `id` or `Id`: Salesforce's own example of this call sends `"id"`.
+        let id_key = fields
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("id"))
+            .cloned();
+        match id_key.and_then(|k| fields.remove(&k)) {
             Some(Value::String(id)) if !id.is_empty() => {
                 slots.push(Slot::Op(ops.len()));
                 ops.push(Op::Update { object, id, fields });
@@ -333,7 +343,7 @@ pub(super) fn upsert(exec: &mut Exec, call: &Call, object: &str, field: &str) ->
     let mut slots = Vec::with_capacity(typed.len());
     let mut ops = Vec::with_capacity(typed.len());
     for fields in typed {
-        if fields.contains_key("Id") {
+        if has_id(&fields) {
             slots.push(Slot::Rejected(RecordError::new(
                 "INVALID_FIELD",
                 "Only external ids are supported. Don't use record ids.",

@@ -196,6 +196,48 @@ async fn start() -> (SimOrg, Rest) {
     (org, api)
 }
 
+/// Field names are case-insensitive, as in Salesforce, whose own example of a collections
+/// update sends `"id"` (REST API Developer Guide, "Update Records Using sObject Collections");
+/// the org keeps the API spelling.
+#[tokio::test]
+async fn field_names_match_in_any_case_and_keep_their_api_spelling() {
+    let (org, api) = start().await;
+    let r = api
+        .post(
+            "/composite/sobjects",
+            json!({"records": [account(json!({"name": "Acme", "phone": "1"}))]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body[0]["success"], true, "{:?}", r.body);
+    let acme = id_of(&r.body[0]);
+    let r = api
+        .patch(
+            "/composite/sobjects",
+            json!({"records": [account(json!({"id": acme, "RATING": "Hot"}))]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body[0]["success"], true, "{:?}", r.body);
+    let record = org.record("Account", &acme).expect("acme");
+    assert_eq!(record["Name"], "Acme");
+    assert_eq!(record["Phone"], "1");
+    assert_eq!(record["Rating"], "Hot");
+    assert!(!record.contains_key("name") && !record.contains_key("RATING"));
+    // `id` in an insert is still an Id in an insert.
+    let r = api
+        .post(
+            "/composite/sobjects",
+            json!({"records": [account(json!({"id": acme, "Name": "x"}))]}),
+        )
+        .await;
+    assert_eq!(
+        r.body[0]["errors"][0]["statusCode"],
+        "INVALID_FIELD_FOR_INSERT_UPDATE"
+    );
+    org.shutdown().await;
+}
+
 #[allow(
     clippy::too_many_lines,
     reason = "one scenario through the four operations, each answer checked per record"
