@@ -345,6 +345,56 @@ async fn undecodable_events_go_to_the_dead_letter_topic() {
     sim.shutdown().await;
 }
 
+/// `/data/ChangeEvents` on a real org delivers its events with a blank schema id
+/// (pozil/pub-sub-api-node-client#34, forcedotcom/pub-sub-api#63), and so does the simulated org:
+/// each event is decoded with the schema of the entity it names and lands in its object's topic,
+/// saying which schema decoded it; a payload naming an entity the org has no channel for is
+/// dead-lettered with the reason, and the events after it flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_events_without_schema_ids_land_in_their_object_topics() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let channel = "/data/ChangeEvents";
+    let running = start(config(&sim, &bootstrap, &[channel], ""));
+
+    let accounts: BTreeSet<String> = sim.generate("Account", 20).unwrap().into_iter().collect();
+    // A payload that names `Nope__c` first, as a change event names its entity.
+    let mut nope = vec![14];
+    nope.extend_from_slice(b"Nope__c");
+    nope.extend_from_slice(&[0, 0, 0]);
+    sim.inject_raw_event("/data/AccountChangeEvent", "", nope.clone())
+        .unwrap();
+    let contacts: BTreeSet<String> = sim.generate("Contact", 10).unwrap().into_iter().collect();
+
+    let got = wait_for_records(&bootstrap, ACCOUNTS, 20, WAIT).await;
+    assert_eq!(got.iter().map(key).collect::<BTreeSet<_>>(), accounts);
+    let got_contacts = wait_for_records(&bootstrap, "salesforce.Contact", 10, WAIT).await;
+    assert_eq!(
+        got_contacts.iter().map(key).collect::<BTreeSet<_>>(),
+        contacts
+    );
+    for r in got.iter().chain(&got_contacts) {
+        assert_eq!(header(r, "forcebridge.channel"), channel);
+        assert!(!header(r, "forcebridge.schema_id").is_empty());
+    }
+    let dead = wait_for_records(&bootstrap, "forcebridge.dlq", 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], "forcebridge.error.stage"), "schema");
+    let reason = header(&dead[0], "forcebridge.error.reason");
+    assert!(
+        reason.contains("blank") && reason.contains("Nope__c"),
+        "{reason}"
+    );
+    assert_eq!(
+        dead[0].value.as_deref(),
+        Some(nope.as_slice()),
+        "raw bytes kept"
+    );
+    running.stop().await;
+    sim.shutdown().await;
+}
+
 /// With `replay_rejected: fail`, a checkpoint whose replay id the org rejects stops the channel
 /// with an error that names Salesforce's error code, instead of looping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

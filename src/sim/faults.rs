@@ -12,7 +12,7 @@ use super::error::SimError;
 use super::gap::{self, GAP_OVERFLOW, GapKind, OVERFLOW_RECORD_ID};
 use super::grpc::stream_faults::StreamFaultCounts;
 use super::handle::SimOrg;
-use super::org::ValidationRule;
+use super::org::{BuiltEvent, ValidationRule};
 use super::rest::limits::RestFault;
 use super::shared::Shared;
 use super::util::{API_VERSION, lock, rest_origin};
@@ -21,23 +21,41 @@ use crate::salesforce::proto::ProducerEvent;
 /// Fault knobs of REST calls, record writes and events (also set through `POST /sim/faults`).
 impl SimOrg {
     /// Fault injection: appends an event with any schema id and payload to a Platform Event
-    /// channel, as a corrupt or foreign event would arrive; returns its replay id.
+    /// channel (`/event/Foo__e`) or an object's change event channel
+    /// (`/data/AccountChangeEvent`, so also to `/data/ChangeEvents`), as a corrupt or foreign
+    /// event would arrive; returns its replay id.
     pub fn inject_raw_event(
         &self,
         topic: &str,
         schema_id: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, SimError> {
-        let name = topic.strip_prefix("/event/").unwrap_or(topic);
-        if lock(&self.shared.org).platform_event_schema(name).is_none() {
-            return Err(SimError::UnknownTopic(topic.to_owned()));
-        }
         let event = ProducerEvent {
             id: uuid::Uuid::new_v4().to_string(),
             schema_id: schema_id.to_owned(),
             payload: payload.into(),
             headers: Vec::new(),
         };
+        let entity = topic
+            .strip_prefix("/data/")
+            .and_then(|t| t.strip_suffix("ChangeEvent"))
+            .map(|e| {
+                e.strip_suffix("__")
+                    .map_or(e.to_owned(), |base| format!("{base}__c"))
+            });
+        if let Some(entity) = entity {
+            if lock(&self.shared.org).object_schema(&entity).is_none() {
+                return Err(SimError::UnknownTopic(topic.to_owned()));
+            }
+            let event = BuiltEvent { entity, event };
+            return Ok(bus::replay_id(
+                self.shared.append_entity_events(vec![event]),
+            ));
+        }
+        let name = topic.strip_prefix("/event/").unwrap_or(topic);
+        if lock(&self.shared.org).platform_event_schema(name).is_none() {
+            return Err(SimError::UnknownTopic(topic.to_owned()));
+        }
         Ok(bus::replay_id(
             self.shared.append_platform_event(name, event),
         ))

@@ -106,8 +106,32 @@ impl Client {
         apache_avro::Schema::parse_str(&info.schema_json).expect("parse schema")
     }
 
+    /// Decodes an event as a client of a real org must: with the schema its id names, or, for
+    /// the blank id of a `/data/ChangeEvents` event, with the schema of the entity the payload
+    /// names first (the schema id `GetTopic` gives for that entity's channel).
     pub(super) async fn decode(&mut self, event: &ProducerEvent) -> Value {
-        let schema = self.schema(&event.schema_id).await;
+        let mut id = event.schema_id.clone();
+        if id.is_empty() {
+            let entity = apache_avro::from_avro_datum(
+                &apache_avro::Schema::String,
+                &mut &event.payload[..],
+                None,
+            )
+            .expect("the payload starts with the entity name");
+            let apache_avro::types::Value::String(entity) = entity else {
+                panic!("not a string: {entity:?}");
+            };
+            id = self
+                .grpc
+                .get_topic(self.req(TopicRequest {
+                    topic_name: format!("/data/{entity}ChangeEvent"),
+                }))
+                .await
+                .expect("get topic")
+                .into_inner()
+                .schema_id;
+        }
+        let schema = self.schema(&id).await;
         let value =
             apache_avro::from_avro_datum(&schema, &mut &event.payload[..], None).expect("decode");
         super::org::avro_to_json(&value)

@@ -35,6 +35,7 @@
 //! [`cdc`] (schema cache, Avro, header, bitmaps, envelope), [`echo`], [`gap`] (re-reads) and
 //! [`checkpoint`] (the store).
 
+mod blank_schema;
 pub mod cdc;
 pub mod checkpoint;
 mod checkpointer;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::blank_schema::{self, EntitySchemas};
 use super::dead_letters::{DeadLetter, DeadLetters, write_gap_marker};
 use super::error::AttemptError;
 use super::reader::Item;
@@ -106,6 +107,7 @@ async fn process_items(
         echo: echo_rule(shared),
         scratch: cdc::Scratch::default(),
         last_schema: None,
+        entity_schemas: EntitySchemas::default(),
     };
     loop {
         if let Some(reason) = window.failure() {
@@ -183,6 +185,8 @@ struct Processor<'a> {
     scratch: cdc::Scratch,
     /// The schema of the previous event.
     last_schema: Option<Arc<EventSchema>>,
+    /// The schema ids of the entities of events that came without one.
+    entity_schemas: EntitySchemas,
 }
 
 /// The echo rule of the source: our client tag, plus the configured users and (with
@@ -282,14 +286,31 @@ impl Processor<'_> {
             self.last_schema = Some(schema);
             return records;
         }
+        // Only change events name their entity first; a blank id elsewhere is refused below.
+        if raw.schema_id.trim().is_empty() && raw.channel.starts_with("/data/") {
+            return self.decode_without_schema_id(raw, cancel).await;
+        }
+        let schema = self.schema(raw.schema_id, cancel).await?;
+        let records = self.encode(&schema, raw);
+        self.last_schema = Some(schema);
+        records
+    }
+
+    /// The schema `id` names, through the cache (fetched once per id, retried while the org is
+    /// unavailable). `Err(None)`: cancelled while waiting.
+    async fn schema(
+        &self,
+        id: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<EventSchema>, Option<DeadLetter>> {
         let source = CountingSource {
             pubsub: &self.shared.pubsub,
             fetched: &self.shared.stats.schemas_fetched,
         };
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let schema = loop {
-            match self.shared.schemas.get(raw.schema_id, &source).await {
-                Ok(schema) => break schema,
+        loop {
+            match self.shared.schemas.get(id, &source).await {
+                Ok(schema) => return Ok(schema),
                 Err(err) if err.directive() == Directive::Retry => {
                     let delay = backoff.next_delay();
                     warn!(error = %err, ?delay, "schema fetch failed; retrying");
@@ -304,10 +325,55 @@ impl Processor<'_> {
                     }));
                 }
             }
-        };
-        let records = self.encode(&schema, raw);
-        self.last_schema = Some(schema);
-        records
+        }
+    }
+
+    /// An event without a schema id (`/data/ChangeEvents` on a real org): decoded with the
+    /// schema of the entity its payload names ([`super::blank_schema`]). A payload that the
+    /// entity's current schema cannot decode is tried once more after asking the org again (the
+    /// schema may have changed since it was cached); then it is dead-lettered.
+    async fn decode_without_schema_id(
+        &mut self,
+        raw: &RawEvent<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
+        let entity = blank_schema::entity_of(raw.payload)?;
+        let mut refresh = false;
+        loop {
+            let id = self
+                .entity_schemas
+                .schema_id(&self.shared.pubsub, entity, refresh, cancel)
+                .await?;
+            let schema = self.schema(&id, cancel).await?;
+            if !schema.entity_name_first() {
+                return Err(Some(DeadLetter {
+                    stage: DeadLetterStage::Schema,
+                    reason: format!(
+                        "the schema id is blank, and {entity}'s schema {id} is not a change event \
+                         schema whose ChangeEventHeader begins with entityName"
+                    ),
+                }));
+            }
+            // The records say which schema decoded them.
+            let resolved = RawEvent {
+                schema_id: &schema.id,
+                ..*raw
+            };
+            match self.encode(&schema, &resolved) {
+                Ok(records) if records.iter().all(|r| r.object == entity) => return Ok(records),
+                Ok(_) => {
+                    return Err(Some(DeadLetter {
+                        stage: DeadLetterStage::Schema,
+                        reason: format!(
+                            "the schema id is blank; decoded with {entity}'s schema {id}, its \
+                             header names another entity"
+                        ),
+                    }));
+                }
+                Err(_) if !refresh => refresh = true,
+                Err(dead) => return Err(dead),
+            }
+        }
     }
 
     /// Decodes one event with its schema into Kafka records, minus echoes (per `source.echo`).

@@ -6,7 +6,11 @@
 //! `idle_timeout`. Responses go through a small bounded channel, so a slow reader stalls the
 //! subscription (HTTP/2 backpressure). The stream ends with `UNAUTHENTICATED` when its token
 //! expires, and as the stream fault knobs ([`StreamFaults`](super::stream_faults::StreamFaults))
-//! say.
+//! say. Events on `/data/ChangeEvents` carry a blank `schema_id`, as real orgs send them
+//! (pozil/pub-sub-api-node-client#34: "The schema ID can't be blank" from `GetSchema` after
+//! subscribing to `/data/ChangeEvents`; forcedotcom/pub-sub-api#63: "Schema ID is not sent from
+//! the server" for that channel); a custom channel's events carry theirs (the capture in
+//! pozil/pub-sub-api-node-client#27 has `schemaId` on a custom channel).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -174,14 +178,27 @@ impl Subscription {
         }
     }
 
-    /// A FetchResponse carrying `events` (none for a keepalive).
-    fn response(&self, events: &[Arc<LoggedEvent>], cursor: u64, credits: i32) -> FetchResponse {
+    /// A FetchResponse carrying `events` of `channel` (none for a keepalive).
+    fn response(
+        &self,
+        channel: &Channel,
+        events: &[Arc<LoggedEvent>],
+        cursor: u64,
+        credits: i32,
+    ) -> FetchResponse {
+        let blank_schema_id = matches!(channel, Channel::AllChanges);
         FetchResponse {
             events: events
                 .iter()
-                .map(|e| ConsumerEvent {
-                    event: Some(e.event.clone()),
-                    replay_id: bus::replay_id(e.seq).into(),
+                .map(|e| {
+                    let mut event = e.event.clone();
+                    if blank_schema_id {
+                        event.schema_id.clear();
+                    }
+                    ConsumerEvent {
+                        event: Some(event),
+                        replay_id: bus::replay_id(e.seq).into(),
+                    }
                 })
                 .collect(),
             latest_replay_id: bus::replay_id(cursor),
@@ -253,7 +270,7 @@ impl Subscription {
                 if !events.is_empty() {
                     sent += events.len() as u64;
                     credits -= events.len() as i32;
-                    let response = self.response(&events, cursor, credits);
+                    let response = self.response(&channel, &events, cursor, credits);
                     if !self.send(response).await {
                         return self.on_cancel();
                     }
@@ -294,7 +311,7 @@ impl Subscription {
                     }
                 }
                 () = tokio::time::sleep_until(last_sent + keepalive) => {
-                    let response = self.response(&[], cursor, credits);
+                    let response = self.response(&channel, &[], cursor, credits);
                     if !self.send(response).await {
                         return self.on_cancel();
                     }

@@ -11,6 +11,12 @@ use super::avro::{Node, Program, Reader};
 use super::event::{ChangeHeader, DecodeError};
 use super::layout::{HeaderLayout, Role};
 
+/// The first string of a payload: a change event's `entityName` where its schema puts that first
+/// in its `ChangeEventHeader` (see [`super::schema::EventSchema::entity_name_first`]).
+pub fn leading_string(payload: &[u8]) -> Option<&str> {
+    Reader::new(payload).str().ok()
+}
+
 pub(super) fn read_header(
     p: &Program,
     h: &HeaderLayout,

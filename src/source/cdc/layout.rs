@@ -109,6 +109,13 @@ impl Layout {
         })
     }
 
+    /// Whether the `ChangeEventHeader` begins with `entityName`.
+    pub(crate) fn entity_name_first(&self) -> bool {
+        self.header
+            .as_ref()
+            .is_some_and(|h| h.roles.first() == Some(&Role::EntityName))
+    }
+
     pub(crate) fn kind(&self) -> EventKind {
         if self.header.is_some() {
             EventKind::ChangeEvent

@@ -40,6 +40,7 @@ pub use self::envelope::{
 };
 pub use self::event::BitmapError;
 pub use self::event::{ChangeHeader, DecodeError, DecodedEvent, RawEvent};
+pub use self::header::leading_string;
 
 #[cfg(test)]
 mod tests;

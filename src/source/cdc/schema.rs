@@ -89,6 +89,12 @@ pub struct EventSchema {
 }
 
 impl EventSchema {
+    /// Whether this is a change event schema whose `ChangeEventHeader` begins with
+    /// `entityName`, so that a payload of it names its entity first.
+    pub(crate) fn entity_name_first(&self) -> bool {
+        self.layout.entity_name_first()
+    }
+
     /// Parses `json` and precomputes the decode tables.
     pub fn parse(id: impl Into<String>, json: &str) -> Result<Self, SchemaError> {
         let id = id.into();
