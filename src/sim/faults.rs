@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::bus;
+use super::bus::{self, Channel};
 use super::error::SimError;
 use super::gap::{self, GAP_OVERFLOW, GapKind, OVERFLOW_RECORD_ID};
 use super::grpc::stream_faults::StreamFaultCounts;
@@ -36,29 +36,14 @@ impl SimOrg {
             payload: payload.into(),
             headers: Vec::new(),
         };
-        let entity = topic
-            .strip_prefix("/data/")
-            .and_then(|t| t.strip_suffix("ChangeEvent"))
-            .map(|e| {
-                e.strip_suffix("__")
-                    .map_or(e.to_owned(), |base| format!("{base}__c"))
-            });
-        if let Some(entity) = entity {
-            if lock(&self.shared.org).object_schema(&entity).is_none() {
-                return Err(SimError::UnknownTopic(topic.to_owned()));
-            }
-            let event = BuiltEvent { entity, event };
-            return Ok(bus::replay_id(
-                self.shared.append_entity_events(vec![event]),
-            ));
-        }
-        let name = topic.strip_prefix("/event/").unwrap_or(topic);
-        if lock(&self.shared.org).platform_event_schema(name).is_none() {
-            return Err(SimError::UnknownTopic(topic.to_owned()));
-        }
-        Ok(bus::replay_id(
-            self.shared.append_platform_event(name, event),
-        ))
+        let seq = match self.shared.resolve_channel(topic) {
+            Some(Channel::Entity(entity)) => self
+                .shared
+                .append_entity_events(vec![BuiltEvent { entity, event }]),
+            Some(Channel::PlatformEvent(name)) => self.shared.append_platform_event(&name, event),
+            _ => return Err(SimError::UnknownTopic(topic.to_owned())),
+        };
+        Ok(bus::replay_id(seq))
     }
 
     /// Sets the REST calls used so far today (e.g. 0 to restore an exhausted allocation).
