@@ -25,6 +25,11 @@ impl FieldSet {
         self.top.is_empty() && self.nested.values().all(BTreeSet::is_empty)
     }
 
+    /// How many fields the set names (top-level and nested; a compound's parent is not counted).
+    pub fn len(&self) -> usize {
+        self.top.len() + self.nested.values().map(BTreeSet::len).sum::<usize>()
+    }
+
     /// Marks a nested field of the compound at `parent`.
     pub fn insert_nested(&mut self, parent: usize, child: usize) {
         self.nested.entry(parent).or_default().insert(child);

@@ -11,11 +11,12 @@
 //!   (one per change, the change type prefixed `GAP_`) instead of change events — as when an event
 //!   would exceed 1 MB.
 //! * Overflow: a transaction with more than [`super::SimConfig::overflow_threshold`] changes
-//!   yields change events for its first `threshold` changes (in the transaction's order) and one
-//!   `GAP_OVERFLOW` event per entity type among the rest (first-occurrence order), with
-//!   `recordIds = ["000000000000000AAA"]` and no fields. The changes themselves are committed.
-//!   Difference from Salesforce: the threshold counts changed records; Salesforce counts each
-//!   changed field of an update.
+//!   yields change events for the changes that fit under the threshold (in the transaction's
+//!   order) and one `GAP_OVERFLOW` event per entity type among the rest (first-occurrence order),
+//!   with `recordIds = ["000000000000000AAA"]` and no fields. The changes themselves are
+//!   committed. As Salesforce counts them, a create, delete or undelete is one change and an
+//!   update counts each field it changes (each entry its `changedFields` names, compound
+//!   components one by one): Change Data Capture Developer Guide, "Overflow Events".
 //! * Event order within one transaction: change events, then gap events of gap records, then
 //!   overflow events; `sequenceNumber` runs on across them.
 
@@ -160,7 +161,25 @@ pub(crate) fn header_only_event(
     })
 }
 
-/// The events of one committed transaction: change events for the first `threshold` changes
+/// How many of `changes` (in order) generate change events: those whose running count of
+/// changes stays within `threshold`. "A record creation, deletion, or undeletion counts as one
+/// change toward the threshold. In a record update, each field change counts" (Change Data
+/// Capture Developer Guide, "Overflow Events").
+fn within_threshold(changes: &[Change], threshold: usize) -> usize {
+    let mut count = 0usize;
+    changes
+        .iter()
+        .take_while(|c| {
+            count += match c.change_type {
+                ChangeType::Update => c.changed.len().max(1),
+                _ => 1,
+            };
+            count <= threshold
+        })
+        .count()
+}
+
+/// The events of one committed transaction: change events for the changes within `threshold`
 /// (gap events for those to `gap_records`), one `GAP_OVERFLOW` per entity among the rest.
 pub(crate) fn transaction_events(
     org: &Org,
@@ -169,11 +188,7 @@ pub(crate) fn transaction_events(
     threshold: usize,
     gap_records: &HashSet<String>,
 ) -> Result<Vec<BuiltEvent>, SimError> {
-    let overflowed = if changes.len() > threshold {
-        changes.split_off(threshold)
-    } else {
-        Vec::new()
-    };
+    let overflowed = changes.split_off(within_threshold(&changes, threshold));
     let (gaps, normal): (Vec<Change>, Vec<Change>) = changes
         .into_iter()
         .partition(|c| gap_records.contains(&c.record_id));
@@ -357,6 +372,39 @@ mod tests {
         let got = events(&sim, &Channel::Entity("Account".into()));
         assert_eq!(got.len(), 4 + 3);
         assert!(got[4..].iter().all(|e| e.0 == "CREATE"));
+        sim.shutdown().await;
+    }
+
+    /// An update counts each field it changes toward the threshold, as Salesforce counts them:
+    /// three updates of three records (3 + 2 + 2 changed fields, `LastModifiedDate` included)
+    /// exceed a threshold of 5 although they are only three records.
+    #[tokio::test]
+    async fn an_update_counts_each_changed_field_toward_the_overflow_threshold() {
+        let sim = SimOrg::start(SimConfig {
+            overflow_threshold: 5,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("start");
+        let ids: Vec<String> = (0..3)
+            .map(|n| {
+                sim.create("Account", obj(json!({"Name": format!("A{n}")})))
+                    .expect("create")
+            })
+            .collect();
+        let mut tx = sim.transaction();
+        tx.update("Account", &ids[0], obj(json!({"Name": "B0", "Phone": "1"})))
+            .expect("3 changed fields");
+        tx.update("Account", &ids[1], obj(json!({"Name": "B1"})))
+            .expect("2 changed fields");
+        tx.update("Account", &ids[2], obj(json!({"Name": "B2"})))
+            .expect("2 more: 7 > 5");
+        tx.commit().expect("commit");
+        let got = events(&sim, &Channel::Entity("Account".into()));
+        let kinds: Vec<(&str, usize)> =
+            got[3..].iter().map(|e| (e.0.as_str(), e.2.len())).collect();
+        assert_eq!(kinds, [("UPDATE", 1), ("UPDATE", 1), ("GAP_OVERFLOW", 1)]);
+        assert_eq!(got[5].2, [OVERFLOW_RECORD_ID]);
         sim.shutdown().await;
     }
 
