@@ -18,6 +18,7 @@
 //!   probe at a time, a result reused for `PROBE_REUSE`). Otherwise 503. Both answer a JSON body
 //!   `{"ready": bool, "not_ready": [reasons]}` naming each part that is not ready.
 
+mod logging;
 mod metrics;
 pub mod telemetry;
 

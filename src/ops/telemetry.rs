@@ -1,5 +1,5 @@
 //! Telemetry: the metric names (defined here and nowhere else), the in-process counters behind
-//! them, and log setup.
+//! them, and log setup (in [`super::logging`], re-exported).
 //!
 //! Contract: every counter forcebridge keeps is a field of [`PipelineStats`] or
 //! [`ChannelStats`] (source), of [`SinkStats`], of [`DeliveryStats`] (a Kafka producer's delivery
@@ -518,28 +518,7 @@ impl StatsSnapshot {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Sets up tracing to stderr; `RUST_LOG` filters (default `default_level`).
-pub fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second init (tests, demo inside run) is harmless: keep the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
+pub use super::logging::{LogFormat, init_logging};
 
 /// Installs rustls' ring provider as the process default (idempotent).
 pub fn install_crypto_provider() {
