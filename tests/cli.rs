@@ -212,6 +212,20 @@ async fn check_connects_and_names_a_missing_channel() {
     assert!(!output.status.success(), "{stdout}");
     assert!(stdout.contains("FAILED  Kafka: "), "{stdout}");
     assert!(stdout.contains("ok      Salesforce login"), "{stdout}");
+    std::fs::write(&path, text.clone()).unwrap();
+
+    // Unreachable Pub/Sub API: the line names the cause, not only "transport error".
+    let pubsub = sim.pubsub_endpoint();
+    let refused = pubsub.replace(pubsub.rsplit(':').next().unwrap(), &port.to_string());
+    std::fs::write(&path, text.replace(&pubsub, &refused)).unwrap();
+    let output = run(path.clone(), c.client_secret.clone()).await.unwrap();
+    let refused_out = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{refused_out}");
+    let line = refused_out
+        .lines()
+        .find(|l| l.contains("FAILED  Pub/Sub API"))
+        .unwrap_or_else(|| panic!("{refused_out}"));
+    assert!(line.to_lowercase().contains("refused"), "{line}");
     std::fs::write(&path, text).unwrap();
     assert!(
         stdout.contains("ok      REST API (sink) (")

@@ -64,7 +64,7 @@ async fn run(config: &Config) -> bool {
     let http = match &tls {
         Ok(tls) => crate::salesforce::auth::http_client(tls, config.salesforce.http_timeout)
             .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(error_chain(&e)),
     };
     let session = login(config, &http, &mut report).await;
     if let (Some(session), Some(sink), Ok(http)) = (&session, &config.sink, &http) {
@@ -89,7 +89,7 @@ async fn login(
     report: &mut Report,
 ) -> Option<SessionHandle> {
     let session = match http {
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(err.clone()),
         Ok(http) => Authenticator::new(&config.salesforce, http.clone())
             .login()
             .await
@@ -132,7 +132,7 @@ async fn rest_limits(
     let limits = tokio::time::timeout(config.salesforce.http_timeout, rest.limits(&cancel));
     match limits.await {
         Err(_) => Err("no answer in time".to_owned()),
-        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Err(err)) => Err(error_chain(&err)),
         Ok(Ok(usage)) => {
             let keep = rest.guard().reserve().calls(usage.max);
             if usage.remaining() <= keep {
@@ -155,12 +155,12 @@ async fn rest_limits(
 /// Steps "Pub/Sub API" and, once connected, "channel <name>" for every source channel.
 async fn pubsub(config: &Config, session: SessionHandle, tls: &ClientTls, report: &mut Report) {
     match PubSub::connect(&config.salesforce.pubsub_endpoint, session, tls).await {
-        Err(err) => report.step("Pub/Sub API", Err(err.to_string())),
+        Err(err) => report.step("Pub/Sub API", Err(error_chain(&err))),
         Ok(pubsub) => {
             report.step("Pub/Sub API", Ok(config.salesforce.pubsub_endpoint.clone()));
             for channel in config.source.iter().flat_map(|s| &s.channels) {
                 let outcome = match pubsub.get_topic(&channel.name).await {
-                    Err(err) => Err(err.to_string()),
+                    Err(err) => Err(error_chain(&err)),
                     Ok(topic) if !topic.can_subscribe => {
                         Err("exists, but the user may not subscribe to it".into())
                     }
@@ -179,7 +179,7 @@ async fn kafka(config: &Config, report: &mut Report) {
     let probe_config = kafka_probe_config(config);
     let kafka = tokio::task::spawn_blocking(move || kafka_checks(&probe_config))
         .await
-        .unwrap_or_else(|err| vec![("Kafka".to_owned(), Err(err.to_string()))]);
+        .unwrap_or_else(|err| vec![("Kafka".to_owned(), Err(error_chain(&err)))]);
     let reachable = kafka.first().is_some_and(|(_, outcome)| outcome.is_ok());
     for (step, outcome) in kafka {
         report.step(&step, outcome);
@@ -248,7 +248,7 @@ fn kafka_checks(probe: &KafkaProbe) -> Vec<(String, Result<String, String>)> {
     };
     let metadata = match consumer.fetch_metadata(None, KAFKA_TIMEOUT) {
         Ok(m) => m,
-        Err(err) => return vec![("Kafka".into(), Err(err.to_string()))],
+        Err(err) => return vec![("Kafka".into(), Err(error_chain(&err)))],
     };
     steps.push((
         "Kafka".to_owned(),
