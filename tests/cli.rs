@@ -112,6 +112,10 @@ fn demo_summary_matches_the_changes() {
 /// `check` logs in, asks GetTopic for every channel and reaches Kafka; a channel the org does not
 /// have fails the check with its name, and the secret never appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: each check of `check` against one org and one cluster"
+)]
 async fn check_connects_and_names_a_missing_channel() {
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     let kafka = support::kafka::MockKafka::start(1);
