@@ -131,6 +131,17 @@ impl JwtSigner {
                 path: path.display().to_string(),
                 source,
             })?);
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Some(exposure) = key_file_exposure(meta.permissions().mode()) {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "the JWT private key file {exposure}: `chmod 600` it (or 0440 with a group of its own)"
+                );
+            }
+        }
         JwtSigner::from_pem(pem.expose_secret())
     }
 
@@ -152,6 +163,20 @@ impl JwtSigner {
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(signature)
         ))
+    }
+}
+
+/// Who else can touch a key file of this mode, if anyone should not: any user (`o+r`), or a
+/// writer other than the owner. Group read alone is allowed: it is how Kubernetes mounts a
+/// secret for a non-root container (`defaultMode: 0440` with the pod's `fsGroup`, as the Helm
+/// chart does).
+fn key_file_exposure(mode: u32) -> Option<&'static str> {
+    if mode & 0o004 != 0 {
+        Some("is readable by every user of the machine")
+    } else if mode & 0o022 != 0 {
+        Some("is writable by users other than its owner")
+    } else {
+        None
     }
 }
 
@@ -181,4 +206,22 @@ pub(crate) fn load_jwt_signer(
             },
         )),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_file_exposure;
+
+    #[test]
+    fn key_files_others_can_read_or_write_are_named() {
+        for private in [0o600, 0o400, 0o640, 0o440, 0o100_600] {
+            assert_eq!(key_file_exposure(private), None, "{private:o}");
+        }
+        for readable in [0o644, 0o604, 0o444, 0o100_644] {
+            assert!(key_file_exposure(readable).unwrap().contains("every user"));
+        }
+        for writable in [0o620, 0o602, 0o660] {
+            assert!(key_file_exposure(writable).unwrap().contains("writable"));
+        }
+    }
 }
