@@ -323,18 +323,15 @@ async fn corrupt_checkpoint_is_an_error(settings: &KafkaSettings, topic: &str) {
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .create()
         .unwrap();
-    let offset = raw
-        .send(
+    let send = |payload: &'static str| {
+        raw.send(
             FutureRecord::to(topic)
                 .key("conn//data/AccountChangeEvent")
-                .payload("{not json"),
+                .payload(payload),
             WAIT,
         )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap()
-        .offset;
-    drop(raw);
+    };
+    let offset = send("{not json").await.map_err(|(e, _)| e).unwrap().offset;
     let err = CheckpointStore::open(settings, topic, "conn")
         .await
         .expect_err("corrupt value must not be ignored");
@@ -350,6 +347,33 @@ async fn corrupt_checkpoint_is_an_error(settings: &KafkaSettings, topic: &str) {
     CheckpointStore::open(settings, topic, "other")
         .await
         .unwrap();
+
+    // A later checkpoint of the same key supersedes the corrupt record, as compaction would:
+    // startup is not blocked by a record that is no longer the channel's position.
+    send(r#"{"channel":"/data/AccountChangeEvent","replay_id":"0a0b","updated_at":1}"#)
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let store = CheckpointStore::open(settings, topic, "conn")
+        .await
+        .expect("the corrupt record is superseded");
+    assert_eq!(
+        store
+            .get("/data/AccountChangeEvent")
+            .map(|c| c.replay_id.to_vec()),
+        Some(vec![0x0a, 0x0b])
+    );
+    drop(store);
+    // A corrupt record that is the last of its key is an error again.
+    send(r#"{"channel":"/data/AccountChangeEvent","replay_id":"zz","updated_at":2}"#)
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let err = CheckpointStore::open(settings, topic, "conn")
+        .await
+        .expect_err("the last record is corrupt");
+    assert!(err.to_string().contains("is not hex"), "{err}");
+    drop(raw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 //! * [`CheckpointStore`] keeps one record per `<connector>/<channel>` in a compacted Kafka topic,
 //!   value `{"channel": "...", "replay_id": "<hex>", "updated_at": <epoch ms>}`. On open the topic
 //!   is read to its end (`read_committed`: checkpoints of aborted transactions are skipped where
-//!   the broker filters them) and the last value per key wins; [`CheckpointStore::save`] resolves
+//!   the broker filters them) and the last value per key wins (a record that is not a checkpoint
+//!   is an error, [`CheckpointError::Corrupt`], only when it is its key's last: a later record
+//!   supersedes it as compaction would); [`CheckpointStore::save`] resolves
 //!   only once the broker acknowledged the record. In exactly-once mode the pipeline produces the
 //!   record itself inside the channel's transaction ([`CheckpointStore::record`]) and calls
 //!   [`CheckpointStore::remember`] after the commit.
@@ -68,7 +70,8 @@ pub enum CheckpointError {
         #[source]
         source: Option<Box<RdKafkaError>>,
     },
-    /// A record of this connector in the checkpoint topic does not hold a valid checkpoint.
+    /// The last record of one of this connector's channels in the checkpoint topic does not hold
+    /// a valid checkpoint.
     #[error(
         "corrupt checkpoint in topic {topic:?} at partition {partition} offset {offset}, key {key:?}: {reason}"
     )]
@@ -282,6 +285,10 @@ fn load(
         source: source.into(),
     })?;
     let mut checkpoints = HashMap::new();
+    // A channel whose latest record so far is corrupt. A later record of the same key (a
+    // checkpoint or a tombstone) supersedes it, as compaction would; only a corrupt *last* record
+    // is an error.
+    let mut corrupt: HashMap<String, CheckpointError> = HashMap::new();
     let Some((mut remaining, assignment)) = partitions_to_read(&consumer, topic)? else {
         return Ok(checkpoints);
     };
@@ -305,14 +312,18 @@ fn load(
             continue;
         };
         match message {
-            Ok(message) => apply(&mut checkpoints, topic, prefix, &message)?,
+            Ok(message) => apply(&mut checkpoints, &mut corrupt, topic, prefix, &message),
             Err(RdKafkaError::PartitionEOF(partition)) => {
                 remaining.remove(&partition);
             }
             Err(e) => return Err(read_err(topic, "consuming".into(), Some(e))),
         }
     }
-    Ok(checkpoints)
+    // The first by channel name, so the error is the same on every start.
+    match corrupt.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
+        Some((_, err)) => Err(err),
+        None => Ok(checkpoints),
+    }
 }
 
 /// The partitions of `topic` that hold records, and their assignment from the beginning;
@@ -361,50 +372,63 @@ fn partitions_to_read(
     Ok((!remaining.is_empty()).then_some((remaining, assignment)))
 }
 
-/// One checkpoint record read: the last value per channel of this connector wins, a tombstone
-/// removes it; another connector's records are skipped; a value that is not a checkpoint is an
-/// error naming its partition, offset and key.
+/// Applies one record of the checkpoint topic: a checkpoint of this connector's `prefix` replaces
+/// its channel's, a tombstone removes it, and a record that cannot be read is remembered in
+/// `corrupt` (with where it is and why) until a later record of its key supersedes it.
 fn apply(
     checkpoints: &mut HashMap<String, Checkpoint>,
+    corrupt: &mut HashMap<String, CheckpointError>,
     topic: &str,
     prefix: &str,
     message: &BorrowedMessage<'_>,
-) -> Result<(), CheckpointError> {
+) {
     let (partition, offset) = (message.partition(), message.offset());
     let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-        return Ok(());
+        return;
     };
     let Some(channel) = key.strip_prefix(prefix) else {
-        return Ok(()); // another connector's checkpoint
+        return; // another connector's checkpoint
     };
-    let corrupt = |reason: String| CheckpointError::Corrupt {
-        topic: topic.to_owned(),
-        partition,
-        offset,
-        key: key.to_owned(),
-        reason,
-    };
-    let Some(payload) = message.payload() else {
-        checkpoints.remove(channel); // tombstone
-        return Ok(());
+    match parse(channel, message.payload()) {
+        Ok(Some(checkpoint)) => {
+            checkpoints.insert(channel.to_owned(), checkpoint);
+            corrupt.remove(channel);
+        }
+        Ok(None) => {
+            checkpoints.remove(channel); // tombstone
+            corrupt.remove(channel);
+        }
+        Err(reason) => {
+            let err = CheckpointError::Corrupt {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                key: key.to_owned(),
+                reason,
+            };
+            corrupt.insert(channel.to_owned(), err);
+        }
+    }
+}
+
+/// The checkpoint of `channel` in a record's value; `None` for a tombstone; why not otherwise.
+fn parse(channel: &str, payload: Option<&[u8]>) -> Result<Option<Checkpoint>, String> {
+    let Some(payload) = payload else {
+        return Ok(None);
     };
     let value: CheckpointValue = serde_json::from_slice(payload)
-        .map_err(|e| corrupt(format!("value is not a checkpoint JSON object: {e}")))?;
+        .map_err(|e| format!("value is not a checkpoint JSON object: {e}"))?;
     if value.channel != channel {
-        return Err(corrupt(format!(
+        return Err(format!(
             "value names channel {:?} but the key names {channel:?}",
             value.channel
-        )));
+        ));
     }
     let replay_id = hex::decode(&value.replay_id)
-        .map_err(|e| corrupt(format!("replay_id {:?} is not hex: {e}", value.replay_id)))?;
-    checkpoints.insert(
-        channel.to_owned(),
-        Checkpoint {
-            channel: value.channel,
-            replay_id: replay_id.into(),
-            updated_at: value.updated_at,
-        },
-    );
-    Ok(())
+        .map_err(|e| format!("replay_id {:?} is not hex: {e}", value.replay_id))?;
+    Ok(Some(Checkpoint {
+        channel: value.channel,
+        replay_id: replay_id.into(),
+        updated_at: value.updated_at,
+    }))
 }
