@@ -528,13 +528,16 @@ impl ObjectMeta {
     }
 }
 
+/// Built metadata by (object, schema id).
+type MetaCache = HashMap<(String, String), Arc<ObjectMeta>>;
+
 /// The metadata of `object` at `schema`'s version (built once per version).
 pub(crate) fn object_meta(
     object: &str,
     schema: &SchemaVersion,
     external_ids: &[&str],
 ) -> Arc<ObjectMeta> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, String), Arc<ObjectMeta>>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<MetaCache>> = OnceLock::new();
     let key = (object.to_owned(), schema.id.clone());
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = cache

@@ -1495,6 +1495,7 @@ async fn collections_retrieve_by_post_returns_records_in_id_order_with_nulls() {
 /// `DescribeSObjectResult`): compounds with their components, formula and system fields typed
 /// as Salesforce types them; an unknown object is `NOT_FOUND`; each call counts against
 /// `DailyApiRequests`.
+#[allow(clippy::too_many_lines, reason = "one describe checked key by key")]
 #[tokio::test]
 async fn describe_and_describe_global_have_salesforce_shapes() {
     let (org, api) = start().await;
