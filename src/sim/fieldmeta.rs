@@ -547,3 +547,115 @@ pub(crate) fn object_meta(
         .or_insert_with(|| Arc::new(ObjectMeta::build(object, schema, external_ids)))
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sim::catalog::{ACCOUNT_CHANGE_EVENT, CONTACT_CHANGE_EVENT};
+
+    fn meta(object: &str, schema: &str) -> ObjectMeta {
+        let schema = SchemaVersion::parse(schema).expect("schema");
+        ObjectMeta::build(object, &schema, &["External_Id__c"])
+    }
+
+    fn rec(v: serde_json::Value) -> Map<String, Json> {
+        v.as_object().cloned().expect("object")
+    }
+
+    /// Component names as the SOAP API Developer Guide's "Compound Fields" names them.
+    #[test]
+    fn component_names_follow_salesforce() {
+        assert_eq!(
+            component_name("BillingAddress", "PostalCode").as_deref(),
+            Some("BillingPostalCode")
+        );
+        assert_eq!(
+            component_name("MailingAddress", "GeocodeAccuracy").as_deref(),
+            Some("MailingGeocodeAccuracy")
+        );
+        assert_eq!(
+            component_name("Name", "FirstName").as_deref(),
+            Some("FirstName")
+        );
+        assert_eq!(
+            component_name("Loc__c", "Latitude").as_deref(),
+            Some("Loc__Latitude__s")
+        );
+        assert_eq!(component_name("BillingAddress", "Xyz"), None);
+        assert_eq!(label_of("BillingPostalCode"), "Billing Postal Code");
+        assert_eq!(label_of("External_Id__c"), "External Id");
+    }
+
+    /// Describe's order: components just before their compound, `SystemModstamp` after
+    /// `LastModifiedById`, formula fields last; names found in any case.
+    #[test]
+    fn fields_come_in_describe_order_and_match_in_any_case() {
+        let account = meta("Account", ACCOUNT_CHANGE_EVENT);
+        let names: Vec<&str> = account.fields.iter().map(|f| f.name.as_str()).collect();
+        let at = |n: &str| names.iter().position(|x| *x == n).expect(n);
+        assert_eq!(&names[..2], ["Id", "IsDeleted"]);
+        assert_eq!(at("BillingStreet") + 10, at("BillingAddress"));
+        assert_eq!(at("LastModifiedById") + 1, at("SystemModstamp"));
+        assert_eq!(names.last(), Some(&"Name_Upper__c"));
+        assert_eq!(
+            account.field("billingcity").map(|f| &f.source),
+            Some(&Source::Component {
+                compound: "BillingAddress".into(),
+                child: "City".into()
+            })
+        );
+        let description = account.field("Description").expect("description");
+        assert_eq!(
+            (
+                description.ty,
+                description.length,
+                description.extra_type_info
+            ),
+            ("textarea", 32000, Some("plaintextarea"))
+        );
+    }
+
+    #[test]
+    fn writes_nest_components_and_refuse_compounds_and_formulas() {
+        let account = meta("Account", ACCOUNT_CHANGE_EVENT);
+        let stored = account
+            .to_stored(
+                "Account",
+                rec(json!({"name": "A", "BILLINGCITY": "Oslo", "BillingStreet": null})),
+            )
+            .expect("stored");
+        assert_eq!(
+            Json::Object(stored),
+            json!({"name": "A", "BillingAddress": {"City": "Oslo", "Street": null}})
+        );
+        for field in ["BillingAddress", "name_upper__c"] {
+            let err = account
+                .to_stored("Account", rec(json!({ field: "x" })))
+                .expect_err(field);
+            assert!(
+                matches!(&err, SimError::ReadOnlyField { field: f, .. } if f.eq_ignore_ascii_case(field)),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_give_components_compounds_and_formulas() {
+        let account = meta("Account", ACCOUNT_CHANGE_EVENT);
+        let r = rec(json!({"Name": "Acme", "BillingAddress": {"City": "Oslo", "Xyz": "q"}}));
+        assert_eq!(account.read(&r, "BillingCity"), json!("Oslo"));
+        assert_eq!(account.read(&r, "Name_Upper__c"), json!("ACME"));
+        let address = account.read(&r, "BillingAddress");
+        assert_eq!(address["city"], "Oslo");
+        assert_eq!(address.as_object().map(Map::len), Some(10));
+        assert_eq!(account.read(&r, "ShippingAddress"), Json::Null);
+        let contact = meta("Contact", CONTACT_CHANGE_EVENT);
+        let r = rec(
+            json!({"Name": {"Salutation": "Dr.", "FirstName": "Grace", "MiddleName": "B.", "LastName": "Hopper"}}),
+        );
+        assert_eq!(contact.read(&r, "Name"), json!("Grace B. Hopper"));
+        assert_eq!(contact.read(&r, "Salutation"), json!("Dr."));
+    }
+}
