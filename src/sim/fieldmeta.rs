@@ -34,6 +34,8 @@ pub(crate) enum Source {
         compound: String,
         /// The nested field, e.g. `City`.
         child: String,
+        /// Its type in the change event schema.
+        scalar: ScalarType,
     },
     /// A read-only compound field (`BillingAddress`, Contact `Name`, a custom geolocation).
     Compound(CompoundShape),
@@ -223,6 +225,17 @@ pub(crate) fn component_name(compound: &str, child: &str) -> Option<String> {
     ))
 }
 
+/// True when a component's value has its schema type.
+fn fits(scalar: ScalarType, value: &Json) -> bool {
+    match scalar {
+        ScalarType::String => value.is_string(),
+        ScalarType::Int => value.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
+        ScalarType::Long => value.as_i64().is_some(),
+        ScalarType::Float | ScalarType::Double => value.is_number(),
+        ScalarType::Boolean => value.is_boolean(),
+    }
+}
+
 /// `PostalCode` → `postalCode`: the key of a component in a compound's REST value.
 fn lower_camel(name: &str) -> String {
     let mut chars = name.chars();
@@ -327,7 +340,7 @@ fn schema_field(object: &str, def: &FieldDef, external_ids: &[&str], out: &mut V
             _ if def.name.ends_with("__c") => CompoundShape::Location,
             _ => CompoundShape::Address,
         };
-        for (child, _) in children {
+        for (child, scalar) in children {
             let Some(name) = component_name(&def.name, child) else {
                 continue;
             };
@@ -338,6 +351,7 @@ fn schema_field(object: &str, def: &FieldDef, external_ids: &[&str], out: &mut V
                 source: Source::Component {
                     compound: def.name.clone(),
                     child: child.clone(),
+                    scalar: *scalar,
                 },
                 ..plain(&name, label_of(&name), component_type(child))
             });
@@ -448,7 +462,21 @@ impl ObjectMeta {
         let mut out = Map::new();
         for (name, value) in fields {
             match self.field(&name).map(|f| (f, &f.source)) {
-                Some((_, Source::Component { compound, child })) => {
+                Some((
+                    f,
+                    Source::Component {
+                        compound,
+                        child,
+                        scalar,
+                    },
+                )) => {
+                    if !value.is_null() && !fits(*scalar, &value) {
+                        return Err(SimError::InvalidValue {
+                            object: object.to_owned(),
+                            field: f.name.clone(),
+                            reason: format!("expected {}, got {value}", scalar.avro_name()),
+                        });
+                    }
                     let entry = out
                         .entry(compound.clone())
                         .or_insert_with(|| Json::Object(Map::new()));
@@ -484,7 +512,9 @@ impl ObjectMeta {
         };
         match &meta.source {
             Source::Stored => rec.get(&meta.name).cloned().unwrap_or(Json::Null),
-            Source::Component { compound, child } => stored(compound, child),
+            Source::Component {
+                compound, child, ..
+            } => stored(compound, child),
             Source::Formula(Formula::UpperName) => rec
                 .get("Name")
                 .and_then(Json::as_str)
@@ -512,7 +542,9 @@ impl ObjectMeta {
                     .fields
                     .iter()
                     .filter_map(|f| match &f.source {
-                        Source::Component { compound, child } if *compound == meta.name => Some((
+                        Source::Component {
+                            compound, child, ..
+                        } if *compound == meta.name => Some((
                             lower_camel(child),
                             nested.get(child).cloned().unwrap_or(Json::Null),
                         )),
@@ -603,7 +635,8 @@ mod tests {
             account.field("billingcity").map(|f| &f.source),
             Some(&Source::Component {
                 compound: "BillingAddress".into(),
-                child: "City".into()
+                child: "City".into(),
+                scalar: ScalarType::String,
             })
         );
         let description = account.field("Description").expect("description");

@@ -9,9 +9,9 @@
 //!   `\t`, `\"` escapes), numbers, `true`/`false` and `null`.
 //! * Selectable and filterable: every field of the object's describe ([`super::fieldmeta`]):
 //!   `Id`, `IsDeleted`, `SystemModstamp`, the schema's fields, compound fields' components
-//!   (`BillingCity`, `FirstName`) and the compounds themselves (selectable, not filterable, as
-//!   SOQL allows: SOAP API Developer Guide, "Compound Field Considerations and Limitations"),
-//!   formula fields. Deleted records are never returned. Rows come in
+//!   (`BillingCity`, `FirstName`) and the compounds themselves (selectable; an address is not
+//!   filterable, as SOQL allows: SOAP API Developer Guide, "Compound Field Considerations and
+//!   Limitations"; Contact `Name` filters as text), formula fields. Deleted records are never returned. Rows come in
 //!   Id (creation) order; the REST endpoint pages them (`nextRecordsUrl`, see `rest`).
 //! * Matching: `Id` and Id-valued fields compare 15- and 18-character Ids alike; text compares
 //!   case-insensitively (as SOQL does); a literal must fit the field's type (quoted for text,
@@ -25,7 +25,7 @@ use serde_json::{Map, Value as Json};
 
 use super::catalog::Temporal;
 pub use super::error::QueryError;
-use super::fieldmeta::{ObjectMeta, Source};
+use super::fieldmeta::{CompoundShape, ObjectMeta, Source};
 use super::ids;
 use super::org::{Org, Tx};
 
@@ -219,6 +219,8 @@ fn field_kind(meta: &ObjectMeta, name: &str) -> Option<(String, Kind)> {
     let f = meta.field(name)?;
     let kind = match (&f.source, f.temporal, f.ty) {
         (_, Some(t), _) => Kind::Temporal(t),
+        // Contact `Name` is text in SOQL (filterable), an address or a location is not.
+        (Source::Compound(CompoundShape::PersonName), _, _) => Kind::Text,
         (Source::Compound(_), _, _) => Kind::Compound,
         (_, _, "id") => Kind::Id,
         (_, _, "reference") => Kind::IdRef,

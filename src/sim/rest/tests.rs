@@ -1746,6 +1746,20 @@ async fn components_are_written_and_compounds_refused_on_every_write_path() {
         )
         .await;
     refused(&r, "Name");
+    let r = api
+        .patch(
+            &format!("/sobjects/Account/{acme}"),
+            json!({"BillingLatitude": "north"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body[0]["errorCode"], "JSON_PARSER_ERROR");
+    assert_eq!(
+        r.body[0]["fields"],
+        json!(["BillingLatitude"]),
+        "{:?}",
+        r.body
+    );
 
     let r = api
         .post(
@@ -1906,6 +1920,10 @@ async fn reads_return_components_and_the_compound() {
         .query("SELECT Name, LastName FROM Contact WHERE LastName = 'Lovelace'")
         .await;
     assert_eq!(r.body["records"][0]["Name"], "Ada Lovelace", "{:?}", r.body);
+    let r = api
+        .query("SELECT Id FROM Contact WHERE Name = 'ada lovelace'")
+        .await;
+    assert_eq!(r.body["totalSize"], 1, "{:?}", r.body);
     let r = api
         .post(
             "/composite/sobjects/Account",
