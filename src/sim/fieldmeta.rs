@@ -501,9 +501,12 @@ impl ObjectMeta {
     /// The value of field `name` (its API spelling) of a stored record, as REST reads it (dates
     /// and datetimes still epoch ms); null when unset.
     pub(crate) fn read(&self, rec: &Map<String, Json>, name: &str) -> Json {
-        let Some(meta) = self.field(name) else {
-            return Json::Null;
-        };
+        self.field(name)
+            .map_or(Json::Null, |meta| self.read_field(rec, meta))
+    }
+
+    /// The value of `meta` (one of this object's fields) of a stored record, as REST reads it.
+    pub(crate) fn read_field(&self, rec: &Map<String, Json>, meta: &FieldMeta) -> Json {
         let stored = |field: &str, child: &str| {
             rec.get(field)
                 .and_then(|c| c.get(child))

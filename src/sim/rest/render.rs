@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::call::Call;
 use crate::salesforce::sftime;
 use crate::sim::catalog::Temporal;
-use crate::sim::fieldmeta::ObjectMeta;
+use crate::sim::fieldmeta::{FieldMeta, ObjectMeta};
 
 /// The API spelling of a readable field of the object, matched case-insensitively.
 pub(super) fn canonical_field(meta: &ObjectMeta, name: &str) -> Option<String> {
@@ -18,10 +18,9 @@ pub(super) fn canonical_field(meta: &ObjectMeta, name: &str) -> Option<String> {
 }
 
 /// A field value as REST renders it: dates and datetimes as Salesforce text.
-fn render_value(meta: &ObjectMeta, rec: &Map<String, Value>, field: &str) -> Value {
-    let value = meta.read(rec, field);
-    let temporal = meta.field(field).and_then(|f| f.temporal);
-    match (temporal, value.as_i64()) {
+fn render_value(meta: &ObjectMeta, rec: &Map<String, Value>, field: &FieldMeta) -> Value {
+    let value = meta.read_field(rec, field);
+    match (field.temporal, value.as_i64()) {
         (Some(Temporal::DateTime), Some(ms)) => Value::String(sftime::format_datetime(ms)),
         (Some(Temporal::Date), Some(ms)) => Value::String(sftime::format_date(ms)),
         _ => value,
@@ -46,12 +45,15 @@ pub(super) fn render_record(
     match fields {
         Some(names) => {
             for name in names {
-                out.insert(name.clone(), render_value(meta, record, name));
+                let value = meta
+                    .field(name)
+                    .map_or(Value::Null, |f| render_value(meta, record, f));
+                out.insert(name.clone(), value);
             }
         }
         None => {
             for f in &meta.fields {
-                out.insert(f.name.clone(), render_value(meta, record, &f.name));
+                out.insert(f.name.clone(), render_value(meta, record, f));
             }
         }
     }
