@@ -554,8 +554,9 @@ impl ObjectMeta {
                         _ => None,
                     })
                     .collect();
-                // Real orgs list the keys alphabetically (`city`, `country`, `geocodeAccuracy`,
-                // …), as simple-salesforce users' dumps of BillingAddress show.
+                // The ten keys of a real org's answer, null when unset, in the order of the
+                // real `ShippingAddress` dump in mike4aday/SwiftlySalesforce#39 (`city`,
+                // `country`, `countryCode`, `geocodeAccuracy`, … `street`).
                 keys.sort_by(|a, b| a.0.cmp(&b.0));
                 Json::Object(keys.into_iter().collect())
             }
