@@ -3,7 +3,9 @@
 //! Contract: [`SimOrg::start`] binds two servers on loopback — the Pub/Sub API (gRPC, the real
 //! `eventbus.v1` proto, HTTP/2) and the org's instance/login URL (HTTP/1.1: OAuth token
 //! and userinfo endpoints, the REST API a write-back sink uses — sObject rows and rows by
-//! External Id, sObject Collections, Composite, SOQL query, limits — and `/sim/*` endpoints).
+//! External Id, sObject Collections, Composite, SOQL query, limits, describe and describe
+//! global, with compound fields written as components and read as Salesforce reads them — and
+//! `/sim/*` endpoints).
 //! Record changes made through the Rust API or REST emit Change Data Capture events exactly as
 //! the Pub/Sub API delivers them (Avro body, bitmap-encoded header fields, transactions, merged
 //! multi-record events; REST changes carry `changeOrigin`
@@ -40,15 +42,16 @@
 //! streams and flow control in `subscribe`, stream fault knobs in `stream_faults`, error statuses
 //! in `status`); `http` (server, OAuth, `/sim/*`), `jwt` and `jwt_demo` (JWT bearer grant, demo
 //! key); `rest/` (routing in `mod`, sObject rows and rows by External Id in `rows`, query in
-//! `query` and `cursors`, sObject Collections in `collections`, Composite in `composite`, API
+//! `query` and `cursors`, sObject Collections in `collections`, Composite in `composite`,
+//! describe in `describe`, API
 //! usage, refusals and limits in `limits`; their shared pieces in `call`, `reply`, `render`);
-//! `soql` (the query subset), `tls` (test CA, TLS listener).
+//! `soql` (the query subset), `fieldmeta` (the fields as REST and describe see them: types,
+//! compound components, formula fields), `tls` (test CA, TLS listener).
 //!
 //! Known differences from a real org: the table in `ARCHITECTURE.md` ("Known differences between
-//! the simulated org and a real org"), kept current; among them, compound fields (addresses,
-//! Contact `Name`) are read and written nested, as change events carry them, rather than as
-//! Salesforce's flat REST fields (`BillingCity`, `LastName`); only the SOQL subset of `soql` is
-//! understood; Composite subrequests always run in order (`collateSubrequests` is ignored).
+//! the simulated org and a real org"), kept current; among them, only the SOQL subset of `soql`
+//! is understood; Composite subrequests always run in order (`collateSubrequests` is ignored);
+//! describe serves the keys clients decide by, with fixed values for the rest.
 
 pub(crate) mod avro_out;
 pub mod bitmap;
@@ -58,6 +61,7 @@ mod cli;
 mod config;
 mod error;
 mod faults;
+pub(crate) mod fieldmeta;
 pub mod gap;
 mod grpc;
 mod handle;
