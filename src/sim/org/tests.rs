@@ -494,7 +494,10 @@ fn client_datetimes_are_stored_to_the_second() {
     org.add_field("Account", "Renewal__c", &json!("datetime"))
         .expect("add field");
     let schema = org.object_schema("Account").expect("schema");
-    for given in [json!("2024-01-31T12:05:09.042+0000"), json!(1_706_702_709_042_i64)] {
+    for given in [
+        json!("2024-01-31T12:05:09.042+0000"),
+        json!(1_706_702_709_042_i64),
+    ] {
         let fields = normalize_fields(
             &schema,
             "Account",

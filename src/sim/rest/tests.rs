@@ -775,7 +775,11 @@ async fn datetimes_render_as_salesforce_text_and_accept_iso_input() {
     for field in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
         let ms = stored[field].as_i64().expect("epoch ms");
         assert_eq!(r.body[field], sftime::format_datetime(ms), "{field}");
-        assert!(r.body[field].as_str().is_some_and(|s| s.ends_with(".000+0000")));
+        assert!(
+            r.body[field]
+                .as_str()
+                .is_some_and(|s| s.ends_with(".000+0000"))
+        );
     }
     assert_eq!(r.body["Phone"], Value::Null, "unset fields are null");
     assert_eq!(r.body["IsDeleted"], false);
