@@ -5,8 +5,8 @@
 //! * [`Reporter::dead_letter`] sends the record to the dead-letter topic with the reason
 //!   ([`Failure`]: stage, status code, message, fields, attempts) in `forcebridge.error.*`
 //!   headers; [`Reporter::conflict`] sends it to the conflicts topic with Salesforce's
-//!   `SystemModstamp`, the record's timestamp and the last modifier in `forcebridge.conflict.*`
-//!   headers. Both add `forcebridge.source.*` (topic, partition, offset) and count the record in
+//!   `SystemModstamp`, the record's timestamp, the reason (`older`, `same_second`) and the last
+//!   modifier in `forcebridge.conflict.*` headers. Both add `forcebridge.source.*` (topic, partition, offset) and count the record in
 //!   [`SinkStats`].
 //! * The record's [`AckToken`] goes with it: the record counts as finished (and its offset as
 //!   committable) once Kafka acknowledges the report, not before.
