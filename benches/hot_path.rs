@@ -470,10 +470,12 @@ fn plan_batch(inputs: &WritebackInputs, ops: &[WriteOp]) -> (Vec<plan::Lookup>, 
     }
     let writes = ops
         .iter()
-        .filter_map(|op| match plan::decide(op, &found, true, Some(USER)) {
-            Decision::Write(w) => Some(w),
-            _ => None,
-        })
+        .filter_map(
+            |op| match plan::decide(op, &found, Some(Default::default()), Some(USER)) {
+                Decision::Write(w) => Some(w),
+                _ => None,
+            },
+        )
         .collect();
     (lookups, writes)
 }

@@ -67,12 +67,12 @@ fn check_figures(out: &str, events: u64) {
     ] {
         assert!(figure(out, part).contains(" µs"), "{part}: {out}");
     }
-    let latency = figure(out, "latency commit → Kafka ack");
+    let latency = figure(out, "latency change → Kafka ack");
     for part in ["p50 ", "p99 ", "max ", &format!("({events} samples)")] {
         assert!(latency.contains(part), "{part}: {out}");
     }
     assert!(!latency.contains("n/a"), "{out}");
-    for leg in ["commit → producer enqueue", "producer enqueue → Kafka ack"] {
+    for leg in ["change → producer enqueue", "producer enqueue → Kafka ack"] {
         let leg = figure(out, leg);
         assert!(leg.contains("p99 ") && !leg.contains("n/a"), "{leg}: {out}");
     }

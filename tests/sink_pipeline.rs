@@ -37,6 +37,15 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Now, once the clock is in a later second than every datetime the org has recorded: the org
+/// keeps datetimes to the second, so a write timestamped in the second of a change made in the
+/// org is a same-second tie (a conflict by default).
+async fn next_second_ms() -> i64 {
+    let ms = now_ms();
+    tokio::time::sleep(Duration::from_millis((1000 - ms.rem_euclid(1000)) as u64)).await;
+    now_ms()
+}
+
 fn mock_kafka() -> MockKafka {
     let kafka = MockKafka::start(1);
     for topic in [WRITEBACK, DLQ, CONFLICTS, "forcebridge.checkpoints"] {
@@ -167,7 +176,7 @@ async fn five_thousand_mixed_operations_land_exactly() {
     }
     let to_update = sim.generate("Account", 1000).unwrap();
     let to_delete = sim.generate("Account", 500).unwrap();
-    let ts = now_ms();
+    let ts = next_second_ms().await;
 
     let mut messages = Vec::new();
     for i in 0..2000 {
@@ -320,6 +329,7 @@ async fn newer_changes_in_salesforce_win() {
     let c = &conflicts[0];
     assert_eq!(c.key.as_deref(), Some(human.as_bytes()));
     assert_eq!(header(c, "forcebridge.conflict.record_id"), human);
+    assert_eq!(header(c, "forcebridge.conflict.reason"), "older");
     assert_eq!(
         header(c, "forcebridge.conflict.record_timestamp"),
         forcebridge::salesforce::sftime::format_datetime(before)
@@ -337,6 +347,91 @@ async fn newer_changes_in_salesforce_win() {
     let original: Value = serde_json::from_slice(c.value.as_deref().unwrap()).unwrap();
     assert_eq!(original["fields"]["Name"], "Stale warehouse value");
     sim.shutdown().await;
+}
+
+/// A change made in the org, then a write-back timestamped a few hundred ms *before* it but in
+/// the same second: `SystemModstamp` has second precision (SOAP API Developer Guide, "Primitive
+/// Data Types": dateTime), so the two cannot be ordered. `winner` is `sink.same_second_winner`
+/// (unset: the default). Returns the sink's stats, the conflicts topic's records and the
+/// record's `Name` in the org afterwards.
+async fn same_second_stale_write(
+    winner: Option<&str>,
+) -> (
+    forcebridge::ops::telemetry::SinkSnapshot,
+    Vec<ConsumedRecord>,
+    Value,
+) {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let id = sim
+        .create("Account", fields(json!({"Name": "Before"})))
+        .unwrap();
+    // The write's timestamp: up to 300 ms before the change, in the change's second (the
+    // machine may cross into the next second while changing: then change again).
+    let written_at = loop {
+        next_second_ms().await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let before = now_ms();
+        sim.update(
+            "Account",
+            &id,
+            fields(json!({"Name": "Edited in Salesforce"})),
+        )
+        .unwrap();
+        let stamp = sim.record("Account", &id).unwrap()["SystemModstamp"]
+            .as_i64()
+            .unwrap();
+        if stamp.div_euclid(1000) == before.div_euclid(1000) && before.rem_euclid(1000) >= 300 {
+            break before - 300;
+        }
+    };
+    send(
+        &bootstrap,
+        vec![msg(
+            &id,
+            json!({"object": "Account", "operation": "update", "id": id,
+            "timestamp": written_at, "fields": {"Name": "Warehouse value"}}),
+        )],
+    )
+    .await;
+    let extra = winner.map_or(String::new(), |w| format!("  same_second_winner: {w}\n"));
+    let running = start(config(&sim, &bootstrap, &extra, ""));
+    running.wait_finished(1).await;
+    let stats = running.stop().await;
+    let conflicts = if stats.conflicts > 0 {
+        wait_for_records(&bootstrap, CONFLICTS, 1, WAIT).await
+    } else {
+        Vec::new()
+    };
+    let name = sim.record("Account", &id).unwrap()["Name"].clone();
+    sim.shutdown().await;
+    (stats, conflicts, name)
+}
+
+/// By default Salesforce's value wins a same-second tie: the write goes to the conflicts topic
+/// with the reason `same_second` and the org keeps its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_second_stale_write_is_a_conflict() {
+    let (stats, conflicts, name) = same_second_stale_write(None).await;
+    assert_eq!((stats.written, stats.conflicts), (0, 1), "{stats:?}");
+    assert_eq!(name, "Edited in Salesforce");
+    assert_eq!(conflicts.len(), 1);
+    let c = &conflicts[0];
+    assert_eq!(header(c, "forcebridge.conflict.reason"), "same_second");
+    let stamp = header(c, "forcebridge.conflict.salesforce_modstamp");
+    assert!(stamp.ends_with(".000+0000"), "{stamp}");
+    let original: Value = serde_json::from_slice(c.value.as_deref().unwrap()).unwrap();
+    assert_eq!(original["fields"]["Name"], "Warehouse value");
+}
+
+/// With `sink.same_second_winner: kafka`, the same write is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kafka_winning_ties_a_same_second_write_applies() {
+    let (stats, conflicts, name) = same_second_stale_write(Some("kafka")).await;
+    assert_eq!((stats.written, stats.conflicts), (1, 0), "{stats:?}");
+    assert!(conflicts.is_empty());
+    assert_eq!(name, "Warehouse value");
 }
 
 /// Per-record failures end in the dead-letter topic with their reason while the rest commit;

@@ -39,7 +39,7 @@ pub(crate) use salesforce::SalesforceChecks;
 use salesforce::is_tag_char;
 pub use salesforce::{AuthConfig, SalesforceConfig};
 pub(crate) use sink::is_api_name;
-pub use sink::{ApiReserve, SinkConfig, SinkObjectConfig};
+pub use sink::{ApiReserve, SameSecondWinner, SinkConfig, SinkObjectConfig};
 pub(crate) use source::MAX_TRANSACTION_INTERVAL;
 pub use source::{
     ChannelConfig, DeliveryMode, EchoConfig, EchoMode, InitialReplay, ReplayRejectedPolicy,
@@ -288,6 +288,35 @@ kafka:
             let err = Config::from_yaml(&text, env).unwrap_err().to_string();
             assert!(err.starts_with(&format!("`{key}`")), "{key}: {err}");
         }
+    }
+
+    /// `sink.same_second_winner`: `salesforce` by default, `kafka` when set, an error naming the
+    /// key for an unknown value or without last-write-wins.
+    #[test]
+    fn same_second_winner_is_typed_and_needs_last_write_wins() {
+        let with_sink = |extra: &str| {
+            let sink = format!("sink:\n  topics: [writeback]\n{extra}kafka:\n");
+            Config::from_yaml(&EXAMPLE.replace("kafka:\n", &sink), env)
+        };
+        let winner = |c: Config| c.sink.expect("sink").same_second();
+        assert_eq!(
+            winner(with_sink("").expect("default")),
+            SameSecondWinner::Salesforce
+        );
+        let kafka = with_sink("  same_second_winner: kafka\n").expect("kafka");
+        assert_eq!(winner(kafka), SameSecondWinner::Kafka);
+        let unknown = with_sink("  same_second_winner: newest\n").unwrap_err();
+        assert!(
+            unknown.to_string().contains("sink.same_second_winner"),
+            "{unknown}"
+        );
+        let without = with_sink("  last_write_wins: false\n  same_second_winner: kafka\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            without.starts_with("`sink.same_second_winner`"),
+            "{without}"
+        );
     }
 
     #[test]

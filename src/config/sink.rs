@@ -1,8 +1,8 @@
 //! `sink`: Kafka → Salesforce settings ([`SinkConfig`], [`SinkObjectConfig`] per object, the
-//! [`ApiReserve`]).
+//! [`ApiReserve`], the [`SameSecondWinner`] of last-write-wins ties).
 //!
 //! Contract: [`SinkConfig::validate`] checks the section, each error naming its key: at least one
-//! topic, topic names that render, `batch_records` 1..=[`MAX_SINK_BATCH_RECORDS`], `concurrency`
+//! topic, topic names that render, `same_second_winner` only with `last_write_wins`, `batch_records` 1..=[`MAX_SINK_BATCH_RECORDS`], `concurrency`
 //! 1..=25 (Salesforce's long-running request limit), attempts, backoffs and intervals, and object
 //! and field API names ([`is_api_name`]).
 
@@ -42,6 +42,14 @@ pub struct SinkConfig {
     /// and send them to `conflicts_topic`.
     #[serde(default = "default_last_write_wins")]
     pub last_write_wins: bool,
+    /// With `last_write_wins`: who wins when a write's `timestamp` falls in the same second as
+    /// the record's `SystemModstamp`. Salesforce keeps datetimes to the second, so such a write
+    /// cannot be ordered against the change in Salesforce (which may be up to 999 ms newer).
+    /// `salesforce` (the default): the record keeps its value and the write goes to
+    /// `conflicts_topic` with the reason `same_second`; `kafka`: the write is applied. Setting it
+    /// with `last_write_wins: false` is an error.
+    #[serde(default)]
+    pub same_second_winner: Option<SameSecondWinner>,
     /// Where last-write-wins conflicts go.
     #[serde(default = "default_conflicts_topic")]
     pub conflicts_topic: String,
@@ -119,6 +127,25 @@ pub struct SinkObjectConfig {
     /// Message fields never written (after mapping: Salesforce names, in any case).
     #[serde(default)]
     pub ignore_fields: Vec<String>,
+}
+
+/// Who wins a last-write-wins tie: a write in the same second as the record's
+/// `SystemModstamp` (`sink.same_second_winner`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SameSecondWinner {
+    /// The record keeps Salesforce's value; the write is a conflict.
+    #[default]
+    Salesforce,
+    /// The write is applied.
+    Kafka,
+}
+
+impl SinkConfig {
+    /// The tie rule in force ([`SameSecondWinner::Salesforce`] unless set).
+    pub(crate) fn same_second(&self) -> SameSecondWinner {
+        self.same_second_winner.unwrap_or_default()
+    }
 }
 
 /// How much of the daily allowance the sink leaves to other integrations (`sink.api_reserve`;
@@ -207,6 +234,12 @@ impl SinkConfig {
             checks
                 .check_topic(topic, "", "")
                 .map_err(|e| invalid("sink.dead_letter_topic", e))?;
+        }
+        if self.same_second_winner.is_some() && !self.last_write_wins {
+            return Err(invalid(
+                "sink.same_second_winner",
+                "decides last-write-wins ties and needs last_write_wins: true",
+            ));
         }
         if !(1..=MAX_SINK_BATCH_RECORDS).contains(&self.batch_records) {
             return Err(invalid(

@@ -59,6 +59,9 @@ pub const CONFLICT_RECORD_ID: &str = "forcebridge.conflict.record_id";
 pub const CONFLICT_SALESFORCE_MODSTAMP: &str = "forcebridge.conflict.salesforce_modstamp";
 /// A conflict: the message's own timestamp.
 pub const CONFLICT_RECORD_TIMESTAMP: &str = "forcebridge.conflict.record_timestamp";
+/// A conflict: why the write lost: `older` (than `SystemModstamp`) or `same_second` (in the
+/// same second as `SystemModstamp`, which has second precision: `sink.same_second_winner`).
+pub const CONFLICT_REASON: &str = "forcebridge.conflict.reason";
 /// A conflict: who changed the record last in Salesforce.
 pub const CONFLICT_LAST_MODIFIED_BY: &str = "forcebridge.conflict.last_modified_by";
 

@@ -1,8 +1,11 @@
-//! The benchmark's latency probe: commit in Salesforce → Kafka acknowledgement, per record.
+//! The benchmark's latency probe: the change asked of Salesforce → Kafka acknowledgement, per
+//! record.
 //!
 //! Contract: off unless [`install_latency_probe`] was called (`forcebridge bench`); then the
 //! producer's delivery callback hands it every acknowledged record, and it keeps constant-memory
-//! millisecond histograms of the whole time and of its two legs (see [`LatencyProbe`]).
+//! millisecond histograms of the whole time and of its two legs (see [`LatencyProbe`]). The
+//! start of each record's time is an epoch-ms value the bench wrote into a field of the change
+//! itself, not the change event's `commitTimestamp`: Salesforce keeps that to the second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +16,14 @@ use std::time::Duration;
 pub(super) static LATENCY_PROBE: std::sync::OnceLock<Arc<LatencyProbe>> =
     std::sync::OnceLock::new();
 
-/// Benchmark probe: for every acknowledged record whose value carries `"commit_timestamp":<ms>`
-/// (a source record), the time from that commit in Salesforce to the delivery report, in whole
-/// milliseconds (the commit timestamp's resolution), counted in histograms of 1 ms buckets, so
-/// that its memory stays the same however long the run. The time is also split in two legs at
-/// the record's enqueue into the producer: commit → enqueue (the org, the stream, the pipeline)
-/// and enqueue → delivery report (librdkafka's linger, the broker), and the records that took
-/// [`LatencyProbe::SLOW_MS`] or more are summed per leg, so a run says where its slow ones waited.
+/// Benchmark probe: for every acknowledged record whose value carries its field
+/// (`"<field>":<ms>` or `"<field>":"<digits>"`: epoch milliseconds, written by the bench into
+/// the change when it asked the org for it), the time from then to the delivery report, in whole
+/// milliseconds, counted in histograms of 1 ms buckets, so that its memory stays the same however
+/// long the run. The time is also split in two legs at the record's enqueue into the producer:
+/// change → enqueue (the org, the stream, the pipeline) and enqueue → delivery report
+/// (librdkafka's linger, the broker), and the records that took [`LatencyProbe::SLOW_MS`] or
+/// more are summed per leg, so a run says where its slow ones waited.
 #[derive(Debug)]
 pub struct LatencyProbe {
     total: MsHistogram,
@@ -29,22 +33,8 @@ pub struct LatencyProbe {
     slow: AtomicU64,
     slow_before_us: AtomicU64,
     slow_in_us: AtomicU64,
-    /// Finds [`LatencyProbe::KEY`] from the end of a value.
+    /// Finds `"<field>":` from the end of a value.
     finder: memchr::memmem::FinderRev<'static>,
-}
-
-impl Default for LatencyProbe {
-    fn default() -> Self {
-        LatencyProbe {
-            total: MsHistogram::default(),
-            before_producer: MsHistogram::default(),
-            in_producer: MsHistogram::default(),
-            slow: AtomicU64::new(0),
-            slow_before_us: AtomicU64::new(0),
-            slow_in_us: AtomicU64::new(0),
-            finder: memchr::memmem::FinderRev::new(Self::KEY),
-        }
-    }
 }
 
 /// 1 ms buckets up to [`LatencyProbe::LAST`] (open-ended), and the maximum.
@@ -136,15 +126,26 @@ impl LatencyProbe {
     /// A record this late or later is counted among the slow ones (the latency target, ms).
     pub const SLOW_MS: u64 = 10;
 
-    /// The envelope's field the probe reads.
-    const KEY: &[u8] = b"\"commit_timestamp\":";
+    /// A probe timing records from the epoch-ms value of their JSON field `field`.
+    pub fn new(field: &str) -> Self {
+        let key = format!("\"{field}\":");
+        LatencyProbe {
+            total: MsHistogram::default(),
+            before_producer: MsHistogram::default(),
+            in_producer: MsHistogram::default(),
+            slow: AtomicU64::new(0),
+            slow_before_us: AtomicU64::new(0),
+            slow_in_us: AtomicU64::new(0),
+            finder: memchr::memmem::FinderRev::new(key.as_bytes()).into_owned(),
+        }
+    }
 
     /// Counts one delivered record, enqueued `in_producer` ago.
     pub(super) fn observe(&self, payload: Option<&[u8]>, in_producer: Duration) {
-        let Some(committed) = payload.and_then(|p| self.commit_timestamp(p)) else {
+        let Some(asked) = payload.and_then(|p| self.started_at(p)) else {
             return;
         };
-        let total = crate::ops::telemetry::unix_millis().saturating_sub(committed);
+        let total = crate::ops::telemetry::unix_millis().saturating_sub(asked);
         let in_us = u64::try_from(in_producer.as_micros()).unwrap_or(u64::MAX);
         let before_us = total.saturating_mul(1000).saturating_sub(in_us);
         self.total.add(total);
@@ -157,11 +158,12 @@ impl LatencyProbe {
         }
     }
 
-    /// The value of the envelope's `commit_timestamp`, ms.
-    fn commit_timestamp(&self, payload: &[u8]) -> Option<u64> {
-        // The envelope's own field comes after `record`, near the end: search from there.
+    /// The value of the probe's field, ms: a number or a string of digits.
+    fn started_at(&self, payload: &[u8]) -> Option<u64> {
+        // The bench's field is the record's last: search from the end.
         let at = self.finder.rfind(payload)?;
-        let digits = &payload[at + Self::KEY.len()..];
+        let value = &payload[at + self.finder.needle().len()..];
+        let digits = value.strip_prefix(b"\"").unwrap_or(value);
         let end = digits
             .iter()
             .position(|b| !b.is_ascii_digit())
@@ -187,9 +189,12 @@ impl LatencyProbe {
 }
 
 /// Turns on the [`LatencyProbe`] for every producer of this process (costs a scan of each
-/// delivered record's value); returns it. Meant for `forcebridge bench` only.
-pub fn install_latency_probe() -> Arc<LatencyProbe> {
-    LATENCY_PROBE.get_or_init(Default::default).clone()
+/// delivered record's value), timing records from their JSON field `field` (the first call's
+/// field holds for the process); returns it. Meant for `forcebridge bench` only.
+pub fn install_latency_probe(field: &str) -> Arc<LatencyProbe> {
+    LATENCY_PROBE
+        .get_or_init(|| Arc::new(LatencyProbe::new(field)))
+        .clone()
 }
 
 #[cfg(test)]
@@ -198,17 +203,17 @@ mod tests {
 
     #[test]
     fn the_latency_probe_counts_in_constant_memory_and_reports_nearest_rank_quantiles() {
-        let probe = LatencyProbe::default();
+        let probe = LatencyProbe::new("Bench_Field_7__c");
         let now = crate::ops::telemetry::unix_millis();
         let in_producer = Duration::from_millis(3);
         // Commit timestamps far enough back that the clock moving on during the test only
         // shifts each by a millisecond or two: 100 samples of ~k ms, one of ~10 minutes.
         for k in 1..=100u64 {
-            let value = format!(r#"{{"record":{{}},"commit_timestamp":{}}}"#, now - k * 1000);
+            let value = format!(r#"{{"record":{{"Bench_Field_7__c":{}}}}}"#, now - k * 1000);
             probe.observe(Some(value.as_bytes()), in_producer);
         }
         probe.observe(
-            Some(format!(r#"{{"commit_timestamp":{}}}"#, now - 600_000).as_bytes()),
+            Some(format!(r#"{{"Bench_Field_7__c":{}}}"#, now - 600_000).as_bytes()),
             in_producer,
         );
         probe.observe(Some(b"{\"no\":1}"), in_producer);
@@ -245,12 +250,16 @@ mod tests {
 
     #[test]
     fn the_latency_probe_sums_the_legs_of_slow_records_only() {
-        let probe = LatencyProbe::default();
+        let probe = LatencyProbe::new("Bench_Field_7__c");
         let now = crate::ops::telemetry::unix_millis();
-        // A fresh record (well under the mark) and one 2 s old, 1.5 s of which in the producer.
-        let fresh = format!(r#"{{"commit_timestamp":{now}}}"#);
+        // A fresh record (well under the mark) and one 2 s old, 1.5 s of which in the producer;
+        // as the bench writes them: text fields of 16 digits.
+        let fresh = format!(r#"{{"record":{{"Bench_Field_7__c":"{now:016}"}}}}"#);
         probe.observe(Some(fresh.as_bytes()), Duration::from_micros(200));
-        let old = format!(r#"{{"commit_timestamp":{}}}"#, now - 2000);
+        let old = format!(
+            r#"{{"record":{{"Bench_Field_7__c":"{:016}"}}}}"#,
+            now - 2000
+        );
         probe.observe(Some(old.as_bytes()), Duration::from_millis(1500));
         let split = probe.take();
         assert_eq!(split.total.total(), 2);

@@ -154,6 +154,8 @@ impl SimOrg {
         let mut values = org::normalize_fields(&schema, name, &fields, org::FieldCheck::Event)?;
         values
             .entry("CreatedDate")
+            // A platform event's CreatedDate keeps its milliseconds, unlike record datetimes
+            // (the platform event sample in salesforce/lwc#3488: `…T18:31:40.517Z`).
             .or_insert_with(|| now_ms().into());
         values
             .entry("CreatedById")

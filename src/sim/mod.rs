@@ -86,4 +86,4 @@ pub use self::gap::GapKind;
 pub use self::grpc::StreamFaultCounts;
 pub use self::handle::{SimOrg, Transaction};
 pub use self::rest::limits::RestFault;
-pub(crate) use self::util::now_ms;
+pub(crate) use self::util::{now_ms, until_next_second};

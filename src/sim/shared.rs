@@ -21,7 +21,7 @@ use super::grpc::stream_faults::StreamFaults;
 use super::org::{self, Change, CommitContext, Op, Org};
 use super::rest::cursors::Cursors;
 use super::rest::limits::ApiState;
-use super::util::{lock, now_ms};
+use super::util::{lock, org_now};
 use crate::salesforce::proto::ProducerEvent;
 
 /// An issued access token.
@@ -63,7 +63,7 @@ impl Shared {
             return Ok(());
         }
         let mut org = lock(&self.org);
-        let changes = org.commit(ops, user, now_ms())?;
+        let changes = org.commit(ops, user, org_now())?;
         self.publish(&mut org, changes, origin, user)
     }
 
@@ -80,7 +80,7 @@ impl Shared {
         if changes.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
+        let now = org_now();
         let ctx = CommitContext {
             origin,
             user: user.to_owned(),
@@ -115,7 +115,7 @@ impl Shared {
         let ctx = CommitContext {
             origin,
             user: self.config.user_id.clone(),
-            timestamp: now_ms(),
+            timestamp: org_now(),
             commit_number: org.next_commit_number(),
             transaction_key: uuid::Uuid::new_v4().to_string(),
         };

@@ -1178,3 +1178,64 @@ async fn open_streams_end_with_an_auth_error_when_their_token_expires() {
     assert_eq!(org.stream_fault_counts().streams_expired, 1);
     org.shutdown().await;
 }
+
+/// Datetimes have second precision in a real org: `CreatedDate`, `LastModifiedDate`,
+/// `SystemModstamp` and the change events' `commitTimestamp` end in `000` (SOAP API Developer
+/// Guide, "Primitive Data Types": dateTime; the real capture of the pozil Node client's README,
+/// tests/fixtures/real/), over REST as `….000+0000`, for writes over REST and the Rust API.
+#[tokio::test]
+async fn record_datetimes_and_commit_timestamps_have_second_precision() {
+    let org = SimOrg::start(SimConfig::default()).await.expect("start");
+    let token = login(&org).await;
+    let http = http_client();
+    let base = format!("{}/services/data/v62.0/sobjects", org.instance_url());
+    let mut ids = org.generate("Account", 2).expect("generate");
+    for name in ["One", "Two"] {
+        let created: Value = http
+            .post(format!("{base}/Account"))
+            .bearer_auth(&token)
+            .json(&json!({ "Name": name }))
+            .send()
+            .await
+            .expect("create")
+            .json()
+            .await
+            .expect("json");
+        ids.push(created["id"].as_str().expect("id").to_owned());
+    }
+    org.update("Account", &ids[0], obj(json!({"Phone": "+1 555 0100"})))
+        .expect("update");
+    for id in &ids {
+        let rec = org.record("Account", id).expect("record");
+        for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
+            assert_eq!(rec[f].as_i64().expect(f) % 1000, 0, "{f} of {id}: {rec:?}");
+        }
+        let row: Value = http
+            .get(format!("{base}/Account/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
+            let text = row[f].as_str().expect(f);
+            assert!(text.ends_with(".000+0000"), "{f} of {id}: {text}");
+        }
+    }
+    let mut client = Client::connect(&org, token).await;
+    let mut sub = client
+        .subscribe(fetch(ACCOUNTS, ReplayPreset::Earliest, Vec::new(), 10))
+        .await;
+    let events = sub.take(5, 10).await;
+    for e in &events {
+        let d = client.decode(e.event.as_ref().expect("event")).await;
+        let header = &d["ChangeEventHeader"];
+        let commit = header["commitTimestamp"].as_i64().expect("commitTimestamp");
+        assert_eq!(commit % 1000, 0, "{header}");
+        let modified = d["LastModifiedDate"].as_i64().expect("LastModifiedDate");
+        assert_eq!(modified % 1000, 0, "{d}");
+    }
+    org.shutdown().await;
+}

@@ -139,6 +139,7 @@ pub async fn run(
             stats: stats.clone(),
         },
         last_write_wins: sink.last_write_wins,
+        same_second: sink.same_second(),
         own_user,
         max_attempts: sink.max_attempts,
         initial_backoff: sink.initial_backoff,

@@ -12,9 +12,11 @@
 //!   the rest only with last-write-wins on. [`as_queries`] turns a retrieve Salesforce refused
 //!   into `Id IN (…)` queries of 200, so that a refusal only costs the records of one query.
 //! * [`decide`]: a write whose `timestamp` is older than the record's `SystemModstamp` is a
-//!   conflict — unless the last modification was made by forcebridge's own user (its earlier
-//!   write of the same stream, e.g. repeated after a crash), which is not a competing change.
-//!   Equal timestamps write. A record not found is written as asked (an update then fails in
+//!   conflict (reason `older`). `SystemModstamp` has second precision in Salesforce, so a write
+//!   in the same second as it (equal timestamps included) cannot be ordered: by default it is a
+//!   conflict too (reason `same_second`), or it is written with `sink.same_second_winner: kafka`.
+//!   Neither applies when the last modification was made by forcebridge's own user (its earlier
+//!   write of the same stream, e.g. repeated after a crash), which is not a competing change. A record not found is written as asked (an update then fails in
 //!   Salesforce with its own error), except a delete by External Id of a record that does not
 //!   exist, which is already done.
 //! * [`chunks`] groups writes by (operation, object, External Id field, isolation group) into
@@ -25,6 +27,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::message::{OpKind, Target, WriteOp, record_key};
+use crate::config::SameSecondWinner;
 use crate::salesforce::rest::SubRequest;
 use crate::salesforce::sfid::id15;
 
@@ -295,26 +298,66 @@ pub struct Write {
 pub enum Decision {
     /// Send this write.
     Write(Write),
-    /// Salesforce holds a newer change by someone else: not written.
-    Conflict { current: Current, timestamp: i64 },
+    /// Salesforce holds a newer change by someone else (or one of the same second): not written.
+    Conflict {
+        current: Current,
+        timestamp: i64,
+        reason: ConflictReason,
+    },
     /// An update by External Id whose record does not exist.
     NotFound { field: String, value: String },
     /// A delete by External Id whose record does not exist: nothing to do.
     AlreadyAbsent,
 }
 
-/// Decides one op (see the module contract). `found`: the lookup results of its batch.
+/// Why a write is a last-write-wins conflict (the conflict's `forcebridge.conflict.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictReason {
+    /// The write is older than the record's `SystemModstamp`.
+    Older,
+    /// The write falls in the same second as the record's `SystemModstamp`, which has second
+    /// precision: it cannot be ordered, and `sink.same_second_winner` is `salesforce`.
+    SameSecond,
+}
+
+impl ConflictReason {
+    /// The header value: `older` or `same_second`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Older => "older",
+            Self::SameSecond => "same_second",
+        }
+    }
+}
+
+/// Why a write written at `timestamp` loses to a record last changed at `stamp` (epoch ms), or
+/// `None` when it may be written. Salesforce keeps `SystemModstamp` to the second (SOAP API
+/// Developer Guide, "Primitive Data Types": dateTime, "a precision of one second"), so a stamp
+/// ending in `000` stands for any instant of its second: a write in that second cannot be ordered
+/// against it and `tie` decides. A stamp with milliseconds is compared exactly.
+fn stale(stamp: i64, timestamp: i64, tie: SameSecondWinner) -> Option<ConflictReason> {
+    let same_second =
+        stamp.rem_euclid(1000) == 0 && stamp.div_euclid(1000) == timestamp.div_euclid(1000);
+    if same_second {
+        (tie == SameSecondWinner::Salesforce).then_some(ConflictReason::SameSecond)
+    } else {
+        (stamp > timestamp).then_some(ConflictReason::Older)
+    }
+}
+
+/// Decides one op (see the module contract). `found`: the lookup results of its batch; `lww`:
+/// last-write-wins with its rule for same-second ties, `None` when off.
 pub fn decide(
     op: &WriteOp,
     found: &HashMap<String, Current>,
-    lww: bool,
+    lww: Option<SameSecondWinner>,
     own_user: Option<&str>,
 ) -> Decision {
     let current = current_of(op, found);
-    if lww
+    if let Some(tie) = lww
         && let (Some(current), Some(ts)) = (current, op.timestamp)
         && let Some(stamp) = current.modstamp
-        && stamp > ts
+        && let Some(reason) = stale(stamp, ts, tie)
     {
         let ours = match (own_user, current.last_modified_by.as_deref()) {
             (Some(me), Some(by)) => id15(me) == id15(by),
@@ -324,6 +367,7 @@ pub fn decide(
             return Decision::Conflict {
                 current: current.clone(),
                 timestamp: ts,
+                reason,
             };
         }
     }
@@ -544,23 +588,24 @@ mod tests {
               json!({"Id": id(2), "SystemModstamp": 1000, "LastModifiedById": me}).as_object().unwrap().clone()],
             &mut found,
         );
+        let on = Some(SameSecondWinner::Salesforce);
         // Older than a change by someone else: conflict, with both timestamps.
         let d = decide(
             &op(OpKind::Update, Target::Id(id(1)), Some(999)),
             &found,
-            true,
+            on,
             Some(me),
         );
         assert!(
-            matches!(d, Decision::Conflict { ref current, timestamp: 999 } if current.modstamp == Some(1000)),
+            matches!(d, Decision::Conflict { ref current, timestamp: 999, reason: ConflictReason::Older } if current.modstamp == Some(1000)),
             "{d:?}"
         );
-        // Equal or newer: written. 15-character Ids find the 18-character result.
-        for ts in [1000, 1001] {
+        // In a later second: written. 15-character Ids find the 18-character result.
+        for ts in [2000, 2001] {
             let d = decide(
                 &op(OpKind::Update, Target::Id(id(1)[..15].to_owned()), Some(ts)),
                 &found,
-                true,
+                on,
                 Some(me),
             );
             assert!(matches!(d, Decision::Write(_)), "{d:?}");
@@ -569,7 +614,7 @@ mod tests {
         let d = decide(
             &op(OpKind::Update, Target::Id(id(2)), Some(5)),
             &found,
-            true,
+            on,
             Some(&me[..15]),
         );
         assert!(matches!(d, Decision::Write(_)), "{d:?}");
@@ -577,10 +622,84 @@ mod tests {
         let d = decide(
             &op(OpKind::Update, Target::Id(id(1)), Some(5)),
             &found,
-            false,
+            None,
             None,
         );
         assert!(matches!(d, Decision::Write(_)));
+    }
+
+    /// `SystemModstamp` has second precision: a write in its second (equal included) is a tie,
+    /// Salesforce's by default, Kafka's when configured; our own last write is no competitor;
+    /// a stamp with milliseconds is compared exactly.
+    #[test]
+    fn same_second_writes_follow_the_tie_rule() {
+        let me = "0055S0000000INTAAA";
+        let other = "0055S0000000SIMAAA";
+        let lookup = Lookup {
+            object: "Account".into(),
+            by: LookupBy::Id,
+            request: SubRequest::Query {
+                soql: String::new(),
+            },
+            keys: vec![],
+        };
+        let mut found = HashMap::new();
+        index_results(
+            &lookup,
+            &[json!({"Id": id(1), "SystemModstamp": "2024-01-31T12:05:09.000+0000", "LastModifiedById": other}).as_object().unwrap().clone(),
+              json!({"Id": id(2), "SystemModstamp": "2024-01-31T12:05:09.000+0000", "LastModifiedById": me}).as_object().unwrap().clone(),
+              json!({"Id": id(3), "SystemModstamp": 1_706_702_709_500_i64, "LastModifiedById": other}).as_object().unwrap().clone()],
+            &mut found,
+        );
+        let second = 1_706_702_709_000_i64;
+        let at = |n: u32, ts: i64, tie: SameSecondWinner, user: Option<&str>| {
+            decide(
+                &op(OpKind::Update, Target::Id(id(n)), Some(ts)),
+                &found,
+                Some(tie),
+                user,
+            )
+        };
+        for ts in [second, second + 400, second + 999] {
+            let d = at(1, ts, SameSecondWinner::Salesforce, Some(me));
+            assert!(
+                matches!(d, Decision::Conflict { reason: ConflictReason::SameSecond, timestamp, .. } if timestamp == ts),
+                "{ts}: {d:?}"
+            );
+            let d = at(1, ts, SameSecondWinner::Kafka, Some(me));
+            assert!(matches!(d, Decision::Write(_)), "{ts}: {d:?}");
+            let d = at(2, ts, SameSecondWinner::Salesforce, Some(me));
+            assert!(matches!(d, Decision::Write(_)), "ours, {ts}: {d:?}");
+        }
+        // The second before is older whatever the tie rule; the next one is newer.
+        let d = at(1, second - 1, SameSecondWinner::Kafka, Some(me));
+        assert!(
+            matches!(
+                d,
+                Decision::Conflict {
+                    reason: ConflictReason::Older,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        let d = at(1, second + 1000, SameSecondWinner::Salesforce, Some(me));
+        assert!(matches!(d, Decision::Write(_)), "{d:?}");
+        // Milliseconds in the stamp order the write exactly.
+        let d = at(3, second + 400, SameSecondWinner::Kafka, Some(me));
+        assert!(
+            matches!(
+                d,
+                Decision::Conflict {
+                    reason: ConflictReason::Older,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        let d = at(3, second + 600, SameSecondWinner::Salesforce, Some(me));
+        assert!(matches!(d, Decision::Write(_)), "{d:?}");
+        assert_eq!(ConflictReason::SameSecond.as_str(), "same_second");
     }
 
     #[test]
@@ -607,7 +726,7 @@ mod tests {
         let d = decide(
             &op(OpKind::Update, ext("erp-7"), Some(1)),
             &found,
-            true,
+            Some(SameSecondWinner::Salesforce),
             None,
         );
         let Decision::Write(w) = d else {
@@ -621,7 +740,7 @@ mod tests {
             decide(
                 &op(OpKind::Delete, ext("ERP-8"), Some(1)),
                 &found,
-                true,
+                Some(SameSecondWinner::Salesforce),
                 None
             ),
             Decision::AlreadyAbsent
@@ -630,7 +749,7 @@ mod tests {
             decide(
                 &op(OpKind::Update, ext("ERP-8"), Some(1)),
                 &found,
-                true,
+                Some(SameSecondWinner::Salesforce),
                 None
             ),
             Decision::NotFound { .. }
@@ -638,7 +757,7 @@ mod tests {
         let Decision::Write(w) = decide(
             &op(OpKind::Upsert, ext("ERP-8"), Some(1)),
             &found,
-            true,
+            Some(SameSecondWinner::Salesforce),
             None,
         ) else {
             panic!()

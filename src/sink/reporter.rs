@@ -5,8 +5,8 @@
 //! * [`Reporter::dead_letter`] sends the record to the dead-letter topic with the reason
 //!   ([`Failure`]: stage, status code, message, fields, attempts) in `forcebridge.error.*`
 //!   headers; [`Reporter::conflict`] sends it to the conflicts topic with Salesforce's
-//!   `SystemModstamp`, the record's timestamp and the last modifier in `forcebridge.conflict.*`
-//!   headers. Both add `forcebridge.source.*` (topic, partition, offset) and count the record in
+//!   `SystemModstamp`, the record's timestamp, the reason (`older`, `same_second`) and the last
+//!   modifier in `forcebridge.conflict.*` headers. Both add `forcebridge.source.*` (topic, partition, offset) and count the record in
 //!   [`SinkStats`].
 //! * The record's [`AckToken`] goes with it: the record counts as finished (and its offset as
 //!   committable) once Kafka acknowledges the report, not before.
@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, warn};
 
-use super::plan::Current;
+use super::plan::{ConflictReason, Current};
 use crate::kafka::headers::{self, DeadLetterStage};
 use crate::kafka::{AckToken, KafkaError, OutgoingRecord, Producer};
 use crate::ops::telemetry::SinkStats;
@@ -151,15 +151,17 @@ impl Reporter {
             .await
     }
 
-    /// Sends the original record to the conflicts topic with both timestamps in headers.
+    /// Sends the original record to the conflicts topic with both timestamps and the reason
+    /// (`older`, `same_second`) in headers. `written`: the message's timestamp and why it lost.
     pub(crate) async fn conflict(
         &self,
         origin: &Origin,
         current: &Current,
-        timestamp: i64,
+        written: (i64, ConflictReason),
         token: AckToken,
     ) -> Result<(), KafkaError> {
-        debug!(record_id = %current.id, "write older than Salesforce's record: conflict");
+        let (timestamp, reason) = written;
+        debug!(record_id = %current.id, reason = reason.as_str(), "write loses to Salesforce's record: conflict");
         self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
         let mut extra = vec![
             (headers::CONFLICT_RECORD_ID, current.id.clone().into_bytes()),
@@ -174,6 +176,10 @@ impl Reporter {
             (
                 headers::CONFLICT_RECORD_TIMESTAMP,
                 crate::salesforce::sftime::format_datetime(timestamp).into_bytes(),
+            ),
+            (
+                headers::CONFLICT_REASON,
+                reason.as_str().as_bytes().to_vec(),
             ),
             (
                 headers::CONFLICT_LAST_MODIFIED_BY,

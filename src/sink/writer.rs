@@ -22,7 +22,7 @@
 //! * A whole Composite call refused with a 4xx (after the client's own retries) dead-letters the
 //!   records it carried. Transport, auth and protocol failures end the batch with an error: its
 //!   unfinished records are never committed, so the sink repeats them after restarting.
-//! * Conflicts go to the conflicts topic with both timestamps; dead letters carry the original
+//! * Conflicts go to the conflicts topic with both timestamps and the reason; dead letters carry the original
 //!   key, value and headers plus `forcebridge.error.*` and `forcebridge.source.*` headers
 //!   ([`super::reporter`]).
 //!
@@ -77,6 +77,8 @@ pub(crate) struct Writer {
     pub(crate) rest: RestClient,
     pub(crate) reporter: Reporter,
     pub(crate) last_write_wins: bool,
+    /// Who wins a write in the same second as `SystemModstamp` (`sink.same_second_winner`).
+    pub(crate) same_second: crate::config::SameSecondWinner,
     /// The integration user: its own earlier writes never count as conflicts.
     pub(crate) own_user: Option<String>,
     pub(crate) max_attempts: u32,
@@ -295,7 +297,7 @@ impl Writer {
             let decision = plan::decide(
                 &item.op,
                 &found.current,
-                self.last_write_wins,
+                self.last_write_wins.then_some(self.same_second),
                 self.own_user.as_deref(),
             );
             match decision {
@@ -307,9 +309,13 @@ impl Writer {
                     group: 0,
                     last_error: None,
                 }),
-                Decision::Conflict { current, timestamp } => {
+                Decision::Conflict {
+                    current,
+                    timestamp,
+                    reason,
+                } => {
                     self.reporter
-                        .conflict(&item.origin, &current, timestamp, item.token)
+                        .conflict(&item.origin, &current, (timestamp, reason), item.token)
                         .await?;
                 }
                 Decision::AlreadyAbsent => self.finish_ok(item.token),

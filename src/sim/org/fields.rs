@@ -1,5 +1,6 @@
 //! Requested field values checked against a schema: names (system fields read-only for writes),
-//! types, nullability; dates and datetimes given as Salesforce/ISO text normalized to epoch ms;
+//! types, nullability; dates and datetimes given as Salesforce/ISO text normalized to epoch ms
+//! (datetimes truncated to the second, as a real org stores them);
 //! and the Avro value of a scalar.
 
 use apache_avro::types::Value as Avro;
@@ -8,6 +9,7 @@ use serde_json::{Map, Value as Json};
 use crate::salesforce::sftime;
 use crate::sim::catalog::{FieldDef, FieldKind, ScalarType, SchemaVersion, Temporal};
 use crate::sim::error::SimError;
+use crate::sim::util::to_second;
 
 /// Fields maintained by the org; a change request naming one is rejected.
 pub const SYSTEM_FIELDS: &[&str] = &[
@@ -79,8 +81,13 @@ pub fn normalize_fields(
         match &def.kind {
             FieldKind::Scalar(t) => {
                 let value = match (def.temporal, value) {
+                    // Stored to the second: SOAP API Developer Guide, "Primitive Data Types"
+                    // (dateTime: "a precision of one second"); see `util::to_second`.
                     (Some(Temporal::DateTime), Json::String(s)) => {
-                        Json::from(sftime::parse_datetime(s).map_err(bad)?)
+                        Json::from(to_second(sftime::parse_datetime(s).map_err(bad)?))
+                    }
+                    (Some(Temporal::DateTime), Json::Number(n)) if n.as_i64().is_some() => {
+                        Json::from(n.as_i64().map_or(0, to_second))
                     }
                     (Some(Temporal::Date), Json::String(s)) => {
                         Json::from(sftime::parse_date(s).map_err(bad)?)

@@ -486,6 +486,29 @@ fn dates_and_datetimes_accept_text() {
     ));
 }
 
+/// A datetime a client writes is stored to the second, as text or as epoch ms (SOAP API
+/// Developer Guide, "Primitive Data Types": dateTime has "a precision of one second").
+#[test]
+fn client_datetimes_are_stored_to_the_second() {
+    let mut org = Org::new().expect("org");
+    org.add_field("Account", "Renewal__c", &json!("datetime"))
+        .expect("add field");
+    let schema = org.object_schema("Account").expect("schema");
+    for given in [
+        json!("2024-01-31T12:05:09.042+0000"),
+        json!(1_706_702_709_042_i64),
+    ] {
+        let fields = normalize_fields(
+            &schema,
+            "Account",
+            &obj(json!({ "Renewal__c": given })),
+            FieldCheck::Write,
+        )
+        .expect("normalize");
+        assert_eq!(fields["Renewal__c"], 1_706_702_709_000_i64, "{given}");
+    }
+}
+
 #[test]
 fn bad_fields_are_named() {
     let org = Org::new().expect("org");

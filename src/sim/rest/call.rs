@@ -12,7 +12,7 @@ use super::reply::Reply;
 use crate::sim::error::SimError;
 use crate::sim::org::{Applied, Op, Org, StageOptions, Tx};
 use crate::sim::shared::{Session, Shared};
-use crate::sim::util::{lock, now_ms, rest_origin};
+use crate::sim::util::{lock, org_now, rest_origin};
 
 /// The request body of a (sub)request.
 #[derive(Debug, Clone, Copy)]
@@ -168,7 +168,7 @@ impl<'a> Exec<'a> {
         all_or_none: bool,
         rejected: bool,
     ) -> Vec<Result<Applied, SimError>> {
-        let now = now_ms();
+        let now = org_now();
         let opts = StageOptions {
             stop_on_error: false,
             rest_faults: true,

@@ -767,12 +767,19 @@ async fn datetimes_render_as_salesforce_text_and_accept_iso_input() {
     assert_eq!(r.status, 201, "{:?}", r.body);
     let id = id_of(&r.body);
     let stored = org.record("Account", &id).expect("record");
-    assert_eq!(stored["Renewal__c"], 1_706_702_709_042_i64);
+    // Stored to the second, as a real org stores datetimes (SOAP API Developer Guide,
+    // "Primitive Data Types": dateTime).
+    assert_eq!(stored["Renewal__c"], 1_706_702_709_000_i64);
     let r = api.get(&format!("/sobjects/Account/{id}")).await;
-    assert_eq!(r.body["Renewal__c"], "2024-01-31T12:05:09.042+0000");
+    assert_eq!(r.body["Renewal__c"], "2024-01-31T12:05:09.000+0000");
     for field in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
         let ms = stored[field].as_i64().expect("epoch ms");
         assert_eq!(r.body[field], sftime::format_datetime(ms), "{field}");
+        assert!(
+            r.body[field]
+                .as_str()
+                .is_some_and(|s| s.ends_with(".000+0000"))
+        );
     }
     assert_eq!(r.body["Phone"], Value::Null, "unset fields are null");
     assert_eq!(r.body["IsDeleted"], false);

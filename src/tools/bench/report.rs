@@ -73,7 +73,7 @@ pub(super) struct SourceFigures<'a> {
     /// The readings at the window's opening and close.
     pub(super) marks: &'a Marks,
     pub(super) ends: &'a Ends,
-    /// Commit → Kafka acknowledgement ([`crate::kafka::LatencyProbe`]).
+    /// Change asked of the org → Kafka acknowledgement ([`crate::kafka::LatencyProbe`]).
     pub(super) latency: &'a LatencySplit,
     /// A `--duration` run's memory.
     pub(super) memory: Option<Memory<'a>>,
@@ -218,7 +218,7 @@ fn print_faults(f: &SourceFigures<'_>) {
     }
 }
 
-/// Latency from the commit in the org to the Kafka acknowledgement, and its two legs.
+/// Latency from the change asked of the org to the Kafka acknowledgement, and its two legs.
 fn print_latency(f: &SourceFigures<'_>) {
     let ms = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| format!("{v} ms"));
     let quantiles = |label: &str, counts: &crate::kafka::LatencyCounts, samples: &str| {
@@ -230,12 +230,12 @@ fn print_latency(f: &SourceFigures<'_>) {
         );
     };
     quantiles(
-        "latency commit → Kafka ack",
+        "latency change → Kafka ack",
         &f.latency.total,
         &format!("  ({} samples)", f.latency.total.total()),
     );
     quantiles(
-        "  commit → producer enqueue",
+        "  change → producer enqueue",
         &f.latency.before_producer,
         "",
     );
@@ -256,7 +256,9 @@ fn print_latency(f: &SourceFigures<'_>) {
             "    (flat out: the changes were committed before the pipeline started, so this is mostly queueing)"
         );
     }
-    println!("    (commit_timestamp has millisecond resolution)");
+    println!(
+        "    (from the moment the bench asked the org for the change, in whole ms; not from commitTimestamp, which has second precision)"
+    );
 }
 
 /// The producer's histogram, the peak RSS, huge pages, and the memory of a `--duration` run.

@@ -95,10 +95,12 @@ fn batch_calls(ops: &[WriteOp]) -> u64 {
     let lookups = plan::lookups(ops, true).len();
     let writes: Vec<plan::Write> = ops
         .iter()
-        .filter_map(|op| match plan::decide(op, &HashMap::new(), true, None) {
-            Decision::Write(w) => Some(w),
-            _ => None,
-        })
+        .filter_map(
+            |op| match plan::decide(op, &HashMap::new(), Some(Default::default()), None) {
+                Decision::Write(w) => Some(w),
+                _ => None,
+            },
+        )
         .collect();
     let collections = plan::chunks(writes.iter().enumerate().map(|(i, w)| (i, w, 0))).len();
     (lookups.div_ceil(COMPOSITE_COLLECTIONS) + collections.div_ceil(COMPOSITE_COLLECTIONS)) as u64
@@ -233,8 +235,9 @@ pub(super) async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Resul
     // The records to update, made by the org's user before the window.
     let made = Instant::now();
     let targets = make_targets(&sim, n, objects)?;
-    // Newer than every SystemModstamp just set.
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    // Newer than every SystemModstamp just set: the org keeps them to the second, so a write
+    // in the same second would be a same-second tie (a conflict by default).
+    tokio::time::sleep(crate::sim::until_next_second()).await;
     let timestamp = crate::sim::now_ms();
 
     let kafka = EmbeddedKafka::start(3).map_err(kafka_error)?;

@@ -4,7 +4,8 @@
 //! in this process, like `forcebridge demo`, and runs the real pipeline (at-least-once) on
 //! `--channels` CDC channels (`/data/AccountChangeEvent`, then `/data/ContactChangeEvent`).
 //! Each event is one record created in the org with exactly `--width` fields set by the bench
-//! (`Name` plus `Bench_Field_<k>__c` text fields added to the object's schema); the org adds its
+//! (`Name` plus `Bench_Field_<k>__c` text fields added to the object's schema, so at least 2:
+//! the last holds when the bench asked for the change); the org adds its
 //! system fields. Events go round-robin over the channels.
 //!
 //! * Flat out (no `--rate`): the `--events` changes are made first, outside the measured window;
@@ -20,7 +21,9 @@
 //! nine tenths of the records acknowledged), CPU time per event (the process's user+sys time
 //! over the window from `/proc/self/stat`, 10 ms ticks, ÷ events — it includes the in-process
 //! simulated org and mock Kafka, and in a rate run the generation of the changes), latency from
-//! the commit in the org (`commit_timestamp`, ms) to the Kafka delivery report (p50/p99/max, ms)
+//! the moment the bench asked the org for the change (the epoch ms it writes into the change's
+//! last field, [`workload::timing_field`]: a change event's `commitTimestamp` has second
+//! precision in Salesforce) to the Kafka delivery report (p50/p99/max, ms)
 //! and its two legs either side of the enqueue into the producer, with how many records took
 //! 10 ms or more and where they waited ([`crate::kafka::LatencyProbe`]), the producer's
 //! enqueue→ack histogram (bucket bounds, as the metric has them), and the peak RSS (`VmHWM`, which
@@ -167,7 +170,7 @@ pub(super) async fn run(
     args: SourceBenchArgs,
     cancel: CancellationToken,
 ) -> Result<(), BenchError> {
-    let probe = crate::kafka::install_latency_probe();
+    let probe = crate::kafka::install_latency_probe(&workload::timing_field(args.width));
     let rig = Rig::start(&args).await?;
     let counts = Counts::new(&args, rig.pool_events());
     print_header(&args, counts.n);

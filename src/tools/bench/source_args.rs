@@ -22,8 +22,9 @@ pub struct SourceBenchArgs {
     /// has change events for).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub(crate) channels: u8,
-    /// Fields set per event: `Name` plus `width - 1` added text fields (16 characters each).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=500))]
+    /// Fields set per event: `Name` plus `width - 1` added text fields (16 characters each; the
+    /// last holds when the bench asked for the change, which the latency is measured from).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=500))]
     pub(crate) width: u16,
     /// Simulated client↔org network round trip, milliseconds (delays the flow-control credits).
     #[arg(long, default_value_t = 0)]

@@ -4,7 +4,10 @@
 //!
 //! Contract: change `i` is made on object `i % channels` (Account, then Contact, the objects of
 //! [`OBJECTS`]) and sets exactly `--width` fields: `Name` plus `Bench_Field_<k>__c` text fields of
-//! 16 characters, which [`start_org`] adds to the objects' schemas. A `--duration` run updates a
+//! 16 characters, which [`start_org`] adds to the objects' schemas; the last of them
+//! ([`timing_field`]) holds the moment the bench asks the org for the change (epoch ms), which
+//! the latency is measured from (the change event's `commitTimestamp` has second precision in
+//! Salesforce, as the simulated org gives it). A `--duration` run updates a
 //! fixed [`POOL`] of records per object instead of creating records, so that the org's own memory
 //! stays flat.
 
@@ -91,7 +94,15 @@ fn fields(value: Value) -> Map<String, Value> {
     }
 }
 
-/// The fields of change `i` on `object`: exactly `width` of them.
+/// The field of a change that holds when the bench asked for it: the last added one (`width` is
+/// at least 2).
+pub(crate) fn timing_field(width: u16) -> String {
+    format!("Bench_Field_{}__c", width.saturating_sub(1).max(1))
+}
+
+/// The fields of change `i` on `object`: exactly `width` of them, the last added one
+/// ([`timing_field`]) the time now in epoch ms (16 digits, as long as the others): call it
+/// right before asking the org for the change.
 fn change(object: &str, i: usize, width: u16) -> Map<String, Value> {
     let mut f = if object == "Contact" {
         fields(json!({ "Name": { "LastName": format!("Bench {i}") } }))
@@ -104,6 +115,10 @@ fn change(object: &str, i: usize, width: u16) -> Map<String, Value> {
             Value::String(format!("{:016}", i as u64 * 1000 + u64::from(k))),
         );
     }
+    f.insert(
+        timing_field(width),
+        Value::String(format!("{:016}", crate::ops::telemetry::unix_millis())),
+    );
     f
 }
 
@@ -174,7 +189,20 @@ mod tests {
 
     #[test]
     fn a_change_sets_exactly_width_fields() {
-        assert_eq!(change("Account", 3, 1).len(), 1);
+        assert_eq!(change("Account", 3, 2).len(), 2);
         assert_eq!(change("Contact", 3, 20).len(), 20);
+    }
+
+    /// The last added field carries the moment of the change, in epoch ms, 16 digits.
+    #[test]
+    fn a_change_carries_when_it_was_asked() {
+        let before = crate::ops::telemetry::unix_millis();
+        let c = change("Account", 3, 20);
+        let after = crate::ops::telemetry::unix_millis();
+        assert_eq!(timing_field(20), "Bench_Field_19__c");
+        let text = c["Bench_Field_19__c"].as_str().expect("text");
+        assert_eq!(text.len(), 16);
+        let asked: u64 = text.parse().expect("digits");
+        assert!((before..=after).contains(&asked), "{asked}");
     }
 }

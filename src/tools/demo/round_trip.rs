@@ -46,7 +46,7 @@ pub(super) async fn round_trip(
         args.write_backs
     );
     let (used_before, _) = sim.api_usage();
-    let (messages, expected_written) = write_back_messages(sim, args)?;
+    let (messages, expected_written) = write_back_messages(sim, args).await?;
     produce(bootstrap, &messages).await?;
 
     let started = Instant::now();
@@ -79,7 +79,10 @@ type Message = (String, Vec<u8>);
 /// The write-back messages and how many of them the sink should write: upserts
 /// of `--write-backs` new accounts, updates by Id of up to 99 accounts, a stale update of an
 /// account someone edits in the org now (a conflict), two malformed messages.
-fn write_back_messages(sim: &SimOrg, args: &DemoArgs) -> Result<(Vec<Message>, u64), DemoError> {
+async fn write_back_messages(
+    sim: &SimOrg,
+    args: &DemoArgs,
+) -> Result<(Vec<Message>, u64), DemoError> {
     let existing: Vec<String> = sim
         .records("Account")
         .into_iter()
@@ -97,6 +100,9 @@ fn write_back_messages(sim: &SimOrg, args: &DemoArgs) -> Result<(Vec<Message>, u
         )
         .map_err(|e| DemoError::Sim(e.to_string()))?;
     }
+    // The org keeps datetimes to the second: the warehouse's writes are timestamped in a later
+    // second than every change made so far, so last-write-wins can order them.
+    tokio::time::sleep(crate::sim::until_next_second()).await;
     let now = crate::sim::now_ms();
     let mut messages: Vec<Message> = Vec::new();
     for i in 0..args.write_backs {
