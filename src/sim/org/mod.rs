@@ -32,6 +32,7 @@ mod stage;
 mod state;
 #[cfg(test)]
 mod tests;
+mod text_diff;
 
 pub use self::cdc::avro_to_json;
 pub(crate) use self::cdc::encode_body;
