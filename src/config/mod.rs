@@ -42,8 +42,8 @@ pub(crate) use sink::is_api_name;
 pub use sink::{ApiReserve, SinkConfig, SinkObjectConfig};
 pub(crate) use source::MAX_TRANSACTION_INTERVAL;
 pub use source::{
-    ChannelConfig, DeliveryMode, EchoConfig, EchoMode, InitialReplay, ReplayRejectedPolicy,
-    SourceConfig,
+    ChannelConfig, DeliveryMode, DiffFieldsMode, EchoConfig, EchoMode, InitialReplay,
+    ReplayRejectedPolicy, SourceConfig,
 };
 
 /// The whole configuration file.

@@ -1,0 +1,145 @@
+//! Large text fields that a change event carries as a diff (`diffFields`) end to end: simulated
+//! org → Pub/Sub → forcebridge → Kafka (the librdkafka mock cluster). Salesforce sends an update
+//! of a Long Text Area of at least 1,000 characters as a unified diff (Change Data Capture
+//! Developer Guide, "Sending Data Differences for Fields of Updated Records"); the source never
+//! presents the diff as the value.
+
+mod support;
+
+use serde_json::{Value, json};
+
+use forcebridge::config::Config;
+use forcebridge::sim::{SimConfig, SimOrg};
+use support::kafka::{ConsumedRecord, MockKafka, wait_for_records};
+use support::source::{WAIT, fields, header, key, start, value};
+
+const ACCOUNTS: &str = "salesforce.Account";
+const CHANNEL: &str = "/data/AccountChangeEvent";
+
+fn config(sim: &SimOrg, bootstrap: &str, extra_source: &str) -> Config {
+    support::source::config_with(
+        sim,
+        bootstrap,
+        &[CHANNEL],
+        extra_source,
+        "  create_topics: false\n",
+    )
+}
+
+fn mock_kafka() -> MockKafka {
+    let kafka = support::source::mock_kafka();
+    kafka.create_topic(ACCOUNTS, 1);
+    kafka
+}
+
+/// A Description of 20 paragraphs (about 2,400 characters), and the same with one word changed.
+fn descriptions() -> (String, String) {
+    let old = (0..20)
+        .map(|i| format!("Paragraph {i}: business applications are moving to the cloud, and the shift has gained momentum over ten years."))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let new = old.replace(
+        "Paragraph 3: business applications",
+        "Paragraph 3: business apps",
+    );
+    (old, new)
+}
+
+/// Creates an Account with the long Description and updates it with a small change.
+fn create_and_update(sim: &SimOrg) -> String {
+    let (old, new) = descriptions();
+    let id = sim
+        .create(
+            "Account",
+            fields(json!({"Name": "Acme", "Description": old})),
+        )
+        .unwrap();
+    sim.update("Account", &id, fields(json!({"Description": new})))
+        .unwrap();
+    id
+}
+
+fn update_of<'r>(records: &'r [ConsumedRecord], id: &str) -> &'r ConsumedRecord {
+    records
+        .iter()
+        .find(|r| key(r) == id && r.value.is_some() && value(r)["operation"] == "UPDATE")
+        .expect("the update's record")
+}
+
+/// By default the diff field is re-read over REST: `record.Description` is the full current
+/// value. A record deleted before the re-read keeps its diff under `diffs`, marked absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diff_field_arrives_as_the_full_value() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let (_, new) = descriptions();
+    let a = create_and_update(&sim);
+    let b = create_and_update(&sim);
+    sim.delete("Account", &b).unwrap();
+    // The org sent the update as a diff, as a real org does.
+    let running = start(config(&sim, &bootstrap, ""));
+
+    // A created, updated; B created, updated, deleted.
+    let records = wait_for_records(&bootstrap, ACCOUNTS, 5, WAIT).await;
+    let update = update_of(&records, &a);
+    let v = value(update);
+    assert_eq!(v["record"]["Description"], json!(new));
+    assert_eq!(v["diff_fields"], json!(["Description"]));
+    assert_eq!(v["reread"]["mode"], "diff");
+    assert_eq!(v["reread"]["state"], "present");
+    assert_eq!(v["reread"]["fields"], json!(["Description"]));
+    assert_eq!(v.get("diffs"), None);
+    assert_eq!(header(update, "forcebridge.reread"), "diff");
+
+    // Deleted before the re-read: not lost, the diff under its own key, never in `record`.
+    let v = value(update_of(&records, &b));
+    assert_eq!(v["reread"]["state"], "absent");
+    assert_eq!(v["record"].get("Description"), None);
+    let diff = v["diffs"]["Description"].as_str().expect("the diff");
+    assert!(diff.starts_with("--- \n+++ "), "{diff}");
+    assert!(diff.contains("\n@@ -4,1 +4,1 @@\n"), "{diff}");
+
+    // The checkpoint moved past every event.
+    let last = records.last().unwrap();
+    let _ = running.stop().await;
+    let store = support::source::checkpoints(&bootstrap).await;
+    let saved = store.get(CHANNEL).expect("checkpoint saved");
+    assert_eq!(
+        hex::encode(&saved.replay_id),
+        header(last, "forcebridge.replay_id")
+    );
+}
+
+/// With `source.diff_fields: pass`, the diff goes under `diffs` and not into `record`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pass_the_diff_is_under_its_own_key() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let a = create_and_update(&sim);
+    let running = start(config(&sim, &bootstrap, "  diff_fields: pass\n"));
+
+    let records = wait_for_records(&bootstrap, ACCOUNTS, 2, WAIT).await;
+    let update = update_of(&records, &a);
+    let v: Value = value(update);
+    assert_eq!(v["record"].get("Description"), None);
+    assert_eq!(v["diff_fields"], json!(["Description"]));
+    let diff = v["diffs"]["Description"].as_str().expect("the diff");
+    assert!(diff.starts_with("--- \n+++ "), "{diff}");
+    assert!(
+        diff.contains("\n@@ -4,1 +4,1 @@\n-Paragraph 3: business applications"),
+        "{diff}"
+    );
+    assert_eq!(v.get("reread"), None);
+    // The CREATE carries the full value.
+    let create = records
+        .iter()
+        .find(|r| value(r)["operation"] == "CREATE")
+        .unwrap();
+    assert_eq!(
+        value(create)["record"]["Description"],
+        json!(descriptions().0)
+    );
+    let _ = running.stop().await;
+}
