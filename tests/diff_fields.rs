@@ -77,7 +77,7 @@ async fn a_diff_field_arrives_as_the_full_value() {
     let a = create_and_update(&sim);
     let b = create_and_update(&sim);
     sim.delete("Account", &b).unwrap();
-    // The org sent the update as a diff, as a real org does.
+    let (used_before, _) = sim.api_usage();
     let running = start(config(&sim, &bootstrap, ""));
 
     // A created, updated; B created, updated, deleted.
@@ -91,6 +91,9 @@ async fn a_diff_field_arrives_as_the_full_value() {
     assert_eq!(v["reread"]["fields"], json!(["Description"]));
     assert_eq!(v.get("diffs"), None);
     assert_eq!(header(update, "forcebridge.reread"), "diff");
+    // One query per event with a diff (A's update, B's update), counted in the org's API usage.
+    let (used_after, _) = sim.api_usage();
+    assert_eq!(used_after - used_before, 2);
 
     // Deleted before the re-read: not lost, the diff under its own key, never in `record`.
     let v = value(update_of(&records, &b));
@@ -118,6 +121,7 @@ async fn with_pass_the_diff_is_under_its_own_key() {
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     let a = create_and_update(&sim);
+    let (used_before, _) = sim.api_usage();
     let running = start(config(&sim, &bootstrap, "  diff_fields: pass\n"));
 
     let records = wait_for_records(&bootstrap, ACCOUNTS, 2, WAIT).await;
@@ -132,6 +136,7 @@ async fn with_pass_the_diff_is_under_its_own_key() {
         "{diff}"
     );
     assert_eq!(v.get("reread"), None);
+    assert_eq!(sim.api_usage().0, used_before, "no REST call");
     // The CREATE carries the full value.
     let create = records
         .iter()

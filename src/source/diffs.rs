@@ -39,7 +39,7 @@ pub enum DiffError {
     Reread {
         fields: Vec<String>,
         #[source]
-        source: GapError,
+        source: Box<GapError>,
     },
     /// A decoded record's envelope is not a JSON object with a `record` object.
     #[error("record {id}: the envelope cannot take the diff fields: {reason}")]
@@ -124,7 +124,7 @@ async fn reread(
         GapError::Cancelled => DiffError::Cancelled,
         source => DiffError::Reread {
             fields: fields.to_vec(),
-            source,
+            source: Box::new(source),
         },
     };
     let Some(object) = records.first().map(|r| r.object.as_str()) else {
