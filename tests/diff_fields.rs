@@ -6,10 +6,12 @@
 
 mod support;
 
+use apache_avro::types::Value as Avro;
 use serde_json::{Value, json};
 
 use forcebridge::config::Config;
-use forcebridge::sim::{SimConfig, SimOrg};
+use forcebridge::sim::catalog::{ACCOUNT_CHANGE_EVENT, SchemaVersion};
+use forcebridge::sim::{RestFault, SimConfig, SimOrg};
 use support::kafka::{ConsumedRecord, MockKafka, wait_for_records};
 use support::source::{WAIT, fields, header, key, start, value};
 
@@ -78,6 +80,8 @@ async fn a_diff_field_arrives_as_the_full_value() {
     let b = create_and_update(&sim);
     sim.delete("Account", &b).unwrap();
     let (used_before, _) = sim.api_usage();
+    // Retryable refusals of the re-read (retry.rs): retried, not dead-lettered.
+    sim.fail_next_requests(2, RestFault::ServiceUnavailable);
     let running = start(config(&sim, &bootstrap, ""));
 
     // A created, updated; B created, updated, deleted.
@@ -103,9 +107,10 @@ async fn a_diff_field_arrives_as_the_full_value() {
     assert!(diff.starts_with("--- \n+++ "), "{diff}");
     assert!(diff.contains("\n@@ -4,1 +4,1 @@\n"), "{diff}");
 
-    // The checkpoint moved past every event.
+    // The checkpoint moved past every event; nothing was dead-lettered.
     let last = records.last().unwrap();
-    let _ = running.stop().await;
+    let stats = running.stop().await;
+    assert_eq!(stats.snapshot().channels[CHANNEL].events_dead_lettered, 0);
     let store = support::source::checkpoints(&bootstrap).await;
     let saved = store.get(CHANNEL).expect("checkpoint saved");
     assert_eq!(
@@ -147,4 +152,84 @@ async fn with_pass_the_diff_is_under_its_own_key() {
         json!(descriptions().0)
     );
     let _ = running.stop().await;
+}
+
+/// An Account UPDATE of `id` whose `Description` is the diff `diff`, named in `diffFields`.
+fn diff_update(schema: &SchemaVersion, id: &str, diff: &str) -> Vec<u8> {
+    let strings =
+        |items: &[&str]| Avro::Array(items.iter().map(|s| Avro::String((*s).into())).collect());
+    let position = schema.field("Description").unwrap().position;
+    let bitmap = forcebridge::sim::bitmap::encode_hex(&[position].into_iter().collect());
+    let header = Avro::Record(vec![
+        ("entityName".into(), Avro::String("Account".into())),
+        ("recordIds".into(), strings(&[id])),
+        ("changeType".into(), Avro::Enum(1, "UPDATE".into())),
+        ("changeOrigin".into(), Avro::String(String::new())),
+        (
+            "transactionKey".into(),
+            Avro::String("000046c7-a642-11e2-c29b-229c6786473e".into()),
+        ),
+        ("sequenceNumber".into(), Avro::Int(1)),
+        ("commitTimestamp".into(), Avro::Long(1_763_892_900_000)),
+        ("commitNumber".into(), Avro::Long(11_657_372_702_432)),
+        (
+            "commitUser".into(),
+            Avro::String("005SIM000000001AAA".into()),
+        ),
+        ("nulledFields".into(), strings(&[])),
+        ("diffFields".into(), strings(&[&bitmap])),
+        ("changedFields".into(), strings(&[&bitmap])),
+    ]);
+    let mut record = vec![("ChangeEventHeader".to_owned(), header)];
+    for f in &schema.fields {
+        let v = if f.name == "Description" {
+            Avro::Union(1, Box::new(Avro::String(diff.into())))
+        } else {
+            Avro::Union(0, Box::new(Avro::Null))
+        };
+        record.push((f.name.clone(), v));
+    }
+    apache_avro::to_avro_datum(schema.schema(), Avro::Record(record)).expect("encodes")
+}
+
+/// A diff re-read that Salesforce refuses for good (the Id's checksum is wrong:
+/// INVALID_QUERY_FILTER_OPERATOR) dead-letters the event with stage `diff`, its raw payload
+/// keeping the diff; the events after it flow and the checkpoint moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diff_that_cannot_be_reread_is_dead_lettered() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let account = SchemaVersion::parse(ACCOUNT_CHANGE_EVENT).unwrap();
+    let diff = "--- \n+++ 00\n@@ -1,1 +1,1 @@\n-a\n+b\n";
+    let payload = diff_update(&account, "001SIM000000001XYZ", diff);
+    let dead_replay = hex::encode(
+        sim.inject_raw_event(CHANNEL, &account.id, payload.clone())
+            .unwrap(),
+    );
+    let after = sim
+        .create("Account", fields(json!({"Name": "After"})))
+        .unwrap();
+    let running = start(config(&sim, &bootstrap, ""));
+
+    let records = wait_for_records(&bootstrap, ACCOUNTS, 1, WAIT).await;
+    assert_eq!(key(&records[0]), after);
+    let dead = wait_for_records(&bootstrap, "forcebridge.dlq", 1, WAIT).await;
+    assert_eq!(header(&dead[0], "forcebridge.error.stage"), "diff");
+    assert_eq!(header(&dead[0], "forcebridge.replay_id"), dead_replay);
+    assert_eq!(dead[0].value.as_deref(), Some(&payload[..]));
+    let reason = header(&dead[0], "forcebridge.error.reason");
+    assert!(
+        reason.starts_with("re-reading the diff fields [\"Description\"]")
+            && reason.contains("INVALID_QUERY_FILTER_OPERATOR"),
+        "{reason}"
+    );
+    let stats = running.stop().await;
+    assert_eq!(stats.snapshot().channels[CHANNEL].events_dead_lettered, 1);
+    let store = support::source::checkpoints(&bootstrap).await;
+    let saved = store.get(CHANNEL).expect("checkpoint saved");
+    assert_eq!(
+        hex::encode(&saved.replay_id),
+        header(&records[0], "forcebridge.replay_id")
+    );
 }
