@@ -110,7 +110,16 @@ async fn a_diff_field_arrives_as_the_full_value() {
     // The checkpoint moved past every event; nothing was dead-lettered.
     let last = records.last().unwrap();
     let stats = running.stop().await;
-    assert_eq!(stats.snapshot().channels[CHANNEL].events_dead_lettered, 0);
+    let channel = &stats.snapshot().channels[CHANNEL];
+    assert_eq!(channel.events_dead_lettered, 0);
+    assert_eq!(
+        (
+            channel.diff_events,
+            channel.diff_records_reread,
+            channel.diff_records_absent
+        ),
+        (2, 1, 1)
+    );
     let store = support::source::checkpoints(&bootstrap).await;
     let saved = store.get(CHANNEL).expect("checkpoint saved");
     assert_eq!(

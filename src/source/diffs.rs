@@ -20,11 +20,14 @@
 //!   daily limit: `retry.rs`) is a [`DiffError`]; the pipeline dead-letters the event (stage
 //!   `diff`) with the reason, its raw payload keeping the diffs.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DiffFieldsMode;
 use crate::kafka::headers;
+use crate::ops::telemetry::ChannelStats;
 use crate::source::cdc::OutRecord;
 use crate::source::gap::{Field, GapError, IDS_PER_QUERY, Rereader, Shape, select};
 
@@ -56,24 +59,35 @@ pub async fn resolve(
     diff_fields: &[String],
     mode: DiffFieldsMode,
     rereader: &Rereader,
+    stats: &ChannelStats,
     cancel: &CancellationToken,
 ) -> Result<(), DiffError> {
     if diff_fields.is_empty() {
         return Ok(());
     }
+    stats.diff_events.fetch_add(1, Ordering::Relaxed);
     let found = match mode {
         DiffFieldsMode::Pass => None,
         DiffFieldsMode::Reread => Some(reread(records, diff_fields, rereader, cancel).await?),
     };
-    rewrite(records, diff_fields, found.as_deref())
+    let (present, absent) = rewrite(records, diff_fields, found.as_deref())?;
+    stats
+        .diff_records_reread
+        .fetch_add(present, Ordering::Relaxed);
+    stats
+        .diff_records_absent
+        .fetch_add(absent, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Rewrites the envelopes: with the re-read rows (`found`), or passing the diffs (`None`).
+/// Returns how many records were re-read and how many were not found.
 fn rewrite(
     records: &mut [OutRecord],
     diff_fields: &[String],
     found: Option<&[(String, Map<String, Value>)]>,
-) -> Result<(), DiffError> {
+) -> Result<(u64, u64), DiffError> {
+    let (mut present, mut absent) = (0, 0);
     let read_at = crate::ops::telemetry::unix_millis();
     for record in records.iter_mut().filter(|r| r.value.is_some()) {
         let current = found.map(|rows| {
@@ -99,18 +113,20 @@ fn rewrite(
                     reread_note("present", diff_fields, read_at),
                 );
                 record.headers.push((headers::REREAD, MODE_DIFF.to_owned()));
+                present += 1;
             }
             Some(None) => {
                 let diffs = take_diffs(body, diff_fields);
                 envelope.insert("diffs".into(), Value::Object(diffs));
                 envelope.insert("reread".into(), reread_note("absent", diff_fields, read_at));
                 record.headers.push((headers::REREAD, MODE_DIFF.to_owned()));
+                absent += 1;
             }
         }
         record.value =
             Some(serde_json::to_vec(&envelope).expect("serializing JSON values cannot fail"));
     }
-    Ok(())
+    Ok((present, absent))
 }
 
 /// The current values of `fields` of the records' Ids, one query per 200 Ids.

@@ -437,6 +437,7 @@ impl Processor<'_> {
             &self.diff_fields,
             mode,
             &self.shared.gaps,
+            self.stats,
             cancel,
         )
         .await
