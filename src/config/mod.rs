@@ -253,6 +253,25 @@ kafka:
     }
 
     #[test]
+    fn diff_fields_defaults_to_reread_and_a_bad_mode_names_its_key() {
+        let config = Config::from_yaml(EXAMPLE, env).unwrap();
+        assert_eq!(
+            config.source.as_ref().unwrap().diff_fields,
+            DiffFieldsMode::Reread
+        );
+        let pass = EXAMPLE.replace("tombstones: true", "tombstones: true\n  diff_fields: pass");
+        let config = Config::from_yaml(&pass, env).unwrap();
+        assert_eq!(
+            config.source.as_ref().unwrap().diff_fields,
+            DiffFieldsMode::Pass
+        );
+        let text = EXAMPLE.replace("tombstones: true", "tombstones: true\n  diff_fields: value");
+        let err = Config::from_yaml(&text, env).unwrap_err().to_string();
+        assert!(err.contains("source.diff_fields"), "{err}");
+        assert!(err.contains("unknown variant `value`"), "{err}");
+    }
+
+    #[test]
     fn missing_env_names_the_variable_and_line() {
         let err = Config::from_yaml(EXAMPLE, |_| None)
             .unwrap_err()
