@@ -601,3 +601,26 @@ fn a_small_update_of_a_long_description_is_sent_as_a_diff() {
     );
     assert_eq!(ev[0]["ChangeEventHeader"]["diffFields"], json!([]));
 }
+
+#[test]
+fn updates_coalesced_in_one_transaction_carry_the_full_value() {
+    // Several updates of one record in one transaction become one UPDATE with the committed
+    // values: a diff of the first update must not be left in `diffFields` over a full value.
+    let mut org = Org::new().expect("org");
+    let old = long_description();
+    let (id, _) = create_account(&mut org, json!({"Name": "Acme", "Description": old}));
+    let first = old.replace(
+        "Paragraph 3: business applications",
+        "Paragraph 3: business apps",
+    );
+    let ev = commit(
+        &mut org,
+        &[
+            update("Account", &id, json!({"Description": first})),
+            update("Account", &id, json!({"Name": "Acme 2"})),
+        ],
+    );
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["Description"], json!(first));
+    assert_eq!(ev[0]["ChangeEventHeader"]["diffFields"], json!([]));
+}
