@@ -428,7 +428,9 @@ impl Processor<'_> {
         mut records: Vec<cdc::OutRecord>,
         cancel: &CancellationToken,
     ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
-        if self.diff_fields.is_empty() || crate::source::gap::is_gap(&records) {
+        // (No records: an echo dropped, nothing to re-read.)
+        if self.diff_fields.is_empty() || records.is_empty() || crate::source::gap::is_gap(&records)
+        {
             return Ok(records);
         }
         let mode = self.shared.source().diff_fields;
