@@ -42,8 +42,8 @@ pub(crate) use sink::is_api_name;
 pub use sink::{ApiReserve, SameSecondWinner, SinkConfig, SinkObjectConfig};
 pub(crate) use source::MAX_TRANSACTION_INTERVAL;
 pub use source::{
-    ChannelConfig, DeliveryMode, EchoConfig, EchoMode, InitialReplay, ReplayRejectedPolicy,
-    SourceConfig,
+    ChannelConfig, DeliveryMode, DiffFieldsMode, EchoConfig, EchoMode, InitialReplay,
+    ReplayRejectedPolicy, SourceConfig,
 };
 
 /// The whole configuration file.
@@ -250,6 +250,25 @@ kafka:
         let text = EXAMPLE.replace("initial_replay: earliest", "initial_replay: yesterday");
         let err = Config::from_yaml(&text, env).unwrap_err().to_string();
         assert!(err.contains("source.channels[0].initial_replay"), "{err}");
+    }
+
+    #[test]
+    fn diff_fields_defaults_to_reread_and_a_bad_mode_names_its_key() {
+        let config = Config::from_yaml(EXAMPLE, env).unwrap();
+        assert_eq!(
+            config.source.as_ref().unwrap().diff_fields,
+            DiffFieldsMode::Reread
+        );
+        let pass = EXAMPLE.replace("tombstones: true", "tombstones: true\n  diff_fields: pass");
+        let config = Config::from_yaml(&pass, env).unwrap();
+        assert_eq!(
+            config.source.as_ref().unwrap().diff_fields,
+            DiffFieldsMode::Pass
+        );
+        let text = EXAMPLE.replace("tombstones: true", "tombstones: true\n  diff_fields: value");
+        let err = Config::from_yaml(&text, env).unwrap_err().to_string();
+        assert!(err.contains("source.diff_fields"), "{err}");
+        assert!(err.contains("unknown variant `value`"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,22 @@ pub struct SourceConfig {
     /// channel); consumers reading with `isolation.level=read_committed` see every event once.
     #[serde(default)]
     pub delivery: DeliveryMode,
+    /// What to do with a large text field that a change event carries as a unified diff (listed
+    /// in `diffFields`): `reread` (default) re-reads its current value over REST into `record`;
+    /// `pass` leaves it out of `record` and passes the diff under `diffs`.
+    #[serde(default)]
+    pub diff_fields: DiffFieldsMode,
+}
+
+/// What the source does with the fields of `diffFields` (values sent as a unified diff).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffFieldsMode {
+    /// Re-read the field's current value over REST (the value at read time).
+    #[default]
+    Reread,
+    /// Pass the diff under the envelope's `diffs` key; the field is left out of `record`.
+    Pass,
 }
 
 /// The source's delivery guarantee.

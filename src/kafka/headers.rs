@@ -78,6 +78,9 @@ pub enum DeadLetterStage {
     Route,
     /// The source: a gap or overflow event's records could not be re-read.
     Gap,
+    /// The source: the large text fields an event carries as diffs (`diffFields`) could not be
+    /// re-read.
+    Diff,
     /// The source: a record would be larger than Kafka accepts.
     Size,
     /// The source: a gap marker (the org rejected the replay id; events may be missing).
@@ -99,6 +102,7 @@ impl DeadLetterStage {
             DeadLetterStage::Bitmap => "bitmap",
             DeadLetterStage::Route => "route",
             DeadLetterStage::Gap => "gap",
+            DeadLetterStage::Diff => "diff",
             DeadLetterStage::Size => "size",
             DeadLetterStage::Replay => "replay",
             DeadLetterStage::SinkMessage => "sink.message",

@@ -99,7 +99,7 @@ pub(crate) fn render_metrics(
 
 /// The source's per-channel counters, one family each.
 fn channel_counters(e: &mut Exposition, s: &StatsSnapshot) {
-    let counters: [ChannelCounter; 12] = [
+    let counters: [ChannelCounter; 15] = [
         (t::EVENTS_RECEIVED, "Pub/Sub events received.", |c| {
             c.events_received
         }),
@@ -151,6 +151,21 @@ fn channel_counters(e: &mut Exposition, s: &StatsSnapshot) {
             t::RESYNCS,
             "Object re-syncs started by GAP_OVERFLOW events.",
             |c| c.resyncs,
+        ),
+        (
+            t::DIFF_EVENTS,
+            "Change events carrying large text values as diffs (diffFields).",
+            |c| c.diff_events,
+        ),
+        (
+            t::DIFF_RECORDS_REREAD,
+            "Records whose diff fields were re-read over REST.",
+            |c| c.diff_records_reread,
+        ),
+        (
+            t::DIFF_RECORDS_ABSENT,
+            "Records whose diff fields the re-read did not find (produced with their diffs).",
+            |c| c.diff_records_absent,
         ),
     ];
     for (name, help, value) in counters {

@@ -39,6 +39,12 @@ pub const GAP_EVENTS: &str = "forcebridge_source_gap_events_total";
 pub const GAP_RECORDS_REREAD: &str = "forcebridge_source_gap_records_reread_total";
 /// Records named by a gap event that the re-read did not find (produced as absent), per channel.
 pub const GAP_RECORDS_ABSENT: &str = "forcebridge_source_gap_records_absent_total";
+/// Change events with `diffFields` (large text values sent as a diff), per channel.
+pub const DIFF_EVENTS: &str = "forcebridge_source_diff_events_total";
+/// Records whose diff fields were re-read over REST (`source.diff_fields: reread`), per channel.
+pub const DIFF_RECORDS_REREAD: &str = "forcebridge_source_diff_records_reread_total";
+/// Records whose diff fields the re-read did not find (produced with `diffs`), per channel.
+pub const DIFF_RECORDS_ABSENT: &str = "forcebridge_source_diff_records_absent_total";
 /// Object re-syncs started by `GAP_OVERFLOW` events, per channel.
 pub const RESYNCS: &str = "forcebridge_source_resyncs_total";
 /// GetSchema calls (schema cache misses, including failed fetches).
@@ -304,6 +310,12 @@ pub struct ChannelStats {
     pub records_absent: AtomicU64,
     /// [`RESYNCS`]
     pub resyncs: AtomicU64,
+    /// [`DIFF_EVENTS`]
+    pub diff_events: AtomicU64,
+    /// [`DIFF_RECORDS_REREAD`]
+    pub diff_records_reread: AtomicU64,
+    /// [`DIFF_RECORDS_ABSENT`]
+    pub diff_records_absent: AtomicU64,
     /// [`STREAM_UP`]: set while a Subscribe stream is open.
     pub stream_up: AtomicBool,
     /// Unix ms of the first and the last event received ([`ChannelStats::note_event`]).
@@ -422,6 +434,9 @@ pub struct ChannelSnapshot {
     pub records_reread: u64,
     pub records_absent: u64,
     pub resyncs: u64,
+    pub diff_events: u64,
+    pub diff_records_reread: u64,
+    pub diff_records_absent: u64,
     /// A Subscribe stream is open.
     pub stream_up: bool,
     /// [`CHECKPOINT_LAG`], milliseconds.
@@ -492,6 +507,9 @@ impl PipelineStats {
                     records_reread: stats.records_reread.load(Ordering::Relaxed),
                     records_absent: stats.records_absent.load(Ordering::Relaxed),
                     resyncs: stats.resyncs.load(Ordering::Relaxed),
+                    diff_events: stats.diff_events.load(Ordering::Relaxed),
+                    diff_records_reread: stats.diff_records_reread.load(Ordering::Relaxed),
+                    diff_records_absent: stats.diff_records_absent.load(Ordering::Relaxed),
                     stream_up: stats.stream_up.load(Ordering::Relaxed),
                     checkpoint_lag_ms: stats.checkpoint_lag_ms(now_ms),
                     last_checkpoint_unix_ms: stats.last_checkpoint_ms.load(Ordering::Relaxed),

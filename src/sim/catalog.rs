@@ -28,6 +28,21 @@ pub const ORDER_EVENT: &str = include_str!("../../schemas/Order_Event__e.avsc");
 /// Name of the CDC header field (position 0 of every change event schema).
 pub const HEADER_FIELD: &str = "ChangeEventHeader";
 
+/// The simulated org's Long Text Area fields (`textarea`, length 32,000, `plaintextarea` in a real
+/// org's describe): the large text fields whose updates a change event may carry as a diff
+/// (Change Data Capture Developer Guide, "Sending Data Differences for Fields of Updated
+/// Records"; `Description` is a Long Text Area(32000) on Account and Contact, Object Reference
+/// for the Salesforce Platform).
+pub const LONG_TEXT_AREAS: &[(&str, &str)] =
+    &[("Account", "Description"), ("Contact", "Description")];
+
+/// True when `object.field` is a Long Text Area field ([`LONG_TEXT_AREAS`]).
+pub fn is_long_text_area(object: &str, field: &str) -> bool {
+    LONG_TEXT_AREAS
+        .iter()
+        .any(|(o, f)| o.eq_ignore_ascii_case(object) && f.eq_ignore_ascii_case(field))
+}
+
 /// Primitive Avro types a simulated field can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScalarType {

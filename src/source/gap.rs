@@ -115,7 +115,7 @@ pub struct Rereader {
 
 /// The shape a body field takes in the envelope's `record`.
 #[derive(Debug, Clone, PartialEq)]
-enum Shape {
+pub(crate) enum Shape {
     Plain,
     /// `long`: dates and datetimes are epoch ms.
     Long,
@@ -125,9 +125,9 @@ enum Shape {
 
 /// One queried field.
 #[derive(Debug, Clone, PartialEq)]
-struct Field {
-    name: String,
-    shape: Shape,
+pub(crate) struct Field {
+    pub(crate) name: String,
+    pub(crate) shape: Shape,
 }
 
 impl Rereader {
@@ -274,7 +274,7 @@ impl Rereader {
     }
 
     /// The result pages of `soql`, followed through `nextRecordsUrl` (one page in memory).
-    fn pages<'a>(
+    pub(crate) fn pages<'a>(
         &'a self,
         object: &'a str,
         fields: &'a [Field],
@@ -292,7 +292,7 @@ impl Rereader {
 }
 
 /// The pages of one query ([`Rereader::pages`]).
-struct Pages<'a> {
+pub(crate) struct Pages<'a> {
     rest: &'a RestClient,
     object: &'a str,
     fields: &'a [Field],
@@ -309,7 +309,7 @@ enum Next<'a> {
 impl<'a> Pages<'a> {
     /// The next page's rows in the event's shape (converted as they are taken); `None` when
     /// done.
-    async fn next(
+    pub(crate) async fn next(
         &mut self,
     ) -> Result<
         Option<impl Iterator<Item = Result<(String, Map<String, Value>), GapError>> + use<'a>>,
@@ -427,7 +427,11 @@ fn is_api_name(name: &str) -> bool {
 }
 
 /// `SELECT Id, <fields> FROM <object> [WHERE Id IN ('…', …)]`.
-fn select(object: &str, fields: &[Field], ids: Option<&[&str]>) -> Result<String, GapError> {
+pub(crate) fn select(
+    object: &str,
+    fields: &[Field],
+    ids: Option<&[&str]>,
+) -> Result<String, GapError> {
     let bad = |reason: String| GapError::Unqueryable {
         object: object.to_owned(),
         reason,

@@ -40,6 +40,7 @@ pub mod cdc;
 pub mod checkpoint;
 mod checkpointer;
 mod dead_letters;
+pub mod diffs;
 pub mod echo;
 mod error;
 pub mod gap;

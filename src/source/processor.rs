@@ -21,6 +21,7 @@ use tracing::warn;
 
 use super::blank_schema::{self, EntitySchemas};
 use super::dead_letters::{DeadLetter, DeadLetters, write_gap_marker};
+use super::diffs;
 use super::error::AttemptError;
 use super::reader::Item;
 use super::routes::Routes;
@@ -108,6 +109,7 @@ async fn process_items(
         scratch: cdc::Scratch::default(),
         last_schema: None,
         entity_schemas: EntitySchemas::default(),
+        diff_fields: Vec::new(),
     };
     loop {
         if let Some(reason) = window.failure() {
@@ -187,6 +189,8 @@ struct Processor<'a> {
     last_schema: Option<Arc<EventSchema>>,
     /// The schema ids of the entities of events that came without one.
     entity_schemas: EntitySchemas,
+    /// The `diffFields` (expanded) of the event decoded last.
+    diff_fields: Vec<String>,
 }
 
 /// The echo rule of the source: our client tag, plus the configured users and (with
@@ -228,7 +232,11 @@ impl Processor<'_> {
         let records = match self.decode(&raw, cancel).await {
             Err(None) => return Err(HandleError::Cancelled),
             Err(Some(dead)) => Err(dead),
-            Ok(records) => self.dead_letters.check_sizes(&records).map(|()| records),
+            Ok(records) => match self.resolve_diffs(records, cancel).await {
+                Err(None) => return Err(HandleError::Cancelled),
+                Err(Some(dead)) => Err(dead),
+                Ok(records) => self.dead_letters.check_sizes(&records).map(|()| records),
+            },
         };
         let records = match records {
             Ok(records) => self
@@ -390,6 +398,7 @@ impl Processor<'_> {
                 })
             })?;
         let mut records = encoded.records;
+        self.diff_fields = encoded.diff_fields;
         let echo = match (&self.echo, &encoded.commit) {
             (Some((rule, mode)), Some(commit)) => rule.check(commit).map(|r| (r, *mode)),
             _ => None,
@@ -410,6 +419,38 @@ impl Processor<'_> {
             }
         }
         Ok(records)
+    }
+
+    /// The records of an event with `diffFields`, rewritten so that no diff is presented as a
+    /// value ([`super::diffs`]); others as they are. `Err(None)`: cancelled.
+    async fn resolve_diffs(
+        &self,
+        mut records: Vec<cdc::OutRecord>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
+        // (No records: an echo dropped, nothing to re-read.)
+        if self.diff_fields.is_empty() || records.is_empty() || crate::source::gap::is_gap(&records)
+        {
+            return Ok(records);
+        }
+        let mode = self.shared.source().diff_fields;
+        match diffs::resolve(
+            &mut records,
+            &self.diff_fields,
+            mode,
+            &self.shared.gaps,
+            self.stats,
+            cancel,
+        )
+        .await
+        {
+            Ok(()) => Ok(records),
+            Err(diffs::DiffError::Cancelled) => Err(None),
+            Err(err) => Err(Some(DeadLetter {
+                stage: DeadLetterStage::Diff,
+                reason: err.to_string(),
+            })),
+        }
     }
 
     /// A gap or overflow event: re-read its records over REST ([`crate::source::gap`]) under the event's

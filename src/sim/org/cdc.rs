@@ -1,7 +1,7 @@
 //! The CDC encoding of committed changes: identical changes of one transaction (same object,
 //! type, values, bitmaps and origin) merged into one event over their record ids; the
 //! `ChangeEventHeader` (`transactionKey`, `sequenceNumber` 1.., commit number, timestamp and
-//! user, `changeOrigin`, the `changedFields`/`nulledFields` bitmaps); the body as one raw Avro
+//! user, `changeOrigin`, the `changedFields`/`nulledFields`/`diffFields` bitmaps); the body as one raw Avro
 //! datum of the object's current schema; and Avro values back to JSON.
 
 use std::collections::HashMap;
@@ -53,7 +53,7 @@ impl Org {
                 ("commitNumber".into(), Avro::Long(ctx.commit_number)),
                 ("commitUser".into(), Avro::String(ctx.user.clone())),
                 ("nulledFields".into(), strings(change.nulled.encode())),
-                ("diffFields".into(), Avro::Array(Vec::new())),
+                ("diffFields".into(), strings(change.diff.encode())),
                 ("changedFields".into(), strings(change.changed.encode())),
             ]);
             let payload = encode_body(&schema, Some(header), &change.values)?;
@@ -83,6 +83,7 @@ fn group_identical(changes: Vec<Change>) -> Vec<(Change, Vec<String>)> {
             String,
             &'c FieldSet,
             &'c FieldSet,
+            &'c FieldSet,
             Option<&'c str>,
         );
         let mut groups: HashMap<Key<'_>, usize> = HashMap::new();
@@ -96,6 +97,7 @@ fn group_identical(changes: Vec<Change>) -> Vec<(Change, Vec<String>)> {
                     values,
                     &c.changed,
                     &c.nulled,
+                    &c.diff,
                     c.origin.as_deref(),
                 );
                 let next = groups.len();

@@ -120,6 +120,8 @@ pub struct Change {
     pub changed: FieldSet,
     /// `nulledFields` positions.
     pub nulled: FieldSet,
+    /// `diffFields` positions: large text fields whose value in `values` is a unified diff.
+    pub diff: FieldSet,
     /// `changeOrigin` of the call that made the change (`None`: the commit's).
     pub origin: Option<String>,
 }
@@ -133,6 +135,7 @@ impl Change {
             values: Map::new(),
             changed: FieldSet::default(),
             nulled: FieldSet::default(),
+            diff: FieldSet::default(),
             origin: None,
         }
     }

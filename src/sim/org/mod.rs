@@ -18,7 +18,9 @@
 //!   [`Org::commit`] is the all-or-nothing shorthand. `finish` returns one [`Change`] per record;
 //!   [`Org::build_events`] turns them into change events following the Pub/Sub API body rules:
 //!   CREATE/UNDELETE carry all set fields, UPDATE only changed fields (bitmaps in
-//!   `changedFields`/`nulledFields`, `LastModifiedDate` always changed), DELETE no fields.
+//!   `changedFields`/`nulledFields`, `LastModifiedDate` always changed; a Long Text Area's new
+//!   value as a unified diff, in `diffFields`, when the CDC guide's conditions allow one:
+//!   `text_diff.rs`), DELETE no fields.
 //!   Several operations on one record in one transaction give one change with the committed state
 //!   (CREATE + UPDATEs → CREATE; UPDATEs → one UPDATE). Identical changes (same type, same values,
 //!   same origin) to several records of one object in one transaction become one event listing
@@ -32,6 +34,7 @@ mod stage;
 mod state;
 #[cfg(test)]
 mod tests;
+mod text_diff;
 
 pub use self::cdc::avro_to_json;
 pub(crate) use self::cdc::encode_body;

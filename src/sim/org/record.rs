@@ -1,13 +1,15 @@
 //! One record write: the new record with its system fields (`CreatedDate`, `LastModifiedDate`,
 //! `SystemModstamp`, …, default `OwnerId`) and the [`Change`] it records — all set fields for a
 //! CREATE, only what differs for an UPDATE (compound fields part by part, nulled parts in
-//! `nulledFields`), `LastModifiedDate` always changed.
+//! `nulledFields`; a Long Text Area's update as a diff when Salesforce would send one, in
+//! `diffFields`), `LastModifiedDate` always changed.
 
 use serde_json::{Map, Value as Json};
 
 use super::change::{Change, ChangeType};
 use super::state::Record;
-use crate::sim::catalog::{FieldDef, FieldKind, SchemaVersion};
+use super::text_diff;
+use crate::sim::catalog::{self, FieldDef, FieldKind, SchemaVersion};
 
 /// Updates `LastModifiedDate`/`LastModifiedById`/`SystemModstamp`, recording them as changed.
 pub(super) fn touch(
@@ -44,6 +46,11 @@ fn diff_field(change: &mut Change, def: &FieldDef, old: Option<&Json>, new: &Jso
             change.changed.top.insert(def.position);
             if new.is_null() {
                 change.nulled.top.insert(def.position);
+            } else if let Some(diff) = large_text_diff(change, def, old, new) {
+                // Listed in `diffFields` (and still in `changedFields`): "Data Differences in
+                // Event Fields", Change Data Capture Developer Guide.
+                change.diff.top.insert(def.position);
+                change.values.insert(def.name.clone(), Json::String(diff));
             } else {
                 change.values.insert(def.name.clone(), new.clone());
             }
@@ -77,6 +84,18 @@ fn diff_field(change: &mut Change, def: &FieldDef, old: Option<&Json>, new: &Jso
             }
         }
     }
+}
+
+/// The diff an UPDATE carries instead of a Long Text Area's new value, when Salesforce's
+/// conditions allow one ([`text_diff::diff_value`]); diffs are sent "of updated text values" only
+/// ("Sending Data Differences for Fields of Updated Records").
+fn large_text_diff(change: &Change, def: &FieldDef, old: &Json, new: &Json) -> Option<String> {
+    if change.change_type != ChangeType::Update
+        || !catalog::is_long_text_area(&change.entity, &def.name)
+    {
+        return None;
+    }
+    text_diff::diff_value(old.as_str()?, new.as_str()?)
 }
 
 /// Writes a validated value into a record (null removes; compound values merge).

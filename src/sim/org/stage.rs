@@ -343,6 +343,9 @@ impl Org {
                 continue;
             };
             let schema = &sobject.schema;
+            // The values are rebuilt from the committed record: full values, no diffs (a real
+            // org only "sometimes" sends a diff).
+            change.diff = FieldSet::default();
             if change.change_type != ChangeType::Update {
                 change.values = body_values(schema, &rec.fields);
                 change.changed = FieldSet::default();

@@ -564,3 +564,86 @@ fn added_field_gets_a_new_schema_and_old_events_keep_theirs() {
         json!(["0x1000400000"])
     );
 }
+
+/// A Long Text Area value of 20 lines (about 2,400 characters).
+fn long_description() -> String {
+    (0..20)
+        .map(|i| format!("Paragraph {i}: business applications are moving to the cloud, and the shift has gained momentum over ten years."))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_small_update_of_a_long_description_is_sent_as_a_diff() {
+    // Change Data Capture Developer Guide, "Sending Data Differences for Fields of Updated
+    // Records" and "Data Differences in Event Fields": an update of a large text field of at
+    // least 1,000 characters carries a unified diff (`--- \n+++ <SHA-256>\n@@ …`) and the field
+    // is listed in `diffFields`; a CREATE carries the full value.
+    let mut org = Org::new().expect("org");
+    let old = long_description();
+    let (id, created) = create_account(&mut org, json!({"Name": "Acme", "Description": old}));
+    assert_eq!(created["Description"], json!(old));
+    assert_eq!(created["ChangeEventHeader"]["diffFields"], json!([]));
+    let new = old.replace(
+        "Paragraph 3: business applications",
+        "Paragraph 3: business apps",
+    );
+    let ev = commit(
+        &mut org,
+        &[update("Account", &id, json!({"Description": new}))],
+    );
+    let position = org
+        .sobject("Account")
+        .expect("Account")
+        .schema
+        .field("Description")
+        .expect("Description")
+        .position;
+    let bitmap = crate::sim::bitmap::encode_hex(&[position].into_iter().collect());
+    let h = &ev[0]["ChangeEventHeader"];
+    assert_eq!(h["diffFields"], json!([bitmap]));
+    let diff = ev[0]["Description"].as_str().expect("a text value");
+    assert!(diff.starts_with("--- \n+++ "), "{diff}");
+    assert!(
+        diff.contains("\n@@ -4,1 +4,1 @@\n-Paragraph 3: business applications"),
+        "{diff}"
+    );
+    assert!(diff.len() < new.len());
+    // The org holds the full value; a change too large for a diff sends the value itself.
+    let rewritten = "Rewritten. ".repeat(150);
+    let ev = commit(
+        &mut org,
+        &[update("Account", &id, json!({"Description": rewritten}))],
+    );
+    assert_eq!(ev[0]["Description"], json!(rewritten));
+    assert_eq!(ev[0]["ChangeEventHeader"]["diffFields"], json!([]));
+    // A short text field is never diffed.
+    let ev = commit(
+        &mut org,
+        &[update("Account", &id, json!({"Name": "Acme 2"}))],
+    );
+    assert_eq!(ev[0]["ChangeEventHeader"]["diffFields"], json!([]));
+}
+
+#[test]
+fn updates_coalesced_in_one_transaction_carry_the_full_value() {
+    // Several updates of one record in one transaction become one UPDATE with the committed
+    // values: a diff of the first update must not be left in `diffFields` over a full value.
+    let mut org = Org::new().expect("org");
+    let old = long_description();
+    let (id, _) = create_account(&mut org, json!({"Name": "Acme", "Description": old}));
+    let first = old.replace(
+        "Paragraph 3: business applications",
+        "Paragraph 3: business apps",
+    );
+    let ev = commit(
+        &mut org,
+        &[
+            update("Account", &id, json!({"Description": first})),
+            update("Account", &id, json!({"Name": "Acme 2"})),
+        ],
+    );
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["Description"], json!(first));
+    assert_eq!(ev[0]["ChangeEventHeader"]["diffFields"], json!([]));
+}

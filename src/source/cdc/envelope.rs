@@ -237,6 +237,9 @@ pub struct Encoded {
     pub records: Vec<OutRecord>,
     /// `None` for a Platform Event.
     pub commit: Option<Commit>,
+    /// The expanded `diffFields`: fields whose value in `record` is a unified diff (empty for
+    /// most events, and for Platform Events).
+    pub diff_fields: Vec<String>,
 }
 
 /// Decodes one event and builds its Kafka records in one pass: the envelope's JSON is written
@@ -280,8 +283,10 @@ pub fn encode(
         None => write_tail(tail, body, None, parsed.created_date, &source),
     }
     let records = records(raw, parsed.header.as_ref(), tail, replay_hex, opts);
+    let diff_fields = diff.iter().map(|&f| t.name(f).to_owned()).collect();
     Ok(Encoded {
         records,
+        diff_fields,
         commit: parsed.header.map(|h| Commit {
             change_origin: h.change_origin,
             commit_user: h.commit_user,
