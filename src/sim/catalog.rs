@@ -28,21 +28,6 @@ pub const ORDER_EVENT: &str = include_str!("../../schemas/Order_Event__e.avsc");
 /// Name of the CDC header field (position 0 of every change event schema).
 pub const HEADER_FIELD: &str = "ChangeEventHeader";
 
-/// The simulated org's Long Text Area fields (`textarea`, length 32,000, `plaintextarea` in a real
-/// org's describe): the large text fields whose updates a change event may carry as a diff
-/// (Change Data Capture Developer Guide, "Sending Data Differences for Fields of Updated
-/// Records"; `Description` is a Long Text Area(32000) on Account and Contact, Object Reference
-/// for the Salesforce Platform).
-pub const LONG_TEXT_AREAS: &[(&str, &str)] =
-    &[("Account", "Description"), ("Contact", "Description")];
-
-/// True when `object.field` is a Long Text Area field ([`LONG_TEXT_AREAS`]).
-pub fn is_long_text_area(object: &str, field: &str) -> bool {
-    LONG_TEXT_AREAS
-        .iter()
-        .any(|(o, f)| o.eq_ignore_ascii_case(object) && f.eq_ignore_ascii_case(field))
-}
-
 /// Primitive Avro types a simulated field can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScalarType {
@@ -134,6 +119,14 @@ pub struct FieldDef {
 }
 
 impl FieldDef {
+    /// A Long Text Area (`Data:LongTextArea` in the schema's `doc`, as real change event schemas
+    /// type `Description`; `textarea` 32000 `plaintextarea` in describe): a large text field whose
+    /// updates a change event may carry as a diff (Change Data Capture Developer Guide, "Sending
+    /// Data Differences for Fields of Updated Records").
+    pub fn is_long_text_area(&self) -> bool {
+        self.data_type.as_deref() == Some("LongTextArea")
+    }
+
     /// Position of a nested field of a compound.
     pub fn child_position(&self, child: &str) -> Option<usize> {
         match &self.kind {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value as Json};
 use super::change::{Change, ChangeType};
 use super::state::Record;
 use super::text_diff;
-use crate::sim::catalog::{self, FieldDef, FieldKind, SchemaVersion};
+use crate::sim::catalog::{FieldDef, FieldKind, SchemaVersion};
 
 /// Updates `LastModifiedDate`/`LastModifiedById`/`SystemModstamp`, recording them as changed.
 pub(super) fn touch(
@@ -90,9 +90,7 @@ fn diff_field(change: &mut Change, def: &FieldDef, old: Option<&Json>, new: &Jso
 /// conditions allow one ([`text_diff::diff_value`]); diffs are sent "of updated text values" only
 /// ("Sending Data Differences for Fields of Updated Records").
 fn large_text_diff(change: &Change, def: &FieldDef, old: &Json, new: &Json) -> Option<String> {
-    if change.change_type != ChangeType::Update
-        || !catalog::is_long_text_area(&change.entity, &def.name)
-    {
+    if change.change_type != ChangeType::Update || !def.is_long_text_area() {
         return None;
     }
     text_diff::diff_value(old.as_str()?, new.as_str()?)
