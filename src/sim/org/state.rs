@@ -160,6 +160,15 @@ impl Org {
         self.objects.keys().map(String::as_str)
     }
 
+    /// The API spelling of an object named in any case, as Salesforce matches object names
+    /// (REST paths, `attributes.type`, SOQL `FROM`); `None` for an object the org lacks.
+    pub fn canonical_object(&self, object: &str) -> Option<&str> {
+        if let Some((name, _)) = self.objects.get_key_value(object) {
+            return Some(name);
+        }
+        self.object_names().find(|o| o.eq_ignore_ascii_case(object))
+    }
+
     /// True for a CDC-enabled object.
     pub fn has_object(&self, object: &str) -> bool {
         self.objects.contains_key(object)

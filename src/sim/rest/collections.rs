@@ -116,6 +116,8 @@ fn typed_record(exec: &Exec, record: Value) -> Result<(String, Stored), Reply> {
     let object = fields
         .remove("attributes")
         .and_then(|a| a.get("type").and_then(Value::as_str).map(str::to_owned))
+        // Object names match in any case, as field names do.
+        .map(|o| exec.org.canonical_object(&o).map_or(o, str::to_owned))
         .ok_or_else(|| {
             Reply::error(
                 StatusCode::BAD_REQUEST,

@@ -151,6 +151,20 @@ impl Exec<'_> {
             .filter(|s| !s.is_empty())
             .map(|s| percent_decode(s, false))
             .collect();
+        let mut segments = segments;
+        // Object names match in any case and are used in their API spelling, as Salesforce
+        // matches them (`/sobjects/account/describe` describes Account).
+        let object_at = match segments.first().map(String::as_str) {
+            Some("sobjects") => 1,
+            Some("composite") if segments.get(1).is_some_and(|s| s == "sobjects") => 2,
+            _ => usize::MAX,
+        };
+        if let Some(name) = segments
+            .get(object_at)
+            .and_then(|o| self.org.canonical_object(o))
+        {
+            segments[object_at] = name.to_owned();
+        }
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let m = call.method;
         match segs.as_slice() {

@@ -238,6 +238,48 @@ async fn field_names_match_in_any_case_and_keep_their_api_spelling() {
     org.shutdown().await;
 }
 
+/// Object names too match in any case (Salesforce's API names are case-insensitive): in REST
+/// paths, in a collection record's `attributes.type`, in SOQL `FROM`; the org answers with the
+/// API spelling.
+#[tokio::test]
+async fn object_names_match_in_any_case() {
+    let (org, api) = start().await;
+    let r = api.get("/sobjects/account/describe").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["name"], "Account");
+    let r = api
+        .post("/sobjects/ACCOUNT", json!({"Name": "Upper"}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let upper = r.body["id"].as_str().expect("id").to_owned();
+    let r = api.get(&format!("/sobjects/account/{upper}")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["attributes"]["type"], "Account");
+    let r = api
+        .post(
+            "/composite/sobjects",
+            json!({"records": [{"attributes": {"type": "contact"}, "LastName": "Lower"}]}),
+        )
+        .await;
+    assert_eq!(r.body[0]["success"], true, "{:?}", r.body);
+    let lower = id_of(&r.body[0]);
+    assert_eq!(
+        org.record("Contact", &lower).expect("contact")["Name"]["LastName"],
+        "Lower"
+    );
+    let r = api
+        .post(
+            "/composite/sobjects/account",
+            json!({"ids": [upper], "fields": ["Name"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body[0]["Name"], "Upper");
+    let r = api.get("/sobjects/Nope__c/describe").await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    org.shutdown().await;
+}
+
 #[allow(
     clippy::too_many_lines,
     reason = "one scenario through the four operations, each answer checked per record"
