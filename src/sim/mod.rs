@@ -49,9 +49,11 @@
 //! compound components, formula fields), `tls` (test CA, TLS listener).
 //!
 //! Known differences from a real org: the table in `ARCHITECTURE.md` ("Known differences between
-//! the simulated org and a real org"), kept current; among them, only the SOQL subset of `soql`
-//! is understood; Composite subrequests always run in order (`collateSubrequests` is ignored);
-//! describe serves the keys clients decide by, with fixed values for the rest.
+//! the simulated org and a real org"), kept current: behaviour, what Salesforce does with its
+//! source, what the simulated org does, and why it cannot matter to forcebridge (a difference
+//! that could is a bug to fix). Among them: only the SOQL subset of `soql` is understood;
+//! Composite subrequests always run in order (`collateSubrequests` is ignored); describe serves
+//! the keys clients decide by, with fixed values for the rest.
 
 pub(crate) mod avro_out;
 pub mod bitmap;
