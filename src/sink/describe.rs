@@ -7,7 +7,8 @@
 //!   a write-back message may name any object, configured in `sink.objects` or not, and an object
 //!   never written costs nothing), one fetch per object however many writers ask at once (single
 //!   flight). The fetch is one REST call of the sink's client, so it is held by the limit guard,
-//!   retried like every call, and counted with the sink's API calls (`bench sink`, `/metrics`).
+//!   retried like every call, and counted with the sink's API calls (`bench sink`, `/metrics`;
+//!   also on its own, `forcebridge_sink_describe_calls_total`).
 //! * An object the org does not know (404 `NOT_FOUND`) is remembered as [`Described::Unknown`]
 //!   for the run: its records are refused without asking again. Any other failure is not
 //!   remembered: it fails the batch (the records are repeated), and the next batch asks again.
@@ -18,11 +19,13 @@
 //!   events and REST reads give them (see [`child_name`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::telemetry::SinkStats;
 use crate::salesforce::rest::{ApiError, FieldDescribe, RestClient, RestError, SObjectDescribe};
 
 /// What the org said about an object.
@@ -46,6 +49,7 @@ impl DescribeCache {
         &self,
         object: &str,
         rest: &RestClient,
+        stats: &SinkStats,
         cancel: &CancellationToken,
     ) -> Result<Described, RestError> {
         let cell = self
@@ -56,6 +60,7 @@ impl DescribeCache {
             .or_default()
             .clone();
         cell.get_or_try_init(|| async {
+            stats.describe_calls.fetch_add(1, Ordering::Relaxed);
             match rest.describe(object, cancel).await {
                 Ok(describe) => Ok(Described::Known(Arc::new(ObjectFields::new(describe)))),
                 Err(e) if e.is_not_found() => Ok(Described::Unknown(match e {

@@ -212,7 +212,9 @@ impl FieldCheck {
         for item in &items {
             let key = item.op.object.to_ascii_lowercase();
             if item.op.kind != OpKind::Delete && !described.contains_key(&key) {
-                let d = self.cache.get(&item.op.object, rest, cancel).await?;
+                let d = (self.cache)
+                    .get(&item.op.object, rest, &reporter.stats, cancel)
+                    .await?;
                 described.insert(key, d);
             }
         }
