@@ -787,8 +787,8 @@ async fn write_backs_on_a_real_broker() {
     sim.shutdown().await;
 }
 
-/// A formula field of the simulated Account (`calculated` in its describe).
-const FORMULA_FIELD: &str = "TODO__c";
+/// A formula field of the simulated Account (`UPPER(Name)`, `calculated` in its describe).
+const FORMULA_FIELD: &str = "Name_Upper__c";
 
 /// A record as the org's REST API returns it (`GET /sobjects/{object}/{id}`), as any client
 /// reads it.
