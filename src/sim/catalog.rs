@@ -113,6 +113,9 @@ pub struct FieldDef {
     pub nullable: bool,
     /// Date or datetime (a `long` whose `doc` says so).
     pub temporal: Option<Temporal>,
+    /// The Salesforce data type of the schema's `doc` (`Data:Phone` → `Phone`), if any: what
+    /// `describe` types the field by (see [`super::fieldmeta`]).
+    pub data_type: Option<String>,
 }
 
 impl FieldDef {
@@ -190,12 +193,18 @@ impl SchemaVersion {
                 }
                 _ => None,
             };
+            let data_type = f
+                .get("doc")
+                .and_then(Json::as_str)
+                .and_then(|d| d.strip_prefix("Data:"))
+                .map(str::to_owned);
             fields.push(FieldDef {
                 name: fname.to_owned(),
                 position,
                 kind,
                 nullable,
                 temporal,
+                data_type,
             });
         }
         let id = schema_id(&schema, json);

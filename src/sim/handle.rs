@@ -252,7 +252,7 @@ impl SimOrg {
         Ok(query
             .run(&org, None)
             .into_iter()
-            .map(|rec| query.select(&rec))
+            .map(|rec| query.select(&org, &rec))
             .collect())
     }
 

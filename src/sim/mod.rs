@@ -58,6 +58,7 @@ mod cli;
 mod config;
 mod error;
 mod faults;
+pub(crate) mod fieldmeta;
 pub mod gap;
 mod grpc;
 mod handle;

@@ -7,8 +7,11 @@
 //!   `SELECT f1, f2, … FROM Object [WHERE cond [AND cond]…] [LIMIT n]` where `cond` is
 //!   `field = literal` or `field IN (literal, …)`; literals are quoted strings (`\'`, `\\`, `\n`,
 //!   `\t`, `\"` escapes), numbers, `true`/`false` and `null`.
-//! * Selectable: `Id`, `IsDeleted`, `SystemModstamp` and every field of the object's current
-//!   schema (compound fields as nested objects). Deleted records are never returned. Rows come in
+//! * Selectable and filterable: every field of the object's describe ([`super::fieldmeta`]):
+//!   `Id`, `IsDeleted`, `SystemModstamp`, the schema's fields, compound fields' components
+//!   (`BillingCity`, `FirstName`) and the compounds themselves (selectable, not filterable, as
+//!   SOQL allows: SOAP API Developer Guide, "Compound Field Considerations and Limitations"),
+//!   formula fields. Deleted records are never returned. Rows come in
 //!   Id (creation) order; the REST endpoint pages them (`nextRecordsUrl`, see `rest`).
 //! * Matching: `Id` and Id-valued fields compare 15- and 18-character Ids alike; text compares
 //!   case-insensitively (as SOQL does); a literal must fit the field's type (quoted for text,
@@ -20,8 +23,9 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value as Json};
 
-use super::catalog::{FieldKind, ScalarType, SchemaVersion, Temporal};
+use super::catalog::Temporal;
 pub use super::error::QueryError;
+use super::fieldmeta::{ObjectMeta, Source};
 use super::ids;
 use super::org::{Org, Tx};
 
@@ -209,30 +213,20 @@ pub struct Query {
     pub limit: Option<usize>,
 }
 
-/// The field's API name and filter kind, if `object` has it.
-fn field_kind(schema: &SchemaVersion, name: &str) -> Option<(String, Kind)> {
-    for (system, kind) in [
-        ("Id", Kind::Id),
-        ("IsDeleted", Kind::Bool),
-        ("SystemModstamp", Kind::Temporal(Temporal::DateTime)),
-    ] {
-        if system.eq_ignore_ascii_case(name) {
-            return Some((system.to_owned(), kind));
-        }
-    }
-    let def = schema
-        .fields
-        .iter()
-        .find(|f| f.name.eq_ignore_ascii_case(name))?;
-    let kind = match (&def.kind, def.temporal) {
-        (_, Some(t)) => Kind::Temporal(t),
-        (FieldKind::Compound(_), _) => Kind::Compound,
-        (FieldKind::Scalar(ScalarType::String), _) if def.name.ends_with("Id") => Kind::IdRef,
-        (FieldKind::Scalar(ScalarType::String), _) => Kind::Text,
-        (FieldKind::Scalar(ScalarType::Boolean), _) => Kind::Bool,
-        (FieldKind::Scalar(_), _) => Kind::Number,
+/// The field's API name and filter kind, if `object` has it (its describe fields: components
+/// such as `BillingCity`, compounds, formula fields).
+fn field_kind(meta: &ObjectMeta, name: &str) -> Option<(String, Kind)> {
+    let f = meta.field(name)?;
+    let kind = match (&f.source, f.temporal, f.ty) {
+        (_, Some(t), _) => Kind::Temporal(t),
+        (Source::Compound(_), _, _) => Kind::Compound,
+        (_, _, "id") => Kind::Id,
+        (_, _, "reference") => Kind::IdRef,
+        (_, _, "boolean") => Kind::Bool,
+        (_, _, "double" | "int" | "currency" | "percent") => Kind::Number,
+        _ => Kind::Text,
     };
-    Some((def.name.clone(), kind))
+    Some((f.name.clone(), kind))
 }
 
 struct Parser<'t> {
@@ -468,8 +462,8 @@ impl Query {
                 ),
             )));
         };
-        let schema = org
-            .object_schema(&object)
+        let meta = org
+            .meta(&object)
             .ok_or_else(|| QueryError::InvalidType(raw_object.clone()))?;
         let no_such = |name: &str, pos: usize| {
             QueryError::InvalidField(located(
@@ -483,7 +477,7 @@ impl Query {
         let mut fields = Vec::new();
         let mut seen = HashSet::new();
         for (name, pos) in raw_fields {
-            let (api, _) = field_kind(&schema, &name).ok_or_else(|| no_such(&name, pos))?;
+            let (api, _) = field_kind(&meta, &name).ok_or_else(|| no_such(&name, pos))?;
             if !seen.insert(api.clone()) {
                 return Err(QueryError::Malformed(located(
                     text,
@@ -495,7 +489,7 @@ impl Query {
         }
         let mut filters = Vec::new();
         for (name, pos, values) in raw_filters {
-            let (api, kind) = field_kind(&schema, &name).ok_or_else(|| no_such(&name, pos))?;
+            let (api, kind) = field_kind(&meta, &name).ok_or_else(|| no_such(&name, pos))?;
             check_filter(text, &api, kind, pos, &values)?;
             filters.push(Filter {
                 field: api,
@@ -519,8 +513,11 @@ impl Query {
             Some(rows) => rows,
             None => org.live_records(tx, &self.object),
         };
+        let Some(meta) = org.meta(&self.object) else {
+            return Vec::new();
+        };
         rows.into_iter()
-            .filter(|rec| self.filters.iter().all(|f| f.matches(rec)))
+            .filter(|rec| self.filters.iter().all(|f| f.matches(&meta, rec)))
             .take(self.limit.unwrap_or(usize::MAX))
             .collect()
     }
@@ -549,19 +546,35 @@ impl Query {
                 .collect(),
         )
     }
+}
 
-    /// The selected fields of a record (null when unset).
-    pub fn select(&self, rec: &Map<String, Json>) -> Map<String, Json> {
+impl Query {
+    /// The selected fields of a record for the Rust API (null when unset): values in the
+    /// org's own shape (epoch ms; a compound field as its stored nested record), components
+    /// and formula fields as REST reads them.
+    pub fn select(&self, org: &Org, rec: &Map<String, Json>) -> Map<String, Json> {
+        let meta = org.meta(&self.object);
         self.fields
             .iter()
-            .map(|f| (f.clone(), rec.get(f).cloned().unwrap_or(Json::Null)))
+            .map(|f| {
+                let value = match meta.as_ref() {
+                    Some(m)
+                        if !matches!(m.field(f).map(|x| &x.source), Some(Source::Compound(_))) =>
+                    {
+                        m.read(rec, f)
+                    }
+                    _ => rec.get(f).cloned().unwrap_or(Json::Null),
+                };
+                (f.clone(), value)
+            })
             .collect()
     }
 }
 
 impl Filter {
-    fn matches(&self, rec: &Map<String, Json>) -> bool {
-        let value = rec.get(&self.field).filter(|v| !v.is_null());
+    fn matches(&self, meta: &ObjectMeta, rec: &Map<String, Json>) -> bool {
+        let read = meta.read(rec, &self.field);
+        let value = Some(&read).filter(|v| !v.is_null());
         self.values.iter().any(|lit| match (lit, value) {
             (Literal::Null, v) => v.is_none(),
             (_, None) => false,

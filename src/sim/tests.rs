@@ -345,7 +345,7 @@ async fn rest_changes_emit_cdc_events_with_client_tag_origin() {
         .post(format!("{base}/Account"))
         .bearer_auth(&token)
         .header("Sforce-Call-Options", "client=forcebridge")
-        .json(&json!({"Name": "Acme", "BillingAddress": {"City": "Paris"}}))
+        .json(&json!({"Name": "Acme", "BillingCity": "Paris"}))
         .send()
         .await
         .expect("create");
@@ -375,7 +375,8 @@ async fn rest_changes_emit_cdc_events_with_client_tag_origin() {
         .expect("json");
     assert_eq!(record["attributes"]["type"], "Account");
     assert_eq!(record["Phone"], "+33 1 23 45 67 89");
-    assert_eq!(record["BillingAddress"]["City"], "Paris");
+    assert_eq!(record["BillingCity"], "Paris");
+    assert_eq!(record["BillingAddress"]["city"], "Paris");
 
     // Errors as Salesforce shapes them.
     let bad = http

@@ -12,6 +12,7 @@ use super::change::Change;
 use super::fields::{FieldCheck, normalize_fields};
 use crate::sim::catalog::{self, SchemaVersion};
 use crate::sim::error::SimError;
+use crate::sim::fieldmeta::{self, ObjectMeta};
 use crate::sim::ids::{self, IdGenerator};
 
 /// The External Id field every bundled object has (unique, case-insensitive).
@@ -167,6 +168,18 @@ impl Org {
     /// Current change event schema of an object.
     pub fn object_schema(&self, object: &str) -> Option<Arc<SchemaVersion>> {
         self.objects.get(object).map(|o| o.schema.clone())
+    }
+
+    /// The REST/describe metadata of an object's current version (see [`fieldmeta`]).
+    pub(crate) fn meta(&self, object: &str) -> Option<Arc<ObjectMeta>> {
+        let o = self.objects.get(object)?;
+        let external: Vec<&str> = o.external_ids.iter().map(String::as_str).collect();
+        Some(fieldmeta::object_meta(object, &o.schema, &external))
+    }
+
+    /// The 3-character key prefix of an object's record Ids (`001` for Account).
+    pub fn key_prefix(&self, object: &str) -> Option<&str> {
+        self.objects.get(object).map(|o| o.prefix)
     }
 
     /// Current schema of a platform event (`Order_Event__e`).

@@ -104,9 +104,10 @@ fn parse_body(call: &Call) -> Result<(bool, Vec<Value>), Reply> {
     Ok((all_or_none, records))
 }
 
-/// A record's type and fields (`attributes` removed), checked against the org: the whole
-/// request's refusals.
-fn typed_record(exec: &Exec, record: Value) -> Result<(String, Map<String, Value>), Reply> {
+/// A record's type and fields (`attributes` removed, component fields nested into their
+/// compound as the org stores them), checked against the org: the whole request's refusals; a
+/// compound or formula field named refuses that record only (`INVALID_FIELD_FOR_INSERT_UPDATE`).
+fn typed_record(exec: &Exec, record: Value) -> Result<(String, Stored), Reply> {
     let Value::Object(mut fields) = record else {
         return Err(Reply::json_parser_error(
             "Cannot deserialize instance of sObject from a value that is not a JSON object",
@@ -133,6 +134,13 @@ fn typed_record(exec: &Exec, record: Value) -> Result<(String, Map<String, Value
             &[],
         ));
     }
+    let Some(meta) = exec.org.meta(&object) else {
+        return Err(Reply::not_found());
+    };
+    let fields = match meta.to_stored(&object, fields) {
+        Ok(f) => f,
+        Err(e) => return Ok((object, Err(RecordError::of(&e)))),
+    };
     if let Err(e) = exec.org.check_shape(&object, &fields) {
         return Err(match e {
             SimError::UnknownField { object, field } => Reply::error(
@@ -150,8 +158,11 @@ fn typed_record(exec: &Exec, record: Value) -> Result<(String, Map<String, Value
             other => RecordError::of(&other).reply_400(),
         });
     }
-    Ok((object, fields))
+    Ok((object, Ok(fields)))
 }
+
+/// A record's fields as the org stores them, or why the record is refused on its own.
+type Stored = Result<Map<String, Value>, RecordError>;
 
 impl RecordError {
     fn reply_400(&self) -> Reply {
@@ -236,6 +247,13 @@ pub(super) fn create(exec: &mut Exec, call: &Call) -> Reply {
     let mut slots = Vec::with_capacity(typed.len());
     let mut ops = Vec::with_capacity(typed.len());
     for (object, fields) in typed {
+        let fields = match fields {
+            Ok(f) => f,
+            Err(e) => {
+                slots.push(Slot::Rejected(e));
+                continue;
+            }
+        };
         if has_id(&fields) {
             slots.push(Slot::Rejected(RecordError::new(
                 "INVALID_FIELD_FOR_INSERT_UPDATE",
@@ -277,7 +295,14 @@ pub(super) fn update(exec: &mut Exec, call: &Call) -> Reply {
             Err(r) => return r,
         }
     }
-    for (object, mut fields) in typed {
+    for (object, fields) in typed {
+        let mut fields = match fields {
+            Ok(f) => f,
+            Err(e) => {
+                slots.push(Slot::Rejected(e));
+                continue;
+            }
+        };
         // `id` or `Id`: Salesforce's own example of this call sends `"id"`.
         let id_key = fields
             .keys()
@@ -335,7 +360,7 @@ pub(super) fn upsert(exec: &mut Exec, call: &Call, object: &str, field: &str) ->
             .map(str::to_owned)
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for fields in &typed {
+    for fields in typed.iter().flatten() {
         if let Some(v) = key(fields) {
             *seen.entry(v.to_lowercase()).or_default() += 1;
         }
@@ -343,6 +368,13 @@ pub(super) fn upsert(exec: &mut Exec, call: &Call, object: &str, field: &str) ->
     let mut slots = Vec::with_capacity(typed.len());
     let mut ops = Vec::with_capacity(typed.len());
     for fields in typed {
+        let fields = match fields {
+            Ok(f) => f,
+            Err(e) => {
+                slots.push(Slot::Rejected(e));
+                continue;
+            }
+        };
         if has_id(&fields) {
             slots.push(Slot::Rejected(RecordError::new(
                 "INVALID_FIELD",
@@ -442,7 +474,7 @@ pub(super) fn retrieve(exec: &mut Exec, call: &Call, object: &str) -> Reply {
     if !exec.org.has_object(object) {
         return Reply::not_found();
     }
-    let Some(schema) = exec.org.object_schema(object) else {
+    let Some(meta) = exec.org.meta(object) else {
         return Reply::not_found();
     };
     let body = match call.body.json() {
@@ -501,7 +533,7 @@ pub(super) fn retrieve(exec: &mut Exec, call: &Call, object: &str) -> Reply {
     }
     let mut fields = Vec::with_capacity(field_list.len());
     for name in &field_list {
-        match canonical_field(&schema, name) {
+        match canonical_field(&meta, name) {
             Some(f) => fields.push(f),
             None => {
                 return Reply::error(
@@ -517,7 +549,7 @@ pub(super) fn retrieve(exec: &mut Exec, call: &Call, object: &str) -> Reply {
         .iter()
         .map(|id| match exec.org.view(exec.outer.as_ref(), object, id) {
             Some(record) if record.get("IsDeleted") != Some(&Value::Bool(true)) => Value::Object(
-                render_record(&schema, object, call.version, &record, Some(&fields)),
+                render_record(&meta, object, call.version, &record, Some(&fields)),
             ),
             _ => Value::Null,
         })

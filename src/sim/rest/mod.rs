@@ -17,12 +17,17 @@
 //!   `created: false`); `query?q=` ([`super::soql`]; at most `query_batch_size` rows per page,
 //!   the rest through `nextRecordsUrl` = `query/{locator}-{offset}`, see [`Cursors`](cursors::Cursors)); `limits`;
 //!   `composite/sobjects…` (incl. `composite/sobjects/{Object}` POST retrieve);
-//!   `composite`; the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
+//!   `composite`; `sobjects/` GET (describe global) and `sobjects/{Object}/describe` GET (in
+//!   `describe`); the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
 //!   known path with another method: 405 `METHOD_NOT_ALLOWED`.
-//! * Field values as the Rust API takes them (compound fields nested), except that dates and
-//!   datetimes also accept text and are *rendered* as Salesforce renders them:
+//! * Fields as Salesforce's REST API has them (SOAP API Developer Guide, "Compound Fields"): a
+//!   compound field's components (`BillingCity`, `FirstName`) are written and read; the
+//!   compound (`BillingAddress`, Contact `Name`) is read-only (`INVALID_FIELD_FOR_INSERT_UPDATE`,
+//!   per record in collections) and read as an object with lower-case keys (Contact `Name` as
+//!   text); formula fields are read-only and computed on read (see `crate::sim::fieldmeta`).
+//!   Dates and datetimes also accept text and are *rendered* as Salesforce renders them:
 //!   `2024-01-31T12:05:09.042+0000` and `2024-01-31`. A record read returns every field of the
-//!   object (null when unset) plus `Id`, `IsDeleted`, `SystemModstamp` and `attributes`.
+//!   object's describe (null when unset) and `attributes`.
 //! * Errors are Salesforce's arrays `[{"message", "errorCode", "fields"}]`; per-record errors of
 //!   collections are `{"statusCode", "message", "fields"}` (see [`RecordError`]).
 
@@ -30,6 +35,7 @@ mod call;
 mod collections;
 mod composite;
 pub(super) mod cursors;
+mod describe;
 pub(super) mod limits;
 mod query;
 mod render;
@@ -169,10 +175,14 @@ impl Exec<'_> {
             ["query"] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["query", locator] if m == Method::GET => self.query_more(call, locator),
             ["query", _] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["sobjects"] if m == Method::GET => self.describe_global(call),
+            ["sobjects"] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["sobjects", object] if !self.org.has_object(object) => Reply::not_found(),
             ["sobjects", object] if m == Method::POST => self.create_row(call, object),
             ["sobjects", _] => Reply::method_not_allowed(m, "GET,POST,HEAD"),
             ["sobjects", object, ..] if !self.org.has_object(object) => Reply::not_found(),
+            ["sobjects", object, "describe"] if m == Method::GET => self.describe(call, object),
+            ["sobjects", _, "describe"] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["sobjects", object, id] => match *m {
                 Method::GET => self.get_row(call, object, id),
                 Method::PATCH => self.update_row(call, object, id),

@@ -31,7 +31,7 @@ impl Exec<'_> {
                 );
             }
         };
-        let Some(schema) = self.org.object_schema(&query.object) else {
+        let Some(meta) = self.org.meta(&query.object) else {
             return Reply::not_found();
         };
         let rows: Vec<Value> = query
@@ -39,7 +39,7 @@ impl Exec<'_> {
             .iter()
             .map(|rec| {
                 Value::Object(render_record(
-                    &schema,
+                    &meta,
                     &query.object,
                     call.version,
                     rec,

@@ -16,7 +16,7 @@ use crate::sim::org::Op;
 
 impl Exec<'_> {
     pub(super) fn create_row(&mut self, call: &Call, object: &str) -> Reply {
-        let fields = match call.body.fields() {
+        let fields = match self.rest_fields(call, object) {
             Ok(f) => f,
             Err(r) => return r,
         };
@@ -47,6 +47,17 @@ impl Exec<'_> {
         }
     }
 
+    /// The body of a row write as the org stores it: component fields (`BillingCity`) nested
+    /// into their compound; a compound or formula field named is refused as Salesforce refuses
+    /// it (400 `INVALID_FIELD_FOR_INSERT_UPDATE`).
+    fn rest_fields(&self, call: &Call, object: &str) -> Result<Map<String, Value>, Reply> {
+        let fields = call.body.fields()?;
+        let Some(meta) = self.org.meta(object) else {
+            return Err(Reply::not_found());
+        };
+        meta.to_stored(object, fields).map_err(|e| row_error(&e))
+    }
+
     pub(super) fn get_row(&mut self, call: &Call, object: &str, id: &str) -> Reply {
         if ids::normalize(id).is_none() {
             return row_error(&SimError::MalformedId {
@@ -74,14 +85,14 @@ impl Exec<'_> {
                 &[],
             );
         }
-        let Some(schema) = self.org.object_schema(object) else {
+        let Some(meta) = self.org.meta(object) else {
             return Reply::not_found();
         };
         let selected = match query_param(call.query, "fields") {
             Some(list) => {
                 let mut out = Vec::new();
                 for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    match canonical_field(&schema, name) {
+                    match canonical_field(&meta, name) {
                         Some(f) => out.push(f),
                         None => {
                             return Reply::error(
@@ -100,7 +111,7 @@ impl Exec<'_> {
         Reply::json(
             StatusCode::OK,
             Value::Object(render_record(
-                &schema,
+                &meta,
                 object,
                 call.version,
                 record,
@@ -110,7 +121,7 @@ impl Exec<'_> {
     }
 
     pub(super) fn update_row(&mut self, call: &Call, object: &str, id: &str) -> Reply {
-        let fields = match call.body.fields() {
+        let fields = match self.rest_fields(call, object) {
             Ok(f) => f,
             Err(r) => return r,
         };
@@ -194,7 +205,7 @@ impl Exec<'_> {
         if let Err(r) = self.external_id_field(object, field) {
             return r;
         }
-        let fields = match call.body.fields() {
+        let fields = match self.rest_fields(call, object) {
             Ok(f) => f,
             Err(r) => return r,
         };

@@ -251,7 +251,7 @@ async fn collections_create_update_upsert_delete_per_record() {
             "/composite/sobjects",
             json!({"records": [
                 account(json!({"Name": "Acme", "External_Id__c": "ACME-1"})),
-                contact(json!({"Name": {"FirstName": "Ada", "LastName": "Lovelace"}})),
+                contact(json!({"FirstName": "Ada", "LastName": "Lovelace"})),
                 account(json!({"Phone": "1"})),
                 account(json!({"Id": "001000000000000AAA", "Name": "x"})),
             ]}),
@@ -297,7 +297,7 @@ async fn collections_create_update_upsert_delete_per_record() {
                 account(json!({"Id": "001000000000000AAA", "Rating": "Hot"})),
                 account(json!({"Id": "not-an-id", "Rating": "Hot"})),
                 account(json!({"Rating": "Hot"})),
-                contact(json!({"Id": ada, "Name": {"LastName": null}})),
+                contact(json!({"Id": ada, "LastName": null})),
                 account(json!({"Id": ada, "Rating": "Hot"})),
             ]}),
         )
@@ -577,7 +577,7 @@ async fn required_fields_and_unique_external_ids() {
     let r = api.post("/sobjects/Account", json!({"Name": "  "})).await;
     assert_eq!(r.body[0]["errorCode"], "REQUIRED_FIELD_MISSING");
     let r = api
-        .post("/sobjects/Contact", json!({"Name": {"FirstName": "Ada"}}))
+        .post("/sobjects/Contact", json!({"FirstName": "Ada"}))
         .await;
     assert_eq!(r.body[0]["fields"], json!(["LastName"]));
     assert!(matches!(
@@ -630,7 +630,7 @@ async fn required_fields_and_unique_external_ids() {
     let r = api
         .post(
             "/sobjects/Contact",
-            json!({"Name": {"LastName": "C"}, "External_Id__c": "EXT-1"}),
+            json!({"LastName": "C", "External_Id__c": "EXT-1"}),
         )
         .await;
     assert_eq!(r.status, 201);
@@ -780,7 +780,7 @@ async fn datetimes_render_as_salesforce_text_and_accept_iso_input() {
     let r = api
         .post(
             "/composite/sobjects",
-            json!({"records": [contact(json!({"Name": {"LastName": "Born"}, "Birthdate": "1990-05-17"}))]}),
+            json!({"records": [contact(json!({"LastName": "Born", "Birthdate": "1990-05-17"}))]}),
         )
         .await;
     let born = id_of(&r.body[0]);
@@ -1080,8 +1080,8 @@ async fn composite_writes_emit_one_transaction_tagged_as_the_caller_and_integrat
                     "POST",
                     "/composite/sobjects",
                     Some(json!({"records": [
-                        contact(json!({"Name": {"LastName": "A"}, "AccountId": "@{acct.id}"})),
-                        contact(json!({"Name": {"LastName": "B"}, "AccountId": "@{acct.id}"})),
+                        contact(json!({"LastName": "A", "AccountId": "@{acct.id}"})),
+                        contact(json!({"LastName": "B", "AccountId": "@{acct.id}"})),
                     ]})),
                 ),
                 sub(
@@ -1487,5 +1487,503 @@ async fn collections_retrieve_by_post_returns_records_in_id_order_with_nulls() {
     let r = api.composite(false, six).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body[0]["errorCode"], "LIMIT_EXCEEDED");
+    org.shutdown().await;
+}
+
+/// Describe global and sObject Describe (REST API Developer Guide, "Describe Global" and
+/// "sObject Describe"; the `Field` keys of the SOAP API Developer Guide's
+/// `DescribeSObjectResult`): compounds with their components, formula and system fields typed
+/// as Salesforce types them; an unknown object is `NOT_FOUND`; each call counts against
+/// `DailyApiRequests`.
+#[allow(clippy::too_many_lines, reason = "one describe checked key by key")]
+#[tokio::test]
+async fn describe_and_describe_global_have_salesforce_shapes() {
+    let (org, api) = start().await;
+    let before = org.api_usage().0;
+    let r = api.get("/sobjects/").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["encoding"], "UTF-8");
+    let sobjects = r.body["sobjects"].as_array().expect("sobjects");
+    let account = sobjects
+        .iter()
+        .find(|o| o["name"] == "Account")
+        .expect("Account in describe global");
+    assert_eq!(account["keyPrefix"], "001");
+    assert_eq!(account["queryable"], true);
+    assert_eq!(
+        account["urls"]["describe"],
+        "/services/data/v62.0/sobjects/Account/describe"
+    );
+    assert!(sobjects.iter().any(|o| o["name"] == "Contact"));
+
+    let r = api.get("/sobjects/Account/describe").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["name"], "Account");
+    assert_eq!(r.body["createable"], true);
+    assert_eq!(r.body["updateable"], true);
+    assert_eq!(
+        r.body["urls"]["sobject"],
+        "/services/data/v62.0/sobjects/Account"
+    );
+    let fields = r.body["fields"].as_array().expect("fields");
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no field {name}"))
+            .clone()
+    };
+    let id = field("Id");
+    assert_eq!(
+        (id["type"].as_str(), id["soapType"].as_str()),
+        (Some("id"), Some("tns:ID"))
+    );
+    assert_eq!(
+        (id["createable"].as_bool(), id["idLookup"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let city = field("BillingCity");
+    assert_eq!(city["compoundFieldName"], "BillingAddress");
+    assert_eq!(city["type"], "string");
+    assert_eq!(
+        (city["createable"].as_bool(), city["updateable"].as_bool()),
+        (Some(true), Some(true))
+    );
+    for component in [
+        "BillingStreet",
+        "BillingState",
+        "BillingPostalCode",
+        "BillingCountry",
+        "BillingStateCode",
+        "BillingCountryCode",
+        "BillingLatitude",
+        "BillingLongitude",
+        "BillingGeocodeAccuracy",
+        "ShippingCity",
+    ] {
+        assert_eq!(field(component)["updateable"], true, "{component}");
+    }
+    assert!(fields.iter().all(|f| f["name"] != "BillingXyz"));
+    let address = field("BillingAddress");
+    assert_eq!(address["type"], "address");
+    assert_eq!(
+        (
+            address["createable"].as_bool(),
+            address["updateable"].as_bool()
+        ),
+        (Some(false), Some(false))
+    );
+    assert_eq!(address["compoundFieldName"], Value::Null);
+    let description = field("Description");
+    assert_eq!(
+        (
+            &description["type"],
+            &description["length"],
+            &description["extraTypeInfo"]
+        ),
+        (&json!("textarea"), &json!(32000), &json!("plaintextarea"))
+    );
+    assert_eq!(field("Phone")["type"], "phone");
+    assert_eq!(field("Website")["type"], "url");
+    assert_eq!(field("Industry")["type"], "picklist");
+    assert_eq!(field("AnnualRevenue")["type"], "currency");
+    assert_eq!(field("NumberOfEmployees")["type"], "int");
+    assert_eq!(field("CreatedDate")["type"], "datetime");
+    assert_eq!(field("CreatedDate")["updateable"], false);
+    assert_eq!(field("SystemModstamp")["type"], "datetime");
+    assert_eq!(field("IsDeleted")["type"], "boolean");
+    let owner = field("OwnerId");
+    assert_eq!(
+        (&owner["type"], &owner["referenceTo"]),
+        (&json!("reference"), &json!(["User"]))
+    );
+    let ext = field("External_Id__c");
+    assert_eq!(
+        (ext["externalId"].as_bool(), ext["idLookup"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(field("Name")["nillable"], false);
+    let formula = field("Name_Upper__c");
+    assert_eq!(formula["calculated"], true);
+    assert_eq!(formula["calculatedFormula"], "UPPER(Name)");
+    assert_eq!(
+        (
+            formula["createable"].as_bool(),
+            formula["updateable"].as_bool()
+        ),
+        (Some(false), Some(false))
+    );
+
+    let r = api.get("/sobjects/Contact/describe").await;
+    let contact: Vec<Value> = r.body["fields"].as_array().expect("fields").clone();
+    let cf = |name: &str| {
+        contact
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(cf("FirstName")["compoundFieldName"], "Name");
+    assert_eq!(cf("LastName")["nillable"], false);
+    assert_eq!(cf("Salutation")["type"], "picklist");
+    assert_eq!(
+        (
+            cf("Name")["type"].as_str(),
+            cf("Name")["createable"].as_bool()
+        ),
+        (Some("string"), Some(false))
+    );
+    assert_eq!(cf("MailingCity")["compoundFieldName"], "MailingAddress");
+
+    let r = api.get("/sobjects/Lead/describe").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body[0]["errorCode"], "NOT_FOUND");
+    let r = api.post("/sobjects/Account/describe", json!({})).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        org.api_usage().0 - before,
+        5,
+        "every describe call is counted"
+    );
+    org.shutdown().await;
+}
+
+/// Writes name a compound field's components (SOAP API Developer Guide, "Compound Fields" and
+/// "Address Compound Fields"; `BillingGeocodeAccuracy` is Create/Update in the Object
+/// Reference's "Account"), in any case, on every write path; the org stores them nested, as
+/// change events carry them. A write naming the compound is refused with Salesforce's error
+/// (restforce/restforce#390 captured it: `INVALID_FIELD_FOR_INSERT_UPDATE`, "Unable to
+/// create/update fields: BillingAddress. …"), per record in collections.
+#[allow(
+    clippy::too_many_lines,
+    reason = "every REST write path in one scenario"
+)]
+#[tokio::test]
+async fn components_are_written_and_compounds_refused_on_every_write_path() {
+    let (org, api) = start().await;
+    let r = api
+        .post(
+            "/sobjects/Account",
+            json!({"Name": "Acme", "BillingCity": "Paris", "billingcountrycode": "FR", "BillingGeocodeAccuracy": "City", "BillingLatitude": 48.85}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let acme = id_of(&r.body);
+    let record = org.record("Account", &acme).expect("acme");
+    assert_eq!(
+        record["BillingAddress"],
+        json!({"City": "Paris", "CountryCode": "FR", "GeocodeAccuracy": "City", "Latitude": 48.85})
+    );
+    let refused = |r: &Resp, field: &str| {
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        assert_eq!(
+            r.body[0]["errorCode"], "INVALID_FIELD_FOR_INSERT_UPDATE",
+            "{:?}",
+            r.body
+        );
+        assert_eq!(r.body[0]["fields"], json!([field]));
+        assert!(
+            r.body[0]["message"].as_str().is_some_and(
+                |m| m.starts_with(&format!("Unable to create/update fields: {field}."))
+            ),
+            "{:?}",
+            r.body
+        );
+    };
+    let r = api
+        .post(
+            "/sobjects/Account",
+            json!({"Name": "Nested", "BillingAddress": {"City": "Oslo"}}),
+        )
+        .await;
+    refused(&r, "BillingAddress");
+    let r = api
+        .patch(
+            &format!("/sobjects/Account/{acme}"),
+            json!({"billingaddress": {"City": "Oslo"}}),
+        )
+        .await;
+    refused(&r, "BillingAddress");
+    let r = api
+        .patch(
+            &format!("/sobjects/Account/{acme}"),
+            json!({"BillingStreet": "1 Rue", "BillingCity": null}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let record = org.record("Account", &acme).expect("acme");
+    assert_eq!(record["BillingAddress"]["Street"], "1 Rue");
+    assert!(record["BillingAddress"].get("City").is_none());
+    let r = api
+        .patch(
+            "/sobjects/Account/External_Id__c/EXT-9",
+            json!({"Name": "Ext", "ShippingCity": "Rome"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let ext = id_of(&r.body);
+    assert_eq!(
+        org.record("Account", &ext).expect("ext")["ShippingAddress"]["City"],
+        "Rome"
+    );
+
+    let r = api
+        .post(
+            "/sobjects/Contact",
+            json!({"FirstName": "Ada", "lastname": "Lovelace", "Salutation": "Ms."}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let ada = id_of(&r.body);
+    assert_eq!(
+        org.record("Contact", &ada).expect("ada")["Name"],
+        json!({"FirstName": "Ada", "LastName": "Lovelace", "Salutation": "Ms."})
+    );
+    let r = api
+        .patch(
+            &format!("/sobjects/Contact/{ada}"),
+            json!({"Name": "Ada King"}),
+        )
+        .await;
+    refused(&r, "Name");
+
+    let r = api
+        .post(
+            "/composite/sobjects",
+            json!({"records": [
+                account(json!({"Name": "One", "BillingAddress": {"City": "Oslo"}})),
+                account(json!({"Name": "Two", "BillingCity": "Oslo"})),
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body[0]["success"], false);
+    assert_eq!(
+        r.body[0]["errors"][0]["statusCode"],
+        "INVALID_FIELD_FOR_INSERT_UPDATE"
+    );
+    assert_eq!(r.body[0]["errors"][0]["fields"], json!(["BillingAddress"]));
+    assert_eq!(r.body[1]["success"], true, "{:?}", r.body);
+    let two = id_of(&r.body[1]);
+    let r = api
+        .patch(
+            "/composite/sobjects",
+            json!({"records": [
+                account(json!({"id": two, "BillingPostalCode": "0150"})),
+                account(json!({"id": acme, "ShippingAddress": {"City": "x"}})),
+            ]}),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.body[0]["success"].as_bool(),
+            r.body[1]["success"].as_bool()
+        ),
+        (Some(true), Some(false)),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        org.record("Account", &two).expect("two")["BillingAddress"]["PostalCode"],
+        "0150"
+    );
+    let r = api
+        .patch(
+            "/composite/sobjects/Account/External_Id__c",
+            json!({"records": [
+                account(json!({"External_Id__c": "EXT-9", "ShippingState": "Lazio"})),
+                account(json!({"External_Id__c": "EXT-10", "Name": "Ten", "ShippingAddress": null})),
+            ]}),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.body[0]["success"].as_bool(),
+            r.body[1]["success"].as_bool()
+        ),
+        (Some(true), Some(false)),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        org.record("Account", &ext).expect("ext")["ShippingAddress"]["State"],
+        "Lazio"
+    );
+
+    let r = api
+        .composite(
+            false,
+            vec![
+                sub(
+                    "c",
+                    "PATCH",
+                    &format!("/sobjects/Account/{two}"),
+                    Some(json!({"BillingState": "Oslo"})),
+                ),
+                sub(
+                    "d",
+                    "PATCH",
+                    &format!("/sobjects/Account/{two}"),
+                    Some(json!({"BillingAddress": {"State": "x"}})),
+                ),
+            ],
+        )
+        .await;
+    let statuses: Vec<&Value> = r.body["compositeResponse"]
+        .as_array()
+        .expect("responses")
+        .iter()
+        .map(|s| &s["httpStatusCode"])
+        .collect();
+    assert_eq!(statuses, [204, 400], "{:?}", r.body);
+    assert_eq!(
+        org.record("Account", &two).expect("two")["BillingAddress"]["State"],
+        "Oslo"
+    );
+
+    // Change events still carry the compound nested (storage is unchanged).
+    let decoded = events(&org, ACCOUNTS, 1).await;
+    assert_eq!(decoded[0]["BillingAddress"]["City"], "Paris");
+    assert_eq!(decoded[0]["BillingAddress"]["CountryCode"], "FR");
+    org.shutdown().await;
+}
+
+/// Reads return the components and the compound as Salesforce does (SOAP API Developer Guide,
+/// "Address Compound Fields": lower-case keys; Object Reference, "Contact": `Name` is text),
+/// through sObject GET, SOQL (components selectable and filterable, the compound selectable),
+/// Collections retrieve and Composite subrequests.
+#[tokio::test]
+async fn reads_return_components_and_the_compound() {
+    let (org, api) = start().await;
+    let acme = org
+        .create(
+            "Account",
+            obj(json!({"Name": "Acme", "BillingAddress": {"City": "Paris", "Country": "France", "Latitude": 48.85}})),
+        )
+        .expect("acme");
+    let ada = org
+        .create(
+            "Contact",
+            obj(json!({"Name": {"FirstName": "Ada", "LastName": "Lovelace"}})),
+        )
+        .expect("ada");
+    let address = json!({
+        "city": "Paris", "country": "France", "countryCode": null, "geocodeAccuracy": null,
+        "latitude": 48.85, "longitude": null, "postalCode": null, "state": null,
+        "stateCode": null, "street": null,
+    });
+    let r = api.get(&format!("/sobjects/Account/{acme}")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["BillingCity"], "Paris");
+    assert_eq!(r.body["BillingLatitude"], 48.85);
+    assert_eq!(r.body["BillingAddress"], address);
+    assert_eq!(r.body["ShippingAddress"], Value::Null);
+    assert!(r.body.get("BillingXyz").is_none());
+    let r = api
+        .get(&format!(
+            "/sobjects/Contact/{ada}?fields=name,FirstName,lastname"
+        ))
+        .await;
+    assert_eq!(
+        r.body,
+        json!({
+            "attributes": {"type": "Contact", "url": format!("/services/data/v62.0/sobjects/Contact/{ada}")},
+            "Name": "Ada Lovelace", "FirstName": "Ada", "LastName": "Lovelace",
+        })
+    );
+    let r = api
+        .query("SELECT Id, billingcity, BillingAddress FROM Account WHERE BillingCity = 'paris'")
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["totalSize"], 1);
+    assert_eq!(r.body["records"][0]["BillingCity"], "Paris");
+    assert_eq!(r.body["records"][0]["BillingAddress"], address);
+    let r = api
+        .query("SELECT Id FROM Account WHERE BillingCity = 'Oslo'")
+        .await;
+    assert_eq!(r.body["totalSize"], 0);
+    let r = api
+        .query("SELECT Name, LastName FROM Contact WHERE LastName = 'Lovelace'")
+        .await;
+    assert_eq!(r.body["records"][0]["Name"], "Ada Lovelace", "{:?}", r.body);
+    let r = api
+        .post(
+            "/composite/sobjects/Account",
+            json!({"ids": [acme], "fields": ["BillingCountry", "BillingAddress"]}),
+        )
+        .await;
+    assert_eq!(r.body[0]["BillingCountry"], "France", "{:?}", r.body);
+    assert_eq!(r.body[0]["BillingAddress"], address);
+    let r = api
+        .composite(
+            false,
+            vec![sub(
+                "a",
+                "GET",
+                &format!("/sobjects/Account/{acme}?fields=BillingCity"),
+                None,
+            )],
+        )
+        .await;
+    assert_eq!(
+        r.body["compositeResponse"][0]["body"]["BillingCity"], "Paris",
+        "{:?}",
+        r.body
+    );
+    org.shutdown().await;
+}
+
+/// A formula field (`Account.Name_Upper__c`, `UPPER(Name)`) is read-only
+/// (`INVALID_FIELD_FOR_INSERT_UPDATE`), computed on read, and absent from change events
+/// (Change Data Capture Developer Guide, "General Considerations": no formula field support).
+#[tokio::test]
+async fn a_formula_field_is_computed_read_only_and_absent_from_change_events() {
+    let (org, api) = start().await;
+    let r = api.post("/sobjects/Account", json!({"Name": "Acme"})).await;
+    let acme = id_of(&r.body);
+    let r = api.get(&format!("/sobjects/Account/{acme}")).await;
+    assert_eq!(r.body["Name_Upper__c"], "ACME", "{:?}", r.body);
+    let r = api
+        .query("SELECT name_upper__c FROM Account WHERE Name_Upper__c = 'ACME'")
+        .await;
+    assert_eq!(
+        r.body["records"][0]["Name_Upper__c"], "ACME",
+        "{:?}",
+        r.body
+    );
+    let r = api
+        .patch(
+            &format!("/sobjects/Account/{acme}"),
+            json!({"Name_Upper__c": "X"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body[0]["errorCode"], "INVALID_FIELD_FOR_INSERT_UPDATE");
+    assert_eq!(r.body[0]["fields"], json!(["Name_Upper__c"]));
+    let r = api
+        .post(
+            "/composite/sobjects",
+            json!({"records": [account(json!({"Name": "B", "name_upper__c": "B"}))]}),
+        )
+        .await;
+    assert_eq!(
+        r.body[0]["errors"][0]["statusCode"], "INVALID_FIELD_FOR_INSERT_UPDATE",
+        "{:?}",
+        r.body
+    );
+    assert_eq!(org.records("Account").len(), 1);
+    let decoded = events(&org, ACCOUNTS, 1).await;
+    assert_eq!(decoded[0]["Name"], "Acme");
+    assert!(
+        decoded[0].get("Name_Upper__c").is_none(),
+        "{:?}",
+        decoded[0]
+    );
+    assert!(
+        org.record("Account", &acme)
+            .expect("acme")
+            .get("Name_Upper__c")
+            .is_none()
+    );
     org.shutdown().await;
 }
