@@ -266,14 +266,19 @@ async fn five_thousand_mixed_operations_land_exactly() {
     }
     let calls = used_after - used_before;
     println!(
-        "5,000 write-backs: {calls} API calls ({} composite calls by the sink)",
-        stats.composite_calls
+        "5,000 write-backs: {calls} API calls ({} composite calls and {} describe by the sink)",
+        stats.composite_calls, stats.describe_calls
     );
     assert_eq!(
-        calls, stats.composite_calls,
+        calls,
+        stats.composite_calls + stats.describe_calls,
         "every call the org counted is one the sink made"
     );
-    assert!(calls <= 12, "about 2 calls per 1,000 records, got {calls}");
+    assert_eq!(stats.describe_calls, 1, "Account, described once");
+    assert!(
+        calls <= 13,
+        "about 2 calls per 1,000 records and the describe, got {calls}"
+    );
     // The same figures reach /metrics: the client's calls and the allowance Salesforce reported.
     assert_eq!(stats.api_calls, calls, "forcebridge_sink_api_calls_total");
     let (_, max) = sim.api_usage();
@@ -525,7 +530,13 @@ async fn failures_are_dead_lettered_and_the_rest_commit() {
             "Names may not be REJECT ME",
         ),
         ("required", "sink.write", "REQUIRED_FIELD_MISSING", "Name"),
-        ("bad-field", "sink.write", "INVALID_FIELD", "Bogus__c"),
+        // Refused by the Account describe before any write call.
+        (
+            "bad-field",
+            "sink.field",
+            "INVALID_FIELD",
+            "Account.Bogus__c",
+        ),
     ];
     for (key, stage, code, reason) in expect {
         let r = by_key
@@ -868,5 +879,187 @@ async fn write_backs_on_a_real_broker() {
         again.received, 0,
         "offsets were committed on the broker: {again:?}"
     );
+    sim.shutdown().await;
+}
+
+/// A formula field of the simulated Account (`UPPER(Name)`, `calculated` in its describe).
+const FORMULA_FIELD: &str = "Name_Upper__c";
+
+/// A record as the org's REST API returns it (`GET /sobjects/{object}/{id}`), as any client
+/// reads it.
+async fn rest_record(sim: &SimOrg, object: &str, id: &str) -> Map<String, Value> {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let url = format!(
+        "{}/services/data/v62.0/sobjects/{object}/{id}",
+        sim.instance_url()
+    );
+    let answer = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(sim.issue_access_token())
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "GET {url}: {answer:?}");
+    fields(answer.json().await.unwrap())
+}
+
+/// Write-backs give compound fields nested, as the source emits them (`BillingAddress.City`,
+/// Contact `Name.FirstName`), or as components (`BillingCity`, in any case): both land, and the
+/// org holds the component values (a real org writes components only: "Compound Fields", SOAP
+/// API Developer Guide). The describe of each object is read once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_and_component_write_backs_land_as_components() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let nested = sim
+        .create("Account", fields(json!({"Name": "Nested"})))
+        .unwrap();
+    let flat = sim
+        .create("Account", fields(json!({"Name": "Flat"})))
+        .unwrap();
+    let ts = now_ms();
+    send(
+        &bootstrap,
+        vec![
+            msg(
+                &nested,
+                json!({"object": "Account", "operation": "update", "id": nested, "timestamp": ts,
+                "fields": {"BillingAddress": {"Street": "1 Rue de Rivoli", "City": "Paris", "postalcode": "75001"}}}),
+            ),
+            msg(
+                &flat,
+                json!({"object": "account", "operation": "update", "id": flat, "timestamp": ts,
+                "fields": {"billingstreet": "2 Place Bellecour", "BillingCity": "Lyon", "BILLINGPOSTALCODE": "69002"}}),
+            ),
+            msg(
+                "C-nested",
+                json!({"object": "Contact", "operation": "insert", "fields": {
+                "External_Id__c": "C-nested", "Name": {"FirstName": "Ada", "LastName": "Lovelace"},
+                "MailingAddress": {"City": "London"}}}),
+            ),
+            msg(
+                "C-flat",
+                json!({"object": "Contact", "operation": "insert", "fields": {
+                "External_Id__c": "C-flat", "firstname": "Grace", "LastName": "Hopper", "MailingCity": "Arlington"}}),
+            ),
+        ],
+    )
+    .await;
+    let running = start(config(&sim, &bootstrap, "", ""));
+    running.wait_finished(4).await;
+    let stats = running.stop().await;
+    assert_eq!((stats.written, stats.dead_lettered), (4, 0), "{stats:?}");
+    assert_eq!(stats.describe_calls, 2, "Account and Contact, once each");
+
+    for (id, street, city, postal) in [
+        (&nested, "1 Rue de Rivoli", "Paris", "75001"),
+        (&flat, "2 Place Bellecour", "Lyon", "69002"),
+    ] {
+        let r = rest_record(&sim, "Account", id).await;
+        assert_eq!(
+            (
+                &r["BillingStreet"],
+                &r["BillingCity"],
+                &r["BillingPostalCode"]
+            ),
+            (&json!(street), &json!(city), &json!(postal)),
+            "{r:?}"
+        );
+    }
+    for (ext, first, last, city) in [
+        ("C-nested", "Ada", "Lovelace", "London"),
+        ("C-flat", "Grace", "Hopper", "Arlington"),
+    ] {
+        let contact = sim
+            .find_by_external_id("Contact", "External_Id__c", ext)
+            .unwrap_or_else(|| panic!("{ext} was not inserted"));
+        let id = contact["Id"].as_str().unwrap();
+        let r = rest_record(&sim, "Contact", id).await;
+        assert_eq!(
+            (&r["FirstName"], &r["LastName"], &r["MailingCity"]),
+            (&json!(first), &json!(last), &json!(city)),
+            "{r:?}"
+        );
+    }
+    sim.shutdown().await;
+}
+
+/// A write to a formula field and a compound field given as a single value are dead-lettered,
+/// with the object and field named, before any write call: the org counts one API call, the
+/// Account describe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formula_and_whole_compound_writes_are_dead_lettered_before_any_write_call() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let id = sim
+        .create("Account", fields(json!({"Name": "Unchanged"})))
+        .unwrap();
+    let ts = now_ms();
+    send(
+        &bootstrap,
+        vec![
+            msg(
+                "formula",
+                json!({"object": "Account", "operation": "update", "id": id, "timestamp": ts,
+                "fields": {"Name": "Changed", (FORMULA_FIELD): 7}}),
+            ),
+            msg(
+                "compound",
+                json!({"object": "Account", "operation": "update", "id": id, "timestamp": ts,
+                "fields": {"BillingAddress": "1 Rue de Rivoli, Paris"}}),
+            ),
+        ],
+    )
+    .await;
+    let (used_before, _) = sim.api_usage();
+    let running = start(config(&sim, &bootstrap, "", ""));
+    running.wait_finished(2).await;
+    let stats = running.stop().await;
+    let (used_after, _) = sim.api_usage();
+    assert_eq!((stats.written, stats.dead_lettered), (0, 2), "{stats:?}");
+    assert_eq!(
+        (stats.composite_calls, stats.describe_calls),
+        (0, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        used_after - used_before,
+        1,
+        "the org counted the describe and no write"
+    );
+    assert_eq!(sim.record("Account", &id).unwrap()["Name"], "Unchanged");
+
+    let dead = wait_for_records(&bootstrap, DLQ, 2, WAIT).await;
+    for (key, field, reason) in [
+        (
+            "formula",
+            FORMULA_FIELD,
+            format!("Account.{FORMULA_FIELD} is a formula field"),
+        ),
+        (
+            "compound",
+            "BillingAddress",
+            "Account.BillingAddress is a compound field".to_owned(),
+        ),
+    ] {
+        let r = dead
+            .iter()
+            .find(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("{key} not dead-lettered"));
+        assert_eq!(header(r, "forcebridge.error.stage"), "sink.field", "{key}");
+        assert_eq!(
+            header(r, "forcebridge.error.status_code"),
+            "INVALID_FIELD_FOR_INSERT_UPDATE",
+            "{key}"
+        );
+        assert_eq!(header(r, "forcebridge.error.fields"), field, "{key}");
+        assert!(
+            header(r, "forcebridge.error.reason").contains(&reason),
+            "{key}: {}",
+            header(r, "forcebridge.error.reason")
+        );
+    }
     sim.shutdown().await;
 }

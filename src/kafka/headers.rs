@@ -87,6 +87,10 @@ pub enum DeadLetterStage {
     Replay,
     /// The sink: the write-back message cannot be parsed.
     SinkMessage,
+    /// The sink: a field the object's describe refuses (unknown, read-only, formula, a compound
+    /// given whole, a value of the wrong type), or an object the org does not describe; found
+    /// before any write call.
+    SinkField,
     /// The sink: the last-write-wins lookup was refused.
     SinkLookup,
     /// The sink: Salesforce refused the write.
@@ -106,6 +110,7 @@ impl DeadLetterStage {
             DeadLetterStage::Size => "size",
             DeadLetterStage::Replay => "replay",
             DeadLetterStage::SinkMessage => "sink.message",
+            DeadLetterStage::SinkField => "sink.field",
             DeadLetterStage::SinkLookup => "sink.lookup",
             DeadLetterStage::SinkWrite => "sink.write",
         }

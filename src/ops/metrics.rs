@@ -285,6 +285,11 @@ fn sink_counters(e: &mut Exposition, k: &SinkSnapshot) {
             k.composite_calls,
         ),
         (
+            t::SINK_DESCRIBE_CALLS,
+            "Describe calls made by the sink (once per object per run).",
+            k.describe_calls,
+        ),
+        (
             t::SINK_API_CALLS,
             "Salesforce API calls the sink made (each spends the daily allowance).",
             k.api_calls,

@@ -170,6 +170,8 @@ pub const SINK_RETRIES: &str = "forcebridge_sink_record_retries_total";
 pub const SINK_BATCHES: &str = "forcebridge_sink_batches_total";
 /// Composite calls made by the sink (lookups and writes).
 pub const SINK_COMPOSITE_CALLS: &str = "forcebridge_sink_composite_calls_total";
+/// Describe calls made by the sink (`GET …/sobjects/{Object}/describe`, once per object per run).
+pub const SINK_DESCRIBE_CALLS: &str = "forcebridge_sink_describe_calls_total";
 
 /// Counters of the sink.
 #[derive(Debug, Default)]
@@ -188,6 +190,8 @@ pub struct SinkStats {
     pub batches: AtomicU64,
     /// [`SINK_COMPOSITE_CALLS`]
     pub composite_calls: AtomicU64,
+    /// [`SINK_DESCRIBE_CALLS`]
+    pub describe_calls: AtomicU64,
     /// [`SINK_CONSUMER_UP`]: the Kafka consumer is subscribed and its attempt running.
     pub consumer_running: AtomicBool,
     /// The sink's REST client: [`SINK_API_CALLS`], [`SINK_API_RETRIES`], [`SINK_API_RELOGINS`].
@@ -209,6 +213,7 @@ pub struct SinkSnapshot {
     pub retries: u64,
     pub batches: u64,
     pub composite_calls: u64,
+    pub describe_calls: u64,
     pub consumer_running: bool,
     pub api_calls: u64,
     pub api_retries: u64,
@@ -230,6 +235,7 @@ impl SinkStats {
             retries: r(&self.retries),
             batches: r(&self.batches),
             composite_calls: r(&self.composite_calls),
+            describe_calls: r(&self.describe_calls),
             consumer_running: self.consumer_running.load(Ordering::Relaxed),
             api_calls: r(&self.api.calls),
             api_retries: r(&self.api.retries),

@@ -9,9 +9,11 @@
 //!   batch holds at most one write per record (Id or External Id): a second write to a record
 //!   closes the batch, and waits until no batch in flight holds that record, so writes to one
 //!   record reach Salesforce in Kafka order even with `sink.concurrency` batches in flight.
-//! * **Writers** ([`writer`]) read the batch's current records once (last-write-wins), write,
-//!   and finish every record: written, conflict (conflicts topic) or dead letter
-//!   ([`reporter`]).
+//! * **Writers** ([`writer`]) check each write's fields against its object's describe
+//!   ([`fields`], [`describe`]: fetched once per object per run; compounds written as their
+//!   components; a field the describe refuses dead-letters the record before any write call),
+//!   read the batch's current records once (last-write-wins), write, and finish every record:
+//!   written, conflict (conflicts topic) or dead letter ([`reporter`]).
 //! * A consumer offset is committed ([`committer`], [`offsets`]) only once its record, and every
 //!   earlier record of its partition, is finished; every `sink.commit_interval`, before a
 //!   rebalance gives up a partition, and at shutdown.
@@ -28,6 +30,8 @@
 
 mod batcher;
 mod committer;
+mod describe;
+mod fields;
 pub mod message;
 mod offsets;
 pub mod plan;
@@ -132,6 +136,7 @@ pub async fn run(
     }
     let writer = Writer {
         rest,
+        fields: fields::FieldCheck::new(&sink.objects),
         reporter: Reporter {
             producer: producer.clone(),
             dead_letter_topic: config.sink_dead_letter_topic().to_owned(),

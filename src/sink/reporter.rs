@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, warn};
 
+use super::message::WriteOp;
 use super::plan::{ConflictReason, Current};
 use crate::kafka::headers::{self, DeadLetterStage};
 use crate::kafka::{AckToken, KafkaError, OutgoingRecord, Producer};
@@ -31,6 +32,14 @@ pub(crate) struct Origin {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) headers: Vec<(String, Vec<u8>)>,
+}
+
+/// One record of a batch: its write, where it came from, and its offset's token.
+#[derive(Debug)]
+pub(crate) struct Item {
+    pub(crate) op: WriteOp,
+    pub(crate) origin: Origin,
+    pub(crate) token: AckToken,
 }
 
 /// A reason to dead-letter.

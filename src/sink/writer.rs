@@ -2,7 +2,10 @@
 //! recorded as a conflict, or dead-lettered.
 //!
 //! Contract:
-//! * Lookups first ([`plan::lookups`]: sObject Collections retrieves of up to 2,000 Ids, SOQL
+//! * Fields first ([`super::fields`]): every write is checked against its object's describe
+//!   (fetched once per object per run) and rewritten with component fields; a refused record is
+//!   dead-lettered (stage `sink.field`) before any write call.
+//! * Lookups next ([`plan::lookups`]: sObject Collections retrieves of up to 2,000 Ids, SOQL
 //!   queries for External Ids), packed five per Composite call; then writes ([`plan::chunks`]),
 //!   five collections of up to 200 per Composite call. A full batch of 10,000 updates by Id of
 //!   one object, last-write-wins on, costs 1 read call + 10 write calls (≈ 909 records per
@@ -26,7 +29,7 @@
 //!   key, value and headers plus `forcebridge.error.*` and `forcebridge.source.*` headers
 //!   ([`super::reporter`]).
 //!
-//! [`Writer::write_batch`] goes in steps: lookups ([`Writer::look_up`]), decisions
+//! [`Writer::write_batch`] goes in steps: fields ([`FieldCheck::check`]), lookups ([`Writer::look_up`]), decisions
 //! ([`Writer::decide_all`]), writes in rounds ([`Writer::write_rounds`]), and the results of each
 //! collection ([`Writer::settle`]).
 
@@ -36,23 +39,16 @@ use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::message::{OpKind, WriteOp};
+use super::fields::{CheckError, FieldCheck};
+use super::message::OpKind;
 use super::plan::{self, COMPOSITE_COLLECTIONS, Chunk, Current, Decision, Lookup, Write};
-use super::reporter::{Failure, Origin, Reporter};
+use super::reporter::{Failure, Item, Origin, Reporter};
 use crate::kafka::headers::DeadLetterStage;
 use crate::kafka::{AckToken, KafkaError};
 use crate::retry::{Backoff, Directive, classify_record_error, sleep_or_cancel};
 use crate::salesforce::rest::{
     ApiError, RestClient, RestError, SaveResult, SubRequest, SubResponse,
 };
-
-/// One record of a batch.
-#[derive(Debug)]
-pub(crate) struct Item {
-    pub(crate) op: WriteOp,
-    pub(crate) origin: Origin,
-    pub(crate) token: AckToken,
-}
 
 /// Why a batch stopped before finishing its records.
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +67,23 @@ pub(crate) enum WriteError {
     Protocol(String),
 }
 
+impl From<CheckError> for WriteError {
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::Rest(RestError::Cancelled) => WriteError::Cancelled,
+            CheckError::Rest(e) => WriteError::Rest(e),
+            CheckError::Kafka(e) => WriteError::Kafka(e),
+        }
+    }
+}
+
 /// Settings and clients of the writers.
 #[derive(Clone)]
 pub(crate) struct Writer {
     pub(crate) rest: RestClient,
     pub(crate) reporter: Reporter,
+    /// The describes and the field check, shared by every writer.
+    pub(crate) fields: FieldCheck,
     pub(crate) last_write_wins: bool,
     /// Who wins a write in the same second as `SystemModstamp` (`sink.same_second_winner`).
     pub(crate) same_second: crate::config::SameSecondWinner,
@@ -178,6 +186,9 @@ impl Writer {
         cancel: &CancellationToken,
     ) -> Result<(), WriteError> {
         self.reporter.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let items = (self.fields)
+            .check(items, &self.rest, &self.reporter, cancel)
+            .await?;
         let found = self.look_up(&items, cancel).await?;
         let slots = self.decide_all(items, &found).await?;
         self.write_rounds(slots, cancel).await

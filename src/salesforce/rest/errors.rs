@@ -108,6 +108,16 @@ pub enum RestError {
     Cancelled,
 }
 
+impl RestError {
+    /// Salesforce answered 404 `NOT_FOUND`: the resource (an object's describe, a record) does
+    /// not exist for this user (REST API Developer Guide, "Status Codes and Error Responses":
+    /// 404, "The requested resource couldn't be found").
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RestError::Rejected { status: 404, errors }
+            if errors.is_empty() || errors.iter().any(|e| e.code == "NOT_FOUND"))
+    }
+}
+
 /// Salesforce errors from a failed call's or subrequest's body: an error array as documented;
 /// an object that looks like one error is taken as that error; anything else becomes one
 /// [`UNREADABLE_RESPONSE`] error quoting the body.

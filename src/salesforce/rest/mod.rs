@@ -11,6 +11,8 @@
 //!   one [`SubResponse`] per [`SubRequest`], in input order, each collection's `SaveResult`s in
 //!   record order. A query whose result is not `done` is followed through `nextRecordsUrl` (one
 //!   more API call per page).
+//! * [`RestClient::describe`] reads an object's describe (`GET …/sobjects/{Object}/describe`):
+//!   the fields, their types, compounds and whether the user may write them.
 //! * [`RestClient::query`] / [`RestClient::query_more`] read a query one page at a time (the
 //!   source's gap re-reads stream large results through them), guarded and retried alike.
 //! * Every request carries `Authorization: Bearer <token>` and `Sforce-Call-Options:
@@ -38,11 +40,12 @@
 //!
 //! Files: [`client`] (the client: one request, retries, re-login, the hold on the guard),
 //! [`composite`] (Composite calls over sObject Collections and their results), [`query`] (query
-//! pages), [`limits`] (the [`LimitGuard`], `Sforce-Limit-Info`, `/limits`), [`errors`] (the
-//! error types and Salesforce's error shapes).
+//! pages), [`describe`] (an object's describe), [`limits`] (the [`LimitGuard`],
+//! `Sforce-Limit-Info`, `/limits`), [`errors`] (the error types and Salesforce's error shapes).
 
 mod client;
 mod composite;
+mod describe;
 mod errors;
 mod limits;
 mod query;
@@ -50,6 +53,7 @@ mod query;
 pub use client::RestClient;
 pub use composite::SubRequest;
 pub(crate) use composite::{MAX_RETRIEVE_IDS, SaveResult, SubResponse, install_call_probe};
+pub use describe::{FieldDescribe, SObjectDescribe};
 pub use errors::{ApiError, RestError};
 pub use limits::{ApiUsage, LimitGuard, Reserve};
 

@@ -1167,3 +1167,94 @@ async fn retrieve_posts_ids_and_fields_and_keeps_nulls_in_id_order() {
     let e = validate(&[too_many]).expect_err("over the limit");
     assert!(e.to_string().contains("2001 ids; at most 2000"), "{e}");
 }
+
+/// The describe fixture shaped as Salesforce documents it ("sObject Describe", REST API
+/// Developer Guide; `Field`, SOAP API Developer Guide): `tests/fixtures/describe/`.
+pub(crate) const ACCOUNT_DESCRIBE: &str =
+    include_str!("../../../tests/fixtures/describe/Account.json");
+
+#[tokio::test]
+async fn describe_reads_the_keys_that_matter_and_ignores_the_rest() {
+    let describe: Value = serde_json::from_str(ACCOUNT_DESCRIBE).unwrap();
+    let stub = Stub::start(vec![
+        Canned::new(
+            "GET",
+            format!("{DATA}/sobjects/Account/describe"),
+            503,
+            json!(null),
+        )
+        .text("Service Unavailable"),
+        Canned::new(
+            "GET",
+            format!("{DATA}/sobjects/Account/describe"),
+            200,
+            describe,
+        ),
+    ])
+    .await;
+    let client = client(&stub, no_guard());
+    let account = client
+        .describe("Account", &stub.cancel())
+        .await
+        .expect("describe");
+    assert_eq!(stub.left(), 0, "a 503 is retried like every call");
+    assert_eq!(client.calls(), 2);
+    assert_eq!(
+        stub.seen()[1].call_options.as_deref(),
+        Some("client=forcebridge-test")
+    );
+    assert_eq!(
+        (
+            account.name.as_str(),
+            account.createable,
+            account.updateable
+        ),
+        ("Account", true, true)
+    );
+    let field = |name: &str| account.fields.iter().find(|f| f.name == name).unwrap();
+    let city = field("BillingCity");
+    assert_eq!(city.compound_field_name.as_deref(), Some("BillingAddress"));
+    assert_eq!((city.field_type.as_str(), city.length), ("string", 40));
+    let address = field("BillingAddress");
+    assert_eq!(address.field_type, "address");
+    assert_eq!(address.soap_type, "urn:address");
+    assert!(!address.createable && !address.updateable);
+    let latitude = field("Loc__Latitude__s");
+    assert_eq!(latitude.compound_field_name.as_deref(), Some("Loc__c"));
+    assert!(field("Score__c").calculated);
+    let ext = field("External_Id__c");
+    assert!(ext.external_id && ext.id_lookup && ext.nillable);
+}
+
+#[tokio::test]
+async fn describe_of_an_unknown_object_is_not_found_without_retrying() {
+    // REST API Developer Guide, "Status Codes and Error Responses": 404 `NOT_FOUND`.
+    let stub = Stub::start(vec![Canned::new(
+        "GET",
+        format!("{DATA}/sobjects/Nope__c/describe"),
+        404,
+        json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]),
+    )])
+    .await;
+    let rest = client(&stub, no_guard());
+    let error = rest
+        .describe("Nope__c", &stub.cancel())
+        .await
+        .expect_err("unknown object");
+    assert!(error.is_not_found(), "{error:?}");
+    assert_eq!(rest.calls(), 1);
+    let stub = Stub::start(vec![Canned::new(
+        "GET",
+        format!("{DATA}/sobjects/Account/describe"),
+        200,
+        json!({"name": "Account"}),
+    )])
+    .await;
+    let error = client(&stub, no_guard())
+        .describe("Account", &stub.cancel())
+        .await;
+    assert!(
+        matches!(&error, Err(RestError::Protocol(m)) if m.contains("describe of Account")),
+        "{error:?}"
+    );
+}

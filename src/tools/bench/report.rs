@@ -449,10 +449,11 @@ fn print_sink_calls(f: &SinkFigures<'_>) {
     let ms = |us: Option<u64>| us.map_or("n/a".to_owned(), |v| format!("{:.1} ms", v as f64 / 1e3));
     println!("  {:<48} {spent}", "Salesforce API calls spent (/limits)");
     println!(
-        "  {:<48} {}  (Composite calls {}, batches {})",
+        "  {:<48} {}  (Composite calls {}, describe calls {}, batches {})",
         "REST calls counted by the sink",
         f.snapshot.api_calls,
         f.snapshot.composite_calls,
+        f.snapshot.describe_calls,
         f.snapshot.batches
     );
     println!("  {:<48} {planned}", "API calls planned with full batches");

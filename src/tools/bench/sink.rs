@@ -17,8 +17,9 @@
 //!   read counts as a call, and its answer includes itself).
 //!
 //! Per run it prints: records/s (records ÷ window); the API calls spent, the sink's own count of
-//! its REST calls (which must equal them), the calls the batch plan needs when every batch is
-//! full ([`planned_calls`]), and records per API call; the latency of the sink's Composite calls
+//! its REST calls (which must equal them; Composite calls and one describe per object), the
+//! calls the batch plan needs when every batch is full ([`planned_calls`]), and records per API
+//! call; the latency of the sink's Composite calls
 //! as its REST client saw them (p50/p99/max, [`crate::salesforce::rest::install_call_probe`]); CPU time per
 //! record (the process's user+sys time over the window, 10 ms ticks, ÷ records — it includes the
 //! in-process simulated org and mock Kafka); the peak RSS (`VmHWM`). `--rest-latency` delays every
@@ -107,12 +108,13 @@ fn batch_calls(ops: &[WriteOp]) -> u64 {
 }
 
 /// API calls the bench's `records` updates need when the sink cuts them into full batches of
-/// `batch_records` (the last one holds the rest): the sum of `batch_calls` over the batches.
+/// `batch_records` (the last one holds the rest): one describe per object written (the sink's
+/// describe cache fetches each once per run), plus the sum of `batch_calls` over the batches.
 /// Record `i` is on object `i % objects` (Account, Contact), as the bench makes them.
 pub fn planned_calls(records: usize, objects: usize, batch_records: usize) -> u64 {
     let objects = objects.clamp(1, OBJECTS.len());
     let batch_records = batch_records.max(1);
-    let mut total = 0;
+    let mut total = objects.min(records) as u64;
     let mut start = 0;
     while start < records {
         let end = (start + batch_records).min(records);
@@ -548,13 +550,16 @@ mod tests {
 
     #[test]
     fn planned_calls_follow_the_batches() {
-        // One batch of 1,000 on one object: one retrieve, five collections of 200 in one call.
-        assert_eq!(planned_calls(1_000, 1, 1_000), 2);
+        // One describe per object and run, then per batch its calls. One batch of 1,000 on one
+        // object: one retrieve, five collections of 200 in one call.
+        assert_eq!(planned_calls(1_000, 1, 1_000), 1 + 2);
         // Ten such batches, and a last one of 1 record (one retrieve, one collection).
-        assert_eq!(planned_calls(10_001, 1, 1_000), 22);
+        assert_eq!(planned_calls(10_001, 1, 1_000), 1 + 22);
         // 10,000: five retrieves of 2,000 in one call, fifty collections in ten.
-        assert_eq!(planned_calls(10_000, 1, 10_000), 11);
+        assert_eq!(planned_calls(10_000, 1, 10_000), 1 + 11);
         // 500 per object: a retrieve each (one call), three collections each (two calls).
-        assert_eq!(planned_calls(1_000, 2, 1_000), 3);
+        assert_eq!(planned_calls(1_000, 2, 1_000), 2 + 3);
+        // One record: one object described.
+        assert_eq!(planned_calls(1, 2, 1_000), 1 + 2);
     }
 }

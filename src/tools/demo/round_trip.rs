@@ -218,9 +218,10 @@ pub(super) fn print_round_trip(rt: &RoundTrip, s: &SinkSnapshot) -> bool {
         s.written, s.conflicts, s.dead_lettered, s.retries
     );
     println!(
-        "    API calls spent {} ({} composite calls, {:.0} records per call)",
+        "    API calls spent {} ({} composite calls, {} describe calls, {:.0} records per call)",
         rt.api_calls,
         s.composite_calls,
+        s.describe_calls,
         s.written as f64 / rt.api_calls.max(1) as f64
     );
     let org_ok = rt.in_org == rt.expected_in_org;
