@@ -918,7 +918,7 @@ async fn nested_and_component_write_backs_land_as_components() {
     let flat = sim
         .create("Account", fields(json!({"Name": "Flat"})))
         .unwrap();
-    let ts = now_ms();
+    let ts = next_second_ms().await;
     send(
         &bootstrap,
         vec![
