@@ -152,10 +152,9 @@ impl Exec<'_> {
             .map(|s| percent_decode(s, false))
             .collect();
         let mut segments = segments;
-        // Object names match in any case and are used in their API spelling: "parts of the URI,
-        // such as object names and field names, aren't case-sensitive" while Ids are (REST API
-        // Developer Guide, "REST Resources and Requests"): `/sobjects/account/describe`
-        // describes Account.
+        // Object names match in any case and are used in their API spelling: in a URI, object
+        // and field names are case-insensitive and Ids are not (REST API Developer Guide, "REST
+        // Resources and Requests"), so `/sobjects/account/describe` describes Account.
         let object_at = match segments.first().map(String::as_str) {
             Some("sobjects") => 1,
             Some("composite") if segments.get(1).is_some_and(|s| s == "sobjects") => 2,
