@@ -451,17 +451,11 @@ impl Query {
             filters: raw_filters,
             limit,
         } = p.query()?;
-        let Some(object) = org
-            .object_names()
-            .find(|o| o.eq_ignore_ascii_case(&raw_object))
-            .map(str::to_owned)
-        else {
+        let Some(object) = org.canonical_object(&raw_object).map(str::to_owned) else {
             return Err(QueryError::InvalidType(located(
                 text,
                 object_pos,
-                &format!(
-                    "sObject type '{raw_object}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names."
-                ),
+                &Org::unsupported_object(&raw_object),
             )));
         };
         let meta = org

@@ -169,6 +169,14 @@ impl Org {
         self.object_names().find(|o| o.eq_ignore_ascii_case(object))
     }
 
+    /// Salesforce's message for an object name it does not know (SOQL `INVALID_TYPE`, sObject
+    /// Collections `INVALID_TYPE`).
+    pub fn unsupported_object(object: &str) -> String {
+        format!(
+            "sObject type '{object}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names."
+        )
+    }
+
     /// True for a CDC-enabled object.
     pub fn has_object(&self, object: &str) -> bool {
         self.objects.contains_key(object)

@@ -44,7 +44,7 @@ use super::render::{canonical_field, render_record};
 use super::reply::{RecordError, Reply};
 use crate::sim::error::SimError;
 use crate::sim::ids;
-use crate::sim::org::{Applied, Op};
+use crate::sim::org::{Applied, Op, Org};
 
 /// Most records (or ids) per call.
 pub const MAX_RECORDS: usize = 200;
@@ -130,9 +130,7 @@ fn typed_record(exec: &Exec, record: Value) -> Result<(String, Stored), Reply> {
         return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             "INVALID_TYPE",
-            &format!(
-                "sObject type '{object}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names."
-            ),
+            &Org::unsupported_object(&object),
             &[],
         ));
     }
