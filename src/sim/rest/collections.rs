@@ -68,6 +68,22 @@ enum Slot {
     Op(usize),
 }
 
+/// The slots of a request's records, in order, and the operations of those not refused.
+fn slots_of(records: impl IntoIterator<Item = Result<Op, RecordError>>) -> (Vec<Slot>, Vec<Op>) {
+    let mut slots = Vec::new();
+    let mut ops = Vec::new();
+    for record in records {
+        match record {
+            Ok(op) => {
+                slots.push(Slot::Op(ops.len()));
+                ops.push(op);
+            }
+            Err(e) => slots.push(Slot::Rejected(e)),
+        }
+    }
+    (slots, ops)
+}
+
 /// `{"allOrNone", "records"}` of a create/update/upsert body.
 fn parse_body(call: &Call) -> Result<(bool, Vec<Value>), Reply> {
     let body = call.body.json()?;
@@ -244,34 +260,21 @@ pub(super) fn create(exec: &mut Exec, call: &Call) -> Reply {
             &[],
         );
     }
-    let mut slots = Vec::with_capacity(typed.len());
-    let mut ops = Vec::with_capacity(typed.len());
-    for (object, fields) in typed {
-        let fields = match fields {
-            Ok(f) => f,
-            Err(e) => {
-                slots.push(Slot::Rejected(e));
-                continue;
-            }
-        };
+    let (slots, ops) = slots_of(typed.into_iter().map(|(object, fields)| {
+        let fields = fields?;
         if has_id(&fields) {
-            slots.push(Slot::Rejected(RecordError::new(
+            return Err(RecordError::new(
                 "INVALID_FIELD_FOR_INSERT_UPDATE",
                 "cannot specify Id in an insert call",
                 &["Id"],
-            )));
-            continue;
+            ));
         }
-        let id = match exec.org.reserve_id(&object) {
-            Ok(id) => id,
-            Err(e) => {
-                slots.push(Slot::Rejected(RecordError::of(&e)));
-                continue;
-            }
-        };
-        slots.push(Slot::Op(ops.len()));
-        ops.push(Op::Create { object, id, fields });
-    }
+        let id = exec
+            .org
+            .reserve_id(&object)
+            .map_err(|e| RecordError::of(&e))?;
+        Ok(Op::Create { object, id, fields })
+    }));
     finish(exec, call, slots, ops, all_or_none, false)
 }
 
@@ -286,8 +289,6 @@ pub(super) fn update(exec: &mut Exec, call: &Call) -> Reply {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut slots = Vec::with_capacity(records.len());
-    let mut ops = Vec::with_capacity(records.len());
     let mut typed = Vec::with_capacity(records.len());
     for record in records {
         match typed_record(exec, record) {
@@ -295,31 +296,22 @@ pub(super) fn update(exec: &mut Exec, call: &Call) -> Reply {
             Err(r) => return r,
         }
     }
-    for (object, fields) in typed {
-        let mut fields = match fields {
-            Ok(f) => f,
-            Err(e) => {
-                slots.push(Slot::Rejected(e));
-                continue;
-            }
-        };
+    let (slots, ops) = slots_of(typed.into_iter().map(|(object, fields)| {
+        let mut fields = fields?;
         // `id` or `Id`: Salesforce's own example of this call sends `"id"`.
         let id_key = fields
             .keys()
             .find(|k| k.eq_ignore_ascii_case("id"))
             .cloned();
         match id_key.and_then(|k| fields.remove(&k)) {
-            Some(Value::String(id)) if !id.is_empty() => {
-                slots.push(Slot::Op(ops.len()));
-                ops.push(Op::Update { object, id, fields });
-            }
-            _ => slots.push(Slot::Rejected(RecordError::new(
+            Some(Value::String(id)) if !id.is_empty() => Ok(Op::Update { object, id, fields }),
+            _ => Err(RecordError::new(
                 "MISSING_ARGUMENT",
                 "Id not specified in an update call",
                 &[],
-            ))),
+            )),
         }
-    }
+    }));
     finish(exec, call, slots, ops, all_or_none, false)
 }
 
@@ -365,48 +357,36 @@ pub(super) fn upsert(exec: &mut Exec, call: &Call, object: &str, field: &str) ->
             *seen.entry(v.to_lowercase()).or_default() += 1;
         }
     }
-    let mut slots = Vec::with_capacity(typed.len());
-    let mut ops = Vec::with_capacity(typed.len());
-    for fields in typed {
-        let fields = match fields {
-            Ok(f) => f,
-            Err(e) => {
-                slots.push(Slot::Rejected(e));
-                continue;
-            }
-        };
+    let (slots, ops) = slots_of(typed.into_iter().map(|fields| {
+        let fields = fields?;
         if has_id(&fields) {
-            slots.push(Slot::Rejected(RecordError::new(
+            return Err(RecordError::new(
                 "INVALID_FIELD",
                 "Only external ids are supported. Don't use record ids.",
                 &["Id"],
-            )));
-            continue;
+            ));
         }
         let Some(value) = key(&fields) else {
-            slots.push(Slot::Rejected(RecordError::new(
+            return Err(RecordError::new(
                 "MISSING_ARGUMENT",
                 format!("{field} not specified"),
                 &[],
-            )));
-            continue;
+            ));
         };
         if seen.get(&value.to_lowercase()).copied().unwrap_or(0) > 1 {
-            slots.push(Slot::Rejected(RecordError::new(
+            return Err(RecordError::new(
                 "DUPLICATE_EXTERNAL_ID",
                 format!("Duplicate external id specified: {value}"),
                 &[field],
-            )));
-            continue;
+            ));
         }
-        slots.push(Slot::Op(ops.len()));
-        ops.push(Op::Upsert {
+        Ok(Op::Upsert {
             object: object.to_owned(),
             field: field.to_owned(),
             value,
             fields,
-        });
-    }
+        })
+    }));
     finish(exec, call, slots, ops, all_or_none, true)
 }
 
