@@ -5,8 +5,9 @@
 //! `directive()` of its own error type, and the code that acts on it matches on the directive, not
 //! on the error. [`classify_status`] maps a Pub/Sub gRPC status (Salesforce's `error-code` trailer
 //! first, the gRPC code second); [`classify_http`] maps a failed REST call (HTTP status +
-//! Salesforce `errorCode`); [`classify_record_error`] maps one record's save error (sObject
-//! Collections `statusCode`). [`Backoff`] is capped exponential backoff with full jitter;
+//! Salesforce `errorCode`); [`classify_login`] maps a failed login (OAuth token endpoint,
+//! userinfo); [`classify_record_error`] maps one record's save error (sObject Collections
+//! `statusCode`). [`Backoff`] is capped exponential backoff with full jitter;
 //! [`sleep_or_cancel`] is a sleep that shutdown interrupts.
 
 use std::time::Duration;
@@ -123,6 +124,57 @@ pub fn classify_http(status: u16, error_code: Option<&str>) -> Directive {
     match status {
         408 | 429 | 500..=599 => Directive::Retry,
         _ => Directive::Stop,
+    }
+}
+
+/// OAuth `error` codes after which Salesforce asks for the same request again.
+///
+/// * `unknown_error` (`error_description: retry your request`): Salesforce's own answer when its
+///   login service fails; seen from `/services/oauth2/token` by users
+///   (amazon-connect/amazon-connect-salesforce-lambda#43, "unknown_error: retry your request").
+/// * `rate_limit_exceeded`: too many logins in a short time (Salesforce Help, "OAuth 2.0
+///   Authorization Errors"); a later login succeeds.
+/// * `server_error`, `temporarily_unavailable`: RFC 6749 §4.1.2.1's codes for a server that
+///   cannot answer now.
+const TRANSIENT_OAUTH_ERRORS: [&str; 4] = [
+    "unknown_error",
+    "rate_limit_exceeded",
+    "server_error",
+    "temporarily_unavailable",
+];
+
+/// Classifies a failed login (`/services/oauth2/token`, `/services/oauth2/userinfo`): the one
+/// place that decides whether the process waits for Salesforce or stops.
+///
+/// `status` is the HTTP status of the answer (`None`: no answer: connection refused or reset,
+/// DNS, timeout, a body cut short); `oauth_error` the `error` of Salesforce's JSON error body
+/// (`{"error": …, "error_description": …}`, Salesforce Help "OAuth 2.0 Authorization Errors"),
+/// `None` when the answer is not that shape (an HTML maintenance or proxy page, a 200 that is
+/// not a token, an empty or truncated body).
+///
+/// * No answer → [`Directive::Retry`].
+/// * A Salesforce error whose code asks for a retry (`unknown_error`, `rate_limit_exceeded`,
+///   `server_error`, `temporarily_unavailable`), or any Salesforce error with status 408, 429 or
+///   5xx → [`Directive::Retry`].
+/// * Any other Salesforce error (`invalid_client`, `invalid_client_id`, `invalid_grant`,
+///   `unsupported_grant_type`, `invalid_request`, `inactive_user`, `inactive_org`, …: the
+///   configuration or the credentials) → [`Directive::Stop`].
+/// * An answer that is not Salesforce's: 401 and 403 (a refused access token at userinfo) →
+///   [`Directive::Stop`]; anything else (a 503 "down for maintenance" page, a 500, a 200 with
+///   HTML from a proxy) → [`Directive::Retry`]: it says nothing about the credentials.
+pub fn classify_login(status: Option<u16>, oauth_error: Option<&str>) -> Directive {
+    let Some(status) = status else {
+        return Directive::Retry;
+    };
+    let server_side = matches!(status, 408 | 429 | 500..=599);
+    let transient = match oauth_error {
+        Some(code) => server_side || TRANSIENT_OAUTH_ERRORS.contains(&code),
+        None => !matches!(status, 401 | 403),
+    };
+    if transient {
+        Directive::Retry
+    } else {
+        Directive::Stop
     }
 }
 
@@ -298,6 +350,49 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn logins_are_classified() {
+        // No answer, proxies' and maintenance pages, server errors: wait for Salesforce.
+        assert_eq!(classify_login(None, None), Directive::Retry);
+        for status in [200, 400, 404, 500, 502, 503, 504] {
+            assert_eq!(
+                classify_login(Some(status), None),
+                Directive::Retry,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            classify_login(Some(400), Some("unknown_error")),
+            Directive::Retry
+        );
+        assert_eq!(
+            classify_login(Some(400), Some("rate_limit_exceeded")),
+            Directive::Retry
+        );
+        assert_eq!(
+            classify_login(Some(503), Some("invalid_grant")),
+            Directive::Retry
+        );
+        // The configuration or the credentials: stop.
+        for code in [
+            "invalid_client",
+            "invalid_client_id",
+            "invalid_grant",
+            "unsupported_grant_type",
+            "invalid_request",
+            "inactive_user",
+            "inactive_org",
+        ] {
+            assert_eq!(
+                classify_login(Some(400), Some(code)),
+                Directive::Stop,
+                "{code}"
+            );
+        }
+        assert_eq!(classify_login(Some(401), None), Directive::Stop);
+        assert_eq!(classify_login(Some(403), None), Directive::Stop);
     }
 
     #[test]

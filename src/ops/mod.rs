@@ -15,11 +15,14 @@
 //!   ([`crate::ops::telemetry::ChannelStats::stream_up`], set by the pipeline's reader), the sink's
 //!   consumer is subscribed and running ([`crate::ops::telemetry::SinkStats::consumer_running`]), and
 //!   Kafka answered a metadata request within `ops.kafka_probe_timeout` (one probe client, one
-//!   probe at a time, a result reused for `PROBE_REUSE`). Otherwise 503. Both answer a JSON body
+//!   probe at a time, a result reused for `PROBE_REUSE`), and no transient failure is being
+//!   retried (`"source: salesforce login: retrying after HTTP 503 …"`, [`telemetry::Retrying`]).
+//!   Otherwise 503. Both answer a JSON body
 //!   `{"ready": bool, "not_ready": [reasons]}` naming each part that is not ready.
 
 mod logging;
 mod metrics;
+mod retrying;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -136,6 +139,9 @@ impl OpsState {
         {
             reasons.push("sink: the Kafka consumer is not running".to_owned());
         }
+        for retrying in self.retrying() {
+            reasons.extend(retrying.not_ready());
+        }
         if let Err(reason) = self.kafka.probe().await {
             reasons.push(format!("kafka: {reason}"));
         }
@@ -146,7 +152,16 @@ impl OpsState {
     pub(crate) fn metrics(&self) -> String {
         let source = self.source.as_ref().map(|(stats, _)| stats.snapshot());
         let sink = self.sink.as_ref().map(|stats| stats.snapshot());
-        render_metrics(source.as_ref(), sink.as_ref(), self.kafka.last())
+        let mut page = render_metrics(source.as_ref(), sink.as_ref(), self.kafka.last());
+        page.push_str(&retrying::render(&self.retrying()));
+        page
+    }
+
+    /// The transient failures each side reports (source, then sink).
+    fn retrying(&self) -> Vec<&telemetry::Retrying> {
+        let source = self.source.as_ref().map(|(stats, _)| &*stats.retrying);
+        let sink = self.sink.as_ref().map(|stats| &*stats.retrying);
+        source.into_iter().chain(sink).collect()
     }
 }
 

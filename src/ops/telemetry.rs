@@ -7,7 +7,8 @@
 //! named by a `const` below; [`PipelineStats::snapshot`] and [`SinkStats::snapshot`] read them (the
 //! demo's summary, `ops`'s `/metrics`). Counters are plain atomics, cheap on the hot path; the
 //! per-topic map is touched only by its channel's own task. The same atomics carry the readiness
-//! `ops`'s `/readyz` reports: [`ChannelStats::stream_up`] and [`SinkStats::consumer_running`].
+//! `ops`'s `/readyz` reports: [`ChannelStats::stream_up`], [`SinkStats::consumer_running`], and
+//! each side's [`Retrying`] (the transient failures being waited out, `ops/retrying.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -198,6 +199,8 @@ pub struct SinkStats {
     pub api: Arc<ApiStats>,
     /// The sink's limit guard: [`SINK_API_PAUSED`], [`SINK_API_REMAINING`].
     pub api_limits: Arc<ApiLimitGauges>,
+    /// The sink's transient failures being retried (`/readyz` reasons, [`TRANSIENT_RETRIES`]).
+    pub retrying: Arc<Retrying>,
 }
 
 /// Gauge, 0 or 1: the sink's Kafka consumer is subscribed and consuming (the sink's readiness).
@@ -410,6 +413,8 @@ pub struct PipelineStats {
     pub schemas_fetched: AtomicU64,
     /// The delivery stats of the source's producers (each once).
     deliveries: Mutex<Vec<Arc<DeliveryStats>>>,
+    /// The source's transient failures being retried (`/readyz` reasons, [`TRANSIENT_RETRIES`]).
+    pub retrying: Arc<Retrying>,
 }
 
 /// A point-in-time copy of the counters.
@@ -543,6 +548,7 @@ impl StatsSnapshot {
 }
 
 pub use super::logging::{LogFormat, init_logging};
+pub use super::retrying::{Retrying, TRANSIENT_RETRIES};
 
 /// Installs rustls' ring provider as the process default (idempotent).
 pub fn install_crypto_provider() {

@@ -20,6 +20,9 @@
 //! * Every REST call carries `Sforce-Call-Options: client=<client_tag>` so that the source
 //!   recognises the changes as echoes. Writing pauses while the daily API allowance is down to
 //!   `sink.api_reserve` ([`crate::salesforce::rest::LimitGuard`]).
+//! * At start, the login is retried while Salesforce cannot answer (5xx, 429, an HTML page, no
+//!   connection) and the dead-letter and conflicts topics while Kafka cannot, each failure a
+//!   `/readyz` reason (`sink: salesforce login: retrying after …`); refused credentials stop.
 //! * A failure the batch cannot settle (Salesforce unreachable after retries, Kafka refusing a
 //!   dead letter) restarts the consumer from the committed offsets after a backoff: records may
 //!   be written twice, none is lost. Cancellation stops intake, lets in-flight batches finish
@@ -55,7 +58,7 @@ use crate::config::{Config, SinkConfig};
 use crate::kafka::{KafkaError, Producer, TopicAdmin};
 use crate::ops::telemetry::SinkStats;
 use crate::retry::{Backoff, sleep_or_cancel};
-use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle};
+use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle, login_until_ready};
 use crate::salesforce::rest::{LimitGuard, RestClient};
 use batcher::{Batch, Intake};
 use committer::{Committer, SinkConsumer, SinkContext};
@@ -70,7 +73,7 @@ pub enum SinkError {
     /// The config has no `sink` section.
     #[error("no `sink` section in the config")]
     NotConfigured,
-    /// Login failed in a way retrying cannot fix.
+    /// Login refused in a way retrying cannot fix (credentials, configuration).
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// The HTTP client could not be built.
@@ -117,22 +120,21 @@ pub async fn run(
     let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
         .map_err(SinkError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http.clone());
-    let session = authenticator.login().await?;
+    // A login answered 5xx or HTML, or no answer, is waited out (`/readyz` says why).
+    let retrying = stats.retrying.clone();
+    let Some(session) = login_until_ready(&authenticator, &retrying, LOGIN_STEP, &cancel).await?
+    else {
+        return Ok(());
+    };
     let own_user = session.user_id.clone();
     info!(org_id = %session.org_id, user_id = ?own_user, "sink logged in to Salesforce");
     let rest = rest_client(&config, sink, http, SessionHandle::new(session), &stats);
     let settings = crate::kafka::KafkaSettings::from(&config.kafka);
     let producer = Producer::new(&settings)?;
-    if config.kafka.create_topics {
-        let admin = TopicAdmin::new(&settings)?;
-        for topic in [
-            config.sink_dead_letter_topic(),
-            sink.conflicts_topic.as_str(),
-        ] {
-            admin
-                .ensure(topic, config.kafka.topic_partitions, &[])
-                .await?;
-        }
+    if config.kafka.create_topics
+        && !ensure_topics(&config, sink, &settings, &retrying, &cancel).await?
+    {
+        return Ok(());
     }
     let writer = Writer {
         rest,
@@ -174,6 +176,50 @@ pub async fn run(
         warn!(%error, "Kafka flush at shutdown did not complete");
     }
     result
+}
+
+/// The `/readyz` step of the sink's login at start.
+const LOGIN_STEP: &str = "sink: salesforce login";
+/// The `/readyz` step of the sink's topics at start.
+const KAFKA_STEP: &str = "sink: kafka";
+
+/// Makes sure the dead-letter and conflicts topics exist, retrying while Kafka cannot answer
+/// (a client the settings cannot create stops); `Ok(false)` when cancelled first.
+async fn ensure_topics(
+    config: &Config,
+    sink: &SinkConfig,
+    settings: &crate::kafka::KafkaSettings,
+    retrying: &crate::ops::telemetry::Retrying,
+    cancel: &CancellationToken,
+) -> Result<bool, SinkError> {
+    let admin = TopicAdmin::new(settings)?;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    for topic in [
+        config.sink_dead_letter_topic(),
+        sink.conflicts_topic.as_str(),
+    ] {
+        loop {
+            let ensured = tokio::select! {
+                _ = cancel.cancelled() => return Ok(false),
+                ensured = admin.ensure(topic, config.kafka.topic_partitions, &[]) => ensured,
+            };
+            match ensured {
+                Ok(()) => break,
+                Err(err @ (KafkaError::Client { .. } | KafkaError::Task(_))) => {
+                    let reason = crate::ops::telemetry::error_chain(&err);
+                    retrying.failed(KAFKA_STEP, &reason);
+                    let delay = backoff.next_delay();
+                    warn!(error = %reason, ?delay, "{KAFKA_STEP} failed; retrying");
+                    if !sleep_or_cancel(delay, cancel).await {
+                        return Ok(false);
+                    }
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    retrying.recovered(KAFKA_STEP);
+    Ok(true)
 }
 
 /// The sink's REST client: API version, client tag and allowance reserve from the config.

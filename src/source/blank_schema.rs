@@ -14,16 +14,19 @@
 //! (stage `schema`), never guessed.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::dead_letters::DeadLetter;
+use super::reader::renew_session;
+use super::setup::Shared;
 use crate::config::is_api_name;
 use crate::kafka::headers::DeadLetterStage;
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
-use crate::salesforce::pubsub::PubSub;
+use crate::salesforce::auth::AuthError;
 use crate::source::cdc;
 
 /// A dead letter of stage `schema` for an event without a schema id.
@@ -59,12 +62,15 @@ pub(super) struct EntitySchemas {
 
 impl EntitySchemas {
     /// The schema id of `entity`'s change events: cached, or (when missing or `refresh`) asked
-    /// of the org with `GetTopic`, retried while the org is unavailable. `Err(None)`: cancelled.
+    /// of the org with `GetTopic`, retried while the org is unavailable, after a re-login
+    /// (single flight with the reader's) when it refuses the session. `Err(None)`: cancelled, or
+    /// the re-login refused for good (then in `login_refused`).
     pub(super) async fn schema_id(
         &mut self,
-        pubsub: &PubSub,
+        shared: &Shared,
         entity: &str,
         refresh: bool,
+        login_refused: &Mutex<Option<AuthError>>,
         cancel: &CancellationToken,
     ) -> Result<String, Option<DeadLetter>> {
         if let Some(id) = self.ids.get(entity).filter(|_| !refresh) {
@@ -73,26 +79,31 @@ impl EntitySchemas {
         let channel = channel_of(entity);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let topic = loop {
-            match pubsub.get_topic(&channel).await {
+            let used = shared.session.current();
+            let err = match shared.pubsub.get_topic(&channel).await {
                 Ok(topic) => break topic,
-                // A session renewed by the reader, or an org back, answers the next try.
-                Err(err)
-                    if matches!(
-                        err.directive(),
-                        Directive::Retry | Directive::Reauthenticate
-                    ) =>
-                {
-                    let delay = backoff.next_delay();
-                    warn!(error = %err, ?delay, %channel, "GetTopic failed; retrying");
-                    if !sleep_or_cancel(delay, cancel).await {
+                Err(err) => err,
+            };
+            match err.directive() {
+                Directive::Retry => {}
+                Directive::Reauthenticate => {
+                    if let Err(login) = renew_session(shared, &used, cancel).await {
+                        if let Ok(mut slot) = login_refused.lock() {
+                            *slot = Some(login);
+                        }
                         return Err(None);
                     }
                 }
-                Err(err) => {
+                _ => {
                     return Err(refused(format!(
                         "its entity {entity}'s channel {channel}: {err}"
                     )));
                 }
+            }
+            let delay = backoff.next_delay();
+            warn!(error = %err, ?delay, %channel, "GetTopic failed; retrying");
+            if !sleep_or_cancel(delay, cancel).await {
+                return Err(None);
             }
         };
         if topic.schema_id.trim().is_empty() {

@@ -23,7 +23,7 @@ use super::blank_schema::{self, EntitySchemas};
 use super::dead_letters::{DeadLetter, DeadLetters, write_gap_marker};
 use super::diffs;
 use super::error::AttemptError;
-use super::reader::Item;
+use super::reader::{Item, renew_session};
 use super::routes::Routes;
 use super::setup::Shared;
 use super::transactions::{Transaction, commit_due};
@@ -32,6 +32,7 @@ use crate::kafka::headers::{self, DeadLetterStage};
 use crate::kafka::{AckWindow, EventHandle, KafkaError, OutgoingRecord, Producer};
 use crate::ops::telemetry::ChannelStats;
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
+use crate::salesforce::auth::AuthError;
 use crate::salesforce::proto::ConsumerEvent;
 use crate::salesforce::pubsub::PubSub;
 use crate::source::cdc::schema::{EventSchema, SchemaSource, SourceError};
@@ -110,6 +111,7 @@ async fn process_items(
         last_schema: None,
         entity_schemas: EntitySchemas::default(),
         diff_fields: Vec::new(),
+        login_refused: std::sync::Mutex::new(None),
     };
     loop {
         if let Some(reason) = window.failure() {
@@ -158,6 +160,9 @@ async fn process_items(
                     Err(HandleError::Kafka(err)) => {
                         return Err(AttemptError::Restart(err.to_string()));
                     }
+                    Err(HandleError::LoginRefused(err)) => {
+                        return Err(AttemptError::Stop(err.into()));
+                    }
                 }
             }
         }
@@ -167,6 +172,8 @@ async fn process_items(
 enum HandleError {
     Cancelled,
     Kafka(KafkaError),
+    /// A re-login was refused for good (credentials, configuration): the pipeline stops.
+    LoginRefused(AuthError),
 }
 
 /// One channel's processing state, owned by its processor task.
@@ -191,6 +198,8 @@ struct Processor<'a> {
     entity_schemas: EntitySchemas,
     /// The `diffFields` (expanded) of the event decoded last.
     diff_fields: Vec<String>,
+    /// A re-login refused for good while fetching a schema (then decoding ends with `Err(None)`).
+    login_refused: std::sync::Mutex<Option<AuthError>>,
 }
 
 /// The echo rule of the source: our client tag, plus the configured users and (with
@@ -230,7 +239,10 @@ impl Processor<'_> {
         };
         let handle = self.window.begin(replay_id);
         let records = match self.decode(&raw, cancel).await {
-            Err(None) => return Err(HandleError::Cancelled),
+            Err(None) => {
+                let refused = self.login_refused.lock().ok().and_then(|mut e| e.take());
+                return Err(refused.map_or(HandleError::Cancelled, HandleError::LoginRefused));
+            }
             Err(Some(dead)) => Err(dead),
             Ok(records) => match self.resolve_diffs(records, cancel).await {
                 Err(None) => return Err(HandleError::Cancelled),
@@ -282,7 +294,8 @@ impl Processor<'_> {
         Ok(())
     }
 
-    /// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema.
+    /// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema,
+    /// or a re-login refused for good (kept in `login_refused`).
     async fn decode(
         &mut self,
         raw: &RawEvent<'_>,
@@ -317,8 +330,23 @@ impl Processor<'_> {
         };
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
+            let used = self.shared.session.current();
             match self.shared.schemas.get(id, &source).await {
                 Ok(schema) => return Ok(schema),
+                // The same single-flight re-login as the stream's, then the fetch again: the
+                // reader may be waiting behind this event and not notice the refusal itself.
+                Err(err) if err.directive() == Directive::Reauthenticate => {
+                    warn!(error = %err, "schema fetch refused the session; logging in again");
+                    if let Err(login) = renew_session(self.shared, &used, cancel).await {
+                        if let Ok(mut slot) = self.login_refused.lock() {
+                            *slot = Some(login);
+                        }
+                        return Err(None);
+                    }
+                    if !sleep_or_cancel(backoff.next_delay(), cancel).await {
+                        return Err(None);
+                    }
+                }
                 Err(err) if err.directive() == Directive::Retry => {
                     let delay = backoff.next_delay();
                     warn!(error = %err, ?delay, "schema fetch failed; retrying");
@@ -350,7 +378,7 @@ impl Processor<'_> {
         loop {
             let id = self
                 .entity_schemas
-                .schema_id(&self.shared.pubsub, entity, refresh, cancel)
+                .schema_id(self.shared, entity, refresh, &self.login_refused, cancel)
                 .await?;
             let schema = self.schema(&id, cancel).await?;
             if !schema.entity_name_first() {
@@ -525,6 +553,10 @@ impl SchemaSource for CountingSource<'_> {
                 schema_id: schema_id.to_owned(),
                 message: err.to_string(),
             }),
+            // A revoked or expired session: the caller logs in again (issue 19, item 4).
+            Err(err) if err.directive() == Directive::Reauthenticate => {
+                Err(SourceError::Unauthenticated(Box::new(err)))
+            }
             Err(err) => Err(SourceError::Unavailable(Box::new(err))),
         }
     }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::error::AttemptError;
-use super::setup::Shared;
+use super::setup::{LOGIN_STEP, Shared};
 use crate::config::{ChannelConfig, ReplayRejectedPolicy};
 use crate::ops::telemetry::ChannelStats;
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
@@ -59,6 +59,8 @@ pub(super) async fn read_stream(
     let _down = stats.stream_down_on_drop();
     loop {
         let start = position.clone();
+        // The session the stream opens with: the one to renew if the org refuses it.
+        let used = shared.session.current();
         let opened = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             opened = shared.pubsub.subscribe(&channel.name, start.clone(), source.batch_size, source.stream_idle_timeout) => opened,
@@ -135,12 +137,8 @@ pub(super) async fn read_stream(
             }
             Directive::Reauthenticate => {
                 warn!(error = %error, "session rejected; logging in again");
-                match shared.authenticator.login().await {
-                    Ok(session) => shared.session.replace(session),
-                    Err(err) if err.directive() == Directive::Retry => {
-                        warn!(error = %err, "re-login failed")
-                    }
-                    Err(err) => return Err(AttemptError::Stop(err.into())),
+                if let Err(err) = renew_session(shared, &used, cancel).await {
+                    return Err(AttemptError::Stop(err.into()));
                 }
             }
             Directive::Retry => {}
@@ -153,5 +151,33 @@ pub(super) async fn read_stream(
         if !sleep_or_cancel(delay, cancel).await {
             return Ok(());
         }
+    }
+}
+
+/// Logs in again after the org refused `refused` (single flight with the other tasks of the
+/// source). A login failure that waiting can fix is reported (`/readyz`) and left to the next
+/// try; one it cannot is returned. Cancellation ends the wait quietly.
+pub(super) async fn renew_session(
+    shared: &Shared,
+    refused: &std::sync::Arc<crate::salesforce::auth::Session>,
+    cancel: &CancellationToken,
+) -> Result<(), crate::salesforce::auth::AuthError> {
+    let retrying = &shared.stats.retrying;
+    let renewed = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        renewed = shared.session.renew(&shared.authenticator, refused) => renewed,
+    };
+    match renewed {
+        Ok(_) => {
+            retrying.recovered(LOGIN_STEP);
+            Ok(())
+        }
+        Err(err) if err.directive() == Directive::Retry => {
+            let reason = crate::ops::telemetry::error_chain(&err);
+            warn!(error = %reason, "re-login failed; retrying");
+            retrying.failed(LOGIN_STEP, &reason);
+            Ok(())
+        }
+        Err(err) => Err(err),
     }
 }

@@ -1,11 +1,15 @@
 //! Setup of the source: login, the channels checked, the producers, the checkpoints read.
 //!
 //! Contract: [`connect`] returns the state every channel task shares ([`Shared`]) once the org
-//! accepted the login (retried with backoff while it is unreachable), every channel exists and may
-//! be subscribed to (`GetTopic`), each channel has its producer (in exactly-once mode a
-//! transactional one, registered before the checkpoints are read, so an earlier owner is fenced
-//! and what is read next is final), the checkpoint topic has been read and the dead-letter topic
-//! exists (when `kafka.create_topics`). `Ok(None)`: cancelled while waiting.
+//! accepted the login, the Pub/Sub API accepted the connection, every channel exists and may be
+//! subscribed to (`GetTopic`, after a re-login if the session is refused), each channel has its
+//! producer (in exactly-once mode a transactional one, registered before the checkpoints are
+//! read, so an earlier owner is fenced and what is read next is final), the checkpoint topic has
+//! been read and the dead-letter topic exists (when `kafka.create_topics`). What waiting can fix
+//! (a login answered 5xx or HTML, a refused connection, Kafka unreachable) is retried with capped
+//! exponential backoff and jitter until cancelled, each failure reported to the pipeline's
+//! `Retrying` (a `/readyz` reason, [`crate::ops::telemetry::TRANSIENT_RETRIES`]); refused
+//! credentials or configuration stop. `Ok(None)`: cancelled while waiting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +20,9 @@ use tracing::{info, warn};
 use super::error::PipelineError;
 use crate::config::{Config, DeliveryMode, SourceConfig};
 use crate::kafka::{KafkaSettings, Producer, TopicAdmin};
-use crate::ops::telemetry::PipelineStats;
+use crate::ops::telemetry::{PipelineStats, Retrying};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
-use crate::salesforce::auth::{Authenticator, SessionHandle};
+use crate::salesforce::auth::{Authenticator, SessionHandle, login_until_ready};
 use crate::salesforce::pubsub::PubSub;
 use crate::salesforce::tls::ClientTls;
 use crate::source::cdc::schema::SchemaCache;
@@ -76,25 +80,34 @@ pub(super) async fn connect(
     let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
         .map_err(PipelineError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http.clone());
+    let retrying = &stats.retrying;
     // An org briefly unreachable at startup is waited for, as it is once running.
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let Some(session) = login(&authenticator, &mut backoff, cancel).await? else {
+    let Some(session) = login_until_ready(&authenticator, retrying, LOGIN_STEP, cancel).await?
+    else {
         return Ok(None);
     };
+    let session = SessionHandle::new(session);
     let gaps = Rereader::for_source(&config, http, session.clone());
     info!(org_id = %session.current().org_id, instance_url = %session.current().instance_url, "logged in to Salesforce");
-    let pubsub = PubSub::connect(&config.salesforce.pubsub_endpoint, session.clone(), &tls).await?;
-    if !check_channels(&pubsub, source, &mut backoff, cancel).await? {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let Some(pubsub) =
+        connect_pubsub(&config, &session, &tls, retrying, &mut backoff, cancel).await?
+    else {
+        return Ok(None);
+    };
+    let channels = Channels {
+        pubsub: &pubsub,
+        session: &session,
+        authenticator: &authenticator,
+        retrying,
+    };
+    if !channels.check(source, &mut backoff, cancel).await? {
         return Ok(None);
     }
-    let settings = crate::kafka::KafkaSettings::from(&config.kafka);
-    let producers = producers(&config, source, &settings).await?;
-    for producer in &producers {
-        stats.register_deliveries(producer.delivery_stats());
-    }
-    let checkpoints =
-        CheckpointStore::open(&settings, &config.kafka.checkpoint_topic, &config.name).await?;
-    let topics = topic_admin(&config, &settings).await?;
+    let Some((producers, checkpoints, topics)) = kafka(&config, source, &stats, cancel).await?
+    else {
+        return Ok(None);
+    };
     Ok(Some(Arc::new(Shared {
         config,
         topics,
@@ -109,19 +122,36 @@ pub(super) async fn connect(
     })))
 }
 
-/// Logs in, retrying while the org is unreachable; `Ok(None)` when cancelled first.
-async fn login(
-    authenticator: &Authenticator,
+/// The `/readyz` step of the source's login (at start and mid-run).
+pub(super) const LOGIN_STEP: &str = "source: salesforce login";
+/// The `/readyz` step of the Pub/Sub connection and `GetTopic` at start.
+const PUBSUB_STEP: &str = "source: pub/sub api";
+/// The `/readyz` step of Kafka at start (producers, checkpoint topic, dead-letter topic).
+const KAFKA_STEP: &str = "source: kafka";
+
+/// Connects to the Pub/Sub API, retrying while it refuses connections; `Ok(None)` when
+/// cancelled first.
+async fn connect_pubsub(
+    config: &Config,
+    session: &SessionHandle,
+    tls: &ClientTls,
+    retrying: &Retrying,
     backoff: &mut Backoff,
     cancel: &CancellationToken,
-) -> Result<Option<SessionHandle>, PipelineError> {
+) -> Result<Option<PubSub>, PipelineError> {
+    let endpoint = &config.salesforce.pubsub_endpoint;
     loop {
-        match authenticator.login().await {
-            Ok(session) => return Ok(Some(SessionHandle::new(session))),
+        let connected = tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            connected = PubSub::connect(endpoint, session.clone(), tls) => connected,
+        };
+        match connected {
+            Ok(pubsub) => {
+                retrying.recovered(PUBSUB_STEP);
+                return Ok(Some(pubsub));
+            }
             Err(err) if err.directive() == Directive::Retry => {
-                let delay = backoff.next_delay();
-                warn!(error = %crate::ops::telemetry::error_chain(&err), ?delay, "login failed; retrying");
-                if !sleep_or_cancel(delay, cancel).await {
+                if !wait_after(retrying, PUBSUB_STEP, &err, backoff, cancel).await {
                     return Ok(None);
                 }
             }
@@ -130,38 +160,142 @@ async fn login(
     }
 }
 
-/// `GetTopic` for every channel (retried while the org is unavailable): each must exist and
-/// allow subscribing. `Ok(false)` when cancelled first.
-async fn check_channels(
-    pubsub: &PubSub,
-    source: &SourceConfig,
+/// Reports a transient failure of `step`, then waits the backoff; `false` when cancelled.
+async fn wait_after(
+    retrying: &Retrying,
+    step: &'static str,
+    err: &(dyn std::error::Error + Sync),
     backoff: &mut Backoff,
     cancel: &CancellationToken,
-) -> Result<bool, PipelineError> {
-    for channel in &source.channels {
-        let topic = loop {
-            match pubsub.get_topic(&channel.name).await {
-                Ok(topic) => break topic,
-                Err(err) if matches!(err.directive(), Directive::Retry) => {
-                    let delay = backoff.next_delay();
-                    warn!(error = %err, ?delay, "GetTopic failed; retrying");
-                    if !sleep_or_cancel(delay, cancel).await {
-                        return Ok(false);
+) -> bool {
+    let reason = crate::ops::telemetry::error_chain(err);
+    retrying.failed(step, &reason);
+    let delay = backoff.next_delay();
+    warn!(error = %reason, ?delay, attempt = backoff.attempts(), "{step} failed; retrying");
+    sleep_or_cancel(delay, cancel).await
+}
+
+/// What checking the channels needs: the client, and the session to renew when refused.
+struct Channels<'a> {
+    pubsub: &'a PubSub,
+    session: &'a SessionHandle,
+    authenticator: &'a Authenticator,
+    retrying: &'a Retrying,
+}
+
+impl Channels<'_> {
+    /// `GetTopic` for every channel (retried while the org is unavailable, after a re-login
+    /// when the session is refused): each must exist and allow subscribing. `Ok(false)` when
+    /// cancelled first.
+    async fn check(
+        &self,
+        source: &SourceConfig,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) -> Result<bool, PipelineError> {
+        for channel in &source.channels {
+            let topic = loop {
+                let used = self.session.current();
+                let err = match self.pubsub.get_topic(&channel.name).await {
+                    Ok(topic) => break topic,
+                    Err(err) => err,
+                };
+                match err.directive() {
+                    Directive::Retry => {}
+                    Directive::Reauthenticate => {
+                        if let Err(login) = self.session.renew(self.authenticator, &used).await {
+                            if login.directive() != Directive::Retry {
+                                return Err(login.into());
+                            }
+                            self.retrying.failed(LOGIN_STEP, &login.to_string());
+                        }
                     }
+                    _ => return Err(err.into()),
                 }
-                Err(err) => return Err(err.into()),
+                if !wait_after(self.retrying, PUBSUB_STEP, &err, backoff, cancel).await {
+                    return Ok(false);
+                }
+            };
+            self.retrying.recovered(PUBSUB_STEP);
+            self.retrying.recovered(LOGIN_STEP);
+            if !topic.can_subscribe {
+                return Err(PipelineError::Channel {
+                    channel: channel.name.clone(),
+                    message:
+                        "the integration user may not subscribe to it (GetTopic can_subscribe = false)"
+                            .into(),
+                });
             }
+        }
+        Ok(true)
+    }
+}
+
+/// The source's producers, its checkpoint store and its topic admin.
+type KafkaParts = (Vec<Producer>, CheckpointStore, Option<TopicAdmin>);
+
+/// The producers, the checkpoint store and the topic admin, retried while Kafka cannot be
+/// reached (a broken configuration or a corrupt checkpoint stops); `Ok(None)` when cancelled.
+async fn kafka(
+    config: &Config,
+    source: &SourceConfig,
+    stats: &PipelineStats,
+    cancel: &CancellationToken,
+) -> Result<Option<KafkaParts>, PipelineError> {
+    let settings = crate::kafka::KafkaSettings::from(&config.kafka);
+    let producers = producers(config, source, &settings).await?;
+    for producer in &producers {
+        stats.register_deliveries(producer.delivery_stats());
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let opened = tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            opened = open_kafka(config, &settings) => opened,
         };
-        if !topic.can_subscribe {
-            return Err(PipelineError::Channel {
-                channel: channel.name.clone(),
-                message:
-                    "the integration user may not subscribe to it (GetTopic can_subscribe = false)"
-                        .into(),
-            });
+        match opened {
+            Ok((checkpoints, topics)) => {
+                stats.retrying.recovered(KAFKA_STEP);
+                return Ok(Some((producers, checkpoints, topics)));
+            }
+            Err(err) if kafka_is_transient(&err) => {
+                if !wait_after(&stats.retrying, KAFKA_STEP, &err, &mut backoff, cancel).await {
+                    return Ok(None);
+                }
+            }
+            Err(err) => return Err(err),
         }
     }
-    Ok(true)
+}
+
+/// The checkpoint store (its topic read to the end) and the topic admin.
+async fn open_kafka(
+    config: &Config,
+    settings: &KafkaSettings,
+) -> Result<(CheckpointStore, Option<TopicAdmin>), PipelineError> {
+    let checkpoints =
+        CheckpointStore::open(settings, &config.kafka.checkpoint_topic, &config.name).await?;
+    let topics = topic_admin(config, settings).await?;
+    Ok((checkpoints, topics))
+}
+
+/// Kafka could not answer (metadata, reading or creating a topic): waiting can help. A client
+/// the settings cannot create, or a corrupt checkpoint, cannot be waited out.
+fn kafka_is_transient(err: &PipelineError) -> bool {
+    use crate::source::checkpoint::CheckpointError;
+    match err {
+        PipelineError::Checkpoint(err) => matches!(
+            err,
+            CheckpointError::Read { .. }
+                | CheckpointError::CreateTopic { .. }
+                | CheckpointError::Task(_)
+        ),
+        PipelineError::Kafka(err) => matches!(
+            err,
+            crate::kafka::KafkaError::Client { .. } | crate::kafka::KafkaError::Task(_)
+        ),
+        _ => false,
+    }
 }
 
 /// The producer of each channel, by index: clones of one idempotent producer, or one

@@ -21,21 +21,23 @@
 //! but a given access token can log in again; the JWT flow signs a new assertion each time.
 
 mod jwt;
+mod session;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::config::{AuthConfig, SalesforceConfig};
-use crate::retry::Directive;
+use crate::retry::{Directive, classify_login};
 use crate::salesforce::tls::ClientTls;
 
 pub(crate) use jwt::{
     JWT_BEARER_GRANT, JwtClaims, JwtSigner, MAX_ASSERTION_LIFETIME, load_jwt_signer,
 };
 pub use jwt::{KeyError, jwt_audience};
+pub use session::{Session, SessionHandle, login_until_ready};
 
 /// Login failures.
 #[derive(Debug, thiserror::Error)]
@@ -46,23 +48,30 @@ pub enum AuthError {
         crate::salesforce::tls::CERTIFICATE_HINT
     )]
     Certificate { url: String, reason: String },
-    /// The token endpoint rejected the credentials.
-    #[error("Salesforce login at {url} was refused: {error}: {description}")]
+    /// Salesforce answered with its OAuth error body (`{"error", "error_description"}`).
+    #[error("Salesforce login at {url} was refused (HTTP {status}): {error}: {description}")]
     Rejected {
         url: String,
+        status: u16,
         error: String,
         description: String,
     },
-    /// The endpoint could not be reached or answered something unreadable.
+    /// No answer: connection refused or reset, DNS, timeout, a body cut short.
     #[error("Salesforce login at {url} failed")]
     Transport {
         url: String,
         #[source]
         source: reqwest::Error,
     },
-    /// The response lacked something Salesforce always sends.
-    #[error("Salesforce login at {url}: unexpected response: {message}")]
-    Protocol { url: String, message: String },
+    /// An answer that is not Salesforce's (an HTML maintenance or proxy page, a 200 that is not
+    /// a token, an empty body); `what` describes it without repeating a 2xx body (it could hold
+    /// a token).
+    #[error("Salesforce login at {url}: HTTP {status} answered {what}")]
+    Unreadable {
+        url: String,
+        status: u16,
+        what: String,
+    },
     /// The JWT bearer flow's private key is unusable (`key` is the config key it came from).
     #[error("JWT bearer login: {key}: {source}")]
     PrivateKey {
@@ -73,70 +82,67 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// [`Directive::Retry`] when trying again later can help (network trouble, 5xx), else
-    /// [`Directive::Stop`]: refused credentials, a refused certificate, an unusable key.
+    /// What to do next, decided by [`classify_login`] (the one place): [`Directive::Retry`] when
+    /// waiting for Salesforce can help (no answer, 5xx, 429, an answer that is not Salesforce's,
+    /// `unknown_error`), else [`Directive::Stop`]: refused credentials or configuration
+    /// (`invalid_client`, `invalid_grant`, `unsupported_grant_type`, …), a refused certificate,
+    /// an unusable key.
     pub fn directive(&self) -> Directive {
-        let transient = match self {
-            AuthError::Transport { source, .. } => {
-                source.is_connect()
-                    || source.is_timeout()
-                    || source.status().is_some_and(|s| s.is_server_error())
-            }
-            AuthError::Rejected { .. }
-            | AuthError::Certificate { .. }
-            | AuthError::Protocol { .. }
-            | AuthError::PrivateKey { .. } => false,
-        };
-        if transient {
-            Directive::Retry
-        } else {
-            Directive::Stop
+        match self {
+            AuthError::Transport { .. } => classify_login(None, None),
+            AuthError::Rejected { status, error, .. } => classify_login(Some(*status), Some(error)),
+            AuthError::Unreadable { status, .. } => classify_login(Some(*status), None),
+            AuthError::Certificate { .. } | AuthError::PrivateKey { .. } => Directive::Stop,
         }
     }
 }
 
-/// An authenticated session with an org.
-#[derive(Clone)]
-pub struct Session {
-    /// OAuth access token (session id).
-    pub access_token: SecretString,
-    /// e.g. `https://acme.my.salesforce.com`.
-    pub instance_url: String,
-    /// 18-character org id (the `tenantid` of Pub/Sub calls).
-    pub org_id: String,
-    /// The integration user's id, when known.
-    pub user_id: Option<String>,
+/// The error of an answer with `status` that is not a success: Salesforce's OAuth error when
+/// the body is one, else a description of what came (content type, length, and for a refusal
+/// the start of the body on one line).
+fn refusal(url: &str, status: reqwest::StatusCode, content_type: &str, body: &[u8]) -> AuthError {
+    if let Ok(e) = serde_json::from_slice::<OAuthErrorBody>(body) {
+        return AuthError::Rejected {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            error: e.error,
+            description: e.error_description,
+        };
+    }
+    unreadable(
+        url,
+        status,
+        content_type,
+        body,
+        "an answer that is not Salesforce's",
+    )
 }
 
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("access_token", &"[REDACTED]")
-            .field("instance_url", &self.instance_url)
-            .field("org_id", &self.org_id)
-            .field("user_id", &self.user_id)
-            .finish()
+/// [`AuthError::Unreadable`]: `what` came, described by type and length; the start of the body
+/// only when it is not a success (a 2xx body may hold a token).
+fn unreadable(
+    url: &str,
+    status: reqwest::StatusCode,
+    content_type: &str,
+    body: &[u8],
+    what: &str,
+) -> AuthError {
+    let content_type = if content_type.is_empty() {
+        "no content type"
+    } else {
+        content_type
+    };
+    let mut what = format!("{what} ({content_type}, {} bytes)", body.len());
+    if !status.is_success() && !body.is_empty() {
+        let text = String::from_utf8_lossy(body);
+        let head: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let head: String = head.chars().take(160).collect();
+        what.push_str(&format!(": {head}"));
     }
-}
-
-/// The current session, shared by the gRPC and REST clients; swapped on re-login.
-#[derive(Clone)]
-pub struct SessionHandle(Arc<RwLock<Arc<Session>>>);
-
-impl SessionHandle {
-    /// Wraps a first session.
-    pub fn new(session: Session) -> Self {
-        SessionHandle(Arc::new(RwLock::new(Arc::new(session))))
-    }
-
-    /// The session in force now.
-    pub fn current(&self) -> Arc<Session> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Replaces the session (after a re-login).
-    pub fn replace(&self, session: Session) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(session);
+    AuthError::Unreadable {
+        url: url.to_owned(),
+        status: status.as_u16(),
+        what,
     }
 }
 
@@ -342,25 +348,20 @@ impl Authenticator {
             .await
             .map_err(transport)?;
         let status = response.status();
+        let content_type = content_type(&response);
         let body = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<OAuthErrorBody>(&body) {
-                Ok(e) => AuthError::Rejected {
-                    url,
-                    error: e.error,
-                    description: e.error_description,
-                },
-                Err(_) => AuthError::Protocol {
-                    message: format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
-                    url,
-                },
-            });
+            return Err(refusal(&url, status, &content_type, &body));
         }
-        let token: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| AuthError::Protocol {
-                url: url.clone(),
-                message: format!("token response is not valid: {e}"),
-            })?;
+        let token: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+            unreadable(
+                &url,
+                status,
+                &content_type,
+                &body,
+                "something that is not a token response",
+            )
+        })?;
         Ok((
             SecretString::from(token.access_token),
             token.instance_url.trim_end_matches('/').to_owned(),
@@ -383,15 +384,31 @@ impl Authenticator {
             .await
             .map_err(transport)?;
         let status = response.status();
+        let content_type = content_type(&response);
+        let body = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(AuthError::Rejected {
-                url: url.clone(),
-                error: format!("HTTP {status}"),
-                description: "userinfo refused the access token".to_owned(),
-            });
+            return Err(refusal(&url, status, &content_type, &body));
         }
-        response.json().await.map_err(transport)
+        serde_json::from_slice(&body).map_err(|_| {
+            unreadable(
+                &url,
+                status,
+                &content_type,
+                &body,
+                "something that is not userinfo",
+            )
+        })
     }
+}
+
+/// The `Content-Type` of an answer, or empty.
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// A failed request: [`AuthError::Certificate`] when the server's certificate was refused.
@@ -412,6 +429,7 @@ fn transport_error(url: &str, source: reqwest::Error) -> AuthError {
 fn jwt_hint(error: AuthError) -> AuthError {
     let AuthError::Rejected {
         url,
+        status,
         error,
         description,
     } = error
@@ -437,6 +455,7 @@ fn jwt_hint(error: AuthError) -> AuthError {
         _ => {
             return AuthError::Rejected {
                 url,
+                status,
                 error,
                 description,
             };
@@ -444,6 +463,7 @@ fn jwt_hint(error: AuthError) -> AuthError {
     };
     AuthError::Rejected {
         url,
+        status,
         error,
         description: format!("{description} ({hint})"),
     }

@@ -6,7 +6,8 @@
 //! * A schema is fetched once ([`SchemaSource`], implemented by the Pub/Sub client with
 //!   `GetSchema`). Concurrent callers asking for the same id share one fetch (single flight).
 //! * Blank ids (the generic `/data/ChangeEvents` channel sends them) and unknown ids are errors.
-//!   Only [`SchemaError::Unavailable`] is worth retrying; a schema that does not parse is
+//!   Only [`SchemaError::Unavailable`] is worth retrying, and [`SchemaError::Unauthenticated`]
+//!   after a new login (the caller's); a schema that does not parse is
 //!   remembered as broken, so its events go to the dead-letter topic without refetching.
 //! * Parsing precomputes everything per schema that the hot path needs: a compiled decoder, the
 //!   `ChangeEventHeader` field roles and the field-name tables for bitmap expansion.
@@ -39,6 +40,9 @@ pub enum SourceError {
     /// Transport or server trouble; worth retrying.
     #[error("schema source unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The server refused the session; worth retrying after a new login.
+    #[error("schema source refused the session: {0}")]
+    Unauthenticated(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why [`SchemaCache::get`] failed. Cheap to clone (sources are shared).
@@ -51,6 +55,13 @@ pub enum SchemaError {
     NotFound { schema_id: String, message: String },
     #[error("schema {schema_id} unavailable: {source}")]
     Unavailable {
+        schema_id: String,
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server refused the session: log in again, then retry.
+    #[error("schema {schema_id}: the session was refused: {source}")]
+    Unauthenticated {
         schema_id: String,
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync>,
@@ -68,11 +79,13 @@ pub enum SchemaError {
 }
 
 impl SchemaError {
-    /// Only a transient source failure is worth retrying ([`Directive::Retry`]); everything
-    /// else is permanent for the id, so its events are dead-lettered ([`Directive::DeadLetter`]).
+    /// A transient source failure is worth retrying ([`Directive::Retry`]), a refused session
+    /// after a new login ([`Directive::Reauthenticate`]); everything else is permanent for the
+    /// id, so its events are dead-lettered ([`Directive::DeadLetter`]).
     pub fn directive(&self) -> Directive {
         match self {
             SchemaError::Unavailable { .. } => Directive::Retry,
+            SchemaError::Unauthenticated { .. } => Directive::Reauthenticate,
             _ => Directive::DeadLetter,
         }
     }
@@ -187,6 +200,12 @@ impl SchemaCache {
                         schema_id: schema_id.to_owned(),
                         source: Arc::from(source),
                     }),
+                    Err(SourceError::Unauthenticated(source)) => {
+                        Err(SchemaError::Unauthenticated {
+                            schema_id: schema_id.to_owned(),
+                            source: Arc::from(source),
+                        })
+                    }
                 }
             })
             .await;
