@@ -16,7 +16,8 @@
 //!   "fail_next": {"count": 3, "fault": "service_unavailable" | "too_many_requests" |
 //!   "request_limit_exceeded"}, "lock_rows": 2, "api_usage": 0, "api_limit": 1000,
 //!   "validation_rule": {"object", "field", "value", "message"}, "gap": {"object", "ids": […],
-//!   "kind": "update"}, "overflow": "Account", "gap_records": […]}` (the `SimOrg` knobs over
+//!   "kind": "update"}, "overflow": "Account", "gap_records": […], "fail_next_logins": {"count":
+//!   3, "fault": "maintenance" | "unknown_error" | "html_200"}}` (the `SimOrg` knobs over
 //!   HTTP; `gap`/`overflow`/`gap_records` are `emit_gap`, `emit_overflow`, `emit_gaps_for`).
 
 use std::collections::HashMap;
@@ -96,6 +97,9 @@ fn oauth_error(error: &str, description: &str) -> Response {
 }
 
 async fn token(State(s): State<Arc<Shared>>, Form(p): Form<HashMap<String, String>>) -> Response {
+    if let Some(fault) = s.logins.next() {
+        return fault.response();
+    }
     let cfg = &s.config;
     let param = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
     let client_ok =
@@ -123,6 +127,7 @@ async fn token(State(s): State<Arc<Shared>>, Form(p): Form<HashMap<String, Strin
         _ => return oauth_error("unsupported_grant_type", "grant type not supported"),
     };
     let access_token = s.issue_token(user_id);
+    s.logins.served();
     let signature: [u8; 32] = rand::random();
     Json(json!({
         "access_token": access_token,
@@ -256,6 +261,14 @@ struct FaultsRequest {
     refuse_subscriptions_ms: Option<u64>,
     #[serde(default)]
     silence_streams: bool,
+    fail_next_logins: Option<FailNextLogins>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailNextLogins {
+    count: usize,
+    fault: super::faults::LoginFault,
 }
 
 fn faults_body(s: &Shared) -> Value {
@@ -266,6 +279,7 @@ fn faults_body(s: &Shared) -> Value {
         "latency_ms": api.latency.as_millis() as u64,
         "pending_faults": api.pending_faults(),
         "lock_rows": lock_rows,
+        "pending_login_faults": s.logins.pending(),
     })
 }
 
@@ -317,6 +331,9 @@ async fn set_faults(State(s): State<Arc<Shared>>, Json(req): Json<FaultsRequest>
     }
     if req.silence_streams {
         s.silence_streams();
+    }
+    if let Some(f) = req.fail_next_logins {
+        s.logins.queue(f.count, f.fault);
     }
     {
         let mut api = lock(&s.api);

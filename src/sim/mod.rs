@@ -84,6 +84,7 @@ mod util;
 pub use self::cli::{SimArgs, run_cli};
 pub use self::config::SimConfig;
 pub use self::error::SimError;
+pub use self::faults::LoginFault;
 pub use self::gap::GapKind;
 pub use self::grpc::StreamFaultCounts;
 pub use self::handle::{SimOrg, Transaction};

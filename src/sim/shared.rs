@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub gap_records: Mutex<HashSet<String>>,
     /// Open query cursors (`nextRecordsUrl`), see `rest`.
     pub cursors: Mutex<Cursors>,
+    /// Token endpoint faults queued, and the logins served ([`SimOrg::fail_next_logins`]).
+    pub logins: super::faults::LoginFaults,
 }
 
 impl Shared {

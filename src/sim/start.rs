@@ -75,6 +75,7 @@ impl SimOrg {
             shutdown: CancellationToken::new(),
             gap_records: Mutex::new(HashSet::new()),
             cursors: Mutex::new(Cursors::default()),
+            logins: Default::default(),
         });
         let http_listener = match http_tls {
             Some(config) => http::Incoming::Tls(

@@ -49,7 +49,10 @@ pub enum AuthError {
     )]
     Certificate { url: String, reason: String },
     /// Salesforce answered with its OAuth error body (`{"error", "error_description"}`).
-    #[error("Salesforce login at {url} was refused (HTTP {status}): {error}: {description}")]
+    #[error(
+        "Salesforce login at {url} was refused (HTTP {status}): {error}: {description}{}",
+        refusal_hint(error, description)
+    )]
     Rejected {
         url: String,
         status: u16,
@@ -422,6 +425,25 @@ fn transport_error(url: &str, source: reqwest::Error) -> AuthError {
             url: url.to_owned(),
             source,
         },
+    }
+}
+
+/// What to check after a refusal of any flow, appended when shown (the description stays
+/// Salesforce's): which config keys the OAuth error points at (Salesforce Help, "OAuth 2.0
+/// Authorization Errors").
+fn refusal_hint(error: &str, description: &str) -> &'static str {
+    match (error, description) {
+        ("invalid_client", _) => {
+            " (check salesforce.auth.client_id and client_secret: the connected app's consumer key and secret)"
+        }
+        ("invalid_grant", "authentication failure") => {
+            " (check salesforce.auth.username, password and security_token)"
+        }
+        ("unsupported_grant_type", _) => {
+            " (the connected app or the org does not allow this salesforce.auth.type)"
+        }
+        ("inactive_user" | "inactive_org", _) => " (the integration user or the org is not active)",
+        _ => "",
     }
 }
 
