@@ -256,3 +256,57 @@ async fn kafka_brokers_down_and_back_lose_nothing_and_bound_memory() {
     running.stop().await;
     sim.shutdown().await;
 }
+
+/// Issue 19, item 4: the org revokes the session while the next event of a second channel needs
+/// a schema not cached yet. The stream that carries it stays open (revocation does not end a
+/// stream in the simulated org, nor is the reader asked to notice), so only the schema fetch
+/// sees the refusal: it logs in again (single flight) and fetches again, and the event arrives,
+/// with exactly one login more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_fetch_refused_for_auth_logs_in_again() {
+    const CONTACT_CHANNEL: &str = "/data/ContactChangeEvent";
+    const CONTACTS: &str = "salesforce.Contact";
+    let kafka = mock_kafka();
+    kafka.create_topic(CONTACTS, 1);
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    sim.generate("Account", 5).unwrap();
+    let running = support::source::start(config_with(
+        &sim,
+        &bootstrap,
+        &[CHANNEL, CONTACT_CHANNEL],
+        "",
+        MOCK_KAFKA,
+    ));
+    wait_for_events(&bootstrap, 5).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !running.channel(CONTACT_CHANNEL).stream_up {
+        assert!(std::time::Instant::now() < deadline, "no Contact stream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.logins(), 1);
+
+    sim.revoke_tokens();
+    sim.generate("Contact", 1).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        running.assert_running();
+        let b = bootstrap.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            forcebridge::kafka::count_records(&b, CONTACTS, Duration::from_secs(10)).unwrap_or(0)
+        })
+        .await
+        .unwrap();
+        if n >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Contact event never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sim.logins(), 2, "one re-login, shared by whoever noticed");
+    running.stop().await;
+    sim.shutdown().await;
+}

@@ -2,16 +2,10 @@
 //! (see `http`): REST latency and refusals, row locks, validation rules and the API allocation;
 //! raw and gap/overflow events; the Subscribe stream knobs (resets, refusals, silence, token
 //! revocation, simulated round trip) with the counts of what they did; and the token endpoint's
-//! faults ([`LoginFault`]: a maintenance page, Salesforce's `unknown_error`, an HTML 200) with the
-//! count of logins served.
+//! faults (`login_faults.rs`: a maintenance page, Salesforce's `unknown_error`, an HTML 200) with
+//! the count of logins served.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 
 use serde_json::Value;
 
@@ -20,6 +14,7 @@ use super::error::SimError;
 use super::gap::{self, GAP_OVERFLOW, GapKind, OVERFLOW_RECORD_ID};
 use super::grpc::stream_faults::StreamFaultCounts;
 use super::handle::SimOrg;
+use super::login_faults::LoginFault;
 use super::org::{BuiltEvent, ValidationRule};
 use super::rest::limits::RestFault;
 use super::shared::Shared;
@@ -280,89 +275,6 @@ pub(crate) fn apply_http(
     Ok(())
 }
 
-/// How `POST /services/oauth2/token` fails when a fault is queued: the answers clients of real
-/// orgs have met, none of which says anything about the credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoginFault {
-    /// HTTP 503 with Salesforce's "down for maintenance" HTML page, as a login met it during
-    /// maintenance (forcedotcom/EMP-Connector#84 shows the page; BookingBug/restforcephp#22 the
-    /// 503s of `/services/oauth2/token` on login.salesforce.com and test.salesforce.com).
-    Maintenance,
-    /// HTTP 500 with Salesforce's own OAuth error `unknown_error` / `retry your request`
-    /// (amazon-connect/amazon-connect-salesforce-lambda#43,
-    /// wadewegner/Force.com-Toolkit-for-NET#203).
-    UnknownError,
-    /// HTTP 200 whose body is the maintenance HTML page, not a token (what the client of
-    /// forcedotcom/EMP-Connector#84 received instead of a login answer).
-    #[serde(rename = "html_200")]
-    Html200,
-}
-
-/// The maintenance page, in the shape of the one in forcedotcom/EMP-Connector#84 (an HTML 4
-/// table page with the notice), in our own words.
-const MAINTENANCE_PAGE: &str = "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01 Transitional//EN\">\n<html><head><title>Maintenance</title></head><body><center><table><tr><td><span style=\"font-weight: bold;\">We are down for maintenance.</span><br><br>Please come back shortly.</td></tr></table></center></body></html>\n";
-
-impl LoginFault {
-    /// The answer of the token endpoint under this fault.
-    pub(crate) fn response(self) -> Response {
-        let html = |status| {
-            (
-                status,
-                [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
-                MAINTENANCE_PAGE,
-            )
-                .into_response()
-        };
-        match self {
-            LoginFault::Maintenance => html(StatusCode::SERVICE_UNAVAILABLE),
-            LoginFault::Html200 => html(StatusCode::OK),
-            LoginFault::UnknownError => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                axum::Json(serde_json::json!({
-                    "error": "unknown_error",
-                    "error_description": "retry your request",
-                })),
-            )
-                .into_response(),
-        }
-    }
-}
-
-/// The token endpoint's queued faults and the logins it served.
-#[derive(Debug, Default)]
-pub(crate) struct LoginFaults {
-    queue: Mutex<VecDeque<LoginFault>>,
-    served: AtomicU64,
-}
-
-impl LoginFaults {
-    /// Queues `n` answers of `fault` after those queued before.
-    pub(crate) fn queue(&self, n: usize, fault: LoginFault) {
-        lock(&self.queue).extend(std::iter::repeat_n(fault, n));
-    }
-
-    /// The next queued fault, taken; `None`: the endpoint answers normally.
-    pub(crate) fn next(&self) -> Option<LoginFault> {
-        lock(&self.queue).pop_front()
-    }
-
-    /// Drops every queued fault: the endpoint answers normally again.
-    pub(crate) fn clear(&self) {
-        lock(&self.queue).clear();
-    }
-
-    /// Faults still queued.
-    pub(crate) fn pending(&self) -> usize {
-        lock(&self.queue).len()
-    }
-
-    /// Counts a login answered with a token.
-    pub(crate) fn served(&self) {
-        self.served.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Token endpoint fault knobs.
 impl SimOrg {
     /// Fault injection: the next `n` requests to `/services/oauth2/token` are answered with
@@ -378,6 +290,6 @@ impl SimOrg {
 
     /// Logins the token endpoint answered with a token so far.
     pub fn logins(&self) -> u64 {
-        self.shared.logins.served.load(Ordering::Relaxed)
+        self.shared.logins.served_count()
     }
 }

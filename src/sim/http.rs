@@ -268,7 +268,7 @@ struct FaultsRequest {
 #[serde(deny_unknown_fields)]
 struct FailNextLogins {
     count: usize,
-    fault: super::faults::LoginFault,
+    fault: super::login_faults::LoginFault,
 }
 
 fn faults_body(s: &Shared) -> Value {

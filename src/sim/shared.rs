@@ -55,7 +55,7 @@ pub(crate) struct Shared {
     /// Open query cursors (`nextRecordsUrl`), see `rest`.
     pub cursors: Mutex<Cursors>,
     /// Token endpoint faults queued, and the logins served ([`SimOrg::fail_next_logins`]).
-    pub logins: super::faults::LoginFaults,
+    pub logins: super::login_faults::LoginFaults,
 }
 
 impl Shared {
