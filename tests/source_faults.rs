@@ -310,3 +310,38 @@ async fn a_schema_fetch_refused_for_auth_logs_in_again() {
     running.stop().await;
     sim.shutdown().await;
 }
+
+/// Issue 19, item 8: Kafka unreachable at start (the broker down before the source starts): the
+/// source waits, reporting why (`source: kafka: retrying after …`, the reason `/readyz` lists),
+/// and streams every event once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_unreachable_at_start_is_waited_for() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    sim.generate("Account", 20).unwrap();
+    kafka.cluster().broker_down(1).unwrap();
+    let running = start(&sim, &bootstrap, "", "");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        running.assert_running();
+        let reasons = running.stats.retrying.not_ready();
+        if reasons
+            .iter()
+            .any(|r| r.starts_with("source: kafka: retrying after"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Kafka reason: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kafka.cluster().broker_up(1).unwrap();
+    let seen = wait_for_events(&bootstrap, 20).await;
+    assert_exactly_once(&sim, &seen, 20);
+    assert!(running.stats.retrying.not_ready().is_empty());
+    running.stop().await;
+    sim.shutdown().await;
+}

@@ -69,7 +69,7 @@ pub enum AuthError {
     /// An answer that is not Salesforce's (an HTML maintenance or proxy page, a 200 that is not
     /// a token, an empty body); `what` describes it without repeating a 2xx body (it could hold
     /// a token).
-    #[error("Salesforce login at {url}: HTTP {status} answered {what}")]
+    #[error("Salesforce login at {url}: HTTP {status} with {what}")]
     Unreadable {
         url: String,
         status: u16,
@@ -117,7 +117,7 @@ fn refusal(url: &str, status: reqwest::StatusCode, content_type: &str, body: &[u
         status,
         content_type,
         body,
-        "an answer that is not Salesforce's",
+        "a body that is not Salesforce's OAuth answer",
     )
 }
 
@@ -362,7 +362,7 @@ impl Authenticator {
                 status,
                 &content_type,
                 &body,
-                "something that is not a token response",
+                "a body that is not a token response",
             )
         })?;
         Ok((
@@ -398,7 +398,7 @@ impl Authenticator {
                 status,
                 &content_type,
                 &body,
-                "something that is not userinfo",
+                "a body that is not userinfo",
             )
         })
     }
