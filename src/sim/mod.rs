@@ -28,10 +28,12 @@
 //! [`SimOrg::reset_stream_every`], [`SimOrg::refuse_subscriptions_for`],
 //! [`SimOrg::silence_streams`] (and a stream ends when its token expires); gap and overflow
 //! events ([`gap`]) [`SimOrg::emit_gap`], [`SimOrg::emit_overflow`], [`SimOrg::emit_gaps_for`]
-//! and [`SimConfig::overflow_threshold`].
+//! and [`SimConfig::overflow_threshold`]; the token endpoint [`SimOrg::fail_next_logins`]
+//! ([`LoginFault`]), [`SimOrg::clear_login_faults`], and the count [`SimOrg::logins`].
 //!
 //! Files: `handle` (the [`SimOrg`] Rust API, [`Transaction`]), `start` (binding the listeners,
 //! spawning the servers), `faults` (the fault knobs, for the Rust API and `POST /sim/faults`),
+//! `login_faults` (the token endpoint's faults),
 //! `shared` (state of the handle and both servers; publishing events, channels, tokens), `config`
 //! ([`SimConfig`]), `error` ([`SimError`], SOQL errors), `util` (clock, locks, `changeOrigin`),
 //! `cli` (`forcebridge sim`); `catalog` (schemas and ids), `avro_out` (Avro writer), `ids`

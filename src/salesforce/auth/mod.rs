@@ -15,6 +15,12 @@
 //! [`Authenticator`] is built) and posted as
 //! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=…`.
 //!
+//! Failures: [`AuthError::directive`] asks `retry::classify_login`, the one place that decides:
+//! no answer, 5xx/408/429, an answer that is not Salesforce's OAuth JSON (a maintenance or proxy
+//! HTML page, even with 200), or `unknown_error` are waited out by the callers
+//! ([`login_until_ready`], the re-logins); `invalid_client`, `invalid_grant`,
+//! `unsupported_grant_type` and the other refusals of the configuration or credentials stop.
+//!
 //! Expiry: Salesforce's token response carries no `expires_in` (the session timeout is the
 //! connected app's or the org's policy), so sessions are renewed on rejection: the Pub/Sub side
 //! logs in again on `UNAUTHENTICATED`, the REST client on 401 `INVALID_SESSION_ID`. Every flow
