@@ -77,8 +77,6 @@ struct ClientInner {
     call_options: Result<HeaderValue, String>,
     guard: LimitGuard,
     stats: Arc<ApiStats>,
-    /// One re-login at a time.
-    login: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for RestClient {
@@ -114,7 +112,6 @@ impl RestClient {
                 client_tag,
                 guard,
                 stats: Arc::default(),
-                login: tokio::sync::Mutex::new(()),
             }),
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,
@@ -299,10 +296,11 @@ impl RestClient {
         }
     }
 
-    /// Logs in again after `failed` was refused, unless another worker already did. A login that
-    /// may work later is logged and left to the retry; refused credentials end the call. A
-    /// configured access token cannot be refreshed: getting the refused token back ends the call
-    /// with the refusal.
+    /// Logs in again after `failed` was refused, unless another worker (or another client of
+    /// the same session: the source's stream, its schema fetches) already did: one login at a
+    /// time per session ([`SessionHandle::renew`]). A login that may work later is logged and
+    /// left to the retry; refused credentials end the call. A configured access token cannot be
+    /// refreshed: getting the refused token back ends the call with the refusal.
     async fn reauthenticate(
         &self,
         failed: &Arc<Session>,
@@ -310,27 +308,24 @@ impl RestClient {
         errors: Vec<ApiError>,
         cancel: &CancellationToken,
     ) -> Result<(), RestError> {
-        let _one_at_a_time = self.inner.login.lock().await;
-        if !Arc::ptr_eq(&self.inner.session.current(), failed) {
-            return Ok(());
-        }
         warn!(
             reason = summarize(&errors),
             "Salesforce refused the session; logging in again"
         );
-        let login = tokio::select! {
+        let renewed = tokio::select! {
             _ = cancel.cancelled() => return Err(RestError::Cancelled),
-            login = self.inner.auth.login() => login,
+            renewed = self.inner.session.renew(&self.inner.auth, failed) => renewed,
         };
-        match login {
-            Ok(session)
-                if session.access_token.expose_secret() == failed.access_token.expose_secret() =>
+        match renewed {
+            Ok(false) => Ok(()),
+            Ok(true)
+                if self.inner.session.current().access_token.expose_secret()
+                    == failed.access_token.expose_secret() =>
             {
                 Err(RestError::Rejected { status, errors })
             }
-            Ok(session) => {
+            Ok(true) => {
                 self.inner.stats.relogins.fetch_add(1, Ordering::Relaxed);
-                self.inner.session.replace(session);
                 Ok(())
             }
             Err(error) if error.directive() == Directive::Retry => {
