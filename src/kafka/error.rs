@@ -92,6 +92,32 @@ impl TransactionFailure {
 }
 
 impl KafkaError {
+    /// Kafka did not answer a metadata or admin request (or its helper task failed): waiting
+    /// for the cluster can help (issue 19, item 8: retried at start). A client the settings
+    /// cannot create, a refused record or a transaction failure cannot be waited out.
+    pub fn is_unreachable(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        match self {
+            // The broker answered, and refused: permissions, policy or the topic's settings.
+            KafkaError::Client {
+                source:
+                    RdKafkaError::AdminOp(
+                        Code::TopicAuthorizationFailed
+                        | Code::ClusterAuthorizationFailed
+                        | Code::PolicyViolation
+                        | Code::InvalidTopic
+                        | Code::InvalidPartitions
+                        | Code::InvalidReplicationFactor
+                        | Code::InvalidReplicaAssignment
+                        | Code::InvalidConfig,
+                    ),
+                ..
+            } => false,
+            KafkaError::Client { .. } | KafkaError::Task(_) => true,
+            _ => false,
+        }
+    }
+
     /// For [`KafkaError::Transaction`]: what the failure leaves behind. Other errors are
     /// [`TransactionFailure::Abortable`].
     pub fn transaction_failure(&self) -> TransactionFailure {
@@ -140,6 +166,28 @@ impl KafkaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_is_told_from_refused() {
+        let client = |source| KafkaError::Client {
+            what: "topic creation",
+            source,
+        };
+        assert!(
+            client(RdKafkaError::MetadataFetch(
+                RDKafkaErrorCode::OperationTimedOut
+            ))
+            .is_unreachable()
+        );
+        assert!(KafkaError::Task("join".into()).is_unreachable());
+        assert!(
+            !client(RdKafkaError::AdminOp(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+            ))
+            .is_unreachable()
+        );
+        assert!(!KafkaError::Create(RdKafkaError::ClientCreation("bad".into())).is_unreachable());
+    }
 
     #[test]
     fn transaction_failures_are_classified() {

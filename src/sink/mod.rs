@@ -205,7 +205,7 @@ async fn ensure_topics(
             };
             match ensured {
                 Ok(()) => break,
-                Err(err @ (KafkaError::Client { .. } | KafkaError::Task(_))) => {
+                Err(err) if err.is_unreachable() => {
                     let reason = crate::ops::telemetry::error_chain(&err);
                     retrying.failed(KAFKA_STEP, &reason);
                     let delay = backoff.next_delay();

@@ -284,16 +284,12 @@ async fn open_kafka(
 fn kafka_is_transient(err: &PipelineError) -> bool {
     use crate::source::checkpoint::CheckpointError;
     match err {
-        PipelineError::Checkpoint(err) => matches!(
-            err,
-            CheckpointError::Read { .. }
-                | CheckpointError::CreateTopic { .. }
-                | CheckpointError::Task(_)
-        ),
-        PipelineError::Kafka(err) => matches!(
-            err,
-            crate::kafka::KafkaError::Client { .. } | crate::kafka::KafkaError::Task(_)
-        ),
+        PipelineError::Checkpoint(err) => match err {
+            CheckpointError::Read { .. } | CheckpointError::Task(_) => true,
+            CheckpointError::CreateTopic { source, .. } => source.is_unreachable(),
+            _ => false,
+        },
+        PipelineError::Kafka(err) => err.is_unreachable(),
         _ => false,
     }
 }
