@@ -391,3 +391,69 @@ async fn run_waits_for_a_refused_pubsub_api_at_start() {
     let _ = std::fs::remove_dir_all(&dir);
     sim.shutdown().await;
 }
+
+/// Mid-run, the org revokes the sink's session while the token endpoint is down: the write's
+/// re-login fails for a while, reported on `/readyz` (`sink: salesforce login: retrying after
+/// …`), the sink stays up, and the write lands once the endpoint answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_waits_out_a_token_endpoint_outage_mid_run() {
+    use forcebridge::ops::telemetry::SinkStats;
+    let kafka = mock_kafka();
+    kafka.create_topic(WRITEBACK, 1);
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let text = config_text(&sim, &bootstrap, &[CHANNEL], "", MOCK_KAFKA) + &sink_yaml();
+    let mut config = forcebridge::config::Config::from_yaml(&text, |_| None).unwrap();
+    config.source = None;
+    let stats = std::sync::Arc::new(SinkStats::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let sink = tokio::spawn(forcebridge::sink::run(
+        config,
+        stats.clone(),
+        cancel.clone(),
+    ));
+    let upsert = |ext: &str, name: &str| {
+        let value = serde_json::json!({"object": "Account", "operation": "upsert",
+            "timestamp": forcebridge::ops::telemetry::unix_millis(),
+            "fields": {"External_Id__c": ext, "Name": name}});
+        (
+            Some(ext.to_owned()),
+            serde_json::to_vec(&value).unwrap(),
+            vec![],
+        )
+    };
+    let written = |n: u64| {
+        let stats = stats.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            while stats.snapshot().written < n {
+                assert!(Instant::now() < deadline, "{:?}", stats.snapshot());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    support::kafka::produce(&bootstrap, WRITEBACK, &[upsert("E-1", "First")]).await;
+    written(1).await;
+
+    sim.fail_next_logins(10_000, LoginFault::Maintenance);
+    sim.revoke_tokens();
+    support::kafka::produce(&bootstrap, WRITEBACK, &[upsert("E-2", "Second")]).await;
+    let deadline = Instant::now() + WAIT;
+    while !stats
+        .retrying
+        .not_ready()
+        .iter()
+        .any(|r| r.starts_with(&format!("{SINK_LOGIN}: retrying after")) && r.contains("HTTP 503"))
+    {
+        assert!(!sink.is_finished(), "the sink stopped");
+        assert!(Instant::now() < deadline, "no re-login reason");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.clear_login_faults();
+    written(2).await;
+    assert!(stats.retrying.not_ready().is_empty());
+    assert_eq!(sim.logins(), 2, "the first login and one re-login");
+    cancel.cancel();
+    sink.await.unwrap().unwrap();
+    sim.shutdown().await;
+}

@@ -243,6 +243,7 @@ pub(crate) fn rest_client(
         ),
     )
     .with_stats(stats.api.clone())
+    .with_retrying(stats.retrying.clone(), LOGIN_STEP)
 }
 
 fn consumer_config(config: &Config) -> ClientConfig {

@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use super::errors::{ApiError, RestError, errors_from_bytes, summarize};
 use super::limits::{ApiUsage, LIMIT_INFO_HEADER, LimitGuard, parse_limit_info, parse_limits};
-use crate::ops::telemetry::ApiStats;
 use crate::ops::telemetry::error_chain;
+use crate::ops::telemetry::{ApiStats, Retrying};
 use crate::retry::{Backoff, Directive, classify_http, sleep_or_cancel};
 use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
 
@@ -77,6 +77,8 @@ struct ClientInner {
     call_options: Result<HeaderValue, String>,
     guard: LimitGuard,
     stats: Arc<ApiStats>,
+    /// Where a re-login that keeps failing is reported (`/readyz`), and under which step.
+    retrying: Option<(Arc<Retrying>, &'static str)>,
 }
 
 impl fmt::Debug for RestClient {
@@ -112,6 +114,7 @@ impl RestClient {
                 client_tag,
                 guard,
                 stats: Arc::default(),
+                retrying: None,
             }),
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,
@@ -125,6 +128,16 @@ impl RestClient {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.stats = stats,
             None => warn!("RestClient::with_stats on a shared client: the counters stay its own"),
+        }
+        self
+    }
+
+    /// Reports re-logins that fail transiently to `retrying` under `step` (a `/readyz` reason
+    /// until a login succeeds). Call it on a new client, before it is cloned.
+    pub(crate) fn with_retrying(mut self, retrying: Arc<Retrying>, step: &'static str) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.retrying = Some((retrying, step)),
+            None => warn!("RestClient::with_retrying on a shared client: not reported"),
         }
         self
     }
@@ -316,6 +329,15 @@ impl RestClient {
             _ = cancel.cancelled() => return Err(RestError::Cancelled),
             renewed = self.inner.session.renew(&self.inner.auth, failed) => renewed,
         };
+        if let Some((retrying, step)) = &self.inner.retrying {
+            match &renewed {
+                Ok(_) => retrying.recovered(step),
+                Err(error) if error.directive() == Directive::Retry => {
+                    retrying.failed(step, &error_chain(error));
+                }
+                Err(_) => {}
+            }
+        }
         match renewed {
             Ok(false) => Ok(()),
             Ok(true)
