@@ -457,3 +457,40 @@ async fn sink_waits_out_a_token_endpoint_outage_mid_run() {
     sink.await.unwrap().unwrap();
     sim.shutdown().await;
 }
+
+/// A configured access token cannot be renewed: when the org refuses it mid-run, the source
+/// stops with an error naming the key, instead of resubscribing with the same token forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_configured_access_token_stops_the_source() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    sim.generate("Account", 5).unwrap();
+    let password = config_text(&sim, &bootstrap, &[CHANNEL], "", MOCK_KAFKA);
+    let auth_start = password.find("  auth:\n").unwrap();
+    let auth_end = password.find("source:\n").unwrap();
+    let yaml = format!(
+        "{}  auth:\n    type: access_token\n    access_token: {}\n    instance_url: {}\n    org_id: {}\n{}",
+        &password[..auth_start],
+        sim.issue_access_token(),
+        sim.instance_url(),
+        sim.config().org_id,
+        &password[auth_end..],
+    );
+    let config = forcebridge::config::Config::from_yaml(&yaml, |_| None).unwrap();
+    let running = support::source::start(config);
+    running.wait_produced(5).await;
+
+    sim.revoke_tokens();
+    sim.reset_streams();
+    let error = tokio::time::timeout(WAIT, running.handle)
+        .await
+        .expect("the source stops")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("salesforce.auth.access_token"),
+        "{error}"
+    );
+    sim.shutdown().await;
+}

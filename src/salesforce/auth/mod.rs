@@ -81,6 +81,12 @@ pub enum AuthError {
         status: u16,
         what: String,
     },
+    /// Salesforce refused the configured access token (`salesforce.auth.type: access_token`),
+    /// which forcebridge cannot renew.
+    #[error(
+        "Salesforce refused the configured access token (salesforce.auth.access_token), which cannot be renewed: give a new one, or use a flow that logs in (jwt_bearer, client_credentials)"
+    )]
+    CannotRenew,
     /// The JWT bearer flow's private key is unusable (`key` is the config key it came from).
     #[error("JWT bearer login: {key}: {source}")]
     PrivateKey {
@@ -101,7 +107,9 @@ impl AuthError {
             AuthError::Transport { .. } => classify_login(None, None),
             AuthError::Rejected { status, error, .. } => classify_login(Some(*status), Some(error)),
             AuthError::Unreadable { status, .. } => classify_login(Some(*status), None),
-            AuthError::Certificate { .. } | AuthError::PrivateKey { .. } => Directive::Stop,
+            AuthError::Certificate { .. }
+            | AuthError::CannotRenew
+            | AuthError::PrivateKey { .. } => Directive::Stop,
         }
     }
 }

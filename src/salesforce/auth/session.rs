@@ -7,7 +7,8 @@
 //!   `UNAUTHENTICATED`, REST 401) with a new login, once for all the callers that saw the same
 //!   refused session: the first logs in while the others wait, then they find a newer session
 //!   and use it (single flight). A reader, a schema fetch and a `GetTopic` of the same side
-//!   that notice the refusal together cost one login.
+//!   that notice the refusal together cost one login. A configured access token cannot be
+//!   renewed: its refusal is [`AuthError::CannotRenew`] (the process stops, naming the key).
 //! * [`login_until_ready`] logs in, and after a failure that waiting can help
 //!   ([`AuthError::directive`] = `Retry`, decided by `retry::classify_login`) tries again after
 //!   a capped exponential backoff with full jitter, until it succeeds or `cancel` fires; each
@@ -17,7 +18,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -90,7 +91,8 @@ impl SessionHandle {
     /// Logs in again because Salesforce refused `refused` (a session taken from
     /// [`SessionHandle::current`] before the refused call), unless another caller already
     /// replaced it: `Ok(true)` when this call logged in, `Ok(false)` when a newer session was
-    /// already in force. A failed login leaves the session as it was.
+    /// already in force. A failed login leaves the session as it was; a login that gives the
+    /// refused token back (a configured access token) is [`AuthError::CannotRenew`].
     pub async fn renew(
         &self,
         authenticator: &Authenticator,
@@ -101,6 +103,9 @@ impl SessionHandle {
             return Ok(false);
         }
         let session = authenticator.login().await?;
+        if session.access_token.expose_secret() == refused.access_token.expose_secret() {
+            return Err(AuthError::CannotRenew);
+        }
         self.replace(session);
         Ok(true)
     }

@@ -22,7 +22,7 @@ use super::limits::{ApiUsage, LIMIT_INFO_HEADER, LimitGuard, parse_limit_info, p
 use crate::ops::telemetry::error_chain;
 use crate::ops::telemetry::{ApiStats, Retrying};
 use crate::retry::{Backoff, Directive, classify_http, sleep_or_cancel};
-use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
+use crate::salesforce::auth::{AuthError, Authenticator, Session, SessionHandle};
 
 /// Salesforce's call options header (`client=<tag>`).
 pub(crate) const CALL_OPTIONS_HEADER: &str = "Sforce-Call-Options";
@@ -340,12 +340,7 @@ impl RestClient {
         }
         match renewed {
             Ok(false) => Ok(()),
-            Ok(true)
-                if self.inner.session.current().access_token.expose_secret()
-                    == failed.access_token.expose_secret() =>
-            {
-                Err(RestError::Rejected { status, errors })
-            }
+            Err(AuthError::CannotRenew) => Err(RestError::Rejected { status, errors }),
             Ok(true) => {
                 self.inner.stats.relogins.fetch_add(1, Ordering::Relaxed);
                 Ok(())
