@@ -316,12 +316,23 @@ async fn a_schema_fetch_refused_for_auth_logs_in_again() {
 /// and streams every event once the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_unreachable_at_start_is_waited_for() {
+    kafka_unreachable_at_start("").await;
+}
+
+/// The same in exactly-once mode: registering the channel's transactional producer times out
+/// while the broker is down, and is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_unreachable_at_start_is_waited_for_in_exactly_once_mode() {
+    kafka_unreachable_at_start("  delivery: exactly_once\n").await;
+}
+
+async fn kafka_unreachable_at_start(extra_source: &str) {
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     sim.generate("Account", 20).unwrap();
     kafka.cluster().broker_down(1).unwrap();
-    let running = start(&sim, &bootstrap, "", "");
+    let running = start(&sim, &bootstrap, extra_source, "");
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         running.assert_running();

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::error::PipelineError;
 use crate::config::{Config, DeliveryMode, SourceConfig};
-use crate::kafka::{KafkaSettings, Producer, TopicAdmin};
+use crate::kafka::{KafkaSettings, Producer, TopicAdmin, TransactionFailure};
 use crate::ops::telemetry::{PipelineStats, Retrying};
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
 use crate::salesforce::auth::{Authenticator, SessionHandle, login_until_ready};
@@ -29,8 +29,9 @@ use crate::source::cdc::schema::SchemaCache;
 use crate::source::checkpoint::CheckpointStore;
 use crate::source::gap::Rereader;
 
-/// How long `init_transactions` may take (it waits for an earlier owner's transaction to end).
-const INIT_TRANSACTIONS_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one `init_transactions` may take (it waits for an earlier owner's transaction to
+/// end); a timeout is retried with backoff, while `/readyz` reports it.
+const INIT_TRANSACTIONS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The shortest `transaction.timeout.ms` of a channel's producer.
 const TRANSACTION_TIMEOUT_FLOOR: Duration = Duration::from_secs(300);
@@ -243,7 +244,10 @@ async fn kafka(
     cancel: &CancellationToken,
 ) -> Result<Option<KafkaParts>, PipelineError> {
     let settings = crate::kafka::KafkaSettings::from(&config.kafka);
-    let producers = producers(config, source, &settings).await?;
+    let Some(producers) = producers(config, source, &settings, &stats.retrying, cancel).await?
+    else {
+        return Ok(None);
+    };
     for producer in &producers {
         stats.register_deliveries(producer.delivery_stats());
     }
@@ -300,8 +304,10 @@ async fn producers(
     config: &Config,
     source: &SourceConfig,
     settings: &KafkaSettings,
-) -> Result<Vec<Producer>, PipelineError> {
-    Ok(match source.delivery {
+    retrying: &Retrying,
+    cancel: &CancellationToken,
+) -> Result<Option<Vec<Producer>>, PipelineError> {
+    Ok(Some(match source.delivery {
         DeliveryMode::AtLeastOnce => {
             vec![Producer::new(settings)?; source.channels.len()]
         }
@@ -310,11 +316,16 @@ async fn producers(
         DeliveryMode::ExactlyOnce => {
             let mut producers = Vec::with_capacity(source.channels.len());
             for channel in &source.channels {
-                producers.push(transactional_producer(config, settings, &channel.name).await?);
+                let registered =
+                    transactional_producer(config, settings, &channel.name, retrying, cancel);
+                let Some(producer) = registered.await? else {
+                    return Ok(None);
+                };
+                producers.push(producer);
             }
             producers
         }
-    })
+    }))
 }
 
 /// The topic admin when `kafka.create_topics` is on, with the dead-letter topic made sure of.
@@ -341,7 +352,9 @@ async fn transactional_producer(
     config: &Config,
     settings: &KafkaSettings,
     channel: &str,
-) -> Result<Producer, PipelineError> {
+    retrying: &Retrying,
+    cancel: &CancellationToken,
+) -> Result<Option<Producer>, PipelineError> {
     let id = config.transactional_id(channel);
     let interval = config
         .source
@@ -353,16 +366,32 @@ async fn transactional_producer(
     // is aborted by the next owner's registration, not by this timeout.
     let timeout = (2 * interval + config.drain_timeout).max(TRANSACTION_TIMEOUT_FLOOR);
     let producer = Producer::transactional(settings, &id, timeout)?;
-    producer
-        .init_transactions(INIT_TRANSACTIONS_TIMEOUT)
-        .await
-        .map_err(|err| PipelineError::Channel {
-            channel: channel.to_owned(),
-            message: format!(
-                "`source.delivery: exactly_once` needs Kafka transactions: registering transactional id {id:?} failed: {}",
-                crate::ops::telemetry::error_chain(&err)
-            ),
-        })?;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let init = tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            init = producer.init_transactions(INIT_TRANSACTIONS_TIMEOUT) => init,
+        };
+        match init {
+            Ok(()) => break,
+            // Kafka did not answer in time: librdkafka lets a retriable failure of
+            // `init_transactions` be called again (rd_kafka_init_transactions, "retriable").
+            Err(err) if err.transaction_failure() == TransactionFailure::Retriable => {
+                if !wait_after(retrying, KAFKA_STEP, &err, &mut backoff, cancel).await {
+                    return Ok(None);
+                }
+            }
+            Err(err) => {
+                return Err(PipelineError::Channel {
+                    channel: channel.to_owned(),
+                    message: format!(
+                        "`source.delivery: exactly_once` needs Kafka transactions: registering transactional id {id:?} failed: {}",
+                        crate::ops::telemetry::error_chain(&err)
+                    ),
+                });
+            }
+        }
+    }
     info!(transactional_id = %id, "transactional producer registered");
-    Ok(producer)
+    Ok(Some(producer))
 }
