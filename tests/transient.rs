@@ -1,9 +1,10 @@
-//! Transient is not fatal (issue 19, item 8): `forcebridge run` as a child process against a
-//! simulated org whose token endpoint fails (Salesforce's maintenance page with 503, its
-//! `unknown_error` with 500, an HTML page with 200), at start and mid-run, and whose Pub/Sub API
-//! refuses connections at start: the process waits (`/readyz` says why, a metric counts the
-//! retries) and streams once Salesforce answers. Refused credentials (`invalid_client`) end it
-//! at once with a message naming the cause.
+//! Transient is not fatal (issue 19, item 8): `forcebridge run` as a child process (and the sink
+//! in-process) against a simulated org whose token endpoint fails (Salesforce's maintenance page
+//! with 503, its `unknown_error` with 500, an HTML page with 200), at start and mid-run, whose
+//! Pub/Sub API refuses connections at start, and with Kafka down at the sink's start: the
+//! process waits (`/readyz` says why, a metric counts the retries) and streams once the service
+//! answers. Refused credentials (`invalid_client`, a refused configured access token) end it at
+//! once with a message naming the cause.
 
 mod support;
 
@@ -492,5 +493,59 @@ async fn a_refused_configured_access_token_stops_the_source() {
         error.to_string().contains("salesforce.auth.access_token"),
         "{error}"
     );
+    sim.shutdown().await;
+}
+
+/// Kafka unreachable when the sink starts (`kafka.create_topics: true` has it check its
+/// dead-letter and conflicts topics first): the sink waits, reporting `sink: kafka: retrying
+/// after …`, and writes once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_waits_for_kafka_at_start() {
+    use forcebridge::ops::telemetry::SinkStats;
+    let kafka = mock_kafka();
+    kafka.create_topic(WRITEBACK, 1);
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let text =
+        config_text(&sim, &bootstrap, &[CHANNEL], "", "  create_topics: true\n") + &sink_yaml();
+    let mut config = forcebridge::config::Config::from_yaml(&text, |_| None).unwrap();
+    config.source = None;
+    kafka.cluster().broker_down(1).unwrap();
+    let stats = std::sync::Arc::new(SinkStats::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let sink = tokio::spawn(forcebridge::sink::run(
+        config,
+        stats.clone(),
+        cancel.clone(),
+    ));
+    let deadline = Instant::now() + WAIT;
+    while !stats
+        .retrying
+        .not_ready()
+        .iter()
+        .any(|r| r.starts_with("sink: kafka: retrying after"))
+    {
+        assert!(!sink.is_finished(), "the sink stopped");
+        assert!(Instant::now() < deadline, "no Kafka reason");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kafka.cluster().broker_up(1).unwrap();
+    let value = serde_json::json!({"object": "Account", "operation": "upsert",
+        "timestamp": forcebridge::ops::telemetry::unix_millis(),
+        "fields": {"External_Id__c": "K-1", "Name": "After the outage"}});
+    let message = (
+        Some("K-1".to_owned()),
+        serde_json::to_vec(&value).unwrap(),
+        vec![],
+    );
+    support::kafka::produce(&bootstrap, WRITEBACK, &[message]).await;
+    while stats.snapshot().written < 1 {
+        assert!(!sink.is_finished(), "the sink stopped");
+        assert!(Instant::now() < deadline, "{:?}", stats.snapshot());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stats.retrying.not_ready().is_empty());
+    cancel.cancel();
+    sink.await.unwrap().unwrap();
     sim.shutdown().await;
 }
