@@ -4,7 +4,9 @@
 //! `<login_url>/services/oauth2/token` and returns a [`Session`] (access token, instance URL,
 //! org id, user id). The org id comes from the token response's identity URL
 //! (`…/id/<orgId>/<userId>`), or from `/services/oauth2/userinfo` when that is absent. A given
-//! access token is used as is. Errors carry Salesforce's `error` / `error_description`.
+//! access token is used as is. Errors carry Salesforce's `error` / `error_description`. The
+//! `instance_url` a login returns is checked (`instance.rs`: a Salesforce domain or the login
+//! host, and the plaintext rule) before the token is sent to it; a refusal stops the process.
 //! [`SessionHandle`] holds the current session for every client; logging in again replaces it.
 //!
 //! Flows: client credentials (My Domain login URL; the connected app's "Run As" user),
@@ -20,6 +22,7 @@
 //! logs in again on `UNAUTHENTICATED`, the REST client on 401 `INVALID_SESSION_ID`. Every flow
 //! but a given access token can log in again; the JWT flow signs a new assertion each time.
 
+mod instance;
 mod jwt;
 
 use std::sync::{Arc, RwLock};
@@ -63,6 +66,11 @@ pub enum AuthError {
     /// The response lacked something Salesforce always sends.
     #[error("Salesforce login at {url}: unexpected response: {message}")]
     Protocol { url: String, message: String },
+    /// The token endpoint named an `instance_url` the token must not go to (a host outside
+    /// Salesforce's domains and the login host, or plaintext against the rule): configuration
+    /// or an attack, not a hiccup.
+    #[error("Salesforce login at {url} returned an instance_url that is not trusted: {reason}")]
+    UntrustedInstance { url: String, reason: String },
     /// The JWT bearer flow's private key is unusable (`key` is the config key it came from).
     #[error("JWT bearer login: {key}: {source}")]
     PrivateKey {
@@ -85,6 +93,7 @@ impl AuthError {
             AuthError::Rejected { .. }
             | AuthError::Certificate { .. }
             | AuthError::Protocol { .. }
+            | AuthError::UntrustedInstance { .. }
             | AuthError::PrivateKey { .. } => false,
         };
         if transient {
@@ -147,6 +156,8 @@ type LoadedSigner = Result<Arc<JwtSigner>, (&'static str, Arc<KeyError>)>;
 pub struct Authenticator {
     http: reqwest::Client,
     login_url: String,
+    /// `salesforce.allow_plaintext`: the plaintext rule the returned `instance_url` must pass.
+    allow_plaintext: bool,
     auth: AuthConfig,
     /// The JWT flow's key, loaded when the authenticator is built.
     jwt_signer: Option<LoadedSigner>,
@@ -188,6 +199,7 @@ impl Authenticator {
         Authenticator {
             http,
             login_url: config.login_url.trim_end_matches('/').to_owned(),
+            allow_plaintext: config.allow_plaintext,
             auth: config.auth.clone(),
             jwt_signer,
             clock: SystemTime::now,
@@ -361,9 +373,16 @@ impl Authenticator {
                 url: url.clone(),
                 message: format!("token response is not valid: {e}"),
             })?;
+        // Checked before anything is sent to it (userinfo, REST): the token goes to this host.
+        let instance_url = token.instance_url.trim_end_matches('/').to_owned();
+        instance::check_instance_url(&instance_url, &self.login_url, self.allow_plaintext)
+            .map_err(|reason| AuthError::UntrustedInstance {
+                url: url.clone(),
+                reason,
+            })?;
         Ok((
             SecretString::from(token.access_token),
-            token.instance_url.trim_end_matches('/').to_owned(),
+            instance_url,
             token.id,
         ))
     }
