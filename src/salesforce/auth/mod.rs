@@ -481,13 +481,25 @@ fn parse_identity_url(url: &str) -> Option<(String, String)> {
 /// The HTTP client of every Salesforce call (OAuth, REST, gap re-reads, the sink, `check`):
 /// rustls with the platform verifier plus the extra roots of `tls` (`salesforce.ca_file`), a
 /// request timeout, and `https://` only unless `tls` allows plaintext (loopback, checked by the
-/// config).
+/// config). A redirect is followed (at most 10) only to a URL that passes the plaintext rule:
+/// with `allow_plaintext`, never to `http://` on a host that is not loopback.
 pub fn http_client(tls: &ClientTls, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     crate::ops::telemetry::install_crypto_provider();
+    let plaintext = tls.plaintext_allowed();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            return attempt.error("too many redirects (more than 10)");
+        }
+        match crate::salesforce::tls::check_url(attempt.url().as_str(), plaintext) {
+            Ok(()) => attempt.follow(),
+            Err(reason) => attempt.error(format!("redirect refused: {reason}")),
+        }
+    });
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("forcebridge/", env!("CARGO_PKG_VERSION")))
-        .https_only(!tls.plaintext_allowed());
+        .https_only(!plaintext)
+        .redirect(redirects);
     for der in tls.extra_roots() {
         builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
     }
@@ -507,6 +519,35 @@ mod tests {
             Some(("00D5g000004uvXYEAY".into(), "0055g00000ABCDEAA2".into()))
         );
         assert_eq!(parse_identity_url("https://example.com/nothing"), None);
+    }
+
+    /// Issue 19, item 11: with `allow_plaintext`, the client follows a redirect to loopback but
+    /// not to `http://` on another host (TEST-NET-1, never reached).
+    #[tokio::test]
+    async fn plaintext_redirects_only_to_loopback() {
+        use axum::response::Redirect;
+        let app = axum::Router::new()
+            .route(
+                "/away",
+                axum::routing::get(|| async { Redirect::temporary("http://192.0.2.1/") }),
+            )
+            .route(
+                "/home",
+                axum::routing::get(|| async { Redirect::temporary("/ok") }),
+            )
+            .route("/ok", axum::routing::get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let tls = ClientTls::new().allow_plaintext(true);
+        let client = http_client(&tls, Duration::from_secs(30)).unwrap();
+        let home = client.get(format!("{base}/home")).send().await.unwrap();
+        assert_eq!(home.text().await.unwrap(), "ok");
+        let away = client.get(format!("{base}/away")).send().await.unwrap_err();
+        assert!(away.is_redirect(), "{away:?}");
+        let chain = format!("{:?}", away);
+        assert!(chain.contains("not loopback"), "{chain}");
+        server.abort();
     }
 
     #[test]
