@@ -172,14 +172,19 @@ async fn sim_exits_promptly_on_sigterm_while_holding_many_events() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut child = KillOnDrop(child);
-    let url = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.contains("login/instance URL")
-                .then(|| line.split_whitespace().last().unwrap().to_owned())
-        })
-        .expect("the sim printed its URL");
+    // Its stdout is read to the end on a thread of its own: a closed pipe would fail its prints.
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("login/instance URL") {
+                let _ = url_tx.send(line.split_whitespace().last().unwrap().to_owned());
+            }
+        }
+    });
+    let url = url_rx.recv().expect("the sim printed its URL");
     forcebridge::ops::telemetry::install_crypto_provider();
     let http = reqwest::Client::new();
     let generate = tokio::spawn({
