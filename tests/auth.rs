@@ -263,6 +263,61 @@ async fn client_credentials_and_a_wrong_secret() {
     sim.shutdown().await;
 }
 
+/// Issue 19, item 11: a token endpoint that names a foreign `instance_url` is not trusted with
+/// the token. A second listener (loopback, so the plaintext rule alone would let it through)
+/// records every connection: none arrives, the login fails naming the host, and the failure
+/// stops the process (`Directive::Stop`). An https host outside Salesforce's domains is refused
+/// the same way; the sim's own URL still logs in.
+#[tokio::test]
+async fn a_foreign_instance_url_gets_no_token() {
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let collector = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let foreign = format!("http://{}", collector.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let record = received.clone();
+    let accept = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut stream, _)) = collector.accept().await {
+            record.lock().unwrap().extend_from_slice(b"<connection>");
+            let mut buf = vec![0; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                record.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    let auth = AuthConfig::ClientCredentials {
+        client_id: sim.config().client_id.clone(),
+        client_secret: SecretString::from(sim.config().client_secret.clone()),
+    };
+    let host = foreign.trim_start_matches("http://").to_owned();
+    for (instance_url, named) in [
+        (foreign.clone(), host.as_str()),
+        (
+            "https://collector.attacker.example".to_owned(),
+            "collector.attacker.example",
+        ),
+    ] {
+        sim.answer_logins_with_instance_url(Some(instance_url.clone()));
+        let login = authenticator(&sim, auth.clone()).login().await;
+        // Trusted, the host would get the token with the next REST call.
+        let error = match login {
+            Ok(session) => panic!("the login trusted {}", session.instance_url),
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        assert!(message.contains(&format!("`{named}`")), "{message}");
+        assert!(message.contains("not trusted"), "{message}");
+        assert_eq!(error.directive(), Directive::Stop, "{message}");
+    }
+    // Every request of both logins has been answered: nothing more can reach the collector.
+    let seen = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(seen.is_empty(), "the foreign host received: {seen}");
+    sim.answer_logins_with_instance_url(None);
+    authenticator(&sim, auth).login().await.unwrap();
+    accept.abort();
+    sim.shutdown().await;
+}
+
 /// Username-password: password + security token logs in as the org's user; the password
 /// without the token, or with a wrong one, is `invalid_grant` / `authentication failure`.
 #[tokio::test]

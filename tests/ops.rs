@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use forcebridge::ops::telemetry as t;
-use forcebridge::ops::{OpsServer, OpsState, sample_value};
+use forcebridge::ops::{OpsServer, OpsState, ServerLimits, sample_value};
 use forcebridge::sim::{SimConfig, SimOrg};
 use serde_json::Value;
 use support::source::{MOCK_KAFKA, Running, config_with};
@@ -238,4 +238,107 @@ async fn readyz_follows_kafka() {
     f.running.assert_running();
     f.stop().await;
     sim.shutdown().await;
+}
+
+/// An ops server on loopback with `limits`, reporting on nothing but Kafka (not reachable).
+async fn bare_server(limits: ServerLimits) -> (SocketAddr, CancellationToken) {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let state = OpsState::new(
+        &support::kafka::settings("127.0.0.1:1"),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let server = OpsServer::bind("127.0.0.1:0".parse().unwrap(), state)
+        .await
+        .unwrap()
+        .with_limits(limits);
+    let addr = server.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(server.serve(stop.clone()));
+    (addr, stop)
+}
+
+/// A connection that sent part of a request header and nothing more.
+async fn half_sent(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: ops\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` (end of stream or reset); the timeout is a hang guard.
+async fn closed_by_server(mut stream: tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT / 2, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+async fn healthz(addr: SocketAddr) -> u16 {
+    let response = tokio::time::timeout(
+        WAIT / 2,
+        reqwest::Client::new()
+            .get(format!("http://{addr}/healthz"))
+            .send(),
+    )
+    .await
+    .expect("/healthz answered (hang guard)")
+    .expect("/healthz");
+    response.status().as_u16()
+}
+
+/// Issue 19, item 12: half-sent connections are closed once the header-read timeout passes,
+/// and the server still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_connections_are_closed_after_the_header_timeout() {
+    let (addr, stop) = bare_server(ServerLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServerLimits::default()
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(half_sent(addr).await);
+    }
+    for (i, stream) in streams.into_iter().enumerate() {
+        assert!(
+            closed_by_server(stream).await,
+            "connection {i} was held open"
+        );
+    }
+    assert_eq!(healthz(addr).await, 200);
+    stop.cancel();
+}
+
+/// Issue 19, item 12: with the limit reached by half-sent connections (a header-read timeout
+/// far away), a new connection closes the oldest of them and `/healthz` is answered: a flood
+/// holds at most `max_connections` connections and cannot starve the prober.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_cannot_starve_healthz() {
+    const LIMIT: usize = 4;
+    const FLOOD: usize = 10;
+    let (addr, stop) = bare_server(ServerLimits {
+        header_read_timeout: Duration::from_secs(60),
+        max_connections: LIMIT,
+        ..ServerLimits::default()
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..FLOOD {
+        streams.push(half_sent(addr).await);
+    }
+    assert_eq!(healthz(addr).await, 200, "a new connection is served");
+    // FLOOD + 1 connections arrived in order for LIMIT slots: the oldest FLOOD + 1 - LIMIT were
+    // closed to make room.
+    for (i, stream) in streams.into_iter().take(FLOOD + 1 - LIMIT).enumerate() {
+        assert!(
+            closed_by_server(stream).await,
+            "connection {i} was held open"
+        );
+    }
+    stop.cancel();
 }

@@ -10,13 +10,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// `${NAME}` names a variable that is not set.
-    #[error("line {line}: environment variable `{name}` is not set (referenced as ${{{name}}})")]
-    MissingEnv { name: String, line: usize },
-    /// `${` without a closing `}`.
-    #[error("line {line}: unterminated `${{` (write `$${{` for a literal `${{`)")]
-    UnterminatedEnv { line: usize },
-    /// YAML did not match the schema.
+    /// YAML did not match the schema, or a `${NAME}` in it could not be interpolated.
     #[error("{location}`{key}`: {message}")]
     Parse {
         key: String,

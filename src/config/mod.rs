@@ -1,8 +1,10 @@
 //! The forcebridge configuration: one YAML file.
 //!
 //! Contract:
-//! * `${NAME}` anywhere in the file is replaced by the environment variable `NAME` before parsing
-//!   (`$${` escapes a literal `${`); an unset variable is an error naming it and its line.
+//! * `${NAME}` inside a string value is replaced by the environment variable `NAME` after parsing,
+//!   as data (`$${` escapes a literal `${`): a value never changes the YAML's structure, and a
+//!   typed field (`port: ${PORT}`) parses the substituted text as its type. An unset variable is
+//!   an error naming it, its key and its line; an error never shows an interpolated value.
 //! * Unknown keys are errors (`deny_unknown_fields`); every error names the offending key path
 //!   (e.g. `source.channels[1].name`) and, where serde knows it, the line.
 //! * [`Config::validate`] checks cross-field rules before anything starts.
@@ -11,7 +13,7 @@
 //!
 //! Files: one per section ([`SalesforceConfig`] in `salesforce.rs`, [`SourceConfig`] in
 //! `source.rs`, [`SinkConfig`] in `sink.rs`, [`KafkaConfig`] in `kafka.rs`, [`OpsConfig`] in
-//! `ops.rs`), `env.rs` (reading, `${NAME}` interpolation, the YAML parse) and `error.rs`
+//! `ops.rs`), `env.rs` (reading, the YAML parse), `interpolate.rs` (`${NAME}` in parsed strings) and `error.rs`
 //! ([`ConfigError`]). A leaf: config imports no stage. The checks that need a stage's knowledge
 //! are the stage's, handed in to [`Config::validate_with`]; `Config::load`, `Config::from_yaml`
 //! and `Config::validate` (in `src/settings.rs`) hand in the Salesforce clients' checks, so every
@@ -19,6 +21,7 @@
 
 mod env;
 mod error;
+mod interpolate;
 mod kafka;
 mod ops;
 mod salesforce;
@@ -278,8 +281,142 @@ kafka:
             .to_string();
         assert_eq!(
             err,
-            "line 7: environment variable `SF_CLIENT_ID` is not set (referenced as ${SF_CLIENT_ID})"
+            "line 7: `salesforce.auth.client_id`: environment variable `SF_CLIENT_ID` is not set (referenced as ${SF_CLIENT_ID})"
         );
+    }
+
+    /// EXAMPLE with `SF_CLIENT_SECRET` (and `extra` variables) set to the given values.
+    fn with_secret(
+        text: &str,
+        secret: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_yaml(text, |name| match name {
+            "SF_CLIENT_SECRET" => Some(secret.to_owned()),
+            _ => extra
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| env(name)),
+        })
+    }
+
+    fn client_secret(config: &Config) -> String {
+        match &config.salesforce.auth {
+            AuthConfig::ClientCredentials { client_secret, .. } => {
+                client_secret.expose_secret().to_owned()
+            }
+            other => panic!("wrong auth variant {other:?}"),
+        }
+    }
+
+    /// Issue 19, item 10: an environment value is data. A `#`, a newline followed by a key, a
+    /// leading YAML indicator, or a number or boolean: each is the secret, verbatim.
+    #[test]
+    fn env_values_are_data_not_yaml() {
+        let secrets = [
+            "X #tail",
+            "x\n  allow_plaintext: true",
+            "\"quoted",
+            "*alias",
+            "%directive",
+            "[flow",
+            "{map",
+            "12345678",
+            "true",
+            "~",
+            "- item",
+            "a: b",
+        ];
+        for secret in secrets {
+            let config =
+                with_secret(EXAMPLE, secret, &[]).unwrap_or_else(|e| panic!("{secret:?}: {e}"));
+            assert_eq!(client_secret(&config), secret);
+            assert!(
+                !config.salesforce.allow_plaintext,
+                "{secret:?} injected a key"
+            );
+        }
+    }
+
+    /// A typed field written `${NAME}` is parsed as its type after the substitution, as it was
+    /// when the text was substituted.
+    #[test]
+    fn typed_fields_from_env_keep_working() {
+        let text = EXAMPLE
+            .replace(
+                "tombstones: true",
+                "tombstones: ${TOMB}\n  batch_size: ${BATCH}",
+            )
+            .replace(
+                "checkpoint_interval: 500ms",
+                "checkpoint_interval: ${EVERY}",
+            )
+            .replace(
+                "name: acme-sync",
+                "name: acme-${SUFFIX}\nops:\n  listen: ${OPS}",
+            );
+        let vars = [
+            ("TOMB", "false"),
+            ("BATCH", "50"),
+            ("EVERY", "2s"),
+            ("SUFFIX", "eu"),
+            ("OPS", "127.0.0.1:9464"),
+        ];
+        let config = with_secret(&text, "s", &vars).unwrap();
+        let source = config.source.as_ref().unwrap();
+        assert!(!source.tombstones);
+        assert_eq!(source.batch_size, 50);
+        assert_eq!(source.checkpoint_interval, Duration::from_secs(2));
+        assert_eq!(config.name, "acme-eu");
+        assert_eq!(config.ops.unwrap().listen.port(), 9464);
+    }
+
+    /// A value from the environment that its field refuses: the error names the key and the
+    /// variable, never the value (it may be a secret).
+    #[test]
+    fn a_refused_env_value_is_named_not_shown() {
+        let cases = [
+            (
+                "tombstones: true",
+                "tombstones: ${SF_CLIENT_SECRET}",
+                "source.tombstones",
+            ),
+            (
+                "checkpoint_interval: 500ms",
+                "checkpoint_interval: ${SF_CLIENT_SECRET}",
+                "source.checkpoint_interval",
+            ),
+            (
+                "initial_replay: earliest",
+                "initial_replay: ${SF_CLIENT_SECRET}",
+                "source.channels[0].initial_replay",
+            ),
+            (
+                "  tombstones: true",
+                "  tombstones: true\n  batch_size: ${SF_CLIENT_SECRET}",
+                "source.batch_size",
+            ),
+        ];
+        for secret in [
+            "s3cr3t-Value#1",
+            "123456789012345678901234567890",
+            "-42",
+            "1.5",
+        ] {
+            for (from, to, key) in cases {
+                let text = EXAMPLE.replace(from, to);
+                let err = with_secret(&text, secret, &[]).unwrap_err().to_string();
+                assert!(!err.contains(secret), "{key} echoed {secret:?}: {err}");
+                assert!(err.contains(&format!("`{key}`")), "{err}");
+                assert!(err.contains("${SF_CLIENT_SECRET}"), "{err}");
+                assert!(err.contains("line "), "{err}");
+            }
+        }
     }
 
     #[test]

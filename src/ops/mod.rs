@@ -4,7 +4,9 @@
 //!
 //! * [`OpsServer::bind`] binds the configured address (`ops.listen`; port 0 picks a free port)
 //!   and reports it through [`OpsServer::local_addr`] before anything is served;
-//!   [`OpsServer::serve`] answers until its token fires.
+//!   [`OpsServer::serve`] answers until its token fires, within [`ServerLimits`] (`ops/server.rs`:
+//!   a header-read timeout, a request timeout, a connection limit that closes the oldest idle or
+//!   half-sent connection first, so a flood cannot starve `/healthz`).
 //! * `GET /metrics`: Prometheus text exposition format 0.0.4, rendered at each scrape from the
 //!   counters of [`crate::ops::telemetry`] (names defined there only): per `channel` (and `topic`) for
 //!   the source, unlabelled for the sink, a delivery-latency histogram of the source's Kafka
@@ -23,6 +25,7 @@
 mod logging;
 mod metrics;
 mod retrying;
+mod server;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -44,6 +47,7 @@ use crate::ops::telemetry::{PipelineStats, SinkStats};
 
 pub(crate) use metrics::render_metrics;
 pub use metrics::sample_value;
+pub use server::ServerLimits;
 
 /// How long a Kafka probe result is reused before `/readyz` asks again.
 pub(crate) const PROBE_REUSE: Duration = Duration::from_secs(1);
@@ -229,6 +233,7 @@ pub struct OpsServer {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: Arc<OpsState>,
+    limits: ServerLimits,
 }
 
 impl OpsServer {
@@ -243,7 +248,14 @@ impl OpsServer {
             listener,
             addr,
             state: Arc::new(state),
+            limits: ServerLimits::default(),
         })
+    }
+
+    /// Serves within `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: ServerLimits) -> OpsServer {
+        self.limits = limits;
+        self
     }
 
     /// The bound address.
@@ -258,8 +270,7 @@ impl OpsServer {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .with_state(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
+        server::serve(self.listener, app, self.limits, stop)
             .await
             .map_err(OpsError::Serve)
     }

@@ -9,7 +9,9 @@
 //! * `http://` is accepted only when `salesforce.allow_plaintext` is set *and* the host is
 //!   loopback (`127.0.0.0/8`, `::1`, `localhost`): a simulated org on this machine. The HTTP
 //!   client of a config without `allow_plaintext` refuses plaintext URLs altogether, including an
-//!   `instance_url` handed back by a login.
+//!   `instance_url` handed back by a login; the login also holds that `instance_url` to this rule
+//!   and to Salesforce's domains (`auth/instance.rs`) before the token is sent to it, and the
+//!   HTTP client follows a redirect only to a URL that passes this rule (`auth::http_client`).
 //! * A certificate the roots do not vouch for is reported as such ([`certificate_error`]) and is
 //!   not retried: it does not fix itself.
 

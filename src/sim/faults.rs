@@ -65,6 +65,13 @@ impl SimOrg {
         lock(&self.shared.api).latency = latency;
     }
 
+    /// Fault injection: the token endpoint answers every login with this `instance_url` (and
+    /// identity URL host) instead of its own, as a hijacked or misconfigured login host would;
+    /// `None` restores it.
+    pub fn answer_logins_with_instance_url(&self, url: Option<String>) {
+        lock(&self.shared.api).token_instance_url = url;
+    }
+
     /// Fault injection: the next `n` authenticated REST calls are refused with `fault` (after any
     /// faults queued before), and not counted.
     pub fn fail_next_requests(&self, n: usize, fault: RestFault) {

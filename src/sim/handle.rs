@@ -264,6 +264,20 @@ impl SimOrg {
         (api.used, api.max)
     }
 
+    /// Stops both servers within `grace`: open Subscribe streams end with `UNAVAILABLE`, idle
+    /// connections close, and a request still running after `grace` (a large `/sim/generate`)
+    /// is dropped. The org's records and events stay in memory (see `forcebridge sim`'s exit).
+    pub async fn stop_servers(&self, grace: std::time::Duration) {
+        self.shared.shutdown.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        let deadline = tokio::time::Instant::now() + grace;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
     /// Stops both servers (open Subscribe streams end with `UNAVAILABLE`).
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();

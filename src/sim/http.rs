@@ -129,12 +129,16 @@ async fn token(State(s): State<Arc<Shared>>, Form(p): Form<HashMap<String, Strin
     let access_token = s.issue_token(user_id);
     s.logins.served();
     let signature: [u8; 32] = rand::random();
+    let instance_url = lock(&s.api)
+        .token_instance_url
+        .clone()
+        .unwrap_or_else(|| s.instance_url.clone());
     Json(json!({
         "access_token": access_token,
         "signature": base64::engine::general_purpose::STANDARD.encode(signature),
         "scope": "api",
-        "instance_url": s.instance_url,
-        "id": format!("{}/id/{}/{}", s.instance_url, cfg.org_id, user_id),
+        "instance_url": instance_url,
+        "id": format!("{}/id/{}/{}", instance_url, cfg.org_id, user_id),
         "token_type": "Bearer",
         "issued_at": now_ms().to_string(),
     }))

@@ -15,7 +15,7 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::ops::telemetry::{self, PipelineStats, SinkStats};
-use crate::ops::{OpsError, OpsServer, OpsState};
+use crate::ops::{OpsError, OpsServer, OpsState, ServerLimits};
 use crate::sink::SinkError;
 use crate::source::PipelineError;
 
@@ -100,7 +100,9 @@ async fn start_ops(
         return Ok(None);
     };
     let state = OpsState::for_config(config, Some(stats.clone()), Some(sink_stats.clone()))?;
-    let server = OpsServer::bind(ops.listen, state).await?;
+    let server = OpsServer::bind(ops.listen, state)
+        .await?
+        .with_limits(ServerLimits::from(ops));
     info!(target: TARGET, addr = %server.local_addr(), "serving /metrics, /healthz, /readyz");
     let stop = CancellationToken::new();
     Ok(Some((stop.clone(), tokio::spawn(server.serve(stop)))))

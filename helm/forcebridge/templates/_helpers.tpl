@@ -117,6 +117,9 @@ kafka:
   {{- end }}
 ops:
   listen: {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
+  {{- with .Values.metrics.settings }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 
 {{/* The config file of one source shard; called with (dict "root" $ "shard" $shard). */}}

@@ -197,7 +197,7 @@ pub(crate) fn load_jwt_signer(
         (Some(path), _) => {
             JwtSigner::from_file(path).map_err(|e| ("salesforce.auth.private_key_file", e))
         }
-        (None, Some(pem)) => JwtSigner::from_pem(pem.expose_secret().as_bytes())
+        (None, Some(pem)) => JwtSigner::from_pem(pem_lines(pem.expose_secret()).as_bytes())
             .map_err(|e| ("salesforce.auth.private_key", e)),
         (None, None) => Err((
             "salesforce.auth.private_key_file",
@@ -208,9 +208,30 @@ pub(crate) fn load_jwt_signer(
     })
 }
 
+/// An inline PEM kept on one line with `\n` escapes (as environment variables often hold it)
+/// gets its line breaks back. `${VAR}` is interpolated as data (issue 19, item 10), so YAML no
+/// longer turns the escapes of a value inside a double-quoted string into line breaks; a PEM
+/// never contains a backslash, so nothing else is changed.
+fn pem_lines(pem: &str) -> std::borrow::Cow<'_, str> {
+    if !pem.contains('\n') && pem.contains("\\n") {
+        pem.replace("\\n", "\n").into()
+    } else {
+        pem.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::key_file_exposure;
+    use super::{JwtSigner, key_file_exposure, pem_lines};
+
+    #[test]
+    fn an_inline_pem_on_one_line_with_escapes_loads() {
+        let pem = include_str!("../../sim/jwt_demo_key.pem");
+        let one_line = pem.replace('\n', "\\n");
+        assert!(JwtSigner::from_pem(one_line.as_bytes()).is_err());
+        assert!(JwtSigner::from_pem(pem_lines(&one_line).as_bytes()).is_ok());
+        assert_eq!(pem_lines(pem), pem);
+    }
 
     #[test]
     fn key_files_others_can_read_or_write_are_named() {

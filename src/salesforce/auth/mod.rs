@@ -4,7 +4,9 @@
 //! `<login_url>/services/oauth2/token` and returns a [`Session`] (access token, instance URL,
 //! org id, user id). The org id comes from the token response's identity URL
 //! (`…/id/<orgId>/<userId>`), or from `/services/oauth2/userinfo` when that is absent. A given
-//! access token is used as is. Errors carry Salesforce's `error` / `error_description`.
+//! access token is used as is. Errors carry Salesforce's `error` / `error_description`. The
+//! `instance_url` a login returns is checked (`instance.rs`: a Salesforce domain or the login
+//! host, and the plaintext rule) before the token is sent to it; a refusal stops the process.
 //! [`SessionHandle`] holds the current session for every client; logging in again replaces it.
 //!
 //! Flows: client credentials (My Domain login URL; the connected app's "Run As" user),
@@ -26,6 +28,7 @@
 //! logs in again on `UNAUTHENTICATED`, the REST client on 401 `INVALID_SESSION_ID`. Every flow
 //! but a given access token can log in again; the JWT flow signs a new assertion each time.
 
+mod instance;
 mod jwt;
 mod session;
 
@@ -87,6 +90,11 @@ pub enum AuthError {
         "Salesforce refused the configured access token (salesforce.auth.access_token), which cannot be renewed: give a new one, or use a flow that logs in (jwt_bearer, client_credentials)"
     )]
     CannotRenew,
+    /// The token endpoint named an `instance_url` the token must not go to (a host outside
+    /// Salesforce's domains and the login host, or plaintext against the rule): configuration
+    /// or an attack, not a hiccup.
+    #[error("Salesforce login at {url} returned an instance_url that is not trusted: {reason}")]
+    UntrustedInstance { url: String, reason: String },
     /// The JWT bearer flow's private key is unusable (`key` is the config key it came from).
     #[error("JWT bearer login: {key}: {source}")]
     PrivateKey {
@@ -109,6 +117,7 @@ impl AuthError {
             AuthError::Unreadable { status, .. } => classify_login(Some(*status), None),
             AuthError::Certificate { .. }
             | AuthError::CannotRenew
+            | AuthError::UntrustedInstance { .. }
             | AuthError::PrivateKey { .. } => Directive::Stop,
         }
     }
@@ -170,6 +179,8 @@ type LoadedSigner = Result<Arc<JwtSigner>, (&'static str, Arc<KeyError>)>;
 pub struct Authenticator {
     http: reqwest::Client,
     login_url: String,
+    /// `salesforce.allow_plaintext`: the plaintext rule the returned `instance_url` must pass.
+    allow_plaintext: bool,
     auth: AuthConfig,
     /// The JWT flow's key, loaded when the authenticator is built.
     jwt_signer: Option<LoadedSigner>,
@@ -211,6 +222,7 @@ impl Authenticator {
         Authenticator {
             http,
             login_url: config.login_url.trim_end_matches('/').to_owned(),
+            allow_plaintext: config.allow_plaintext,
             auth: config.auth.clone(),
             jwt_signer,
             clock: SystemTime::now,
@@ -379,9 +391,16 @@ impl Authenticator {
                 "a body that is not a token response",
             )
         })?;
+        // Checked before anything is sent to it (userinfo, REST): the token goes to this host.
+        let instance_url = token.instance_url.trim_end_matches('/').to_owned();
+        instance::check_instance_url(&instance_url, &self.login_url, self.allow_plaintext)
+            .map_err(|reason| AuthError::UntrustedInstance {
+                url: url.clone(),
+                reason,
+            })?;
         Ok((
             SecretString::from(token.access_token),
-            token.instance_url.trim_end_matches('/').to_owned(),
+            instance_url,
             token.id,
         ))
     }
@@ -518,13 +537,25 @@ fn parse_identity_url(url: &str) -> Option<(String, String)> {
 /// The HTTP client of every Salesforce call (OAuth, REST, gap re-reads, the sink, `check`):
 /// rustls with the platform verifier plus the extra roots of `tls` (`salesforce.ca_file`), a
 /// request timeout, and `https://` only unless `tls` allows plaintext (loopback, checked by the
-/// config).
+/// config). A redirect is followed (at most 10) only to a URL that passes the plaintext rule:
+/// with `allow_plaintext`, never to `http://` on a host that is not loopback.
 pub fn http_client(tls: &ClientTls, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     crate::ops::telemetry::install_crypto_provider();
+    let plaintext = tls.plaintext_allowed();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            return attempt.error("too many redirects (more than 10)");
+        }
+        match crate::salesforce::tls::check_url(attempt.url().as_str(), plaintext) {
+            Ok(()) => attempt.follow(),
+            Err(reason) => attempt.error(format!("redirect refused: {reason}")),
+        }
+    });
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("forcebridge/", env!("CARGO_PKG_VERSION")))
-        .https_only(!tls.plaintext_allowed());
+        .https_only(!plaintext)
+        .redirect(redirects);
     for der in tls.extra_roots() {
         builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
     }
@@ -544,6 +575,35 @@ mod tests {
             Some(("00D5g000004uvXYEAY".into(), "0055g00000ABCDEAA2".into()))
         );
         assert_eq!(parse_identity_url("https://example.com/nothing"), None);
+    }
+
+    /// Issue 19, item 11: with `allow_plaintext`, the client follows a redirect to loopback but
+    /// not to `http://` on another host (TEST-NET-1, never reached).
+    #[tokio::test]
+    async fn plaintext_redirects_only_to_loopback() {
+        use axum::response::Redirect;
+        let app = axum::Router::new()
+            .route(
+                "/away",
+                axum::routing::get(|| async { Redirect::temporary("http://192.0.2.1/") }),
+            )
+            .route(
+                "/home",
+                axum::routing::get(|| async { Redirect::temporary("/ok") }),
+            )
+            .route("/ok", axum::routing::get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let tls = ClientTls::new().allow_plaintext(true);
+        let client = http_client(&tls, Duration::from_secs(30)).unwrap();
+        let home = client.get(format!("{base}/home")).send().await.unwrap();
+        assert_eq!(home.text().await.unwrap(), "ok");
+        let away = client.get(format!("{base}/away")).send().await.unwrap_err();
+        assert!(away.is_redirect(), "{away:?}");
+        let chain = format!("{:?}", away);
+        assert!(chain.contains("not loopback"), "{chain}");
+        server.abort();
     }
 
     #[test]

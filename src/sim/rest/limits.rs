@@ -83,6 +83,8 @@ pub(crate) struct ApiState {
     pub latency: Duration,
     /// Refusals still to inject, in order.
     faults: VecDeque<RestFault>,
+    /// Fault injection: the `instance_url` the token endpoint answers with instead of its own.
+    pub token_instance_url: Option<String>,
 }
 
 impl ApiState {
@@ -92,6 +94,7 @@ impl ApiState {
             max,
             latency: Duration::ZERO,
             faults: VecDeque::new(),
+            token_instance_url: None,
         }
     }
 
