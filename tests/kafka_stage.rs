@@ -376,6 +376,50 @@ async fn corrupt_checkpoint_is_an_error(settings: &KafkaSettings, topic: &str) {
     drop(raw);
 }
 
+/// The checkpoint loader stops at the end it fetched (the watermark of the fetch response that
+/// brought a partition's last record), not at an idle signal: with librdkafka's end-of-partition
+/// event turned off (`enable.partition.eof=false`, a passthrough property, which wins) the store
+/// still opens, with every checkpoint. Before issue 19, item 14, the loader waited for that event,
+/// which then never came, until its own 60 s limit and failed; `WAIT` (30 s) is only a hang guard
+/// below that limit, not a measure of speed.
+async fn checkpoint_load_stops_at_the_watermark(settings: &KafkaSettings, topic: &str) {
+    let store = CheckpointStore::open(settings, topic, "conn")
+        .await
+        .unwrap();
+    for (i, channel) in ["/data/A", "/data/B", "/data/C", "/data/A"]
+        .iter()
+        .enumerate()
+    {
+        store.save(channel, &[i as u8]).await.unwrap();
+    }
+    drop(store);
+    let no_eof = with(settings.clone(), &[("enable.partition.eof", "false")]);
+    let store = tokio::time::timeout(WAIT, CheckpointStore::open(&no_eof, topic, "conn"))
+        .await
+        .expect("the loader ends at the watermark, without an end-of-partition event")
+        .unwrap();
+    assert_eq!(
+        store.get("/data/A").unwrap().replay_id,
+        Bytes::from_static(&[3])
+    );
+    assert_eq!(
+        store.get("/data/B").unwrap().replay_id,
+        Bytes::from_static(&[1])
+    );
+    assert_eq!(
+        store.get("/data/C").unwrap().replay_id,
+        Bytes::from_static(&[2])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_checkpoint_load_stops_at_the_watermark() {
+    let kafka = MockKafka::start(1);
+    let topic = unique_topic("checkpoints-end");
+    kafka.create_topic(&topic, 1);
+    checkpoint_load_stops_at_the_watermark(&kafka.settings(), &topic).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_checkpoint_round_trip() {
     let kafka = MockKafka::start(1);
@@ -440,4 +484,13 @@ async fn tansu_corrupt_checkpoint_is_an_error() {
         return;
     };
     corrupt_checkpoint_is_an_error(&tansu.settings(), &unique_topic("checkpoints-bad")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_checkpoint_load_stops_at_the_watermark() {
+    let Some(tansu) = Tansu::start_or_skip() else {
+        return;
+    };
+    checkpoint_load_stops_at_the_watermark(&tansu.settings(), &unique_topic("checkpoints-end"))
+        .await;
 }
