@@ -199,6 +199,13 @@ pub(crate) fn rest_client(
     .with_stats(stats.api.clone())
 }
 
+/// The sink consumer's librdkafka configuration. With `sink.group_instance_id` the member is
+/// static (`group.instance.id`, KIP-345; librdkafka's CONFIGURATION.md): a restart with the same id
+/// gets the same partitions back at once, where a dynamic member's restart waits for the dead
+/// member's `session.timeout.ms`. The assignment strategy stays librdkafka's default: a group
+/// whose members disagree on it refuses the newcomer (`INCONSISTENT_GROUP_PROTOCOL`), so switching
+/// to `cooperative-sticky` would break a rolling upgrade, and a static member's restart causes no
+/// rebalance for it to soften; `kafka.properties` can still set it.
 fn consumer_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers)
@@ -207,6 +214,13 @@ fn consumer_config(config: &Config) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
+    if let Some(id) = config
+        .sink
+        .as_ref()
+        .and_then(|s| s.group_instance_id.as_ref())
+    {
+        c.set("group.instance.id", id);
+    }
     for (k, v) in &config.kafka.properties {
         c.set(k, v);
     }
@@ -340,4 +354,31 @@ fn spawn_writers(
         );
     }
     workers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(sink_extra: &str) -> Result<Config, crate::config::ConfigError> {
+        let text = format!(
+            "name: acme\nsalesforce:\n  login_url: https://acme.my.salesforce.com\n  auth:\n    type: client_credentials\n    client_id: id\n    client_secret: secret\nsink:\n  topics: [writeback]\n{sink_extra}kafka:\n  bootstrap_servers: localhost:9092\n"
+        );
+        Config::from_yaml(&text, |name| {
+            (name == "POD_NAME").then(|| "sink-0".to_owned())
+        })
+    }
+
+    #[test]
+    fn a_group_instance_id_makes_the_consumer_a_static_member() {
+        let static_member = consumer_config(&config("  group_instance_id: ${POD_NAME}\n").unwrap());
+        assert_eq!(static_member.get("group.instance.id"), Some("sink-0"));
+        assert_eq!(static_member.get("group.id"), Some("acme-sink"));
+        let dynamic = consumer_config(&config("").unwrap());
+        assert_eq!(dynamic.get("group.instance.id"), None);
+        let err = config("  group_instance_id: 'sink 0'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sink.group_instance_id"), "{err}");
+    }
 }
