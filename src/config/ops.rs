@@ -1,6 +1,6 @@
 //! `ops`: the operations HTTP server's settings (`crate::ops` serves them).
 //!
-//! Contract: `ops.kafka_probe_timeout` is between 100ms and 30s.
+//! Contract: `ops.kafka_probe_timeout` is between 100ms and 30s; `ops.stall_after` at least 1s.
 
 use std::time::Duration;
 
@@ -17,10 +17,21 @@ pub struct OpsConfig {
     /// How long `/readyz` waits for Kafka to answer a metadata request.
     #[serde(default = "default_kafka_probe_timeout", with = "humantime_serde")]
     pub kafka_probe_timeout: Duration,
+    /// `/readyz` is 503 for a source channel whose received events have waited this long (beyond
+    /// `source.checkpoint_interval`) for Kafka, and for a sink that has held fetched records this
+    /// long with none finished.
+    #[serde(default = "default_stall_after", with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 const fn default_kafka_probe_timeout() -> Duration {
     Duration::from_secs(2)
+}
+
+/// The default of `ops.stall_after`: longer than a Composite call's retries or a broker's leader
+/// election, well below librdkafka's `message.timeout.ms` (300 s).
+pub(crate) const fn default_stall_after() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl OpsConfig {
@@ -32,6 +43,9 @@ impl OpsConfig {
                 "ops.kafka_probe_timeout",
                 "must be between 100ms and 30s",
             ));
+        }
+        if self.stall_after < Duration::from_secs(1) {
+            return Err(invalid("ops.stall_after", "must be at least 1s"));
         }
         Ok(())
     }

@@ -198,6 +198,8 @@ pub struct SinkStats {
     pub api: Arc<ApiStats>,
     /// The sink's limit guard: [`SINK_API_PAUSED`], [`SINK_API_REMAINING`].
     pub api_limits: Arc<ApiLimitGauges>,
+    /// Records held and when one last finished (readiness, `ops.stall_after`).
+    pub progress: super::progress::SinkProgress,
 }
 
 /// Gauge, 0 or 1: the sink's Kafka consumer is subscribed and consuming (the sink's readiness).

@@ -270,6 +270,7 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
         offsets.clone(),
         sink.commit_interval,
         trip.clone(),
+        shared.stats.clone(),
     );
     let intake = Intake {
         consumer: &consumer,

@@ -57,6 +57,14 @@ impl Offsets {
         token
     }
 
+    /// Records tracked and not finished yet, over every partition.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.lock()
+            .values()
+            .map(|p| p.window.in_flight() as u64)
+            .sum()
+    }
+
     /// Offsets to commit: per partition, one past the last finished record, when it moved.
     pub(crate) fn committable(&self) -> TopicPartitionList {
         self.committable_where(|_, _| true)
@@ -104,12 +112,6 @@ impl Offsets {
     /// The first failure of any partition (a record that could not be finished).
     pub(crate) fn failure(&self) -> Option<String> {
         self.lock().values().find_map(|p| p.window.failure())
-    }
-
-    /// Records tracked and not yet finished, over all partitions.
-    #[cfg(test)]
-    fn in_flight(&self) -> usize {
-        self.lock().values().map(|p| p.window.in_flight()).sum()
     }
 
     /// Forgets partitions (revoked).
