@@ -420,6 +420,31 @@ async fn mock_checkpoint_load_stops_at_the_watermark() {
     checkpoint_load_stops_at_the_watermark(&kafka.settings(), &topic).await;
 }
 
+/// Issue 19, item 13: once the cluster refused to create a topic (the mock cluster has no
+/// CreateTopics API), no admin of the process asks it again (each used to wait for the refusal
+/// anew, about 6 s per admin); missing topics are left to broker auto-creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_a_refused_topic_creation_is_not_asked_again() {
+    let kafka = MockKafka::start(1);
+    let settings = kafka.settings();
+    let first = forcebridge::kafka::TopicAdmin::new(&settings).unwrap();
+    assert!(first.creates_topics());
+    first
+        .ensure(&unique_topic("refused-a"), 1, &[])
+        .await
+        .unwrap();
+    assert!(!first.creates_topics(), "the refusal is remembered");
+    let second = forcebridge::kafka::TopicAdmin::new(&settings).unwrap();
+    assert!(
+        !second.creates_topics(),
+        "another admin of the process knows the refusal"
+    );
+    second
+        .ensure(&unique_topic("refused-b"), 1, &[])
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_checkpoint_round_trip() {
     let kafka = MockKafka::start(1);
