@@ -519,3 +519,49 @@ async fn tansu_checkpoint_load_stops_at_the_watermark() {
     checkpoint_load_stops_at_the_watermark(&tansu.settings(), &unique_topic("checkpoints-end"))
         .await;
 }
+
+/// Issue 19, item 14, a measured mode (run with `--ignored --nocapture`; nothing asserted on
+/// time): how long opening the checkpoint store takes with 4 checkpoints in the topic (the read
+/// to the end of a restarted pod), on the mock cluster and on tansu when present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test"]
+async fn measure_checkpoint_open() {
+    async fn measure(label: &str, settings: &KafkaSettings, topic: &str) {
+        let store = CheckpointStore::open(settings, topic, "conn")
+            .await
+            .unwrap();
+        for (i, channel) in ["/data/A", "/data/B", "/data/C", "/data/D"]
+            .iter()
+            .enumerate()
+        {
+            store.save(channel, &[i as u8]).await.unwrap();
+        }
+        drop(store);
+        let mut ms = Vec::new();
+        for _ in 0..7 {
+            let start = std::time::Instant::now();
+            let store = CheckpointStore::open(settings, topic, "conn")
+                .await
+                .unwrap();
+            ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(
+                store.get("/data/D").unwrap().replay_id,
+                Bytes::from_static(&[3])
+            );
+        }
+        let runs: Vec<String> = ms.iter().map(|m| format!("{m:.0}")).collect();
+        println!("checkpoint open, 4 records, {label}: {} ms", runs.join(" "));
+    }
+    let kafka = MockKafka::start(1);
+    let topic = unique_topic("checkpoints-measure");
+    kafka.create_topic(&topic, 1);
+    measure("mock", &kafka.settings(), &topic).await;
+    if let Some(tansu) = Tansu::start_or_skip() {
+        measure(
+            "tansu",
+            &tansu.settings(),
+            &unique_topic("checkpoints-measure"),
+        )
+        .await;
+    }
+}
