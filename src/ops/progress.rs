@@ -1,6 +1,7 @@
 //! Progress of the sink for readiness: records it holds unfinished, and when it last finished one.
 //!
-//! Contract: the sink's committer calls [`SinkProgress::note`] at every tick with the number of
+//! Contract (a leaf: the caller passes the clock): the sink's committer calls
+//! [`SinkProgress::note`] at every tick with the number of
 //! records its consumer holds unfinished (fetched, not yet written, a conflict or a dead letter
 //! acknowledged by Kafka) and the number finished so far. [`SinkProgress::stalled_for`] is how
 //! long records have been held with none finished: `None` while nothing is held or records keep
@@ -8,8 +9,6 @@
 //! the sink holding records for minutes while `/readyz` said 200).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use super::telemetry::unix_millis;
 
 /// When the sink last made progress (see the module docs).
 #[derive(Debug, Default)]
@@ -28,11 +27,6 @@ impl SinkProgress {
         if in_flight == 0 || finished != before || self.progress_ms.load(Ordering::Relaxed) == 0 {
             self.progress_ms.store(now_ms, Ordering::Relaxed);
         }
-    }
-
-    /// [`SinkProgress::note`] now.
-    pub fn note_now(&self, in_flight: u64, finished: u64) {
-        self.note(in_flight, finished, unix_millis());
     }
 
     /// How long (ms, at `now_ms`) records have been held with none finished; `None` when nothing

@@ -115,9 +115,10 @@ impl Committer {
                 }
                 // Progress for readiness: records held, and whether any finished since.
                 let s = stats.snapshot();
-                stats.progress.note_now(
+                stats.progress.note(
                     offsets.in_flight(),
                     s.written + s.conflicts + s.dead_lettered,
+                    crate::ops::telemetry::unix_millis(),
                 );
                 // Synchronous, off the runtime threads: an offset counts as committed only once
                 // the broker confirmed it, so a failed commit is retried at the next tick.
