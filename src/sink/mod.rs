@@ -260,8 +260,8 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
     let mut workers = spawn_writers(
         &shared.writer,
         sink.concurrency,
-        batch_rx,
-        done_tx,
+        (batch_rx, done_tx),
+        &offsets,
         &hard,
         &trip,
     );
@@ -309,16 +309,23 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
     }
 }
 
-/// Starts `concurrency` writers. Each takes the next batch, writes it, and sends its keys back
-/// on `done`; a batch that fails trips the attempt (its records are repeated after the restart).
+/// Starts `concurrency` writers. Each takes the next batch (`batches.0`), drops the records of
+/// partitions revoked since they were fetched (a revoked member must not write what the
+/// partition's new owner writes: issue 19, item 7; they are not committed here, their new owner
+/// reads them again), writes the rest, and sends the batch's keys back on `batches.1`; a batch
+/// that fails trips the attempt (its records are repeated after the restart).
 fn spawn_writers(
     writer: &Writer,
     concurrency: usize,
-    batches: mpsc::Receiver<Batch>,
-    done: mpsc::UnboundedSender<HashSet<String>>,
+    batches: (
+        mpsc::Receiver<Batch>,
+        mpsc::UnboundedSender<HashSet<String>>,
+    ),
+    offsets: &Arc<Offsets>,
     hard: &CancellationToken,
     trip: &Tripwire,
 ) -> JoinSet<()> {
+    let (batches, done) = batches;
     let batch_rx = Arc::new(Mutex::new(batches));
     let mut workers = JoinSet::new();
     for n in 0..concurrency {
@@ -327,13 +334,28 @@ fn spawn_writers(
         let done = done.clone();
         let hard = hard.clone();
         let trip = trip.clone();
+        let offsets = offsets.clone();
         workers.spawn(
             async move {
                 loop {
-                    let Some(batch) = rx.lock().await.recv().await else {
+                    let Some(mut batch) = rx.lock().await.recv().await else {
                         return;
                     };
+                    let fetched = batch.items.len();
+                    batch
+                        .items
+                        .retain(|item| offsets.holds(&item.origin.topic, item.origin.partition));
+                    if batch.items.len() < fetched {
+                        info!(
+                            dropped = fetched - batch.items.len(),
+                            "records of revoked partitions left to their new owner"
+                        );
+                    }
                     let keys = batch.keys;
+                    if batch.items.is_empty() {
+                        let _ = done.send(keys);
+                        continue;
+                    }
                     let records = batch.items.len();
                     let result = writer
                         .write_batch(batch.items, &hard)
