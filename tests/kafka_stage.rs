@@ -565,3 +565,50 @@ async fn measure_checkpoint_open() {
         .await;
     }
 }
+
+/// Whether `topic` exists in the cluster at `bootstrap` (metadata, no auto-creation).
+fn topic_exists(bootstrap: &str, topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let md = consumer.fetch_metadata(Some(topic), WAIT).unwrap();
+    md.topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+}
+
+/// Issue 19, item 5: a topic deleted after the admin made sure of it is created again once the
+/// admin forgets what it saw (`forget_known`, which the source calls when a delivery failed);
+/// before, the admin trusted its cache for the process's lifetime and never asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_a_deleted_topic_is_created_again_once_forgotten() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let Some(tansu) = Tansu::start_or_skip() else {
+        return;
+    };
+    let bootstrap = tansu.bootstrap();
+    let topic = unique_topic("deleted");
+    let admin = forcebridge::kafka::TopicAdmin::new(&tansu.settings()).unwrap();
+    admin.ensure(&topic, 1, &[]).await.unwrap();
+    assert!(topic_exists(&bootstrap, &topic));
+    let raw: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let deleted = raw
+        .delete_topics(&[topic.as_str()], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    assert!(!topic_exists(&bootstrap, &topic), "deleted");
+    // Still known: not asked again.
+    admin.ensure(&topic, 1, &[]).await.unwrap();
+    assert!(!topic_exists(&bootstrap, &topic), "the cache answered");
+    admin.forget_known();
+    admin.ensure(&topic, 1, &[]).await.unwrap();
+    assert!(topic_exists(&bootstrap, &topic), "created again");
+}
