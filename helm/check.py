@@ -159,12 +159,16 @@ def check_case(case, docs, args, workdir, values):
             get = (c.get(probe) or {}).get("httpGet") or {}
             if get.get("path") != path or get.get("port") not in ("metrics", port):
                 fail(case, f"{name}: {probe} is not GET {path} on the metrics port")
-        # The Secret behind envFrom holds every variable the config references.
+        # The downward API's variables (the pod's name), with a stand-in value for the check.
+        downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c.get("env", [])
+                    if "fieldRef" in (e.get("valueFrom") or {})}
+        # The Secret behind envFrom holds every other variable the config references.
         (ref,) = [e["secretRef"]["name"] for e in c.get("envFrom", [])]
         env = {}
         if ref in secrets:
             env = {k: v for k, v in (secrets[ref].get("stringData") or {}).items()}
-            missing = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)) - set(env)
+            missing = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)) - set(env) \
+                - set(downward)
             if missing:
                 fail(case, f"{name}: the config references {sorted(missing)}, not in Secret {ref}")
         elif ref != values.get("secret", {}).get("existingSecret"):
@@ -184,6 +188,14 @@ def check_case(case, docs, args, workdir, values):
             want = (values.get("sink") or {}).get("replicas", 1)
             if dep["spec"]["replicas"] != want:
                 fail(case, f"{name}: sink replicas {dep['spec']['replicas']}, values say {want}")
+            # Static membership (issue 19, item 7): the group instance id is the pod's name.
+            settings = (values.get("sink") or {}).get("settings") or {}
+            if (values.get("sink") or {}).get("staticMembership", True) \
+                    and "group_instance_id" not in settings:
+                gid = config["sink"].get("group_instance_id")
+                if gid != "${POD_NAME}" or downward.get("POD_NAME") != "metadata.name":
+                    fail(case, f"{name}: sink.group_instance_id {gid!r} is not ${{POD_NAME}} "
+                               f"from the pod's metadata.name (env: {downward})")
         r = forcebridge_check(args.forcebridge, text, env, workdir, f"{case}-{name}")
         if r.returncode != 0:
             fail(case, f"{name}: forcebridge check --offline rejected the config: {r.stderr.strip()}")

@@ -1063,3 +1063,101 @@ async fn formula_and_whole_compound_writes_are_dead_lettered_before_any_write_ca
     }
     sim.shutdown().await;
 }
+
+/// Upserts `S-{first..first + n}` into the write-back topic.
+async fn send_upserts(bootstrap: &str, first: usize, n: usize) {
+    let ts = now_ms();
+    let messages = (first..first + n)
+        .map(|i| {
+            let ext = format!("S-{i:04}");
+            msg(
+                &ext,
+                json!({"object": "Account", "operation": "upsert", "timestamp": ts,
+                "fields": {"External_Id__c": ext, "Name": format!("Static {i}")}}),
+            )
+        })
+        .collect();
+    send(bootstrap, messages).await;
+}
+
+/// Issue 19, item 7: a sink that crashed (SIGKILL: no LeaveGroup) and restarts with the same
+/// `sink.group_instance_id` takes its partition back and writes at once, without waiting for
+/// the dead member's session to expire. The session timeout and the rebalance timeout
+/// (`max.poll.interval.ms`) are 45 s, and the restarted sink must finish its records within
+/// `STATIC_GUARD` (25 s): as a dynamic member it cannot (the coordinator waits for the dead member
+/// until one of the two timeouts), as a static member it replaces the dead one. The guard is the
+/// line between those two outcomes, 20 s away from either, not a measure of speed. A real broker
+/// (tansu): the librdkafka mock's classic group coordinator does not replace a member by its
+/// instance id (rdkafka_mock_cgrp.c finds members by member id only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_static_member_resumes_before_the_session_timeout() {
+    restart_after_a_crash("  group_instance_id: sink-a\n").await;
+}
+
+/// How long the restarted member may take; well below the 45 s session and rebalance timeouts.
+const STATIC_GUARD: Duration = Duration::from_secs(25);
+
+async fn restart_after_a_crash(membership: &str) {
+    let Some(tansu) = tokio::task::spawn_blocking(support::kafka::Tansu::start_or_skip)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let bootstrap = tansu.bootstrap();
+    for topic in [WRITEBACK, DLQ, CONFLICTS] {
+        tansu.create_topic(topic, 1).await;
+    }
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let text = config_text(&sim, &bootstrap, membership, "").replace(
+        "    session.timeout.ms: \"6000\"\n",
+        "    session.timeout.ms: \"45000\"\n    max.poll.interval.ms: \"45000\"\n",
+    );
+    assert!(text.contains("45000"), "{text}");
+    send_upserts(&bootstrap, 0, 100).await;
+
+    let dir = std::env::temp_dir().join(format!(
+        "forcebridge-static-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sink.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while accounts_by_ext(&sim).len() < 100 {
+        assert!(Instant::now() < deadline, "the first run did not write");
+        assert!(first.try_wait().unwrap().is_none(), "the first run stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let its commit of the written records land, then kill it: no drain, no LeaveGroup.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    send_upserts(&bootstrap, 100, 100).await;
+    let second = start(Config::from_yaml(&text, |_| None).unwrap());
+    let resumed = tokio::time::timeout(STATIC_GUARD, async {
+        while accounts_by_ext(&sim).len() < 200 {
+            assert!(!second.handle.is_finished(), "the restarted sink stopped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let written = accounts_by_ext(&sim).len();
+    second.stop().await;
+    assert!(
+        resumed.is_ok(),
+        "the restarted sink wrote {written} of 200 records before the guard: it waited for the dead member"
+    );
+    let by_ext = accounts_by_ext(&sim);
+    assert!((0..200).all(|i| by_ext[&format!("S-{i:04}")]["Name"] == format!("Static {i}")));
+    sim.shutdown().await;
+}

@@ -38,6 +38,7 @@ pub(crate) use error::invalid;
 pub(crate) use kafka::TopicChecks;
 pub use kafka::{KafkaConfig, RedactedProperties, is_secret_property};
 pub use ops::OpsConfig;
+pub(crate) use ops::default_stall_after;
 pub(crate) use salesforce::SalesforceChecks;
 use salesforce::is_tag_char;
 pub use salesforce::{AuthConfig, SalesforceConfig};

@@ -3,7 +3,7 @@
 //! Contract: `ops.kafka_probe_timeout` is between 100ms and 30s; `ops.header_read_timeout`
 //! between 100ms and 60s; `ops.request_timeout` between 1s and 5m and longer than
 //! `kafka_probe_timeout` (a `/readyz` waits for the probe); `ops.max_connections` between 1 and
-//! 4096.
+//! 4096; `ops.stall_after` at least 1s.
 
 use std::time::Duration;
 
@@ -31,6 +31,11 @@ pub struct OpsConfig {
     /// not in the middle of a request, or waits for one to end.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `/readyz` is 503 for a source channel whose received events have waited this long (beyond
+    /// `source.checkpoint_interval`) for Kafka, and for a sink that has held fetched records this
+    /// long with none finished.
+    #[serde(default = "default_stall_after", with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 const fn default_kafka_probe_timeout() -> Duration {
@@ -49,6 +54,12 @@ const fn default_max_connections() -> usize {
     64
 }
 
+/// The default of `ops.stall_after`: longer than a Composite call's retries or a broker's leader
+/// election, well below librdkafka's `message.timeout.ms` (300 s).
+pub(crate) const fn default_stall_after() -> Duration {
+    Duration::from_secs(60)
+}
+
 impl OpsConfig {
     /// The settings of an ops server on `listen` with every other key at its default.
     pub fn on(listen: std::net::SocketAddr) -> OpsConfig {
@@ -58,6 +69,7 @@ impl OpsConfig {
             header_read_timeout: default_header_read_timeout(),
             request_timeout: default_request_timeout(),
             max_connections: default_max_connections(),
+            stall_after: default_stall_after(),
         }
     }
 
@@ -89,6 +101,9 @@ impl OpsConfig {
         }
         if !(1..=4096).contains(&self.max_connections) {
             return Err(invalid("ops.max_connections", "must be between 1 and 4096"));
+        }
+        if self.stall_after < Duration::from_secs(1) {
+            return Err(invalid("ops.stall_after", "must be at least 1s"));
         }
         Ok(())
     }

@@ -23,6 +23,14 @@ pub struct SinkConfig {
     /// Consumer group; defaults to `<name>-sink`.
     #[serde(default)]
     pub group_id: Option<String>,
+    /// Static group membership (KIP-345): the consumer's `group.instance.id`, unique per sink
+    /// instance and stable across its restarts (the Helm chart sets it to the pod's name). A
+    /// restarted sink with the same id takes its partitions back at once instead of waiting for
+    /// the dead member's `session.timeout.ms`; a static member does not leave the group when it
+    /// stops, so an instance that is gone for good holds its partitions until that timeout.
+    /// Unset: dynamic membership.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// Per-object settings, by object API name.
     #[serde(default)]
     pub objects: BTreeMap<String, SinkObjectConfig>,
@@ -235,6 +243,9 @@ impl SinkConfig {
                 .check_topic(topic, "", "")
                 .map_err(|e| invalid("sink.dead_letter_topic", e))?;
         }
+        if let Some(id) = &self.group_instance_id {
+            check_group_instance_id(id).map_err(|e| invalid("sink.group_instance_id", e))?;
+        }
         if self.same_second_winner.is_some() && !self.last_write_wins {
             return Err(invalid(
                 "sink.same_second_winner",
@@ -297,6 +308,27 @@ impl SinkConfig {
     }
 }
 
+/// Kafka's rule for a `group.instance.id` (the Java client's `JoinGroupRequest`
+/// `validateGroupInstanceId`, the rule of topic names): 1 to 249 ASCII letters, digits, `.`, `_`
+/// and `-`, not `.` or `..`. A Kubernetes pod name always passes.
+fn check_group_instance_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 249 {
+        return Err(format!("must be 1 to 249 characters, not {}", id.len()));
+    }
+    if id == "." || id == ".." {
+        return Err("'.' and '..' are not allowed".to_owned());
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "contains {c:?}: only ASCII letters, digits, '.', '_' and '-' are allowed"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Letters, digits and `_`, starting with a letter (Salesforce API names).
 pub(crate) fn is_api_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -306,6 +338,18 @@ pub(crate) fn is_api_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_instance_ids_follow_kafkas_rule() {
+        assert!(check_group_instance_id("forcebridge-sink-7d9f8c6b5-x2x9z").is_ok());
+        assert!(check_group_instance_id("sink_0.a").is_ok());
+        assert!(check_group_instance_id("").is_err());
+        assert!(check_group_instance_id("..").is_err());
+        assert!(check_group_instance_id(&"a".repeat(250)).is_err());
+        let err = check_group_instance_id("sink 1").unwrap_err();
+        assert!(err.contains("' '"), "{err}");
+        assert!(check_group_instance_id("${POD_NAME}").is_err());
+    }
 
     #[test]
     fn reserve_in_calls() {

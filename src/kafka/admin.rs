@@ -1,7 +1,6 @@
 //! Topic creation for the topics forcebridge writes to (object topics, dead letters, conflicts).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -12,12 +11,25 @@ use super::settings::KafkaSettings;
 
 /// Creates topics forcebridge writes to, once each, as Kafka Connect does with
 /// `topic.creation.enable`: a topic that exists is left alone; `TopicAlreadyExists` is success;
-/// a broker without the CreateTopics API (the librdkafka mock cluster) falls back to broker
-/// auto-creation, with a warning, and is not asked again.
+/// a cluster that cannot create topics (no CreateTopics API, no controller: the librdkafka mock
+/// cluster, whose admin requests time out) falls back to broker auto-creation, with one warning,
+/// and is not asked again by any admin of this process (the source's, the sink's and the
+/// checkpoint store's each used to wait for the refusal, about 6 s each: issue 19, item 13).
 pub struct TopicAdmin {
     admin: Arc<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>>,
     known: std::sync::Mutex<std::collections::HashSet<String>>,
-    unsupported: std::sync::atomic::AtomicBool,
+    bootstrap: String,
+}
+
+/// The `bootstrap.servers` of the clusters that refused to create a topic, for the process.
+static REFUSED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn refused(bootstrap: &str) -> bool {
+    REFUSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(bootstrap)
 }
 
 impl TopicAdmin {
@@ -32,8 +44,21 @@ impl TopicAdmin {
         Ok(TopicAdmin {
             admin: Arc::new(admin),
             known: Default::default(),
-            unsupported: Default::default(),
+            bootstrap: settings.bootstrap_servers.clone(),
         })
+    }
+
+    /// Forgets which topics were seen to exist: the next [`TopicAdmin::ensure`] of each asks the
+    /// cluster again, and re-creates a topic deleted since (a deleted topic, a wiped broker:
+    /// issue 19, item 5). Called when a delivery failed.
+    pub fn forget_known(&self) {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Whether this admin still asks the cluster to create missing topics: `false` once the
+    /// cluster refused it (in this process), when only broker auto-creation is left.
+    pub fn creates_topics(&self) -> bool {
+        !refused(&self.bootstrap)
     }
 
     /// The admin client's librdkafka configuration: forcebridge's settings, then the
@@ -86,7 +111,7 @@ impl TopicAdmin {
                 source,
             })?
         };
-        if !exists && !self.unsupported.load(Ordering::Relaxed) {
+        if !exists && self.creates_topics() {
             let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
             for (k, v) in configs {
                 new_topic = new_topic.set(k, v);
@@ -118,8 +143,14 @@ impl TopicAdmin {
                     | RDKafkaErrorCode::UnsupportedFeature
                     | RDKafkaErrorCode::InvalidRequest),
                 ) => {
-                    self.unsupported.store(true, Ordering::Relaxed);
-                    tracing::warn!(topic, error = %code, "the broker cannot create topics; relying on broker auto-creation");
+                    let first = REFUSED
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(self.bootstrap.clone());
+                    if first {
+                        tracing::warn!(topic, error = %code, bootstrap_servers = %self.bootstrap,
+                            "the Kafka cluster cannot create topics; relying on broker auto-creation and not asking again (kafka.create_topics)");
+                    }
                 }
                 Some(code) => {
                     return Err(KafkaError::Client {

@@ -24,11 +24,13 @@
 //!
 //! Files: `settings` (how to reach Kafka; the one builder of client configs), `error`,
 //! `producer`, `transactions`, `ack` (the [`AckWindow`] shared by source and sink), `topics`
-//! (names), `admin` (creation), `probe` (the bench's latency probe), `mock` (the embedded
+//! (names), `admin` (creation), `context` (the reading consumers' context: the end of a partition
+//! is not an error), `probe` (the bench's latency probe), `mock` (the embedded
 //! cluster, record counts).
 
 pub mod ack;
 mod admin;
+mod context;
 mod error;
 pub mod headers;
 mod mock;
@@ -40,6 +42,8 @@ mod transactions;
 
 pub use self::ack::{AckToken, AckWindow, EventHandle};
 pub use self::admin::TopicAdmin;
+pub use self::context::EndIsNotAnError;
+pub(crate) use self::context::{cached_high_watermark, is_partition_end};
 pub use self::error::{KafkaError, TransactionFailure};
 pub use self::mock::{EmbeddedKafka, count_records};
 pub use self::probe::{LatencyCounts, LatencyProbe, LatencySplit, install_latency_probe};

@@ -68,7 +68,11 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Self::DeliveryOpaque) {
         let outcome = match result {
             Ok(_) => Ok(()),
-            Err((err, _)) => Err(err.to_string()),
+            // The topic is named: a deleted topic is what an operator must see (issue 19, item 5).
+            Err((err, message)) => Err(format!(
+                "{err} (topic {:?})",
+                rdkafka::Message::topic(message)
+            )),
         };
         let waited = pending.enqueued.elapsed();
         self.stats.observe(waited, outcome.is_ok());

@@ -17,13 +17,18 @@
 //!   ([`crate::ops::telemetry::ChannelStats::stream_up`], set by the pipeline's reader), the sink's
 //!   consumer is subscribed and running ([`crate::ops::telemetry::SinkStats::consumer_running`]), and
 //!   Kafka answered a metadata request within `ops.kafka_probe_timeout` (one probe client, one
-//!   probe at a time, a result reused for `PROBE_REUSE`), and no transient failure is being
+//!   probe at a time, a result reused for `PROBE_REUSE`), no transient failure is being
 //!   retried (`"source: salesforce login: retrying after HTTP 503 …"`, [`telemetry::Retrying`]).
-//!   Otherwise 503. Both answer a JSON body
+//!   and nothing is stalled: no channel's
+//!   received events have waited longer than `ops.stall_after` (beyond
+//!   `source.checkpoint_interval`) for Kafka, and the sink has not held fetched records for
+//!   longer than `ops.stall_after` with none finished ([`progress::SinkProgress`]). Otherwise
+//!   503. Both answer a JSON body
 //!   `{"ready": bool, "not_ready": [reasons]}` naming each part that is not ready.
 
 mod logging;
 mod metrics;
+pub mod progress;
 mod retrying;
 mod server;
 pub mod telemetry;
@@ -79,6 +84,10 @@ pub struct OpsState {
     source: Option<(Arc<PipelineStats>, Vec<String>)>,
     sink: Option<Arc<SinkStats>>,
     kafka: KafkaProbe,
+    /// How long without progress makes a channel or the sink not ready (`ops.stall_after`), and
+    /// the source's checkpoint interval (the lag a channel has in normal flow).
+    stall_after: Duration,
+    checkpoint_interval: Duration,
 }
 
 impl OpsState {
@@ -88,7 +97,21 @@ impl OpsState {
             source: None,
             sink: None,
             kafka: KafkaProbe::new(settings, probe_timeout)?,
+            stall_after: crate::config::default_stall_after(),
+            checkpoint_interval: Duration::ZERO,
         })
+    }
+
+    /// Progress readiness: not ready after `stall_after` without progress (`ops.stall_after`),
+    /// a source channel's lag counted beyond `checkpoint_interval`.
+    pub fn with_stall_after(
+        mut self,
+        stall_after: Duration,
+        checkpoint_interval: Duration,
+    ) -> Self {
+        self.stall_after = stall_after;
+        self.checkpoint_interval = checkpoint_interval;
+        self
     }
 
     /// The state of `config`: its Kafka, its source channels (when `source` is given and the
@@ -102,7 +125,16 @@ impl OpsState {
             .ops
             .as_ref()
             .map_or(Duration::from_secs(2), |ops| ops.kafka_probe_timeout);
-        let mut state = OpsState::new(&crate::kafka::KafkaSettings::from(&config.kafka), timeout)?;
+        let stall_after = config
+            .ops
+            .as_ref()
+            .map_or(crate::config::default_stall_after(), |ops| ops.stall_after);
+        let checkpoint_interval = config
+            .source
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.checkpoint_interval);
+        let mut state = OpsState::new(&crate::kafka::KafkaSettings::from(&config.kafka), timeout)?
+            .with_stall_after(stall_after, checkpoint_interval);
         if let (Some(stats), Some(cfg)) = (source, config.source.as_ref()) {
             let channels = cfg.channels.iter().map(|c| c.name.clone()).collect();
             state = state.with_source(stats, channels);
@@ -130,18 +162,40 @@ impl OpsState {
         let mut reasons = Vec::new();
         if let Some((stats, channels)) = &self.source {
             let snapshot = stats.snapshot();
+            let stalled = (self.stall_after + self.checkpoint_interval).as_millis() as u64;
             for channel in channels {
-                if !snapshot.channels.get(channel).is_some_and(|c| c.stream_up) {
+                let stats = snapshot.channels.get(channel);
+                if !stats.is_some_and(|c| c.stream_up) {
                     reasons.push(format!(
                         "source channel {channel}: no open Subscribe stream"
                     ));
                 }
+                if let Some(lag) = stats.map(|c| c.checkpoint_lag_ms).filter(|&l| l > stalled) {
+                    reasons.push(format!(
+                        "source channel {channel}: received events have waited {} s for Kafka to acknowledge them (ops.stall_after {:?})",
+                        lag / 1000,
+                        self.stall_after
+                    ));
+                }
             }
         }
-        if let Some(sink) = &self.sink
-            && !sink.snapshot().consumer_running
-        {
-            reasons.push("sink: the Kafka consumer is not running".to_owned());
+        if let Some(sink) = &self.sink {
+            if !sink.snapshot().consumer_running {
+                reasons.push("sink: the Kafka consumer is not running".to_owned());
+            }
+            let now = telemetry::unix_millis();
+            if let Some(ms) = sink
+                .progress
+                .stalled_for(now)
+                .filter(|&ms| ms > self.stall_after.as_millis() as u64)
+            {
+                reasons.push(format!(
+                    "sink: {} fetched records held for {} s with none finished (ops.stall_after {:?})",
+                    sink.progress.in_flight(),
+                    ms / 1000,
+                    self.stall_after
+                ));
+            }
         }
         for retrying in self.retrying() {
             reasons.extend(retrying.not_ready());
@@ -297,4 +351,71 @@ async fn readyz(State(state): State<Arc<OpsState>>) -> Response {
     };
     let body = serde_json::json!({ "ready": reasons.is_empty(), "not_ready": reasons });
     (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::telemetry::unix_millis;
+
+    /// A state whose Kafka probe fails fast (nothing listens on port 1); only the other reasons
+    /// are looked at.
+    fn state() -> OpsState {
+        let settings = KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".to_owned(),
+            properties: Default::default(),
+        };
+        OpsState::new(&settings, Duration::from_millis(100))
+            .unwrap()
+            .with_stall_after(Duration::from_secs(60), Duration::from_secs(1))
+    }
+
+    fn stalls(reasons: &[String]) -> Vec<&String> {
+        reasons
+            .iter()
+            .filter(|r| r.contains("ops.stall_after"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_sink_holding_records_with_none_finished_is_not_ready() {
+        let stats = Arc::new(SinkStats::default());
+        stats
+            .consumer_running
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let state = state().with_sink(stats.clone());
+        let now = unix_millis();
+        stats.progress.note(5, 0, now - 120_000);
+        stats.progress.note(5, 0, now - 1_000);
+        let reasons = state.not_ready().await;
+        let stalled = stalls(&reasons);
+        assert_eq!(stalled.len(), 1, "{reasons:?}");
+        assert!(
+            stalled[0].starts_with("sink: 5 fetched records held for 12"),
+            "{reasons:?}"
+        );
+        // A record finished: progress.
+        stats.progress.note(5, 1, unix_millis());
+        assert!(stalls(&state.not_ready().await).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_channel_whose_events_wait_for_kafka_is_not_ready() {
+        let stats = Arc::new(PipelineStats::default());
+        let state = state().with_source(stats.clone(), vec!["/data/A".into(), "/data/B".into()]);
+        let (a, b) = (stats.channel("/data/A"), stats.channel("/data/B"));
+        // /data/A: caught up 200 s ago, events received since, none durable.
+        a.note_caught_up(unix_millis() - 200_000, true);
+        a.note_event();
+        // /data/B: events received, caught up just now.
+        b.note_event();
+        b.note_caught_up(unix_millis(), true);
+        let reasons = state.not_ready().await;
+        let stalled = stalls(&reasons);
+        assert_eq!(stalled.len(), 1, "{reasons:?}");
+        assert!(
+            stalled[0].starts_with("source channel /data/A: received events have waited"),
+            "{reasons:?}"
+        );
+    }
 }

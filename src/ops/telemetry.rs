@@ -201,6 +201,8 @@ pub struct SinkStats {
     pub api_limits: Arc<ApiLimitGauges>,
     /// The sink's transient failures being retried (`/readyz` reasons, [`TRANSIENT_RETRIES`]).
     pub retrying: Arc<Retrying>,
+    /// Records held and when one last finished (readiness, `ops.stall_after`).
+    pub progress: super::progress::SinkProgress,
 }
 
 /// Gauge, 0 or 1: the sink's Kafka consumer is subscribed and consuming (the sink's readiness).

@@ -10,6 +10,8 @@
 //! * On a rebalance, the revoked partitions' finished offsets are committed synchronously before
 //!   they are given up ([`SinkContext`]); records of theirs still in flight are written but not
 //!   committed by this member (the next owner repeats them: at least once).
+//! * At every tick it tells the sink's [`crate::ops::progress::SinkProgress`] how many records are
+//!   held unfinished and how many finished so far (`/readyz`'s stall check).
 //! * [`commit_final`] is the last commit of an attempt, once its writers stopped.
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tracing::{info, warn};
 
 use super::offsets::Offsets;
 use super::tripwire::Tripwire;
+use crate::ops::telemetry::SinkStats;
 
 /// The sink's Kafka consumer.
 pub(crate) type SinkConsumer = StreamConsumer<SinkContext>;
@@ -94,6 +97,7 @@ impl Committer {
         offsets: Arc<Offsets>,
         interval: Duration,
         trip: Tripwire,
+        stats: Arc<SinkStats>,
     ) -> Self {
         let stop = CancellationToken::new();
         let stop2 = stop.clone();
@@ -109,6 +113,13 @@ impl Committer {
                     trip.trip(reason);
                     return;
                 }
+                // Progress for readiness: records held, and whether any finished since.
+                let s = stats.snapshot();
+                stats.progress.note(
+                    offsets.in_flight(),
+                    s.written + s.conflicts + s.dead_lettered,
+                    crate::ops::telemetry::unix_millis(),
+                );
                 // Synchronous, off the runtime threads: an offset counts as committed only once
                 // the broker confirmed it, so a failed commit is retried at the next tick.
                 let (consumer, offsets) = (consumer.clone(), offsets.clone());

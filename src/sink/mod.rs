@@ -246,6 +246,13 @@ pub(crate) fn rest_client(
     .with_retrying(stats.retrying.clone(), LOGIN_STEP)
 }
 
+/// The sink consumer's librdkafka configuration. With `sink.group_instance_id` the member is
+/// static (`group.instance.id`, KIP-345; librdkafka's CONFIGURATION.md): a restart with the same id
+/// gets the same partitions back at once, where a dynamic member's restart waits for the dead
+/// member's `session.timeout.ms`. The assignment strategy stays librdkafka's default: a group
+/// whose members disagree on it refuses the newcomer (`INCONSISTENT_GROUP_PROTOCOL`), so switching
+/// to `cooperative-sticky` would break a rolling upgrade, and a static member's restart causes no
+/// rebalance for it to soften; `kafka.properties` can still set it.
 fn consumer_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers)
@@ -254,6 +261,13 @@ fn consumer_config(config: &Config) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
+    if let Some(id) = config
+        .sink
+        .as_ref()
+        .and_then(|s| s.group_instance_id.as_ref())
+    {
+        c.set("group.instance.id", id);
+    }
     for (k, v) in &config.kafka.properties {
         c.set(k, v);
     }
@@ -293,8 +307,8 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
     let mut workers = spawn_writers(
         &shared.writer,
         sink.concurrency,
-        batch_rx,
-        done_tx,
+        (batch_rx, done_tx),
+        &offsets,
         &hard,
         &trip,
     );
@@ -303,6 +317,7 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
         offsets.clone(),
         sink.commit_interval,
         trip.clone(),
+        shared.stats.clone(),
     );
     let intake = Intake {
         consumer: &consumer,
@@ -341,16 +356,23 @@ async fn run_attempt(shared: &Shared, cancel: &CancellationToken) -> Result<(), 
     }
 }
 
-/// Starts `concurrency` writers. Each takes the next batch, writes it, and sends its keys back
-/// on `done`; a batch that fails trips the attempt (its records are repeated after the restart).
+/// Starts `concurrency` writers. Each takes the next batch (`batches.0`), drops the records of
+/// partitions revoked since they were fetched (a revoked member must not write what the
+/// partition's new owner writes: issue 19, item 7; they are not committed here, their new owner
+/// reads them again), writes the rest, and sends the batch's keys back on `batches.1`; a batch
+/// that fails trips the attempt (its records are repeated after the restart).
 fn spawn_writers(
     writer: &Writer,
     concurrency: usize,
-    batches: mpsc::Receiver<Batch>,
-    done: mpsc::UnboundedSender<HashSet<String>>,
+    batches: (
+        mpsc::Receiver<Batch>,
+        mpsc::UnboundedSender<HashSet<String>>,
+    ),
+    offsets: &Arc<Offsets>,
     hard: &CancellationToken,
     trip: &Tripwire,
 ) -> JoinSet<()> {
+    let (batches, done) = batches;
     let batch_rx = Arc::new(Mutex::new(batches));
     let mut workers = JoinSet::new();
     for n in 0..concurrency {
@@ -359,13 +381,28 @@ fn spawn_writers(
         let done = done.clone();
         let hard = hard.clone();
         let trip = trip.clone();
+        let offsets = offsets.clone();
         workers.spawn(
             async move {
                 loop {
-                    let Some(batch) = rx.lock().await.recv().await else {
+                    let Some(mut batch) = rx.lock().await.recv().await else {
                         return;
                     };
+                    let fetched = batch.items.len();
+                    batch
+                        .items
+                        .retain(|item| offsets.holds(&item.origin.topic, item.origin.partition));
+                    if batch.items.len() < fetched {
+                        info!(
+                            dropped = fetched - batch.items.len(),
+                            "records of revoked partitions left to their new owner"
+                        );
+                    }
                     let keys = batch.keys;
+                    if batch.items.is_empty() {
+                        let _ = done.send(keys);
+                        continue;
+                    }
                     let records = batch.items.len();
                     let result = writer
                         .write_batch(batch.items, &hard)
@@ -387,4 +424,31 @@ fn spawn_writers(
         );
     }
     workers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(sink_extra: &str) -> Result<Config, crate::config::ConfigError> {
+        let text = format!(
+            "name: acme\nsalesforce:\n  login_url: https://acme.my.salesforce.com\n  auth:\n    type: client_credentials\n    client_id: id\n    client_secret: secret\nsink:\n  topics: [writeback]\n{sink_extra}kafka:\n  bootstrap_servers: localhost:9092\n"
+        );
+        Config::from_yaml(&text, |name| {
+            (name == "POD_NAME").then(|| "sink-0".to_owned())
+        })
+    }
+
+    #[test]
+    fn a_group_instance_id_makes_the_consumer_a_static_member() {
+        let static_member = consumer_config(&config("  group_instance_id: ${POD_NAME}\n").unwrap());
+        assert_eq!(static_member.get("group.instance.id"), Some("sink-0"));
+        assert_eq!(static_member.get("group.id"), Some("acme-sink"));
+        let dynamic = consumer_config(&config("").unwrap());
+        assert_eq!(dynamic.get("group.instance.id"), None);
+        let err = config("  group_instance_id: 'sink 0'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sink.group_instance_id"), "{err}");
+    }
 }

@@ -9,6 +9,8 @@
 //!   after the last record that — with every earlier one — is finished.
 //! * A token dropped or failed (a dead-letter write Kafka refused) marks its partition failed;
 //!   [`Offsets::failure`] reports it and the sink restarts from the committed offsets.
+//! * [`Offsets::holds`] says whether a partition is still this member's: writers drop the records
+//!   of a revoked partition from a batch they have not sent yet.
 //! * Commits ([`super::committer`]) take [`Offsets::committable`] and record what the broker
 //!   confirmed with [`Offsets::mark_committed`]; a revoked partition is forgotten
 //!   ([`Offsets::forget`]) once its finished offsets are committed.
@@ -55,6 +57,14 @@ impl Offsets {
         let token = handle.token();
         handle.seal();
         token
+    }
+
+    /// Records tracked and not finished yet, over every partition.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.lock()
+            .values()
+            .map(|p| p.window.in_flight() as u64)
+            .sum()
     }
 
     /// Offsets to commit: per partition, one past the last finished record, when it moved.
@@ -106,10 +116,9 @@ impl Offsets {
         self.lock().values().find_map(|p| p.window.failure())
     }
 
-    /// Records tracked and not yet finished, over all partitions.
-    #[cfg(test)]
-    fn in_flight(&self) -> usize {
-        self.lock().values().map(|p| p.window.in_flight()).sum()
+    /// Whether `partition` of `topic` is still this member's: tracked and not forgotten (revoked).
+    pub(crate) fn holds(&self, topic: &str, partition: i32) -> bool {
+        self.lock().contains_key(&(topic.to_owned(), partition))
     }
 
     /// Forgets partitions (revoked).
@@ -136,6 +145,22 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn a_revoked_partition_is_no_longer_held() {
+        let offsets = Offsets::default();
+        let _a = offsets.track("t", 0, 10);
+        let b = offsets.track("t", 1, 5);
+        assert!(offsets.holds("t", 0) && offsets.holds("t", 1));
+        let mut revoked = TopicPartitionList::new();
+        revoked.add_partition("t", 1);
+        offsets.forget(&revoked);
+        assert!(offsets.holds("t", 0));
+        assert!(!offsets.holds("t", 1), "revoked");
+        // A record of the revoked partition dropped unwritten fails nothing this member holds.
+        drop(b);
+        assert_eq!(offsets.failure(), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::kafka::KafkaSettings;
+use crate::kafka::{EndIsNotAnError, KafkaSettings, cached_high_watermark, is_partition_end};
 
 /// How long metadata, watermark and admin requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -266,7 +266,15 @@ fn read_err(topic: &str, what: String, source: Option<RdKafkaError>) -> Checkpoi
     }
 }
 
-/// Reads `topic` from the beginning of every partition to its high watermark (blocking).
+/// Reads `topic` from the beginning of every partition to its end (blocking).
+///
+/// A partition is done as soon as a record at its end arrives: the high watermark that came with
+/// the same fetch response (librdkafka's cached watermark) is one past the record. Waiting for
+/// librdkafka's end-of-partition event instead cost a whole further fetch, which the broker holds
+/// for `fetch.wait.max.ms` (500 ms by default, librdkafka's CONFIGURATION.md) before answering
+/// empty: most of a restart's time to its first event (issue 19, item 14). The event is still
+/// the end where no record sits at the watermark (a transaction's commit marker is last, or only
+/// aborted records follow); this reader's `fetch.wait.max.ms` is short for that case.
 fn load(
     kafka: &KafkaSettings,
     topic: &str,
@@ -275,15 +283,18 @@ fn load(
     let mut config = kafka.client_config(&[
         ("enable.auto.commit", "false"),
         ("enable.partition.eof", "true"),
+        ("fetch.wait.max.ms", "10"),
         ("group.id", "forcebridge-checkpoint-loader"),
     ]);
     // Checkpoints of aborted transactions (exactly-once mode) are not positions.
     config.set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = config.create().map_err(|source| CheckpointError::Client {
-        role: "consumer",
-        topic: topic.to_owned(),
-        source: source.into(),
-    })?;
+    let consumer: BaseConsumer<EndIsNotAnError> = config
+        .create_with_context(EndIsNotAnError)
+        .map_err(|source| CheckpointError::Client {
+            role: "consumer",
+            topic: topic.to_owned(),
+            source: source.into(),
+        })?;
     let mut checkpoints = HashMap::new();
     // A channel whose latest record so far is corrupt. A later record of the same key (a
     // checkpoint or a tombstone) supersedes it, as compaction would; only a corrupt *last* record
@@ -312,9 +323,17 @@ fn load(
             continue;
         };
         match message {
-            Ok(message) => apply(&mut checkpoints, &mut corrupt, topic, prefix, &message),
-            Err(RdKafkaError::PartitionEOF(partition)) => {
-                remaining.remove(&partition);
+            Ok(message) => {
+                apply(&mut checkpoints, &mut corrupt, topic, prefix, &message);
+                let (partition, next) = (message.partition(), message.offset() + 1);
+                if reached_end(&consumer, topic, partition, next) {
+                    remaining.remove(&partition);
+                }
+            }
+            Err(e) if is_partition_end(&e) => {
+                if let RdKafkaError::PartitionEOF(partition) = e {
+                    remaining.remove(&partition);
+                }
             }
             Err(e) => return Err(read_err(topic, "consuming".into(), Some(e))),
         }
@@ -326,10 +345,21 @@ fn load(
     }
 }
 
+/// Whether `next` (one past the record just read) is the end of `partition`: the high watermark
+/// of the fetch response that brought the record, which librdkafka caches (no request).
+fn reached_end(
+    consumer: &BaseConsumer<EndIsNotAnError>,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> bool {
+    cached_high_watermark(consumer, topic, partition).is_some_and(|high| next >= high)
+}
+
 /// The partitions of `topic` that hold records, and their assignment from the beginning;
 /// `None` when there is nothing to read (no such topic, or every partition empty).
 fn partitions_to_read(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<EndIsNotAnError>,
     topic: &str,
 ) -> Result<Option<(HashSet<i32>, TopicPartitionList)>, CheckpointError> {
     let metadata = consumer
@@ -346,10 +376,10 @@ fn partitions_to_read(
         return Err(read_err(topic, format!("topic metadata: {code}"), None));
     }
 
-    // Partitions whose end is still to reach. The end is where librdkafka reports partition EOF:
-    // the high watermark of the fetch responses. ListOffsets is only used to skip empty
-    // partitions, since not every broker answers it right (tansu's memory engine reports the
-    // latest *batch* rather than the high watermark).
+    // Partitions whose end is still to reach. The end is the high watermark of the fetch
+    // responses (see `load`). ListOffsets is only used to skip empty partitions, since not every
+    // broker answers it right (tansu's memory engine reports the latest *batch* rather than the
+    // high watermark).
     let mut remaining: HashSet<i32> = HashSet::new();
     let mut assignment = TopicPartitionList::new();
     for p in topic_md.partitions() {

@@ -115,6 +115,13 @@ async fn process_items(
     };
     loop {
         if let Some(reason) = window.failure() {
+            // A topic deleted since it was made sure of (or a wiped broker) fails deliveries:
+            // the next attempt checks every topic again and re-creates what is missing
+            // (`kafka.create_topics`), instead of producing into the void until each record's
+            // `message.timeout.ms` (issue 19, item 5).
+            if let Some(admin) = &shared.topics {
+                admin.forget_known();
+            }
             return Err(AttemptError::Restart(reason));
         }
         let item = tokio::select! {

@@ -276,7 +276,8 @@ impl ConsumedRecord {
     }
 }
 
-fn reader(bootstrap: &str) -> BaseConsumer {
+/// The test reader; the end of a partition is not logged as an error (`EndIsNotAnError`).
+fn reader(bootstrap: &str) -> BaseConsumer<forcebridge::kafka::EndIsNotAnError> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "forcebridge-test-reader")
@@ -286,12 +287,15 @@ fn reader(bootstrap: &str) -> BaseConsumer {
         // transactions); never stuck behind an open transaction.
         .set("isolation.level", "read_uncommitted")
         .set("log_level", "3")
-        .create()
+        .create_with_context(forcebridge::kafka::EndIsNotAnError)
         .expect("create a test reader")
 }
 
 /// (partition, low, high) for every partition of `topic`; empty if the topic does not exist.
-fn watermarks(consumer: &BaseConsumer, topic: &str) -> Vec<(i32, i64, i64)> {
+fn watermarks(
+    consumer: &BaseConsumer<forcebridge::kafka::EndIsNotAnError>,
+    topic: &str,
+) -> Vec<(i32, i64, i64)> {
     let Ok(md) = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT) else {
         return Vec::new();
     };

@@ -139,6 +139,10 @@ source:
 sink:
   topics:
     {{- toYaml (required "sink.topics is required" .Values.sink.topics) | nindent 4 }}
+  {{- if and .Values.sink.staticMembership (not (hasKey (.Values.sink.settings | default dict) "group_instance_id")) }}
+  # Static group membership (KIP-345): the pod's name, from the downward API (env POD_NAME).
+  group_instance_id: "${POD_NAME}"
+  {{- end }}
   {{- with .Values.sink.settings }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -221,6 +225,11 @@ spec:
           env:
             - name: FORCEBRIDGE_LOG_FORMAT
               value: {{ $root.Values.logFormat | quote }}
+            # The pod's name (downward API): the sink's `group_instance_id`.
+            - name: POD_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
             {{- with $root.Values.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
