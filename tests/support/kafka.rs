@@ -203,6 +203,11 @@ impl Tansu {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The broker's process id (to stop and resume it with signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `bootstrap.servers` of the broker.
     pub fn bootstrap(&self) -> String {
         self.bootstrap.clone()
