@@ -32,15 +32,21 @@ fn config(sim: &SimOrg, bootstrap: &str) -> Config {
     Config::from_yaml(&text, |_| None).expect("test config is valid")
 }
 
-/// Sends `values` as one burst, runs the sink until all are finished, stops it; returns its stats.
-async fn run_sink(
-    sim: &SimOrg,
-    values: Vec<(String, Value)>,
-) -> (forcebridge::ops::telemetry::SinkSnapshot, String) {
+fn mock_kafka() -> MockKafka {
     let kafka = MockKafka::start(1);
     for topic in [WRITEBACK, DLQ, "forcebridge.conflicts"] {
         kafka.create_topic(topic, 1);
     }
+    kafka
+}
+
+/// Sends `values` as one burst, runs the sink until all are finished, stops it; returns its stats
+/// and the dead letters as `key=status_code`, comma-separated.
+async fn run_sink(
+    sim: &SimOrg,
+    values: Vec<(String, Value)>,
+) -> (forcebridge::ops::telemetry::SinkSnapshot, String) {
+    let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
     let n = values.len() as u64;
     let messages: Vec<support::kafka::TestRecord> = values
@@ -48,10 +54,34 @@ async fn run_sink(
         .map(|(k, v)| (Some(k), serde_json::to_vec(&v).unwrap(), vec![]))
         .collect();
     produce(&bootstrap, WRITEBACK, &messages).await;
+    let stats = run_until_finished(sim, &bootstrap, n).await;
+    let dead = wait_for_records(&bootstrap, DLQ, 1, Duration::from_secs(2)).await;
+    let keys: Vec<String> = dead
+        .iter()
+        .map(|r| {
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()),
+                String::from_utf8_lossy(
+                    r.header("forcebridge.error.status_code")
+                        .unwrap_or_default()
+                )
+            )
+        })
+        .collect();
+    (stats, keys.join(","))
+}
+
+/// Runs the sink until `n` records are finished, then stops it (it must end without error).
+async fn run_until_finished(
+    sim: &SimOrg,
+    bootstrap: &str,
+    n: u64,
+) -> forcebridge::ops::telemetry::SinkSnapshot {
     let cancel = CancellationToken::new();
     let stats = Arc::new(SinkStats::default());
     let handle = tokio::spawn(forcebridge::sink::run(
-        config(sim, &bootstrap),
+        config(sim, bootstrap),
         stats.clone(),
         cancel.clone(),
     ));
@@ -71,21 +101,7 @@ async fn run_sink(
         .expect("sink drains in time")
         .expect("sink task")
         .expect("sink ends without error");
-    let dead = wait_for_records(&bootstrap, DLQ, 1, Duration::from_secs(2)).await;
-    let keys: Vec<String> = dead
-        .iter()
-        .map(|r| {
-            format!(
-                "{}={}",
-                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()),
-                String::from_utf8_lossy(
-                    r.header("forcebridge.error.status_code")
-                        .unwrap_or_default()
-                )
-            )
-        })
-        .collect();
-    (stats.snapshot(), keys.join(","))
+    stats.snapshot()
 }
 
 fn insert(ext: &str, employees: Value) -> (String, Value) {
@@ -190,5 +206,96 @@ async fn a_413_splits_the_batch_and_dead_letters_only_the_record_too_large() {
     .await;
     assert_eq!(landed(&sim), ["V-1", "V-2", "V-3"], "{stats:?}");
     assert_eq!(dead, "BIG=HTTP_413", "{stats:?}");
+    sim.shutdown().await;
+}
+
+/// A write-back just over 1 MB and one carrying 1 MB of headers are dead-lettered, cut to fit
+/// Kafka's default `message.max.bytes` and saying so; the good record behind them is written and
+/// everything is committed (a restarted sink reads only a new message). Kafka used to refuse
+/// the full copies (`MsgSizeTooLarge`) and the sink repeated the batch for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_write_backs_are_dead_lettered_cut_and_the_partition_moves_on() {
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    // Whoever wrote them had a larger limit than our producer's default.
+    let mut settings = support::kafka::settings(&bootstrap);
+    settings
+        .properties
+        .insert("message.max.bytes".into(), "4000000".into());
+    let producer = forcebridge::kafka::Producer::new(&settings).expect("producer");
+    let big_value = serde_json::to_vec(&json!({"object": "Account", "operation": "insert",
+        "timestamp": 1_700_000_000_000_i64,
+        "fields": {"External_Id__c": "BIG", "Name": "x".repeat(1_050_000)}}))
+    .unwrap();
+    let small_bad = serde_json::to_vec(&json!({"object": "Account", "operation": "merge",
+        "fields": {"Name": "x"}}))
+    .unwrap();
+    let fat: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("trace-{i}"), vec![b'h'; 100_000]))
+        .collect();
+    let fat_headers: Vec<(&str, &[u8])> = fat
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let good = serde_json::to_vec(&insert("GOOD", json!(1)).1).unwrap();
+    let records = [
+        (&b"BIG"[..], big_value.as_slice(), &[][..]),
+        (&b"FAT"[..], small_bad.as_slice(), fat_headers.as_slice()),
+        (&b"GOOD"[..], good.as_slice(), &[][..]),
+    ];
+    producer
+        .deliver(
+            records
+                .iter()
+                .map(|(key, value, headers)| forcebridge::kafka::OutgoingRecord {
+                    topic: WRITEBACK,
+                    key: Some(key),
+                    value: Some(value),
+                    headers,
+                }),
+        )
+        .await
+        .expect("produce the oversize write-backs");
+
+    let stats = run_until_finished(&sim, &bootstrap, 3).await;
+    assert_eq!(landed(&sim), ["GOOD"], "{stats:?}");
+    let dead = wait_for_records(&bootstrap, DLQ, 2, WAIT).await;
+    let note = |r: &support::kafka::ConsumedRecord, name: &str| {
+        String::from_utf8_lossy(r.header(name).unwrap_or_default()).into_owned()
+    };
+    let by_key = |key: &[u8]| {
+        dead.iter()
+            .find(|r| r.key.as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("no dead letter for {key:?}"))
+    };
+    let big = by_key(b"BIG");
+    assert_eq!(note(big, "forcebridge.error.truncated"), "value");
+    assert_eq!(
+        note(big, "forcebridge.error.truncated_from"),
+        big_value.len().to_string()
+    );
+    assert_eq!(note(big, "forcebridge.error.stage"), "sink.field");
+    assert!(big.value.as_ref().is_some_and(|v| v.len() < 1_000_000));
+    let fat = by_key(b"FAT");
+    assert_eq!(note(fat, "forcebridge.error.truncated"), "headers");
+    assert!(
+        note(fat, "forcebridge.error.headers_dropped").contains(" of 10 ("),
+        "{}",
+        note(fat, "forcebridge.error.headers_dropped")
+    );
+    assert_eq!(fat.value.as_deref(), Some(small_bad.as_slice()));
+
+    // Everything was committed: a restarted sink reads only a new message.
+    let (key, value) = insert("AFTER", json!(2));
+    produce(
+        &bootstrap,
+        WRITEBACK,
+        &[(Some(key), serde_json::to_vec(&value).unwrap(), vec![])],
+    )
+    .await;
+    let again = run_until_finished(&sim, &bootstrap, 1).await;
+    assert_eq!(again.received, 1, "{again:?}");
+    assert_eq!(landed(&sim), ["AFTER", "GOOD"]);
     sim.shutdown().await;
 }

@@ -32,6 +32,7 @@ mod batcher;
 mod committer;
 mod describe;
 mod fields;
+mod fit;
 pub mod message;
 mod offsets;
 pub mod plan;
@@ -142,6 +143,7 @@ pub async fn run(
             dead_letter_topic: config.sink_dead_letter_topic().to_owned(),
             conflicts_topic: sink.conflicts_topic.clone(),
             stats: stats.clone(),
+            max_record_bytes: crate::kafka::max_record_bytes(&config.kafka),
         },
         last_write_wins: sink.last_write_wins,
         same_second: sink.same_second(),
