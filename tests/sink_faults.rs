@@ -299,3 +299,24 @@ async fn oversize_write_backs_are_dead_lettered_cut_and_the_partition_moves_on()
     assert_eq!(landed(&sim), ["AFTER", "GOOD"]);
     sim.shutdown().await;
 }
+
+/// A proxy's HTML 400 that persists through the client's retries fails the batch instead: nothing
+/// is dead-lettered or committed, the sink restarts, repeats it, and every record lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_proxy_html_400_fails_the_batch_and_it_is_repeated() {
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    // The client gives up after 4 such answers; the 2 left hit the repeated batch.
+    sim.fail_next_composite_calls(6, RestFault::ProxyHtmlBadRequest);
+    let (stats, dead) = run_sink(
+        &sim,
+        (1..=4)
+            .map(|i| insert(&format!("V-{i}"), json!(i)))
+            .collect(),
+    )
+    .await;
+    assert_eq!(landed(&sim), ["V-1", "V-2", "V-3", "V-4"], "{stats:?}");
+    assert_eq!(dead, "", "{stats:?}");
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    assert!(stats.received > 4, "the batch was read again: {stats:?}");
+    sim.shutdown().await;
+}

@@ -20,8 +20,9 @@
 //! * Every REST call carries `Sforce-Call-Options: client=<client_tag>` so that the source
 //!   recognises the changes as echoes. Writing pauses while the daily API allowance is down to
 //!   `sink.api_reserve` ([`crate::salesforce::rest::LimitGuard`]).
-//! * A failure the batch cannot settle (Salesforce unreachable after retries, Kafka refusing a
-//!   dead letter) restarts the consumer from the committed offsets after a backoff: records may
+//! * A failure the batch cannot settle (Salesforce unreachable after retries, an answer not in
+//!   Salesforce's error shape that persists through the client's retries, Kafka refusing a dead
+//!   letter) restarts the consumer from the committed offsets after a backoff: records may
 //!   be written twice, none is lost. Cancellation stops intake, lets in-flight batches finish
 //!   within `drain_timeout`, and commits.
 //!
