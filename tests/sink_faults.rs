@@ -104,6 +104,29 @@ async fn run_until_finished(
     stats.snapshot()
 }
 
+/// Produces `(key, value, headers)` records with a larger `message.max.bytes` than our producer's
+/// default, as a writer with another limit would.
+async fn produce_large(bootstrap: &str, records: &[(&[u8], &[u8], &[(&str, &[u8])])]) {
+    let mut settings = support::kafka::settings(bootstrap);
+    settings
+        .properties
+        .insert("message.max.bytes".into(), "4000000".into());
+    let producer = forcebridge::kafka::Producer::new(&settings).expect("producer");
+    producer
+        .deliver(
+            records
+                .iter()
+                .map(|(key, value, headers)| forcebridge::kafka::OutgoingRecord {
+                    topic: WRITEBACK,
+                    key: Some(key),
+                    value: Some(value),
+                    headers,
+                }),
+        )
+        .await
+        .expect("produce the oversize write-backs");
+}
+
 fn insert(ext: &str, employees: Value) -> (String, Value) {
     (
         ext.to_owned(),
@@ -218,12 +241,6 @@ async fn oversize_write_backs_are_dead_lettered_cut_and_the_partition_moves_on()
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
-    // Whoever wrote them had a larger limit than our producer's default.
-    let mut settings = support::kafka::settings(&bootstrap);
-    settings
-        .properties
-        .insert("message.max.bytes".into(), "4000000".into());
-    let producer = forcebridge::kafka::Producer::new(&settings).expect("producer");
     let big_value = serde_json::to_vec(&json!({"object": "Account", "operation": "insert",
         "timestamp": 1_700_000_000_000_i64,
         "fields": {"External_Id__c": "BIG", "Name": "x".repeat(1_050_000)}}))
@@ -244,19 +261,7 @@ async fn oversize_write_backs_are_dead_lettered_cut_and_the_partition_moves_on()
         (&b"FAT"[..], small_bad.as_slice(), fat_headers.as_slice()),
         (&b"GOOD"[..], good.as_slice(), &[][..]),
     ];
-    producer
-        .deliver(
-            records
-                .iter()
-                .map(|(key, value, headers)| forcebridge::kafka::OutgoingRecord {
-                    topic: WRITEBACK,
-                    key: Some(key),
-                    value: Some(value),
-                    headers,
-                }),
-        )
-        .await
-        .expect("produce the oversize write-backs");
+    produce_large(&bootstrap, &records).await;
 
     let stats = run_until_finished(&sim, &bootstrap, 3).await;
     assert_eq!(landed(&sim), ["GOOD"], "{stats:?}");
@@ -318,5 +323,44 @@ async fn a_persistent_proxy_html_400_fails_the_batch_and_it_is_repeated() {
     assert_eq!(dead, "", "{stats:?}");
     assert_eq!(stats.dead_lettered, 0, "{stats:?}");
     assert!(stats.received > 4, "the batch was read again: {stats:?}");
+    sim.shutdown().await;
+}
+
+/// A write that loses to Salesforce's newer record, carrying 1 MB of headers, goes to the
+/// conflicts topic cut to fit (saying so), and the good record behind it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_conflict_record_is_cut_to_fit() {
+    let sim = SimOrg::start(SimConfig::default()).await.unwrap();
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let mut person = serde_json::Map::new();
+    person.insert("Name".into(), json!("Edited by a person"));
+    let human = sim.create("Account", person).unwrap();
+    let stale = serde_json::to_vec(&json!({"object": "Account", "operation": "update",
+        "id": human, "timestamp": 1_000_000_000_000_i64, "fields": {"Name": "Stale"}}))
+    .unwrap();
+    let fat: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("trace-{i}"), vec![b'h'; 100_000]))
+        .collect();
+    let fat_headers: Vec<(&str, &[u8])> = fat
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let good = serde_json::to_vec(&insert("GOOD", json!(1)).1).unwrap();
+    let records = [
+        (human.as_bytes(), stale.as_slice(), fat_headers.as_slice()),
+        (&b"GOOD"[..], good.as_slice(), &[][..]),
+    ];
+    produce_large(&bootstrap, &records).await;
+    let stats = run_until_finished(&sim, &bootstrap, 2).await;
+    assert_eq!((stats.written, stats.conflicts), (1, 1), "{stats:?}");
+    assert_eq!(landed(&sim), ["GOOD"]);
+    let conflicts = wait_for_records(&bootstrap, "forcebridge.conflicts", 1, WAIT).await;
+    let header = |name: &str| {
+        String::from_utf8_lossy(conflicts[0].header(name).unwrap_or_default()).into_owned()
+    };
+    assert_eq!(header("forcebridge.error.truncated"), "headers");
+    assert!(header("forcebridge.error.headers_dropped").contains(" of 10 ("));
+    assert_eq!(header("forcebridge.conflict.record_id"), human);
     sim.shutdown().await;
 }
