@@ -104,9 +104,12 @@ async fn run_until_finished(
     stats.snapshot()
 }
 
+/// A record to produce: key, value, headers.
+type Raw<'a> = (&'a [u8], &'a [u8], &'a [(&'a str, &'a [u8])]);
+
 /// Produces `(key, value, headers)` records with a larger `message.max.bytes` than our producer's
 /// default, as a writer with another limit would.
-async fn produce_large(bootstrap: &str, records: &[(&[u8], &[u8], &[(&str, &[u8])])]) {
+async fn produce_large(bootstrap: &str, records: &[Raw<'_>]) {
     let mut settings = support::kafka::settings(bootstrap);
     settings
         .properties
