@@ -99,6 +99,12 @@ pub fn classify_status(status: &tonic::Status) -> Directive {
     }
 }
 
+pub(crate) use crate::salesforce::rest::UNREADABLE_RESPONSE;
+
+/// Attempts of one REST call answered with a 4xx that is not Salesforce's error shape before the
+/// call fails (as a protocol failure: the batch is repeated later, its records not condemned).
+pub const MAX_UNREADABLE_ATTEMPTS: u32 = 4;
+
 /// The Salesforce error code of API quota exhaustion.
 pub const REQUEST_LIMIT_EXCEEDED: &str = "REQUEST_LIMIT_EXCEEDED";
 
@@ -112,6 +118,14 @@ pub const REQUEST_LIMIT_EXCEEDED: &str = "REQUEST_LIMIT_EXCEEDED";
 ///   [`Directive::Retry`]. Salesforce documents no `Retry-After`; the caller backs off.
 /// * Any other code with `REQUEST_LIMIT_EXCEEDED` (seen on 503 by some clients) →
 ///   [`Directive::WaitForLimit`].
+/// * A 4xx whose body is not Salesforce's JSON error shape (`error_code` is
+///   [`UNREADABLE_RESPONSE`]: an HTML page, an empty or non-JSON body, typically from a proxy or
+///   a load balancer in front of the org) → [`Directive::Retry`]: it is no verdict on the
+///   request, since Salesforce itself answers a refused call with its JSON error array (REST API
+///   Developer Guide, "Status Codes and Error Responses"). Not for 413, 414 and 431 (the
+///   request, URL or headers too large), which are verdicts on the request whoever sends them.
+///   The caller caps these retries ([`MAX_UNREADABLE_ATTEMPTS`]) and then fails the call
+///   without condemning its content.
 /// * Everything else (400, 404, 405, 409, 410, 412, 415, 300, …) → [`Directive::Stop`]: the call
 ///   as a whole is refused (what that means for its records is the caller's to say).
 pub fn classify_http(status: u16, error_code: Option<&str>) -> Directive {
@@ -120,6 +134,12 @@ pub fn classify_http(status: u16, error_code: Option<&str>) -> Directive {
     }
     if error_code == Some(REQUEST_LIMIT_EXCEEDED) {
         return Directive::WaitForLimit;
+    }
+    if error_code == Some(UNREADABLE_RESPONSE)
+        && (400..500).contains(&status)
+        && !matches!(status, 413 | 414 | 431)
+    {
+        return Directive::Retry;
     }
     match status {
         408 | 429 | 500..=599 => Directive::Retry,
@@ -176,6 +196,18 @@ pub fn classify_login(status: Option<u16>, oauth_error: Option<&str>) -> Directi
     } else {
         Directive::Stop
     }
+}
+
+/// Whether a whole REST call refused with `status` (after the client's own retries) is a
+/// verdict on what it carried (its records' content or its size), so that splitting it finds the
+/// record at fault. 400: "The request couldn't be understood, usually because the JSON or XML
+/// body contains an error"; 413, 414 and 431 (from Salesforce's front end or a proxy): the
+/// request, its URL or its headers are too large (REST API Developer Guide, "Status Codes and
+/// Error Responses"; RFC 9110 §15.5). 401 is the client's re-login, 403 permissions or the
+/// allowance, 404 the API version or resource, 408 and 429 are retried by the client: none of
+/// them says anything about the records.
+pub fn refuses_content(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 429)
 }
 
 /// What to do with one record after its save error (the `statusCode` of an sObject Collections
@@ -318,6 +350,26 @@ mod tests {
             classify_status(&status(Code::NotFound, None)),
             Directive::Stop
         );
+    }
+
+    #[test]
+    fn a_4xx_that_is_not_salesforces_error_shape_is_retried() {
+        // A proxy's HTML 400 is no verdict on the request; Salesforce's own 400 is.
+        assert_eq!(
+            classify_http(400, Some(UNREADABLE_RESPONSE)),
+            Directive::Retry
+        );
+        assert_eq!(
+            classify_http(400, Some("JSON_PARSER_ERROR")),
+            Directive::Stop
+        );
+        // Too large is a verdict whoever says it: the caller splits the request.
+        for status in [413, 414, 431] {
+            assert_eq!(
+                classify_http(status, Some(UNREADABLE_RESPONSE)),
+                Directive::Stop
+            );
+        }
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub const ERROR_STAGE: &str = "forcebridge.error.stage";
 pub const ERROR_REASON: &str = "forcebridge.error.reason";
 /// The original length of a value cut to fit Kafka's limit.
 pub const ERROR_TRUNCATED_FROM: &str = "forcebridge.error.truncated_from";
+/// The sink: what of the original record was cut so that its dead letter or conflict record
+/// fits Kafka's limit: `key`, `value`, `headers`, comma-separated.
+pub const ERROR_TRUNCATED: &str = "forcebridge.error.truncated";
+/// The sink: how many of the original record's headers were left out to fit, and their size:
+/// `3 of 5 (1048600 bytes)`.
+pub const ERROR_HEADERS_DROPPED: &str = "forcebridge.error.headers_dropped";
 /// The sink: Salesforce's HTTP status of the refusal.
 pub const ERROR_STATUS_CODE: &str = "forcebridge.error.status_code";
 /// The sink: Salesforce's error message.

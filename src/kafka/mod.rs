@@ -48,6 +48,7 @@ pub use self::error::{KafkaError, TransactionFailure};
 pub use self::mock::{EmbeddedKafka, count_records};
 pub use self::probe::{LatencyCounts, LatencyProbe, LatencySplit, install_latency_probe};
 pub use self::producer::{OutgoingRecord, Producer};
+pub(crate) use self::settings::max_record_bytes;
 pub use self::settings::{KafkaSettings, RedactedProperties, is_secret_property};
 pub(crate) use self::topics::TopicTemplates;
 pub use self::topics::{TopicNameError, render_topic};

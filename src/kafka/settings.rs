@@ -57,6 +57,20 @@ impl KafkaSettings {
     }
 }
 
+/// librdkafka's default `message.max.bytes`.
+pub(crate) const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// Kafka's record size limit as our producer applies it: `message.max.bytes` from
+/// `kafka.properties`, else librdkafka's default (librdkafka CONFIGURATION.md,
+/// `message.max.bytes`: "Maximum Kafka protocol request message size", default 1000000).
+pub(crate) fn max_record_bytes(config: &KafkaConfig) -> usize {
+    config
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

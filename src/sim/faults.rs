@@ -78,6 +78,18 @@ impl SimOrg {
         lock(&self.shared.api).queue_faults(n, fault);
     }
 
+    /// Fault injection: the next `n` `/composite` calls are refused with `fault` (after any
+    /// composite faults queued before), and not counted; other calls are not affected.
+    pub fn fail_next_composite_calls(&self, n: usize, fault: RestFault) {
+        lock(&self.shared.api).queue_composite_faults(n, fault);
+    }
+
+    /// Fault injection: REST request bodies longer than `max` bytes are refused with 413 and an
+    /// HTML page, as a front end or proxy does (`None` turns it off).
+    pub fn set_max_request_bytes(&self, max: Option<usize>) {
+        lock(&self.shared.api).max_request_bytes = max;
+    }
+
     /// Fault injection: the next `n` record writes made over REST fail, each on its own record,
     /// with `UNABLE_TO_LOCK_ROW` and are not applied. Rust-API writes are not affected.
     pub fn lock_rows(&self, n: usize) {

@@ -14,7 +14,7 @@
 //! * Simulator only, no auth: `POST /sim/generate` `{"object": "Account", "count": 1000}`;
 //!   `GET /sim/faults` (knob state) and `POST /sim/faults` with any of `{"latency_ms": 250,
 //!   "fail_next": {"count": 3, "fault": "service_unavailable" | "too_many_requests" |
-//!   "request_limit_exceeded"}, "lock_rows": 2, "api_usage": 0, "api_limit": 1000,
+//!   "request_limit_exceeded" | "proxy_html_bad_request" | "payload_too_large"}, "lock_rows": 2, "api_usage": 0, "api_limit": 1000,
 //!   "validation_rule": {"object", "field", "value", "message"}, "gap": {"object", "ids": […],
 //!   "kind": "update"}, "overflow": "Account", "gap_records": […], "fail_next_logins": {"count":
 //!   3, "fault": "maintenance" | "unknown_error" | "html_200"}}` (the `SimOrg` knobs over

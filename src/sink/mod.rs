@@ -23,8 +23,9 @@
 //! * At start, the login is retried while Salesforce cannot answer (5xx, 429, an HTML page, no
 //!   connection) and the dead-letter and conflicts topics while Kafka cannot, each failure a
 //!   `/readyz` reason (`sink: salesforce login: retrying after …`); refused credentials stop.
-//! * A failure the batch cannot settle (Salesforce unreachable after retries, Kafka refusing a
-//!   dead letter) restarts the consumer from the committed offsets after a backoff: records may
+//! * A failure the batch cannot settle (Salesforce unreachable after retries, an answer not in
+//!   Salesforce's error shape that persists through the client's retries, Kafka refusing a dead
+//!   letter) restarts the consumer from the committed offsets after a backoff: records may
 //!   be written twice, none is lost. Cancellation stops intake, lets in-flight batches finish
 //!   within `drain_timeout`, and commits.
 //!
@@ -35,6 +36,7 @@ mod batcher;
 mod committer;
 mod describe;
 mod fields;
+mod fit;
 pub mod message;
 mod offsets;
 pub mod plan;
@@ -144,6 +146,7 @@ pub async fn run(
             dead_letter_topic: config.sink_dead_letter_topic().to_owned(),
             conflicts_topic: sink.conflicts_topic.clone(),
             stats: stats.clone(),
+            max_record_bytes: crate::kafka::max_record_bytes(&config.kafka),
         },
         last_write_wins: sink.last_write_wins,
         same_second: sink.same_second(),

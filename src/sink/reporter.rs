@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, warn};
 
+use super::fit;
 use super::message::WriteOp;
 use super::plan::{ConflictReason, Current};
 use crate::kafka::headers::{self, DeadLetterStage};
@@ -72,6 +73,9 @@ pub(crate) struct Reporter {
     pub(crate) dead_letter_topic: String,
     pub(crate) conflicts_topic: String,
     pub(crate) stats: Arc<SinkStats>,
+    /// Kafka's record limit: every dead letter and conflict record is cut to fit it
+    /// ([`super::fit`]).
+    pub(crate) max_record_bytes: usize,
 }
 
 fn source_headers(origin: &Origin) -> Vec<(&'static str, Vec<u8>)> {
@@ -96,16 +100,26 @@ impl Reporter {
         extra: Vec<(&'static str, Vec<u8>)>,
         token: AckToken,
     ) -> Result<(), KafkaError> {
-        let mut headers: Vec<(&str, &[u8])> = origin
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
+        // Whatever arrived, the copy fits Kafka's limit, or Kafka would refuse it and the
+        // partition would never move on.
+        let cut = fit::fit(
+            self.max_record_bytes,
+            origin.key.as_deref(),
+            origin.value.as_deref(),
+            &origin.headers,
+            &extra,
+        );
+        if !cut.notes.is_empty() {
+            warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset,
+                "record cut to fit Kafka's message.max.bytes in its dead letter or conflict record");
+        }
+        let mut headers = cut.headers;
         headers.extend(extra.iter().map(|(k, v)| (*k, v.as_slice())));
+        headers.extend(cut.notes.iter().map(|(k, v)| (*k, v.as_slice())));
         let record = OutgoingRecord {
             topic,
-            key: origin.key.as_deref(),
-            value: origin.value.as_deref(),
+            key: cut.key,
+            value: cut.value,
             headers: &headers,
         };
         self.producer.send(record, token).await
@@ -143,13 +157,19 @@ impl Reporter {
                 headers::ERROR_STAGE,
                 failure.stage.as_str().as_bytes().to_vec(),
             ),
-            (headers::ERROR_REASON, reason.into_bytes()),
+            (headers::ERROR_REASON, fit::cap_text(&reason).into_bytes()),
             (
                 headers::ERROR_STATUS_CODE,
                 failure.code.clone().into_bytes(),
             ),
-            (headers::ERROR_MESSAGE, failure.message.clone().into_bytes()),
-            (headers::ERROR_FIELDS, failure.fields.join(",").into_bytes()),
+            (
+                headers::ERROR_MESSAGE,
+                fit::cap_text(&failure.message).into_bytes(),
+            ),
+            (
+                headers::ERROR_FIELDS,
+                fit::cap_text(&failure.fields.join(",")).into_bytes(),
+            ),
             (
                 headers::ERROR_ATTEMPTS,
                 failure.attempts.to_string().into_bytes(),

@@ -18,13 +18,20 @@
 //!   ([`crate::retry::classify_record_error`]) is retried in a later round with backoff and
 //!   jitter, up to `max_attempts`; any other error dead-letters the record with its status code,
 //!   message and fields.
-//! * A collection refused as a whole (HTTP 400: a bad field name or value rejects every record of
-//!   it) does not condemn the others: records that carry a field the error names are
-//!   dead-lettered and the rest retried; when no field is named the collection is split in
-//!   halves until the culprit stands alone.
-//! * A whole Composite call refused with a 4xx (after the client's own retries) dead-letters the
-//!   records it carried. Transport, auth and protocol failures end the batch with an error: its
-//!   unfinished records are never committed, so the sink repeats them after restarting.
+//! * A collection refused as a whole (HTTP 400: one bad value rejects every record of it, and
+//!   Salesforce's error names no record) does not condemn the others: the collection is split in
+//!   halves, round after round, until the culprit stands alone and is dead-lettered with its own
+//!   error; the others are written. An error's `fields` never condemn a record by field name.
+//!   Cost: at most about 2 × log2(200) extra calls per culprit; every re-sent record is counted in
+//!   `retries`.
+//! * A whole Composite call refused for its content or size ([`refuses_content`]: 400, 413,
+//!   414, 431 and other 4xx but 401/403/404/408/429) is split too: first each of its
+//!   collections in a call of its own, then each collection in halves as above, so a record
+//!   refused alone is dead-lettered with the reason and the partition moves on. 401 (after the
+//!   client's re-login), 403 and 404 are about the connection, not the records; they, transport
+//!   and protocol failures (an answer not in Salesforce's JSON error shape that persists through
+//!   the client's retries included) end the batch with an error: its unfinished records are never
+//!   committed, so the sink repeats them after restarting.
 //! * Conflicts go to the conflicts topic with both timestamps and the reason; dead letters carry the original
 //!   key, value and headers plus `forcebridge.error.*` and `forcebridge.source.*` headers
 //!   ([`super::reporter`]).
@@ -45,7 +52,7 @@ use super::plan::{self, COMPOSITE_COLLECTIONS, Chunk, Current, Decision, Lookup,
 use super::reporter::{Failure, Item, Origin, Reporter};
 use crate::kafka::headers::DeadLetterStage;
 use crate::kafka::{AckToken, KafkaError};
-use crate::retry::{Backoff, Directive, classify_record_error, sleep_or_cancel};
+use crate::retry::{Backoff, Directive, classify_record_error, refuses_content, sleep_or_cancel};
 use crate::salesforce::rest::{
     ApiError, RestClient, RestError, SaveResult, SubRequest, SubResponse,
 };
@@ -139,6 +146,8 @@ struct Rounds {
     wait: bool,
     /// The next unused isolation group.
     next_group: u64,
+    /// Each collection in a Composite call of its own (after a whole call was refused).
+    solo: bool,
 }
 
 impl Writer {
@@ -164,17 +173,9 @@ impl Writer {
                 requests.len()
             ))),
             Err(RestError::Cancelled) => Err(WriteError::Cancelled),
-            // A 400 is about the request's content: its records are dead-lettered. Anything else
-            // (401 with a token that cannot be renewed, 403 permissions, 404 API version) is
-            // about the connection, not the records: the batch fails and is repeated later.
-            Err(RestError::Rejected {
-                status: 400,
-                errors,
-            }) => Ok(Err(errors.into_iter().next().unwrap_or(ApiError {
-                code: "HTTP_400".into(),
-                message: "the Composite request was refused".into(),
-                fields: Vec::new(),
-            }))),
+            Err(RestError::Rejected { status, errors }) if refuses_content(status) => {
+                Ok(Err(ApiError::of_refused_call(status, errors)))
+            }
             Err(other) => Err(other.into()),
         }
     }
@@ -359,6 +360,7 @@ impl Writer {
             retry: Vec::new(),
             wait: false,
             next_group: 1,
+            solo: false,
         };
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
         while !pending.is_empty() {
@@ -369,36 +371,38 @@ impl Writer {
                     .map(|&i| (i, &slots[i].write, slots[i].group)),
             );
             rounds.wait = false;
-            for call in chunks.chunks(COMPOSITE_COLLECTIONS) {
+            let per_call = if rounds.solo {
+                1
+            } else {
+                COMPOSITE_COLLECTIONS
+            };
+            for call in chunks.chunks(per_call) {
                 let requests: Vec<SubRequest> = call.iter().map(|c| c.request.clone()).collect();
-                let responses = match self.composite(&requests, cancel).await? {
-                    Ok(r) => r,
-                    Err(e) => {
-                        for chunk in call {
-                            for &i in &chunk.members {
-                                let slot = &mut rounds.slots[i];
-                                let failure = Failure::from_api(
-                                    DeadLetterStage::SinkWrite,
-                                    &e,
-                                    slot.attempts + 1,
-                                );
-                                self.dead_letter_slot(slot, failure).await?;
-                            }
+                match self.composite(&requests, cancel).await? {
+                    Ok(responses) => {
+                        for (chunk, response) in call.iter().zip(responses) {
+                            self.settle(chunk, response, &mut rounds).await?;
                         }
-                        continue;
                     }
-                };
-                for (chunk, response) in call.iter().zip(responses) {
-                    self.settle(chunk, response, &mut rounds).await?;
+                    // Refused as a whole: which collection is at fault is unknown, so each is
+                    // sent in a call of its own next round (nothing spent, no wait).
+                    Err(e) if call.len() > 1 => {
+                        debug!(code = %e.code, collections = call.len(), "Composite call refused as a whole; sending its collections one per call");
+                        rounds.solo = true;
+                        for chunk in call {
+                            rounds.retry.extend(chunk.members.iter().copied());
+                        }
+                    }
+                    Err(e) => self.isolate(&call[0], &e, &mut rounds).await?,
                 }
             }
             let retry = std::mem::take(&mut rounds.retry);
+            self.reporter
+                .stats
+                .retries
+                .fetch_add(retry.len() as u64, Ordering::Relaxed);
             if !retry.is_empty() && rounds.wait {
                 let delay = backoff.next_delay();
-                self.reporter
-                    .stats
-                    .retries
-                    .fetch_add(retry.len() as u64, Ordering::Relaxed);
                 warn!(
                     records = retry.len(),
                     ?delay,
@@ -543,54 +547,35 @@ impl Writer {
             }
             return Ok(());
         }
-        self.isolate(chunk, &errors, &first, rounds).await
+        self.isolate(chunk, &first, rounds).await
     }
 
-    /// Refused as a whole: find the records the error names.
+    /// Refused as a whole: a record alone is dead-lettered with the error; a collection of more
+    /// is split in halves (each its own isolation group) and sent again, so the culprit ends
+    /// alone and the others are written. Field names in the error condemn no record: Salesforce
+    /// does not say which record of the collection carried the bad value.
     async fn isolate(
         &self,
         chunk: &Chunk,
-        errors: &[ApiError],
-        first: &ApiError,
+        error: &ApiError,
         rounds: &mut Rounds,
     ) -> Result<(), WriteError> {
-        let named: Vec<&str> = errors
-            .iter()
-            .flat_map(|e| e.fields.iter().map(String::as_str))
-            .collect();
-        let (culprits, innocent): (Vec<usize>, Vec<usize>) =
-            chunk.members.iter().partition(|&&i| {
-                rounds.slots[i]
-                    .write
-                    .fields
-                    .keys()
-                    .any(|k| named.iter().any(|n| n.eq_ignore_ascii_case(k)))
-            });
-        if !culprits.is_empty() {
-            for i in culprits {
-                let slot = &mut rounds.slots[i];
-                let failure =
-                    Failure::from_api(DeadLetterStage::SinkWrite, first, slot.attempts + 1);
-                self.dead_letter_slot(slot, failure).await?;
-            }
-            rounds.retry.extend(innocent);
-        } else if chunk.members.len() == 1 {
-            let slot = &mut rounds.slots[chunk.members[0]];
-            let failure = Failure::from_api(DeadLetterStage::SinkWrite, first, slot.attempts + 1);
-            self.dead_letter_slot(slot, failure).await?;
-        } else {
-            let half = chunk.members.len() / 2;
-            for (n, &i) in chunk.members.iter().enumerate() {
-                rounds.slots[i].group = rounds.next_group + u64::from(n >= half);
-            }
-            rounds.next_group += 2;
-            debug!(
-                records = chunk.members.len(),
-                code = %first.code,
-                "collection refused as a whole; splitting it to isolate the record"
-            );
-            rounds.retry.extend(chunk.members.iter().copied());
+        if let [only] = chunk.members[..] {
+            let slot = &mut rounds.slots[only];
+            let failure = Failure::from_api(DeadLetterStage::SinkWrite, error, slot.attempts + 1);
+            return self.dead_letter_slot(slot, failure).await;
         }
+        let half = chunk.members.len() / 2;
+        for (n, &i) in chunk.members.iter().enumerate() {
+            rounds.slots[i].group = rounds.next_group + u64::from(n >= half);
+        }
+        rounds.next_group += 2;
+        debug!(
+            records = chunk.members.len(),
+            code = %error.code,
+            "collection refused as a whole; splitting it to isolate the record"
+        );
+        rounds.retry.extend(chunk.members.iter().copied());
         Ok(())
     }
 }

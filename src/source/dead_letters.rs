@@ -19,18 +19,9 @@ use crate::ops::telemetry::ChannelStats;
 use crate::source::cdc::{self, RawEvent};
 use tracing::warn;
 
-/// librdkafka's default `message.max.bytes`.
-const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
-
-/// Kafka's record size limit: `message.max.bytes` from `kafka.properties`, else librdkafka's
-/// default.
+/// Kafka's record size limit ([`crate::kafka::max_record_bytes`]).
 fn max_record_bytes(config: &Config) -> usize {
-    config
-        .kafka
-        .properties
-        .get("message.max.bytes")
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+    crate::kafka::max_record_bytes(&config.kafka)
 }
 
 /// The size librdkafka counts against `message.max.bytes`: key, value and headers (with a

@@ -21,7 +21,10 @@ use super::errors::{ApiError, RestError, errors_from_bytes, summarize};
 use super::limits::{ApiUsage, LIMIT_INFO_HEADER, LimitGuard, parse_limit_info, parse_limits};
 use crate::ops::telemetry::error_chain;
 use crate::ops::telemetry::{ApiStats, Retrying};
-use crate::retry::{Backoff, Directive, classify_http, sleep_or_cancel};
+use crate::retry::{
+    Backoff, Directive, MAX_UNREADABLE_ATTEMPTS, UNREADABLE_RESPONSE, classify_http,
+    sleep_or_cancel,
+};
 use crate::salesforce::auth::{AuthError, Authenticator, Session, SessionHandle};
 
 /// Salesforce's call options header (`client=<tag>`).
@@ -216,6 +219,7 @@ impl RestClient {
         cancel: &CancellationToken,
     ) -> Result<Bytes, RestError> {
         let mut backoff = Backoff::new(self.backoff_base, self.backoff_max);
+        let mut unreadable = 0u32;
         loop {
             if cancel.is_cancelled() {
                 return Err(RestError::Cancelled);
@@ -233,7 +237,19 @@ impl RestClient {
                 } => {
                     let code = errors.first().map(|e| e.code.as_str());
                     let reason = format!("HTTP {status}: {}", summarize(&errors));
+                    let foreign = code == Some(UNREADABLE_RESPONSE) && status < 500;
                     match classify_http(status, code) {
+                        // Not Salesforce's answer (a proxy's page): retried a few times, then
+                        // the call fails without a verdict on what it carried.
+                        Directive::Retry if foreign => {
+                            unreadable += 1;
+                            if unreadable >= MAX_UNREADABLE_ATTEMPTS {
+                                return Err(RestError::Protocol(format!(
+                                    "{reason} ({unreadable} times, not Salesforce's error shape)"
+                                )));
+                            }
+                            reason
+                        }
                         Directive::Retry => reason,
                         Directive::Reauthenticate => {
                             self.reauthenticate(&session, status, errors, cancel)

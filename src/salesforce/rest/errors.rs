@@ -37,6 +37,23 @@ impl ApiError {
         }
     }
 
+    /// The error a whole refused call gives each record it carried: Salesforce's first error,
+    /// or, when the answer was not Salesforce's error shape (a proxy's page), `HTTP_<status>`
+    /// quoting it.
+    pub(crate) fn of_refused_call(status: u16, errors: Vec<ApiError>) -> Self {
+        match errors.into_iter().next() {
+            Some(e) if e.code != UNREADABLE_RESPONSE => e,
+            other => ApiError {
+                code: format!("HTTP_{status}"),
+                message: match other {
+                    Some(e) => format!("the request was refused with HTTP {status}: {}", e.message),
+                    None => format!("the request was refused with HTTP {status}"),
+                },
+                fields: Vec::new(),
+            },
+        }
+    }
+
     /// Reads `{"errorCode"|"statusCode", "message", "fields"}`; `None` when it is none of that.
     fn from_value(value: &Value) -> Option<Self> {
         let object = value.as_object()?;

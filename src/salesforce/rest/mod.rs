@@ -54,6 +54,7 @@ pub use client::RestClient;
 pub use composite::SubRequest;
 pub(crate) use composite::{MAX_RETRIEVE_IDS, SaveResult, SubResponse, install_call_probe};
 pub use describe::{FieldDescribe, SObjectDescribe};
+pub(crate) use errors::UNREADABLE_RESPONSE;
 pub use errors::{ApiError, RestError};
 pub use limits::{ApiUsage, LimitGuard, Reserve};
 

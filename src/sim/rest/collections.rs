@@ -165,11 +165,16 @@ fn typed_record(exec: &Exec, record: Value) -> Result<(String, Stored), Reply> {
                 &format!("No such column '{field}' on sobject of type {object}"),
                 &[&field],
             ),
+            // A value Salesforce cannot read refuses the whole request with one error that
+            // names no field and no record, only the type and the position in the body:
+            // `[{"message":"Cannot deserialize instance of multipicklist from START_ARRAY value
+            // [line:1, column:842]","errorCode":"JSON_PARSER_ERROR"}]` (captures in public
+            // issues verbb/formie#2124 and regican/Salesforce#2).
             SimError::InvalidValue { field, reason, .. } => Reply::error(
                 StatusCode::BAD_REQUEST,
                 "JSON_PARSER_ERROR",
                 &format!("Cannot deserialize value for field {field}: {reason}"),
-                &[&field],
+                &[],
             ),
             other => RecordError::of(&other).reply_400(),
         });

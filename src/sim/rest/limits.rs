@@ -30,6 +30,11 @@ pub enum RestFault {
     TooManyRequests,
     /// 403 `REQUEST_LIMIT_EXCEEDED` (the daily allocation, as if it were used up).
     RequestLimitExceeded,
+    /// 400 with an HTML page, as a proxy or load balancer in front of the org answers (not
+    /// Salesforce's JSON error array; issue 19 saw one mid-run).
+    ProxyHtmlBadRequest,
+    /// 413 with an HTML page: the front end refuses a request body it finds too large.
+    PayloadTooLarge,
 }
 
 /// A refused call: status and Salesforce error array.
@@ -37,12 +42,23 @@ pub enum RestFault {
 pub(crate) struct Refusal {
     pub status: StatusCode,
     pub body: Value,
+    /// Answered as this HTML page instead of `body` (a proxy's answer).
+    pub html: Option<&'static str>,
 }
 
 fn refusal(status: StatusCode, code: &str, message: &str) -> Refusal {
     Refusal {
         status,
         body: json!([{ "message": message, "errorCode": code }]),
+        html: None,
+    }
+}
+
+fn html(status: StatusCode, page: &'static str) -> Refusal {
+    Refusal {
+        status,
+        body: Value::Null,
+        html: Some(page),
     }
 }
 
@@ -60,6 +76,14 @@ impl RestFault {
                 "Too many requests. Please try again later.",
             ),
             RestFault::RequestLimitExceeded => limit_exceeded(),
+            RestFault::ProxyHtmlBadRequest => html(
+                StatusCode::BAD_REQUEST,
+                "<html><head><title>400 Bad Request</title></head><body><h1>Bad Request</h1></body></html>",
+            ),
+            RestFault::PayloadTooLarge => html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "<html><head><title>413 Request Entity Too Large</title></head><body><h1>Request Entity Too Large</h1></body></html>",
+            ),
         }
     }
 }
@@ -85,6 +109,10 @@ pub(crate) struct ApiState {
     faults: VecDeque<RestFault>,
     /// Fault injection: the `instance_url` the token endpoint answers with instead of its own.
     pub token_instance_url: Option<String>,
+    /// Refusals still to inject into `/composite` calls only, in order.
+    composite_faults: VecDeque<RestFault>,
+    /// Request bodies longer than this are refused with 413 (an HTML page from the front end).
+    pub max_request_bytes: Option<usize>,
 }
 
 impl ApiState {
@@ -95,7 +123,26 @@ impl ApiState {
             latency: Duration::ZERO,
             faults: VecDeque::new(),
             token_instance_url: None,
+            composite_faults: VecDeque::new(),
+            max_request_bytes: None,
         }
+    }
+
+    /// Queues `n` refusals of one kind for the next `/composite` calls.
+    pub fn queue_composite_faults(&mut self, n: usize, fault: RestFault) {
+        self.composite_faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Refuses (uncounted) a `/composite` call with a queued composite fault, or a request whose
+    /// body is over [`ApiState::max_request_bytes`]; `None` lets it go on to [`ApiState::admit`].
+    pub fn refuse_early(&mut self, composite_call: bool, body_len: usize) -> Option<Refusal> {
+        if self.max_request_bytes.is_some_and(|max| body_len > max) {
+            return Some(RestFault::PayloadTooLarge.refusal());
+        }
+        if composite_call {
+            return self.composite_faults.pop_front().map(RestFault::refusal);
+        }
+        None
     }
 
     /// Queues `n` refusals of one kind.

@@ -96,12 +96,32 @@ pub(super) async fn services_data(
     let limits_call = method == Method::GET && rest.trim_matches('/') == "limits";
     let (admitted, latency) = {
         let mut api = lock(&s.api);
-        (api.admit(limits_call), api.latency)
+        let composite_call = rest.trim_matches('/') == "composite";
+        let admitted = match api.refuse_early(composite_call, body.len()) {
+            Some(refusal) => Err(refusal),
+            None => api.admit(limits_call),
+        };
+        (admitted, api.latency)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let reply = match (admitted, parse_version(segment)) {
+        (
+            Err(limits::Refusal {
+                status,
+                html: Some(page),
+                ..
+            }),
+            _,
+        ) => {
+            return (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "text/html")],
+                page,
+            )
+                .into_response();
+        }
         (Err(refusal), _) => Reply::json(refusal.status, refusal.body),
         (Ok(()), None) => Reply::not_found(),
         (Ok(()), Some(version)) => {
