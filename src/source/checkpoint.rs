@@ -142,22 +142,23 @@ impl std::fmt::Debug for CheckpointStore {
 impl CheckpointStore {
     /// Creates the topic if missing (`cleanup.policy=compact`; tolerates "already exists" and
     /// brokers without the CreateTopics API such as the librdkafka mock cluster, where topic
-    /// auto-creation applies), then reads it to the end.
+    /// auto-creation applies) while it reads it to the end.
     pub async fn open(
         kafka: &KafkaSettings,
         topic: &str,
         connector: &str,
     ) -> Result<CheckpointStore, CheckpointError> {
-        create_compacted_topic(kafka, topic).await?;
-
-        let loaded = {
+        // Side by side: a topic that does not exist yet holds no checkpoint, so the read needs
+        // nothing from the creation, and a restart does not wait for one before the other.
+        let read = {
             let kafka = kafka.clone();
             let topic = topic.to_owned();
             let prefix = format!("{connector}/");
             tokio::task::spawn_blocking(move || load(&kafka, &topic, &prefix))
-                .await
-                .map_err(|e| CheckpointError::Task(e.to_string()))??
         };
+        let (created, loaded) = tokio::join!(create_compacted_topic(kafka, topic), read);
+        created?;
+        let loaded = loaded.map_err(|e| CheckpointError::Task(e.to_string()))??;
 
         let producer = kafka
             .client_config(&[

@@ -5,9 +5,10 @@
 //! subscribed to (`GetTopic`, after a re-login if the session is refused), each channel has its
 //! producer (in exactly-once mode a transactional one, registered before the checkpoints are
 //! read, so an earlier owner is fenced and what is read next is final), the checkpoint topic has
-//! been read and the dead-letter topic exists (when `kafka.create_topics`). What waiting can fix
-//! (a login answered 5xx or HTML, a refused connection, Kafka unreachable) is retried with capped
-//! exponential backoff and jitter until cancelled, each failure reported to the pipeline's
+//! been read and the dead-letter topic exists (when `kafka.create_topics`). The Salesforce steps
+//! (login, Pub/Sub, `GetTopic`) and the Kafka steps run side by side; the first error ends both.
+//! What waiting can fix (a login answered 5xx or HTML, a refused connection, Kafka unreachable)
+//! is retried with capped exponential backoff and jitter until cancelled, each failure reported to the pipeline's
 //! `Retrying` (a `/readyz` reason, [`crate::ops::telemetry::TRANSIENT_RETRIES`]); refused
 //! credentials or configuration stop. `Ok(None)`: cancelled while waiting.
 
@@ -77,22 +78,61 @@ pub(super) async fn connect(
             message: "no `source` section in the config".into(),
         });
     };
+    // The Salesforce steps and the Kafka steps (producers, checkpoint read) need nothing from
+    // each other: run side by side, a restart streams after the slower of the two, not their sum.
+    // The first error ends both (refused credentials stop at once, even while Kafka is waited for).
+    let (org, kafka) = tokio::try_join!(
+        salesforce(&config, source, &stats.retrying, cancel),
+        kafka(&config, source, &stats, cancel)
+    )?;
+    let (Some(org), Some((producers, checkpoints, topics))) = (org, kafka) else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(Shared {
+        config,
+        topics,
+        pubsub: org.pubsub,
+        session: org.session,
+        authenticator: org.authenticator,
+        producers,
+        checkpoints,
+        schemas: SchemaCache::new(),
+        stats,
+        gaps: org.gaps,
+    })))
+}
+
+/// What the source's Salesforce steps yield.
+struct Org {
+    pubsub: PubSub,
+    session: SessionHandle,
+    authenticator: Authenticator,
+    gaps: Rereader,
+}
+
+/// Login (retried while Salesforce cannot answer), the Pub/Sub connection, `GetTopic` of every
+/// channel; `Ok(None)` when cancelled first.
+async fn salesforce(
+    config: &Config,
+    source: &SourceConfig,
+    retrying: &Retrying,
+    cancel: &CancellationToken,
+) -> Result<Option<Org>, PipelineError> {
     let tls = ClientTls::from_config(&config.salesforce)?;
     let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
         .map_err(PipelineError::Http)?;
     let authenticator = Authenticator::new(&config.salesforce, http.clone());
-    let retrying = &stats.retrying;
     // An org briefly unreachable at startup is waited for, as it is once running.
     let Some(session) = login_until_ready(&authenticator, retrying, LOGIN_STEP, cancel).await?
     else {
         return Ok(None);
     };
     let session = SessionHandle::new(session);
-    let gaps = Rereader::for_source(&config, http, session.clone());
+    let gaps = Rereader::for_source(config, http, session.clone());
     info!(org_id = %session.current().org_id, instance_url = %session.current().instance_url, "logged in to Salesforce");
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let Some(pubsub) =
-        connect_pubsub(&config, &session, &tls, retrying, &mut backoff, cancel).await?
+        connect_pubsub(config, &session, &tls, retrying, &mut backoff, cancel).await?
     else {
         return Ok(None);
     };
@@ -105,22 +145,12 @@ pub(super) async fn connect(
     if !channels.check(source, &mut backoff, cancel).await? {
         return Ok(None);
     }
-    let Some((producers, checkpoints, topics)) = kafka(&config, source, &stats, cancel).await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(Arc::new(Shared {
-        config,
-        topics,
+    Ok(Some(Org {
         pubsub,
         session,
         authenticator,
-        producers,
-        checkpoints,
-        schemas: SchemaCache::new(),
-        stats,
         gaps,
-    })))
+    }))
 }
 
 /// The `/readyz` step of the source's login (at start and mid-run).
