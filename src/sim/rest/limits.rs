@@ -30,10 +30,12 @@ pub enum RestFault {
     TooManyRequests,
     /// 403 `REQUEST_LIMIT_EXCEEDED` (the daily allocation, as if it were used up).
     RequestLimitExceeded,
-    /// 400 with an HTML page, as a proxy or load balancer in front of the org answers (not
-    /// Salesforce's JSON error array; issue 19 saw one mid-run).
+    /// 400 with an HTML page, as a proxy or load balancer in front of the org answers: not
+    /// Salesforce's JSON error array, which is how Salesforce itself answers a 400 (REST API
+    /// Developer Guide, "Status Codes and Error Responses").
     ProxyHtmlBadRequest,
-    /// 413 with an HTML page: the front end refuses a request body it finds too large.
+    /// 413 with an HTML page: the front end refuses a request it finds too large, as users of
+    /// real orgs met it (`ERROR_HTTP_413: Request Entity Too Large`, jsforce/jsforce#311).
     PayloadTooLarge,
 }
 
