@@ -195,6 +195,72 @@ fn sink_yaml() -> String {
     )
 }
 
+/// The sink alone (`source` removed from the config), running in a task.
+struct SinkOnly {
+    stats: std::sync::Arc<forcebridge::ops::telemetry::SinkStats>,
+    cancel: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), forcebridge::sink::SinkError>>,
+}
+
+impl SinkOnly {
+    fn start(sim: &SimOrg, bootstrap: &str, extra_kafka: &str) -> SinkOnly {
+        let text = config_text(sim, bootstrap, &[CHANNEL], "", extra_kafka) + &sink_yaml();
+        let mut config = forcebridge::config::Config::from_yaml(&text, |_| None).unwrap();
+        config.source = None;
+        let stats = std::sync::Arc::new(forcebridge::ops::telemetry::SinkStats::default());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(forcebridge::sink::run(
+            config,
+            stats.clone(),
+            cancel.clone(),
+        ));
+        SinkOnly {
+            stats,
+            cancel,
+            task,
+        }
+    }
+
+    /// Waits (the sink running all along) until a `/readyz` reason matches `wanted`.
+    async fn wait_for_reason(&self, what: &str, wanted: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !self.stats.retrying.not_ready().iter().any(|r| wanted(r)) {
+            assert!(!self.task.is_finished(), "the sink stopped");
+            assert!(Instant::now() < deadline, "no {what} reason");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (the sink running all along) until `n` records are written.
+    async fn wait_written(&self, n: u64) {
+        let deadline = Instant::now() + WAIT;
+        while self.stats.snapshot().written < n {
+            assert!(!self.task.is_finished(), "the sink stopped");
+            assert!(Instant::now() < deadline, "{:?}", self.stats.snapshot());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the sink, which ends without error, with no reason left on `/readyz`.
+    async fn stop(self) {
+        assert!(self.stats.retrying.not_ready().is_empty());
+        self.cancel.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A write-back upserting the Account with External Id `ext`.
+fn upsert(ext: &str, name: &str) -> support::kafka::TestRecord {
+    let value = serde_json::json!({"object": "Account", "operation": "upsert",
+        "timestamp": forcebridge::ops::telemetry::unix_millis(),
+        "fields": {"External_Id__c": ext, "Name": name}});
+    (
+        Some(ext.to_owned()),
+        serde_json::to_vec(&value).unwrap(),
+        vec![],
+    )
+}
+
 /// Each token endpoint fault is a login failure to wait out, named by its status; the same
 /// endpoint then logs in. Refused credentials are not.
 #[tokio::test]
@@ -398,64 +464,25 @@ async fn run_waits_for_a_refused_pubsub_api_at_start() {
 /// …`), the sink stays up, and the write lands once the endpoint answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_waits_out_a_token_endpoint_outage_mid_run() {
-    use forcebridge::ops::telemetry::SinkStats;
     let kafka = mock_kafka();
     kafka.create_topic(WRITEBACK, 1);
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
-    let text = config_text(&sim, &bootstrap, &[CHANNEL], "", MOCK_KAFKA) + &sink_yaml();
-    let mut config = forcebridge::config::Config::from_yaml(&text, |_| None).unwrap();
-    config.source = None;
-    let stats = std::sync::Arc::new(SinkStats::default());
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let sink = tokio::spawn(forcebridge::sink::run(
-        config,
-        stats.clone(),
-        cancel.clone(),
-    ));
-    let upsert = |ext: &str, name: &str| {
-        let value = serde_json::json!({"object": "Account", "operation": "upsert",
-            "timestamp": forcebridge::ops::telemetry::unix_millis(),
-            "fields": {"External_Id__c": ext, "Name": name}});
-        (
-            Some(ext.to_owned()),
-            serde_json::to_vec(&value).unwrap(),
-            vec![],
-        )
-    };
-    let written = |n: u64| {
-        let stats = stats.clone();
-        async move {
-            let deadline = Instant::now() + WAIT;
-            while stats.snapshot().written < n {
-                assert!(Instant::now() < deadline, "{:?}", stats.snapshot());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let sink = SinkOnly::start(&sim, &bootstrap, MOCK_KAFKA);
     support::kafka::produce(&bootstrap, WRITEBACK, &[upsert("E-1", "First")]).await;
-    written(1).await;
+    sink.wait_written(1).await;
 
     sim.fail_next_logins(10_000, LoginFault::Maintenance);
     sim.revoke_tokens();
     support::kafka::produce(&bootstrap, WRITEBACK, &[upsert("E-2", "Second")]).await;
-    let deadline = Instant::now() + WAIT;
-    while !stats
-        .retrying
-        .not_ready()
-        .iter()
-        .any(|r| r.starts_with(&format!("{SINK_LOGIN}: retrying after")) && r.contains("HTTP 503"))
-    {
-        assert!(!sink.is_finished(), "the sink stopped");
-        assert!(Instant::now() < deadline, "no re-login reason");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    sink.wait_for_reason("re-login", |r| {
+        r.starts_with(&format!("{SINK_LOGIN}: retrying after")) && r.contains("HTTP 503")
+    })
+    .await;
     sim.clear_login_faults();
-    written(2).await;
-    assert!(stats.retrying.not_ready().is_empty());
+    sink.wait_written(2).await;
     assert_eq!(sim.logins(), 2, "the first login and one re-login");
-    cancel.cancel();
-    sink.await.unwrap().unwrap();
+    sink.stop().await;
     sim.shutdown().await;
 }
 
@@ -501,51 +528,18 @@ async fn a_refused_configured_access_token_stops_the_source() {
 /// after …`, and writes once the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_waits_for_kafka_at_start() {
-    use forcebridge::ops::telemetry::SinkStats;
     let kafka = mock_kafka();
     kafka.create_topic(WRITEBACK, 1);
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
-    let text =
-        config_text(&sim, &bootstrap, &[CHANNEL], "", "  create_topics: true\n") + &sink_yaml();
-    let mut config = forcebridge::config::Config::from_yaml(&text, |_| None).unwrap();
-    config.source = None;
     kafka.cluster().broker_down(1).unwrap();
-    let stats = std::sync::Arc::new(SinkStats::default());
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let sink = tokio::spawn(forcebridge::sink::run(
-        config,
-        stats.clone(),
-        cancel.clone(),
-    ));
-    let deadline = Instant::now() + WAIT;
-    while !stats
-        .retrying
-        .not_ready()
-        .iter()
-        .any(|r| r.starts_with("sink: kafka: retrying after"))
-    {
-        assert!(!sink.is_finished(), "the sink stopped");
-        assert!(Instant::now() < deadline, "no Kafka reason");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let sink = SinkOnly::start(&sim, &bootstrap, "  create_topics: true\n");
+    sink.wait_for_reason("Kafka", |r| r.starts_with("sink: kafka: retrying after"))
+        .await;
     kafka.cluster().broker_up(1).unwrap();
-    let value = serde_json::json!({"object": "Account", "operation": "upsert",
-        "timestamp": forcebridge::ops::telemetry::unix_millis(),
-        "fields": {"External_Id__c": "K-1", "Name": "After the outage"}});
-    let message = (
-        Some("K-1".to_owned()),
-        serde_json::to_vec(&value).unwrap(),
-        vec![],
-    );
+    let message = upsert("K-1", "After the outage");
     support::kafka::produce(&bootstrap, WRITEBACK, &[message]).await;
-    while stats.snapshot().written < 1 {
-        assert!(!sink.is_finished(), "the sink stopped");
-        assert!(Instant::now() < deadline, "{:?}", stats.snapshot());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(stats.retrying.not_ready().is_empty());
-    cancel.cancel();
-    sink.await.unwrap().unwrap();
+    sink.wait_written(1).await;
+    sink.stop().await;
     sim.shutdown().await;
 }
