@@ -245,6 +245,20 @@ async fn a_413_splits_the_batch_and_dead_letters_only_the_record_too_large() {
     sim.shutdown().await;
 }
 
+/// Ten headers of 100,000 bytes each: a megabyte of headers.
+fn fat_headers() -> Vec<(String, Vec<u8>)> {
+    (0..10)
+        .map(|i| (format!("trace-{i}"), vec![b'h'; 100_000]))
+        .collect()
+}
+
+fn borrowed(headers: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect()
+}
+
 /// A write-back just over 1 MB and one carrying 1 MB of headers are dead-lettered, cut to fit
 /// Kafka's default `message.max.bytes` and saying so; the good record behind them is written and
 /// everything is committed (a restarted sink reads only a new message). Kafka used to refuse
@@ -261,13 +275,8 @@ async fn oversize_write_backs_are_dead_lettered_cut_and_the_partition_moves_on()
     let small_bad = serde_json::to_vec(&json!({"object": "Account", "operation": "merge",
         "fields": {"Name": "x"}}))
     .unwrap();
-    let fat: Vec<(String, Vec<u8>)> = (0..10)
-        .map(|i| (format!("trace-{i}"), vec![b'h'; 100_000]))
-        .collect();
-    let fat_headers: Vec<(&str, &[u8])> = fat
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
+    let fat = fat_headers();
+    let fat_headers = borrowed(&fat);
     let good = serde_json::to_vec(&insert("GOOD", json!(1)).1).unwrap();
     let records = [
         (&b"BIG"[..], big_value.as_slice(), &[][..]),
@@ -340,13 +349,8 @@ async fn an_oversize_conflict_record_is_cut_to_fit() {
     let stale = serde_json::to_vec(&json!({"object": "Account", "operation": "update",
         "id": human, "timestamp": 1_000_000_000_000_i64, "fields": {"Name": "Stale"}}))
     .unwrap();
-    let fat: Vec<(String, Vec<u8>)> = (0..10)
-        .map(|i| (format!("trace-{i}"), vec![b'h'; 100_000]))
-        .collect();
-    let fat_headers: Vec<(&str, &[u8])> = fat
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
+    let fat = fat_headers();
+    let fat_headers = borrowed(&fat);
     let good = serde_json::to_vec(&insert("GOOD", json!(1)).1).unwrap();
     let records = [
         (human.as_bytes(), stale.as_slice(), fat_headers.as_slice()),

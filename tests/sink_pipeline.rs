@@ -577,18 +577,7 @@ async fn a_crash_before_the_commit_repeats_writes_idempotently() {
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
     let sim = SimOrg::start(SimConfig::default()).await.unwrap();
-    let ts = now_ms();
-    let messages: Vec<Message> = (0..1500)
-        .map(|i| {
-            let ext = format!("C-{i:04}");
-            msg(
-                &ext,
-                json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-                "fields": {"External_Id__c": ext, "Name": format!("Crash {i}")}}),
-            )
-        })
-        .collect();
-    send(&bootstrap, messages).await;
+    send_upserts(&bootstrap, ("C", "Crash"), 0, 1500).await;
     // The first run is a `forcebridge run` process that commits nothing (commit interval of an
     // hour) and is killed with SIGKILL once every record is in the org: no drain, no commit on
     // leaving the group.
@@ -1064,16 +1053,17 @@ async fn formula_and_whole_compound_writes_are_dead_lettered_before_any_write_ca
     sim.shutdown().await;
 }
 
-/// Upserts `S-{first..first + n}` into the write-back topic.
-async fn send_upserts(bootstrap: &str, first: usize, n: usize) {
+/// Upserts `{prefix}-{first..first + n}` (External Ids, four digits) named `{name} {i}` into the
+/// write-back topic.
+async fn send_upserts(bootstrap: &str, (prefix, name): (&str, &str), first: usize, n: usize) {
     let ts = now_ms();
     let messages = (first..first + n)
         .map(|i| {
-            let ext = format!("S-{i:04}");
+            let ext = format!("{prefix}-{i:04}");
             msg(
                 &ext,
                 json!({"object": "Account", "operation": "upsert", "timestamp": ts,
-                "fields": {"External_Id__c": ext, "Name": format!("Static {i}")}}),
+                "fields": {"External_Id__c": ext, "Name": format!("{name} {i}")}}),
             )
         })
         .collect();
@@ -1114,7 +1104,7 @@ async fn restart_after_a_crash(membership: &str) {
         "    session.timeout.ms: \"45000\"\n    max.poll.interval.ms: \"45000\"\n",
     );
     assert!(text.contains("45000"), "{text}");
-    send_upserts(&bootstrap, 0, 100).await;
+    send_upserts(&bootstrap, ("S", "Static"), 0, 100).await;
 
     let dir = std::env::temp_dir().join(format!(
         "forcebridge-static-{}",
@@ -1142,7 +1132,7 @@ async fn restart_after_a_crash(membership: &str) {
     first.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 
-    send_upserts(&bootstrap, 100, 100).await;
+    send_upserts(&bootstrap, ("S", "Static"), 100, 100).await;
     let second = start(Config::from_yaml(&text, |_| None).unwrap());
     let resumed = tokio::time::timeout(STATIC_GUARD, async {
         while accounts_by_ext(&sim).len() < 200 {

@@ -134,3 +134,33 @@ impl PartialEq<&str> for DeadLetterStage {
         self.as_str() == *other
     }
 }
+
+/// The longest text forcebridge puts in one of its own headers (a reason, an error message), so
+/// that a long error body never makes the dead letter itself too large.
+pub(crate) const MAX_HEADER_TEXT: usize = 8 * 1024;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_cut_at_a_character_boundary() {
+        assert_eq!(cut_text("short", 10), "short");
+        assert_eq!(cut_text("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut inside it backs off to before it.
+        assert_eq!(cut_text("aé", 2), "a");
+        assert!(cut_text(&"x".repeat(20_000), MAX_HEADER_TEXT).len() == MAX_HEADER_TEXT);
+    }
+}

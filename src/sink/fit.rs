@@ -19,7 +19,7 @@ const HEADER_FRAMING: usize = 10;
 /// Kept free for the record's own framing and for the headers saying what was cut.
 const SLACK: usize = 1_024;
 /// The longest text of one of our own headers (a reason, an error message).
-pub(crate) const MAX_TEXT_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_TEXT_BYTES: usize = headers::MAX_HEADER_TEXT;
 
 /// What to send.
 #[derive(Debug)]
@@ -41,11 +41,7 @@ pub(crate) fn cap_text(text: &str) -> String {
     if text.len() <= MAX_TEXT_BYTES {
         return text.to_owned();
     }
-    let mut cut = MAX_TEXT_BYTES - 3;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
+    format!("{}…", headers::cut_text(text, MAX_TEXT_BYTES - 3))
 }
 
 /// The record to send for `key`, `value` and `original` headers beside `ours`, under `max` bytes.

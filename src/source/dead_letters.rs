@@ -39,21 +39,6 @@ fn record_size<'h>(
             .sum::<usize>()
 }
 
-/// The longest `forcebridge.error.reason` header of a dead letter.
-const MAX_REASON_BYTES: usize = 8 * 1024;
-
-/// `text` cut to at most `max` bytes at a character boundary.
-fn truncate_utf8(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
-}
-
 /// Why an event goes to the dead-letter topic.
 pub(super) struct DeadLetter {
     pub(super) stage: DeadLetterStage,
@@ -118,7 +103,7 @@ impl<'a> DeadLetters<'a> {
             .fetch_add(1, Ordering::Relaxed);
         let original_len = raw.payload.len().to_string();
         // A reason (e.g. a long REST error body) never makes the dead letter itself too large.
-        let reason = truncate_utf8(&dead.reason, MAX_REASON_BYTES);
+        let reason = headers::cut_text(&dead.reason, headers::MAX_HEADER_TEXT);
         let mut headers: Vec<(&str, &[u8])> = vec![
             (headers::ERROR_STAGE, dead.stage.as_str().as_bytes()),
             (headers::ERROR_REASON, reason.as_bytes()),
@@ -192,15 +177,6 @@ pub(super) async fn write_gap_marker(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reasons_are_cut_at_a_character_boundary() {
-        assert_eq!(truncate_utf8("short", 10), "short");
-        assert_eq!(truncate_utf8("abcdef", 3), "abc");
-        // 'é' is two bytes: a cut inside it backs off to before it.
-        assert_eq!(truncate_utf8("aé", 2), "a");
-        assert!(truncate_utf8(&"x".repeat(20_000), MAX_REASON_BYTES).len() == MAX_REASON_BYTES);
-    }
 
     #[test]
     fn record_size_counts_key_value_and_headers() {
