@@ -26,6 +26,7 @@ mod kafka;
 mod ops;
 mod salesforce;
 mod sink;
+mod snapshot;
 mod source;
 
 use std::path::Path;
@@ -44,6 +45,7 @@ use salesforce::is_tag_char;
 pub use salesforce::{AuthConfig, SalesforceConfig};
 pub(crate) use sink::is_api_name;
 pub use sink::{ApiReserve, SameSecondWinner, SinkConfig, SinkObjectConfig};
+pub use snapshot::{SnapshotMode, SnapshotSettings, channel_object};
 pub(crate) use source::MAX_TRANSACTION_INTERVAL;
 pub use source::{
     ChannelConfig, DeliveryMode, DiffFieldsMode, EchoConfig, EchoMode, InitialReplay,

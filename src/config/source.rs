@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, invalid};
 use super::kafka::TopicChecks;
+use super::snapshot::{SnapshotMode, SnapshotSettings, channel_object, validate_channel};
 
 /// Salesforce → Kafka settings.
 #[derive(Debug, Deserialize)]
@@ -55,6 +56,9 @@ pub struct SourceConfig {
     /// `pass` leaves it out of `record` and passes the diff under `diffs`.
     #[serde(default)]
     pub diff_fields: DiffFieldsMode,
+    /// Settings shared by the channels' snapshots (`source.channels[].snapshot`).
+    #[serde(default)]
+    pub snapshot: SnapshotSettings,
 }
 
 /// What the source does with the fields of `diffFields` (values sent as a unified diff).
@@ -135,6 +139,27 @@ pub struct ChannelConfig {
     /// Overrides `source.topic_template` for this channel.
     #[serde(default)]
     pub topic: Option<String>,
+    /// `never` (default) or `initial`: load the existing records of the channel's objects
+    /// before streaming when the channel has no checkpoint (see `ARCHITECTURE.md`, "Snapshot").
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// The objects a snapshot loads; by default the channel's own object
+    /// (`/data/AccountChangeEvent` → `Account`). Required for `/data/ChangeEvents` and custom
+    /// channels.
+    #[serde(default)]
+    pub snapshot_objects: Vec<String>,
+}
+
+impl ChannelConfig {
+    /// The objects a snapshot of this channel loads (empty: none can be told; refused by the
+    /// config's checks when a snapshot is asked).
+    pub fn snapshot_objects(&self) -> Vec<String> {
+        if self.snapshot_objects.is_empty() {
+            channel_object(&self.name).into_iter().collect()
+        } else {
+            self.snapshot_objects.clone()
+        }
+    }
 }
 
 /// What to do when the org rejects a replay id.
@@ -180,6 +205,12 @@ impl SourceConfig {
             if !seen.insert(channel.name.as_str()) {
                 return Err(invalid(key, format!("`{}` is listed twice", channel.name)));
             }
+            validate_channel(
+                i,
+                &channel.name,
+                channel.snapshot,
+                &channel.snapshot_objects,
+            )?;
             if let Some(topic) = &channel.topic {
                 topics
                     .check_topic(topic, "Object", &channel.name)
@@ -198,6 +229,7 @@ impl SourceConfig {
                 ),
             ));
         }
+        self.snapshot.validate()?;
         if self.stream_idle_timeout < Duration::from_secs(1) {
             return Err(invalid("source.stream_idle_timeout", "must be at least 1s"));
         }

@@ -25,6 +25,8 @@ pub const EVENT_ID: &str = "forcebridge.event_id";
 pub const ECHO: &str = "forcebridge.echo";
 /// `gap` or `resync`, on records re-read for gap and overflow events.
 pub const REREAD: &str = "forcebridge.reread";
+/// On snapshot records (operation `READ`): how the row was read, `bulk` or `rest`.
+pub const SNAPSHOT: &str = "forcebridge.snapshot";
 
 // Write-back messages (README, "Write-back message format").
 /// The object API name, when the value does not name it.
@@ -91,6 +93,8 @@ pub enum DeadLetterStage {
     Size,
     /// The source: a gap marker (the org rejected the replay id; events may be missing).
     Replay,
+    /// The source: a snapshot row that does not fit the object's change event schema.
+    Snapshot,
     /// The sink: the write-back message cannot be parsed.
     SinkMessage,
     /// The sink: a field the object's describe refuses (unknown, read-only, formula, a compound
@@ -114,6 +118,7 @@ impl DeadLetterStage {
             DeadLetterStage::Gap => "gap",
             DeadLetterStage::Diff => "diff",
             DeadLetterStage::Size => "size",
+            DeadLetterStage::Snapshot => "snapshot",
             DeadLetterStage::Replay => "replay",
             DeadLetterStage::SinkMessage => "sink.message",
             DeadLetterStage::SinkField => "sink.field",

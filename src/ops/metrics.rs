@@ -99,7 +99,7 @@ pub(crate) fn render_metrics(
 
 /// The source's per-channel counters, one family each.
 fn channel_counters(e: &mut Exposition, s: &StatsSnapshot) {
-    let counters: [ChannelCounter; 15] = [
+    let counters: [ChannelCounter; 17] = [
         (t::EVENTS_RECEIVED, "Pub/Sub events received.", |c| {
             c.events_received
         }),
@@ -167,6 +167,16 @@ fn channel_counters(e: &mut Exposition, s: &StatsSnapshot) {
             "Records whose diff fields the re-read did not find (produced with their diffs).",
             |c| c.diff_records_absent,
         ),
+        (
+            t::SNAPSHOT_ROWS,
+            "Snapshot rows (operation READ) handed to Kafka.",
+            |c| c.snapshot_rows,
+        ),
+        (
+            t::SNAPSHOTS_COMPLETED,
+            "Snapshots finished and handed off to the stream.",
+            |c| c.snapshots_completed,
+        ),
     ];
     for (name, help, value) in counters {
         e.per_channel(s, name, "counter", help, |c| Some(value(c) as f64));
@@ -199,6 +209,13 @@ fn channel_gauges(e: &mut Exposition, s: &StatsSnapshot) {
         "gauge",
         "1 while a Subscribe stream is open.",
         |c| Some(if c.stream_up { 1.0 } else { 0.0 }),
+    );
+    e.per_channel(
+        s,
+        t::SNAPSHOT_RUNNING,
+        "gauge",
+        "1 while the channel's snapshot runs (its stream starts after it).",
+        |c| Some(if c.snapshot_running { 1.0 } else { 0.0 }),
     );
     e.per_channel(
         s,

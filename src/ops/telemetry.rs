@@ -46,6 +46,12 @@ pub const DIFF_EVENTS: &str = "forcebridge_source_diff_events_total";
 pub const DIFF_RECORDS_REREAD: &str = "forcebridge_source_diff_records_reread_total";
 /// Records whose diff fields the re-read did not find (produced with `diffs`), per channel.
 pub const DIFF_RECORDS_ABSENT: &str = "forcebridge_source_diff_records_absent_total";
+/// Snapshot rows handed to Kafka (operation `READ`), per channel.
+pub const SNAPSHOT_ROWS: &str = "forcebridge_source_snapshot_rows_total";
+/// Snapshots finished (handed off to the stream), per channel.
+pub const SNAPSHOTS_COMPLETED: &str = "forcebridge_source_snapshots_completed_total";
+/// 1 while a channel's snapshot runs (the stream waits for it).
+pub const SNAPSHOT_RUNNING: &str = "forcebridge_source_snapshot_running";
 /// Object re-syncs started by `GAP_OVERFLOW` events, per channel.
 pub const RESYNCS: &str = "forcebridge_source_resyncs_total";
 /// GetSchema calls (schema cache misses, including failed fetches).
@@ -327,6 +333,12 @@ pub struct ChannelStats {
     pub diff_records_reread: AtomicU64,
     /// [`DIFF_RECORDS_ABSENT`]
     pub diff_records_absent: AtomicU64,
+    /// [`SNAPSHOT_ROWS`]
+    pub snapshot_rows: AtomicU64,
+    /// [`SNAPSHOTS_COMPLETED`]
+    pub snapshots_completed: AtomicU64,
+    /// [`SNAPSHOT_RUNNING`]
+    pub snapshot_running: AtomicBool,
     /// [`STREAM_UP`]: set while a Subscribe stream is open.
     pub stream_up: AtomicBool,
     /// Unix ms of the first and the last event received ([`ChannelStats::note_event`]).
@@ -450,6 +462,10 @@ pub struct ChannelSnapshot {
     pub diff_events: u64,
     pub diff_records_reread: u64,
     pub diff_records_absent: u64,
+    pub snapshot_rows: u64,
+    pub snapshots_completed: u64,
+    /// A snapshot runs.
+    pub snapshot_running: bool,
     /// A Subscribe stream is open.
     pub stream_up: bool,
     /// [`CHECKPOINT_LAG`], milliseconds.
@@ -523,6 +539,9 @@ impl PipelineStats {
                     diff_events: stats.diff_events.load(Ordering::Relaxed),
                     diff_records_reread: stats.diff_records_reread.load(Ordering::Relaxed),
                     diff_records_absent: stats.diff_records_absent.load(Ordering::Relaxed),
+                    snapshot_rows: stats.snapshot_rows.load(Ordering::Relaxed),
+                    snapshots_completed: stats.snapshots_completed.load(Ordering::Relaxed),
+                    snapshot_running: stats.snapshot_running.load(Ordering::Relaxed),
                     stream_up: stats.stream_up.load(Ordering::Relaxed),
                     checkpoint_lag_ms: stats.checkpoint_lag_ms(now_ms),
                     last_checkpoint_unix_ms: stats.last_checkpoint_ms.load(Ordering::Relaxed),

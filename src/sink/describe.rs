@@ -12,11 +12,8 @@
 //! * An object the org does not know (404 `NOT_FOUND`) is remembered as [`Described::Unknown`]
 //!   for the run: its records are refused without asking again. Any other failure is not
 //!   remembered: it fails the batch (the records are repeated), and the next batch asks again.
-//! * [`ObjectFields`] finds fields case-insensitively (Salesforce matches API names in any case)
-//!   and gives their canonical spelling; a compound field (`BillingAddress`, Contact `Name`, a
-//!   custom geolocation `Loc__c`) is a field that other fields name in `compoundFieldName`, or
-//!   one of type `address` or `location`; its components are found by the child names change
-//!   events and REST reads give them (see [`child_name`]).
+//! * The index of a describe, [`ObjectFields`], is the REST client's
+//!   ([`crate::salesforce::rest::ObjectFields`]), shared with the source's snapshot.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -26,7 +23,8 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::telemetry::SinkStats;
-use crate::salesforce::rest::{ApiError, FieldDescribe, RestClient, RestError, SObjectDescribe};
+use crate::salesforce::rest::{ApiError, RestClient, RestError};
+pub(crate) use crate::salesforce::rest::{ObjectFields, child_name};
 
 /// What the org said about an object.
 #[derive(Debug, Clone)]
@@ -77,123 +75,6 @@ impl DescribeCache {
         .await
         .cloned()
     }
-}
-
-/// One component of a compound field: the child name change events give it, and the field.
-#[derive(Debug, Clone)]
-struct Component {
-    child: String,
-    field: usize,
-}
-
-/// An object's describe, indexed.
-#[derive(Debug)]
-pub(crate) struct ObjectFields {
-    /// The object's API name, in Salesforce's spelling.
-    pub(crate) name: String,
-    pub(crate) createable: bool,
-    pub(crate) updateable: bool,
-    fields: Vec<FieldDescribe>,
-    /// Lower-cased field name → index in `fields`.
-    by_name: HashMap<String, usize>,
-    /// Index of a compound field → its components, in describe order.
-    components: HashMap<usize, Vec<Component>>,
-}
-
-impl ObjectFields {
-    pub(crate) fn new(describe: SObjectDescribe) -> Self {
-        let by_name: HashMap<String, usize> = describe
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.to_ascii_lowercase(), i))
-            .collect();
-        let mut components: HashMap<usize, Vec<Component>> = HashMap::new();
-        for (i, f) in describe.fields.iter().enumerate() {
-            if matches!(f.field_type.as_str(), "address" | "location") {
-                components.entry(i).or_default();
-            }
-            let Some(compound) = f.compound_field_name.as_deref() else {
-                continue;
-            };
-            if let Some(&c) = by_name.get(&compound.to_ascii_lowercase()) {
-                components.entry(c).or_default().push(Component {
-                    child: child_name(&describe.fields[c].name, &f.name),
-                    field: i,
-                });
-            }
-        }
-        ObjectFields {
-            name: describe.name,
-            createable: describe.createable,
-            updateable: describe.updateable,
-            fields: describe.fields,
-            by_name,
-            components,
-        }
-    }
-
-    /// The field named `name` in any case.
-    pub(crate) fn field(&self, name: &str) -> Option<&FieldDescribe> {
-        self.index(name).map(|i| &self.fields[i])
-    }
-
-    fn index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(&name.to_ascii_lowercase()).copied()
-    }
-
-    /// The components of `compound`, or `None` when it is not a compound field.
-    pub(crate) fn components(&self, compound: &str) -> Option<Vec<&FieldDescribe>> {
-        let list = self.components.get(&self.index(compound)?)?;
-        Some(list.iter().map(|c| &self.fields[c.field]).collect())
-    }
-
-    /// The component of `compound` that the nested child `child` stands for, in any case: by
-    /// its child name (`City` → `BillingCity`, `Latitude` → `Loc__Latitude__s`, `FirstName` →
-    /// `FirstName`) or by the component's own name.
-    pub(crate) fn component(&self, compound: &str, child: &str) -> Option<&FieldDescribe> {
-        let list = self.components.get(&self.index(compound)?)?;
-        list.iter()
-            .find(|c| {
-                c.child.eq_ignore_ascii_case(child)
-                    || self.fields[c.field].name.eq_ignore_ascii_case(child)
-            })
-            .map(|c| &self.fields[c.field])
-    }
-}
-
-/// The name a change event (and a REST read, in lower case) gives the component `component` of
-/// the compound `compound`, by Salesforce's naming of compound fields ("Compound Fields",
-/// "Address Compound Fields", "Geolocation Compound Field", SOAP API Developer Guide):
-/// * an address `XAddress` has the components `X` + child: `BillingAddress` → `BillingCity`
-///   is `City` (`Address` on Lead and custom objects: `City` is `City`);
-/// * a custom geolocation `Loc__c` has `Loc__Latitude__s` and `Loc__Longitude__s`: `Latitude`,
-///   `Longitude`;
-/// * a name (`Name` on Contact, Lead, person accounts) has the child names as its components:
-///   `FirstName` is `FirstName`.
-///
-/// A component that follows none of these keeps its own name.
-pub(crate) fn child_name(compound: &str, component: &str) -> String {
-    let strip_prefix = |prefix: &str| {
-        (component.len() > prefix.len() && component[..prefix.len()].eq_ignore_ascii_case(prefix))
-            .then(|| &component[prefix.len()..])
-    };
-    let lower = compound.to_ascii_lowercase();
-    if lower.ends_with("address") {
-        let prefix = &compound[..compound.len() - "address".len()];
-        if let Some(child) = strip_prefix(prefix) {
-            return child.to_owned();
-        }
-    } else if lower.ends_with("__c") {
-        let prefix = format!("{}__", &compound[..compound.len() - "__c".len()]);
-        if let Some(child) = strip_prefix(&prefix)
-            && child.len() > 3
-            && child.to_ascii_lowercase().ends_with("__s")
-        {
-            return child[..child.len() - 3].to_owned();
-        }
-    }
-    component.to_owned()
 }
 
 #[cfg(test)]

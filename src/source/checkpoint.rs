@@ -3,7 +3,8 @@
 //! # Contract
 //!
 //! * [`CheckpointStore`] keeps one record per `<connector>/<channel>` in a compacted Kafka topic,
-//!   value `{"channel": "...", "replay_id": "<hex>", "updated_at": <epoch ms>}`. On open the topic
+//!   value `{"channel": "...", "replay_id": "<hex>", "updated_at": <epoch ms>}`, plus
+//!   `"snapshot": {…}` ([`SnapshotProgress`]) while a snapshot of the channel is under way. On open the topic
 //!   is read to its end (`read_committed`: checkpoints of aborted transactions are skipped where
 //!   the broker filters them) and the last value per key wins (a record that is not a checkpoint
 //!   is an error, [`CheckpointError::Corrupt`], only when it is its key's last: a later record
@@ -28,6 +29,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::kafka::{EndIsNotAnError, KafkaSettings, cached_high_watermark, is_partition_end};
+pub use crate::source::snapshot::progress::SnapshotProgress;
 
 /// How long metadata, watermark and admin requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,6 +114,8 @@ pub struct Checkpoint {
     pub replay_id: Bytes,
     /// When it was written, epoch milliseconds.
     pub updated_at: i64,
+    /// A snapshot under way: `replay_id` is then the stream position fixed before it began.
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +124,8 @@ struct CheckpointValue {
     channel: String,
     replay_id: String,
     updated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot: Option<SnapshotProgress>,
 }
 
 /// Replay ids per channel in a compacted Kafka topic (see the module docs).
@@ -197,11 +203,23 @@ impl CheckpointStore {
 
     /// The key and value of the checkpoint record of `channel` at `replay_id`.
     pub fn record(&self, channel: &str, replay_id: &[u8]) -> (String, Vec<u8>) {
+        self.record_with(channel, replay_id, None)
+    }
+
+    /// The key and value of the checkpoint record of `channel` at `replay_id`, with a snapshot
+    /// under way.
+    pub fn record_with(
+        &self,
+        channel: &str,
+        replay_id: &[u8],
+        snapshot: Option<&SnapshotProgress>,
+    ) -> (String, Vec<u8>) {
         let key = format!("{}/{channel}", self.connector);
         let value = serde_json::to_vec(&CheckpointValue {
             channel: channel.to_owned(),
             replay_id: hex::encode(replay_id),
             updated_at: now_ms(),
+            snapshot: snapshot.cloned(),
         })
         .expect("checkpoint value serializes");
         (key, value)
@@ -210,6 +228,16 @@ impl CheckpointStore {
     /// Records that `replay_id` is now the durable checkpoint of `channel` (written by the
     /// caller, e.g. committed in a Kafka transaction).
     pub fn remember(&self, channel: &str, replay_id: &[u8]) {
+        self.remember_with(channel, replay_id, None);
+    }
+
+    /// [`CheckpointStore::remember`] with a snapshot under way.
+    pub fn remember_with(
+        &self,
+        channel: &str,
+        replay_id: &[u8],
+        snapshot: Option<&SnapshotProgress>,
+    ) {
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -219,13 +247,25 @@ impl CheckpointStore {
                     channel: channel.to_owned(),
                     replay_id: Bytes::copy_from_slice(replay_id),
                     updated_at: now_ms(),
+                    snapshot: snapshot.cloned(),
                 },
             );
     }
 
     /// Writes the checkpoint of `channel`; resolves only when the broker acknowledged it.
     pub async fn save(&self, channel: &str, replay_id: &[u8]) -> Result<(), CheckpointError> {
-        let (key, value) = self.record(channel, replay_id);
+        self.save_with(channel, replay_id, None).await
+    }
+
+    /// Writes the checkpoint of `channel` with a snapshot under way (`None`: none); resolves
+    /// only when the broker acknowledged it.
+    pub async fn save_with(
+        &self,
+        channel: &str,
+        replay_id: &[u8],
+        snapshot: Option<&SnapshotProgress>,
+    ) -> Result<(), CheckpointError> {
+        let (key, value) = self.record_with(channel, replay_id, snapshot);
         self.producer
             .send(
                 FutureRecord::to(&self.topic).key(&key).payload(&value),
@@ -237,7 +277,7 @@ impl CheckpointStore {
                 key: key.clone(),
                 source: source.into(),
             })?;
-        self.remember(channel, replay_id);
+        self.remember_with(channel, replay_id, snapshot);
         Ok(())
     }
 }
@@ -461,5 +501,6 @@ fn parse(channel: &str, payload: Option<&[u8]>) -> Result<Option<Checkpoint>, St
         channel: value.channel,
         replay_id: replay_id.into(),
         updated_at: value.updated_at,
+        snapshot: value.snapshot,
     }))
 }

@@ -161,7 +161,8 @@ async fn reread(
         .collect();
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(IDS_PER_QUERY) {
-        let soql = select(object, &query_fields, Some(chunk)).map_err(failed)?;
+        let soql =
+            select(object, &query_fields, Some(chunk)).map_err(|e| failed(GapError::from(e)))?;
         let mut pages = rereader.pages(object, &query_fields, &soql, cancel);
         while let Some(rows) = pages.next().await.map_err(failed)? {
             for row in rows {

@@ -48,6 +48,8 @@ mod processor;
 mod reader;
 mod routes;
 mod setup;
+pub(crate) mod shape;
+pub mod snapshot;
 pub mod supervisor;
 mod transactions;
 

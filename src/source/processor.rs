@@ -545,9 +545,9 @@ impl Processor<'_> {
 }
 
 /// GetSchema through the Pub/Sub client, counted: the one place a schema fetch happens.
-struct CountingSource<'a> {
-    pubsub: &'a PubSub,
-    fetched: &'a AtomicU64,
+pub(super) struct CountingSource<'a> {
+    pub(super) pubsub: &'a PubSub,
+    pub(super) fetched: &'a AtomicU64,
 }
 
 impl SchemaSource for CountingSource<'_> {

@@ -57,6 +57,34 @@ impl<'a> Routes<'a> {
         &self.routes[object]
     }
 
+    /// The route of `object`, made on first use (a snapshot's records); the template's refusal
+    /// as a dead letter, a topic Kafka cannot create as an error.
+    pub(super) async fn resolve_object(
+        &mut self,
+        object: &str,
+    ) -> Result<Result<&Route, DeadLetter>, KafkaError> {
+        if !self.routes.contains_key(object) {
+            let topic = match crate::kafka::render_topic(self.template, object, self.channel) {
+                Ok(topic) => topic,
+                Err(err) => {
+                    return Ok(Err(DeadLetter {
+                        stage: DeadLetterStage::Route,
+                        reason: err.to_string(),
+                    }));
+                }
+            };
+            if let Some(admin) = &self.shared.topics {
+                admin
+                    .ensure(&topic, self.shared.config.kafka.topic_partitions, &[])
+                    .await?;
+            }
+            let produced = self.stats.topic_counter(&topic);
+            self.routes
+                .insert(object.to_owned(), Route { topic, produced });
+        }
+        Ok(Ok(&self.routes[object]))
+    }
+
     /// Makes sure every object of `records` has a route. A topic name the template cannot make
     /// dead-letters the whole event; a topic Kafka cannot create fails the attempt.
     pub(super) async fn resolve(

@@ -83,15 +83,36 @@ async fn run_channel(
     let stats = shared.stats.channel(&channel.name);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
-        let start = match shared.checkpoints.get(&channel.name) {
-            Some(checkpoint) => ReplayStart::After(checkpoint.replay_id),
-            None => match channel.initial_replay {
-                InitialReplay::Latest => ReplayStart::Latest,
-                InitialReplay::Earliest => ReplayStart::Earliest,
-            },
+        // A snapshot first (or its resume): it ends with the checkpoint at the position it fixed.
+        let snapshot = async {
+            if super::snapshot::needed(shared, index) {
+                super::snapshot::run(shared, index, &stats, &cancel).await
+            } else {
+                Ok(())
+            }
         };
-        info!(?start, "starting channel");
-        match run_attempt(shared, index, &stats, start, &cancel).await {
+        let start = match snapshot.await {
+            Err(err) => Err(err),
+            Ok(()) if cancel.is_cancelled() => return Ok(()),
+            Ok(()) => Ok(match shared.checkpoints.get(&channel.name) {
+                // A channel that never carried an event: every event retained is newer than the
+                // position fixed for the snapshot.
+                Some(checkpoint) if checkpoint.replay_id.is_empty() => ReplayStart::Earliest,
+                Some(checkpoint) => ReplayStart::After(checkpoint.replay_id),
+                None => match channel.initial_replay {
+                    InitialReplay::Latest => ReplayStart::Latest,
+                    InitialReplay::Earliest => ReplayStart::Earliest,
+                },
+            }),
+        };
+        let attempt = match start {
+            Ok(start) => {
+                info!(?start, "starting channel");
+                run_attempt(shared, index, &stats, start, &cancel).await
+            }
+            Err(err) => Err(err),
+        };
+        match attempt {
             Ok(()) => return Ok(()),
             Err(AttemptError::Stop(err)) => return Err(err),
             Err(AttemptError::Restart(reason)) => {
@@ -106,7 +127,7 @@ async fn run_channel(
                     }
                 }
                 let delay = backoff.next_delay();
-                warn!(%reason, ?delay, "Kafka did not acknowledge a record; restarting the channel from its checkpoint");
+                warn!(%reason, ?delay, "restarting the channel from its checkpoint");
                 if !sleep_or_cancel(delay, &cancel).await {
                     return Ok(());
                 }

@@ -54,9 +54,11 @@ pub use client::RestClient;
 pub use composite::SubRequest;
 pub(crate) use composite::{MAX_RETRIEVE_IDS, SaveResult, SubResponse, install_call_probe};
 pub use describe::{FieldDescribe, SObjectDescribe};
+pub(crate) use describe::{ObjectFields, child_name};
 pub(crate) use errors::UNREADABLE_RESPONSE;
 pub use errors::{ApiError, RestError};
 pub use limits::{ApiUsage, LimitGuard, Reserve};
+pub(crate) use query::QueryPage;
 
 #[cfg(test)]
 mod tests;

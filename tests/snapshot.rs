@@ -1,0 +1,334 @@
+//! The snapshot and its handoff to the stream, end to end: simulated org (records existing
+//! before forcebridge starts, changes going on throughout) → forcebridge (`snapshot: initial`) →
+//! Kafka (the librdkafka mock cluster); a loader written here applies the topic and must hold
+//! exactly the org's records, field by field.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use forcebridge::config::Config;
+use forcebridge::sim::{SimConfig, SimOrg};
+use support::kafka::{ConsumedRecord, MockKafka, read_topic};
+use support::source::{WAIT, header, key, start, value};
+
+const ACCOUNTS: &str = "salesforce.Account";
+const CHANNEL: &str = "/data/AccountChangeEvent";
+
+fn config(sim: &SimOrg, bootstrap: &str) -> Config {
+    let text =
+        support::source::config_text(sim, bootstrap, &[CHANNEL], "", support::source::MOCK_KAFKA)
+            .replace(
+                "      initial_replay: earliest\n",
+                "      initial_replay: latest\n      snapshot: initial\n",
+            );
+    Config::from_yaml(&text, |_| None).expect("test config is valid")
+}
+
+fn mock_kafka() -> MockKafka {
+    let kafka = support::source::mock_kafka();
+    // One partition: the records are read back in the order they were produced.
+    kafka.create_topic(ACCOUNTS, 1);
+    kafka
+}
+
+/// A simulated org answering quiet channels with a keepalive after 200 ms (a real org: within
+/// 270 s), its REST answers slowed so that a snapshot takes long enough for changes to land
+/// while it runs.
+async fn sim() -> SimOrg {
+    let sim = SimOrg::start(SimConfig {
+        keepalive_interval: Duration::from_millis(200),
+        query_batch_size: 500,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.set_rest_latency(Duration::from_millis(150));
+    sim
+}
+
+/// The body fields of `AccountChangeEvent`, with the children of compounds.
+fn account_fields() -> Vec<(String, Option<Vec<String>>)> {
+    let schema: Value =
+        serde_json::from_str(include_str!("../schemas/AccountChangeEvent.avsc")).unwrap();
+    let mut address: Option<Vec<String>> = None;
+    let mut out = Vec::new();
+    for f in schema["fields"].as_array().unwrap() {
+        let name = f["name"].as_str().unwrap().to_owned();
+        if name == "ChangeEventHeader" {
+            continue;
+        }
+        let mut children = None;
+        for v in f["type"].as_array().cloned().unwrap_or_default() {
+            if let Some(fields) = v["fields"].as_array() {
+                let names: Vec<String> = fields
+                    .iter()
+                    .map(|c| c["name"].as_str().unwrap().to_owned())
+                    .collect();
+                address = Some(names.clone());
+                children = Some(names);
+            } else if v == "Address" {
+                children = address.clone();
+            }
+        }
+        out.push((name, children));
+    }
+    out
+}
+
+/// A record in one comparable form: every schema field, compounds with every child or null
+/// when every child is, numbers as doubles.
+fn canonical(fields: &[(String, Option<Vec<String>>)], record: &Map<String, Value>) -> Value {
+    let number = |v: Value| match v {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        other => other,
+    };
+    let mut out = Map::new();
+    for (name, children) in fields {
+        let v = record.get(name).cloned().unwrap_or(Value::Null);
+        let v = match (children, v) {
+            (Some(children), Value::Object(parts)) => {
+                let parts: Map<String, Value> = children
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.clone(),
+                            number(parts.get(c).cloned().unwrap_or(Value::Null)),
+                        )
+                    })
+                    .collect();
+                if parts.values().all(Value::is_null) {
+                    Value::Null
+                } else {
+                    Value::Object(parts)
+                }
+            }
+            (_, v) => number(v),
+        };
+        out.insert(name.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// Merges `changes` into `row`, compounds child by child.
+fn merge(row: &mut Map<String, Value>, changes: &Map<String, Value>) {
+    for (k, v) in changes {
+        match (row.get_mut(k), v) {
+            (Some(Value::Object(old)), Value::Object(new)) => {
+                for (c, cv) in new {
+                    old.insert(c.clone(), cv.clone());
+                }
+            }
+            _ => {
+                row.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The loader: applies the topic in order, per Id: `READ`, `CREATE` and `UNDELETE` replace the
+/// row, `UPDATE` merges its changed fields, `DELETE` (and a tombstone) removes it.
+fn load(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> {
+    let mut rows: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for record in records {
+        let id = key(record);
+        if record.value.is_none() {
+            rows.remove(&id);
+            continue;
+        }
+        let envelope = value(record);
+        let fields = envelope["record"].as_object().cloned().unwrap_or_default();
+        match envelope["operation"].as_str().unwrap() {
+            "READ" | "CREATE" | "UNDELETE" => {
+                rows.insert(id, fields);
+            }
+            "UPDATE" => merge(rows.entry(id).or_default(), &fields),
+            "DELETE" => {
+                rows.remove(&id);
+            }
+            other => panic!("unexpected operation {other}"),
+        }
+    }
+    rows
+}
+
+/// The loaded rows equal the org's live records, field by field.
+fn assert_converged(sim: &SimOrg, rows: &BTreeMap<String, Map<String, Value>>) {
+    let fields = account_fields();
+    let org: BTreeMap<String, Value> = sim
+        .records("Account")
+        .into_iter()
+        .map(|r| (r["Id"].as_str().unwrap().to_owned(), canonical(&fields, &r)))
+        .collect();
+    let loaded: BTreeMap<String, Value> = rows
+        .iter()
+        .map(|(id, r)| (id.clone(), canonical(&fields, r)))
+        .collect();
+    let missing: Vec<&String> = org.keys().filter(|id| !loaded.contains_key(*id)).collect();
+    let extra: Vec<&String> = loaded.keys().filter(|id| !org.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "missing from the replica: {missing:?}");
+    assert!(
+        extra.is_empty(),
+        "deleted in the org, still in the replica: {extra:?}"
+    );
+    for (id, expected) in &org {
+        assert_eq!(&loaded[id], expected, "record {id} differs");
+    }
+}
+
+/// Changes the org until `stop`: each round updates two records, creates one and deletes one.
+fn churn(sim: SimOrg, ids: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut rounds = 0usize;
+        let mut live = ids;
+        while !stop.load(Ordering::Relaxed) {
+            let n = rounds;
+            for id in [&live[n * 7 % live.len()], &live[(n * 13 + 5) % live.len()]] {
+                let fields = json!({"Name": format!("changed {n}"), "BillingAddress": {"City": format!("City {n}")}, "NumberOfEmployees": n});
+                sim.update("Account", id, fields.as_object().unwrap().clone())
+                    .unwrap();
+            }
+            let created = sim
+                .create(
+                    "Account",
+                    json!({"Name": format!("new {n}"), "Phone": "555"})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                )
+                .unwrap();
+            live.push(created);
+            let gone = live.remove((n * 31 + 3) % live.len());
+            sim.delete("Account", &gone).unwrap();
+            rounds += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rounds
+    })
+}
+
+/// Waits until the channel's checkpoint is past the org's last event.
+async fn wait_caught_up(sim: &SimOrg, bootstrap: &str) {
+    let last = sim.replay_ids(CHANNEL).last().cloned().expect("events");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let store = support::source::checkpoints(bootstrap).await;
+            if store
+                .get(CHANNEL)
+                .is_some_and(|c| c.replay_id[..] == last[..] && c.snapshot.is_none())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stream caught up with the org");
+}
+
+/// Records existing before the start are loaded (`READ`), changes made while the snapshot runs
+/// and after it follow in the topic, and the loader holds exactly the org's records. Without
+/// the position fixed before the snapshot the changes made during it would be missing: the
+/// test shows the loader would then differ from the org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_hands_off_to_the_stream_without_losing_a_change() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = sim().await;
+    let ids = sim.generate("Account", 3_000).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let churning = churn(sim.clone(), ids, stop.clone());
+    let running = start(config(&sim, &bootstrap));
+    tokio::time::timeout(WAIT, async {
+        while running.channel(CHANNEL).snapshots_completed == 0 {
+            running.assert_running();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the snapshot ends");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let rounds = churning.await.unwrap();
+    assert!(
+        rounds > 10,
+        "changes went on during the snapshot ({rounds} rounds)"
+    );
+    wait_caught_up(&sim, &bootstrap).await;
+    let stats = running.stop().await;
+
+    let records = read_topic(&bootstrap, ACCOUNTS);
+    let reads: Vec<&ConsumedRecord> = records
+        .iter()
+        .filter(|r| r.value.is_some() && value(r)["operation"] == "READ")
+        .collect();
+    assert!(
+        reads.len() >= 3_000,
+        "every existing record read: {}",
+        reads.len()
+    );
+    let first = value(reads[0]);
+    assert_eq!(first["snapshot"]["method"], "rest");
+    assert_eq!(header(reads[0], "forcebridge.change_type"), "READ");
+    assert_eq!(header(reads[0], "forcebridge.snapshot"), "rest");
+    assert!(first["commit_timestamp"].as_i64().unwrap() > 0);
+    let channel = &stats.snapshot().channels[CHANNEL];
+    assert_eq!(channel.snapshot_rows, reads.len() as u64);
+    assert_eq!(channel.snapshots_completed, 1);
+
+    // Every READ comes before every change record: the stream starts after the snapshot.
+    let last_read = records
+        .iter()
+        .rposition(|r| r.value.is_some() && value(r)["operation"] == "READ")
+        .unwrap();
+    let first_change = records
+        .iter()
+        .position(|r| r.value.is_some() && value(r)["operation"] != "READ")
+        .expect("changes streamed");
+    assert!(last_read < first_change, "snapshot rows then changes");
+
+    let rows = load(&records);
+    assert_converged(&sim, &rows);
+
+    // The step is needed: changes committed while the snapshot ran are in the stream after the
+    // fixed position; a stream started only after the snapshot (Redpanda Connect's handoff)
+    // would not have them, and its replica would differ from the org.
+    let snapshot_end = reads
+        .iter()
+        .map(|r| value(r)["snapshot"]["read_at"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let later: Vec<ConsumedRecord> = records
+        .iter()
+        .filter(|r| {
+            r.value.is_none()
+                || value(r)["operation"] == "READ"
+                || value(r)["commit_timestamp"].as_i64().unwrap() > snapshot_end + 1_000
+        })
+        .cloned()
+        .collect();
+    assert!(
+        later.len() < records.len(),
+        "changes were made during the snapshot"
+    );
+    let fields = account_fields();
+    let org: BTreeMap<String, Value> = sim
+        .records("Account")
+        .into_iter()
+        .map(|r| (r["Id"].as_str().unwrap().to_owned(), canonical(&fields, &r)))
+        .collect();
+    let lossy: BTreeMap<String, Value> = load(&later)
+        .iter()
+        .map(|(id, r)| (id.clone(), canonical(&fields, r)))
+        .collect();
+    assert_ne!(
+        lossy, org,
+        "without the fixed position the replica is wrong"
+    );
+}
