@@ -21,12 +21,18 @@ const ACCOUNTS: &str = "salesforce.Account";
 const CHANNEL: &str = "/data/AccountChangeEvent";
 
 fn config(sim: &SimOrg, bootstrap: &str) -> Config {
-    let text =
-        support::source::config_text(sim, bootstrap, &[CHANNEL], "", support::source::MOCK_KAFKA)
-            .replace(
-                "      initial_replay: earliest\n",
-                "      initial_replay: latest\n      snapshot: initial\n",
-            );
+    config_with(sim, bootstrap, "")
+}
+
+/// A config of the Account channel with `snapshot: initial`; `extra_source`: YAML lines of the
+/// `source` section.
+fn config_with(sim: &SimOrg, bootstrap: &str, extra_source: &str) -> Config {
+    let kafka = support::source::MOCK_KAFKA;
+    let text = support::source::config_text(sim, bootstrap, &[CHANNEL], extra_source, kafka)
+        .replace(
+            "      initial_replay: earliest\n",
+            "      initial_replay: latest\n      snapshot: initial\n",
+        );
     Config::from_yaml(&text, |_| None).expect("test config is valid")
 }
 
@@ -237,6 +243,20 @@ async fn wait_caught_up(sim: &SimOrg, bootstrap: &str) {
 /// test shows the loader would then differ from the org.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_hands_off_to_the_stream_without_losing_a_change() {
+    hands_off("").await;
+}
+
+/// The same with `delivery: exactly_once`: each page and its progress one Kafka transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_snapshot_hands_off_the_same_way() {
+    hands_off("  delivery: exactly_once\n").await;
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: snapshot, handoff, stream, then the replica checked twice"
+)]
+async fn hands_off(extra_source: &str) {
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
     let sim = sim().await;
@@ -244,7 +264,7 @@ async fn a_snapshot_hands_off_to_the_stream_without_losing_a_change() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let churning = churn(sim.clone(), ids, stop.clone());
-    let running = start(config(&sim, &bootstrap));
+    let running = start(config_with(&sim, &bootstrap, extra_source));
     tokio::time::timeout(WAIT, async {
         while running.channel(CHANNEL).snapshots_completed == 0 {
             running.assert_running();
@@ -331,4 +351,61 @@ async fn a_snapshot_hands_off_to_the_stream_without_losing_a_change() {
         lossy, org,
         "without the fixed position the replica is wrong"
     );
+}
+
+/// A snapshot cut short (the task aborted, as a crash ends it: no drain, no last checkpoint)
+/// resumes at the position it fixed, not a new one, and the replica still converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_cut_short_resumes_at_the_position_it_fixed() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = sim().await;
+    let ids = sim.generate("Account", 3_000).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churning = churn(sim.clone(), ids, stop.clone());
+
+    let first = start(config(&sim, &bootstrap));
+    tokio::time::timeout(WAIT, async {
+        while support::source::checkpoints(&bootstrap)
+            .await
+            .get(CHANNEL)
+            .and_then(|c| c.snapshot)
+            .is_none_or(|s| s.rows() < 1_000)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("snapshot progress saved");
+    first.handle.abort();
+    let _ = first.handle.await;
+    let cut = support::source::checkpoints(&bootstrap)
+        .await
+        .get(CHANNEL)
+        .expect("checkpoint");
+    let fixed = hex::encode(&cut.replay_id);
+    assert!(cut.snapshot.is_some(), "the snapshot is under way");
+
+    let second = start(config(&sim, &bootstrap));
+    tokio::time::timeout(WAIT, async {
+        while second.channel(CHANNEL).snapshots_completed == 0 {
+            second.assert_running();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the resumed snapshot ends");
+    stop.store(true, Ordering::Relaxed);
+    churning.await.unwrap();
+    wait_caught_up(&sim, &bootstrap).await;
+    second.stop().await;
+
+    let records = read_topic(&bootstrap, ACCOUNTS);
+    for record in records
+        .iter()
+        .filter(|r| r.value.is_some() && value(r)["operation"] == "READ")
+    {
+        assert_eq!(value(record)["source"]["replay_id"], fixed.as_str());
+    }
+    assert_converged(&sim, &load(&records));
 }

@@ -14,7 +14,8 @@
 //!   written by `ops/metrics.rs` ([`sample_value`] reads it back).
 //! * `GET /healthz`: 200 `ok` while the process serves HTTP (liveness: no dependency checked).
 //! * `GET /readyz`: 200 when every configured source channel has an open Subscribe stream
-//!   ([`crate::ops::telemetry::ChannelStats::stream_up`], set by the pipeline's reader), the sink's
+//!   ([`crate::ops::telemetry::ChannelStats::stream_up`], set by the pipeline's reader) or runs
+//!   its snapshot (`snapshot_running`: the stream follows it), the sink's
 //!   consumer is subscribed and running ([`crate::ops::telemetry::SinkStats::consumer_running`]), and
 //!   Kafka answered a metadata request within `ops.kafka_probe_timeout` (one probe client, one
 //!   probe at a time, a result reused for `PROBE_REUSE`), no transient failure is being
@@ -165,7 +166,8 @@ impl OpsState {
             let stalled = (self.stall_after + self.checkpoint_interval).as_millis() as u64;
             for channel in channels {
                 let stats = snapshot.channels.get(channel);
-                if !stats.is_some_and(|c| c.stream_up) {
+                // A channel loading its snapshot streams after it: working, not down.
+                if !stats.is_some_and(|c| c.stream_up || c.snapshot_running) {
                     reasons.push(format!(
                         "source channel {channel}: no open Subscribe stream"
                     ));
