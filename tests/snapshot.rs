@@ -316,6 +316,23 @@ async fn hands_off(extra_source: &str) {
     let rows = load(&records);
     assert_converged(&sim, &rows);
 
+    // The checkpoint keeps the newest commit timestamp durable, what a resync starts from.
+    let newest = records
+        .iter()
+        .filter(|r| r.value.is_some() && value(r)["operation"] != "READ")
+        .map(|r| value(r)["commit_timestamp"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let checkpoint = support::source::checkpoints(&bootstrap)
+        .await
+        .get(CHANNEL)
+        .unwrap();
+    assert!(
+        checkpoint.commit_timestamp.unwrap() >= newest,
+        "{:?} < {newest}",
+        checkpoint.commit_timestamp
+    );
+
     // The step is needed: changes committed while the snapshot ran are in the stream after the
     // fixed position; a stream started only after the snapshot (Redpanda Connect's handoff)
     // would not have them, and its replica would differ from the org.

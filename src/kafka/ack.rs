@@ -47,11 +47,15 @@ struct WindowState {
     /// Events not yet durable, in channel order; `events[i]` has sequence `front_seq + i`.
     events: VecDeque<PendingEvent>,
     durable: Option<Bytes>,
+    /// The newest time noted on a durable event ([`EventHandle::note_time`]).
+    durable_at: Option<i64>,
     failure: Option<String>,
 }
 
 struct PendingEvent {
     replay_id: Bytes,
+    /// The event's time (a change's commit timestamp), epoch ms, when noted.
+    at: Option<i64>,
     /// Tokens handed out and not yet resolved.
     outstanding: u32,
     sealed: bool,
@@ -108,6 +112,9 @@ impl WindowState {
         while self.events.front().is_some_and(PendingEvent::is_complete) {
             let event = self.events.pop_front().expect("front checked above");
             self.durable = Some(event.replay_id);
+            if event.at.is_some() {
+                self.durable_at = self.durable_at.max(event.at);
+            }
             self.front_seq += 1;
             popped = true;
         }
@@ -131,6 +138,7 @@ impl AckWindow {
         let seq = state.front_seq + state.events.len() as u64;
         state.events.push_back(PendingEvent {
             replay_id,
+            at: None,
             outstanding: 0,
             sealed: false,
             failed: false,
@@ -144,6 +152,12 @@ impl AckWindow {
     /// The newest durable replay id so far (`None` if nothing is durable yet).
     pub fn durable(&self) -> Option<Bytes> {
         self.shared.lock().durable.clone()
+    }
+
+    /// The newest time noted on a durable event (epoch ms): every change committed before it
+    /// is durable too, as far as the events' order goes (`None` if no time was noted).
+    pub fn durable_at(&self) -> Option<i64> {
+        self.shared.lock().durable_at
     }
 
     /// Events registered and not yet durable.
@@ -212,6 +226,14 @@ impl EventHandle {
         AckToken {
             shared: Some(shared),
             seq: self.seq,
+        }
+    }
+
+    /// Notes the event's time (a change's commit timestamp, a keepalive's arrival), epoch ms:
+    /// [`AckWindow::durable_at`] reports it once the event is durable.
+    pub fn note_time(&self, at_ms: i64) {
+        if let Some(shared) = &self.shared {
+            shared.update(self.seq, |event, _| event.at = Some(at_ms));
         }
     }
 
@@ -293,6 +315,38 @@ mod tests {
 
     fn b(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn the_durable_time_is_the_newest_time_of_durable_events_only() {
+        let w = AckWindow::new();
+        let e1 = w.begin(b("1"));
+        e1.note_time(100);
+        let t1 = e1.token();
+        e1.seal();
+        let e2 = w.begin(b("2"));
+        e2.note_time(300);
+        e2.seal();
+        let e3 = w.begin(b("3")); // no time noted (a dead letter's event, say)
+        assert_eq!(
+            w.durable_at(),
+            None,
+            "nothing durable yet: e2 waits behind e1"
+        );
+        t1.ack(Ok(()));
+        assert_eq!(w.durable(), Some(b("2")));
+        assert_eq!(w.durable_at(), Some(300));
+        e3.seal();
+        assert_eq!(w.durable(), Some(b("3")));
+        assert_eq!(
+            w.durable_at(),
+            Some(300),
+            "an event without a time keeps the last one"
+        );
+        let e4 = w.begin(b("4"));
+        e4.note_time(200);
+        e4.seal();
+        assert_eq!(w.durable_at(), Some(300), "never moves back");
     }
 
     #[test]

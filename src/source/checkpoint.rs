@@ -3,8 +3,9 @@
 //! # Contract
 //!
 //! * [`CheckpointStore`] keeps one record per `<connector>/<channel>` in a compacted Kafka topic,
-//!   value `{"channel": "...", "replay_id": "<hex>", "updated_at": <epoch ms>}`, plus
-//!   `"snapshot": {…}` ([`SnapshotProgress`]) while a snapshot of the channel is under way. On open the topic
+//!   value `{"channel": "...", "replay_id": "<hex>", "updated_at": <epoch ms>,
+//!   "commit_timestamp": <epoch ms>}`, plus `"snapshot": {…}` ([`SnapshotProgress`]) while a
+//!   snapshot of the channel is under way. On open the topic
 //!   is read to its end (`read_committed`: checkpoints of aborted transactions are skipped where
 //!   the broker filters them) and the last value per key wins (a record that is not a checkpoint
 //!   is an error, [`CheckpointError::Corrupt`], only when it is its key's last: a later record
@@ -114,6 +115,10 @@ pub struct Checkpoint {
     pub replay_id: Bytes,
     /// When it was written, epoch milliseconds.
     pub updated_at: i64,
+    /// The newest commit timestamp (epoch ms) of the events up to `replay_id` (a keepalive: its
+    /// arrival; a snapshot: when it began): a resync reads what changed since (minus a margin).
+    /// `None` in checkpoints written before it was kept.
+    pub commit_timestamp: Option<i64>,
     /// A snapshot under way: `replay_id` is then the stream position fixed before it began.
     pub snapshot: Option<SnapshotProgress>,
 }
@@ -124,6 +129,8 @@ struct CheckpointValue {
     channel: String,
     replay_id: String,
     updated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    commit_timestamp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     snapshot: Option<SnapshotProgress>,
 }
@@ -203,7 +210,7 @@ impl CheckpointStore {
 
     /// The key and value of the checkpoint record of `channel` at `replay_id`.
     pub fn record(&self, channel: &str, replay_id: &[u8]) -> (String, Vec<u8>) {
-        self.record_with(channel, replay_id, None)
+        self.record_with(channel, replay_id, None, None)
     }
 
     /// The key and value of the checkpoint record of `channel` at `replay_id`, with a snapshot
@@ -212,6 +219,7 @@ impl CheckpointStore {
         &self,
         channel: &str,
         replay_id: &[u8],
+        commit_timestamp: Option<i64>,
         snapshot: Option<&SnapshotProgress>,
     ) -> (String, Vec<u8>) {
         let key = format!("{}/{channel}", self.connector);
@@ -219,6 +227,7 @@ impl CheckpointStore {
             channel: channel.to_owned(),
             replay_id: hex::encode(replay_id),
             updated_at: now_ms(),
+            commit_timestamp,
             snapshot: snapshot.cloned(),
         })
         .expect("checkpoint value serializes");
@@ -228,7 +237,7 @@ impl CheckpointStore {
     /// Records that `replay_id` is now the durable checkpoint of `channel` (written by the
     /// caller, e.g. committed in a Kafka transaction).
     pub fn remember(&self, channel: &str, replay_id: &[u8]) {
-        self.remember_with(channel, replay_id, None);
+        self.remember_with(channel, replay_id, None, None);
     }
 
     /// [`CheckpointStore::remember`] with a snapshot under way.
@@ -236,6 +245,7 @@ impl CheckpointStore {
         &self,
         channel: &str,
         replay_id: &[u8],
+        commit_timestamp: Option<i64>,
         snapshot: Option<&SnapshotProgress>,
     ) {
         self.loaded
@@ -247,6 +257,7 @@ impl CheckpointStore {
                     channel: channel.to_owned(),
                     replay_id: Bytes::copy_from_slice(replay_id),
                     updated_at: now_ms(),
+                    commit_timestamp,
                     snapshot: snapshot.cloned(),
                 },
             );
@@ -254,7 +265,7 @@ impl CheckpointStore {
 
     /// Writes the checkpoint of `channel`; resolves only when the broker acknowledged it.
     pub async fn save(&self, channel: &str, replay_id: &[u8]) -> Result<(), CheckpointError> {
-        self.save_with(channel, replay_id, None).await
+        self.save_with(channel, replay_id, None, None).await
     }
 
     /// Writes the checkpoint of `channel` with a snapshot under way (`None`: none); resolves
@@ -263,9 +274,10 @@ impl CheckpointStore {
         &self,
         channel: &str,
         replay_id: &[u8],
+        commit_timestamp: Option<i64>,
         snapshot: Option<&SnapshotProgress>,
     ) -> Result<(), CheckpointError> {
-        let (key, value) = self.record_with(channel, replay_id, snapshot);
+        let (key, value) = self.record_with(channel, replay_id, commit_timestamp, snapshot);
         self.producer
             .send(
                 FutureRecord::to(&self.topic).key(&key).payload(&value),
@@ -277,7 +289,7 @@ impl CheckpointStore {
                 key: key.clone(),
                 source: source.into(),
             })?;
-        self.remember_with(channel, replay_id, snapshot);
+        self.remember_with(channel, replay_id, commit_timestamp, snapshot);
         Ok(())
     }
 }
@@ -501,6 +513,7 @@ fn parse(channel: &str, payload: Option<&[u8]>) -> Result<Option<Checkpoint>, St
         channel: value.channel,
         replay_id: replay_id.into(),
         updated_at: value.updated_at,
+        commit_timestamp: value.commit_timestamp,
         snapshot: value.snapshot,
     }))
 }

@@ -50,7 +50,7 @@ pub(super) async fn checkpoint_loop(
         {
             shared
                 .checkpoints
-                .save(&channel.name, &durable)
+                .save_with(&channel.name, &durable, window.durable_at(), None)
                 .await
                 // Kafka unreachable for longer than a delivery may wait: restart the channel from
                 // the last saved checkpoint (after a backoff) rather than stop.

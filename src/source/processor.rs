@@ -111,6 +111,7 @@ async fn process_items(
         last_schema: None,
         entity_schemas: EntitySchemas::default(),
         diff_fields: Vec::new(),
+        event_time: None,
         login_refused: std::sync::Mutex::new(None),
     };
     loop {
@@ -157,7 +158,10 @@ async fn process_items(
             }
             Item::Keepalive(latest_replay_id) => {
                 if !latest_replay_id.is_empty() {
-                    window.begin(latest_replay_id).seal();
+                    // Every event up to the keepalive's position has been delivered by now.
+                    let handle = window.begin(latest_replay_id);
+                    handle.note_time(crate::ops::telemetry::unix_millis() as i64);
+                    handle.seal();
                 }
             }
             Item::Event { event, replay_id } => {
@@ -205,6 +209,8 @@ struct Processor<'a> {
     entity_schemas: EntitySchemas,
     /// The `diffFields` (expanded) of the event decoded last.
     diff_fields: Vec<String>,
+    /// The commit timestamp (or `CreatedDate`) of the event decoded last.
+    event_time: Option<i64>,
     /// A re-login refused for good while fetching a schema (then decoding ends with `Err(None)`).
     login_refused: std::sync::Mutex<Option<AuthError>>,
 }
@@ -245,6 +251,7 @@ impl Processor<'_> {
             payload: &event.payload,
         };
         let handle = self.window.begin(replay_id);
+        self.event_time = None;
         let records = match self.decode(&raw, cancel).await {
             Err(None) => {
                 let refused = self.login_refused.lock().ok().and_then(|mut e| e.take());
@@ -296,6 +303,9 @@ impl Processor<'_> {
                 .write(&raw, &dead, &handle)
                 .await
                 .map_err(HandleError::Kafka)?,
+        }
+        if let Some(at) = self.event_time {
+            handle.note_time(at);
         }
         handle.seal();
         Ok(())
@@ -434,6 +444,7 @@ impl Processor<'_> {
             })?;
         let mut records = encoded.records;
         self.diff_fields = encoded.diff_fields;
+        self.event_time = encoded.at;
         let echo = match (&self.echo, &encoded.commit) {
             (Some((rule, mode)), Some(commit)) => rule.check(commit).map(|r| (r, *mode)),
             _ => None,

@@ -67,7 +67,8 @@ impl Transaction<'_> {
             return Ok(());
         };
         let checkpoints = &self.shared.checkpoints;
-        let (key, value) = checkpoints.record(self.channel, &durable);
+        let at = self.window.durable_at();
+        let (key, value) = checkpoints.record_with(self.channel, &durable, at, None);
         self.producer
             .deliver([OutgoingRecord {
                 topic: checkpoints.topic(),
@@ -103,7 +104,7 @@ impl Transaction<'_> {
                 Err(err) => return Err(attempt_transaction_error(self.channel, err)),
             }
         }
-        checkpoints.remember(self.channel, &durable);
+        checkpoints.remember_with(self.channel, &durable, at, None);
         self.stats
             .checkpoints_written
             .fetch_add(1, Ordering::Relaxed);

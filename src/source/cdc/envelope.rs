@@ -237,6 +237,8 @@ pub struct Encoded {
     pub records: Vec<OutRecord>,
     /// `None` for a Platform Event.
     pub commit: Option<Commit>,
+    /// The change's `commitTimestamp`, or a Platform Event's `CreatedDate`, epoch ms.
+    pub at: Option<i64>,
     /// The expanded `diffFields`: fields whose value in `record` is a unified diff (empty for
     /// most events, and for Platform Events).
     pub diff_fields: Vec<String>,
@@ -284,9 +286,14 @@ pub fn encode(
     }
     let records = records(raw, parsed.header.as_ref(), tail, replay_hex, opts);
     let diff_fields = diff.iter().map(|&f| t.name(f).to_owned()).collect();
+    let at = match &parsed.header {
+        Some(h) => Some(h.commit_timestamp),
+        None => parsed.created_date,
+    };
     Ok(Encoded {
         records,
         diff_fields,
+        at,
         commit: parsed.header.map(|h| Commit {
             change_origin: h.change_origin,
             commit_user: h.commit_user,

@@ -76,8 +76,12 @@ impl<'a> Committer<'a> {
     pub(super) async fn save(
         &mut self,
         position: &[u8],
+        started_at: i64,
         progress: Option<&SnapshotProgress>,
     ) -> Result<(), SnapshotError> {
+        // Every change committed before the snapshot began is in it (or in the stream after the
+        // position): a resync of this checkpoint reads from then.
+        let at = Some(started_at);
         self.window.wait_idle().await;
         if let Some(reason) = self.window.failure() {
             return Err(SnapshotError::Delivery(reason));
@@ -85,11 +89,11 @@ impl<'a> Committer<'a> {
         let checkpoints = &self.shared.checkpoints;
         if self.open.is_none() {
             checkpoints
-                .save_with(self.channel, position, progress)
+                .save_with(self.channel, position, at, progress)
                 .await?;
         } else {
             self.begin().await?;
-            let (key, value) = checkpoints.record_with(self.channel, position, progress);
+            let (key, value) = checkpoints.record_with(self.channel, position, at, progress);
             self.producer
                 .deliver([OutgoingRecord {
                     topic: checkpoints.topic(),
@@ -104,7 +108,7 @@ impl<'a> Committer<'a> {
                 .await
                 .map_err(|e| SnapshotError::Transaction(crate::ops::telemetry::error_chain(&e)))?;
             self.open = Some(false);
-            checkpoints.remember_with(self.channel, position, progress);
+            checkpoints.remember_with(self.channel, position, at, progress);
         }
         self.stats
             .checkpoints_written

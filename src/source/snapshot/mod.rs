@@ -136,7 +136,10 @@ pub(super) async fn run(
             let now = crate::ops::telemetry::unix_millis() as i64;
             let progress = SnapshotProgress::new(&channel.snapshot_objects(), now);
             info!(replay_id = %hex::encode(&position), objects = ?channel.snapshot_objects(), "stream position fixed; snapshot begins");
-            if let Err(err) = committer.save(&position, Some(&progress)).await {
+            if let Err(err) = committer
+                .save(&position, progress.started_at, Some(&progress))
+                .await
+            {
                 return err.into_attempt(&channel.name).map_or(Ok(()), Err);
             }
             (position, progress)
@@ -198,6 +201,6 @@ async fn read_all(
             return Ok(false);
         }
     }
-    committer.save(position, None).await?;
+    committer.save(position, progress.started_at, None).await?;
     Ok(true)
 }

@@ -149,7 +149,9 @@ impl<'a> ObjectReader<'a> {
             if next.is_none() {
                 entry.state = ObjectState::Done;
             }
-            committer.save(self.position, Some(progress)).await?;
+            committer
+                .save(self.position, progress.started_at, Some(progress))
+                .await?;
         }
         info!(object, rows = progress.objects[i].rows, "object read");
         Ok(true)
