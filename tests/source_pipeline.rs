@@ -464,7 +464,7 @@ async fn a_schema_change_mid_stream_needs_no_restart() {
     sim.shutdown().await;
 }
 
-/// With the default policy (`earliest`), a rejected replay id is applied once: the channel
+/// With `replay_rejected: earliest`, a rejected replay id is applied once: the channel
 /// resumes from the oldest retained event, a gap marker lands in the dead-letter topic, the gap
 /// is counted, and the checkpoint moves on to a valid replay id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,7 +481,12 @@ async fn a_rejected_replay_id_resumes_from_earliest_with_a_gap_marker() {
         .unwrap();
     drop(store);
 
-    let running = start(config(&sim, &bootstrap, &[channel], ""));
+    let running = start(config(
+        &sim,
+        &bootstrap,
+        &[channel],
+        "  replay_rejected: earliest\n",
+    ));
     let records = wait_for_records(&bootstrap, ACCOUNTS, 3, WAIT).await;
     assert_eq!(records.iter().map(key).collect::<BTreeSet<_>>(), ids);
     let gaps = wait_for_records(&bootstrap, "forcebridge.dlq", 1, WAIT).await;

@@ -7,6 +7,8 @@
 //! told (`/data/ChangeEvents`, a custom channel) without `snapshot_objects`, is refused naming the
 //! key. [`SnapshotSettings`] are the section's shared settings, each range checked.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::error::{ConfigError, invalid};
@@ -37,6 +39,11 @@ pub struct SnapshotSettings {
     /// in memory at a time, plus the one being fetched).
     #[serde(default = "default_page_records")]
     pub page_records: u32,
+    /// A resync (`source.replay_rejected: resync`) reads rows whose `SystemModstamp` is at
+    /// least the checkpoint's commit timestamp minus this, for clock differences between
+    /// Salesforce's servers and events published after their commit (0s..=1d).
+    #[serde(default = "default_resync_margin", with = "humantime_serde")]
+    pub resync_margin: Duration,
 }
 
 impl Default for SnapshotSettings {
@@ -44,6 +51,7 @@ impl Default for SnapshotSettings {
         SnapshotSettings {
             rest_below: default_rest_below(),
             page_records: default_page_records(),
+            resync_margin: default_resync_margin(),
         }
     }
 }
@@ -53,6 +61,9 @@ const fn default_rest_below() -> u64 {
 }
 const fn default_page_records() -> u32 {
     50_000
+}
+const fn default_resync_margin() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl SnapshotSettings {
@@ -64,6 +75,12 @@ impl SnapshotSettings {
                     "{} is out of range: 1000 to 1000000 rows per results page",
                     self.page_records
                 ),
+            ));
+        }
+        if self.resync_margin > Duration::from_secs(86_400) {
+            return Err(invalid(
+                "source.snapshot.resync_margin",
+                "must be at most 1d",
             ));
         }
         Ok(())

@@ -34,8 +34,9 @@ pub struct SourceConfig {
     #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
     /// What to do when the org rejects a checkpoint's replay id (older than the 72 h retention, or
-    /// corrupt): resume from `earliest` (default) or `latest` once, writing a gap marker to the
-    /// dead-letter topic, or `fail`.
+    /// corrupt): `resync` (default) re-reads what changed since the checkpoint; `earliest` or
+    /// `latest` resume once from that preset, writing a gap marker to the dead-letter topic;
+    /// `fail` stops.
     #[serde(default)]
     pub replay_rejected: ReplayRejectedPolicy,
     /// How often durable replay ids are written to the checkpoint topic.
@@ -166,8 +167,14 @@ impl ChannelConfig {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplayRejectedPolicy {
-    /// Resume from the oldest retained event (repeats, but nothing retained is skipped).
+    /// Re-read what changed since the checkpoint's commit timestamp (minus
+    /// `source.snapshot.resync_margin`): rows changed since, deletes since, then the stream from
+    /// a position fixed before the re-read, so nothing is missing. A channel whose objects cannot
+    /// be told (a Platform Event channel, `/data/ChangeEvents` without `snapshot_objects`)
+    /// resumes from `earliest` instead.
     #[default]
+    Resync,
+    /// Resume from the oldest retained event (repeats, but nothing retained is skipped).
     Earliest,
     /// Resume from new events only (the events in between are skipped).
     Latest,

@@ -56,6 +56,13 @@ pub fn format_datetime(epoch_ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}+0000")
 }
 
+/// `2024-01-31T12:05:09Z`: a SOQL datetime literal (SOQL and SOSL Reference, "Date Formats and
+/// Date Literals": `YYYY-MM-DDThh:mm:ssZ`, no fraction), the instant rounded down to its second.
+pub fn format_datetime_utc(epoch_ms: i64) -> String {
+    let text = format_datetime(epoch_ms.div_euclid(1000) * 1000);
+    format!("{}Z", &text[..19])
+}
+
 /// `2024-01-31` (the UTC date of the instant).
 pub fn format_date(epoch_ms: i64) -> String {
     let (y, m, d) = civil_from_days(epoch_ms.div_euclid(MS_PER_DAY));

@@ -142,13 +142,44 @@ pub(super) async fn write_gap_marker(
     resumed_from: ReplayRejectedPolicy,
     reason: &str,
 ) -> Result<(), String> {
+    let window = crate::kafka::AckWindow::new();
+    let handle = window.begin(bytes::Bytes::new());
+    send_gap_marker(
+        shared,
+        producer,
+        channel,
+        rejected,
+        resumed_from,
+        reason,
+        &handle,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    handle.seal();
+    // The marker is durable before any event after the gap is processed.
+    window.wait_idle().await;
+    window.failure().map_or(Ok(()), Err)
+}
+
+/// Sends a gap marker (see [`write_gap_marker`]) under `handle`; `resumed_from` `resync` says
+/// that a resync follows, so nothing will be missing.
+pub(super) async fn send_gap_marker(
+    shared: &Shared,
+    producer: &Producer,
+    channel: &str,
+    rejected: &[u8],
+    resumed_from: ReplayRejectedPolicy,
+    reason: &str,
+    handle: &EventHandle,
+) -> Result<(), KafkaError> {
     let rejected_hex = hex::encode(rejected);
     let resumed = match resumed_from {
         ReplayRejectedPolicy::Latest => "latest",
+        ReplayRejectedPolicy::Resync => "resync",
         _ => "earliest",
     };
     let value = serde_json::json!({
-        "gap": true,
+        "gap": resumed_from != ReplayRejectedPolicy::Resync,
         "channel": channel,
         "rejected_replay_id": rejected_hex,
         "resumed_from": resumed,
@@ -170,8 +201,7 @@ pub(super) async fn write_gap_marker(
         value: Some(value.as_bytes()),
         headers: &headers,
     };
-    // The marker is durable before any event after the gap is processed.
-    producer.deliver([record]).await
+    producer.send(record, handle.token()).await
 }
 
 #[cfg(test)]

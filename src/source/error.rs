@@ -48,10 +48,17 @@ pub enum PipelineError {
 
 /// How an attempt of a channel ended, when not by a stop: the supervisor stops the pipeline, or
 /// restarts the channel from its durable checkpoint after a backoff.
+#[derive(Debug)]
 pub(super) enum AttemptError {
     /// [`crate::retry::Directive::Stop`]: the pipeline stops with this error.
     Stop(PipelineError),
     /// [`crate::retry::Directive::Restart`]: Kafka did not acknowledge a record (or a transaction
     /// step can be redone); the reason.
     Restart(String),
+    /// `source.replay_rejected: resync`: the org rejected the checkpoint's replay id
+    /// (`rejected`); the channel re-reads what changed since its commit timestamp, then streams.
+    Resync {
+        rejected: bytes::Bytes,
+        reason: String,
+    },
 }

@@ -114,10 +114,22 @@ pub(super) async fn read_stream(
             {
                 // Once per attempt: a preset cannot be rejected, so this never loops.
                 policy_applied = true;
-                let resumed_from = source.replay_rejected;
                 let rejected = match start {
                     ReplayStart::After(id) => id,
                     _ => Bytes::new(),
+                };
+                let resumed_from = match source.replay_rejected {
+                    // The supervisor re-reads what changed since the checkpoint, then streams.
+                    ReplayRejectedPolicy::Resync if !channel.snapshot_objects().is_empty() => {
+                        error!(error = %error, replay_id = %hex::encode(&rejected), "the org rejected the replay id; resyncing");
+                        return Err(AttemptError::Resync {
+                            rejected,
+                            reason: error.to_string(),
+                        });
+                    }
+                    // No records to re-read (Platform Events) or objects unknown.
+                    ReplayRejectedPolicy::Resync => ReplayRejectedPolicy::Earliest,
+                    policy => policy,
                 };
                 error!(error = %error, replay_id = %hex::encode(&rejected), ?resumed_from, "the org rejected the replay id; resuming: events may be missing");
                 stats.replay_gaps.fetch_add(1, Ordering::Relaxed);

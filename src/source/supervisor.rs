@@ -115,6 +115,27 @@ async fn run_channel(
         match attempt {
             Ok(()) => return Ok(()),
             Err(AttemptError::Stop(err)) => return Err(err),
+            Err(AttemptError::Resync { rejected, reason }) => {
+                // The attempt's transaction (exactly-once) ended with it; the resync's own
+                // transactions begin with its first step.
+                let begun = super::snapshot::begin_resync(
+                    shared, index, &stats, &rejected, &reason, &cancel,
+                )
+                .await;
+                match begun {
+                    Ok(()) => {}
+                    Err(AttemptError::Stop(err)) => return Err(err),
+                    // Kafka refused a step: the checkpoint still names the rejected replay id,
+                    // so the next round is refused again and begins the resync again.
+                    Err(other) => {
+                        let delay = backoff.next_delay();
+                        warn!(reason = ?other, ?delay, "beginning the resync failed; trying again");
+                        if !sleep_or_cancel(delay, &cancel).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
             Err(AttemptError::Restart(reason)) => {
                 let producer = &shared.producers[index];
                 if producer.transactional_id().is_some() {

@@ -93,6 +93,21 @@ impl RestClient {
         self.query_at(&path, cancel).await
     }
 
+    /// `GET …/queryAll?q=<soql>`: as [`RestClient::query`], with deleted records still in the
+    /// recycle bin (`IsDeleted = true`) and archived ones (REST API Developer Guide,
+    /// "QueryAll"); the next pages through [`RestClient::query_more`].
+    pub(crate) async fn query_all(
+        &self,
+        soql: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
+        if soql.trim().is_empty() {
+            return Err(RestError::Invalid("empty SOQL".to_owned()));
+        }
+        let path = format!("{}/queryAll?q={}", self.data_path(), percent_encode(soql));
+        self.query_at(&path, cancel).await
+    }
+
     /// The page at `next` (a [`QueryPage::next`] path of this org).
     pub(crate) async fn query_more(
         &self,

@@ -24,9 +24,10 @@ use std::io::Write as _;
 use crate::salesforce::rest::ObjectFields;
 use crate::source::shape::{Field, Shape};
 
-/// Index of `Id` and `SystemModstamp` in every select list.
+/// Index of `Id`, `SystemModstamp` and `IsDeleted` in every select list.
 const ID: usize = 0;
 const MODSTAMP: usize = 1;
+const IS_DELETED: usize = 2;
 
 /// One field of `record`, in schema order.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,12 +66,18 @@ pub(crate) struct RowContext<'a> {
     pub(crate) method: &'a str,
     /// When the page was read (epoch ms).
     pub(crate) read_at: u64,
+    /// A resync's rows (`"mode":"resync"` in `snapshot`).
+    pub(crate) resync: bool,
 }
 
 impl Columns {
     /// The columns of `object` from its event schema's `fields` and its describe.
     pub(crate) fn new(object: &str, fields: &[Field], describe: &ObjectFields) -> Self {
-        let mut select = vec!["Id".to_owned(), "SystemModstamp".to_owned()];
+        let mut select = vec![
+            "Id".to_owned(),
+            "SystemModstamp".to_owned(),
+            "IsDeleted".to_owned(),
+        ];
         let column = |name: &str, select: &mut Vec<String>| {
             if let Some(i) = select.iter().position(|s| s.eq_ignore_ascii_case(name)) {
                 return i;
@@ -141,14 +148,56 @@ impl Columns {
         &self.left_out
     }
 
-    /// `SELECT <columns> FROM <object>`.
-    pub(crate) fn soql(&self) -> String {
-        format!("SELECT {} FROM {}", self.select.join(", "), self.object)
+    /// `SELECT <columns> FROM <object>`, with `WHERE SystemModstamp >= <since>` for a resync
+    /// (a datetime literal as SOQL writes them: "Date Formats and Date Literals", SOQL and SOSL
+    /// Reference).
+    pub(crate) fn soql(&self, since: Option<i64>) -> String {
+        let mut soql = format!("SELECT {} FROM {}", self.select.join(", "), self.object);
+        if let Some(since) = since {
+            soql.push_str(" WHERE SystemModstamp >= ");
+            soql.push_str(&crate::salesforce::sftime::format_datetime_utc(since));
+        }
+        soql
     }
 
     /// The Id of a row (its first column).
     pub(crate) fn id<'r>(&self, row: &'r [Option<Cow<'_, str>>]) -> Option<&'r str> {
         row.get(ID).and_then(|v| v.as_deref())
+    }
+
+    /// True when the row is of a deleted record (`IsDeleted`, read by `queryAll`).
+    pub(crate) fn is_deleted(&self, row: &[Option<Cow<'_, str>>]) -> bool {
+        row.get(IS_DELETED).and_then(|v| v.as_deref()) == Some("true")
+    }
+
+    /// Writes the envelope of a deleted record: `operation` `DELETE`, `record` null,
+    /// `commit_timestamp` = `at` (its `SystemModstamp`, or the replication API's `deletedDate`).
+    pub(crate) fn encode_delete(
+        &self,
+        id: &str,
+        at: Option<i64>,
+        context: &RowContext<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
+        out.extend_from_slice(br#"{"operation":"DELETE","object":"#);
+        write_str(out, &self.object);
+        out.extend_from_slice(br#","id":"#);
+        write_str(out, id);
+        out.extend_from_slice(br#","record":null,"commit_timestamp":"#);
+        match at {
+            Some(at) => {
+                let _ = write!(out, "{at}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        write_trailer(out, context);
+    }
+
+    /// The `SystemModstamp` of a row, epoch ms.
+    pub(crate) fn modstamp(&self, row: &[Option<Cow<'_, str>>]) -> Option<i64> {
+        let text = row.get(MODSTAMP)?.as_deref()?;
+        crate::salesforce::sftime::parse_datetime(text).ok()
     }
 
     /// Writes the envelope of `row` (values in select order) into `out` (cleared first).
@@ -215,19 +264,27 @@ impl Columns {
         }
         out.extend_from_slice(br#"},"commit_timestamp":"#);
         write_value(out, &Shape::Long, value(MODSTAMP)).map_err(|r| bad("SystemModstamp", r))?;
-        out.extend_from_slice(br#","snapshot":{"method":"#);
-        write_str(out, context.method);
-        let _ = write!(
-            out,
-            r#","read_at":{}}},"source":{{"channel":"#,
-            context.read_at
-        );
-        write_str(out, context.channel);
-        out.extend_from_slice(br#","replay_id":"#);
-        write_str(out, context.replay_hex);
-        out.extend_from_slice(b"}}");
+        write_trailer(out, context);
         Ok(())
     }
+}
+
+/// `,"snapshot":{"method","mode"?,"read_at"},"source":{"channel","replay_id"}}`.
+fn write_trailer(out: &mut Vec<u8>, context: &RowContext<'_>) {
+    out.extend_from_slice(br#","snapshot":{"method":"#);
+    write_str(out, context.method);
+    if context.resync {
+        out.extend_from_slice(br#","mode":"resync""#);
+    }
+    let _ = write!(
+        out,
+        r#","read_at":{}}},"source":{{"channel":"#,
+        context.read_at
+    );
+    write_str(out, context.channel);
+    out.extend_from_slice(br#","replay_id":"#);
+    write_str(out, context.replay_hex);
+    out.extend_from_slice(b"}}");
 }
 
 /// A JSON string.
@@ -312,21 +369,24 @@ mod tests {
         replay_hex: "00ff",
         method: "bulk",
         read_at: 7,
+        resync: false,
     };
 
     #[test]
     fn compounds_are_selected_through_their_components() {
         let columns = account();
         let select = columns.select();
-        assert_eq!(&select[..3], ["Id", "SystemModstamp", "Name"]);
+        assert_eq!(&select[..4], ["Id", "SystemModstamp", "IsDeleted", "Name"]);
         assert!(select.iter().any(|c| c == "BillingCity"));
         assert!(!select.iter().any(|c| c == "BillingAddress"));
+        let soql = columns.soql(None);
+        assert!(soql.starts_with("SELECT Id, SystemModstamp, IsDeleted, Name, "));
+        assert!(soql.ends_with(" FROM Account"));
+        let resync = columns.soql(Some(1_706_702_709_042));
         assert!(
-            columns
-                .soql()
-                .starts_with("SELECT Id, SystemModstamp, Name, ")
+            resync.ends_with(" FROM Account WHERE SystemModstamp >= 2024-01-31T12:05:09Z"),
+            "{resync}"
         );
-        assert!(columns.soql().ends_with(" FROM Account"));
     }
 
     #[test]
@@ -368,6 +428,39 @@ mod tests {
         assert_eq!(record["BillingAddress"]["City"], "Paris");
         assert_eq!(record["BillingAddress"]["Street"], Value::Null);
         assert!(record.get("Id").is_none());
+    }
+
+    #[test]
+    fn a_deleted_row_becomes_a_delete_record() {
+        let columns = account();
+        let values = row(
+            &columns,
+            &[
+                ("Id", "001000000000001AAA"),
+                ("SystemModstamp", "2024-01-31T12:05:09.000Z"),
+                ("IsDeleted", "true"),
+            ],
+        );
+        assert!(columns.is_deleted(&values));
+        let context = RowContext {
+            resync: true,
+            ..CONTEXT
+        };
+        let mut out = Vec::new();
+        columns.encode_delete(
+            "001000000000001AAA",
+            columns.modstamp(&values),
+            &context,
+            &mut out,
+        );
+        let envelope: Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(
+            envelope,
+            json!({"operation": "DELETE", "object": "Account", "id": "001000000000001AAA",
+                "record": null, "commit_timestamp": 1_706_702_709_000_i64,
+                "snapshot": {"method": "bulk", "mode": "resync", "read_at": 7},
+                "source": {"channel": "/data/AccountChangeEvent", "replay_id": "00ff"}})
+        );
     }
 
     #[test]

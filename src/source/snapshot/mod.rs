@@ -97,6 +97,62 @@ impl SnapshotError {
     }
 }
 
+/// Begins a resync of channel `index` after the org rejected its checkpoint's replay id
+/// `rejected` (`source.replay_rejected: resync`): fixes a new position, then saves it with a
+/// snapshot limited to what changed since the checkpoint's commit timestamp minus
+/// `source.snapshot.resync_margin` (everything, for a checkpoint without one) and a marker in
+/// the dead-letter topic (stage `replay`, `resumed_from: resync`), together. The channel's next
+/// round runs the snapshot ([`run`]), then streams.
+pub(super) async fn begin_resync(
+    shared: &Arc<Shared>,
+    index: usize,
+    stats: &Arc<ChannelStats>,
+    rejected: &[u8],
+    reason: &str,
+    cancel: &CancellationToken,
+) -> Result<(), AttemptError> {
+    let channel = &shared.source().channels[index];
+    let margin = i64::try_from(shared.source().snapshot.resync_margin.as_millis()).unwrap_or(0);
+    let since = shared
+        .checkpoints
+        .get(&channel.name)
+        .and_then(|c| c.commit_timestamp)
+        .map(|at| at - margin);
+    stats
+        .resyncs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(position) = position::fix_position(shared, &channel.name, cancel).await? else {
+        return Ok(());
+    };
+    let now = crate::ops::telemetry::unix_millis() as i64;
+    let mut progress = SnapshotProgress::new(&channel.snapshot_objects(), now);
+    progress.since = since;
+    info!(since = ?since, replay_id = %hex::encode(&position), "resync begins: rows changed since the checkpoint, then the stream");
+    let mut committer = commit::Committer::new(shared, index, stats);
+    let saved = async {
+        let handle = committer.page().await?;
+        let policy = crate::config::ReplayRejectedPolicy::Resync;
+        super::dead_letters::send_gap_marker(
+            shared,
+            committer.producer(),
+            &channel.name,
+            rejected,
+            policy,
+            reason,
+            &handle,
+        )
+        .await?;
+        handle.seal();
+        committer
+            .save(&position, progress.started_at, Some(&progress))
+            .await
+    };
+    match saved.await {
+        Ok(()) => Ok(()),
+        Err(err) => err.into_attempt(&channel.name).map_or(Ok(()), Err),
+    }
+}
+
 /// True when channel `index` must snapshot before it streams.
 pub(super) fn needed(shared: &Shared, index: usize) -> bool {
     let channel = &shared.source().channels[index];

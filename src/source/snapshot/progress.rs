@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 pub struct SnapshotProgress {
     /// When the snapshot began (epoch ms), before any row was read.
     pub started_at: i64,
+    /// A resync: only rows whose `SystemModstamp` is at least this (epoch ms), deleted rows
+    /// included (as `DELETE` records), and the records deleted since (the replication API).
+    /// `None`: a whole snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
     /// The channel's objects, in the order they are read.
     pub objects: Vec<ObjectProgress>,
 }
@@ -77,6 +82,7 @@ impl SnapshotProgress {
     pub fn new(objects: &[String], started_at: i64) -> Self {
         SnapshotProgress {
             started_at,
+            since: None,
             objects: objects
                 .iter()
                 .map(|object| ObjectProgress {

@@ -24,8 +24,8 @@ use super::columns::{Columns, RowContext};
 use super::commit::Committer;
 use super::progress::{ObjectState, ReadMethod, SnapshotProgress};
 use crate::config::ChannelConfig;
-use crate::kafka::OutgoingRecord;
 use crate::kafka::headers::{self, DeadLetterStage};
+use crate::kafka::{EventHandle, OutgoingRecord, Producer};
 use crate::ops::telemetry::ChannelStats;
 use crate::salesforce::rest::{ObjectFields, RestClient, RestError};
 use crate::source::cdc::RawEvent;
@@ -119,8 +119,14 @@ impl<'a> ObjectReader<'a> {
         entry.locator = None;
         entry.rows = 0;
         info!(object, topic, method = "rest", "reading");
-        let soql = columns.soql();
-        let mut next = Some(self.rest().query(&soql, cancel).await.map_err(rest_error)?);
+        let since = progress.since;
+        let soql = columns.soql(since);
+        // A resync reads deleted rows too (`queryAll`): they become DELETE records.
+        let first = match since {
+            Some(_) => self.rest().query_all(&soql, cancel).await,
+            None => self.rest().query(&soql, cancel).await,
+        };
+        let mut next = Some(first.map_err(rest_error)?);
         let mut buffer = Vec::with_capacity(4096);
         while let Some(page) = next.take() {
             let page = rest_page(&columns, page);
@@ -137,7 +143,7 @@ impl<'a> ObjectReader<'a> {
                 &topic,
                 &schema,
                 &page,
-                ReadMethod::Rest,
+                (ReadMethod::Rest, since.is_some()),
                 &mut buffer,
                 cancel,
             );
@@ -166,7 +172,7 @@ impl<'a> ObjectReader<'a> {
         topic: &str,
         schema: &EventSchema,
         page: &Page,
-        method: ReadMethod,
+        (method, resync): (ReadMethod, bool),
         buffer: &mut Vec<u8>,
         cancel: &CancellationToken,
     ) -> Result<u64, SnapshotError> {
@@ -177,7 +183,9 @@ impl<'a> ObjectReader<'a> {
             replay_hex: &self.position_hex,
             method: method.as_str(),
             read_at: crate::ops::telemetry::unix_millis(),
+            resync,
         };
+        let tombstones = self.shared.source().tombstones;
         let record_headers: [(&str, &[u8]); 4] = [
             (headers::CHANGE_TYPE, b"READ"),
             (headers::CHANNEL, self.channel.name.as_bytes()),
@@ -194,17 +202,23 @@ impl<'a> ObjectReader<'a> {
                 .iter()
                 .map(|v| v.as_deref().map(Cow::Borrowed))
                 .collect();
+            if columns.is_deleted(&values) {
+                let id = columns.id(&values).unwrap_or_default();
+                columns.encode_delete(id, columns.modstamp(&values), &context, buffer);
+                self.send(producer, topic, id, Some(buffer), &record_headers, &handle)
+                    .await?;
+                if tombstones {
+                    self.send(producer, topic, id, None, &record_headers, &handle)
+                        .await?;
+                }
+                rows += 1;
+                continue;
+            }
             match columns.encode(&values, &context, buffer) {
                 Ok(()) => {
                     let id = columns.id(&values).unwrap_or_default();
-                    let record = OutgoingRecord {
-                        topic,
-                        key: Some(id.as_bytes()),
-                        value: Some(buffer),
-                        headers: &record_headers,
-                    };
-                    producer.send(record, handle.token()).await?;
-                    self.stats.snapshot_rows.fetch_add(1, Ordering::Relaxed);
+                    self.send(producer, topic, id, Some(buffer), &record_headers, &handle)
+                        .await?;
                     rows += 1;
                 }
                 Err(reason) => {
@@ -226,6 +240,29 @@ impl<'a> ObjectReader<'a> {
         }
         handle.seal();
         Ok(rows)
+    }
+
+    /// Sends one record of a page (a tombstone when `value` is `None`), counted.
+    async fn send(
+        &self,
+        producer: &Producer,
+        topic: &str,
+        id: &str,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+        handle: &EventHandle,
+    ) -> Result<(), SnapshotError> {
+        let record = OutgoingRecord {
+            topic,
+            key: Some(id.as_bytes()),
+            value,
+            headers,
+        };
+        producer.send(record, handle.token()).await?;
+        if value.is_some() {
+            self.stats.snapshot_rows.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
