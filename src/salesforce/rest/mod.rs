@@ -43,13 +43,18 @@
 //! pages), [`describe`] (an object's describe), [`limits`] (the [`LimitGuard`],
 //! `Sforce-Limit-Info`, `/limits`), [`errors`] (the error types and Salesforce's error shapes).
 
+mod bulk;
+mod bulk_csv;
 mod client;
 mod composite;
 mod describe;
 mod errors;
 mod limits;
 mod query;
+mod replication;
 
+pub use bulk::{BulkOperation, JobState, LOCATOR_HEADER, NUMBER_OF_RECORDS_HEADER, QueryJob};
+pub use bulk_csv::{ColumnDelimiter, ResultsPage, Row};
 pub use client::RestClient;
 pub use composite::SubRequest;
 pub(crate) use composite::{MAX_RETRIEVE_IDS, SaveResult, SubResponse, install_call_probe};
@@ -57,6 +62,10 @@ pub use describe::{FieldDescribe, SObjectDescribe};
 pub(crate) use errors::UNREADABLE_RESPONSE;
 pub use errors::{ApiError, RestError};
 pub use limits::{ApiUsage, LimitGuard, Reserve};
+pub use query::QueryPage;
+pub use replication::{DeletedRecords, UpdatedRecords};
 
+#[cfg(test)]
+mod bulk_tests;
 #[cfg(test)]
 mod tests;
