@@ -128,13 +128,23 @@ impl ResultsPage {
                 e.utf8_error().valid_up_to()
             ))
         })?;
-        let mut spans = row_spans(&text).map_err(|row| {
+        let delimiter = delimiter.byte();
+        let mut spans = row_spans(&text).map_err(|(row, start)| {
+            // The rest of the body read as one row says which value broke it.
+            let mut values = Vec::new();
+            let error = split_row(&text[start..], delimiter, usize::MAX, &mut values)
+                .err()
+                .unwrap_or(FieldError {
+                    column: values.len().saturating_sub(1),
+                    what: "a quoted value is not closed",
+                });
             RestError::Protocol(format!(
-                "results of {label}: {}: a quoted value is not closed",
-                row_name(row)
+                "results of {label}: {}, column {}: {}",
+                row_name(row),
+                error.column + 1,
+                error.what
             ))
         })?;
-        let delimiter = delimiter.byte();
         let columns = match spans.first() {
             None => Vec::new(),
             Some(&(start, end)) => {
@@ -259,9 +269,9 @@ fn row_name(row: usize) -> String {
 }
 
 /// The byte range of every row (header first), line endings excluded: a row ends at the first
-/// LF outside quotes, a CR right before it is part of the line ending. `Err(row)`: a quote
-/// opened in that row (0 = the header) is never closed.
-fn row_spans(text: &str) -> Result<Vec<(usize, usize)>, usize> {
+/// LF outside quotes, a CR right before it is part of the line ending. `Err((row, start))`: a
+/// quote opened in that row (0 = the header), which starts at byte `start`, is never closed.
+fn row_spans(text: &str) -> Result<Vec<(usize, usize)>, (usize, usize)> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut start = 0;
@@ -273,7 +283,7 @@ fn row_spans(text: &str) -> Result<Vec<(usize, usize)>, usize> {
                 Some(k) if bytes[at + k] == b'\n' => break at + k,
                 Some(k) => {
                     let open = at + k + 1;
-                    let close = memchr(b'"', &bytes[open..]).ok_or(spans.len())?;
+                    let close = memchr(b'"', &bytes[open..]).ok_or((spans.len(), start))?;
                     at = open + close + 1;
                 }
             }

@@ -160,7 +160,13 @@ fn malformed_rows_are_named_by_row_and_column() {
     let message = protocol_message(page("\"Id\",\"Name\"\n\"001A\",\"open\n"));
     assert!(message.contains("job 750R0000000zxr8IAA"), "{message}");
     assert!(
-        message.contains("row 1") && message.contains("not closed"),
+        message.contains("row 1, column 2") && message.contains("not closed"),
+        "{message}"
+    );
+    // A stray quote with no partner: the row cannot end, the value is named.
+    let message = protocol_message(page("Id,Name\n001A,\"x\"\n001B,Jo\"hn\n"));
+    assert!(
+        message.contains("row 2, column 2") && message.contains("outside quotes"),
         "{message}"
     );
 
@@ -170,7 +176,7 @@ fn malformed_rows_are_named_by_row_and_column() {
         "{message}"
     );
 
-    let message = row_message("Id,Name\n001A,Jo\"hn\n", 0);
+    let message = row_message("Id,Name\n001A,Jo\"h\"n\n", 0);
     assert!(
         message.contains("row 1, column 2 (Name)") && message.contains("outside quotes"),
         "{message}"
