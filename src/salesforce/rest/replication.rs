@@ -12,7 +12,7 @@
 //! * Checked before the call, each refusal a [`RestError::Invalid`] naming the argument: `start`
 //!   must precede `end` once both are cut to the minute (else Salesforce answers
 //!   `INVALID_REPLICATION_DATE`); `start` may be no older than the day of the call minus 15 days
-//!   for deletes, 30 days for updates ("Results are returned for no more than 15 [30] days
+//!   for deletes, 30 days for updates ("Results are returned for no more than 15 (30) days
 //!   previous to the day the call is executed"); the window spans at most 30 days.
 //! * The answers: `{"deletedRecords": [{"id", "deletedDate"}], "earliestDateAvailable",
 //!   "latestDateCovered"}` and `{"ids": [...], "latestDateCovered"}`, datetimes in Salesforce's
