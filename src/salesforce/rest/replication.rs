@@ -13,7 +13,9 @@
 //!   must precede `end` once both are cut to the minute (else Salesforce answers
 //!   `INVALID_REPLICATION_DATE`); `start` may be no older than the day of the call minus 15 days
 //!   for deletes, 30 days for updates ("Results are returned for no more than 15 (30) days
-//!   previous to the day the call is executed"); the window spans at most 30 days.
+//!   previous to the day the call is executed"); the window spans at most 30 days (no document
+//!   states that limit: with `start` at most 30 days back, a wider window ends in the future,
+//!   which is a caller's mistake, refused here rather than sent).
 //! * The answers: `{"deletedRecords": [{"id", "deletedDate"}], "earliestDateAvailable",
 //!   "latestDateCovered"}` and `{"ids": [...], "latestDateCovered"}`, datetimes in Salesforce's
 //!   form (`2013-05-07T22:07:19.000+0000`). `latestDateCovered` is where the next window must
