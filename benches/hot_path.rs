@@ -16,8 +16,12 @@
 //! * `end_to_end`: decode + to_records of one event (the structured path, for comparison).
 //! * `writeback_1000`: a batch of 1,000 write-back messages: parse, plan (lookups, indexing the
 //!   lookup answers, decisions, collections), the Composite request bodies as sent, and all of it.
+//! * `bulk_results_10000`: a Bulk API 2.0 results page of 10,000 rows of 20 quoted columns (one
+//!   null, one with `""`, one datetime) read as `rest::ResultsPage`: the row index alone, and
+//!   the index with every row's values.
 //!
-//! Throughput is in elements: events for the CDC groups, records for the write-back batch.
+//! Throughput is in elements: events for the CDC groups, records for the write-back batch, rows
+//! for the results page.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -34,7 +38,9 @@ use serde_json::{Map, Value, json};
 
 use forcebridge::config::{AuthConfig, SalesforceConfig, SinkObjectConfig};
 use forcebridge::salesforce::auth::{Authenticator, Session, SessionHandle};
-use forcebridge::salesforce::rest::{LimitGuard, Reserve, RestClient, SubRequest};
+use forcebridge::salesforce::rest::{
+    ColumnDelimiter, LimitGuard, Reserve, RestClient, ResultsPage, SubRequest,
+};
 use forcebridge::sim::org::{BuiltEvent, CommitContext, Op, Org};
 use forcebridge::sink::message::{self, ParseOptions, WriteOp};
 use forcebridge::sink::plan::{self, COMPOSITE_COLLECTIONS, Decision, Write};
@@ -618,6 +624,65 @@ fn writeback_benches(c: &mut Criterion) {
     g.finish();
 }
 
+const RESULT_ROWS: usize = 10_000;
+const RESULT_COLUMNS: usize = 20;
+
+/// A results page as Salesforce writes it: every value quoted, a null as `""`.
+fn results_body() -> bytes::Bytes {
+    let mut body = (0..RESULT_COLUMNS)
+        .map(|c| format!("\"Field{c}__c\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    body.push('\n');
+    for r in 0..RESULT_ROWS {
+        let row: Vec<String> = (0..RESULT_COLUMNS)
+            .map(|c| match c {
+                0 => format!("\"001{r:015}\""),
+                3 => "\"\"".to_owned(),
+                5 => "\"Acme, \"\"Inc\"\"\"".to_owned(),
+                7 => "\"2024-01-31T12:05:09.000+0000\"".to_owned(),
+                _ => format!("\"value {c} of row {r}\""),
+            })
+            .collect();
+        body.push_str(&row.join(","));
+        body.push('\n');
+    }
+    bytes::Bytes::from(body)
+}
+
+fn read_page(body: &bytes::Bytes) -> ResultsPage {
+    ResultsPage::parse(
+        "bench",
+        body.clone(),
+        ColumnDelimiter::Comma,
+        Some("null"),
+        Some(RESULT_ROWS as u64),
+    )
+    .expect("results page")
+}
+
+fn bulk_results_benches(c: &mut Criterion) {
+    let body = results_body();
+    let page = read_page(&body);
+    let row = page.row(RESULT_ROWS - 1).expect("last row");
+    assert_eq!((page.len(), row.len()), (RESULT_ROWS, RESULT_COLUMNS));
+    assert_eq!(row[3], None);
+    assert_eq!(row[5].as_deref(), Some("Acme, \"Inc\""));
+
+    let mut g = c.benchmark_group("bulk_results_10000");
+    g.throughput(Throughput::Elements(RESULT_ROWS as u64));
+    g.bench_function("index", |b| b.iter(|| read_page(black_box(&body)).len()));
+    g.bench_function("index_and_rows", |b| {
+        b.iter(|| {
+            let page = read_page(black_box(&body));
+            page.rows()
+                .map(|row| row.expect("row").len())
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = hot_path;
     // Modest: the whole run stays around a minute on 2 shared cores. Flags still override it
@@ -626,6 +691,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = cdc_benches, writeback_benches
+    targets = cdc_benches, writeback_benches, bulk_results_benches
 }
 criterion_main!(hot_path);

@@ -249,6 +249,38 @@ pub fn classify_record_error(code: &str) -> Directive {
     }
 }
 
+/// What a Bulk API 2.0 query job that ended in `state` (`Failed`, `Aborted`) with
+/// `error_message` asks for; the REST client never repeats a job itself (a new job costs one of
+/// the org's daily jobs), the snapshot or resync that created it acts on this.
+///
+/// * `Aborted` → [`Directive::Stop`]: the job's creator or a user with "Manage Data
+///   Integrations" cancelled it (Bulk API 2.0 Developer Guide, "Job States"); starting it again
+///   would overrule them.
+/// * `Failed` whose message names a verdict on the query itself → [`Directive::Stop`]: the same
+///   SOQL fails the same way. Salesforce's message carries the SOQL error code after
+///   `InvalidBatch : Failed to process query:` (a capture: ForceCLI/force#531, `INVALID_FIELD`,
+///   `FUNCTIONALITY_NOT_ENABLED: Selecting compound data not supported in Bulk Query`).
+/// * Any other `Failed` (a query timeout, an internal error) → [`Directive::Restart`]: a new
+///   job after a backoff.
+pub fn classify_query_job(state: &str, error_message: Option<&str>) -> Directive {
+    const VERDICTS: [&str; 7] = [
+        "INVALID_FIELD",
+        "MALFORMED_QUERY",
+        "INVALID_TYPE",
+        "FUNCTIONALITY_NOT_ENABLED",
+        "INVALID_QUERY_FILTER_OPERATOR",
+        "INSUFFICIENT_ACCESS",
+        "INVALID_OPERATION",
+    ];
+    match state {
+        "Failed" if error_message.is_some_and(|m| VERDICTS.iter().any(|v| m.contains(v))) => {
+            Directive::Stop
+        }
+        "Failed" => Directive::Restart,
+        _ => Directive::Stop,
+    }
+}
+
 /// Capped exponential backoff with full jitter.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -370,6 +402,19 @@ mod tests {
                 Directive::Stop
             );
         }
+    }
+
+    #[test]
+    fn failed_query_jobs_restart_unless_the_query_is_at_fault() {
+        // ForceCLI/force#531: the message of a job failed on its SOQL.
+        let invalid = "InvalidBatch : Failed to process query: INVALID_FIELD: SELECT Id, BadField FROM Account";
+        assert_eq!(classify_query_job("Failed", Some(invalid)), Directive::Stop);
+        assert_eq!(
+            classify_query_job("Failed", Some("Query timed out")),
+            Directive::Restart
+        );
+        assert_eq!(classify_query_job("Failed", None), Directive::Restart);
+        assert_eq!(classify_query_job("Aborted", None), Directive::Stop);
     }
 
     #[test]

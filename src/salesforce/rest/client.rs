@@ -1,8 +1,11 @@
-//! The REST client of the write-back sink and the gap re-reads ([`RestClient`]): one request at
-//! a time with the current session, the call options header and the org's API usage read from
-//! every answer; retries by [`crate::retry::classify_http`], re-login on 401, and the hold on
-//! the [`LimitGuard`] with its `/limits` polls. The calls themselves are in [`super::composite`]
-//! and [`super::query`]; the contract is the module's ([`super`]).
+//! The REST client of the write-back sink, the gap re-reads and the snapshots ([`RestClient`]):
+//! one request at a time with the current session, the call options header and the org's API
+//! usage read from every answer; retries by [`crate::retry::classify_http`], re-login on 401, and
+//! the hold on the [`LimitGuard`] with its `/limits` polls. [`RestClient::execute`] answers the
+//! body; [`RestClient::execute_for`] also the response headers and takes the `Accept` type (the
+//! Bulk API 2.0 results are `text/csv`), through the same retries. The calls themselves are in
+//! [`super::composite`], [`super::query`], [`super::describe`], [`super::bulk`] and
+//! [`super::replication`]; the contract is the module's ([`super`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Method;
-use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,46 @@ pub(crate) const CALL_OPTIONS_HEADER: &str = "Sforce-Call-Options";
 
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(200);
 const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The first wait between two polls of a Bulk API 2.0 job, doubled up to the cap.
+const DEFAULT_JOB_POLL_FIRST: Duration = Duration::from_millis(100);
+const DEFAULT_JOB_POLL_MAX: Duration = Duration::from_secs(10);
+
+/// A 2xx answer: headers and body.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The header's value as text, when present and printable.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What one call sends: method, path (and query), JSON body, the `Accept` type, and whether the
+/// limit guard holds it.
+pub(super) struct Call<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub body: Option<&'a Value>,
+    pub accept: &'static str,
+    pub guarded: bool,
+}
+
+impl<'a> Call<'a> {
+    /// A guarded call answered with JSON.
+    pub fn json(method: Method, path: &'a str, body: Option<&'a Value>) -> Self {
+        Call {
+            method,
+            path,
+            body,
+            accept: "application/json",
+            guarded: true,
+        }
+    }
+}
 
 /// The call options value for `tag`, or why it cannot be one.
 fn call_options_value(tag: &str) -> Result<HeaderValue, String> {
@@ -48,8 +91,8 @@ fn call_options_value(tag: &str) -> Result<HeaderValue, String> {
 
 /// One HTTP exchange's outcome.
 enum Exchange {
-    /// 2xx, with the body.
-    Success(Bytes),
+    /// 2xx, with the headers and body.
+    Success(Answer),
     /// Any other status, with Salesforce's errors and the session that was used.
     Refused {
         status: u16,
@@ -67,6 +110,7 @@ pub struct RestClient {
     inner: Arc<ClientInner>,
     backoff_base: Duration,
     backoff_max: Duration,
+    job_poll: (Duration, Duration),
     subrequest_call_options: bool,
 }
 
@@ -121,6 +165,7 @@ impl RestClient {
             }),
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            job_poll: (DEFAULT_JOB_POLL_FIRST, DEFAULT_JOB_POLL_MAX),
             subrequest_call_options: false,
         }
     }
@@ -150,6 +195,18 @@ impl RestClient {
         self.backoff_base = base;
         self.backoff_max = max;
         self
+    }
+
+    /// Waits between two polls of a Bulk API 2.0 job: `first`, doubled up to `max` (default
+    /// 100 ms – 10 s).
+    pub fn with_job_poll(mut self, first: Duration, max: Duration) -> Self {
+        self.job_poll = (first, max.max(first));
+        self
+    }
+
+    /// The waits between two polls of a Bulk API 2.0 job (first, cap).
+    pub(super) fn job_poll(&self) -> (Duration, Duration) {
+        self.job_poll
     }
 
     /// Also puts `Sforce-Call-Options` in every subrequest's `httpHeaders` (default off; see the
@@ -208,8 +265,8 @@ impl RestClient {
         }
     }
 
-    /// Sends until a 2xx answer, retrying as classified. `guarded`: wait on the limit guard
-    /// before each attempt.
+    /// Sends until a 2xx answer, retrying as classified; the body of the answer. `guarded`: wait
+    /// on the limit guard before each attempt.
     pub(super) async fn execute(
         &self,
         method: Method,
@@ -218,6 +275,21 @@ impl RestClient {
         guarded: bool,
         cancel: &CancellationToken,
     ) -> Result<Bytes, RestError> {
+        let call = Call {
+            guarded,
+            ..Call::json(method, path, body)
+        };
+        Ok(self.execute_for(&call, cancel).await?.body)
+    }
+
+    /// Sends `call` until a 2xx answer, retrying as classified (the same retries, re-logins,
+    /// guard and counters as every call); the whole answer, headers included.
+    pub(super) async fn execute_for(
+        &self,
+        call: &Call<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Answer, RestError> {
+        let (method, path, body, guarded) = (&call.method, call.path, call.body, call.guarded);
         let mut backoff = Backoff::new(self.backoff_base, self.backoff_max);
         let mut unreadable = 0u32;
         loop {
@@ -227,7 +299,7 @@ impl RestClient {
             if guarded {
                 self.wait_for_allowance(cancel).await?;
             }
-            let reason = match self.exchange(&method, path, body).await {
+            let reason = match self.exchange(method, path, body, call.accept).await {
                 Exchange::Success(answer) => return Ok(answer),
                 Exchange::Transport(error) => format!("transport: {}", error_chain(&error)),
                 Exchange::Refused {
@@ -281,7 +353,13 @@ impl RestClient {
     }
 
     /// One request with the current session; counts and reads the answer.
-    async fn exchange(&self, method: &Method, path: &str, body: Option<&Value>) -> Exchange {
+    async fn exchange(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        accept: &'static str,
+    ) -> Exchange {
         let session = self.inner.session.current();
         let url = format!("{}{path}", session.instance_url);
         let mut request = self
@@ -289,7 +367,7 @@ impl RestClient {
             .http
             .request(method.clone(), &url)
             .bearer_auth(session.access_token.expose_secret())
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, accept);
         if let Ok(options) = &self.inner.call_options {
             request = request.header(CALL_OPTIONS_HEADER, options.clone());
         }
@@ -310,12 +388,16 @@ impl RestClient {
             self.inner.guard.observe(usage);
         }
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let answer = match response.bytes().await {
             Ok(answer) => answer,
             Err(error) => return Exchange::Transport(error),
         };
         if (200..300).contains(&status) {
-            Exchange::Success(answer)
+            Exchange::Success(Answer {
+                headers,
+                body: answer,
+            })
         } else {
             Exchange::Refused {
                 status,
@@ -404,8 +486,11 @@ impl RestClient {
     /// One `/limits` request while paused; failures only delay the resumption.
     async fn poll_limits(&self, cancel: &CancellationToken) -> Result<(), RestError> {
         let path = format!("{}/limits", self.inner.data_path);
-        match self.exchange(&Method::GET, &path, None).await {
-            Exchange::Success(body) => match parse_limits(&body) {
+        match self
+            .exchange(&Method::GET, &path, None, "application/json")
+            .await
+        {
+            Exchange::Success(answer) => match parse_limits(&answer.body) {
                 Ok(usage) => self.inner.guard.observe_limits(usage),
                 Err(message) => warn!(message, "unreadable /limits answer while paused"),
             },

@@ -120,6 +120,20 @@ pub enum RestError {
     /// happened.
     #[error("unreadable Salesforce response: {0}")]
     Protocol(String),
+    /// A Bulk API 2.0 job ended `Failed` or `Aborted` (Bulk API 2.0 Developer Guide, "Job
+    /// States"; "Get Information About a Query Job": `errorMessage`). Not retried by the client:
+    /// what to do is [`crate::retry::classify_query_job`]'s verdict, the caller's to act on.
+    #[error(
+        "Bulk API 2.0 job {id} ended {state}: {}",
+        message.as_deref().unwrap_or("no errorMessage")
+    )]
+    JobFailed {
+        id: String,
+        /// `Failed` or `Aborted`, as Salesforce spells it.
+        state: String,
+        /// The job's `errorMessage`, when it has one.
+        message: Option<String>,
+    },
     /// Shutdown interrupted a wait or a backoff.
     #[error("cancelled")]
     Cancelled,

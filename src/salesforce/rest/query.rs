@@ -1,11 +1,19 @@
-//! SOQL over REST: [`RestClient::query`] and [`RestClient::query_more`] read a query one page
-//! at a time (the source's gap re-reads stream large results through them), and [`query_page`]
-//! reads a page for them and for the Composite call's query subrequests.
+//! SOQL over REST: [`RestClient::query`], [`RestClient::query_all`] and
+//! [`RestClient::query_more`] read a query one page at a time (the source's gap re-reads and
+//! small snapshots stream large results through them), [`RestClient::count`] reads a
+//! `SELECT COUNT()`, and [`query_page`] reads a page for them and for the Composite call's query
+//! subrequests.
 //!
 //! Contract: a page's records come without `attributes`, at every level (relationships,
 //! subqueries); a page that is not `done` carries its `nextRecordsUrl` path, else it is
-//! unreadable. SOQL is percent-encoded (all but RFC 3986 unreserved characters). Queries are held
-//! by the guard and retried like every call; a refused query is [`RestError::Rejected`].
+//! unreadable. SOQL is percent-encoded (all but RFC 3986 unreserved characters). `queryAll`
+//! (`GET …/queryAll?q=`) also returns records deleted by a delete or a merge (their `IsDeleted`
+//! true), and its `nextRecordsUrl` pages through [`RestClient::query_more`] alike (REST API
+//! Developer Guide, "QueryAll"). `count` sends `SELECT COUNT() FROM …` (refused before the call
+//! when the SELECT list is anything else) and answers `totalSize`: "For COUNT(), the size field
+//! of the QueryResult object returns the number of rows" (SOQL and SOSL Reference, "COUNT() and
+//! COUNT(fieldName)"). Queries are held by the guard and retried like every call; a refused
+//! query is [`RestError::Rejected`].
 
 use std::fmt::Write as _;
 
@@ -45,7 +53,7 @@ pub(super) fn strip_attributes(value: &mut Value) {
 
 /// One page of a query result.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct QueryPage {
+pub struct QueryPage {
     /// The page's records, `attributes` removed at every level.
     pub records: Vec<Map<String, Value>>,
     /// The next page's path (`nextRecordsUrl`), when not done.
@@ -95,7 +103,7 @@ impl RestClient {
 
     /// `GET …/queryAll?q=<soql>`: as [`RestClient::query`], with deleted records still in the
     /// recycle bin (`IsDeleted = true`) and archived ones (REST API Developer Guide,
-    /// "QueryAll"); the next pages through [`RestClient::query_more`].
+    /// "QueryAll"); follow [`QueryPage::next`] with [`RestClient::query_more`].
     pub(crate) async fn query_all(
         &self,
         soql: &str,
@@ -106,6 +114,31 @@ impl RestClient {
         }
         let path = format!("{}/queryAll?q={}", self.data_path(), percent_encode(soql));
         self.query_at(&path, cancel).await
+    }
+
+    /// `SELECT COUNT() FROM …` → `totalSize`, the records matching it.
+    pub async fn count(&self, soql: &str, cancel: &CancellationToken) -> Result<u64, RestError> {
+        self.check_tag()?;
+        let words: Vec<String> = soql
+            .split_whitespace()
+            .take(3)
+            .map(str::to_ascii_uppercase)
+            .collect();
+        if words != ["SELECT", "COUNT()", "FROM"] {
+            return Err(RestError::Invalid(format!(
+                "count: `{soql}` is not `SELECT COUNT() FROM …`"
+            )));
+        }
+        let path = format!("{}/query?q={}", self.data_path(), percent_encode(soql));
+        let answer = self.execute(Method::GET, &path, None, true, cancel).await?;
+        let body: serde_json::Value = serde_json::from_slice(&answer)
+            .map_err(|e| RestError::Protocol(format!("count answer is not JSON: {e}")))?;
+        body["totalSize"].as_u64().ok_or_else(|| {
+            RestError::Protocol(format!(
+                "count answer has no totalSize: {}",
+                truncate(&body.to_string())
+            ))
+        })
     }
 
     /// The page at `next` (a [`QueryPage::next`] path of this org).

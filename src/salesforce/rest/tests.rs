@@ -26,18 +26,19 @@ use super::*;
 use crate::config::{AuthConfig, SalesforceConfig};
 use crate::salesforce::auth::{Authenticator, Session, SessionHandle};
 
-const DATA: &str = "/services/data/v62.0";
+pub(super) const DATA: &str = "/services/data/v62.0";
 const TAG: &str = "forcebridge-test";
 
 /// A request the stub received.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: String,
+pub(super) struct Seen {
+    pub(super) method: String,
     /// Path and query.
-    uri: String,
+    pub(super) uri: String,
     bearer: Option<String>,
     call_options: Option<String>,
-    body: Value,
+    pub(super) accept: Option<String>,
+    pub(super) body: Value,
 }
 
 /// Lets a test act while the stub holds one answer.
@@ -62,36 +63,58 @@ impl Hold {
 
 /// A safety net, not a timing assertion: a client that stops making progress (say, a pause that
 /// never polls) fails the test after a generous deadline instead of hanging it.
-async fn progress<T>(future: impl std::future::Future<Output = T>) -> T {
+pub(super) async fn progress<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), future)
         .await
         .expect("no progress for 30 s")
 }
 
 /// One scripted answer, for a request with this method and path (query excluded).
-struct Canned {
+pub(super) struct Canned {
     method: &'static str,
     path: String,
     status: u16,
     body: String,
+    content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
     limit_info: Option<&'static str>,
     hold: Option<Hold>,
 }
 
 impl Canned {
-    fn new(method: &'static str, path: impl Into<String>, status: u16, body: Value) -> Self {
+    pub(super) fn new(
+        method: &'static str,
+        path: impl Into<String>,
+        status: u16,
+        body: Value,
+    ) -> Self {
         Canned {
             method,
             path: path.into(),
             status,
             body: body.to_string(),
+            content_type: "application/json",
+            headers: Vec::new(),
             limit_info: None,
             hold: None,
         }
     }
 
-    fn text(mut self, body: &str) -> Self {
+    pub(super) fn text(mut self, body: &str) -> Self {
         self.body = body.to_owned();
+        self
+    }
+
+    /// A CSV body (`text/csv`), as Bulk API 2.0 results are sent.
+    pub(super) fn csv(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self.content_type = "text/csv";
+        self
+    }
+
+    /// One more response header.
+    pub(super) fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
         self
     }
 
@@ -150,12 +173,12 @@ struct StubState {
     unexpected: CancellationToken,
 }
 
-struct Stub {
+pub(super) struct Stub {
     state: Arc<StubState>,
 }
 
 impl Stub {
-    async fn start(script: Vec<Canned>) -> Stub {
+    pub(super) async fn start(script: Vec<Canned>) -> Stub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -176,12 +199,12 @@ impl Stub {
         self.state.url.clone()
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(super) fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
     }
 
     /// `METHOD path?query` of every request, in order.
-    fn requests(&self) -> Vec<String> {
+    pub(super) fn requests(&self) -> Vec<String> {
         self.seen()
             .iter()
             .map(|s| format!("{} {}", s.method, s.uri))
@@ -189,11 +212,11 @@ impl Stub {
     }
 
     /// The cancel token to give the client.
-    fn cancel(&self) -> CancellationToken {
+    pub(super) fn cancel(&self) -> CancellationToken {
         self.state.unexpected.clone()
     }
 
-    fn left(&self) -> usize {
+    pub(super) fn left(&self) -> usize {
         self.state.script.lock().unwrap().len()
     }
 
@@ -231,6 +254,7 @@ async fn answer(
         uri: uri.to_string(),
         bearer: header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned)),
         call_options: header("sforce-call-options"),
+        accept: header("accept"),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
     let next = {
@@ -253,10 +277,14 @@ async fn answer(
     }
     let mut response = (
         StatusCode::from_u16(canned.status).unwrap(),
-        [("content-type", "application/json")],
+        [("content-type", canned.content_type)],
         canned.body,
     )
         .into_response();
+    for (name, value) in &canned.headers {
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
     if let Some(info) = canned.limit_info {
         response
             .headers_mut()
@@ -302,7 +330,7 @@ fn client_with(stub: &Stub, auth: AuthConfig, guard: LimitGuard) -> RestClient {
     .with_backoff(Duration::from_millis(1), Duration::from_millis(5))
 }
 
-fn client(stub: &Stub, guard: LimitGuard) -> RestClient {
+pub(super) fn client(stub: &Stub, guard: LimitGuard) -> RestClient {
     let auth = AuthConfig::ClientCredentials {
         client_id: "id".into(),
         client_secret: SecretString::from("secret".to_owned()),
@@ -310,7 +338,7 @@ fn client(stub: &Stub, guard: LimitGuard) -> RestClient {
     client_with(stub, auth, guard)
 }
 
-fn no_guard() -> LimitGuard {
+pub(super) fn no_guard() -> LimitGuard {
     LimitGuard::new(Reserve::Calls(0), Duration::from_millis(5))
 }
 
