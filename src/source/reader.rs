@@ -118,19 +118,8 @@ pub(super) async fn read_stream(
                     ReplayStart::After(id) => id,
                     _ => Bytes::new(),
                 };
-                let resumed_from = match source.replay_rejected {
-                    // The supervisor re-reads what changed since the checkpoint, then streams.
-                    ReplayRejectedPolicy::Resync if !channel.snapshot_objects().is_empty() => {
-                        error!(error = %error, replay_id = %hex::encode(&rejected), "the org rejected the replay id; resyncing");
-                        return Err(AttemptError::Resync {
-                            rejected,
-                            reason: error.to_string(),
-                        });
-                    }
-                    // No records to re-read (Platform Events) or objects unknown.
-                    ReplayRejectedPolicy::Resync => ReplayRejectedPolicy::Earliest,
-                    policy => policy,
-                };
+                let resumed_from =
+                    rejected_policy(source.replay_rejected, channel, &error, &rejected)?;
                 error!(error = %error, replay_id = %hex::encode(&rejected), ?resumed_from, "the org rejected the replay id; resuming: events may be missing");
                 stats.replay_gaps.fetch_add(1, Ordering::Relaxed);
                 let gap = Item::Gap {
@@ -163,6 +152,28 @@ pub(super) async fn read_stream(
         if !sleep_or_cancel(delay, cancel).await {
             return Ok(());
         }
+    }
+}
+
+/// What a rejected replay id leads to under `policy`: `resync` ends the attempt (the supervisor
+/// re-reads what changed since the checkpoint) unless the channel's objects cannot be told
+/// (Platform Events, `/data/ChangeEvents` without `snapshot_objects`): then `earliest`.
+fn rejected_policy(
+    policy: ReplayRejectedPolicy,
+    channel: &ChannelConfig,
+    error: &crate::salesforce::pubsub::PubSubError,
+    rejected: &Bytes,
+) -> Result<ReplayRejectedPolicy, AttemptError> {
+    match policy {
+        ReplayRejectedPolicy::Resync if !channel.snapshot_objects().is_empty() => {
+            error!(error = %error, replay_id = %hex::encode(rejected), "the org rejected the replay id; resyncing");
+            Err(AttemptError::Resync {
+                rejected: rejected.clone(),
+                reason: error.to_string(),
+            })
+        }
+        ReplayRejectedPolicy::Resync => Ok(ReplayRejectedPolicy::Earliest),
+        policy => Ok(policy),
     }
 }
 

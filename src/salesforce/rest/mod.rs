@@ -80,7 +80,6 @@ pub(crate) use describe::{ObjectFields, child_name};
 pub(crate) use errors::UNREADABLE_RESPONSE;
 pub use errors::{ApiError, RestError};
 pub use limits::{ApiUsage, LimitGuard, Reserve};
-pub(crate) use query::QueryPage;
 pub use replication::{DeletedRecords, UpdatedRecords};
 
 #[cfg(test)]

@@ -165,6 +165,17 @@ impl Columns {
         row.get(ID).and_then(|v| v.as_deref())
     }
 
+    /// `SELECT COUNT() FROM <object>` with the resync's filter: how many rows [`Columns::soql`]
+    /// reads (deleted ones aside).
+    pub(crate) fn count_soql(&self, since: Option<i64>) -> String {
+        let mut soql = format!("SELECT COUNT() FROM {}", self.object);
+        if let Some(since) = since {
+            soql.push_str(" WHERE SystemModstamp >= ");
+            soql.push_str(&crate::salesforce::sftime::format_datetime_utc(since));
+        }
+        soql
+    }
+
     /// True when the row is of a deleted record (`IsDeleted`, read by `queryAll`).
     pub(crate) fn is_deleted(&self, row: &[Option<Cow<'_, str>>]) -> bool {
         row.get(IS_DELETED).and_then(|v| v.as_deref()) == Some("true")

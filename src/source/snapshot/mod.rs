@@ -22,11 +22,13 @@
 //!   pipeline with the object named; a row that does not fit the schema is dead-lettered
 //!   (stage `snapshot`) and the snapshot goes on.
 
+mod bulk;
 pub(crate) mod columns;
 mod commit;
 mod position;
 pub mod progress;
 mod read;
+mod rows;
 mod schema;
 
 use std::sync::Arc;
@@ -253,9 +255,7 @@ async fn read_all(
         if progress.objects[i].state == ObjectState::Done {
             continue;
         }
-        if !reader.read(committer, progress, i, cancel).await? {
-            return Ok(false);
-        }
+        reader.read(committer, progress, i, cancel).await?;
     }
     committer.save(position, progress.started_at, None).await?;
     Ok(true)

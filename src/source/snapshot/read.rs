@@ -1,18 +1,19 @@
 //! Reading one object of a snapshot into its topic, page by page.
 //!
 //! Contract: [`ObjectReader::read`] finds the object's change event schema (`GetTopic` on the
-//! object's own channel, then the schema cache), its describe and so its [`Columns`], then reads
-//! its rows: REST `query` pages (`nextRecordsUrl`) for a small object or when resuming one read
-//! so, a Bulk API 2.0 query job otherwise (see [`super::pages`]). Each page's rows are produced
-//! under one handle of the [`Committer`], then the progress (rows, the next locator) is saved
-//! after them. The next page is fetched while the rows of the current one are produced and
-//! acknowledged, so at most two pages are in memory. A row that does not fit the schema is
-//! dead-lettered (stage `snapshot`, key = the fixed position's replay id, value = the row as a
-//! JSON object of column → text) and counted; the snapshot goes on.
+//! object's own channel, then the schema cache), its describe and so its [`Columns`]; chooses how
+//! to read it ([`super::bulk::choose`]); then reads its pages: REST `query` (`queryAll` for a
+//! resync) through `nextRecordsUrl`, or a Bulk API 2.0 job's results through `Sforce-Locator`
+//! (`maxRecords` = `source.snapshot.page_records`). Each page's rows are produced under one
+//! handle ([`RowWriter`]), then the progress (rows, the next page's locator) is saved once Kafka
+//! holds them; the next page is fetched while the current one is produced, so at most two pages
+//! are in memory. A resync then asks the replication API for the records deleted since its start
+//! (`DELETE` records; the window Salesforce keeps is 15 days: older deletes are reported in the
+//! log, the rows read by `queryAll` still carry those in the recycle bin). The object is `done`
+//! in the progress last, and its Bulk job deleted.
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -20,27 +21,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::SnapshotError;
-use super::columns::{Columns, RowContext};
+use super::bulk::{JOB_ATTEMPTS, choose, rest_error, start_job, wait_for_job};
+use super::columns::Columns;
 use super::commit::Committer;
 use super::progress::{ObjectState, ReadMethod, SnapshotProgress};
+use super::rows::{Row, RowWriter};
 use crate::config::ChannelConfig;
-use crate::kafka::headers::{self, DeadLetterStage};
-use crate::kafka::{EventHandle, OutgoingRecord, Producer};
 use crate::ops::telemetry::ChannelStats;
-use crate::salesforce::rest::{ObjectFields, RestClient, RestError};
-use crate::source::cdc::RawEvent;
-use crate::source::cdc::schema::EventSchema;
-use crate::source::dead_letters::{DeadLetter, DeadLetters};
+use crate::salesforce::rest::{ObjectFields, RestClient, ResultsPage};
 use crate::source::routes::Routes;
 use crate::source::setup::Shared;
 use crate::source::shape::fields_of;
 
-/// One page of rows, values in select order (`None`: null).
-pub(super) struct Page {
-    pub(super) rows: Vec<Vec<Option<String>>>,
-    /// The next page's locator (REST: `nextRecordsUrl`); `None` on the last page.
-    pub(super) next: Option<String>,
-}
+/// How far back the replication API keeps deleted records (REST API Developer Guide, "Get
+/// Deleted Records": records in the recycle bin, 15 days), less a margin for the clock.
+const DELETED_WINDOW_MS: i64 = 15 * 86_400_000 - 3_600_000;
 
 /// Reads the objects of one channel's snapshot.
 pub(super) struct ObjectReader<'a> {
@@ -69,37 +64,27 @@ impl<'a> ObjectReader<'a> {
         }
     }
 
-    fn rest(&self) -> &RestClient {
+    fn rest(&self) -> &'a RestClient {
         self.shared.gaps.rest()
     }
 
-    /// Reads object `i` of `progress` to its end; `Ok(false)` when cancelled.
+    /// Reads object `i` of `progress` to its end (see the module contract).
     pub(super) async fn read(
         &mut self,
         committer: &mut Committer<'_>,
         progress: &mut SnapshotProgress,
         i: usize,
         cancel: &CancellationToken,
-    ) -> Result<bool, SnapshotError> {
+    ) -> Result<(), SnapshotError> {
         let object = progress.objects[i].object.clone();
-        let rest_error = |source: RestError| match source {
-            RestError::Cancelled => SnapshotError::Cancelled,
-            source => SnapshotError::Rest {
-                object: object.clone(),
-                source,
-            },
-        };
         let schema = super::schema::object_schema(self.shared, &object, cancel).await?;
-        let describe = self
-            .rest()
+        let rest = self.rest();
+        let describe = rest
             .describe(&object, cancel)
             .await
-            .map_err(rest_error)?;
-        let columns = Columns::new(
-            &object,
-            &fields_of(&schema.schema),
-            &ObjectFields::new(describe),
-        );
+            .map_err(|e| rest_error(&object, e))?;
+        let fields = fields_of(&schema.schema);
+        let columns = Columns::new(&object, &fields, &ObjectFields::new(describe));
         if !columns.left_out().is_empty() {
             warn!(object, fields = ?columns.left_out(), "schema fields the integration user cannot read are left out of the snapshot");
         }
@@ -112,164 +97,268 @@ impl<'a> ObjectReader<'a> {
                 });
             }
         };
-        let entry = &mut progress.objects[i];
-        // A REST read cannot be resumed (its cursor lives 15 minutes): from the first page.
-        entry.state = ObjectState::Reading;
-        entry.method = Some(ReadMethod::Rest);
-        entry.locator = None;
-        entry.rows = 0;
-        info!(object, topic, method = "rest", "reading");
         let since = progress.since;
-        let soql = columns.soql(since);
-        // A resync reads deleted rows too (`queryAll`): they become DELETE records.
-        let first = match since {
-            Some(_) => self.rest().query_all(&soql, cancel).await,
-            None => self.rest().query(&soql, cancel).await,
-        };
-        let mut next = Some(first.map_err(rest_error)?);
-        let mut buffer = Vec::with_capacity(4096);
-        while let Some(page) = next.take() {
-            let page = rest_page(&columns, page);
-            // Fetch the next page while this one is produced and acknowledged.
-            let fetch = async {
-                match &page.next {
-                    Some(url) => self.rest().query_more(url, cancel).await.map(Some),
-                    None => Ok(None),
-                }
-            };
-            let produce = self.produce_page(
-                committer,
-                &columns,
-                &topic,
-                &schema,
-                &page,
-                (ReadMethod::Rest, since.is_some()),
-                &mut buffer,
-                cancel,
-            );
-            let (fetched, produced) = tokio::join!(fetch, produce);
-            let rows = produced?;
-            next = fetched.map_err(rest_error)?;
-            let entry = &mut progress.objects[i];
-            entry.rows += rows;
-            if next.is_none() {
-                entry.state = ObjectState::Done;
-            }
-            committer
-                .save(self.position, progress.started_at, Some(progress))
-                .await?;
-        }
-        info!(object, rows = progress.objects[i].rows, "object read");
-        Ok(true)
-    }
-
-    /// Produces the rows of `page` under one handle; returns how many rows Kafka was given.
-    #[allow(clippy::too_many_arguments)]
-    async fn produce_page(
-        &self,
-        committer: &mut Committer<'_>,
-        columns: &Columns,
-        topic: &str,
-        schema: &EventSchema,
-        page: &Page,
-        (method, resync): (ReadMethod, bool),
-        buffer: &mut Vec<u8>,
-        cancel: &CancellationToken,
-    ) -> Result<u64, SnapshotError> {
-        let handle = committer.page().await?;
-        let producer = committer.producer();
-        let context = RowContext {
+        let settings = &self.shared.source().snapshot;
+        progress.objects[i].state = ObjectState::Reading;
+        let count = columns.count_soql(since);
+        let method = choose(
+            rest,
+            &mut progress.objects[i],
+            &count,
+            settings.rest_below,
+            cancel,
+        )
+        .await?;
+        let writer = RowWriter {
+            shared: self.shared,
+            stats: self.stats,
             channel: &self.channel.name,
-            replay_hex: &self.position_hex,
-            method: method.as_str(),
-            read_at: crate::ops::telemetry::unix_millis(),
-            resync,
+            position: self.position,
+            position_hex: &self.position_hex,
+            columns: &columns,
+            topic: &topic,
+            schema: &schema,
+            method,
+            resync: since.is_some(),
         };
-        let tombstones = self.shared.source().tombstones;
-        let record_headers: [(&str, &[u8]); 4] = [
-            (headers::CHANGE_TYPE, b"READ"),
-            (headers::CHANNEL, self.channel.name.as_bytes()),
-            (headers::SNAPSHOT, method.as_str().as_bytes()),
-            (headers::REPLAY_ID, self.position_hex.as_bytes()),
-        ];
-        let dead_letters = DeadLetters::new(self.shared, producer, self.stats);
-        let mut rows = 0u64;
-        for row in &page.rows {
-            if cancel.is_cancelled() {
-                return Err(SnapshotError::Cancelled);
-            }
-            let values: Vec<Option<Cow<'_, str>>> = row
-                .iter()
-                .map(|v| v.as_deref().map(Cow::Borrowed))
-                .collect();
-            if columns.is_deleted(&values) {
-                let id = columns.id(&values).unwrap_or_default();
-                columns.encode_delete(id, columns.modstamp(&values), &context, buffer);
-                self.send(producer, topic, id, Some(buffer), &record_headers, &handle)
-                    .await?;
-                if tombstones {
-                    self.send(producer, topic, id, None, &record_headers, &handle)
-                        .await?;
-                }
-                rows += 1;
-                continue;
-            }
-            match columns.encode(&values, &context, buffer) {
-                Ok(()) => {
-                    let id = columns.id(&values).unwrap_or_default();
-                    self.send(producer, topic, id, Some(buffer), &record_headers, &handle)
-                        .await?;
-                    rows += 1;
-                }
-                Err(reason) => {
-                    let payload = row_json(columns, row);
-                    let raw = RawEvent {
-                        channel: &self.channel.name,
-                        replay_id: self.position,
-                        event_id: columns.id(&values).unwrap_or_default(),
-                        schema_id: &schema.id,
-                        payload: &payload,
-                    };
-                    let dead = DeadLetter {
-                        stage: DeadLetterStage::Snapshot,
-                        reason,
-                    };
-                    dead_letters.write(&raw, &dead, &handle).await?;
-                }
-            }
+        let pages = Pages {
+            rest,
+            writer: &writer,
+            soql: columns.soql(since),
+        };
+        match method {
+            ReadMethod::Rest => pages.rest(committer, progress, i, cancel).await?,
+            ReadMethod::Bulk => pages.bulk(committer, progress, i, cancel).await?,
         }
-        handle.seal();
-        Ok(rows)
-    }
-
-    /// Sends one record of a page (a tombstone when `value` is `None`), counted.
-    async fn send(
-        &self,
-        producer: &Producer,
-        topic: &str,
-        id: &str,
-        value: Option<&[u8]>,
-        headers: &[(&str, &[u8])],
-        handle: &EventHandle,
-    ) -> Result<(), SnapshotError> {
-        let record = OutgoingRecord {
-            topic,
-            key: Some(id.as_bytes()),
-            value,
-            headers,
-        };
-        producer.send(record, handle.token()).await?;
-        if value.is_some() {
-            self.stats.snapshot_rows.fetch_add(1, Ordering::Relaxed);
+        if let Some(since) = since {
+            pages.deleted(committer, progress, i, since, cancel).await?;
+        }
+        let entry = &mut progress.objects[i];
+        entry.state = ObjectState::Done;
+        let job = entry.job_id.take();
+        entry.locator = None;
+        committer
+            .save(self.position, progress.started_at, Some(progress))
+            .await?;
+        info!(object, rows = progress.objects[i].rows, "object read");
+        if let Some(job) = job {
+            // Its results are kept for 7 days otherwise; failing to delete costs nothing else.
+            if let Err(err) = rest.delete_query_job(&job, cancel).await {
+                warn!(job, error = %err, "deleting the finished query job failed");
+            }
         }
         Ok(())
     }
 }
 
+/// The pages of one object.
+struct Pages<'a> {
+    rest: &'a RestClient,
+    writer: &'a RowWriter<'a>,
+    soql: String,
+}
+
+impl Pages<'_> {
+    /// Saves the progress of object `i` after a page of `rows` whose next page is `next`.
+    async fn saved(
+        &self,
+        committer: &mut Committer<'_>,
+        progress: &mut SnapshotProgress,
+        i: usize,
+        (rows, next): (u64, Option<String>),
+    ) -> Result<(), SnapshotError> {
+        let entry = &mut progress.objects[i];
+        entry.rows += rows;
+        entry.locator = next;
+        committer
+            .save(self.writer.position, progress.started_at, Some(progress))
+            .await
+    }
+
+    /// REST pages from the first (a cursor lives 15 minutes: a crash reads the object again).
+    async fn rest(
+        &self,
+        committer: &mut Committer<'_>,
+        progress: &mut SnapshotProgress,
+        i: usize,
+        cancel: &CancellationToken,
+    ) -> Result<(), SnapshotError> {
+        let object = self.writer.columns.object();
+        progress.objects[i].rows = 0;
+        let first = match self.writer.resync {
+            true => self.rest.query_all(&self.soql, cancel).await,
+            false => self.rest.query(&self.soql, cancel).await,
+        };
+        let mut page = Some(first.map_err(|e| rest_error(object, e))?);
+        let mut buffer = Vec::with_capacity(4096);
+        while let Some(current) = page.take() {
+            let rows = rest_rows(self.writer.columns, current.records);
+            let fetch = async {
+                match &current.next {
+                    Some(url) => self.rest.query_more(url, cancel).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let produce = self.writer.produce(
+                committer,
+                rows.iter().map(|r| Ok(borrowed(r))),
+                &mut buffer,
+                cancel,
+            );
+            let (fetched, produced) = tokio::join!(fetch, produce);
+            let produced = produced?;
+            page = fetched.map_err(|e| rest_error(object, e))?;
+            self.saved(committer, progress, i, (produced, None)).await?;
+        }
+        Ok(())
+    }
+
+    /// A Bulk API 2.0 job's result pages, from the saved locator (a new job when none).
+    async fn bulk(
+        &self,
+        committer: &mut Committer<'_>,
+        progress: &mut SnapshotProgress,
+        i: usize,
+        cancel: &CancellationToken,
+    ) -> Result<(), SnapshotError> {
+        let object = self.writer.columns.object().to_owned();
+        let max = self.writer.shared.source().snapshot.page_records;
+        let mut attempts = 0;
+        loop {
+            if progress.objects[i].job_id.is_none() {
+                attempts += 1;
+                let resync = self.writer.resync;
+                start_job(
+                    self.rest,
+                    &mut progress.objects[i],
+                    &self.soql,
+                    resync,
+                    cancel,
+                )
+                .await?;
+                // The job is in the checkpoint before it is waited for: a crash finds it again.
+                self.saved(committer, progress, i, (0, None)).await?;
+            }
+            if wait_for_job(self.rest, &progress.objects[i], cancel).await? {
+                break;
+            }
+            if attempts >= JOB_ATTEMPTS {
+                return Err(SnapshotError::Schema {
+                    object,
+                    reason: format!("{JOB_ATTEMPTS} query jobs failed in a row"),
+                });
+            }
+            progress.objects[i].job_id = None;
+        }
+        let job = progress.objects[i].job_id.clone().unwrap_or_default();
+        let fetch = |locator: Option<String>| {
+            let (job, object) = (&job, &object);
+            async move {
+                let page = self
+                    .rest
+                    .query_job_results(job, locator.as_deref(), max, cancel);
+                page.await.map_err(|e| rest_error(object, e))
+            }
+        };
+        let mut page = Some(fetch(progress.objects[i].locator.clone()).await?);
+        let mut buffer = Vec::with_capacity(4096);
+        while let Some(current) = page.take() {
+            let next = current.locator.clone();
+            let order = column_order(self.writer.columns, &current)?;
+            let rows = current.rows().map(|row| row.map(|r| reorder(r, &order)));
+            let fetched = async {
+                match &next {
+                    Some(locator) => fetch(Some(locator.clone())).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let produce = self.writer.produce(committer, rows, &mut buffer, cancel);
+            let (fetched, produced) = tokio::join!(fetched, produce);
+            let produced = produced?;
+            page = fetched?;
+            self.saved(committer, progress, i, (produced, next)).await?;
+        }
+        Ok(())
+    }
+
+    /// A resync's deleted records since `since` (the replication API), as `DELETE` records.
+    async fn deleted(
+        &self,
+        committer: &mut Committer<'_>,
+        progress: &mut SnapshotProgress,
+        i: usize,
+        since: i64,
+        cancel: &CancellationToken,
+    ) -> Result<(), SnapshotError> {
+        let object = self.writer.columns.object();
+        let now = crate::ops::telemetry::unix_millis() as i64;
+        let start = since.max(now - DELETED_WINDOW_MS);
+        if start > since {
+            warn!(
+                object,
+                since,
+                "the resync reaches further back than the 15 days of deleted records Salesforce keeps: records deleted and purged before then stay in the replica"
+            );
+        }
+        // `start` must fall in an earlier minute than `end` (Salesforce ignores the seconds).
+        if now / 60_000 <= start / 60_000 {
+            return Ok(());
+        }
+        let deleted = self
+            .rest
+            .deleted_records(object, start, now, cancel)
+            .await
+            .map_err(|e| rest_error(object, e))?;
+        let mut buffer = Vec::new();
+        let produced = self
+            .writer
+            .deleted(committer, &deleted.records, &mut buffer)
+            .await?;
+        info!(
+            object,
+            deleted = produced,
+            "deleted records since the resync's start"
+        );
+        let locator = progress.objects[i].locator.take();
+        self.saved(committer, progress, i, (produced, locator))
+            .await
+    }
+}
+
+/// For each select column, its index among the page's columns (names in any case); an answer
+/// without one of them is refused, naming it.
+fn column_order(columns: &Columns, page: &ResultsPage) -> Result<Vec<usize>, SnapshotError> {
+    columns
+        .select()
+        .iter()
+        .map(|name| {
+            page.columns()
+                .iter()
+                .position(|c| c.eq_ignore_ascii_case(name))
+                .ok_or_else(|| SnapshotError::Rest {
+                    object: columns.object().to_owned(),
+                    source: crate::salesforce::rest::RestError::Protocol(format!(
+                        "the query job's results have no column {name}"
+                    )),
+                })
+        })
+        .collect()
+}
+
+/// A CSV row's values in select order.
+fn reorder<'r>(mut row: Row<'r>, order: &[usize]) -> Row<'r> {
+    if order.iter().enumerate().all(|(i, &o)| i == o) && row.len() == order.len() {
+        return row;
+    }
+    order
+        .iter()
+        .map(|&o| row.get_mut(o).and_then(Option::take))
+        .collect()
+}
+
 /// A REST page's rows in select order (names matched case-insensitively; values as text).
-fn rest_page(columns: &Columns, page: crate::salesforce::rest::QueryPage) -> Page {
-    let rows = page
-        .records
+fn rest_rows(columns: &Columns, records: Vec<Map<String, Value>>) -> Vec<Vec<Option<String>>> {
+    records
         .into_iter()
         .map(|mut record| {
             columns
@@ -278,11 +367,13 @@ fn rest_page(columns: &Columns, page: crate::salesforce::rest::QueryPage) -> Pag
                 .map(|name| take(&mut record, name).and_then(as_text))
                 .collect()
         })
-        .collect();
-    Page {
-        rows,
-        next: page.next,
-    }
+        .collect()
+}
+
+fn borrowed(row: &[Option<String>]) -> Row<'_> {
+    row.iter()
+        .map(|v| v.as_deref().map(Cow::Borrowed))
+        .collect()
 }
 
 fn take(record: &mut Map<String, Value>, name: &str) -> Option<Value> {
@@ -305,15 +396,4 @@ fn as_text(value: Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         other => Some(other.to_string()),
     }
-}
-
-/// A row as a JSON object of column → text: the dead letter's value.
-fn row_json(columns: &Columns, row: &[Option<String>]) -> Vec<u8> {
-    let map: Map<String, Value> = columns
-        .select()
-        .iter()
-        .zip(row)
-        .map(|(c, v)| (c.clone(), v.clone().map_or(Value::Null, Value::String)))
-        .collect();
-    serde_json::to_vec(&map).expect("serializing JSON values cannot fail")
 }
