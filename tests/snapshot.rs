@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use forcebridge::config::Config;
 use forcebridge::sim::{SimConfig, SimOrg};
 use support::kafka::{ConsumedRecord, MockKafka, read_topic};
-use support::source::{WAIT, header, key, start, value};
+use support::replica::{account_fields, assert_converged, canonical, load};
+use support::source::{WAIT, header, start, value};
 
 const ACCOUNTS: &str = "salesforce.Account";
 const CHANNEL: &str = "/data/AccountChangeEvent";
@@ -56,135 +57,6 @@ async fn sim() -> SimOrg {
     .unwrap();
     sim.set_rest_latency(Duration::from_millis(150));
     sim
-}
-
-/// The body fields of `AccountChangeEvent`, with the children of compounds.
-fn account_fields() -> Vec<(String, Option<Vec<String>>)> {
-    let schema: Value =
-        serde_json::from_str(include_str!("../schemas/AccountChangeEvent.avsc")).unwrap();
-    let mut address: Option<Vec<String>> = None;
-    let mut out = Vec::new();
-    for f in schema["fields"].as_array().unwrap() {
-        let name = f["name"].as_str().unwrap().to_owned();
-        if name == "ChangeEventHeader" {
-            continue;
-        }
-        let mut children = None;
-        for v in f["type"].as_array().cloned().unwrap_or_default() {
-            if let Some(fields) = v["fields"].as_array() {
-                let names: Vec<String> = fields
-                    .iter()
-                    .map(|c| c["name"].as_str().unwrap().to_owned())
-                    .collect();
-                address = Some(names.clone());
-                children = Some(names);
-            } else if v == "Address" {
-                children = address.clone();
-            }
-        }
-        out.push((name, children));
-    }
-    out
-}
-
-/// A record in one comparable form: every schema field, compounds with every child or null
-/// when every child is, numbers as doubles.
-fn canonical(fields: &[(String, Option<Vec<String>>)], record: &Map<String, Value>) -> Value {
-    let number = |v: Value| match v {
-        Value::Number(n) => json!(n.as_f64().unwrap()),
-        other => other,
-    };
-    let mut out = Map::new();
-    for (name, children) in fields {
-        let v = record.get(name).cloned().unwrap_or(Value::Null);
-        let v = match (children, v) {
-            (Some(children), Value::Object(parts)) => {
-                let parts: Map<String, Value> = children
-                    .iter()
-                    .map(|c| {
-                        (
-                            c.clone(),
-                            number(parts.get(c).cloned().unwrap_or(Value::Null)),
-                        )
-                    })
-                    .collect();
-                if parts.values().all(Value::is_null) {
-                    Value::Null
-                } else {
-                    Value::Object(parts)
-                }
-            }
-            (_, v) => number(v),
-        };
-        out.insert(name.clone(), v);
-    }
-    Value::Object(out)
-}
-
-/// Merges `changes` into `row`, compounds child by child.
-fn merge(row: &mut Map<String, Value>, changes: &Map<String, Value>) {
-    for (k, v) in changes {
-        match (row.get_mut(k), v) {
-            (Some(Value::Object(old)), Value::Object(new)) => {
-                for (c, cv) in new {
-                    old.insert(c.clone(), cv.clone());
-                }
-            }
-            _ => {
-                row.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
-/// The loader: applies the topic in order, per Id: `READ`, `CREATE` and `UNDELETE` replace the
-/// row, `UPDATE` merges its changed fields, `DELETE` (and a tombstone) removes it.
-fn load(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> {
-    let mut rows: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    for record in records {
-        let id = key(record);
-        if record.value.is_none() {
-            rows.remove(&id);
-            continue;
-        }
-        let envelope = value(record);
-        let fields = envelope["record"].as_object().cloned().unwrap_or_default();
-        match envelope["operation"].as_str().unwrap() {
-            "READ" | "CREATE" | "UNDELETE" => {
-                rows.insert(id, fields);
-            }
-            "UPDATE" => merge(rows.entry(id).or_default(), &fields),
-            "DELETE" => {
-                rows.remove(&id);
-            }
-            other => panic!("unexpected operation {other}"),
-        }
-    }
-    rows
-}
-
-/// The loaded rows equal the org's live records, field by field.
-fn assert_converged(sim: &SimOrg, rows: &BTreeMap<String, Map<String, Value>>) {
-    let fields = account_fields();
-    let org: BTreeMap<String, Value> = sim
-        .records("Account")
-        .into_iter()
-        .map(|r| (r["Id"].as_str().unwrap().to_owned(), canonical(&fields, &r)))
-        .collect();
-    let loaded: BTreeMap<String, Value> = rows
-        .iter()
-        .map(|(id, r)| (id.clone(), canonical(&fields, r)))
-        .collect();
-    let missing: Vec<&String> = org.keys().filter(|id| !loaded.contains_key(*id)).collect();
-    let extra: Vec<&String> = loaded.keys().filter(|id| !org.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "missing from the replica: {missing:?}");
-    assert!(
-        extra.is_empty(),
-        "deleted in the org, still in the replica: {extra:?}"
-    );
-    for (id, expected) in &org {
-        assert_eq!(&loaded[id], expected, "record {id} differs");
-    }
 }
 
 /// Changes the org until `stop`: each round updates two records, creates one and deletes one.

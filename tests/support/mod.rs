@@ -4,4 +4,6 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod process;
+pub mod replica;
 pub mod source;
