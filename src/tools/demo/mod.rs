@@ -1,8 +1,10 @@
 //! `forcebridge demo`: the whole source path on embedded defaults.
 //!
-//! Contract: starts a simulated Salesforce org and an embedded Kafka (librdkafka's mock cluster,
-//! on loopback, readable by any Kafka client), runs the real pipeline against them with a config
-//! rendered exactly as a user would write it, makes a known stream of changes (creates, updates,
+//! Contract: starts a simulated Salesforce org holding `--existing-accounts` Accounts (their
+//! events past retention) and an embedded Kafka (librdkafka's mock cluster, on loopback,
+//! readable by any Kafka client), runs the real pipeline against them with a config rendered
+//! exactly as a user would write it, shows the Account channel's snapshot loading the existing
+//! records and handing off to the stream, then makes a known stream of changes (creates, updates,
 //! deletes, undeletes, a multi-record transaction, contacts, Platform Events), shows progress,
 //! and ends with a summary read back from Kafka. Then the round trip: write-back messages go
 //! to a Kafka topic, the sink writes them into the org (upserts by External Id, updates by Id,
@@ -32,13 +34,22 @@ use changes::{Changes, make_changes};
 use round_trip::{print_round_trip, round_trip};
 use setup::{ACCOUNT_TOPIC, demo_config, start_kafka};
 
+/// The channel the demo snapshots.
+const ACCOUNT_CHANNEL: &str = "/data/AccountChangeEvent";
+
 pub use setup::{DemoArgs, DemoError};
 
 /// Runs the demo until the summary (or until `cancel` with `--keep-running`).
 pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoError> {
-    let sim = SimOrg::start(SimConfig::default())
-        .await
-        .map_err(|e| DemoError::Sim(e.to_string()))?;
+    // Keepalives every second (a real org: within 270 s): the snapshot's position is fixed at
+    // the first answer of a quiet channel.
+    let sim = SimOrg::start(SimConfig {
+        keepalive_interval: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await
+    .map_err(|e| DemoError::Sim(e.to_string()))?;
+    let existing = seed_existing(&sim, args.existing_accounts)?;
     // The mock cluster is !Send: it lives on this task, for the whole demo.
     let kafka = start_kafka(&args)?;
     let bootstrap = kafka.bootstrap_servers();
@@ -69,7 +80,21 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
     ));
 
     let started = Instant::now();
-    let Changes { events, expected } = make_changes(&sim, &args).map_err(DemoError::Sim)?;
+    await_snapshot(
+        &stats,
+        &pipeline,
+        &cancel,
+        started,
+        existing,
+        args.timeout_secs,
+    )
+    .await;
+    let Changes {
+        events,
+        mut expected,
+    } = make_changes(&sim, &args).map_err(DemoError::Sim)?;
+    // The snapshot's rows are on the Account topic before the changes.
+    *expected.entry(ACCOUNT_TOPIC.to_owned()).or_default() += existing as u64;
     let total: u64 = expected.values().sum();
     println!(
         "  made {events} changes in the org ({total} Kafka records expected) in {:.1?}",
@@ -127,6 +152,62 @@ pub async fn run(args: DemoArgs, cancel: CancellationToken) -> Result<(), DemoEr
         ));
     }
     Ok(())
+}
+
+/// Creates `count` Accounts that exist before forcebridge starts: their change events are
+/// past the org's retention (purged), so only a snapshot can bring them to Kafka.
+fn seed_existing(sim: &SimOrg, count: usize) -> Result<usize, DemoError> {
+    let started = Instant::now();
+    sim.generate("Account", count)
+        .map_err(|e| DemoError::Sim(e.to_string()))?;
+    sim.purge_events_before(std::time::SystemTime::now());
+    println!(
+        "  {count} Accounts exist in the org before forcebridge starts (made in {:.1?})",
+        started.elapsed()
+    );
+    Ok(count)
+}
+
+/// Progress of the Account channel's snapshot until it hands off to the stream (or the
+/// pipeline stops, the demo is interrupted or overruns `timeout_secs`).
+async fn await_snapshot<T>(
+    stats: &PipelineStats,
+    pipeline: &JoinHandle<T>,
+    cancel: &CancellationToken,
+    started: Instant,
+    existing: usize,
+    timeout_secs: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        let channel = stats
+            .snapshot()
+            .channels
+            .get(ACCOUNT_CHANNEL)
+            .cloned()
+            .unwrap_or_default();
+        let phase = if channel.snapshots_completed > 0 {
+            "done: streaming from the position fixed before it"
+        } else if channel.snapshot_running {
+            "reading"
+        } else {
+            "fixing the stream position"
+        };
+        println!(
+            "  [{:>5.1}s] snapshot of Account  rows {:>6}/{existing}  {phase}",
+            started.elapsed().as_secs_f64(),
+            channel.snapshot_rows,
+        );
+        if channel.snapshots_completed > 0
+            || pipeline.is_finished()
+            || cancel.is_cancelled()
+            || Instant::now() > deadline
+        {
+            break;
+        }
+    }
 }
 
 /// Progress until every expected record is acknowledged by Kafka (or the pipeline stops, the
@@ -189,8 +270,15 @@ fn print_source_summary(
     );
     for (channel, c) in &snapshot.channels {
         println!(
-            "    {channel:<32} {:>6} events  {} keepalives  {} checkpoints",
-            c.events_received, c.keepalives, c.checkpoints_written
+            "    {channel:<32} {:>6} events  {} keepalives  {} checkpoints{}",
+            c.events_received,
+            c.keepalives,
+            c.checkpoints_written,
+            if c.snapshot_rows > 0 {
+                format!("  {} snapshot rows", c.snapshot_rows)
+            } else {
+                String::new()
+            }
         );
     }
     println!(

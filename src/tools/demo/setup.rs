@@ -4,7 +4,8 @@
 //! Contract: [`start_kafka`] creates every topic the demo uses up front (the mock cluster has no
 //! CreateTopics API), the Account topic with enough partitions for `--accounts` (a mock-cluster
 //! partition keeps only its last 5 MB); [`demo_config`] is the config a user would write for
-//! the org and the cluster: the three channels from `earliest`, the write-back topic.
+//! the org and the cluster: the Account channel with `snapshot: initial`, the other two from
+//! `earliest`, the write-back topic.
 
 use crate::kafka::EmbeddedKafka;
 use crate::sim::SimOrg;
@@ -12,6 +13,9 @@ use crate::sim::SimOrg;
 /// Options of `forcebridge demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
+    /// Accounts that exist in the org before forcebridge starts: the snapshot loads them.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) existing_accounts: usize,
     /// Accounts to create (half of them are then updated).
     #[arg(long, default_value_t = 2000)]
     pub(crate) accounts: usize,
@@ -77,7 +81,7 @@ pub(super) fn start_kafka(args: &DemoArgs) -> Result<EmbeddedKafka, DemoError> {
         CONFLICTS_TOPIC,
     ] {
         let partitions = if topic == ACCOUNT_TOPIC {
-            object_topic_partitions(args.accounts * 2)
+            object_topic_partitions(args.accounts * 2 + args.existing_accounts)
         } else {
             1
         };
@@ -95,7 +99,7 @@ pub(super) fn demo_config(sim: &SimOrg, bootstrap: &str) -> String {
 {salesforce}source:
   channels:
     - name: /data/AccountChangeEvent
-      initial_replay: earliest
+      snapshot: initial
     - name: /data/ContactChangeEvent
       initial_replay: earliest
     - name: /event/Order_Event__e
