@@ -20,9 +20,9 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value as Json};
 
-use super::QueryError;
 use super::lex::located;
 use crate::sim::catalog::Temporal;
+use crate::sim::error::QueryError;
 use crate::sim::fieldmeta::{CompoundShape, ObjectMeta, Source};
 use crate::sim::ids;
 

@@ -9,7 +9,7 @@
 //! the last one [`Tok::End`]. [`located`] formats a message as Salesforce locates it
 //! (`\n<line>\n   ^\nERROR at Row:1:Column:4\n<text>`).
 
-use super::QueryError;
+use crate::sim::error::QueryError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Tok {

@@ -7,10 +7,10 @@
 //! Contract: [`Parser::query`] returns the [`Raw`] query or a `MALFORMED_QUERY` located at the
 //! first token that does not fit (`unexpected token: '…'`).
 
-use super::QueryError;
 use super::filter::{Literal, Op};
 use super::lex::{Tok, located};
 use crate::salesforce::sftime;
+use crate::sim::error::QueryError;
 
 /// A name or literal as written, and its position in the text.
 pub(super) type Located<T> = (T, usize);
