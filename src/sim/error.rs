@@ -167,6 +167,9 @@ pub enum QueryError {
     /// `INVALID_QUERY_FILTER_OPERATOR`: a filter value that can't be an Id.
     #[error("{0}")]
     InvalidFilter(String),
+    /// `NUMBER_OUTSIDE_VALID_RANGE`: an `OFFSET` above its maximum.
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 impl QueryError {
@@ -177,6 +180,7 @@ impl QueryError {
             QueryError::InvalidField(_) => "INVALID_FIELD",
             QueryError::InvalidType(_) => "INVALID_TYPE",
             QueryError::InvalidFilter(_) => "INVALID_QUERY_FILTER_OPERATOR",
+            QueryError::OutOfRange(_) => "NUMBER_OUTSIDE_VALID_RANGE",
         }
     }
 }

@@ -277,6 +277,12 @@ impl Org {
 
     /// Every live record of `object` as a transaction sees it, in Id order.
     pub fn live_records(&self, tx: Option<&Tx>, object: &str) -> Vec<Map<String, Json>> {
+        self.records(tx, object, false)
+    }
+
+    /// Every record of `object` as a transaction sees it, in Id order: the live ones, and with
+    /// `deleted` also those in the recycle bin (`IsDeleted` true).
+    pub fn records(&self, tx: Option<&Tx>, object: &str, deleted: bool) -> Vec<Map<String, Json>> {
         let Some(o) = self.objects.get(object) else {
             return Vec::new();
         };
@@ -290,7 +296,7 @@ impl Org {
             }
         }
         out.into_values()
-            .filter(|r| !r.deleted)
+            .filter(|r| deleted || !r.deleted)
             .map(|r| with_deleted_flag(r.clone()))
             .collect()
     }

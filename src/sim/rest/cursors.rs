@@ -1,4 +1,5 @@
-//! The open cursors of SOQL queries larger than one page (see `query`).
+//! The open cursors of SOQL queries larger than one page (see `query`): `query` and `queryAll`
+//! cursors alike, each paged under the resource that opened it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use serde_json::{Value, json};
 #[derive(Debug, Default)]
 pub(crate) struct Cursors {
     next: u64,
-    open: VecDeque<(String, Arc<Vec<Value>>)>,
+    /// Locator, the resource (`query` or `queryAll`) and the rows.
+    open: VecDeque<(String, &'static str, Arc<Vec<Value>>)>,
 }
 
 impl Cursors {
@@ -20,7 +22,13 @@ impl Cursors {
     pub const MAX_OPEN: usize = 50;
 
     /// The first page of `rows`; opens a cursor when they do not fit.
-    pub(super) fn first_page(&mut self, rows: Vec<Value>, batch: usize, version: &str) -> Value {
+    pub(super) fn first_page(
+        &mut self,
+        rows: Vec<Value>,
+        batch: usize,
+        version: &str,
+        resource: &'static str,
+    ) -> Value {
         if rows.len() <= batch {
             return json!({"totalSize": rows.len(), "done": true, "records": rows});
         }
@@ -29,7 +37,8 @@ impl Cursors {
         if self.open.len() == Self::MAX_OPEN {
             self.open.pop_front();
         }
-        self.open.push_back((locator.clone(), Arc::new(rows)));
+        self.open
+            .push_back((locator.clone(), resource, Arc::new(rows)));
         self.page(&format!("{locator}-0"), batch, version)
             .unwrap_or(Value::Null)
     }
@@ -38,8 +47,8 @@ impl Cursors {
     pub(super) fn page(&mut self, at: &str, batch: usize, version: &str) -> Option<Value> {
         let (locator, offset) = at.rsplit_once('-')?;
         let offset: usize = offset.parse().ok()?;
-        let index = self.open.iter().position(|(l, _)| l == locator)?;
-        let rows = self.open[index].1.clone();
+        let index = self.open.iter().position(|(l, _, _)| l == locator)?;
+        let (resource, rows) = (self.open[index].1, self.open[index].2.clone());
         if offset >= rows.len() {
             return None;
         }
@@ -52,8 +61,9 @@ impl Cursors {
         if end == rows.len() {
             self.open.remove(index);
         } else {
-            page["nextRecordsUrl"] =
-                Value::String(format!("/services/data/v{version}/query/{locator}-{end}"));
+            page["nextRecordsUrl"] = Value::String(format!(
+                "/services/data/v{version}/{resource}/{locator}-{end}"
+            ));
         }
         Some(page)
     }

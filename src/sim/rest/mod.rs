@@ -206,10 +206,11 @@ impl Exec<'_> {
                 Reply::json(StatusCode::OK, lock(&self.shared.api).limits_body())
             }
             ["limits"] => Reply::method_not_allowed(m, "GET,HEAD"),
-            ["query"] if m == Method::GET => self.query(call),
-            ["query"] => Reply::method_not_allowed(m, "GET,HEAD"),
-            ["query", locator] if m == Method::GET => self.query_more(call, locator),
-            ["query", _] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["query"] if m == Method::GET => self.query(call, false),
+            ["queryAll"] if m == Method::GET => self.query(call, true),
+            ["query" | "queryAll"] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["query" | "queryAll", locator] if m == Method::GET => self.query_more(call, locator),
+            ["query" | "queryAll", _] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["sobjects"] if m == Method::GET => self.describe_global(call),
             ["sobjects"] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["sobjects", object] if !self.org.has_object(object) => Reply::not_found(),

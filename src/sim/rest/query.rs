@@ -1,7 +1,10 @@
-//! The SOQL query endpoint: `query?q=` (the subset of `soql`, run as the enclosing Composite's
-//! transaction sees the org) renders the matching rows as REST renders records and answers at
-//! most `query_batch_size` of them; the rest are served through `nextRecordsUrl` =
-//! `query/{locator}-{offset}` from an open cursor (see `cursors`).
+//! The SOQL query endpoints: `query?q=` and `queryAll?q=` (the subset of `soql`, run as the
+//! enclosing Composite's transaction sees the org; `queryAll` also returns the deleted records
+//! still in the recycle bin, REST API Developer Guide, "QueryAll") render the matching rows as
+//! REST renders records and answer at most `query_batch_size` of them; the rest are served
+//! through `nextRecordsUrl` = `query/{locator}-{offset}` (`queryAll/…` for `queryAll`) from an
+//! open cursor (see `cursors`). `SELECT COUNT()` answers `{"totalSize": n, "done": true,
+//! "records": []}` (SOQL and SOSL Reference, "COUNT()": the count is the result's size).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -13,7 +16,8 @@ use crate::sim::soql::Query;
 use crate::sim::util::lock;
 
 impl Exec<'_> {
-    pub(super) fn query(&mut self, call: &Call) -> Reply {
+    /// `query?q=` (`all_rows` false) or `queryAll?q=` (true).
+    pub(super) fn query(&mut self, call: &Call, all_rows: bool) -> Reply {
         let Some(text) = query_param(call.query, "q").filter(|q| !q.trim().is_empty()) else {
             return Reply::error(
                 StatusCode::BAD_REQUEST,
@@ -22,7 +26,7 @@ impl Exec<'_> {
                 &[],
             );
         };
-        let query = match Query::parse(&text, &self.org) {
+        let mut query = match Query::parse(&text, &self.org) {
             Ok(q) => q,
             Err(e) => {
                 return Reply::json(
@@ -31,11 +35,18 @@ impl Exec<'_> {
                 );
             }
         };
+        query.all_rows = all_rows;
         let Some(meta) = self.org.meta(&query.object) else {
             return Reply::not_found();
         };
-        let rows: Vec<Value> = query
-            .run(&self.org, self.outer.as_ref())
+        let matched = query.run(&self.org, self.outer.as_ref());
+        if query.count {
+            return Reply::json(
+                StatusCode::OK,
+                json!({"totalSize": matched.len(), "done": true, "records": []}),
+            );
+        }
+        let rows: Vec<Value> = matched
             .iter()
             .map(|rec| {
                 Value::Object(render_record(
@@ -48,7 +59,8 @@ impl Exec<'_> {
             })
             .collect();
         let batch = self.shared.config.query_batch_size.max(1);
-        let page = lock(&self.shared.cursors).first_page(rows, batch, call.version);
+        let resource = if all_rows { "queryAll" } else { "query" };
+        let page = lock(&self.shared.cursors).first_page(rows, batch, call.version, resource);
         Reply::json(StatusCode::OK, page)
     }
 
