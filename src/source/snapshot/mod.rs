@@ -115,18 +115,18 @@ pub(super) async fn begin_resync(
 ) -> Result<(), AttemptError> {
     let channel = &shared.source().channels[index];
     let margin = i64::try_from(shared.source().snapshot.resync_margin.as_millis()).unwrap_or(0);
+    let now = crate::ops::telemetry::unix_millis() as i64;
     let since = shared
         .checkpoints
         .get(&channel.name)
         .and_then(|c| c.commit_timestamp)
-        .map(|at| at - margin);
+        .map(|at| resync_start(at - margin, now));
     stats
         .resyncs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(position) = position::fix_position(shared, &channel.name, cancel).await? else {
         return Ok(());
     };
-    let now = crate::ops::telemetry::unix_millis() as i64;
     let mut progress = SnapshotProgress::new(&channel.snapshot_objects(), now);
     progress.since = since;
     info!(since = ?since, replay_id = %hex::encode(&position), "resync begins: rows changed since the checkpoint, then the stream");
@@ -152,6 +152,21 @@ pub(super) async fn begin_resync(
     match saved.await {
         Ok(()) => Ok(()),
         Err(err) => err.into_attempt(&channel.name).map_or(Ok(()), Err),
+    }
+}
+
+/// Where a resync reads from: `since` rounded down to its minute, and a minute earlier still
+/// when that is the current minute. The replication API ignores the seconds of its `start` and
+/// needs it in an earlier minute than `end` (REST API Developer Guide, "Get Deleted Records"), so
+/// the rows are read from the same minute as the deletes: a record deleted and restored within
+/// the window comes back as a row after its delete.
+fn resync_start(since: i64, now: i64) -> i64 {
+    const MINUTE: i64 = 60_000;
+    let start = since.div_euclid(MINUTE) * MINUTE;
+    if start >= now.div_euclid(MINUTE) * MINUTE {
+        start - MINUTE
+    } else {
+        start
     }
 }
 
@@ -259,4 +274,18 @@ async fn read_all(
     }
     committer.save(position, progress.started_at, None).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resync_start;
+
+    #[test]
+    fn a_resync_starts_at_a_whole_minute_before_the_current_one() {
+        let minute = 60_000;
+        let now = 100 * minute + 5_000;
+        assert_eq!(resync_start(50 * minute + 59_999, now), 50 * minute);
+        assert_eq!(resync_start(99 * minute + 1, now), 99 * minute);
+        assert_eq!(resync_start(100 * minute + 1_000, now), 99 * minute);
+    }
 }

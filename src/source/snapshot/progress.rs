@@ -43,6 +43,9 @@ pub struct ObjectProgress {
     pub locator: Option<String>,
     /// Rows Kafka holds.
     pub rows: u64,
+    /// A resync: the records deleted since its start (the replication API) are in Kafka.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deletes_done: bool,
 }
 
 /// Where an object's snapshot is.
@@ -92,6 +95,7 @@ impl SnapshotProgress {
                     job_id: None,
                     locator: None,
                     rows: 0,
+                    deletes_done: false,
                 })
                 .collect(),
         }

@@ -7,10 +7,11 @@
 //! (`maxRecords` = `source.snapshot.page_records`). Each page's rows are produced under one
 //! handle ([`RowWriter`]), then the progress (rows, the next page's locator) is saved once Kafka
 //! holds them; the next page is fetched while the current one is produced, so at most two pages
-//! are in memory. A resync then asks the replication API for the records deleted since its start
-//! (`DELETE` records; the window Salesforce keeps is 15 days: older deletes are reported in the
-//! log, the rows read by `queryAll` still carry those in the recycle bin). The object is `done`
-//! in the progress last, and its Bulk job deleted.
+//! are in memory. A resync first asks the replication API for the records deleted since its
+//! start (`DELETE` records, once: `deletes_done`; the window Salesforce keeps is 15 days: older
+//! deletes are reported in the log, the rows read by `queryAll` still carry those in the recycle
+//! bin), then reads the rows, so a record deleted and restored since comes back after its
+//! delete. The object is `done` in the progress last, and its Bulk job deleted.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -126,12 +127,16 @@ impl<'a> ObjectReader<'a> {
             writer: &writer,
             soql: columns.soql(since),
         };
+        // A resync's deletes first: a record deleted and restored since comes back as a row
+        // after its delete.
+        if let Some(since) = since
+            && !progress.objects[i].deletes_done
+        {
+            pages.deleted(committer, progress, i, since, cancel).await?;
+        }
         match method {
             ReadMethod::Rest => pages.rest(committer, progress, i, cancel).await?,
             ReadMethod::Bulk => pages.bulk(committer, progress, i, cancel).await?,
-        }
-        if let Some(since) = since {
-            pages.deleted(committer, progress, i, since, cancel).await?;
         }
         let entry = &mut progress.objects[i];
         entry.state = ObjectState::Done;
@@ -299,10 +304,6 @@ impl Pages<'_> {
                 since,
                 "the resync reaches further back than the 15 days of deleted records Salesforce keeps: records deleted and purged before then stay in the replica"
             );
-        }
-        // `start` must fall in an earlier minute than `end` (Salesforce ignores the seconds).
-        if now / 60_000 <= start / 60_000 {
-            return Ok(());
         }
         let deleted = self
             .rest
