@@ -301,6 +301,29 @@ impl Org {
             .collect()
     }
 
+    /// Every committed record of `object` by reference, in Id order, each with its deleted
+    /// flag: the live ones, and with `deleted` also those in the recycle bin. What a large read
+    /// (a Bulk API query job) scans without copying the records.
+    pub(crate) fn committed_records(
+        &self,
+        object: &str,
+        deleted: bool,
+    ) -> Vec<(&Map<String, Json>, bool)> {
+        let Some(o) = self.objects.get(object) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(&str, &Record)> = o
+            .records
+            .iter()
+            .filter(|(_, r)| deleted || !r.deleted)
+            .map(|(id, r)| (id.as_str(), r))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.into_iter()
+            .map(|(_, r)| (&r.fields, r.deleted))
+            .collect()
+    }
+
     /// The Id of the live record whose External Id field `field` holds `value`
     /// (case-insensitively), as a transaction sees it.
     pub fn find_by_external_id(

@@ -204,15 +204,37 @@ impl Query {
         let Some(meta) = org.meta(&self.object) else {
             return Vec::new();
         };
-        let mut rows: Vec<Map<String, Json>> = rows
+        let flagged: Vec<(&Map<String, Json>, bool)> = rows.iter().map(|r| (r, false)).collect();
+        self.select_rows(&meta, flagged)
             .into_iter()
-            .filter(|rec| self.filters.iter().all(|f| f.matches(&meta, rec)))
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
+    /// The matching committed records by reference (each with its deleted flag), ordered,
+    /// `OFFSET` skipped, `LIMIT` applied: what a Bulk API query job reads, without copies.
+    pub(crate) fn run_committed<'o>(&self, org: &'o Org) -> Vec<(&'o Map<String, Json>, bool)> {
+        let Some(meta) = org.meta(&self.object) else {
+            return Vec::new();
+        };
+        self.select_rows(&meta, org.committed_records(&self.object, self.all_rows))
+    }
+
+    /// Filters, orders (a stable sort: ties keep Id order), skips and limits `rows`.
+    fn select_rows<'r>(
+        &self,
+        meta: &ObjectMeta,
+        rows: Vec<(&'r Map<String, Json>, bool)>,
+    ) -> Vec<(&'r Map<String, Json>, bool)> {
+        let mut rows: Vec<(&Map<String, Json>, bool)> = rows
+            .into_iter()
+            .filter(|(rec, d)| self.filters.iter().all(|f| f.matches(meta, rec, *d)))
             .collect();
         if !self.order.is_empty() {
             rows.sort_by(|a, b| {
                 self.order
                     .iter()
-                    .map(|k| k.compare(&meta, a, b))
+                    .map(|k| k.compare(meta, *a, *b))
                     .find(|o| o.is_ne())
                     .unwrap_or(std::cmp::Ordering::Equal)
             });
