@@ -19,7 +19,7 @@ use super::error::SimError;
 use super::gap;
 use super::grpc::stream_faults::StreamFaults;
 use super::org::{self, Change, CommitContext, Op, Org};
-use super::rest::bulk::BulkJobs;
+use super::rest::bulk_jobs::BulkJobs;
 use super::rest::cursors::Cursors;
 use super::rest::limits::ApiState;
 use super::util::{lock, org_now};

@@ -31,8 +31,9 @@
 //! * Errors are Salesforce's arrays `[{"message", "errorCode", "fields"}]`; per-record errors of
 //!   collections are `{"statusCode", "message", "fields"}` (see [`RecordError`]).
 
-pub(super) mod bulk;
+mod bulk;
 mod bulk_csv;
+pub(super) mod bulk_jobs;
 mod call;
 mod collections;
 mod composite;
