@@ -30,6 +30,7 @@ mod cdc;
 mod change;
 mod fields;
 mod record;
+mod recycle;
 mod stage;
 mod state;
 #[cfg(test)]

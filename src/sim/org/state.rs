@@ -70,6 +70,8 @@ pub(super) struct SObject {
     /// External Id field → lower-cased value → Id of the live record holding it.
     pub(super) index: HashMap<String, HashMap<String, String>>,
     pub(super) rules: Vec<ValidationRule>,
+    /// Deletion time of the newest record physically purged from the recycle bin.
+    pub(super) last_purged: Option<i64>,
 }
 
 /// The org's data and metadata.
@@ -146,6 +148,7 @@ impl Org {
                         .collect(),
                     external_ids,
                     rules: Vec::new(),
+                    last_purged: None,
                 },
             );
         }

@@ -42,6 +42,7 @@ mod describe;
 pub(super) mod limits;
 mod query;
 mod render;
+mod replication;
 mod reply;
 mod rows;
 #[cfg(test)]
@@ -229,6 +230,9 @@ impl Exec<'_> {
             ["sobjects", object, ..] if !self.org.has_object(object) => Reply::not_found(),
             ["sobjects", object, "describe"] if m == Method::GET => self.describe(call, object),
             ["sobjects", _, "describe"] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["sobjects", object, kind @ ("deleted" | "updated")] if m == Method::GET => {
+                self.replication(call, object, *kind == "deleted")
+            }
             ["sobjects", object, id] => match *m {
                 Method::GET => self.get_row(call, object, id),
                 Method::PATCH => self.update_row(call, object, id),
