@@ -31,6 +31,7 @@ mod change;
 mod fields;
 mod record;
 mod recycle;
+mod seed;
 mod stage;
 mod state;
 #[cfg(test)]
