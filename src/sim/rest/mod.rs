@@ -34,6 +34,8 @@
 mod bulk;
 mod bulk_csv;
 pub(super) mod bulk_jobs;
+#[cfg(test)]
+mod bulk_tests;
 mod call;
 mod collections;
 mod composite;
