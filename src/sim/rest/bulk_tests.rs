@@ -432,3 +432,222 @@ async fn results_are_the_org_state_when_the_job_completes() {
     assert_eq!(page.count.as_deref(), Some("5"), "stored once completed");
     org.shutdown().await;
 }
+
+async fn soql(api: &Api, resource: &str, q: &str) -> Value {
+    api.get_with(&format!("/{resource}"), &[("q", q)])
+        .await
+        .json()
+}
+
+#[tokio::test]
+async fn count_ranges_order_offset_and_query_all_over_rest() {
+    let (org, api) = start().await;
+    org.seed("Account", 60, 3).expect("seed");
+    let all = org
+        .query("SELECT Id, NumberOfEmployees, SystemModstamp FROM Account")
+        .expect("all");
+    let count = soql(&api, "query", "SELECT COUNT() FROM Account").await;
+    assert_eq!(count, json!({"totalSize": 60, "done": true, "records": []}));
+    let big = all
+        .iter()
+        .filter(|r| r["NumberOfEmployees"].as_i64().expect("n") > 25_000)
+        .count();
+    let count = soql(
+        &api,
+        "query",
+        "SELECT COUNT() FROM Account WHERE NumberOfEmployees > 25000",
+    )
+    .await;
+    assert_eq!(count["totalSize"], big);
+
+    // A datetime range, newest first, then Id; OFFSET and LIMIT after the order.
+    let mut stamps: Vec<(i64, String)> = all
+        .iter()
+        .map(|r| {
+            (
+                r["SystemModstamp"].as_i64().expect("ms"),
+                r["Id"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect();
+    stamps.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let pivot = stamps[40].0;
+    let expected: Vec<&str> = stamps
+        .iter()
+        .filter(|(t, _)| *t >= pivot)
+        .skip(5)
+        .take(10)
+        .map(|(_, id)| id.as_str())
+        .collect();
+    let literal = crate::salesforce::sftime::format_datetime(pivot);
+    let iso_z = literal.replace(".000+0000", "Z");
+    let (day, time) = iso_z.trim_end_matches('Z').split_once('T').expect("T");
+    let (h, rest) = time.split_once(':').expect("h");
+    // The same instant written at UTC-08:00.
+    let shifted_hour = (h.parse::<i64>().expect("h") + 24 - 8) % 24;
+    for lit in [literal.clone(), iso_z.clone()] {
+        let q = format!(
+            "SELECT Id FROM Account WHERE SystemModstamp >= {lit} ORDER BY SystemModstamp DESC, Id LIMIT 10 OFFSET 5"
+        );
+        let got = soql(&api, "query", &q).await;
+        let ids: Vec<&str> = got["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .map(|r| r["Id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(ids, expected, "{q}");
+    }
+    if h.parse::<i64>().expect("h") >= 8 {
+        let offset = format!("{day}T{shifted_hour:02}:{rest}-08:00");
+        let q = format!("SELECT COUNT() FROM Account WHERE SystemModstamp >= {offset}");
+        let got = soql(&api, "query", &q).await;
+        assert_eq!(
+            got["totalSize"],
+            stamps.iter().filter(|(t, _)| *t >= pivot).count(),
+            "{q}"
+        );
+    }
+
+    // queryAll returns the recycle bin too, paged under queryAll.
+    let victim = stamps[0].1.clone();
+    org.delete("Account", &victim).expect("delete");
+    let q = format!("SELECT Id, IsDeleted FROM Account WHERE Id = '{victim}'");
+    assert_eq!(soql(&api, "query", &q).await["totalSize"], 0);
+    let got = soql(&api, "queryAll", &q).await;
+    assert_eq!(got["records"][0]["IsDeleted"], true);
+    let count = soql(
+        &api,
+        "queryAll",
+        "SELECT COUNT() FROM Account WHERE IsDeleted = true",
+    )
+    .await;
+    assert_eq!(count["totalSize"], 1);
+    let many = org.seed("Account", 2_000, 4).expect("seed");
+    assert!(many.is_some());
+    let page = soql(&api, "queryAll", "SELECT Id FROM Account").await;
+    assert_eq!(page["totalSize"], 2_060);
+    let next = page["nextRecordsUrl"].as_str().expect("next");
+    assert!(next.starts_with("/services/data/v62.0/queryAll/"), "{next}");
+
+    for (q, code) in [
+        (
+            "SELECT Id FROM Account LIMIT 5 OFFSET 2001",
+            "NUMBER_OUTSIDE_VALID_RANGE",
+        ),
+        (
+            "SELECT Id FROM Account ORDER BY Description",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Account ORDER BY BillingAddress",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Account WHERE CreatedDate > 2024-01-01",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Account WHERE CreatedDate > '2024-01-01T00:00:00Z'",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Account WHERE CreatedDate > 2024-01-01T00:00:00",
+            "MALFORMED_QUERY",
+        ),
+        (
+            "SELECT Id FROM Account ORDER BY Name NULLS MIDDLE",
+            "MALFORMED_QUERY",
+        ),
+    ] {
+        let got = soql(&api, "query", q).await;
+        assert_eq!(got[0]["errorCode"], code, "{q}: {got}");
+    }
+    org.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleted_and_updated_replication_windows() {
+    let (org, api) = start().await;
+    org.seed("Account", 5, 9).expect("seed");
+    let ids: Vec<String> = org
+        .query("SELECT Id FROM Account")
+        .expect("q")
+        .iter()
+        .map(|r| r["Id"].as_str().expect("id").to_owned())
+        .collect();
+    org.delete("Account", &ids[0]).expect("delete");
+    org.update(
+        "Account",
+        &ids[1],
+        serde_json::Map::from_iter([("Phone".to_owned(), json!("+1 000"))]),
+    )
+    .expect("update");
+    let minute = 60_000;
+    let now = crate::sim::util::org_now();
+    let at =
+        |ms: i64| crate::salesforce::sftime::format_datetime(ms).replace(".000+0000", "+00:00");
+    let (start, end) = (at(now - 10 * minute), at(now + 2 * minute));
+    let window = [("start", start.as_str()), ("end", end.as_str())];
+    let deleted = api.get_with("/sobjects/Account/deleted/", &window).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    let body = deleted.json();
+    assert_eq!(body["deletedRecords"].as_array().expect("list").len(), 1);
+    assert_eq!(body["deletedRecords"][0]["id"], ids[0].as_str());
+    let covered = body["latestDateCovered"].as_str().expect("covered");
+    assert!(covered.ends_with(":00.000+0000"), "{covered}");
+    assert!(body["earliestDateAvailable"].is_string());
+    let updated = api
+        .get_with("/sobjects/Account/updated/", &window)
+        .await
+        .json();
+    assert_eq!(updated["ids"], json!([ids[1]]), "{updated}");
+
+    let invalid = (400, json!("INVALID_REPLICATION_DATE"));
+    assert_eq!(
+        refusal(&api, at(now - 31 * 24 * 60 * minute), at(now)).await,
+        invalid,
+        "over 30 days"
+    );
+    assert_eq!(
+        refusal(&api, at(now), at(now)).await,
+        invalid,
+        "start == end"
+    );
+    assert_eq!(
+        refusal(&api, "yesterday".into(), at(now)).await,
+        invalid,
+        "unreadable"
+    );
+    assert_eq!(
+        refusal(&api, at(now - 16 * 24 * 60 * minute), at(now)).await,
+        invalid,
+        "before the recycle bin"
+    );
+    // An administrator empties the recycle bin: earlier windows are gone.
+    assert_eq!(org.purge_recycle_bin("Account"), 1);
+    assert_eq!(
+        refusal(&api, start.clone(), end.clone()).await,
+        invalid,
+        "purged"
+    );
+    let later = api
+        .get_with(
+            "/sobjects/Account/deleted/",
+            &[("start", &at(now + minute)), ("end", &end)],
+        )
+        .await;
+    assert_eq!(later.status, 200, "{}", later.text);
+    org.shutdown().await;
+}
+
+/// Status and error code of a `deleted` call.
+async fn refusal(api: &Api, start: String, end: String) -> (u16, Value) {
+    let got = api
+        .get_with(
+            "/sobjects/Account/deleted/",
+            &[("start", &start), ("end", &end)],
+        )
+        .await;
+    (got.status, got.json()[0]["errorCode"].clone())
+}

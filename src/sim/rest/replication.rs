@@ -17,9 +17,11 @@
 //!   `EXCEEDED_ID_LIMIT`.
 //! * `deleted`: `{"deletedRecords": [{"id", "deletedDate"}], "earliestDateAvailable",
 //!   "latestDateCovered"}`; `updated`: `{"ids": [...], "latestDateCovered"}`. Datetimes as REST
-//!   renders them (`2024-01-31T12:05:00.000+0000`). `latestDateCovered` is `end`, or the current
-//!   minute when `end` is later (what has not happened yet is not covered), always on a whole
-//!   minute. `earliestDateAvailable` is the deletion time of the newest record purged, or 15
+//!   renders them (`2024-01-31T12:05:00.000+0000`). The answer holds what happened in the window
+//!   up to now; `latestDateCovered` is `end`, or the start of the current minute when `end` is
+//!   later, always on a whole minute, so a client that starts its next window there ("for
+//!   safety, you must use this value for the startDate of your next call") may see the last
+//!   minute's records twice, never miss one. `earliestDateAvailable` is the deletion time of the newest record purged, or 15
 //!   days ago (to the minute) when nothing older was purged.
 
 use axum::http::StatusCode;
@@ -79,10 +81,12 @@ impl Exec<'_> {
             return invalid("The replication window can't be longer than 30 days");
         }
         let now = org_now();
+        // What happened up to now is answered; the covered date is the last whole minute.
+        let upto = end.min(now + 1);
         let latest = end.min(now.div_euclid(MINUTE) * MINUTE);
         let covered = sftime::format_datetime(latest);
         if !deleted {
-            let ids = self.org.updated_between(object, start, latest);
+            let ids = self.org.updated_between(object, start, upto);
             if ids.len() > MAX_IDS {
                 return Reply::error(
                     StatusCode::BAD_REQUEST,
@@ -108,7 +112,7 @@ impl Exec<'_> {
                 sftime::format_datetime(earliest)
             ));
         }
-        let records = self.org.deleted_between(object, start, latest);
+        let records = self.org.deleted_between(object, start, upto);
         if records.len() > MAX_IDS {
             return Reply::error(
                 StatusCode::BAD_REQUEST,
