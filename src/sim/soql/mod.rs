@@ -47,7 +47,7 @@ use self::filter::{Filter, Kind, Literal, Op, OrderKey, check_filter, field_kind
 use self::lex::{located, tokenize};
 use self::parse::{Parser, Raw};
 pub use super::error::QueryError;
-use super::fieldmeta::{ObjectMeta, Source};
+use super::fieldmeta::{CompoundShape, ObjectMeta, Source};
 use super::ids;
 use super::org::{Org, Tx};
 
@@ -76,7 +76,10 @@ pub struct Query {
 /// True for a field `ORDER BY` refuses: a compound, or a Long Text Area.
 fn unsortable(meta: &ObjectMeta, api: &str) -> bool {
     meta.field(api).is_some_and(|f| {
-        matches!(f.source, Source::Compound(_)) || (f.ty == "textarea" && f.length > 255)
+        // Contact `Name` sorts as its text; an address or a location does not sort.
+        let compound =
+            matches!(f.source, Source::Compound(ref shape) if *shape != CompoundShape::PersonName);
+        compound || (f.ty == "textarea" && f.length > 255)
     })
 }
 
