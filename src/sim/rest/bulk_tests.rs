@@ -108,6 +108,48 @@ async fn start() -> (SimOrg, Api) {
 
 const FIELDS: &str = "Id, Name, Phone, Description, IsDeleted, CreatedDate, SystemModstamp, NumberOfEmployees, AnnualRevenue, BillingCity";
 
+/// Every page of a job's results, `maxRecords` at a time, following `Sforce-Locator` until
+/// `null`, each page read by Python's `csv`: the number of pages and the rows (headers checked).
+async fn read_all(api: &Api, id: &str, max: &str) -> (usize, Vec<Vec<String>>) {
+    let mut rows = Vec::new();
+    let mut locator: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut params = vec![("maxRecords", max)];
+        if let Some(l) = &locator {
+            params.push(("locator", l.as_str()));
+        }
+        let page = api
+            .get_with(&format!("/jobs/query/{id}/results"), &params)
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        assert!(
+            page.content_type.starts_with("text/csv"),
+            "{}",
+            page.content_type
+        );
+        let parsed = python_csv(&page.text, ',');
+        assert_eq!(
+            parsed[0],
+            FIELDS.split(", ").map(str::to_owned).collect::<Vec<_>>()
+        );
+        assert!(
+            page.text.starts_with("\"Id\",\"Name\","),
+            "every name quoted"
+        );
+        let n: usize = page.count.as_deref().expect("count").parse().expect("n");
+        assert_eq!(n, parsed.len() - 1);
+        rows.extend(parsed.into_iter().skip(1));
+        pages += 1;
+        match page.locator.as_deref() {
+            Some("null") => break,
+            Some(l) => locator = Some(l.to_owned()),
+            None => panic!("no Sforce-Locator"),
+        }
+    }
+    (pages, rows)
+}
+
 #[tokio::test]
 async fn a_query_job_completes_and_its_csv_pages_follow_the_locators() {
     let (org, api) = start().await;
@@ -141,42 +183,7 @@ async fn a_query_job_completes_and_its_csv_pages_follow_the_locators() {
     assert_eq!(info["jobType"], "V2Query");
     assert_eq!(info["retries"], 0);
 
-    let mut rows = Vec::new();
-    let mut locator: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let mut params = vec![("maxRecords", "1000")];
-        if let Some(l) = &locator {
-            params.push(("locator", l.as_str()));
-        }
-        let page = api
-            .get_with(&format!("/jobs/query/{id}/results"), &params)
-            .await;
-        assert_eq!(page.status, 200, "{}", page.text);
-        assert!(
-            page.content_type.starts_with("text/csv"),
-            "{}",
-            page.content_type
-        );
-        let parsed = python_csv(&page.text, ',');
-        assert_eq!(
-            parsed[0],
-            FIELDS.split(", ").map(str::to_owned).collect::<Vec<_>>()
-        );
-        assert!(
-            page.text.starts_with("\"Id\",\"Name\","),
-            "every name quoted"
-        );
-        let n: usize = page.count.as_deref().expect("count").parse().expect("n");
-        assert_eq!(n, parsed.len() - 1);
-        rows.extend(parsed.into_iter().skip(1));
-        pages += 1;
-        match page.locator.as_deref() {
-            Some("null") => break,
-            Some(l) => locator = Some(l.to_owned()),
-            None => panic!("no Sforce-Locator"),
-        }
-    }
+    let (pages, rows) = read_all(&api, &id, "1000").await;
     assert_eq!((pages, rows.len()), (3, 2_500));
     let expected = org
         .query(&format!("SELECT {FIELDS} FROM Account"))
@@ -269,9 +276,8 @@ async fn delimiters_line_endings_and_query_all() {
 }
 
 #[tokio::test]
-async fn refusals_states_aborts_deletes_limits_and_failures() {
+async fn jobs_bulk_2_does_not_support_are_refused_at_create() {
     let (org, api) = start().await;
-    org.seed("Account", 5, 1).expect("seed");
     let refused = |q: &str, op: &str| json!({"operation": op, "query": q});
     for (body, status, code) in [
         (
@@ -320,6 +326,14 @@ async fn refusals_states_aborts_deletes_limits_and_failures() {
         assert_eq!(got.status, status, "{body}: {}", got.text);
         assert_eq!(got.json()[0]["errorCode"], code, "{body}");
     }
+    org.shutdown().await;
+}
+
+#[tokio::test]
+async fn states_aborts_deletes_limits_and_failures() {
+    let (org, api) = start().await;
+    org.seed("Account", 5, 1).expect("seed");
+    let refused = |q: &str, op: &str| json!({"operation": op, "query": q});
     assert_eq!(api.get("/jobs/query/7505S0000000000AAA").await.status, 404);
 
     // A job in progress: no results yet; it can be aborted once.
