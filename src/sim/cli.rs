@@ -29,6 +29,11 @@ pub struct SimArgs {
     /// Create this many Accounts at start, so that subscribers with `earliest` see events at once.
     #[arg(long, default_value_t = 0)]
     pub seed_accounts: usize,
+    /// Seed the org with existing records before it serves, e.g. `--seed Account=50000`
+    /// (repeatable): records that existed before anything listened, so no change events; what
+    /// a first load (snapshot) reads.
+    #[arg(long = "seed", value_name = "OBJECT=COUNT", value_parser = parse_seed)]
+    pub seed: Vec<(String, usize)>,
     /// Write the demo connected app's JWT private key (PEM) to this file, for the `jwt_bearer`
     /// auth flow (`private_key_file`).
     #[arg(long, value_name = "PATH")]
@@ -37,6 +42,29 @@ pub struct SimArgs {
     /// CA, and write that CA's certificate (PEM) to this file, for `salesforce.ca_file`.
     #[arg(long, value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
+}
+
+/// `Object=count` of `--seed`.
+fn parse_seed(s: &str) -> Result<(String, usize), String> {
+    let (object, count) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected OBJECT=COUNT, e.g. Account=50000"))?;
+    let count = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: the count `{count}` is not a number"))?;
+    Ok((object.trim().to_owned(), count))
+}
+
+/// Creates the records `--seed-accounts` and `--seed` ask for.
+fn seed_org(org: &SimOrg, args: &SimArgs) -> Result<(), SimError> {
+    if args.seed_accounts > 0 {
+        org.generate("Account", args.seed_accounts)?;
+    }
+    for (object, count) in &args.seed {
+        org.seed(object, *count, 42)?;
+    }
+    Ok(())
 }
 
 /// Writes the demo JWT key, readable by the owner only where the platform supports modes.
@@ -75,9 +103,7 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     if let (Some(path), Some(pem)) = (&args.write_jwt_key, org.jwt_private_key_pem()) {
         write_key(path, pem)?;
     }
-    if args.seed_accounts > 0 {
-        org.generate("Account", args.seed_accounts)?;
-    }
+    seed_org(&org, &args)?;
     let c = org.config();
     println!("simulated Salesforce org {} is up", c.org_id);
     let mode = if args.tls_ca.is_some() {

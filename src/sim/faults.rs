@@ -72,6 +72,34 @@ impl SimOrg {
         lock(&self.shared.api).token_instance_url = url;
     }
 
+    /// Fault injection: the next `n` Bulk API 2.0 query jobs created fail when they would
+    /// complete (`Failed`, `retries` 15, `errorMessage` "Retried more than 15 times").
+    pub fn fail_next_bulk_jobs(&self, n: usize) {
+        lock(&self.shared.bulk).fail_next = n;
+    }
+
+    /// How long a new Bulk API 2.0 query job stays `InProgress` before it completes (default
+    /// 0: it completes the first time it is looked at).
+    pub fn set_bulk_job_duration(&self, d: Duration) {
+        lock(&self.shared.bulk).in_progress = d;
+    }
+
+    /// The Bulk API 2.0 allocations per rolling 24 hours: query jobs (Salesforce: 10,000) and
+    /// results in bytes (Salesforce: 1 TB, `DailyBulkV2QueryFileStorageMB`); lower them to test
+    /// what a client does when they run out.
+    pub fn set_bulk_query_limits(&self, jobs: u64, results_bytes: u64) {
+        let mut bulk = lock(&self.shared.bulk);
+        bulk.job_limit = jobs;
+        bulk.results_limit = results_bytes;
+    }
+
+    /// An administrator empties the recycle bin of `object`: every deleted record is purged
+    /// for good, and the `deleted` replication resource's `earliestDateAvailable` moves to the
+    /// newest of them. Returns how many were purged.
+    pub fn purge_recycle_bin(&self, object: &str) -> usize {
+        lock(&self.shared.org).purge_recycle_bin(object, i64::MAX)
+    }
+
     /// Fault injection: the next `n` authenticated REST calls are refused with `fault` (after any
     /// faults queued before), and not counted.
     pub fn fail_next_requests(&self, n: usize, fault: RestFault) {

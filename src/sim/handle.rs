@@ -140,6 +140,23 @@ impl SimOrg {
             .generate(object, count, &self.origin(), &self.shared.config.user_id)
     }
 
+    /// Seeds `count` records of `object` that existed before anything listened (no change
+    /// events), deterministic from `seed`; see [`Org::seed`](super::org::Org::seed). Returns
+    /// the first and last Id written.
+    pub fn seed(
+        &self,
+        object: &str,
+        count: usize,
+        seed: u64,
+    ) -> Result<Option<(String, String)>, SimError> {
+        let mut org = lock(&self.shared.org);
+        let object = org
+            .canonical_object(object)
+            .ok_or_else(|| SimError::UnknownObject(object.to_owned()))?
+            .to_owned();
+        org.seed(&object, count, seed, &self.shared.config.user_id)
+    }
+
     /// Publishes a platform event (`Order_Event__e` or `/event/Order_Event__e`); `CreatedDate`
     /// and `CreatedById` default to now and the org's user. Returns the replay id.
     pub fn publish_event(

@@ -84,6 +84,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/services/data/", get(rest::versions))
         .route("/services/data/{*path}", any(rest::services_data))
         .route("/sim/generate", post(generate))
+        .route("/sim/seed", post(seed))
         .route("/sim/faults", get(faults_state).post(set_faults))
         .with_state(shared)
 }
@@ -221,6 +222,51 @@ async fn generate(State(s): State<Arc<Shared>>, Json(req): Json<GenerateRequest>
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedRequest {
+    object: String,
+    count: usize,
+    #[serde(default)]
+    seed: u64,
+}
+
+/// `POST /sim/seed {"object", "count", "seed"?}`: existing records, no change events (see
+/// `SimOrg::seed`); answers `{"object", "count", "first_id", "last_id"}`.
+async fn seed(State(s): State<Arc<Shared>>, Json(req): Json<SeedRequest>) -> Response {
+    let shared = s.clone();
+    let object = req.object.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut org = lock(&shared.org);
+        let object = org
+            .canonical_object(&object)
+            .ok_or_else(|| SimError::UnknownObject(object.clone()))?
+            .to_owned();
+        org.seed(&object, req.count, req.seed, &shared.config.user_id)
+    })
+    .await;
+    match result {
+        Ok(Ok(ids)) => {
+            let (first, last) = ids.unzip();
+            Json(json!({"object": req.object, "count": req.count, "first_id": first, "last_id": last}))
+                .into_response()
+        }
+        Ok(Err(SimError::UnknownObject(_))) => reply(Reply::not_found()),
+        Ok(Err(e)) => reply(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+            &e.to_string(),
+            &[],
+        )),
+        Err(e) => reply(Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN_EXCEPTION",
+            &e.to_string(),
+            &[],
+        )),
+    }
+}
+
 fn reply(r: Reply) -> Response {
     match r.body {
         Some(body) => (r.status, Json(body)).into_response(),
@@ -266,6 +312,12 @@ struct FaultsRequest {
     #[serde(default)]
     silence_streams: bool,
     fail_next_logins: Option<FailNextLogins>,
+    /// Bulk API 2.0 query jobs still to fail.
+    fail_next_bulk_jobs: Option<usize>,
+    /// How long a new Bulk API 2.0 query job stays `InProgress`.
+    bulk_job_ms: Option<u64>,
+    /// An administrator empties this object's recycle bin.
+    purge_recycle_bin: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -335,6 +387,15 @@ async fn set_faults(State(s): State<Arc<Shared>>, Json(req): Json<FaultsRequest>
     }
     if req.silence_streams {
         s.silence_streams();
+    }
+    if let Some(n) = req.fail_next_bulk_jobs {
+        lock(&s.bulk).fail_next = n;
+    }
+    if let Some(ms) = req.bulk_job_ms {
+        lock(&s.bulk).in_progress = Duration::from_millis(ms);
+    }
+    if let Some(object) = &req.purge_recycle_bin {
+        lock(&s.org).purge_recycle_bin(object, i64::MAX);
     }
     if let Some(f) = req.fail_next_logins {
         s.logins.queue(f.count, f.fault);

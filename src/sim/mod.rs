@@ -44,8 +44,9 @@
 //! streams and flow control in `subscribe`, stream fault knobs in `stream_faults`, error statuses
 //! in `status`); `http` (server, OAuth, `/sim/*`), `jwt` and `jwt_demo` (JWT bearer grant, demo
 //! key); `rest/` (routing in `mod`, sObject rows and rows by External Id in `rows`, query in
-//! `query` and `cursors`, sObject Collections in `collections`, Composite in `composite`,
-//! describe in `describe`, API
+//! `query` and `cursors` (also `queryAll`, `COUNT()`), Bulk API 2.0 query jobs in `bulk`,
+//! `bulk_jobs` and `bulk_csv`, the `deleted`/`updated` replication resources in `replication`,
+//! sObject Collections in `collections`, Composite in `composite`, describe in `describe`, API
 //! usage, refusals and limits in `limits`; their shared pieces in `call`, `reply`, `render`);
 //! `soql` (the query subset), `fieldmeta` (the fields as REST and describe see them: types,
 //! compound components, formula fields), `tls` (test CA, TLS listener).
@@ -53,7 +54,8 @@
 //! Known differences from a real org: the table in `ARCHITECTURE.md` ("Known differences between
 //! the simulated org and a real org"), kept current: behaviour, what Salesforce does with its
 //! source, what the simulated org does, and why it cannot matter to forcebridge (a difference
-//! that could is a bug to fix). Among them: only the SOQL subset of `soql` is understood;
+//! that could is a bug to fix). Among them: only the SOQL subset of `soql` is understood; a
+//! Bulk API 2.0 query job completes when it is looked at after its knob's duration;
 //! Composite subrequests always run in order (`collateSubrequests` is ignored); describe serves
 //! the keys clients decide by, with fixed values for the rest.
 

@@ -19,6 +19,7 @@ use super::error::SimError;
 use super::gap;
 use super::grpc::stream_faults::StreamFaults;
 use super::org::{self, Change, CommitContext, Op, Org};
+use super::rest::bulk_jobs::BulkJobs;
 use super::rest::cursors::Cursors;
 use super::rest::limits::ApiState;
 use super::util::{lock, org_now};
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub gap_records: Mutex<HashSet<String>>,
     /// Open query cursors (`nextRecordsUrl`), see `rest`.
     pub cursors: Mutex<Cursors>,
+    /// Bulk API 2.0 query jobs (see `rest::bulk`).
+    pub bulk: Mutex<BulkJobs>,
     /// Token endpoint faults queued, and the logins served ([`SimOrg::fail_next_logins`]).
     pub logins: super::login_faults::LoginFaults,
 }

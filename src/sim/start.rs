@@ -75,6 +75,7 @@ impl SimOrg {
             shutdown: CancellationToken::new(),
             gap_records: Mutex::new(HashSet::new()),
             cursors: Mutex::new(Cursors::default()),
+            bulk: Mutex::new(super::rest::bulk_jobs::BulkJobs::default()),
             logins: Default::default(),
         });
         let http_listener = match http_tls {

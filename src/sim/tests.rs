@@ -1239,3 +1239,143 @@ async fn record_datetimes_and_commit_timestamps_have_second_precision() {
     }
     org.shutdown().await;
 }
+
+/// Seeded records existed before anything listened: no change events; the same seed gives the
+/// same records; they are indexed (by External Id) and readable like any other; a later seed
+/// appends after them in Id order; `POST /sim/seed` does the same over HTTP.
+#[tokio::test]
+async fn seeding_writes_existing_records_without_events_deterministically() {
+    let a = SimOrg::start(SimConfig::default()).await.expect("start");
+    let b = SimOrg::start(SimConfig::default()).await.expect("start");
+    let (first, last) = a.seed("account", 1_000, 11).expect("seed").expect("ids");
+    b.seed("Account", 1_000, 11).expect("seed");
+    assert_eq!(a.event_count("/data/ChangeEvents"), 0);
+    let (ra, rb) = (a.records("Account"), b.records("Account"));
+    assert_eq!(ra.len(), 1_000);
+    assert_eq!(ra, rb, "deterministic from the seed");
+    assert_eq!(ra[0]["Id"], first.as_str());
+    assert_eq!(ra[999]["Id"], last.as_str());
+    let now = crate::sim::util::org_now();
+    for r in &ra {
+        let (c, m) = (
+            r["CreatedDate"].as_i64().expect("c"),
+            r["SystemModstamp"].as_i64().expect("m"),
+        );
+        assert!(c <= m && m <= now && c % 1000 == 0, "{r:?}");
+        assert_eq!(r["LastModifiedDate"], r["SystemModstamp"]);
+    }
+    let with = |f: &str| {
+        ra.iter()
+            .filter(|r| r.get(f).is_some_and(|v| !v.is_null()))
+            .count()
+    };
+    assert!(
+        (50..200).contains(&with("Description")),
+        "a Long Text Area on some: {}",
+        with("Description")
+    );
+    assert!((50..300).contains(&(1_000 - with("Phone"))), "some nulls");
+    let ext = ra[5]["External_Id__c"].as_str().expect("ext");
+    let found = a
+        .find_by_external_id("Account", "External_Id__c", ext)
+        .expect("found by External Id");
+    assert_eq!(found["Id"], ra[5]["Id"]);
+    assert!(a.seed("Lead", 1, 1).is_err());
+
+    let token = login(&a).await;
+    let resp = http_client()
+        .post(format!("{}/sim/seed", a.instance_url()))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"object": "Contact", "count": 10, "seed": 3}))
+        .send()
+        .await
+        .expect("seed");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["count"], 10);
+    assert_eq!(a.records("Contact").len(), 10);
+    assert_eq!(a.event_count("/data/ChangeEvents"), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Measures seeding and a Bulk API 2.0 query job over many records (not a pass/fail test:
+/// speed is measured, not asserted): `cargo test --release --lib measure_bulk -- --ignored
+/// --nocapture` (FB_BULK_RECORDS, default 1,000,000).
+#[tokio::test]
+#[ignore]
+async fn measure_bulk_snapshot_throughput() {
+    let n: usize = std::env::var("FB_BULK_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let org = SimOrg::start(SimConfig::default()).await.expect("start");
+    let t = std::time::Instant::now();
+    org.seed("Account", n, 1).expect("seed");
+    println!("seed {n} Accounts: {:?}", t.elapsed());
+    let token = login(&org).await;
+    let base = format!("{}/services/data/v62.0/jobs/query", org.instance_url());
+    let http = http_client();
+    let job: serde_json::Value = http
+        .post(&base)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"operation": "query", "query": "SELECT Id, Name, Type, Industry, Phone, Website, Description, NumberOfEmployees, AnnualRevenue, BillingStreet, BillingCity, BillingPostalCode, BillingCountryCode, OwnerId, CreatedDate, LastModifiedDate, SystemModstamp, IsDeleted FROM Account"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("job");
+    let id = job["id"].as_str().expect("id");
+    let t = std::time::Instant::now();
+    let info: serde_json::Value = http
+        .get(format!("{base}/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("info json");
+    println!(
+        "job completes (query + CSV render): {:?} {}",
+        t.elapsed(),
+        info["state"]
+    );
+    let t = std::time::Instant::now();
+    let mut locator = String::new();
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    loop {
+        let mut url = reqwest::Url::parse(&format!("{base}/{id}/results")).expect("url");
+        url.query_pairs_mut().append_pair("maxRecords", "50000");
+        if !locator.is_empty() {
+            url.query_pairs_mut().append_pair("locator", &locator);
+        }
+        let resp = http
+            .get(url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("page");
+        locator = resp.headers()["sforce-locator"]
+            .to_str()
+            .expect("loc")
+            .to_owned();
+        rows += resp.headers()["sforce-numberofrecords"]
+            .to_str()
+            .expect("n")
+            .parse::<usize>()
+            .expect("n");
+        bytes += resp.bytes().await.expect("body").len();
+        if locator == "null" {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "results: {rows} rows, {} MB in {secs:.2} s = {:.0} rows/s",
+        bytes / 1_000_000,
+        rows as f64 / secs
+    );
+    org.shutdown().await;
+}

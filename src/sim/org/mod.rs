@@ -30,6 +30,8 @@ mod cdc;
 mod change;
 mod fields;
 mod record;
+mod recycle;
+mod seed;
 mod stage;
 mod state;
 #[cfg(test)]

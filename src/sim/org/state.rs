@@ -70,6 +70,8 @@ pub(super) struct SObject {
     /// External Id field → lower-cased value → Id of the live record holding it.
     pub(super) index: HashMap<String, HashMap<String, String>>,
     pub(super) rules: Vec<ValidationRule>,
+    /// Deletion time of the newest record physically purged from the recycle bin.
+    pub(super) last_purged: Option<i64>,
 }
 
 /// The org's data and metadata.
@@ -146,6 +148,7 @@ impl Org {
                         .collect(),
                     external_ids,
                     rules: Vec::new(),
+                    last_purged: None,
                 },
             );
         }
@@ -298,6 +301,29 @@ impl Org {
         out.into_values()
             .filter(|r| deleted || !r.deleted)
             .map(|r| with_deleted_flag(r.clone()))
+            .collect()
+    }
+
+    /// Every committed record of `object` by reference, in Id order, each with its deleted
+    /// flag: the live ones, and with `deleted` also those in the recycle bin. What a large read
+    /// (a Bulk API query job) scans without copying the records.
+    pub(crate) fn committed_records(
+        &self,
+        object: &str,
+        deleted: bool,
+    ) -> Vec<(&Map<String, Json>, bool)> {
+        let Some(o) = self.objects.get(object) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(&str, &Record)> = o
+            .records
+            .iter()
+            .filter(|(_, r)| deleted || !r.deleted)
+            .map(|(id, r)| (id.as_str(), r))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.into_iter()
+            .map(|(_, r)| (&r.fields, r.deleted))
             .collect()
     }
 

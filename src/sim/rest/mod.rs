@@ -31,6 +31,11 @@
 //! * Errors are Salesforce's arrays `[{"message", "errorCode", "fields"}]`; per-record errors of
 //!   collections are `{"statusCode", "message", "fields"}` (see [`RecordError`]).
 
+mod bulk;
+mod bulk_csv;
+pub(super) mod bulk_jobs;
+#[cfg(test)]
+mod bulk_tests;
 mod call;
 mod collections;
 mod composite;
@@ -39,6 +44,7 @@ mod describe;
 pub(super) mod limits;
 mod query;
 mod render;
+mod replication;
 mod reply;
 mod rows;
 #[cfg(test)]
@@ -146,9 +152,10 @@ pub(super) async fn services_data(
 }
 
 fn into_response(reply: Reply, usage: Option<String>) -> Response {
-    let mut response = match reply.body {
-        Some(body) => (reply.status, axum::Json(body)).into_response(),
-        None => reply.status.into_response(),
+    let mut response = match (reply.raw, reply.body) {
+        (Some(raw), _) => (reply.status, raw).into_response(),
+        (None, Some(body)) => (reply.status, axum::Json(body)).into_response(),
+        (None, None) => reply.status.into_response(),
     };
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
@@ -203,7 +210,11 @@ impl Exec<'_> {
             }
             ["limits"] if !call.top => composite_unsupported(call),
             ["limits"] if m == Method::GET => {
-                Reply::json(StatusCode::OK, lock(&self.shared.api).limits_body())
+                let mut body = lock(&self.shared.api).limits_body();
+                let (jobs, storage) = lock(&self.shared.bulk).limits();
+                body["DailyBulkV2QueryJobs"] = jobs;
+                body["DailyBulkV2QueryFileStorageMB"] = storage;
+                Reply::json(StatusCode::OK, body)
             }
             ["limits"] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["query"] if m == Method::GET => self.query(call, false),
@@ -211,6 +222,8 @@ impl Exec<'_> {
             ["query" | "queryAll"] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["query" | "queryAll", locator] if m == Method::GET => self.query_more(call, locator),
             ["query" | "queryAll", _] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["jobs", "query", ..] if !call.top => composite_unsupported(call),
+            ["jobs", "query", rest @ ..] => self.bulk_query(call, rest),
             ["sobjects"] if m == Method::GET => self.describe_global(call),
             ["sobjects"] => Reply::method_not_allowed(m, "GET,HEAD"),
             ["sobjects", object] if !self.org.has_object(object) => Reply::not_found(),
@@ -219,6 +232,9 @@ impl Exec<'_> {
             ["sobjects", object, ..] if !self.org.has_object(object) => Reply::not_found(),
             ["sobjects", object, "describe"] if m == Method::GET => self.describe(call, object),
             ["sobjects", _, "describe"] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["sobjects", object, kind @ ("deleted" | "updated")] if m == Method::GET => {
+                self.replication(call, object, *kind == "deleted")
+            }
             ["sobjects", object, id] => match *m {
                 Method::GET => self.get_row(call, object, id),
                 Method::PATCH => self.update_row(call, object, id),

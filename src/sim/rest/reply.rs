@@ -14,6 +14,8 @@ pub(crate) struct Reply {
     pub status: StatusCode,
     pub body: Option<Value>,
     pub headers: Vec<(&'static str, String)>,
+    /// A body that is not JSON (a Bulk API job's CSV), sent instead of `body`.
+    pub raw: Option<bytes::Bytes>,
 }
 
 impl Reply {
@@ -22,6 +24,17 @@ impl Reply {
             status,
             body: Some(body),
             headers: Vec::new(),
+            raw: None,
+        }
+    }
+
+    /// A body of another content type (`text/csv`).
+    pub fn raw(status: StatusCode, content_type: &str, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            body: None,
+            headers: vec![("content-type", format!("{content_type}; charset=UTF-8"))],
+            raw: Some(body.into()),
         }
     }
 
@@ -30,6 +43,7 @@ impl Reply {
             status: StatusCode::NO_CONTENT,
             body: None,
             headers: Vec::new(),
+            raw: None,
         }
     }
 

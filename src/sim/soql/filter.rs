@@ -177,8 +177,17 @@ pub(super) fn check_filter(
     Ok(())
 }
 
-/// A record's value of `field` (`IsDeleted` from the record's flag), null when unset.
-pub(super) fn value_of(meta: &ObjectMeta, rec: &Map<String, Json>, field: &str) -> Json {
+/// A record's value of `field`, null when unset; `IsDeleted` from `deleted` when the record
+/// does not carry it (a stored record: the flag is kept beside it).
+pub(super) fn value_of(
+    meta: &ObjectMeta,
+    rec: &Map<String, Json>,
+    field: &str,
+    deleted: bool,
+) -> Json {
+    if field == "IsDeleted" && !rec.contains_key(field) {
+        return Json::Bool(deleted);
+    }
     meta.read(rec, field)
 }
 
@@ -201,8 +210,13 @@ fn compare(kind: Kind, value: &Json, lit: &Literal) -> Option<Ordering> {
 }
 
 impl Filter {
-    pub(super) fn matches(&self, meta: &ObjectMeta, rec: &Map<String, Json>) -> bool {
-        let read = value_of(meta, rec, &self.field);
+    pub(super) fn matches(
+        &self,
+        meta: &ObjectMeta,
+        rec: &Map<String, Json>,
+        deleted: bool,
+    ) -> bool {
+        let read = value_of(meta, rec, &self.field, deleted);
         let value = Some(&read).filter(|v| !v.is_null());
         let hit = |lit: &Literal| match (lit, value) {
             (Literal::Null, v) => v.is_none(),
@@ -250,13 +264,11 @@ impl OrderKey {
     pub(super) fn compare(
         &self,
         meta: &ObjectMeta,
-        a: &Map<String, Json>,
-        b: &Map<String, Json>,
+        a: (&Map<String, Json>, bool),
+        b: (&Map<String, Json>, bool),
     ) -> Ordering {
-        let (x, y) = (
-            value_of(meta, a, &self.field),
-            value_of(meta, b, &self.field),
-        );
+        let x = value_of(meta, a.0, &self.field, a.1);
+        let y = value_of(meta, b.0, &self.field, b.1);
         let nulls = if self.nulls_last {
             Ordering::Greater
         } else {

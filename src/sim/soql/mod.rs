@@ -47,7 +47,7 @@ use self::filter::{Filter, Kind, Literal, Op, OrderKey, check_filter, field_kind
 use self::lex::{located, tokenize};
 use self::parse::{Parser, Raw};
 pub use super::error::QueryError;
-use super::fieldmeta::{ObjectMeta, Source};
+use super::fieldmeta::{CompoundShape, ObjectMeta, Source};
 use super::ids;
 use super::org::{Org, Tx};
 
@@ -76,7 +76,10 @@ pub struct Query {
 /// True for a field `ORDER BY` refuses: a compound, or a Long Text Area.
 fn unsortable(meta: &ObjectMeta, api: &str) -> bool {
     meta.field(api).is_some_and(|f| {
-        matches!(f.source, Source::Compound(_)) || (f.ty == "textarea" && f.length > 255)
+        // Contact `Name` sorts as its text; an address or a location does not sort.
+        let compound =
+            matches!(f.source, Source::Compound(ref shape) if *shape != CompoundShape::PersonName);
+        compound || (f.ty == "textarea" && f.length > 255)
     })
 }
 
@@ -204,15 +207,37 @@ impl Query {
         let Some(meta) = org.meta(&self.object) else {
             return Vec::new();
         };
-        let mut rows: Vec<Map<String, Json>> = rows
+        let flagged: Vec<(&Map<String, Json>, bool)> = rows.iter().map(|r| (r, false)).collect();
+        self.select_rows(&meta, flagged)
             .into_iter()
-            .filter(|rec| self.filters.iter().all(|f| f.matches(&meta, rec)))
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
+    /// The matching committed records by reference (each with its deleted flag), ordered,
+    /// `OFFSET` skipped, `LIMIT` applied: what a Bulk API query job reads, without copies.
+    pub(crate) fn run_committed<'o>(&self, org: &'o Org) -> Vec<(&'o Map<String, Json>, bool)> {
+        let Some(meta) = org.meta(&self.object) else {
+            return Vec::new();
+        };
+        self.select_rows(&meta, org.committed_records(&self.object, self.all_rows))
+    }
+
+    /// Filters, orders (a stable sort: ties keep Id order), skips and limits `rows`.
+    fn select_rows<'r>(
+        &self,
+        meta: &ObjectMeta,
+        rows: Vec<(&'r Map<String, Json>, bool)>,
+    ) -> Vec<(&'r Map<String, Json>, bool)> {
+        let mut rows: Vec<(&Map<String, Json>, bool)> = rows
+            .into_iter()
+            .filter(|(rec, d)| self.filters.iter().all(|f| f.matches(meta, rec, *d)))
             .collect();
         if !self.order.is_empty() {
             rows.sort_by(|a, b| {
                 self.order
                     .iter()
-                    .map(|k| k.compare(&meta, a, b))
+                    .map(|k| k.compare(meta, *a, *b))
                     .find(|o| o.is_ne())
                     .unwrap_or(std::cmp::Ordering::Equal)
             });

@@ -43,7 +43,6 @@ fn errors_carry_salesforce_codes_and_locations() {
     for bad in [
         "SELECT FROM Account",
         "SELECT Id FROM Account WHERE",
-        "SELECT Id FROM Account ORDER BY Name",
         "SELECT Id FROM Account WHERE Name LIKE 'A%'",
         "SELECT Id FROM Account LIMIT x",
         "SELECT Id, Id FROM Account",
@@ -61,4 +60,172 @@ fn errors_carry_salesforce_codes_and_locations() {
     let err = Query::parse("SELECT Id FROM Account WHERE BillingAddress = 'x'", &org)
         .expect_err("compound");
     assert_eq!(err.code(), "INVALID_FIELD");
+}
+
+fn names(rows: &[Map<String, Json>], field: &str) -> Vec<Option<String>> {
+    rows.iter()
+        .map(|r| r.get(field).and_then(Json::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// An org with Contacts: titles `b`, null, `A`, `c` (in Id order), birthdates on two.
+fn contacts() -> Org {
+    let mut org = org();
+    for (last, title, birth) in [
+        ("One", Some("b"), Some("1990-05-01")),
+        ("Two", None, None),
+        ("Three", Some("A"), Some("1985-01-31")),
+        ("Four", Some("c"), None),
+    ] {
+        let mut fields = serde_json::json!({"Name": {"LastName": last}});
+        if let Some(t) = title {
+            fields["Title"] = t.into();
+        }
+        if let Some(b) = birth {
+            fields["Birthdate"] = b.into();
+        }
+        let Json::Object(fields) = fields else {
+            unreachable!()
+        };
+        let id = org.reserve_id("Contact").expect("id");
+        org.commit(
+            &[crate::sim::org::Op::Create {
+                object: "Contact".into(),
+                id,
+                fields,
+            }],
+            "005000000000001",
+            1_700_000_000_000,
+        )
+        .expect("commit");
+    }
+    org
+}
+
+fn run(org: &Org, q: &str) -> Vec<Map<String, Json>> {
+    Query::parse(q, org).expect(q).run(org, None)
+}
+
+#[test]
+fn order_by_sorts_case_insensitively_with_nulls_first_by_default() {
+    let org = contacts();
+    let title = |q: &str| names(&run(&org, q), "Title");
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        title("SELECT Title FROM Contact ORDER BY Title"),
+        [None, s("A"), s("b"), s("c")]
+    );
+    assert_eq!(
+        title("SELECT Title FROM Contact ORDER BY Title DESC"),
+        [None, s("c"), s("b"), s("A")]
+    );
+    assert_eq!(
+        title("SELECT Title FROM Contact ORDER BY Title DESC NULLS LAST"),
+        [s("c"), s("b"), s("A"), None]
+    );
+    assert_eq!(
+        title("SELECT Title FROM Contact ORDER BY Title ASC NULLS LAST LIMIT 2 OFFSET 1"),
+        [s("b"), s("c")]
+    );
+}
+
+#[test]
+fn comparisons_on_text_dates_and_nulls() {
+    let org = contacts();
+    let count = |q: &str| run(&org, q).len();
+    assert_eq!(
+        count("SELECT Id FROM Contact WHERE Title != 'b'"),
+        3,
+        "!= keeps nulls"
+    );
+    assert_eq!(count("SELECT Id FROM Contact WHERE Title != null"), 3);
+    assert_eq!(
+        count("SELECT Id FROM Contact WHERE Title > 'a'"),
+        2,
+        "case-insensitive, no nulls"
+    );
+    assert_eq!(count("SELECT Id FROM Contact WHERE Title <= 'B'"), 2);
+    assert_eq!(
+        count("SELECT Id FROM Contact WHERE Birthdate < 1990-05-01"),
+        1
+    );
+    assert_eq!(
+        count("SELECT Id FROM Contact WHERE Birthdate >= 1985-01-31"),
+        2
+    );
+    assert_eq!(
+        count("SELECT Id FROM Contact WHERE Birthdate <> 1985-01-31"),
+        3
+    );
+    assert_eq!(
+        count("SELECT Id FROM Contact WHERE CreatedDate = 2023-11-14T22:13:20Z"),
+        4,
+        "1_700_000_000_000 ms"
+    );
+    assert_eq!(
+        count("SELECT Id FROM Contact WHERE CreatedDate > 2023-11-14T23:13:19+01:00"),
+        4
+    );
+    assert_eq!(
+        count("SELECT Id FROM Contact WHERE CreatedDate > 2023-11-14T22:13:20.000+0000"),
+        0
+    );
+    let q = Query::parse(
+        "SELECT COUNT() FROM Contact WHERE Title IN ('a', 'C')",
+        &org,
+    )
+    .expect("count");
+    assert!(q.count && q.fields.is_empty());
+    assert_eq!(q.run(&org, None).len(), 2);
+}
+
+#[test]
+fn refusals_of_the_new_clauses() {
+    let org = org();
+    for (q, code) in [
+        (
+            "SELECT Id FROM Contact WHERE Birthdate > 2024-01-01T00:00:00Z",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Contact WHERE CreatedDate < 2024-01-01",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Contact WHERE Title < null",
+            "INVALID_QUERY_FILTER_OPERATOR",
+        ),
+        (
+            "SELECT Id FROM Contact WHERE CreatedDate < 2024-13-01T00:00:00Z",
+            "MALFORMED_QUERY",
+        ),
+        (
+            "SELECT Id FROM Contact OFFSET 2001",
+            "NUMBER_OUTSIDE_VALID_RANGE",
+        ),
+        (
+            "SELECT Id FROM Contact LIMIT 1 ORDER BY Id",
+            "MALFORMED_QUERY",
+        ),
+        ("SELECT COUNT(Id) FROM Contact", "MALFORMED_QUERY"),
+        (
+            "SELECT Id FROM Contact ORDER BY Description",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Contact ORDER BY MailingAddress",
+            "INVALID_FIELD",
+        ),
+    ] {
+        let err = Query::parse(q, &org).expect_err(q);
+        assert_eq!(err.code(), code, "{q}: {err}");
+    }
+    let err = Query::parse("SELECT Id FROM Contact OFFSET 2001", &org).expect_err("offset");
+    assert!(
+        err.to_string()
+            .contains("ERROR at Row:1:Column:31\nMaximum SOQL offset allowed is 2000"),
+        "{err}"
+    );
+    Query::parse("SELECT Id FROM Contact ORDER BY Name OFFSET 2000", &org)
+        .expect("2000 is allowed");
 }
