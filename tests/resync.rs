@@ -120,13 +120,14 @@ async fn a_rejected_checkpoint_is_followed_by_a_resync_and_the_replica_converges
         .iter()
         .filter(|r| r.value.is_some() && value(r)["snapshot"]["mode"] == "resync")
         .collect();
-    // What changed while stopped, not every record: 40 updates, 25 creates, the undelete and
-    // the deleted records (as DELETE), give or take the margin's second.
+    // What changed while stopped (40 updates, 25 creates, the undelete), at least: the resync
+    // reads from the minute of the checkpoint's commit timestamp, which here also holds the
+    // creation of every record (the filter itself: `snapshot::columns` tests).
     let reads = resynced
         .iter()
         .filter(|r| value(r)["operation"] == "READ")
         .count();
-    assert!((66..300).contains(&reads), "{reads} rows re-read");
+    assert!(reads >= 66, "{reads} rows re-read");
     let deletes: Vec<_> = resynced
         .iter()
         .filter(|r| value(r)["operation"] == "DELETE")

@@ -89,8 +89,8 @@ impl<'a> ObjectReader<'a> {
         if !columns.left_out().is_empty() {
             warn!(object, fields = ?columns.left_out(), "schema fields the integration user cannot read are left out of the snapshot");
         }
-        let topic = match self.routes.resolve_object(columns.object()).await? {
-            Ok(route) => route.topic.clone(),
+        let (topic, produced) = match self.routes.resolve_object(columns.object()).await? {
+            Ok(route) => (route.topic.clone(), route.produced.clone()),
             Err(dead) => {
                 return Err(SnapshotError::Schema {
                     object,
@@ -118,6 +118,7 @@ impl<'a> ObjectReader<'a> {
             position_hex: &self.position_hex,
             columns: &columns,
             topic: &topic,
+            produced: &produced,
             schema: &schema,
             method,
             resync: since.is_some(),

@@ -43,6 +43,8 @@ pub(super) struct RowWriter<'a> {
     pub(super) position_hex: &'a str,
     pub(super) columns: &'a Columns,
     pub(super) topic: &'a str,
+    /// The topic's records counter (`forcebridge_source_records_produced_total`).
+    pub(super) produced: &'a std::sync::atomic::AtomicU64,
     pub(super) schema: &'a EventSchema,
     pub(super) method: ReadMethod,
     /// A resync (`"mode":"resync"`).
@@ -104,6 +106,7 @@ impl RowWriter<'_> {
                 Ok(()) => {
                     send(producer, self.topic, id, Some(buffer), &read, &handle).await?;
                     self.stats.snapshot_rows.fetch_add(1, Ordering::Relaxed);
+                    self.produced.fetch_add(1, Ordering::Relaxed);
                     produced += 1;
                 }
                 Err(reason) => {
@@ -159,8 +162,10 @@ impl RowWriter<'_> {
         self.columns.encode_delete(id, at, context, buffer);
         send(producer, self.topic, id, Some(buffer), &headers, handle).await?;
         self.stats.snapshot_rows.fetch_add(1, Ordering::Relaxed);
+        self.produced.fetch_add(1, Ordering::Relaxed);
         if self.shared.source().tombstones {
             send(producer, self.topic, id, None, &headers, handle).await?;
+            self.produced.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
