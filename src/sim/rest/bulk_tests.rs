@@ -337,7 +337,15 @@ async fn states_aborts_deletes_limits_and_failures() {
     assert_eq!(api.get("/jobs/query/7505S0000000000AAA").await.status, 404);
 
     // A job in progress: no results yet; it can be aborted once.
-    org.set_bulk_job_duration(Duration::from_secs(3600));
+    // Through `POST /sim/faults`, as a user's CI sets it.
+    let knob = api
+        .http
+        .post(format!("{}/sim/faults", org.instance_url()))
+        .json(&json!({"bulk_job_ms": 3_600_000}))
+        .send()
+        .await
+        .expect("faults");
+    assert_eq!(knob.status().as_u16(), 200);
     let id = api
         .create(refused("SELECT Id FROM Account", "query"))
         .await

@@ -775,7 +775,7 @@ async fn query_by_id_15_and_18_and_by_external_id() {
     let r = api.query("SELECT Id, Foo__c FROM Account").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body[0]["errorCode"], "INVALID_FIELD");
-    let r = api.query("SELECT Id FROM Account ORDER BY Name").await;
+    let r = api.query("SELECT Id FROM Account GROUP BY Name").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body[0]["errorCode"], "MALFORMED_QUERY");
     let r = api.get("/query").await;

@@ -170,6 +170,16 @@ fn comparisons_on_text_dates_and_nulls() {
         count("SELECT Id FROM Contact WHERE CreatedDate > 2023-11-14T22:13:20.000+0000"),
         0
     );
+    let ids: Vec<String> = run(&org, "SELECT Id FROM Contact")
+        .iter()
+        .map(|r| r["Id"].as_str().expect("id").to_owned())
+        .collect();
+    let above = format!("SELECT Id FROM Contact WHERE Id > '{}'", &ids[1][..15]);
+    assert_eq!(
+        count(&above),
+        2,
+        "Ids compare as 18-character Ids, 15 or 18 given"
+    );
     let q = Query::parse(
         "SELECT COUNT() FROM Contact WHERE Title IN ('a', 'C')",
         &org,
