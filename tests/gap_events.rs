@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -406,5 +407,106 @@ async fn a_gap_event_that_cannot_be_reread_is_dead_lettered() {
         checkpoint(&bootstrap).await,
         header(&records[0], "forcebridge.replay_id")
     );
+    sim.shutdown().await;
+}
+
+/// An overflow of deletes, re-synced through a Bulk API 2.0 job (`rest_below: 0`): the records
+/// deleted past the threshold have no DELETE event, so the re-sync produces each of them as
+/// `deleted` (the replication API, and the job's `queryAll` rows), with a tombstone; the records
+/// still alive come as `present`. A loader applying the topic holds exactly the org's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflow_of_deletes_resyncs_through_bulk_and_deletes_them() {
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig {
+        overflow_threshold: 50,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    // Transactions under the threshold: no overflow before the deletes.
+    let ids: Vec<String> = (0..3)
+        .flat_map(|_| sim.generate("Account", 40).unwrap())
+        .collect();
+    let running = start(config(
+        &sim,
+        &bootstrap,
+        "  tombstones: true\n  snapshot:\n    rest_below: 0\n",
+    ));
+    wait_for_records(&bootstrap, ACCOUNTS, 120, WAIT).await;
+    let mut tx = sim.transaction();
+    for id in &ids[..70] {
+        tx.delete("Account", id).unwrap();
+    }
+    tx.commit().unwrap();
+    // 50 DELETE events (each with its tombstone), then the overflow's re-sync.
+    let records = tokio::time::timeout(WAIT, async {
+        loop {
+            let records = support::kafka::read_topic(&bootstrap, ACCOUNTS);
+            let deleted: BTreeSet<String> = records
+                .iter()
+                .filter(|r| r.value.is_some())
+                .filter(|r| op(r) == "GAP_OVERFLOW" && value(r)["reread"]["state"] == "deleted")
+                .map(key)
+                .collect();
+            if deleted.len() >= 20 {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the overflow's deletes are produced");
+    let stats = running.stop().await;
+    assert_eq!(stats.snapshot().channels[CHANNEL].resyncs, 1);
+    let resync: Vec<&ConsumedRecord> = records
+        .iter()
+        .filter(|r| header(r, "forcebridge.change_type") == "GAP_OVERFLOW")
+        .collect();
+    let deleted: BTreeSet<String> = resync
+        .iter()
+        .filter(|r| r.value.is_some() && value(r)["reread"]["state"] == "deleted")
+        .map(|r| key(r))
+        .collect();
+    let expected: BTreeSet<String> = ids[..70].iter().cloned().collect();
+    assert_eq!(
+        deleted, expected,
+        "every deleted record, beyond the 50 events too"
+    );
+    assert!(
+        resync.iter().any(|r| r.value.is_none()),
+        "tombstones after the deletes"
+    );
+    // A loader: present → the row, deleted or a tombstone → removed.
+    let mut rows: BTreeSet<String> = BTreeSet::new();
+    for r in &records {
+        match r
+            .value
+            .as_ref()
+            .map(|_| (op(r), value(r)["reread"]["state"].clone()))
+        {
+            None => {
+                rows.remove(&key(r));
+            }
+            Some((o, _)) if o == "CREATE" => {
+                rows.insert(key(r));
+            }
+            Some((o, _)) if o == "DELETE" => {
+                rows.remove(&key(r));
+            }
+            Some((_, state)) if state == "present" => {
+                rows.insert(key(r));
+            }
+            Some(_) => {
+                rows.remove(&key(r));
+            }
+        }
+    }
+    let live: BTreeSet<String> = sim
+        .records("Account")
+        .iter()
+        .map(|r| r["Id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rows, live);
     sim.shutdown().await;
 }

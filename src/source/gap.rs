@@ -10,9 +10,14 @@
 //!   `"record": null` and state `absent` — never skipped.
 //! * `GAP_DELETE` cannot be re-read: one record per Id with `"record": null` and state `deleted`,
 //!   followed by a tombstone when `source.tombstones` is on (as a `DELETE` is).
-//! * `GAP_OVERFLOW` (an entity's changes beyond 100,000 in one transaction) re-syncs the object:
-//!   `SELECT Id, <fields> FROM <Object>` streamed page by page (`nextRecordsUrl`; one page in
-//!   memory at a time), every live record produced keyed by its Id with mode `resync`.
+//! * `GAP_OVERFLOW` (an entity's changes beyond 100,000 in one transaction) re-syncs what the
+//!   transaction (or anything since) changed, from its commit timestamp minus
+//!   `source.snapshot.resync_margin` at a whole minute: the records deleted since (the
+//!   replication API: `record: null`, state `deleted`, a tombstone when asked), then the rows
+//!   changed since through `queryAll` (REST pages, or a Bulk API 2.0 job when `SELECT COUNT()`
+//!   reaches `source.snapshot.rest_below`; one page in memory at a time): live ones with state
+//!   `present`, deleted ones `deleted`; mode `resync`. Compound fields are read through their
+//!   components (`snapshot::columns`), as Bulk API 2.0 requires.
 //! * Every produced record carries the gap event's headers plus `forcebridge.reread`
 //!   (`gap` | `resync`), and the envelope of the gap event (commit fields, `source`) with `id`,
 //!   `record` and `reread` filled in. Records go out with tokens of the event's own
@@ -36,16 +41,21 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::Config;
+use std::borrow::Cow;
+
+use crate::config::{Config, SnapshotSettings};
 use crate::kafka::ack::EventHandle;
 use crate::kafka::{KafkaError, OutgoingRecord, Producer, headers};
 use crate::ops::telemetry::ChannelStats;
+use crate::retry::{Directive, classify_query_job};
 use crate::salesforce::auth::{Authenticator, SessionHandle};
+use crate::salesforce::rest::{BulkOperation, ObjectFields};
 use crate::salesforce::rest::{LimitGuard, Reserve, RestClient, RestError};
 use crate::source::cdc::OutRecord;
 use crate::source::cdc::schema::EventSchema;
 pub(crate) use crate::source::shape::{Field, Shape, select};
 use crate::source::shape::{ShapeError, fields_of, normalize};
+use crate::source::snapshot::columns::{Columns, DELETED_WINDOW_MS, reorder, resync_start};
 
 /// `forcebridge.reread` / `reread.mode` of records produced for gap events.
 pub const MODE_GAP: &str = "gap";
@@ -105,11 +115,16 @@ pub struct Target<'a> {
 #[derive(Debug, Clone)]
 pub struct Rereader {
     rest: RestClient,
+    /// `source.snapshot`: an overflow re-sync reads as a snapshot does.
+    settings: SnapshotSettings,
 }
 
 impl Rereader {
     pub fn new(rest: RestClient) -> Self {
-        Rereader { rest }
+        Rereader {
+            rest,
+            settings: SnapshotSettings::default(),
+        }
     }
 
     /// The source's REST client (also the snapshot's).
@@ -127,14 +142,18 @@ impl Rereader {
             .map_or((Reserve::Calls(0), Duration::from_secs(60)), |sink| {
                 (sink.api_reserve, sink.limits_poll_interval)
             });
-        Rereader::new(RestClient::new(
+        let mut rereader = Rereader::new(RestClient::new(
             http.clone(),
             Authenticator::new(&config.salesforce, http),
             session,
             config.salesforce.api_version.clone(),
             config.client_tag().to_owned(),
             LimitGuard::new(reserve, poll),
-        ))
+        ));
+        if let Some(source) = &config.source {
+            rereader.settings = source.snapshot.clone();
+        }
+        rereader
     }
 
     /// Produces the records of one gap or overflow event (`records`: its decoded records, one per
@@ -228,7 +247,9 @@ impl Rereader {
         Ok(())
     }
 
-    /// Re-syncs a whole object, one page in memory at a time.
+    /// Re-syncs an object after an overflow (see the module docs): the records deleted since the
+    /// overflowing transaction, then its rows changed since (REST pages, or a Bulk API 2.0 job
+    /// for a large object), one page in memory at a time.
     async fn resync(
         &self,
         object: &str,
@@ -237,22 +258,112 @@ impl Rereader {
         target: &Target<'_>,
         cancel: &CancellationToken,
     ) -> Result<(), GapError> {
+        let failed = |e| rest_error(object, e);
+        let describe = self.rest.describe(object, cancel).await.map_err(failed)?;
         let fields = fields_of(&schema.schema);
-        let soql = select(object, &fields, None)?;
+        let columns = Columns::new(object, &fields, &ObjectFields::new(describe));
+        let now = crate::ops::telemetry::unix_millis() as i64;
+        let margin = i64::try_from(self.settings.resync_margin.as_millis()).unwrap_or(0);
+        let since = template
+            .commit_timestamp()
+            .map(|at| resync_start(at - margin, now));
         let mut total = 0u64;
-        let mut pages = self.pages(object, &fields, &soql, cancel);
-        while let Some(rows) = pages.next().await? {
-            for row in rows {
-                let (id, record) = row?;
-                template
-                    .produce(target, &id, Some(record), "present", MODE_RESYNC)
-                    .await?;
-                target.stats.records_reread.fetch_add(1, Ordering::Relaxed);
+        if let Some(since) = since {
+            let start = since.max(now - DELETED_WINDOW_MS);
+            let deleted = self.rest.deleted_records(object, start, now, cancel).await;
+            for (id, _) in deleted.map_err(failed)?.records {
+                template.deleted(target, &id, MODE_RESYNC).await?;
                 total += 1;
             }
         }
-        info!(records = total, "overflow re-sync produced");
+        let count = self.rest.count(&columns.count_soql(since), cancel).await;
+        let bulk = count.map_err(failed)? >= self.settings.rest_below;
+        let soql = columns.soql(since);
+        let all = since.is_some();
+        let emit = Emit {
+            object,
+            columns: &columns,
+            template,
+            target,
+        };
+        if bulk {
+            let job = self.run_job(object, &soql, all, cancel).await?;
+            let max = self.settings.page_records;
+            let mut locator: Option<String> = None;
+            loop {
+                let page = self
+                    .rest
+                    .query_job_results(&job, locator.as_deref(), max, cancel);
+                let page = page.await.map_err(failed)?;
+                let order = columns.order_of(page.columns()).map_err(failed)?;
+                for row in page.rows() {
+                    total += emit.row(&reorder(row.map_err(failed)?, &order)).await?;
+                }
+                locator = page.locator;
+                if locator.is_none() {
+                    break;
+                }
+            }
+            let _ = self.rest.delete_query_job(&job, cancel).await;
+        } else {
+            let first = match all {
+                true => self.rest.query_all(&soql, cancel).await,
+                false => self.rest.query(&soql, cancel).await,
+            };
+            let mut page = Some(first.map_err(failed)?);
+            while let Some(current) = page.take() {
+                for record in current.records {
+                    let row = columns.rest_row(record);
+                    let row: Vec<Option<Cow<'_, str>>> = row
+                        .iter()
+                        .map(|v| v.as_deref().map(Cow::Borrowed))
+                        .collect();
+                    total += emit.row(&row).await?;
+                }
+                if let Some(next) = current.next {
+                    page = Some(self.rest.query_more(&next, cancel).await.map_err(failed)?);
+                }
+            }
+        }
+        info!(records = total, bulk, "overflow re-sync produced");
         Ok(())
+    }
+
+    /// Runs a Bulk API 2.0 query job of `soql` to completion (`queryAll` when `all`), a job the
+    /// org failed for a reason retrying can fix replaced up to three times; its id.
+    async fn run_job(
+        &self,
+        object: &str,
+        soql: &str,
+        all: bool,
+        cancel: &CancellationToken,
+    ) -> Result<String, GapError> {
+        let operation = if all {
+            BulkOperation::QueryAll
+        } else {
+            BulkOperation::Query
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let job = self.rest.create_query_job(soql, operation, cancel).await;
+            let job = job.map_err(|e| rest_error(object, e))?;
+            match self.rest.wait_for_query_job(&job.id, cancel).await {
+                Ok(done) => return Ok(done.id),
+                Err(RestError::JobFailed { state, message, .. })
+                    if attempt < 3
+                        && classify_query_job(&state, message.as_deref()) == Directive::Restart =>
+                {
+                    warn!(
+                        job = job.id,
+                        state,
+                        ?message,
+                        "the org failed the re-sync's query job; starting a new one"
+                    );
+                }
+                Err(err) => return Err(rest_error(object, err)),
+            }
+        }
     }
 
     /// The result pages of `soql`, followed through `nextRecordsUrl` (one page in memory).
@@ -321,6 +432,42 @@ fn rest_error(object: &str, error: RestError) -> GapError {
     }
 }
 
+/// Produces an overflow re-sync's rows.
+struct Emit<'a> {
+    object: &'a str,
+    columns: &'a Columns,
+    template: &'a Template,
+    target: &'a Target<'a>,
+}
+
+impl Emit<'_> {
+    /// One row (values in select order): a live record as `present`, a deleted one (read by
+    /// `queryAll`) as `deleted` with its tombstone; returns the records it counts.
+    async fn row(&self, row: &[Option<Cow<'_, str>>]) -> Result<u64, GapError> {
+        let id = self.columns.id(row).unwrap_or_default();
+        if self.columns.is_deleted(row) {
+            self.template.deleted(self.target, id, MODE_RESYNC).await?;
+            return Ok(1);
+        }
+        let record = self
+            .columns
+            .record(row)
+            .map_err(|reason| ShapeError::Value {
+                object: self.object.to_owned(),
+                field: id.to_owned(),
+                reason,
+            })?;
+        self.template
+            .produce(self.target, id, Some(record), "present", MODE_RESYNC)
+            .await?;
+        self.target
+            .stats
+            .records_reread
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(1)
+    }
+}
+
 /// The gap event's envelope and headers, reused for every produced record.
 struct Template {
     envelope: Map<String, Value>,
@@ -369,6 +516,27 @@ impl Template {
         );
         let value = serde_json::to_vec(&envelope).expect("serializing JSON values cannot fail");
         self.send(target, id, Some(&value), mode).await
+    }
+
+    /// The gap event's `commit_timestamp`.
+    fn commit_timestamp(&self) -> Option<i64> {
+        self.envelope
+            .get("commit_timestamp")
+            .and_then(Value::as_i64)
+    }
+
+    /// A deleted record (`record: null`, state `deleted`), then its tombstone when asked.
+    async fn deleted(
+        &self,
+        target: &Target<'_>,
+        id: &str,
+        mode: &'static str,
+    ) -> Result<(), GapError> {
+        self.produce(target, id, None, "deleted", mode).await?;
+        if target.tombstones {
+            self.tombstone(target, id).await?;
+        }
+        Ok(())
     }
 
     /// A tombstone (same key, null value) after a deleted record.

@@ -21,7 +21,9 @@
 use std::borrow::Cow;
 use std::io::Write as _;
 
-use crate::salesforce::rest::ObjectFields;
+use serde_json::{Map, Value};
+
+use crate::salesforce::rest::{ObjectFields, RestError};
 use crate::source::shape::{Field, Shape};
 
 /// Index of `Id`, `SystemModstamp` and `IsDeleted` in every select list.
@@ -211,30 +213,16 @@ impl Columns {
         crate::salesforce::sftime::parse_datetime(text).ok()
     }
 
-    /// Writes the envelope of `row` (values in select order) into `out` (cleared first).
-    pub(crate) fn encode(
+    /// Writes the `record` object of `row` (of record `id`) into `out`.
+    fn write_record(
         &self,
         row: &[Option<Cow<'_, str>>],
-        context: &RowContext<'_>,
+        id: &str,
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
-        out.clear();
-        if row.len() != self.select.len() {
-            return Err(format!(
-                "{}: a row of {} values for {} columns",
-                self.object,
-                row.len(),
-                self.select.len()
-            ));
-        }
         let value = |i: usize| row[i].as_deref();
-        let id = value(ID).ok_or_else(|| format!("{}: a row without an Id", self.object))?;
         let bad = |field: &str, reason: String| format!("{} {id}: {field}: {reason}", self.object);
-        out.extend_from_slice(br#"{"operation":"READ","object":"#);
-        write_str(out, &self.object);
-        out.extend_from_slice(br#","id":"#);
-        write_str(out, id);
-        out.extend_from_slice(br#","record":{"#);
+        out.push(b'{');
         for (n, slot) in self.slots.iter().enumerate() {
             if n > 0 {
                 out.push(b',');
@@ -273,7 +261,82 @@ impl Columns {
                 }
             }
         }
-        out.extend_from_slice(br#"},"commit_timestamp":"#);
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// The `record` of `row` as a JSON object (a gap re-sync's record), or why it does not fit.
+    pub(crate) fn record(
+        &self,
+        row: &[Option<Cow<'_, str>>],
+    ) -> Result<Map<String, Value>, String> {
+        if row.len() != self.select.len() {
+            return Err(format!(
+                "{}: a row of {} values for {} columns",
+                self.object,
+                row.len(),
+                self.select.len()
+            ));
+        }
+        let id = self.id(row).unwrap_or_default();
+        let mut out = Vec::with_capacity(1024);
+        self.write_record(row, id, &mut out)?;
+        serde_json::from_slice(&out).map_err(|e| format!("{}: {e}", self.object))
+    }
+
+    /// For each select column, its index among a results page's `columns` (names in any case);
+    /// an answer without one of them is refused, naming it.
+    pub(crate) fn order_of(&self, columns: &[String]) -> Result<Vec<usize>, RestError> {
+        self.select
+            .iter()
+            .map(|name| {
+                columns
+                    .iter()
+                    .position(|c| c.eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        RestError::Protocol(format!(
+                            "the query job's results have no column {name}"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    /// A REST query row in select order (names matched in any case; values as the text a CSV
+    /// would carry).
+    pub(crate) fn rest_row(&self, mut record: Map<String, Value>) -> Vec<Option<String>> {
+        self.select
+            .iter()
+            .map(|name| take(&mut record, name).and_then(as_text))
+            .collect()
+    }
+
+    /// Writes the envelope of `row` (values in select order) into `out` (cleared first).
+    pub(crate) fn encode(
+        &self,
+        row: &[Option<Cow<'_, str>>],
+        context: &RowContext<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        out.clear();
+        if row.len() != self.select.len() {
+            return Err(format!(
+                "{}: a row of {} values for {} columns",
+                self.object,
+                row.len(),
+                self.select.len()
+            ));
+        }
+        let value = |i: usize| row[i].as_deref();
+        let id = value(ID).ok_or_else(|| format!("{}: a row without an Id", self.object))?;
+        let bad = |field: &str, reason: String| format!("{} {id}: {field}: {reason}", self.object);
+        out.extend_from_slice(br#"{"operation":"READ","object":"#);
+        write_str(out, &self.object);
+        out.extend_from_slice(br#","id":"#);
+        write_str(out, id);
+        out.extend_from_slice(br#","record":"#);
+        self.write_record(row, id, out)?;
+        out.extend_from_slice(br#","commit_timestamp":"#);
         write_value(out, &Shape::Long, value(MODSTAMP)).map_err(|r| bad("SystemModstamp", r))?;
         write_trailer(out, context);
         Ok(())
@@ -297,6 +360,61 @@ fn write_trailer(out: &mut Vec<u8>, context: &RowContext<'_>) {
     write_str(out, context.replay_hex);
     out.extend_from_slice(b"}}");
 }
+
+/// A CSV row's values in select order (`order` from [`Columns::order_of`]).
+pub(crate) fn reorder<'r>(
+    mut row: Vec<Option<Cow<'r, str>>>,
+    order: &[usize],
+) -> Vec<Option<Cow<'r, str>>> {
+    if row.len() == order.len() && order.iter().enumerate().all(|(i, &o)| i == o) {
+        return row;
+    }
+    order
+        .iter()
+        .map(|&o| row.get_mut(o).and_then(Option::take))
+        .collect()
+}
+
+fn take(record: &mut Map<String, Value>, name: &str) -> Option<Value> {
+    if let Some(v) = record.remove(name) {
+        return Some(v);
+    }
+    let key = record
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(name))?
+        .clone();
+    record.remove(&key)
+}
+
+/// A REST value as the text a CSV would carry.
+fn as_text(value: Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Where a resync reads from: `since` rounded down to its minute, and a minute earlier still
+/// when that is the current minute. The replication API ignores the seconds of its `start` and
+/// needs it in an earlier minute than `end` (REST API Developer Guide, "Get Deleted Records"), so
+/// the rows are read from the same minute as the deletes: a record deleted and restored within
+/// the window comes back as a row after its delete.
+pub(crate) fn resync_start(since: i64, now: i64) -> i64 {
+    const MINUTE: i64 = 60_000;
+    let start = since.div_euclid(MINUTE) * MINUTE;
+    if start >= now.div_euclid(MINUTE) * MINUTE {
+        start - MINUTE
+    } else {
+        start
+    }
+}
+
+/// How far back the replication API keeps deleted records (REST API Developer Guide, "Get
+/// Deleted Records": records in the recycle bin, 15 days), less a margin for the clock.
+pub(crate) const DELETED_WINDOW_MS: i64 = 15 * 86_400_000 - 3_600_000;
 
 /// A JSON string.
 fn write_str(out: &mut Vec<u8>, text: &str) {
@@ -439,6 +557,15 @@ mod tests {
         assert_eq!(record["BillingAddress"]["City"], "Paris");
         assert_eq!(record["BillingAddress"]["Street"], Value::Null);
         assert!(record.get("Id").is_none());
+    }
+
+    #[test]
+    fn a_resync_starts_at_a_whole_minute_before_the_current_one() {
+        let minute = 60_000;
+        let now = 100 * minute + 5_000;
+        assert_eq!(resync_start(50 * minute + 59_999, now), 50 * minute);
+        assert_eq!(resync_start(99 * minute + 1, now), 99 * minute);
+        assert_eq!(resync_start(100 * minute + 1_000, now), 99 * minute);
     }
 
     #[test]

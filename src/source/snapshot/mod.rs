@@ -120,7 +120,7 @@ pub(super) async fn begin_resync(
         .checkpoints
         .get(&channel.name)
         .and_then(|c| c.commit_timestamp)
-        .map(|at| resync_start(at - margin, now));
+        .map(|at| columns::resync_start(at - margin, now));
     stats
         .resyncs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -152,21 +152,6 @@ pub(super) async fn begin_resync(
     match saved.await {
         Ok(()) => Ok(()),
         Err(err) => err.into_attempt(&channel.name).map_or(Ok(()), Err),
-    }
-}
-
-/// Where a resync reads from: `since` rounded down to its minute, and a minute earlier still
-/// when that is the current minute. The replication API ignores the seconds of its `start` and
-/// needs it in an earlier minute than `end` (REST API Developer Guide, "Get Deleted Records"), so
-/// the rows are read from the same minute as the deletes: a record deleted and restored within
-/// the window comes back as a row after its delete.
-fn resync_start(since: i64, now: i64) -> i64 {
-    const MINUTE: i64 = 60_000;
-    let start = since.div_euclid(MINUTE) * MINUTE;
-    if start >= now.div_euclid(MINUTE) * MINUTE {
-        start - MINUTE
-    } else {
-        start
     }
 }
 
@@ -274,18 +259,4 @@ async fn read_all(
     }
     committer.save(position, progress.started_at, None).await?;
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resync_start;
-
-    #[test]
-    fn a_resync_starts_at_a_whole_minute_before_the_current_one() {
-        let minute = 60_000;
-        let now = 100 * minute + 5_000;
-        assert_eq!(resync_start(50 * minute + 59_999, now), 50 * minute);
-        assert_eq!(resync_start(99 * minute + 1, now), 99 * minute);
-        assert_eq!(resync_start(100 * minute + 1_000, now), 99 * minute);
-    }
 }

@@ -17,26 +17,21 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::SnapshotError;
 use super::bulk::{JOB_ATTEMPTS, choose, rest_error, start_job, wait_for_job};
-use super::columns::Columns;
+use super::columns::{Columns, DELETED_WINDOW_MS, reorder};
 use super::commit::Committer;
 use super::progress::{ObjectState, ReadMethod, SnapshotProgress};
 use super::rows::{Row, RowWriter};
 use crate::config::ChannelConfig;
 use crate::ops::telemetry::ChannelStats;
-use crate::salesforce::rest::{ObjectFields, RestClient, ResultsPage};
+use crate::salesforce::rest::{ObjectFields, RestClient};
 use crate::source::routes::Routes;
 use crate::source::setup::Shared;
 use crate::source::shape::fields_of;
-
-/// How far back the replication API keeps deleted records (REST API Developer Guide, "Get
-/// Deleted Records": records in the recycle bin, 15 days), less a margin for the clock.
-const DELETED_WINDOW_MS: i64 = 15 * 86_400_000 - 3_600_000;
 
 /// Reads the objects of one channel's snapshot.
 pub(super) struct ObjectReader<'a> {
@@ -198,7 +193,12 @@ impl Pages<'_> {
         let mut page = Some(first.map_err(|e| rest_error(object, e))?);
         let mut buffer = Vec::with_capacity(4096);
         while let Some(current) = page.take() {
-            let rows = rest_rows(self.writer.columns, current.records);
+            let columns = self.writer.columns;
+            let rows: Vec<_> = current
+                .records
+                .into_iter()
+                .map(|r| columns.rest_row(r))
+                .collect();
             let fetch = async {
                 match &current.next {
                     Some(url) => self.rest.query_more(url, cancel).await.map(Some),
@@ -270,7 +270,8 @@ impl Pages<'_> {
         let mut buffer = Vec::with_capacity(4096);
         while let Some(current) = page.take() {
             let next = current.locator.clone();
-            let order = column_order(self.writer.columns, &current)?;
+            let order = self.writer.columns.order_of(current.columns());
+            let order = order.map_err(|e| rest_error(&object, e))?;
             let rows = current.rows().map(|row| row.map(|r| reorder(r, &order)));
             let fetched = async {
                 match &next {
@@ -327,75 +328,8 @@ impl Pages<'_> {
     }
 }
 
-/// For each select column, its index among the page's columns (names in any case); an answer
-/// without one of them is refused, naming it.
-fn column_order(columns: &Columns, page: &ResultsPage) -> Result<Vec<usize>, SnapshotError> {
-    columns
-        .select()
-        .iter()
-        .map(|name| {
-            page.columns()
-                .iter()
-                .position(|c| c.eq_ignore_ascii_case(name))
-                .ok_or_else(|| SnapshotError::Rest {
-                    object: columns.object().to_owned(),
-                    source: crate::salesforce::rest::RestError::Protocol(format!(
-                        "the query job's results have no column {name}"
-                    )),
-                })
-        })
-        .collect()
-}
-
-/// A CSV row's values in select order.
-fn reorder<'r>(mut row: Row<'r>, order: &[usize]) -> Row<'r> {
-    if order.iter().enumerate().all(|(i, &o)| i == o) && row.len() == order.len() {
-        return row;
-    }
-    order
-        .iter()
-        .map(|&o| row.get_mut(o).and_then(Option::take))
-        .collect()
-}
-
-/// A REST page's rows in select order (names matched case-insensitively; values as text).
-fn rest_rows(columns: &Columns, records: Vec<Map<String, Value>>) -> Vec<Vec<Option<String>>> {
-    records
-        .into_iter()
-        .map(|mut record| {
-            columns
-                .select()
-                .iter()
-                .map(|name| take(&mut record, name).and_then(as_text))
-                .collect()
-        })
-        .collect()
-}
-
 fn borrowed(row: &[Option<String>]) -> Row<'_> {
     row.iter()
         .map(|v| v.as_deref().map(Cow::Borrowed))
         .collect()
-}
-
-fn take(record: &mut Map<String, Value>, name: &str) -> Option<Value> {
-    if let Some(v) = record.remove(name) {
-        return Some(v);
-    }
-    let key = record
-        .keys()
-        .find(|k| k.eq_ignore_ascii_case(name))?
-        .clone();
-    record.remove(&key)
-}
-
-/// A REST value as the text a CSV would carry.
-fn as_text(value: Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        other => Some(other.to_string()),
-    }
 }
