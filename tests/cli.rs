@@ -62,6 +62,8 @@ fn demo_summary_matches_the_changes() {
     let output = forcebridge()
         .args([
             "demo",
+            "--existing-accounts",
+            "1000",
             "--accounts",
             "300",
             "--contacts",
@@ -79,10 +81,16 @@ fn demo_summary_matches_the_changes() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // 300 creates + 150 updates + 10 in one transaction + 5 deletes + 2 undeletes, plus the
-    // round trip's two changes made by a person (its write-backs' echoes are dropped).
+    // 1,000 snapshot rows of the Accounts that existed before, then 300 creates + 150 updates
+    // + 10 in one transaction + 5 deletes + 2 undeletes, plus the round trip's two changes made
+    // by a person (its write-backs' echoes are dropped).
     assert!(
-        stdout.contains("salesforce.Account                    469      469  ok"),
+        stdout.contains("salesforce.Account                   1469     1469  ok"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1000 snapshot rows"), "{stdout}");
+    assert!(
+        stdout.contains("done: streaming from the position fixed before it"),
         "{stdout}"
     );
     assert!(
