@@ -166,3 +166,34 @@ async fn without_the_resync_the_replica_keeps_a_hole() {
         "earliest after purged events cannot rebuild the object"
     );
 }
+
+/// The org's delete log no longer reaches the resync's start (the recycle bin was emptied):
+/// the resync still runs to its end (deletes after the purge are read from the log's earliest
+/// date on) instead of stopping, and the stream resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_delete_log_does_not_stop_the_resync() {
+    let (sim, _kafka, bootstrap) = outage("resync").await;
+    sim.purge_recycle_bin("Account");
+    let live: Vec<String> = sim
+        .records("Account")
+        .iter()
+        .map(|r| r["Id"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &live[..5] {
+        sim.delete("Account", id).unwrap();
+    }
+    sim.purge_events_before(SystemTime::now());
+    let running = restart(&sim, &bootstrap, "resync").await;
+    let channel = running.channel(CHANNEL);
+    running.stop().await;
+    assert_eq!(channel.resyncs, 1);
+    let records = read_topic(&bootstrap, ACCOUNTS);
+    for id in &live[..5] {
+        assert!(
+            records.iter().any(|r| support::source::key(r) == *id
+                && r.value.is_some()
+                && value(r)["operation"] == "DELETE"),
+            "{id}, deleted after the purge, is deleted in the topic"
+        );
+    }
+}

@@ -55,7 +55,8 @@ use crate::source::cdc::OutRecord;
 use crate::source::cdc::schema::EventSchema;
 pub(crate) use crate::source::shape::{Field, Shape, select};
 use crate::source::shape::{ShapeError, fields_of, normalize};
-use crate::source::snapshot::columns::{Columns, DELETED_WINDOW_MS, reorder, resync_start};
+use crate::source::snapshot::columns::{Columns, reorder, resync_start};
+use crate::source::snapshot::deletes::deleted_since;
 
 /// `forcebridge.reread` / `reread.mode` of records produced for gap events.
 pub const MODE_GAP: &str = "gap";
@@ -269,9 +270,8 @@ impl Rereader {
             .map(|at| resync_start(at - margin, now));
         let mut total = 0u64;
         if let Some(since) = since {
-            let start = since.max(now - DELETED_WINDOW_MS);
-            let deleted = self.rest.deleted_records(object, start, now, cancel).await;
-            for (id, _) in deleted.map_err(failed)?.records {
+            let deleted = deleted_since(&self.rest, object, since, now, cancel).await;
+            for (id, _) in deleted.map_err(failed)? {
                 template.deleted(target, &id, MODE_RESYNC).await?;
                 total += 1;
             }

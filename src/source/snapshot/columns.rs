@@ -412,10 +412,6 @@ pub(crate) fn resync_start(since: i64, now: i64) -> i64 {
     }
 }
 
-/// How far back the replication API keeps deleted records (REST API Developer Guide, "Get
-/// Deleted Records": records in the recycle bin, 15 days), less a margin for the clock.
-pub(crate) const DELETED_WINDOW_MS: i64 = 15 * 86_400_000 - 3_600_000;
-
 /// A JSON string.
 fn write_str(out: &mut Vec<u8>, text: &str) {
     serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");

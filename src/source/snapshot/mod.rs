@@ -25,6 +25,7 @@
 mod bulk;
 pub(crate) mod columns;
 mod commit;
+pub(crate) mod deletes;
 mod position;
 pub mod progress;
 mod read;

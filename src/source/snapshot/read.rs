@@ -22,8 +22,9 @@ use tracing::{info, warn};
 
 use super::SnapshotError;
 use super::bulk::{JOB_ATTEMPTS, choose, rest_error, start_job, wait_for_job};
-use super::columns::{Columns, DELETED_WINDOW_MS, reorder};
+use super::columns::{Columns, reorder};
 use super::commit::Committer;
+use super::deletes::deleted_since;
 use super::progress::{ObjectState, ReadMethod, SnapshotProgress};
 use super::rows::{Row, RowWriter};
 use crate::config::ChannelConfig;
@@ -299,23 +300,13 @@ impl Pages<'_> {
     ) -> Result<(), SnapshotError> {
         let object = self.writer.columns.object();
         let now = crate::ops::telemetry::unix_millis() as i64;
-        let start = since.max(now - DELETED_WINDOW_MS);
-        if start > since {
-            warn!(
-                object,
-                since,
-                "the resync reaches further back than the 15 days of deleted records Salesforce keeps: records deleted and purged before then stay in the replica"
-            );
-        }
-        let deleted = self
-            .rest
-            .deleted_records(object, start, now, cancel)
+        let deleted = deleted_since(self.rest, object, since, now, cancel)
             .await
             .map_err(|e| rest_error(object, e))?;
         let mut buffer = Vec::new();
         let produced = self
             .writer
-            .deleted(committer, &deleted.records, &mut buffer)
+            .deleted(committer, &deleted, &mut buffer)
             .await?;
         info!(
             object,
