@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use forcebridge::config::Config;
 use forcebridge::sim::{GapKind, RestFault, SimConfig, SimOrg};
 use support::kafka::{ConsumedRecord, MockKafka, wait_for_records};
+use support::replica::account_fields;
 use support::source::{WAIT, fields, header, key, start, value};
 
 const ACCOUNTS: &str = "salesforce.Account";
@@ -48,37 +49,6 @@ fn op(record: &ConsumedRecord) -> String {
         None => "TOMBSTONE".to_owned(),
         Some(_) => value(record)["operation"].as_str().unwrap().to_owned(),
     }
-}
-
-/// The body fields of the bundled `AccountChangeEvent` schema, each with its children when it
-/// is an `Address` compound.
-fn account_fields() -> Vec<(String, Option<Vec<String>>)> {
-    let schema: Value =
-        serde_json::from_str(include_str!("../schemas/AccountChangeEvent.avsc")).unwrap();
-    let mut address: Option<Vec<String>> = None;
-    let mut out = Vec::new();
-    for f in schema["fields"].as_array().unwrap() {
-        let name = f["name"].as_str().unwrap().to_owned();
-        if name == "ChangeEventHeader" {
-            continue;
-        }
-        let variants = f["type"].as_array().cloned().unwrap_or_default();
-        let mut children = None;
-        for v in &variants {
-            if let Some(fields) = v["fields"].as_array() {
-                let names: Vec<String> = fields
-                    .iter()
-                    .map(|c| c["name"].as_str().unwrap().to_owned())
-                    .collect();
-                address = Some(names.clone());
-                children = Some(names);
-            } else if v == "Address" {
-                children = address.clone();
-            }
-        }
-        out.push((name, children));
-    }
-    out
 }
 
 /// The org's current record in the envelope's `record` shape: every event field, compound

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use forcebridge::config::Config;
 use forcebridge::sim::{SimConfig, SimOrg};
 use support::kafka::{MockKafka, read_topic};
-use support::replica::{account_fields, assert_converged, canonical, load};
+use support::replica::{assert_converged, load, org_and_replica};
 use support::source::{WAIT, header, start, value};
 
 const ACCOUNTS: &str = "salesforce.Account";
@@ -150,17 +150,7 @@ async fn without_the_resync_the_replica_keeps_a_hole() {
     let running = restart(&sim, &bootstrap, "earliest").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.stop().await;
-    let fields = account_fields();
-    let org: std::collections::BTreeMap<String, Value> = sim
-        .records("Account")
-        .into_iter()
-        .map(|r| (r["Id"].as_str().unwrap().to_owned(), canonical(&fields, &r)))
-        .collect();
-    let replica: std::collections::BTreeMap<String, Value> =
-        load(&read_topic(&bootstrap, ACCOUNTS))
-            .iter()
-            .map(|(id, r)| (id.clone(), canonical(&fields, r)))
-            .collect();
+    let (org, replica) = org_and_replica(&sim, &load(&read_topic(&bootstrap, ACCOUNTS)));
     assert_ne!(
         replica, org,
         "earliest after purged events cannot rebuild the object"

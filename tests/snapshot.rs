@@ -5,17 +5,16 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use forcebridge::config::Config;
 use forcebridge::sim::{SimConfig, SimOrg};
 use support::kafka::{ConsumedRecord, MockKafka, read_topic};
-use support::replica::{account_fields, assert_converged, canonical, load};
+use support::replica::{assert_converged, load, org_and_replica};
 use support::source::{WAIT, header, start, value};
 
 const ACCOUNTS: &str = "salesforce.Account";
@@ -226,16 +225,7 @@ async fn hands_off(extra_source: &str) {
         later.len() < records.len(),
         "changes were made during the snapshot"
     );
-    let fields = account_fields();
-    let org: BTreeMap<String, Value> = sim
-        .records("Account")
-        .into_iter()
-        .map(|r| (r["Id"].as_str().unwrap().to_owned(), canonical(&fields, &r)))
-        .collect();
-    let lossy: BTreeMap<String, Value> = load(&later)
-        .iter()
-        .map(|(id, r)| (id.clone(), canonical(&fields, r)))
-        .collect();
+    let (org, lossy) = org_and_replica(&sim, &load(&later));
     assert_ne!(
         lossy, org,
         "without the fixed position the replica is wrong"

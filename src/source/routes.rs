@@ -92,27 +92,9 @@ impl<'a> Routes<'a> {
         records: &[cdc::OutRecord],
     ) -> Result<Result<(), DeadLetter>, KafkaError> {
         for record in records {
-            if self.routes.contains_key(&record.object) {
-                continue;
+            if let Err(dead) = self.resolve_object(&record.object).await? {
+                return Ok(Err(dead));
             }
-            let topic =
-                match crate::kafka::render_topic(self.template, &record.object, self.channel) {
-                    Ok(topic) => topic,
-                    Err(err) => {
-                        return Ok(Err(DeadLetter {
-                            stage: DeadLetterStage::Route,
-                            reason: err.to_string(),
-                        }));
-                    }
-                };
-            if let Some(admin) = &self.shared.topics {
-                admin
-                    .ensure(&topic, self.shared.config.kafka.topic_partitions, &[])
-                    .await?;
-            }
-            let produced = self.stats.topic_counter(&topic);
-            self.routes
-                .insert(record.object.clone(), Route { topic, produced });
         }
         Ok(Ok(()))
     }

@@ -115,18 +115,27 @@ pub fn load(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> 
     rows
 }
 
-/// The loaded rows equal the org's live records, field by field.
-pub fn assert_converged(sim: &SimOrg, rows: &BTreeMap<String, Map<String, Value>>) {
+/// The org's live Accounts and the loaded `rows`, each by Id in [`canonical`] form.
+pub fn org_and_replica(
+    sim: &SimOrg,
+    rows: &BTreeMap<String, Map<String, Value>>,
+) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
     let fields = account_fields();
-    let org: BTreeMap<String, Value> = sim
+    let org = sim
         .records("Account")
         .into_iter()
         .map(|r| (r["Id"].as_str().unwrap().to_owned(), canonical(&fields, &r)))
         .collect();
-    let loaded: BTreeMap<String, Value> = rows
+    let loaded = rows
         .iter()
         .map(|(id, r)| (id.clone(), canonical(&fields, r)))
         .collect();
+    (org, loaded)
+}
+
+/// The loaded rows equal the org's live records, field by field.
+pub fn assert_converged(sim: &SimOrg, rows: &BTreeMap<String, Map<String, Value>>) {
+    let (org, loaded) = org_and_replica(sim, rows);
     let missing: Vec<&String> = org.keys().filter(|id| !loaded.contains_key(*id)).collect();
     let extra: Vec<&String> = loaded.keys().filter(|id| !org.contains_key(*id)).collect();
     assert!(missing.is_empty(), "missing from the replica: {missing:?}");

@@ -94,11 +94,7 @@ impl RestClient {
         soql: &str,
         cancel: &CancellationToken,
     ) -> Result<QueryPage, RestError> {
-        if soql.trim().is_empty() {
-            return Err(RestError::Invalid("empty SOQL".to_owned()));
-        }
-        let path = format!("{}/query?q={}", self.data_path(), percent_encode(soql));
-        self.query_at(&path, cancel).await
+        self.query_resource("query", soql, cancel).await
     }
 
     /// `GET …/queryAll?q=<soql>`: as [`RestClient::query`], with deleted records still in the
@@ -109,10 +105,20 @@ impl RestClient {
         soql: &str,
         cancel: &CancellationToken,
     ) -> Result<QueryPage, RestError> {
+        self.query_resource("queryAll", soql, cancel).await
+    }
+
+    /// The first page of `soql` from `resource` (`query` or `queryAll`).
+    async fn query_resource(
+        &self,
+        resource: &str,
+        soql: &str,
+        cancel: &CancellationToken,
+    ) -> Result<QueryPage, RestError> {
         if soql.trim().is_empty() {
             return Err(RestError::Invalid("empty SOQL".to_owned()));
         }
-        let path = format!("{}/queryAll?q={}", self.data_path(), percent_encode(soql));
+        let path = format!("{}/{resource}?q={}", self.data_path(), percent_encode(soql));
         self.query_at(&path, cancel).await
     }
 
