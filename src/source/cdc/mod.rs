@@ -22,10 +22,12 @@
 //!
 //! Files: `event` (the vocabulary), `schema` (the schema cache the decoder owns), `layout`
 //! (per-schema tables), `avro` (the compiled reader), `header` (`ChangeEventHeader`), `bitmap`
-//! (bitmap expansion), `decode`, `envelope`.
+//! (bitmap expansion), `decode`, `envelope`, `debezium` (Debezium's envelope from forcebridge's,
+//! for `source.format: debezium`).
 
 mod avro;
 mod bitmap;
+mod debezium;
 mod decode;
 mod envelope;
 mod event;
@@ -33,6 +35,7 @@ mod header;
 mod layout;
 pub mod schema;
 
+pub use self::debezium::{CONNECTOR, Debezium, DebeziumError, op_of};
 pub use self::decode::Scratch;
 pub use self::decode::{decode, expand_bitmaps};
 pub use self::envelope::{
