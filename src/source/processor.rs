@@ -113,6 +113,7 @@ async fn process_items(
         diff_fields: Vec::new(),
         event_time: None,
         login_refused: std::sync::Mutex::new(None),
+        debezium: shared.debezium(&channel.name),
     };
     loop {
         if let Some(reason) = window.failure() {
@@ -213,6 +214,8 @@ struct Processor<'a> {
     event_time: Option<i64>,
     /// A re-login refused for good while fetching a schema (then decoding ends with `Err(None)`).
     login_refused: std::sync::Mutex<Option<AuthError>>,
+    /// `Some` when the channel's format is `debezium`: records are converted last.
+    debezium: Option<cdc::Debezium>,
 }
 
 /// The echo rule of the source: our client tag, plus the configured users and (with
@@ -261,7 +264,9 @@ impl Processor<'_> {
             Ok(records) => match self.resolve_diffs(records, cancel).await {
                 Err(None) => return Err(HandleError::Cancelled),
                 Err(Some(dead)) => Err(dead),
-                Ok(records) => self.dead_letters.check_sizes(&records).map(|()| records),
+                Ok(records) => self
+                    .to_format(records)
+                    .and_then(|r| self.dead_letters.check_sizes(&r).map(|()| r)),
             },
         };
         let records = match records {
@@ -499,6 +504,24 @@ impl Processor<'_> {
         }
     }
 
+    /// The records in the channel's format: Debezium's envelope when asked (a gap event's
+    /// records are re-read, and converted, by [`crate::source::gap`]).
+    fn to_format(
+        &self,
+        mut records: Vec<cdc::OutRecord>,
+    ) -> Result<Vec<cdc::OutRecord>, DeadLetter> {
+        match &self.debezium {
+            Some(d) if !crate::source::gap::is_gap(&records) => d
+                .convert_records(&mut records)
+                .map(|()| records)
+                .map_err(|err| DeadLetter {
+                    stage: DeadLetterStage::Decode,
+                    reason: err.to_string(),
+                }),
+            _ => Ok(records),
+        }
+    }
+
     /// A gap or overflow event: re-read its records over REST ([`crate::source::gap`]) under the event's
     /// own handle; what cannot be re-read goes to the dead-letter topic (stage `gap`).
     async fn handle_gap(
@@ -536,6 +559,7 @@ impl Processor<'_> {
             produced: &route.produced,
             stats: self.stats,
             tombstones: self.options.tombstones,
+            debezium: self.debezium.as_ref(),
         };
         match self
             .shared

@@ -10,12 +10,13 @@
 //! * `op`: `CREATE`, `UNDELETE`, `GAP_CREATE`, `GAP_UNDELETE` → `c` (an undeleted record comes
 //!   back from the Recycle Bin: to a table it is a row that appears); `UPDATE`, `GAP_UPDATE` →
 //!   `u`; `DELETE`, `GAP_DELETE` and any envelope whose `record` is null (a gap re-read that
-//!   found the record gone) → `d`; `READ` (snapshot and resync rows) → `r`.
+//!   found the record gone) → `d`; `READ` (snapshot and resync rows) and a `GAP_OVERFLOW`
+//!   re-sync's rows → `r` (a read of the current state, as a snapshot's).
 //! * `after`: `{"Id": id, …record}` (null for `d`); `before`: `{"Id": id}` for `u` and `d`
 //!   (Flink's `debezium-json` refuses a `u` or `d` whose `before` is null, apache/flink#13019),
 //!   null for `c` and `r`. Salesforce sends no before-image, so `before` holds the key only.
 //! * `source`: Debezium's keys (`ts_ms` = `commitTimestamp`, or the row's `SystemModstamp`;
-//!   `snapshot` `"true"` for snapshot rows, else `"false"`; `db` = the org id; `table` = the
+//!   `snapshot` `"true"` for snapshot rows, `"incremental"` for resync rows, else `"false"`; `db` = the org id; `table` = the
 //!   object) plus forcebridge's (`channel`, `replay_id`, `event_id`, `schema_id`, `change_type`,
 //!   `transaction_key`, `sequence_number`, `commit_number` as a string, `commit_user`,
 //!   `change_origin`, `changed_fields`, `nulled_fields`, `diff_fields`, `partial`, and `diffs`,
@@ -61,12 +62,28 @@ pub fn op_of(operation: &str, has_record: bool) -> Result<&'static str, &'static
         "CREATE" | "UNDELETE" | "GAP_CREATE" | "GAP_UNDELETE" => Ok("c"),
         "UPDATE" | "GAP_UPDATE" => Ok("u"),
         "DELETE" | "GAP_DELETE" => Ok("d"),
-        "READ" => Ok("r"),
+        "READ" | "GAP_OVERFLOW" => Ok("r"),
         _ => Err("a change type Debezium has no op for"),
     }
 }
 
 impl Debezium {
+    /// Converts the values of `records` (tombstones stay tombstones).
+    pub fn convert_records(&self, records: &mut [super::OutRecord]) -> Result<(), DebeziumError> {
+        let now = crate::ops::telemetry::unix_millis();
+        for record in records {
+            if let Some(value) = &record.value {
+                let envelope: Map<String, Value> =
+                    serde_json::from_slice(value).map_err(|e| DebeziumError::NotJson {
+                        key: record.key.clone(),
+                        reason: e.to_string(),
+                    })?;
+                record.value = Some(self.convert_map(&record.key, &envelope, now)?);
+            }
+        }
+        Ok(())
+    }
+
     /// Converts one forcebridge envelope (`value`, the record's `key` for errors).
     pub fn convert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, DebeziumError> {
         let envelope: Map<String, Value> =
@@ -128,7 +145,18 @@ impl Debezium {
         out.extend_from_slice(b",\"ts_ms\":");
         value(&mut out, envelope.get("commit_timestamp"));
         out.extend_from_slice(b",\"snapshot\":");
-        json(&mut out, if op == "r" { "true" } else { "false" });
+        let resync = operation == "GAP_OVERFLOW"
+            || snapshot.and_then(|s| s.get("mode")) == Some(&Value::from("resync"));
+        json(
+            &mut out,
+            match op {
+                // Debezium's incremental snapshots mark their rows "incremental" (Debezium
+                // documentation, "Incremental snapshots"): a resync is one, of what changed.
+                "r" if resync => "incremental",
+                "r" => "true",
+                _ => "false",
+            },
+        );
         out.extend_from_slice(b",\"db\":");
         json(&mut out, &self.db);
         out.extend_from_slice(b",\"table\":");
@@ -380,6 +408,12 @@ mod tests {
         let v = convert(&e);
         assert_eq!(v["op"], "r");
         assert_eq!(v["source"]["snapshot_read"]["mode"], "resync");
+        assert_eq!(v["source"]["snapshot"], "incremental");
+        let v = convert(&change("GAP_OVERFLOW", json!({"Name": "A"})));
+        assert_eq!(
+            (v["op"].as_str(), v["source"]["snapshot"].as_str()),
+            (Some("r"), Some("incremental"))
+        );
     }
 
     #[test]

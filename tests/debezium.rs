@@ -1,0 +1,266 @@
+//! `source.format: debezium` end to end: simulated org (records existing before forcebridge
+//! starts, then creates, updates, deletes and an undelete) → forcebridge (`snapshot: initial`,
+//! tombstones) → Kafka (the librdkafka mock cluster). The topic's values are Debezium's envelope
+//! field by field, and a reader written here that follows Flink's `debezium-json` rules (`c` and
+//! `r` insert `after`, `u` replaces the row with `after`, `d` removes the row of `before`'s key,
+//! tombstones skipped) rebuilds exactly the org's records.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use forcebridge::config::Config;
+use forcebridge::sim::{SimConfig, SimOrg};
+use support::kafka::{ConsumedRecord, read_topic};
+use support::replica::{assert_converged, merge};
+use support::source::{WAIT, key, start, value};
+
+const ACCOUNTS: &str = "salesforce.Account";
+const CHANNEL: &str = "/data/AccountChangeEvent";
+
+fn config(sim: &SimOrg, bootstrap: &str) -> Config {
+    let text = support::source::config_text(
+        sim,
+        bootstrap,
+        &[CHANNEL],
+        "  tombstones: true\n  format: debezium\n",
+        support::source::MOCK_KAFKA,
+    )
+    .replace(
+        "      initial_replay: earliest\n",
+        "      initial_replay: latest\n      snapshot: initial\n",
+    );
+    Config::from_yaml(&text, |_| None).expect("test config is valid")
+}
+
+/// The rows a Flink `debezium-json` table keyed by `Id` holds after reading `records` in order.
+/// `u` replaces the row with `after`, except that an `after` marked `source.partial` (an UPDATE
+/// event without `full_record`: the changed fields only) is merged into the row, as the
+/// documentation tells a loader to do.
+fn flink_rows(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> {
+    let mut rows: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for record in records {
+        if record.value.is_none() {
+            continue; // Flink's debezium-json skips tombstones.
+        }
+        let v = value(record);
+        let after = v["after"].as_object().cloned();
+        match v["op"].as_str().unwrap() {
+            "c" | "r" => {
+                let after = after.expect("c and r carry after");
+                rows.insert(after["Id"].as_str().unwrap().to_owned(), after);
+            }
+            "u" => {
+                // Flink refuses an update whose before is null (apache/flink#13019).
+                let before = v["before"].as_object().expect("u carries before");
+                let id = before["Id"].as_str().unwrap().to_owned();
+                let after = after.expect("u carries after");
+                if v["source"]["partial"] == true {
+                    merge(rows.entry(id).or_default(), &after);
+                } else {
+                    rows.insert(id, after);
+                }
+            }
+            "d" => {
+                let before = v["before"].as_object().expect("d carries before");
+                assert!(v["after"].is_null());
+                rows.remove(before["Id"].as_str().unwrap());
+            }
+            other => panic!("unexpected op {other}"),
+        }
+    }
+    rows
+}
+
+/// Waits until the channel's checkpoint is past the org's last event.
+async fn wait_caught_up(sim: &SimOrg, bootstrap: &str) {
+    let last = sim.replay_ids(CHANNEL).last().cloned().expect("events");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let store = support::source::checkpoints(bootstrap).await;
+            if store
+                .get(CHANNEL)
+                .is_some_and(|c| c.replay_id[..] == last[..] && c.snapshot.is_none())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stream caught up with the org");
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: snapshot, changes, then every op's envelope and the replica"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debezium_topics_rebuild_the_org_under_flink_rules() {
+    let kafka = support::source::mock_kafka();
+    kafka.create_topic(ACCOUNTS, 1);
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig {
+        keepalive_interval: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let org_id = sim.config().org_id.clone();
+    let ids = sim.generate("Account", 200).unwrap();
+    let running = start(config(&sim, &bootstrap));
+    tokio::time::timeout(WAIT, async {
+        while running.channel(CHANNEL).snapshots_completed == 0 {
+            running.assert_running();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the snapshot ends");
+
+    let fields = |v: Value| v.as_object().unwrap().clone();
+    let created = sim
+        .create(
+            "Account",
+            fields(json!({"Name": "Created", "BillingAddress": {"City": "Lyon"}})),
+        )
+        .unwrap();
+    sim.update(
+        "Account",
+        &ids[0],
+        fields(json!({"Name": "Renamed", "Phone": null})),
+    )
+    .unwrap();
+    sim.update(
+        "Account",
+        &created,
+        fields(json!({"BillingAddress": {"City": "Nice"}})),
+    )
+    .unwrap();
+    sim.delete("Account", &ids[1]).unwrap();
+    sim.delete("Account", &ids[2]).unwrap();
+    sim.undelete("Account", &ids[2]).unwrap();
+    wait_caught_up(&sim, &bootstrap).await;
+    running.stop().await;
+
+    let records = read_topic(&bootstrap, ACCOUNTS);
+    let ops: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r.value.is_some())
+        .map(|r| (key(r), value(r)["op"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(
+        ops.iter().filter(|(_, op)| op == "r").count() >= 200,
+        "every existing record read"
+    );
+    for record in records.iter().filter(|r| r.value.is_some()) {
+        let v = value(record);
+        let s = &v["source"];
+        assert_eq!(s["connector"], "salesforce", "{v}");
+        assert_eq!(s["name"], "test");
+        assert_eq!(s["db"], org_id.as_str());
+        assert_eq!(s["table"], "Account");
+        assert_eq!(s["channel"], CHANNEL);
+        assert!(s["ts_ms"].as_i64().unwrap() > 0, "{v}");
+        assert!(v["ts_ms"].as_u64().unwrap() > 0, "{v}");
+        assert!(v.get("transaction").is_some());
+        // The key stays the plain Id (what compaction and the sink rely on).
+        let id = v["after"]["Id"].as_str().or(v["before"]["Id"].as_str());
+        assert_eq!(id, Some(key(record).as_str()), "{v}");
+        match v["op"].as_str().unwrap() {
+            "r" => assert_eq!(s["snapshot"], "true"),
+            _ => {
+                assert_eq!(s["snapshot"], "false");
+                // 64-bit commit numbers as strings.
+                assert!(s["commit_number"].is_string(), "{v}");
+                assert!(s["transaction_key"].is_string(), "{v}");
+                assert!(s["sequence_number"].as_i64().unwrap() >= 1, "{v}");
+            }
+        }
+    }
+    let of = |id: &str| -> Vec<Value> {
+        records
+            .iter()
+            .filter(|r| key(r) == id && r.value.is_some() && value(r)["op"] != "r")
+            .map(value)
+            .collect()
+    };
+    let created_records = of(&created);
+    assert_eq!(created_records[0]["op"], "c");
+    assert_eq!(created_records[0]["before"], Value::Null);
+    assert_eq!(
+        created_records[0]["after"]["BillingAddress"]["City"],
+        "Lyon"
+    );
+    assert_eq!(created_records[1]["op"], "u");
+    assert_eq!(created_records[1]["source"]["partial"], true);
+    let changed = created_records[1]["source"]["changed_fields"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        changed.contains(&json!("BillingAddress.City")),
+        "{changed:?}"
+    );
+    let renamed = &of(&ids[0])[0];
+    assert_eq!(renamed["op"], "u");
+    assert_eq!(renamed["before"], json!({"Id": ids[0]}));
+    assert_eq!(renamed["after"]["Name"], "Renamed");
+    assert_eq!(renamed["source"]["change_type"], "UPDATE");
+    let deleted = &of(&ids[1])[0];
+    assert_eq!(deleted["op"], "d");
+    assert_eq!(deleted["after"], Value::Null);
+    // A tombstone follows the delete (source.tombstones).
+    let at = records
+        .iter()
+        .position(|r| key(r) == ids[1] && r.value.is_some() && value(r)["op"] == "d")
+        .unwrap();
+    assert!(records[at + 1].value.is_none() && key(&records[at + 1]) == ids[1]);
+    let undeleted: Vec<String> = of(&ids[2])
+        .iter()
+        .map(|v| v["op"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(undeleted, ["d", "c"], "UNDELETE is a c");
+    assert_eq!(of(&ids[2])[1]["source"]["change_type"], "UNDELETE");
+
+    assert_converged(&sim, &flink_rows(&records));
+}
+
+/// A Platform Event channel cannot take Debezium's envelope: the config is refused, naming the
+/// key.
+#[test]
+fn debezium_on_a_platform_event_channel_is_refused() {
+    let yaml = |source: &str| {
+        format!(
+            "salesforce:\n  login_url: https://login.example.com\n  auth:\n    type: password\n    client_id: a\n    client_secret: b\n    username: c\n    password: d\nsource:\n  channels:\n    - name: /event/Order_Event__e\n{source}kafka:\n  bootstrap_servers: 127.0.0.1:9\n"
+        )
+    };
+    let err = Config::from_yaml(&yaml("  format: debezium\n"), |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source.format") && err.contains("Platform Event"),
+        "{err}"
+    );
+    let err = Config::from_yaml(
+        &yaml("").replace(
+            "/event/Order_Event__e\n",
+            "/event/Order_Event__e\n      format: debezium\n",
+        ),
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("source.channels[0].format"), "{err}");
+    Config::from_yaml(
+        &yaml("  format: debezium\n").replace(
+            "/event/Order_Event__e\n",
+            "/event/Order_Event__e\n      format: forcebridge\n",
+        ),
+        |_| None,
+    )
+    .expect("a forcebridge override on the event channel is accepted");
+}
