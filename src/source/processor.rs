@@ -264,8 +264,12 @@ impl Processor<'_> {
             Ok(records) => match self.resolve_diffs(records, cancel).await {
                 Err(None) => return Err(HandleError::Cancelled),
                 Err(Some(dead)) => Err(dead),
-                Ok(records) => self
-                    .to_format(records)
+                // In the channel's format last (a gap event's records: by `gap`).
+                Ok(records) => cdc::Debezium::apply(self.debezium.as_ref(), records)
+                    .map_err(|e| DeadLetter {
+                        stage: DeadLetterStage::Decode,
+                        reason: e.to_string(),
+                    })
                     .and_then(|r| self.dead_letters.check_sizes(&r).map(|()| r)),
             },
         };
@@ -501,24 +505,6 @@ impl Processor<'_> {
                 stage: DeadLetterStage::Diff,
                 reason: err.to_string(),
             })),
-        }
-    }
-
-    /// The records in the channel's format: Debezium's envelope when asked (a gap event's
-    /// records are re-read, and converted, by [`crate::source::gap`]).
-    fn to_format(
-        &self,
-        mut records: Vec<cdc::OutRecord>,
-    ) -> Result<Vec<cdc::OutRecord>, DeadLetter> {
-        match &self.debezium {
-            Some(d) if !crate::source::gap::is_gap(&records) => d
-                .convert_records(&mut records)
-                .map(|()| records)
-                .map_err(|err| DeadLetter {
-                    stage: DeadLetterStage::Decode,
-                    reason: err.to_string(),
-                }),
-            _ => Ok(records),
         }
     }
 

@@ -68,8 +68,26 @@ pub fn op_of(operation: &str, has_record: bool) -> Result<&'static str, &'static
 }
 
 impl Debezium {
+    /// One event's records in the channel's format: converted when `debezium` is `Some`, except
+    /// a gap event's (`GAP_*`: re-read first, then converted by the gap stage).
+    pub fn apply(
+        debezium: Option<&Debezium>,
+        mut records: Vec<super::envelope::OutRecord>,
+    ) -> Result<Vec<super::envelope::OutRecord>, DebeziumError> {
+        let gap = records
+            .first()
+            .is_some_and(|r| r.operation.starts_with("GAP_"));
+        if let Some(d) = debezium.filter(|_| !gap) {
+            d.convert_records(&mut records)?;
+        }
+        Ok(records)
+    }
+
     /// Converts the values of `records` (tombstones stay tombstones).
-    pub fn convert_records(&self, records: &mut [super::OutRecord]) -> Result<(), DebeziumError> {
+    pub fn convert_records(
+        &self,
+        records: &mut [super::envelope::OutRecord],
+    ) -> Result<(), DebeziumError> {
         let now = crate::ops::telemetry::unix_millis();
         for record in records {
             if let Some(value) = &record.value {
