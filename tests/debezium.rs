@@ -264,3 +264,125 @@ fn debezium_on_a_platform_event_channel_is_refused() {
     )
     .expect("a forcebridge override on the event channel is accepted");
 }
+
+/// Gap events and an overflow re-sync under `format: debezium`: the re-read records take the
+/// op of their meaning (`GAP_UPDATE` → `u` with the whole re-read row, a `GAP_CREATE` of a
+/// record gone since → `d`, `GAP_DELETE` → `d` + tombstone, `GAP_UNDELETE` → `c`, the
+/// overflow's rows → `r` marked `incremental`), and the Flink reader still rebuilds the org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_and_overflow_records_take_debezium_ops() {
+    use forcebridge::sim::GapKind;
+    let kafka = support::source::mock_kafka();
+    kafka.create_topic(ACCOUNTS, 1);
+    let bootstrap = kafka.bootstrap();
+    let sim = SimOrg::start(SimConfig {
+        overflow_threshold: 20,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = support::source::config_with(
+        &sim,
+        &bootstrap,
+        &[CHANNEL],
+        "  tombstones: true\n  format: debezium\n",
+        support::source::MOCK_KAFKA,
+    );
+    let running = start(config);
+    let fields = |v: Value| v.as_object().unwrap().clone();
+    let a = sim
+        .create("Account", fields(json!({"Name": "Acme"})))
+        .unwrap();
+    let b = sim
+        .create("Account", fields(json!({"Name": "Beta"})))
+        .unwrap();
+    let c = sim
+        .create("Account", fields(json!({"Name": "Gamma"})))
+        .unwrap();
+    sim.delete("Account", &c).unwrap();
+    sim.emit_gaps_for(std::slice::from_ref(&a));
+    sim.update("Account", &a, fields(json!({"Name": "Acme Corp"})))
+        .unwrap();
+    sim.emit_gaps_for(&[]);
+    sim.emit_gap("Account", std::slice::from_ref(&c), GapKind::Create)
+        .unwrap();
+    sim.emit_gap("Account", std::slice::from_ref(&c), GapKind::Delete)
+        .unwrap();
+    sim.emit_gap("Account", std::slice::from_ref(&b), GapKind::Undelete)
+        .unwrap();
+    // One transaction past the overflow threshold: a GAP_OVERFLOW re-sync of the object.
+    sim.generate("Account", 25).unwrap();
+    let last = sim.replay_ids(CHANNEL).last().cloned().expect("events");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let store = support::source::checkpoints(&bootstrap).await;
+            if store
+                .get(CHANNEL)
+                .is_some_and(|c| c.replay_id[..] == last[..])
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stream caught up with the org");
+    running.stop().await;
+
+    let records = read_topic(&bootstrap, ACCOUNTS);
+    let step = |r: &ConsumedRecord| match &r.value {
+        None => (key(r), "tombstone".to_owned(), String::new()),
+        Some(_) => {
+            let v = value(r);
+            (
+                key(r),
+                v["op"].as_str().unwrap().to_owned(),
+                v["source"]["change_type"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let steps: Vec<(String, String, String)> = records.iter().take(11).map(step).collect();
+    let s = |id: &str, op: &str, ct: &str| (id.to_owned(), op.to_owned(), ct.to_owned());
+    assert_eq!(
+        steps,
+        [
+            s(&a, "c", "CREATE"),
+            s(&b, "c", "CREATE"),
+            s(&c, "c", "CREATE"),
+            s(&c, "d", "DELETE"),
+            s(&c, "tombstone", ""),
+            s(&a, "u", "GAP_UPDATE"),
+            s(&c, "d", "GAP_CREATE"),
+            s(&c, "d", "GAP_DELETE"),
+            s(&c, "tombstone", ""),
+            s(&b, "c", "GAP_UNDELETE"),
+            steps[10].clone(),
+        ]
+    );
+    let gap_update = value(&records[5]);
+    assert_eq!(gap_update["before"], json!({"Id": a}));
+    assert_eq!(gap_update["after"]["Name"], "Acme Corp");
+    assert_eq!(gap_update["source"]["reread"]["state"], "present");
+    assert_eq!(gap_update["source"]["partial"], false);
+    let absent = value(&records[6]);
+    assert_eq!(absent["source"]["reread"]["state"], "absent");
+    let resync: Vec<Value> = records
+        .iter()
+        .filter(|r| r.value.is_some() && value(r)["source"]["change_type"] == "GAP_OVERFLOW")
+        .map(value)
+        .collect();
+    // The re-sync's rows are reads (`r`, an incremental snapshot); the records it finds
+    // deleted since (the replication API) are deletes (`d`, no `after`).
+    let reads = resync.iter().filter(|v| v["op"] == "r").count();
+    assert!(reads >= 20, "{reads} re-sync rows of {}", resync.len());
+    for v in &resync {
+        if v["after"].is_null() {
+            assert_eq!(v["op"], "d", "{v}");
+            assert_eq!(v["source"]["reread"]["state"], "deleted", "{v}");
+        } else {
+            assert_eq!(v["op"], "r", "{v}");
+            assert_eq!(v["source"]["snapshot"], "incremental", "{v}");
+        }
+    }
+    assert_converged(&sim, &flink_rows(&records));
+}
