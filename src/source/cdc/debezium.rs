@@ -26,6 +26,10 @@
 //!
 //! A value that is not a forcebridge envelope is an error naming the record, never a panic.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The Debezium `source.connector` of every record.
@@ -91,12 +95,7 @@ impl Debezium {
         let now = crate::ops::telemetry::unix_millis();
         for record in records {
             if let Some(value) = &record.value {
-                let envelope: Map<String, Value> =
-                    serde_json::from_slice(value).map_err(|e| DebeziumError::NotJson {
-                        key: record.key.clone(),
-                        reason: e.to_string(),
-                    })?;
-                record.value = Some(self.convert_map(&record.key, &envelope, now)?);
+                record.value = Some(self.convert_at(&record.key, value, now)?);
             }
         }
         Ok(())
@@ -104,12 +103,7 @@ impl Debezium {
 
     /// Converts one forcebridge envelope (`value`, the record's `key` for errors).
     pub fn convert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, DebeziumError> {
-        let envelope: Map<String, Value> =
-            serde_json::from_slice(value).map_err(|e| DebeziumError::NotJson {
-                key: key.to_owned(),
-                reason: e.to_string(),
-            })?;
-        self.convert_map(key, &envelope, crate::ops::telemetry::unix_millis())
+        self.convert_at(key, value, crate::ops::telemetry::unix_millis())
     }
 
     /// Converts one parsed forcebridge envelope; `now` is the top-level `ts_ms`.
@@ -119,39 +113,44 @@ impl Debezium {
         envelope: &Map<String, Value>,
         now: u64,
     ) -> Result<Vec<u8>, DebeziumError> {
+        let bytes = serde_json::to_vec(envelope).expect("serializing JSON values cannot fail");
+        self.convert_at(key, &bytes, now)
+    }
+
+    /// Converts one forcebridge envelope; `now` is the top-level `ts_ms`. The envelope's parts
+    /// are copied as they are (borrowed raw JSON), not parsed into values and written back.
+    pub fn convert_at(&self, key: &str, value: &[u8], now: u64) -> Result<Vec<u8>, DebeziumError> {
+        let envelope: Envelope<'_> =
+            serde_json::from_slice(value).map_err(|e| DebeziumError::NotJson {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })?;
         let missing = |field, reason| DebeziumError::Field {
             key: key.to_owned(),
             field,
             reason,
         };
-        let text = |field: &'static str| {
-            envelope
-                .get(field)
-                .and_then(Value::as_str)
-                .ok_or_else(|| missing(field, "a string is required"))
-        };
-        let operation = text("operation")?;
-        let object = text("object")?;
-        let id = text("id")?;
-        let record = match envelope.get("record") {
-            Some(Value::Object(r)) => Some(r),
-            Some(Value::Null) => None,
+        let required = "a string is required";
+        let operation = (envelope.operation).ok_or_else(|| missing("operation", required))?;
+        let object = (envelope.object).ok_or_else(|| missing("object", required))?;
+        let id = (envelope.id).ok_or_else(|| missing("id", required))?;
+        let record = match envelope.record.map(|r| r.get()) {
+            Some("null") => None,
+            Some(r) if r.starts_with('{') => Some(r),
             _ => return Err(missing("record", "an object or null is required")),
         };
-        let op = op_of(operation, record.is_some()).map_err(|r| missing("operation", r))?;
-        let full = envelope.get("full_record") == Some(&Value::Bool(true));
-        let partial = operation == "UPDATE" && !full;
-        let snapshot = envelope.get("snapshot");
-        let mut out = Vec::with_capacity(256 + record.map_or(0, |r| r.len() * 32));
+        let op = op_of(&operation, record.is_some()).map_err(|r| missing("operation", r))?;
+        let partial = operation == "UPDATE" && envelope.full_record != Some(true);
+        let mut out = Vec::with_capacity(value.len() + 256);
         out.extend_from_slice(b"{\"before\":");
         if matches!(op, "u" | "d") {
-            key_struct(&mut out, id);
+            key_struct(&mut out, &id);
         } else {
             out.extend_from_slice(b"null");
         }
         out.extend_from_slice(b",\"after\":");
         match record {
-            Some(r) if op != "d" => row(&mut out, id, r),
+            Some(r) if op != "d" => row(&mut out, &id, r)?,
             _ => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"source\":{\"version\":");
@@ -161,10 +160,13 @@ impl Debezium {
         out.extend_from_slice(b",\"name\":");
         json(&mut out, &self.name);
         out.extend_from_slice(b",\"ts_ms\":");
-        value(&mut out, envelope.get("commit_timestamp"));
+        raw(&mut out, envelope.commit_timestamp);
         out.extend_from_slice(b",\"snapshot\":");
         let resync = operation == "GAP_OVERFLOW"
-            || snapshot.and_then(|s| s.get("mode")) == Some(&Value::from("resync"));
+            || envelope.snapshot.is_some_and(|s| {
+                serde_json::from_str::<SnapshotBlock<'_>>(s.get())
+                    .is_ok_and(|b| b.mode.as_deref() == Some("resync"))
+            });
         json(
             &mut out,
             match op {
@@ -178,33 +180,34 @@ impl Debezium {
         out.extend_from_slice(b",\"db\":");
         json(&mut out, &self.db);
         out.extend_from_slice(b",\"table\":");
-        json(&mut out, object);
-        if let Some(Value::Object(source)) = envelope.get("source") {
-            for (k, v) in source {
-                field(&mut out, k, Some(v));
-            }
+        json(&mut out, &object);
+        if let Some(source) = envelope.source {
+            members(&mut out, source.get());
         }
-        field(&mut out, "change_type", Some(&Value::from(operation)));
-        for name in [
-            "transaction_key",
-            "sequence_number",
-            "commit_number",
-            "commit_user",
-            "change_origin",
-            "changed_fields",
-            "nulled_fields",
-            "diff_fields",
-            "diffs",
-            "reread",
+        out.extend_from_slice(b",\"change_type\":");
+        json(&mut out, &operation);
+        for (name, v) in [
+            ("transaction_key", envelope.transaction_key),
+            ("sequence_number", envelope.sequence_number),
+            ("commit_number", envelope.commit_number),
+            ("commit_user", envelope.commit_user),
+            ("change_origin", envelope.change_origin),
+            ("changed_fields", envelope.changed_fields),
+            ("nulled_fields", envelope.nulled_fields),
+            ("diff_fields", envelope.diff_fields),
+            ("diffs", envelope.diffs),
+            ("reread", envelope.reread),
+            ("snapshot_read", envelope.snapshot),
         ] {
-            if let Some(v) = envelope.get(name) {
-                field(&mut out, name, Some(v));
+            if v.is_some() {
+                out.push(b',');
+                json(&mut out, name);
+                out.push(b':');
+                raw(&mut out, v);
             }
         }
-        if snapshot.is_some() {
-            field(&mut out, "snapshot_read", snapshot);
-        }
-        field(&mut out, "partial", Some(&Value::Bool(partial)));
+        out.extend_from_slice(b",\"partial\":");
+        out.extend_from_slice(if partial { b"true" } else { b"false" });
         out.extend_from_slice(b"},\"op\":");
         json(&mut out, op);
         out.extend_from_slice(b",\"ts_ms\":");
@@ -250,31 +253,105 @@ fn key_struct(out: &mut Vec<u8>, id: &str) {
     out.push(b'}');
 }
 
-/// `{"Id":id,…record}` (a record's own `Id`, if any, is not repeated).
-fn row(out: &mut Vec<u8>, id: &str, record: &Map<String, Value>) {
+/// `{"Id":id,…record}` from the record's raw JSON object (a record's own top-level `Id`, as a
+/// re-read row has, is not repeated: such a record is parsed and written again).
+fn row(out: &mut Vec<u8>, id: &str, record: &str) -> Result<(), DebeziumError> {
     out.extend_from_slice(b"{\"Id\":");
     json(out, id);
-    for (k, v) in record {
-        if k != "Id" {
-            field(out, k, Some(v));
+    // `"Id":` can only be a key (inside a string the quotes are escaped), at any depth: only
+    // then is the object parsed to find a top-level one.
+    if memchr::memmem::find(record.as_bytes(), b"\"Id\":").is_some() {
+        let fields: Map<String, Value> =
+            serde_json::from_str(record).map_err(|e| DebeziumError::NotJson {
+                key: id.to_owned(),
+                reason: e.to_string(),
+            })?;
+        for (k, v) in &fields {
+            if k != "Id" {
+                out.push(b',');
+                json(out, k);
+                out.push(b':');
+                json(out, v);
+            }
         }
+        out.push(b'}');
+    } else {
+        members(out, record);
+        out.push(b'}');
     }
-    out.push(b'}');
+    Ok(())
 }
 
-/// `,"name":value` (`null` when absent).
-fn field(out: &mut Vec<u8>, name: &str, v: Option<&Value>) {
-    out.push(b',');
-    json(out, name);
-    out.push(b':');
-    value(out, v);
+/// `,member,member…`: the members of a raw JSON object (`{…}`), each after a comma.
+fn members(out: &mut Vec<u8>, object: &str) {
+    let inner = object
+        .trim()
+        .strip_prefix('{')
+        .and_then(|o| o.strip_suffix('}'))
+        .unwrap_or_default();
+    if !inner.trim().is_empty() {
+        out.push(b',');
+        out.extend_from_slice(inner.as_bytes());
+    }
 }
 
-fn value(out: &mut Vec<u8>, v: Option<&Value>) {
-    match v {
-        Some(v) => json(out, v),
-        None => out.extend_from_slice(b"null"),
-    }
+/// A raw JSON value, `null` when absent.
+fn raw(out: &mut Vec<u8>, v: Option<&RawValue>) {
+    out.extend_from_slice(v.map_or("null", RawValue::get).as_bytes());
+}
+
+/// The parts of a forcebridge envelope the Debezium value is made of, borrowed from its bytes.
+/// A member present with `null` is `Some` (`"null"`), so that it is written as it was.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    operation: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    record: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    commit_timestamp: Option<&'a RawValue>,
+    #[serde(default)]
+    full_record: Option<bool>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    snapshot: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    source: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    transaction_key: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    sequence_number: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    commit_number: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    commit_user: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    change_origin: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    changed_fields: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    nulled_fields: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    diff_fields: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    diffs: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    reread: Option<&'a RawValue>,
+}
+
+/// forcebridge's `snapshot` block: only its `mode` (`resync` rows are incremental).
+#[derive(Deserialize)]
+struct SnapshotBlock<'a> {
+    #[serde(borrow, default)]
+    mode: Option<Cow<'a, str>>,
+}
+
+/// A member that is present, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
