@@ -76,8 +76,8 @@ impl Debezium {
     /// a gap event's (`GAP_*`: re-read first, then converted by the gap stage).
     pub fn apply(
         debezium: Option<&Debezium>,
-        mut records: Vec<super::envelope::OutRecord>,
-    ) -> Result<Vec<super::envelope::OutRecord>, DebeziumError> {
+        mut records: Vec<super::event::OutRecord>,
+    ) -> Result<Vec<super::event::OutRecord>, DebeziumError> {
         let gap = records
             .first()
             .is_some_and(|r| r.operation.starts_with("GAP_"));
@@ -90,7 +90,7 @@ impl Debezium {
     /// Converts the values of `records` (tombstones stay tombstones).
     pub fn convert_records(
         &self,
-        records: &mut [super::envelope::OutRecord],
+        records: &mut [super::event::OutRecord],
     ) -> Result<(), DebeziumError> {
         let now = crate::ops::telemetry::unix_millis();
         for record in records {
