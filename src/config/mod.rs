@@ -48,7 +48,7 @@ pub use sink::{ApiReserve, SameSecondWinner, SinkConfig, SinkObjectConfig};
 pub use snapshot::{SnapshotMode, SnapshotSettings, channel_object};
 pub(crate) use source::MAX_TRANSACTION_INTERVAL;
 pub use source::{
-    ChannelConfig, DeliveryMode, DiffFieldsMode, EchoConfig, EchoMode, InitialReplay,
+    ChannelConfig, DeliveryMode, DiffFieldsMode, EchoConfig, EchoMode, InitialReplay, RecordFormat,
     ReplayRejectedPolicy, SourceConfig,
 };
 

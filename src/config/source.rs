@@ -4,7 +4,8 @@
 //! Contract: [`SourceConfig::validate`] checks the section, each error naming its key: at least
 //! one channel, each name a `/data/…` or `/event/…` channel listed once, topic templates that
 //! render, `batch_size` 1..=100 (the Pub/Sub API's limit), the idle timeout and checkpoint
-//! interval, and an interval short enough for one Kafka transaction with `delivery: exactly_once`.
+//! interval, and an interval short enough for one Kafka transaction with `delivery: exactly_once`,
+//! and `format: debezium` only on change-event channels (a Platform Event is no row change).
 
 use std::time::Duration;
 
@@ -60,6 +61,23 @@ pub struct SourceConfig {
     /// Settings shared by the channels' snapshots (`source.channels[].snapshot`).
     #[serde(default)]
     pub snapshot: SnapshotSettings,
+    /// The value written for each record: `forcebridge` (default; `ARCHITECTURE.md`, "Kafka
+    /// record format") or `debezium` (Debezium's change event envelope, for Flink's
+    /// `debezium-json`, Kafka Connect's `ExtractNewRecordState`, Tableflow; `ARCHITECTURE.md`,
+    /// "Debezium format"). `source.channels[].format` overrides it per channel.
+    #[serde(default)]
+    pub format: RecordFormat,
+}
+
+/// The envelope of the records the source writes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// forcebridge's own envelope (`operation`, `object`, `id`, `record`, …).
+    #[default]
+    Forcebridge,
+    /// Debezium's envelope (`before`, `after`, `source`, `op`, `ts_ms`, `transaction`).
+    Debezium,
 }
 
 /// What the source does with the fields of `diffFields` (values sent as a unified diff).
@@ -149,9 +167,17 @@ pub struct ChannelConfig {
     /// channels.
     #[serde(default)]
     pub snapshot_objects: Vec<String>,
+    /// Overrides `source.format` for this channel (`forcebridge` | `debezium`).
+    #[serde(default)]
+    pub format: Option<RecordFormat>,
 }
 
 impl ChannelConfig {
+    /// The channel's record format: its own `format`, else `source.format`.
+    pub fn format(&self, source: &SourceConfig) -> RecordFormat {
+        self.format.unwrap_or(source.format)
+    }
+
     /// The objects a snapshot of this channel loads (empty: none can be told; refused by the
     /// config's checks when a snapshot is asked).
     pub fn snapshot_objects(&self) -> Vec<String> {
@@ -218,6 +244,22 @@ impl SourceConfig {
                 channel.snapshot,
                 &channel.snapshot_objects,
             )?;
+            if channel.format(self) == RecordFormat::Debezium && channel.name.starts_with("/event/")
+            {
+                let key = match channel.format {
+                    Some(_) => format!("source.channels[{i}].format"),
+                    None => "source.format".to_owned(),
+                };
+                return Err(invalid(
+                    key,
+                    format!(
+                        "`{}` is a Platform Event channel: its events are messages, not changes \
+                         of a row, so Debezium's envelope (before/after/op) does not fit; set \
+                         `format: forcebridge` on this channel",
+                        channel.name
+                    ),
+                ));
+            }
             if let Some(topic) = &channel.topic {
                 topics
                     .check_topic(topic, "Object", &channel.name)

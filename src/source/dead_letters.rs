@@ -45,6 +45,16 @@ pub(super) struct DeadLetter {
     pub(super) reason: String,
 }
 
+/// A record that cannot be written in Debezium's envelope: stage `decode`.
+impl From<crate::source::cdc::DebeziumError> for DeadLetter {
+    fn from(err: crate::source::cdc::DebeziumError) -> Self {
+        DeadLetter {
+            stage: DeadLetterStage::Decode,
+            reason: err.to_string(),
+        }
+    }
+}
+
 /// Writes a channel's dead letters (see the module docs).
 pub(super) struct DeadLetters<'a> {
     producer: &'a Producer,

@@ -86,6 +86,9 @@ pub enum GapError {
     /// A record could not be handed to Kafka.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// A re-read record could not be written in Debezium's envelope.
+    #[error(transparent)]
+    Debezium(#[from] crate::source::cdc::DebeziumError),
     /// Shutdown interrupted the re-read.
     #[error("cancelled")]
     Cancelled,
@@ -110,6 +113,8 @@ pub struct Target<'a> {
     pub stats: &'a ChannelStats,
     /// `source.tombstones`.
     pub tombstones: bool,
+    /// `Some` when the channel's format is `debezium` (records are written in its envelope).
+    pub debezium: Option<&'a crate::source::cdc::Debezium>,
 }
 
 /// Handles gap and overflow events through a REST client of the source's org.
@@ -514,7 +519,10 @@ impl Template {
             "reread".into(),
             json!({"mode": mode, "state": state, "read_at": crate::ops::telemetry::unix_millis()}),
         );
-        let value = serde_json::to_vec(&envelope).expect("serializing JSON values cannot fail");
+        let value = match target.debezium {
+            Some(d) => d.convert_map(id, &envelope, crate::ops::telemetry::unix_millis())?,
+            None => serde_json::to_vec(&envelope).expect("serializing JSON values cannot fail"),
+        };
         self.send(target, id, Some(&value), mode).await
     }
 

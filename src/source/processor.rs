@@ -113,6 +113,8 @@ async fn process_items(
         diff_fields: Vec::new(),
         event_time: None,
         login_refused: std::sync::Mutex::new(None),
+        debezium: shared.debezium(&channel.name),
+        converted: false,
     };
     loop {
         if let Some(reason) = window.failure() {
@@ -213,6 +215,9 @@ struct Processor<'a> {
     event_time: Option<i64>,
     /// A re-login refused for good while fetching a schema (then decoding ends with `Err(None)`).
     login_refused: std::sync::Mutex<Option<AuthError>>,
+    /// `Some` for `format: debezium`: records converted last, unless written so (`converted`).
+    debezium: Option<cdc::Debezium>,
+    converted: bool,
 }
 
 /// The echo rule of the source: our client tag, plus the configured users and (with
@@ -261,7 +266,12 @@ impl Processor<'_> {
             Ok(records) => match self.resolve_diffs(records, cancel).await {
                 Err(None) => return Err(HandleError::Cancelled),
                 Err(Some(dead)) => Err(dead),
-                Ok(records) => self.dead_letters.check_sizes(&records).map(|()| records),
+                Ok(records) => cdc::Debezium::apply(
+                    self.debezium.as_ref().filter(|_| !self.converted),
+                    records,
+                )
+                .map_err(DeadLetter::from)
+                .and_then(|r| self.dead_letters.check_sizes(&r).map(|()| r)),
             },
         };
         let records = match records {
@@ -435,15 +445,22 @@ impl Processor<'_> {
         schema: &EventSchema,
         raw: &RawEvent<'_>,
     ) -> Result<Vec<cdc::OutRecord>, Option<DeadLetter>> {
-        let encoded =
-            cdc::encode(schema, raw, &self.options, &mut self.scratch).map_err(|err| {
-                Some(DeadLetter {
-                    stage: err.stage(),
-                    reason: err.to_string(),
-                })
-            })?;
+        let encoded = cdc::encode_as(
+            schema,
+            raw,
+            &self.options,
+            self.debezium.as_ref(),
+            &mut self.scratch,
+        )
+        .map_err(|err| {
+            Some(DeadLetter {
+                stage: err.stage(),
+                reason: err.to_string(),
+            })
+        })?;
         let mut records = encoded.records;
         self.diff_fields = encoded.diff_fields;
+        self.converted = encoded.debezium;
         self.event_time = encoded.at;
         let echo = match (&self.echo, &encoded.commit) {
             (Some((rule, mode)), Some(commit)) => rule.check(commit).map(|r| (r, *mode)),
@@ -536,6 +553,7 @@ impl Processor<'_> {
             produced: &route.produced,
             stats: self.stats,
             tombstones: self.options.tombstones,
+            debezium: self.debezium.as_ref(),
         };
         match self
             .shared

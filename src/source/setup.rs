@@ -63,6 +63,19 @@ impl Shared {
             .as_ref()
             .expect("run() refuses a config without a source")
     }
+
+    /// What `channel`'s records say in Debezium's `source` when its format is `debezium`
+    /// (`source.channels[].format`, else `source.format`); `None` for `forcebridge`.
+    pub(super) fn debezium(&self, channel: &str) -> Option<crate::source::cdc::Debezium> {
+        let source = self.source();
+        let config = source.channels.iter().find(|c| c.name == channel)?;
+        (config.format(source) == crate::config::RecordFormat::Debezium).then(|| {
+            crate::source::cdc::Debezium {
+                name: self.config.name.clone(),
+                db: self.session.current().org_id.clone(),
+            }
+        })
+    }
 }
 
 /// Logs in, checks the channels, makes the producers and reads the checkpoints (see the module

@@ -7,8 +7,10 @@
 //! event's record ids once and copying it per record.
 
 use super::avro;
-use super::decode::{Scratch, read_event};
-use super::event::{ChangeHeader, DecodeError, DecodedEvent, RawEvent};
+use super::debezium::Debezium;
+use super::debezium_direct::{self as direct, Origin};
+use super::decode::{Parsed, Scratch, read_event};
+use super::event::{ChangeHeader, DecodeError, DecodedEvent, OutRecord, RawEvent};
 use super::schema::EventSchema;
 use crate::kafka::headers;
 
@@ -19,18 +21,8 @@ pub struct EnvelopeOptions {
     pub tombstones: bool,
 }
 
-/// One Kafka record to produce.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutRecord {
-    /// Entity name (CDC) or event name (Platform Event); input to the topic template.
-    pub object: String,
-    pub key: String,
-    /// The JSON envelope; `None` = tombstone.
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(&'static str, String)>,
-    /// `changeType`, or `EVENT` for a Platform Event.
-    pub operation: String,
-}
+/// Writes one record's value from its Id.
+type ValueOf<'a> = &'a dyn Fn(&str) -> Vec<u8>;
 
 /// The operation of a Platform Event record.
 pub const OPERATION_EVENT: &str = "EVENT";
@@ -151,6 +143,7 @@ fn records(
     tail: &[u8],
     replay_hex: String,
     opts: &EnvelopeOptions,
+    value: Option<ValueOf<'_>>,
 ) -> Vec<OutRecord> {
     let Some(h) = header else {
         let object = event_object(raw.channel);
@@ -169,7 +162,10 @@ fn records(
         out.push(OutRecord {
             object: h.entity_name.clone(),
             key: id.clone(),
-            value: Some(envelope(&h.change_type, &h.entity_name, id, tail)),
+            value: Some(match value {
+                Some(make) => make(id),
+                None => envelope(&h.change_type, &h.entity_name, id, tail),
+            }),
             headers: hdrs.clone(),
             operation: h.change_type.clone(),
         });
@@ -221,7 +217,7 @@ pub fn to_records(
         }
         None => write_tail(&mut tail, &record, None, event.created_date, &source),
     }
-    records(raw, event.header.as_ref(), &tail, replay_hex, opts)
+    records(raw, event.header.as_ref(), &tail, replay_hex, opts, None)
 }
 
 /// The `changeOrigin` and `commitUser` of a change event, for echo detection.
@@ -242,6 +238,8 @@ pub struct Encoded {
     /// The expanded `diffFields`: fields whose value in `record` is a unified diff (empty for
     /// most events, and for Platform Events).
     pub diff_fields: Vec<String>,
+    /// The values are Debezium's already (see [`encode_as`]).
+    pub debezium: bool,
 }
 
 /// Decodes one event and builds its Kafka records in one pass: the envelope's JSON is written
@@ -252,6 +250,20 @@ pub fn encode(
     schema: &EventSchema,
     raw: &RawEvent<'_>,
     opts: &EnvelopeOptions,
+    scratch: &mut Scratch,
+) -> Result<Encoded, DecodeError> {
+    encode_as(schema, raw, opts, None, scratch)
+}
+
+/// [`encode`], writing Debezium's envelope directly when `debezium` is given and the event's
+/// records need no later rewrite (`Encoded::debezium`; `debezium_direct`): a change event that
+/// is neither a gap event nor one with `diffFields`. Other events keep forcebridge's envelope,
+/// for the stages that rewrite it, and are converted after them.
+pub fn encode_as(
+    schema: &EventSchema,
+    raw: &RawEvent<'_>,
+    opts: &EnvelopeOptions,
+    debezium: Option<&Debezium>,
     scratch: &mut Scratch,
 ) -> Result<Encoded, DecodeError> {
     let parsed = read_event(schema, raw.payload, scratch)?;
@@ -271,6 +283,29 @@ pub fn encode(
         diff,
         ..
     } = scratch;
+    let mut op = None;
+    if let (Some(d), Some(h)) = (debezium, &parsed.header)
+        && direct::direct(h, !diff.is_empty())
+    {
+        let origin = Origin {
+            channel: raw.channel,
+            replay_id: &replay_hex,
+            event_id: raw.event_id,
+            schema_id: raw.schema_id,
+        };
+        let now = crate::ops::telemetry::unix_millis();
+        let changed = &mut changed.iter().map(|&f| t.name(f));
+        let nulled = &mut nulled.iter().map(|&f| t.name(f));
+        op = direct::write_shared(tail, d, h, changed, nulled, &origin, now);
+    }
+    let body: &[u8] = body;
+    let shared: &[u8] = tail;
+    let make = op.map(|op| move |id: &str| direct::value(op, id, body, shared));
+    let make = make.as_ref().map(|m| m as ValueOf<'_>);
+    if make.is_some() {
+        let records = records(raw, parsed.header.as_ref(), &[], replay_hex, opts, make);
+        return Ok(finish(parsed, records, Vec::new(), true));
+    }
     tail.clear();
     match &parsed.header {
         Some(h) => {
@@ -284,21 +319,32 @@ pub fn encode(
         }
         None => write_tail(tail, body, None, parsed.created_date, &source),
     }
-    let records = records(raw, parsed.header.as_ref(), tail, replay_hex, opts);
+    let records = records(raw, parsed.header.as_ref(), tail, replay_hex, opts, None);
     let diff_fields = diff.iter().map(|&f| t.name(f).to_owned()).collect();
+    Ok(finish(parsed, records, diff_fields, false))
+}
+
+/// The [`Encoded`] of a parsed event and its records.
+fn finish(
+    parsed: Parsed,
+    records: Vec<OutRecord>,
+    diff_fields: Vec<String>,
+    debezium: bool,
+) -> Encoded {
     let at = match &parsed.header {
         Some(h) => Some(h.commit_timestamp),
         None => parsed.created_date,
     };
-    Ok(Encoded {
+    Encoded {
         records,
         diff_fields,
         at,
+        debezium,
         commit: parsed.header.map(|h| Commit {
             change_origin: h.change_origin,
             commit_user: h.commit_user,
         }),
-    })
+    }
 }
 
 fn headers(

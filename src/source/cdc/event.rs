@@ -111,3 +111,16 @@ pub enum BitmapError {
         field: String,
     },
 }
+
+/// One Kafka record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Entity name (CDC) or event name (Platform Event); input to the topic template.
+    pub object: String,
+    pub key: String,
+    /// The JSON envelope; `None` = tombstone.
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(&'static str, String)>,
+    /// `changeType`, or `EVENT` for a Platform Event.
+    pub operation: String,
+}

@@ -22,10 +22,14 @@
 //!
 //! Files: `event` (the vocabulary), `schema` (the schema cache the decoder owns), `layout`
 //! (per-schema tables), `avro` (the compiled reader), `header` (`ChangeEventHeader`), `bitmap`
-//! (bitmap expansion), `decode`, `envelope`.
+//! (bitmap expansion), `decode`, `envelope`, `debezium` (Debezium's envelope from forcebridge's,
+//! for `source.format: debezium`), `debezium_direct` (the same written straight from the Avro
+//! bytes, `encode_as`).
 
 mod avro;
 mod bitmap;
+mod debezium;
+mod debezium_direct;
 mod decode;
 mod envelope;
 mod event;
@@ -33,13 +37,14 @@ mod header;
 mod layout;
 pub mod schema;
 
+pub use self::debezium::{CONNECTOR, Debezium, DebeziumError, op_of};
 pub use self::decode::Scratch;
 pub use self::decode::{decode, expand_bitmaps};
 pub use self::envelope::{
-    Commit, Encoded, EnvelopeOptions, OPERATION_EVENT, OutRecord, encode, to_records,
+    Commit, Encoded, EnvelopeOptions, OPERATION_EVENT, encode, encode_as, to_records,
 };
 pub use self::event::BitmapError;
-pub use self::event::{ChangeHeader, DecodeError, DecodedEvent, RawEvent};
+pub use self::event::{ChangeHeader, DecodeError, DecodedEvent, OutRecord, RawEvent};
 pub use self::header::leading_string;
 
 #[cfg(test)]

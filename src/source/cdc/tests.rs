@@ -885,3 +885,62 @@ fn encode_writes_the_record_in_schema_order_with_one_scratch_for_every_event() {
         );
     }
 }
+
+/// `encode_as` with Debezium writes the value `Debezium::convert` makes of forcebridge's
+/// envelope (same JSON but the processing time `ts_ms`) for every direct change type, keeps the
+/// headers and tombstones, and leaves gap events and events with diff fields in forcebridge's
+/// envelope (`debezium: false`) for the stages that rewrite them.
+#[test]
+fn encode_as_debezium_equals_the_conversion_of_the_envelope() {
+    let m = mini();
+    let d = Debezium {
+        name: "forcebridge".into(),
+        db: "00D000000000001AAA".into(),
+    };
+    let opts = EnvelopeOptions { tombstones: true };
+    let mut scratch = Scratch::default();
+    let without_now = |bytes: &[u8]| -> Value {
+        let mut v: Value = serde_json::from_slice(bytes).unwrap();
+        v.as_object_mut().unwrap().remove("ts_ms").expect("ts_ms");
+        v
+    };
+    let cases = [
+        ("UPDATE", true, &[][..], true),
+        ("UPDATE", false, &[][..], true),
+        ("CREATE", true, &[][..], true),
+        ("UNDELETE", true, &[][..], true),
+        ("DELETE", false, &[][..], true),
+        ("UPDATE", true, &["0x2"][..], false),
+        ("GAP_UPDATE", false, &[][..], false),
+    ];
+    for (change_type, body, diff, direct) in cases {
+        let h = H {
+            change_type,
+            diff,
+            ..UPDATE
+        };
+        let payload = encode(&m, mini_datum(&h, true, true, body));
+        let raw = raw("mini-1", &payload);
+        let ours = encode_as(&m, &raw, &opts, Some(&d), &mut scratch).unwrap();
+        let plain = super::encode(&m, &raw, &opts, &mut scratch).unwrap();
+        assert_eq!(ours.debezium, direct, "{change_type} {diff:?}");
+        assert_eq!(ours.records.len(), plain.records.len());
+        for (a, b) in ours.records.iter().zip(&plain.records) {
+            assert_eq!((&a.key, &a.headers), (&b.key, &b.headers));
+            let (Some(a_value), Some(b_value)) = (&a.value, &b.value) else {
+                assert_eq!(a.value, b.value, "tombstones stay");
+                continue;
+            };
+            if direct {
+                let converted = d.convert(&b.key, b_value).unwrap();
+                assert_eq!(
+                    without_now(a_value),
+                    without_now(&converted),
+                    "{change_type} body={body}"
+                );
+            } else {
+                assert_eq!(a_value, b_value, "{change_type}: left for later stages");
+            }
+        }
+    }
+}

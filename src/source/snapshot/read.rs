@@ -118,6 +118,7 @@ impl<'a> ObjectReader<'a> {
             schema: &schema,
             method,
             resync: since.is_some(),
+            debezium: self.shared.debezium(&self.channel.name),
         };
         let pages = Pages {
             rest,

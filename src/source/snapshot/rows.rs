@@ -49,6 +49,9 @@ pub(super) struct RowWriter<'a> {
     pub(super) method: ReadMethod,
     /// A resync (`"mode":"resync"`).
     pub(super) resync: bool,
+    /// `Some` when the channel's format is `debezium`: each row's envelope is converted
+    /// ([`crate::source::cdc::Debezium::convert`]).
+    pub(super) debezium: Option<crate::source::cdc::Debezium>,
 }
 
 impl RowWriter<'_> {
@@ -102,7 +105,8 @@ impl RowWriter<'_> {
                 produced += 1;
                 continue;
             }
-            match self.columns.encode(&row, &context, buffer) {
+            let encoded = self.columns.encode(&row, &context, buffer);
+            match encoded.and_then(|()| self.to_format(id, buffer)) {
                 Ok(()) => {
                     send(producer, self.topic, id, Some(buffer), &read, &handle).await?;
                     self.stats.snapshot_rows.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +132,14 @@ impl RowWriter<'_> {
         }
         handle.seal();
         Ok(produced)
+    }
+
+    /// The envelope in `buffer` in the channel's format (Debezium's when asked).
+    fn to_format(&self, id: &str, buffer: &mut Vec<u8>) -> Result<(), String> {
+        if let Some(d) = &self.debezium {
+            *buffer = d.convert(id, buffer).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Produces the `DELETE` records of `deleted` (Id, deleted date) under one handle.
@@ -160,6 +172,11 @@ impl RowWriter<'_> {
     ) -> Result<(), SnapshotError> {
         let headers = self.headers("DELETE");
         self.columns.encode_delete(id, at, context, buffer);
+        self.to_format(id, buffer)
+            .map_err(|reason| SnapshotError::Schema {
+                object: self.columns.object().to_owned(),
+                reason,
+            })?;
         send(producer, self.topic, id, Some(buffer), &headers, handle).await?;
         self.stats.snapshot_rows.fetch_add(1, Ordering::Relaxed);
         self.produced.fetch_add(1, Ordering::Relaxed);

@@ -57,6 +57,9 @@ pub struct SourceBenchArgs {
     /// working set of memory touched, producer connected, schemas cached) instead of its start.
     #[arg(long, default_value_t = 0, conflicts_with = "rate")]
     pub(crate) warmup: usize,
+    /// The records' envelope (`source.format`): `forcebridge` or `debezium`.
+    #[arg(long, default_value = "forcebridge", value_parser = ["forcebridge", "debezium"])]
+    pub(crate) format: String,
 }
 
 /// `KEY=VALUE`.
@@ -95,11 +98,13 @@ pub(super) fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SourceBenchArgs
   channels:
 {channels}  topic_template: "salesforce.{{object}}"
   batch_size: {batch}
+  format: {format}
 kafka:
   bootstrap_servers: {bootstrap}
 {properties}"#,
         salesforce = sim.salesforce_yaml(),
         batch = args.batch_size,
+        format = args.format,
         properties = bench_properties(args),
     )
 }
