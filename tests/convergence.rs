@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use forcebridge::sim::{SimConfig, SimOrg};
 use support::kafka::{MockKafka, Tansu, read_topic};
 use support::process::Run;
-use support::replica::{assert_converged, load};
+use support::replica::{assert_converged, load, load_debezium};
 use support::source::{MOCK_KAFKA, checkpoints, config_text};
 
 const CHANNEL: &str = "/data/AccountChangeEvent";
@@ -105,7 +105,24 @@ async fn the_replica_converges_through_kills_and_a_resync() {
     kafka.create_topic("forcebridge.checkpoints", 1);
     kafka.create_topic("forcebridge.dlq", 1);
     kafka.create_topic(ACCOUNTS, PARTITIONS);
-    converge(&kafka.bootstrap(), MOCK_KAFKA, 50_000).await;
+    converge(&kafka.bootstrap(), MOCK_KAFKA, 50_000, Format::Forcebridge).await;
+}
+
+/// The same in `format: debezium`, read back by a Debezium loader: 20,000 records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debezium_replica_converges_through_kills_and_a_resync() {
+    let kafka = MockKafka::start(1);
+    kafka.create_topic("forcebridge.checkpoints", 1);
+    kafka.create_topic("forcebridge.dlq", 1);
+    kafka.create_topic(ACCOUNTS, PARTITIONS);
+    converge(&kafka.bootstrap(), MOCK_KAFKA, 20_000, Format::Debezium).await;
+}
+
+/// The record format the run writes and the loader reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Forcebridge,
+    Debezium,
 }
 
 /// On a real broker process (tansu, topics created by forcebridge): 10,000 records.
@@ -114,14 +131,14 @@ async fn the_replica_converges_on_tansu() {
     let Some(tansu) = Tansu::start_or_skip() else {
         return;
     };
-    converge(&tansu.bootstrap(), "", 10_000).await;
+    converge(&tansu.bootstrap(), "", 10_000, Format::Forcebridge).await;
 }
 
 #[allow(
     clippy::too_many_lines,
     reason = "one scenario: snapshot kills, stream kills, an outage past retention, the check"
 )]
-async fn converge(bootstrap: &str, extra_kafka: &str, existing: usize) {
+async fn converge(bootstrap: &str, extra_kafka: &str, existing: usize, format: Format) {
     let bootstrap = bootstrap.to_owned();
     let seed = std::env::var("CONVERGENCE_SEED")
         .ok()
@@ -152,7 +169,14 @@ async fn converge(bootstrap: &str, extra_kafka: &str, existing: usize) {
         &sim,
         &bootstrap,
         &[CHANNEL],
-        "  snapshot:\n    rest_below: 1000\n    page_records: 1000\n    resync_margin: 2s\n",
+        &format!(
+            "  snapshot:\n    rest_below: 1000\n    page_records: 1000\n    resync_margin: 2s\n{}",
+            if format == Format::Debezium {
+                "  format: debezium\n"
+            } else {
+                ""
+            }
+        ),
         extra_kafka,
     )
     .replace(
@@ -267,6 +291,10 @@ async fn converge(bootstrap: &str, extra_kafka: &str, existing: usize) {
         rounds.load(Ordering::Relaxed),
         sim.records("Account").len()
     );
-    assert_converged(&sim, &load(&records));
+    let rows = match format {
+        Format::Forcebridge => load(&records),
+        Format::Debezium => load_debezium(&records),
+    };
+    assert_converged(&sim, &rows);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -115,6 +115,34 @@ pub fn load(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> 
     rows
 }
 
+/// The loader of a `format: debezium` topic, applied in order per key as Flink's
+/// `debezium-json` or Kafka Connect's `ExtractNewRecordState` would: `r` and `c` replace the
+/// row with `after`, `u` sets the fields of `after` (a partial row, `source.partial`), `d` or a
+/// tombstone removes it.
+pub fn load_debezium(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> {
+    let mut rows: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for record in records {
+        let id = key(record);
+        if record.value.is_none() {
+            rows.remove(&id);
+            continue;
+        }
+        let envelope = value(record);
+        let after = envelope["after"].as_object().cloned().unwrap_or_default();
+        match envelope["op"].as_str().unwrap() {
+            "r" | "c" => {
+                rows.insert(id, after);
+            }
+            "u" => merge(rows.entry(id).or_default(), &after),
+            "d" => {
+                rows.remove(&id);
+            }
+            other => panic!("unexpected op {other}"),
+        }
+    }
+    rows
+}
+
 /// The org's live Accounts and the loaded `rows`, each by Id in [`canonical`] form.
 pub fn org_and_replica(
     sim: &SimOrg,
