@@ -149,6 +149,13 @@ pub struct ChannelConfig {
     /// channels.
     #[serde(default)]
     pub snapshot_objects: Vec<String>,
+    /// `true`: each `UPDATE` record is completed with the record's current values (every field of
+    /// the event schema, read in batches of up to 2,000 Ids through sObject Collections retrieve)
+    /// before it is produced; the event's own values win for the fields it carries (see
+    /// `ARCHITECTURE.md`, "Full record on update"). Default `false`. Change Data Capture channels
+    /// only: refused on `/event/…` channels.
+    #[serde(default)]
+    pub full_record: bool,
 }
 
 impl ChannelConfig {
@@ -218,6 +225,16 @@ impl SourceConfig {
                 channel.snapshot,
                 &channel.snapshot_objects,
             )?;
+            if channel.full_record && channel.name.starts_with("/event/") {
+                return Err(invalid(
+                    format!("source.channels[{i}].full_record"),
+                    format!(
+                        "`{}` is a Platform Event channel: its events are not record changes, \
+                         there is no record to complete",
+                        channel.name
+                    ),
+                ));
+            }
             if let Some(topic) = &channel.topic {
                 topics
                     .check_topic(topic, "Object", &channel.name)
