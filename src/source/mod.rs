@@ -35,6 +35,7 @@
 //! [`cdc`] (schema cache, Avro, header, bitmaps, envelope), [`echo`], [`gap`] (re-reads) and
 //! [`checkpoint`] (the store).
 
+mod batch;
 mod blank_schema;
 pub mod cdc;
 pub mod checkpoint;
@@ -43,6 +44,7 @@ mod dead_letters;
 pub mod diffs;
 pub mod echo;
 mod error;
+pub(crate) mod full_record;
 pub mod gap;
 mod processor;
 mod reader;
