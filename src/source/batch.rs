@@ -178,6 +178,7 @@ impl Processor<'_> {
                 Err(_) => {}
             }
         }
+        tracing::debug!(events = batch.len(), records = asked, "full-record batch");
         if !wanted.is_empty() {
             self.complete(&mut batch, wanted, cancel).await?;
         }
