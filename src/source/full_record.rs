@@ -319,3 +319,153 @@ fn rewrite(
     record.headers.push((headers::REREAD, MODE_FULL.to_owned()));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn update(id: &str, record: Value) -> OutRecord {
+        let envelope = json!({"operation": "UPDATE", "object": "Account", "id": id,
+            "record": record, "changed_fields": ["Phone"], "commit_timestamp": 1});
+        OutRecord {
+            object: "Account".into(),
+            key: id.into(),
+            value: Some(envelope.to_string().into_bytes()),
+            headers: vec![(headers::REPLAY_ID, "00".into())],
+            operation: "UPDATE".into(),
+        }
+    }
+
+    fn reads(found: Vec<(&str, Found)>) -> Reads {
+        let found = found
+            .into_iter()
+            .map(|(id, f)| (id15(id).to_owned(), f))
+            .collect();
+        let mut groups = HashMap::new();
+        groups.insert(("Account".to_owned(), "s1".to_owned()), Ok(found));
+        Reads {
+            groups,
+            read_at: 42,
+        }
+    }
+
+    #[test]
+    fn the_event_values_win_over_the_read_child_by_child() {
+        let event = map(json!({"Phone": "2", "BillingAddress": {"City": "Lyon"}, "Fax": null}));
+        let read = map(json!({"Phone": "1", "Name": "Acme", "Fax": "9",
+            "BillingAddress": {"City": "Paris", "Street": "1 rue"}, "ShippingAddress": null}));
+        let out = complete(&event, read);
+        assert_eq!(
+            Value::Object(out),
+            json!({"Phone": "2", "Name": "Acme", "Fax": null,
+                "BillingAddress": {"City": "Lyon", "Street": "1 rue"}, "ShippingAddress": null})
+        );
+        // A compound the read has as null takes the event's children as they are.
+        let event = map(json!({"ShippingAddress": {"City": "Nice"}}));
+        let out = complete(&event, map(json!({"ShippingAddress": null})));
+        assert_eq!(out["ShippingAddress"], json!({"City": "Nice"}));
+    }
+
+    #[test]
+    fn updates_are_completed_and_marked_others_left_alone() {
+        let a = "001SIM000000001AAA";
+        let b = "001SIM000000002AAA";
+        let mut records = vec![
+            update(a, json!({"Phone": "2"})),
+            update(b, json!({"Phone": "3"})),
+            OutRecord {
+                operation: "CREATE".into(),
+                ..update(a, json!({"Name": "x"}))
+            },
+        ];
+        let create = records[2].clone();
+        let stats = FullRecordStats::default();
+        let read = map(json!({"Phone": "1", "Name": "Acme"}));
+        // Found by its 15-character Id.
+        let reads = reads(vec![("001SIM000000001", Found::Present(read))]);
+        apply(&mut records, "s1", &reads, &stats).expect("applied");
+        let v: Value = serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
+        assert_eq!(v["record"], json!({"Phone": "2", "Name": "Acme"}));
+        assert_eq!(
+            v["reread"],
+            json!({"mode": "full", "state": "present", "read_at": 42})
+        );
+        assert_eq!(v["changed_fields"], json!(["Phone"]));
+        assert_eq!(records[0].headers[1], (headers::REREAD, "full".to_owned()));
+        // Not returned: the event's record as it was, marked absent.
+        let v: Value = serde_json::from_slice(records[1].value.as_deref().unwrap()).unwrap();
+        assert_eq!(v["record"], json!({"Phone": "3"}));
+        assert_eq!(v["reread"]["state"], "absent");
+        assert_eq!(records[2], create);
+        assert_eq!(stats.snapshot().completed, 1);
+        assert_eq!(stats.snapshot().absent, 1);
+    }
+
+    #[test]
+    fn a_failed_read_or_a_bad_value_is_an_error_naming_it() {
+        let a = "001SIM000000001AAA";
+        let stats = FullRecordStats::default();
+        let mut records = vec![update(a, json!({"Phone": "2"}))];
+        let bad = reads(vec![(
+            a,
+            Found::Bad("CreatedDate: `x` is not a date".into()),
+        )]);
+        let err = apply(&mut records, "s1", &bad, &stats).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Account {a}: a value read does not fit the event schema: CreatedDate: `x` is \
+                 not a date"
+            )
+        );
+        let mut failed = reads(vec![]);
+        failed.groups.insert(
+            ("Account".into(), "s1".into()),
+            Err(FullRecordError::Read {
+                object: "Account".into(),
+                reason: "HTTP 400: INVALID_FIELD".into(),
+            }),
+        );
+        let err = apply(&mut records, "s1", &failed, &stats).unwrap_err();
+        assert!(err.to_string().contains("INVALID_FIELD"), "{err}");
+        let mut broken = vec![OutRecord {
+            value: Some(b"[]".to_vec()),
+            ..update(a, json!({}))
+        }];
+        let found = reads(vec![(a, Found::Present(Map::new()))]);
+        let err = apply(&mut broken, "s1", &found, &stats).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("record {a}")), "{err}");
+    }
+
+    #[test]
+    fn wanted_groups_the_update_records_by_object_and_schema() {
+        let schema = Arc::new(
+            EventSchema::parse("s1", include_str!("../../schemas/AccountChangeEvent.avsc"))
+                .expect("schema"),
+        );
+        let mut wanted = Wanted::default();
+        assert!(wanted.is_empty());
+        let records = vec![
+            update("001SIM000000001AAA", json!({})),
+            OutRecord {
+                value: None,
+                ..update("001SIM000000002AAA", json!({}))
+            },
+            OutRecord {
+                operation: "DELETE".into(),
+                ..update("001SIM000000003AAA", json!({}))
+            },
+        ];
+        assert_eq!(wanted.add(&schema, &records), 1);
+        assert_eq!(wanted.add(&schema, &records[..1]), 1);
+        let (_, ids) = &wanted.groups[&("Account".to_owned(), "s1".to_owned())];
+        assert_eq!(ids.len(), 2, "an Id twice is read once, later");
+    }
+}
