@@ -7,10 +7,11 @@
 //! Contract of the batch (see `ARCHITECTURE.md`, "Full record on update"):
 //! * The processor hands an event to [`Processor::handle_batch`]; it is decoded ("prepared": its
 //!   window entry opened, nothing produced), and so is every further event already waiting in the
-//!   reader's channel, until the batch asks for [`IDS_PER_CALL`] records or no event is waiting
-//!   (no timer: while one batch is read and produced, the next one gathers in the channel). An
-//!   item that is not an event (a keepalive, a gap marker) ends the batch and is handed back, to
-//!   be handled after it, in order.
+//!   reader's channel or arriving within [`LINGER`] of the last one, until the batch asks for
+//!   [`IDS_PER_CALL`] records (the reader hands on at most `batch_size` events before its credits
+//!   come back, so waiting a little is what lets a burst fill a call). An item that is not an
+//!   event (a keepalive, a gap marker) ends the batch and is handed back, to be handled after it,
+//!   in order.
 //! * The batch's UPDATE records are read at once ([`crate::source::full_record`]), each event's
 //!   records completed, their sizes checked again, then every event is produced in replay order
 //!   under its own window entry, which is sealed after its records: the checkpoint passes an
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use super::dead_letters::DeadLetter;
@@ -34,6 +35,9 @@ use crate::source::cdc::schema::EventSchema;
 use crate::source::cdc::{OutRecord, RawEvent};
 use crate::source::full_record::{self, IDS_PER_CALL, Wanted};
 use crate::source::gap::is_gap;
+
+/// How long a batch waits for one more event once none is waiting in the reader's channel.
+pub(super) const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One decoded event whose records are not produced yet.
 pub(super) struct Prepared {
@@ -172,10 +176,21 @@ impl Processor<'_> {
             if asked >= IDS_PER_CALL {
                 break;
             }
-            match rx.try_recv() {
-                Ok(Item::Event { event, replay_id }) => next = Some((event, replay_id)),
-                Ok(other) => after = Some(other),
-                Err(_) => {}
+            let item = match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(TryRecvError::Disconnected) => None,
+                // The reader hands on at most `batch_size` events before its next credits come
+                // back: wait a little for more rather than read a few Ids per call.
+                Err(TryRecvError::Empty) => tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => None,
+                    item = tokio::time::timeout(LINGER, rx.recv()) => item.ok().flatten(),
+                },
+            };
+            match item {
+                Some(Item::Event { event, replay_id }) => next = Some((event, replay_id)),
+                Some(other) => after = Some(other),
+                None => {}
             }
         }
         tracing::debug!(events = batch.len(), records = asked, "full-record batch");
