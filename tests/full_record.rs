@@ -137,7 +137,28 @@ async fn updates_come_out_whole_in_batched_reads() {
         "the event's fields only: {v}"
     );
 
+    // Within each partition the records are in replay order (each event's after the one
+    // before), and the checkpoint passed the last event only once Kafka held its records.
+    // (`read_topic` sorts by partition, then offset; replay ids are hex of one length.)
+    for pair in records
+        .windows(2)
+        .filter(|w| w[0].partition == w[1].partition)
+    {
+        let (a, b) = (
+            header(&pair[0], "forcebridge.replay_id"),
+            header(&pair[1], "forcebridge.replay_id"),
+        );
+        assert!(a <= b, "partition {}: {a} after {b}", pair[1].partition);
+    }
+    let last = records
+        .iter()
+        .map(|r| header(r, "forcebridge.replay_id"))
+        .max()
+        .unwrap();
     let stats = running.stop().await;
+    let store = support::source::checkpoints(&bootstrap).await;
+    let saved = store.get(CHANNEL).expect("checkpoint saved");
+    assert_eq!(hex::encode(&saved.replay_id), last);
     let channel = &stats.snapshot().channels[CHANNEL];
     assert_eq!(channel.events_dead_lettered, 0);
     let counts = channel.full_record;
