@@ -181,6 +181,8 @@ impl Processor<'_> {
                 Err(TryRecvError::Disconnected) => None,
                 // The reader hands on at most `batch_size` events before its next credits come
                 // back: wait a little for more rather than read a few Ids per call.
+                // (Nothing to read yet, e.g. CREATEs only: no reason to wait.)
+                Err(TryRecvError::Empty) if asked == 0 => None,
                 Err(TryRecvError::Empty) => tokio::select! {
                     biased;
                     _ = cancel.cancelled() => None,
