@@ -7,7 +7,8 @@
 //! Contract of the batch (see `ARCHITECTURE.md`, "Full record on update"):
 //! * The processor hands an event to [`Processor::handle_batch`]; it is decoded ("prepared": its
 //!   window entry opened, nothing produced), and so is every further event already waiting in the
-//!   reader's channel or arriving within [`LINGER`] of the last one, until the batch asks for
+//!   reader's channel or (once the batch has records to read) arriving within [`LINGER`] of the
+//!   last one, until the batch asks for
 //!   [`IDS_PER_CALL`] records (the reader hands on at most `batch_size` events before its credits
 //!   come back, so waiting a little is what lets a burst fill a call). An item that is not an
 //!   event (a keepalive, a gap marker) ends the batch and is handed back, to be handled after it,
