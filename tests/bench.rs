@@ -210,3 +210,23 @@ fn huge_pages_stay_on_when_mimalloc_is_told_to_allow_them() {
         "{out}"
     );
 }
+
+#[test]
+fn full_record_completes_every_update_and_prints_its_reads() {
+    let out = bench(&["--events", "3000", "--full-record"]);
+    check_figures(&out, 3000);
+    let line = figure(&out, "full_record:");
+    // `N retrieve calls for 3000 records completed (0 absent); the org counted M API calls`
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let calls: u64 = words[0].parse().expect(line);
+    assert_eq!(
+        &words[1..6],
+        ["retrieve", "calls", "for", "3000", "records"],
+        "{line}"
+    );
+    assert!(line.contains("completed (0 absent)"), "{line}");
+    // 2,000 Ids per call at most; one describe besides the retrieves.
+    assert!(calls >= 2, "{line}");
+    let api: u64 = words[words.len() - 3].parse().expect(line);
+    assert_eq!(api, calls + 1, "{line}");
+}

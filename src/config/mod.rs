@@ -535,4 +535,23 @@ kafka:
         assert!(err.contains("source.channels[1].name"), "{err}");
         assert!(err.contains("listed twice"), "{err}");
     }
+
+    #[test]
+    fn full_record_is_for_change_data_capture_channels_only() {
+        let config = Config::from_yaml(EXAMPLE, env).unwrap();
+        assert!(!config.source.as_ref().unwrap().channels[0].full_record);
+        let cdc = EXAMPLE.replace(
+            "      initial_replay: earliest\n",
+            "      initial_replay: earliest\n      full_record: true\n",
+        );
+        let config = Config::from_yaml(&cdc, env).unwrap();
+        assert!(config.source.as_ref().unwrap().channels[0].full_record);
+        let event = EXAMPLE.replace(
+            "      topic: orders\n",
+            "      topic: orders\n      full_record: true\n",
+        );
+        let err = Config::from_yaml(&event, env).unwrap_err().to_string();
+        assert!(err.starts_with("`source.channels[1].full_record`"), "{err}");
+        assert!(err.contains("/event/Order_Event__e"), "{err}");
+    }
 }

@@ -170,6 +170,13 @@ pub struct ChannelConfig {
     /// Overrides `source.format` for this channel (`forcebridge` | `debezium`).
     #[serde(default)]
     pub format: Option<RecordFormat>,
+    /// `true`: each `UPDATE` record is completed with the record's current values (every field of
+    /// the event schema, read in batches of up to 2,000 Ids through sObject Collections retrieve)
+    /// before it is produced; the event's own values win for the fields it carries (see
+    /// `ARCHITECTURE.md`, "Full record on update"). Default `false`. Change Data Capture channels
+    /// only: refused on `/event/…` channels.
+    #[serde(default)]
+    pub full_record: bool,
 }
 
 impl ChannelConfig {
@@ -256,6 +263,16 @@ impl SourceConfig {
                         "`{}` is a Platform Event channel: its events are messages, not changes \
                          of a row, so Debezium's envelope (before/after/op) does not fit; set \
                          `format: forcebridge` on this channel",
+                        channel.name
+                    ),
+                ));
+            }
+            if channel.full_record && channel.name.starts_with("/event/") {
+                return Err(invalid(
+                    format!("source.channels[{i}].full_record"),
+                    format!(
+                        "`{}` is a Platform Event channel: its events are not record changes, \
+                         there is no record to complete",
                         channel.name
                     ),
                 ));

@@ -23,7 +23,8 @@ pub const EVENT_ID: &str = "forcebridge.event_id";
 /// Set (to `client_tag` or `commit_user`) on records of echo events when `source.echo.mode` is
 /// `mark`.
 pub const ECHO: &str = "forcebridge.echo";
-/// `gap` or `resync`, on records re-read for gap and overflow events.
+/// `gap` or `resync`, on records re-read for gap and overflow events; `diff` or `full` on
+/// records completed by a re-read (diff fields, `full_record`).
 pub const REREAD: &str = "forcebridge.reread";
 /// On snapshot records (operation `READ`): how the row was read, `bulk` or `rest`.
 pub const SNAPSHOT: &str = "forcebridge.snapshot";
@@ -89,6 +90,9 @@ pub enum DeadLetterStage {
     /// The source: the large text fields an event carries as diffs (`diffFields`) could not be
     /// re-read.
     Diff,
+    /// The source: the UPDATE records of a `full_record` channel could not be completed with
+    /// the records' current values.
+    Full,
     /// The source: a record would be larger than Kafka accepts.
     Size,
     /// The source: a gap marker (the org rejected the replay id; events may be missing).
@@ -117,6 +121,7 @@ impl DeadLetterStage {
             DeadLetterStage::Route => "route",
             DeadLetterStage::Gap => "gap",
             DeadLetterStage::Diff => "diff",
+            DeadLetterStage::Full => "full",
             DeadLetterStage::Size => "size",
             DeadLetterStage::Snapshot => "snapshot",
             DeadLetterStage::Replay => "replay",

@@ -9,6 +9,7 @@
 //! histogram of the source's Kafka producers (cumulative buckets, `_sum`, `_count`), and the last
 //! Kafka probe. Nothing is cached. [`sample_value`] reads one sample back from such a page.
 
+use crate::ops::full_record::{FULL_RECORD_READS, FULL_RECORDS_ABSENT, FULL_RECORDS_COMPLETED};
 use crate::ops::telemetry::{self as t, DeliverySnapshot, SinkSnapshot, StatsSnapshot};
 
 /// A Prometheus text-format (0.0.4) page under construction.
@@ -99,7 +100,7 @@ pub(crate) fn render_metrics(
 
 /// The source's per-channel counters, one family each.
 fn channel_counters(e: &mut Exposition, s: &StatsSnapshot) {
-    let counters: [ChannelCounter; 17] = [
+    let counters: [ChannelCounter; 20] = [
         (t::EVENTS_RECEIVED, "Pub/Sub events received.", |c| {
             c.events_received
         }),
@@ -176,6 +177,21 @@ fn channel_counters(e: &mut Exposition, s: &StatsSnapshot) {
             t::SNAPSHOTS_COMPLETED,
             "Snapshots finished and handed off to the stream.",
             |c| c.snapshots_completed,
+        ),
+        (
+            FULL_RECORD_READS,
+            "sObject Collections retrieve calls completing UPDATE records (full_record).",
+            |c| c.full_record.reads,
+        ),
+        (
+            FULL_RECORDS_COMPLETED,
+            "UPDATE records completed with the record's current values (full_record).",
+            |c| c.full_record.completed,
+        ),
+        (
+            FULL_RECORDS_ABSENT,
+            "UPDATE records the full-record read did not find (produced as absent).",
+            |c| c.full_record.absent,
         ),
     ];
     for (name, help, value) in counters {

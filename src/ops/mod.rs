@@ -27,6 +27,7 @@
 //!   503. Both answer a JSON body
 //!   `{"ready": bool, "not_ready": [reasons]}` naming each part that is not ready.
 
+pub mod full_record;
 mod logging;
 mod metrics;
 pub mod progress;

@@ -1,4 +1,4 @@
-//! Telemetry: the metric names (defined here and nowhere else), the in-process counters behind
+//! Telemetry: the metric names (defined here, and the full-record ones in `ops/full_record.rs`), the in-process counters behind
 //! them, and log setup (in [`super::logging`], re-exported).
 //!
 //! Contract: every counter forcebridge keeps is a field of [`PipelineStats`] or
@@ -341,6 +341,8 @@ pub struct ChannelStats {
     pub snapshot_running: AtomicBool,
     /// [`STREAM_UP`]: set while a Subscribe stream is open.
     pub stream_up: AtomicBool,
+    /// `source.channels[].full_record` ([`super::full_record`]).
+    pub full_record: super::full_record::FullRecordStats,
     /// Unix ms of the first and the last event received ([`ChannelStats::note_event`]).
     first_event_ms: AtomicU64,
     last_event_ms: AtomicU64,
@@ -468,6 +470,8 @@ pub struct ChannelSnapshot {
     pub snapshot_running: bool,
     /// A Subscribe stream is open.
     pub stream_up: bool,
+    /// `source.channels[].full_record`.
+    pub full_record: super::full_record::FullRecordCounts,
     /// [`CHECKPOINT_LAG`], milliseconds.
     pub checkpoint_lag_ms: u64,
     /// [`LAST_CHECKPOINT`], Unix ms; 0 before the first.
@@ -543,6 +547,7 @@ impl PipelineStats {
                     snapshots_completed: stats.snapshots_completed.load(Ordering::Relaxed),
                     snapshot_running: stats.snapshot_running.load(Ordering::Relaxed),
                     stream_up: stats.stream_up.load(Ordering::Relaxed),
+                    full_record: stats.full_record.snapshot(),
                     checkpoint_lag_ms: stats.checkpoint_lag_ms(now_ms),
                     last_checkpoint_unix_ms: stats.last_checkpoint_ms.load(Ordering::Relaxed),
                     records_by_topic,

@@ -30,11 +30,13 @@
 //!
 //! Files, in the order of the data flow: [`supervisor`] (the entry point [`run`], one task per
 //! channel, attempts and restarts), `setup` (login, channels, producers, checkpoints), `reader`
-//! (the stream and its credits), `processor` (decode → resolve → produce), `routes` (object →
+//! (the stream and its credits), `processor` (decode → resolve → produce; one event's steps and
+//! the `full_record` batches in `batch`, the reads in `full_record`), `routes` (object →
 //! topic), `dead_letters`, `transactions` (exactly-once), `checkpointer` (at-least-once); with
 //! [`cdc`] (schema cache, Avro, header, bitmaps, envelope), [`echo`], [`gap`] (re-reads) and
 //! [`checkpoint`] (the store).
 
+mod batch;
 mod blank_schema;
 pub mod cdc;
 pub mod checkpoint;
@@ -43,6 +45,7 @@ mod dead_letters;
 pub mod diffs;
 pub mod echo;
 mod error;
+pub(crate) mod full_record;
 pub mod gap;
 mod processor;
 mod reader;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -29,11 +28,10 @@ use super::setup::Shared;
 use super::transactions::{Transaction, commit_due};
 use crate::config::{ChannelConfig, EchoMode};
 use crate::kafka::headers::{self, DeadLetterStage};
-use crate::kafka::{AckWindow, EventHandle, KafkaError, OutgoingRecord, Producer};
+use crate::kafka::{AckWindow, EventHandle, KafkaError, Producer};
 use crate::ops::telemetry::ChannelStats;
 use crate::retry::{Backoff, Directive, sleep_or_cancel};
 use crate::salesforce::auth::AuthError;
-use crate::salesforce::proto::ConsumerEvent;
 use crate::salesforce::pubsub::PubSub;
 use crate::source::cdc::schema::{EventSchema, SchemaSource, SourceError};
 use crate::source::cdc::{self, EnvelopeOptions, RawEvent};
@@ -106,6 +104,7 @@ async fn process_items(
         },
         routes: Routes::new(shared, channel, stats),
         dead_letters: DeadLetters::new(shared, producer, stats),
+        completer: Default::default(),
         echo: echo_rule(shared),
         scratch: cdc::Scratch::default(),
         last_schema: None,
@@ -116,6 +115,8 @@ async fn process_items(
         debezium: shared.debezium(&channel.name),
         converted: false,
     };
+    // An item a full-record batch took from the channel after its events ([`super::batch`]).
+    let mut after: Option<Item> = None;
     loop {
         if let Some(reason) = window.failure() {
             // A topic deleted since it was made sure of (or a wiped broker) fails deliveries:
@@ -127,7 +128,10 @@ async fn process_items(
             }
             return Err(AttemptError::Restart(reason));
         }
-        let item = tokio::select! {
+        let item = if let Some(item) = after.take() {
+            item
+        } else {
+            tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
             _ = commit_due(transaction) => {
@@ -140,6 +144,7 @@ async fn process_items(
                 Some(item) => item,
                 None => return Ok(()),
             },
+            }
         };
         match item {
             Item::Gap {
@@ -167,8 +172,12 @@ async fn process_items(
                 }
             }
             Item::Event { event, replay_id } => {
-                match processor.handle(&event, replay_id, cancel).await {
-                    Ok(()) => {}
+                let handled = match channel.full_record {
+                    true => processor.handle_batch((event, replay_id), rx, cancel).await,
+                    false => (processor.handle(&event, replay_id, cancel).await).map(|()| None),
+                };
+                match handled {
+                    Ok(next) => after = next,
                     Err(HandleError::Cancelled) => return Ok(()),
                     Err(HandleError::Kafka(err)) => {
                         return Err(AttemptError::Restart(err.to_string()));
@@ -182,7 +191,7 @@ async fn process_items(
     }
 }
 
-enum HandleError {
+pub(super) enum HandleError {
     Cancelled,
     Kafka(KafkaError),
     /// A re-login was refused for good (credentials, configuration): the pipeline stops.
@@ -190,34 +199,36 @@ enum HandleError {
 }
 
 /// One channel's processing state, owned by its processor task.
-struct Processor<'a> {
-    shared: &'a Shared,
-    channel: &'a ChannelConfig,
+pub(super) struct Processor<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) channel: &'a ChannelConfig,
     /// The channel's producer (transactional in exactly-once mode).
-    producer: &'a Producer,
-    stats: &'a ChannelStats,
-    window: &'a AckWindow,
+    pub(super) producer: &'a Producer,
+    pub(super) stats: &'a ChannelStats,
+    pub(super) window: &'a AckWindow,
     options: EnvelopeOptions,
     /// Where each object's records go.
-    routes: Routes<'a>,
-    dead_letters: DeadLetters<'a>,
+    pub(super) routes: Routes<'a>,
+    pub(super) dead_letters: DeadLetters<'a>,
+    /// Reads current values (`full_record`, [`super::batch`]).
+    pub(super) completer: crate::source::full_record::Completer,
     /// `None` when `source.echo.mode` is `pass`.
     echo: Option<(EchoRule, EchoMode)>,
     /// The decoder's reusable buffers.
     scratch: cdc::Scratch,
     /// The schema of the previous event.
-    last_schema: Option<Arc<EventSchema>>,
+    pub(super) last_schema: Option<Arc<EventSchema>>,
     /// The schema ids of the entities of events that came without one.
     entity_schemas: EntitySchemas,
     /// The `diffFields` (expanded) of the event decoded last.
     diff_fields: Vec<String>,
     /// The commit timestamp (or `CreatedDate`) of the event decoded last.
-    event_time: Option<i64>,
+    pub(super) event_time: Option<i64>,
     /// A re-login refused for good while fetching a schema (then decoding ends with `Err(None)`).
-    login_refused: std::sync::Mutex<Option<AuthError>>,
+    pub(super) login_refused: std::sync::Mutex<Option<AuthError>>,
     /// `Some` for `format: debezium`: records converted last, unless written so (`converted`).
-    debezium: Option<cdc::Debezium>,
-    converted: bool,
+    pub(super) debezium: Option<cdc::Debezium>,
+    pub(super) converted: bool,
 }
 
 /// The echo rule of the source: our client tag, plus the configured users and (with
@@ -238,92 +249,9 @@ fn echo_rule(shared: &Shared) -> Option<(EchoRule, EchoMode)> {
 }
 
 impl Processor<'_> {
-    /// Decodes one event and produces its records (or dead-letters it), registered in the window
-    /// under `replay_id`.
-    async fn handle(
-        &mut self,
-        consumer_event: &ConsumerEvent,
-        replay_id: Bytes,
-        cancel: &CancellationToken,
-    ) -> Result<(), HandleError> {
-        let empty = crate::salesforce::proto::ProducerEvent::default();
-        let event = consumer_event.event.as_ref().unwrap_or(&empty);
-        let raw = RawEvent {
-            channel: &self.channel.name,
-            replay_id: &consumer_event.replay_id,
-            event_id: &event.id,
-            schema_id: &event.schema_id,
-            payload: &event.payload,
-        };
-        let handle = self.window.begin(replay_id);
-        self.event_time = None;
-        let records = match self.decode(&raw, cancel).await {
-            Err(None) => {
-                let refused = self.login_refused.lock().ok().and_then(|mut e| e.take());
-                return Err(refused.map_or(HandleError::Cancelled, HandleError::LoginRefused));
-            }
-            Err(Some(dead)) => Err(dead),
-            Ok(records) => match self.resolve_diffs(records, cancel).await {
-                Err(None) => return Err(HandleError::Cancelled),
-                Err(Some(dead)) => Err(dead),
-                Ok(records) => cdc::Debezium::apply(
-                    self.debezium.as_ref().filter(|_| !self.converted),
-                    records,
-                )
-                .map_err(DeadLetter::from)
-                .and_then(|r| self.dead_letters.check_sizes(&r).map(|()| r)),
-            },
-        };
-        let records = match records {
-            Ok(records) => self
-                .routes
-                .resolve(&records)
-                .await
-                .map_err(HandleError::Kafka)?
-                .map(|()| records),
-            Err(dead) => Err(dead),
-        };
-        match records {
-            Ok(records) if crate::source::gap::is_gap(&records) => {
-                self.handle_gap(&records, &raw, &handle, cancel).await?;
-            }
-            Ok(records) => {
-                for record in &records {
-                    let route = self.routes.get(&record.object);
-                    let headers: Vec<(&str, &[u8])> = record
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (*k, v.as_bytes()))
-                        .collect();
-                    let outgoing = OutgoingRecord {
-                        topic: &route.topic,
-                        key: Some(record.key.as_bytes()),
-                        value: record.value.as_deref(),
-                        headers: &headers,
-                    };
-                    self.producer
-                        .send(outgoing, handle.token())
-                        .await
-                        .map_err(HandleError::Kafka)?;
-                    route.produced.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(dead) => self
-                .dead_letters
-                .write(&raw, &dead, &handle)
-                .await
-                .map_err(HandleError::Kafka)?,
-        }
-        if let Some(at) = self.event_time {
-            handle.note_time(at);
-        }
-        handle.seal();
-        Ok(())
-    }
-
     /// Decodes one event into Kafka records. `Err(None)`: cancelled while waiting for a schema,
     /// or a re-login refused for good (kept in `login_refused`).
-    async fn decode(
+    pub(super) async fn decode(
         &mut self,
         raw: &RawEvent<'_>,
         cancel: &CancellationToken,
@@ -423,7 +351,10 @@ impl Processor<'_> {
                 ..*raw
             };
             match self.encode(&schema, &resolved) {
-                Ok(records) if records.iter().all(|r| r.object == entity) => return Ok(records),
+                Ok(records) if records.iter().all(|r| r.object == entity) => {
+                    self.last_schema = Some(schema);
+                    return Ok(records);
+                }
                 Ok(_) => {
                     return Err(Some(DeadLetter {
                         stage: DeadLetterStage::Schema,
@@ -449,7 +380,8 @@ impl Processor<'_> {
             schema,
             raw,
             &self.options,
-            self.debezium.as_ref(),
+            // A `full_record` channel completes its records in our envelope first, converted after.
+            self.debezium.as_ref().filter(|_| !self.channel.full_record),
             &mut self.scratch,
         )
         .map_err(|err| {
@@ -486,7 +418,7 @@ impl Processor<'_> {
 
     /// The records of an event with `diffFields`, rewritten so that no diff is presented as a
     /// value ([`super::diffs`]); others as they are. `Err(None)`: cancelled.
-    async fn resolve_diffs(
+    pub(super) async fn resolve_diffs(
         &self,
         mut records: Vec<cdc::OutRecord>,
         cancel: &CancellationToken,
@@ -496,7 +428,11 @@ impl Processor<'_> {
         {
             return Ok(records);
         }
-        let mode = self.shared.source().diff_fields;
+        // A full record reads the diff fields' values with the rest: no query of its own.
+        let mode = match self.channel.full_record {
+            true => crate::config::DiffFieldsMode::Pass,
+            false => self.shared.source().diff_fields,
+        };
         match diffs::resolve(
             &mut records,
             &self.diff_fields,
@@ -518,7 +454,7 @@ impl Processor<'_> {
 
     /// A gap or overflow event: re-read its records over REST ([`crate::source::gap`]) under the event's
     /// own handle; what cannot be re-read goes to the dead-letter topic (stage `gap`).
-    async fn handle_gap(
+    pub(super) async fn handle_gap(
         &self,
         records: &[cdc::OutRecord],
         raw: &RawEvent<'_>,

@@ -379,6 +379,39 @@ impl RestClient {
         .await
     }
 
+    /// sObject Collections retrieve with a request body, sent on its own (`POST
+    /// …/composite/sobjects/{object}` with `{"ids", "fields"}`: one API call for up to
+    /// [`MAX_RETRIEVE_IDS`] ids of one object, "Get Records With a Request Body Using sObject
+    /// Collections", REST API Developer Guide). One entry per id, in id order: the record
+    /// (`attributes` removed) or `None` where Salesforce answered `null` (an id invalid, not
+    /// found, deleted, or not visible). An answer of another length is [`RestError::Protocol`].
+    pub(crate) async fn retrieve(
+        &self,
+        object: &str,
+        ids: Vec<String>,
+        fields: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Option<Map<String, Value>>>, RestError> {
+        let sub = SubRequest::Retrieve {
+            object: object.to_owned(),
+            ids,
+            fields: fields.to_vec(),
+        };
+        validate_one(&sub).map_err(|m| RestError::Invalid(format!("retrieve: {m}")))?;
+        self.check_tag()?;
+        let SubRequest::Retrieve { ids, fields, .. } = sub else {
+            unreachable!("built above as a retrieve");
+        };
+        let body = json!({ "ids": ids, "fields": fields });
+        let path = format!("{}/composite/sobjects/{object}", self.data_path());
+        let answer = self
+            .execute(Method::POST, &path, Some(&body), true, cancel)
+            .await?;
+        let answer: Value = serde_json::from_slice(&answer)
+            .map_err(|e| RestError::Protocol(format!("retrieve answer is not JSON: {e}")))?;
+        retrieved(answer, ids.len()).map_err(RestError::Protocol)
+    }
+
     /// The JSON body of one Composite call (public for `benches/hot_path.rs` only).
     #[doc(hidden)]
     pub fn composite_body(&self, subrequests: &[SubRequest]) -> Value {

@@ -1196,6 +1196,46 @@ async fn retrieve_posts_ids_and_fields_and_keeps_nulls_in_id_order() {
     assert!(e.to_string().contains("2001 ids; at most 2000"), "{e}");
 }
 
+#[tokio::test]
+async fn retrieve_alone_is_one_post_to_the_collection_in_id_order() {
+    let stub = Stub::start(vec![Canned::new(
+        "POST",
+        format!("{DATA}/composite/sobjects/Account"),
+        200,
+        json!([null, {"attributes": {"type": "Account"}, "Id": "001B", "Name": "B"}]),
+    )])
+    .await;
+    let rest = client(&stub, no_guard());
+    let ids = vec!["001A".to_owned(), "001B".to_owned()];
+    let fields = ["Id".to_owned(), "Name".to_owned()];
+    let rows = rest
+        .retrieve("Account", ids.clone(), &fields, &stub.cancel())
+        .await
+        .expect("retrieve");
+    assert_eq!(
+        rows,
+        vec![None, Some(record(json!({"Id": "001B", "Name": "B"})))]
+    );
+    assert_eq!(
+        stub.seen()[0].body,
+        json!({"ids": ["001A", "001B"], "fields": ["Id", "Name"]})
+    );
+    // Refused before anything is sent: over 2,000 ids, or a name that is not an API name.
+    let many = vec!["001A".to_owned(); MAX_RETRIEVE_IDS + 1];
+    let e = rest
+        .retrieve("Account", many, &fields, &stub.cancel())
+        .await;
+    assert!(
+        matches!(e, Err(RestError::Invalid(ref m)) if m.contains("2001 ids")),
+        "{e:?}"
+    );
+    let e = rest
+        .retrieve("Acc ount", ids, &fields, &stub.cancel())
+        .await;
+    assert!(matches!(e, Err(RestError::Invalid(_))), "{e:?}");
+    assert_eq!(stub.seen().len(), 1);
+}
+
 /// The describe fixture shaped as Salesforce documents it ("sObject Describe", REST API
 /// Developer Guide; `Field`, SOAP API Developer Guide): `tests/fixtures/describe/`.
 pub(crate) const ACCOUNT_DESCRIBE: &str =

@@ -14,6 +14,8 @@
 //!   With `--warmup W`, W more changes are made first and the window opens only once Kafka has
 //!   acknowledged their records: the figures are then those of a warm process (its memory's
 //!   working set touched, the producer connected, the schema cached), not of its start.
+//!   With `--updates` each change updates a record seeded beforehand (one UPDATE record per
+//!   event); `--full-record` also sets `full_record: true` and prints the reads it made.
 //! * At a rate (`--rate R`): the pipeline starts and subscribes first; the window opens when a
 //!   generator begins committing changes at R events/s and closes at the last acknowledgement.
 //!
@@ -222,6 +224,7 @@ pub(super) async fn run(
         .map_err(|e| BenchError::Failed(format!("pipeline task failed: {e}")))?;
     let snapshot = stats.snapshot();
     let latency = probe.take();
+    let (api_calls, _) = rig.sim.api_usage();
     rig.shut_down().await;
     result?;
     window.outcome.map_err(BenchError::Failed)?;
@@ -246,6 +249,17 @@ pub(super) async fn run(
             outage: window.outage,
         }),
     });
+    if args.full_record {
+        let (mut reads, mut completed, mut absent) = (0, 0, 0);
+        for channel in snapshot.channels.values() {
+            reads += channel.full_record.reads;
+            completed += channel.full_record.completed;
+            absent += channel.full_record.absent;
+        }
+        println!(
+            "  full_record: {reads} retrieve calls for {completed} records completed ({absent} absent); the org counted {api_calls} API calls"
+        );
+    }
     verify_counts(&snapshot, &latency, counts.total)
 }
 
@@ -311,9 +325,20 @@ fn make_first(
 ) -> Result<Duration, BenchError> {
     let Counts { n, warmup, .. } = counts;
     let channels = usize::from(args.channels);
+    let targets = match args.updates || args.full_record {
+        true => Some(workload::seed_targets(
+            sim,
+            channels,
+            (warmup + n).div_ceil(channels),
+        )?),
+        false => None,
+    };
     let started = Instant::now();
     for i in 0..warmup + n {
-        workload::make_change(sim, i, channels, args.width)?;
+        match &targets {
+            Some(targets) => workload::make_update(sim, targets, i, channels, args.width)?,
+            None => workload::make_change(sim, i, channels, args.width)?,
+        }
     }
     let took = started.elapsed();
     if warmup > 0 {

@@ -3,7 +3,8 @@
 //!
 //! Contract: `--kafka-property KEY=VALUE` and `--kafka-outage START+LEN` are refused with a message
 //! naming the mistake; [`bench_config`] streams the first `--channels` channels of
-//! [`OBJECTS`] from `earliest` into `salesforce.{object}`, and bounds librdkafka's queue at
+//! [`OBJECTS`] from `earliest` into `salesforce.{object}` (with `full_record: true` under
+//! `--full-record`), and bounds librdkafka's queue at
 //! [`LONG_RUN_QUEUE`] in a `--duration` run unless a `--kafka-property` sets it.
 
 use super::workload::{LONG_RUN_QUEUE, OBJECTS};
@@ -60,6 +61,15 @@ pub struct SourceBenchArgs {
     /// The records' envelope (`source.format`): `forcebridge` or `debezium`.
     #[arg(long, default_value = "forcebridge", value_parser = ["forcebridge", "debezium"])]
     pub(crate) format: String,
+    /// Flat out: each change updates a record seeded in the org beforehand (which made no event)
+    /// instead of creating one, so every event is one UPDATE record.
+    #[arg(long, conflicts_with = "rate")]
+    pub(crate) updates: bool,
+    /// `full_record: true` on every channel (implies `--updates`): each UPDATE record is
+    /// completed with the record's current values, read in batches through sObject Collections
+    /// retrieve; the run prints the reads and the org's API calls.
+    #[arg(long, conflicts_with = "rate")]
+    pub(crate) full_record: bool,
 }
 
 /// `KEY=VALUE`.
@@ -90,7 +100,14 @@ fn parse_outage(text: &str) -> Result<(u64, u64), String> {
 pub(super) fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SourceBenchArgs) -> String {
     let channels: String = OBJECTS[..usize::from(args.channels)]
         .iter()
-        .map(|(_, ch)| format!("    - name: {ch}\n      initial_replay: earliest\n"))
+        .map(|(_, ch)| {
+            let full = if args.full_record {
+                "      full_record: true\n"
+            } else {
+                ""
+            };
+            format!("    - name: {ch}\n      initial_replay: earliest\n{full}")
+        })
         .collect();
     format!(
         r#"name: forcebridge-bench

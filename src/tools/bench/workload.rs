@@ -135,6 +135,43 @@ pub(super) fn make_change(
         .map_err(|e| BenchError::Sim(e.to_string()))
 }
 
+/// `count` records of each streamed object seeded in the org (no change events); their Ids, per
+/// object, for [`make_update`].
+pub(super) fn seed_targets(
+    sim: &SimOrg,
+    channels: usize,
+    count: usize,
+) -> Result<Vec<Vec<String>>, BenchError> {
+    OBJECTS[..channels]
+        .iter()
+        .map(|(object, _)| {
+            sim.seed(object, count, 1)
+                .map_err(|e| BenchError::Sim(e.to_string()))?;
+            Ok(sim
+                .records(object)
+                .iter()
+                .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_owned))
+                .collect())
+        })
+        .collect()
+}
+
+/// Makes change `i` as an update of a seeded record of object `i % channels` (each record once).
+pub(super) fn make_update(
+    sim: &SimOrg,
+    targets: &[Vec<String>],
+    i: usize,
+    channels: usize,
+    width: u16,
+) -> Result<(), BenchError> {
+    let (object, _) = OBJECTS[i % channels];
+    let id = targets[i % channels]
+        .get(i / channels)
+        .ok_or_else(|| BenchError::Sim(format!("no seeded {object} record for change {i}")))?;
+    sim.update(object, id, change(object, i, width))
+        .map_err(|e| BenchError::Sim(e.to_string()))
+}
+
 /// Commits `n` changes at `rate` events/s from `start`: creates, or updates of the `pool` when
 /// it has records.
 pub(super) struct Generator {
