@@ -402,13 +402,19 @@ mod tests {
             json!({"mode": "full", "state": "present", "read_at": 42})
         );
         assert_eq!(v["changed_fields"], json!(["Phone"]));
-        assert_eq!(v["full_record"], true, "format: debezium then says partial: false");
+        assert_eq!(
+            v["full_record"], true,
+            "format: debezium then says partial: false"
+        );
         assert_eq!(records[0].headers[1], (headers::REREAD, "full".to_owned()));
         // Not returned: the event's record as it was, marked absent.
         let v: Value = serde_json::from_slice(records[1].value.as_deref().unwrap()).unwrap();
         assert_eq!(v["record"], json!({"Phone": "3"}));
         assert_eq!(v["reread"]["state"], "absent");
-        assert!(v.get("full_record").is_none(), "a partial row stays partial");
+        assert!(
+            v.get("full_record").is_none(),
+            "a partial row stays partial"
+        );
         assert_eq!(records[2], create);
         assert_eq!(stats.snapshot().completed, 1);
         assert_eq!(stats.snapshot().absent, 1);
