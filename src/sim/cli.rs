@@ -210,3 +210,18 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
 
 /// How long requests in flight get to finish after SIGTERM before the servers drop them.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keepalive_interval_is_at_most_270_seconds() {
+        assert_eq!(parse_keepalive("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_keepalive("270s"), Ok(Duration::from_secs(270)));
+        let err = parse_keepalive("271s").unwrap_err();
+        assert!(err.contains("at most 270s"), "{err}");
+        assert!(parse_keepalive("0s").unwrap_err().contains("out of range"));
+        assert!(parse_keepalive("soon").is_err());
+    }
+}
