@@ -230,6 +230,9 @@ fn check_snapshot(out: &str, records: u64) -> u64 {
         "verified: {records} READ rows read, {records} records acknowledged on salesforce.Account, 0 deliveries failed"
     );
     assert!(out.lines().any(|l| l == verified), "{out}");
+    let read_back =
+        format!("read back: {records} READ records in salesforce.Account, {records} distinct Ids");
+    assert!(out.lines().any(|l| l == read_back), "{out}");
     for label in [
         "first row → handoff",
         "start → handoff",
@@ -248,7 +251,7 @@ fn check_snapshot(out: &str, records: u64) -> u64 {
 
 #[test]
 fn a_rest_snapshot_of_2000_records_verifies() {
-    let out = snapshot_bench(&["--records", "2000", "--partitions", "2"]);
+    let out = snapshot_bench(&["--records", "2000", "--partitions", "2", "--read-back"]);
     assert!(out.contains("REST query pages"), "{out}");
     // At least the count and one query page (2,000 rows a page).
     assert!(check_snapshot(&out, 2000) >= 2, "{out}");
@@ -263,6 +266,7 @@ fn a_bulk_snapshot_pages_its_results_and_verifies() {
         "0",
         "--page-records",
         "1000",
+        "--read-back",
     ];
     let out = snapshot_bench(&args);
     assert!(

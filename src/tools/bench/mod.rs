@@ -12,6 +12,7 @@
 mod error;
 mod limits;
 mod machine;
+mod readback;
 mod report;
 pub mod sink;
 mod snapshot;

@@ -10,7 +10,8 @@
 //! (the drop of `DailyApiRequests.Remaining`, less the second read), the method (REST below
 //! `--rest-below`, else one Bulk API 2.0 query job), the peak RSS (`VmHWM`) and the RSS sampled
 //! every second. Records are counted by the source's counters and Kafka's delivery reports
-//! (the mock cluster keeps only the last 5 MB of each partition, so they are not read back).
+//! (the mock cluster keeps only the last 5 MB of each partition, so they are read back only with
+//! `--read-back`, which checks the topic holds exactly N READ records with distinct Ids).
 //! It fails with a [`BenchError`] when the rows read or the records acknowledged on the topic
 //! are not exactly `--records`, when a delivery failed, or when `--timeout` passes.
 
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::BenchError;
 use super::limits::Limits;
 use super::machine::{peak_rss, rss};
+use super::readback::ReadBack;
 use super::snapshot_args::{CHANNEL, SnapshotBenchArgs, TOPIC, snapshot_config};
 use crate::config::Config;
 use crate::kafka::EmbeddedKafka;
@@ -222,6 +224,14 @@ pub(super) async fn run(
     let limits = login_limits(&config).await?;
     let remaining_before = limits.remaining().await?;
     let rss_before = rss().unwrap_or(0);
+    let read_back = match args.read_back {
+        true => Some(ReadBack::start(
+            &kafka.bootstrap_servers(),
+            TOPIC,
+            args.partitions,
+        )?),
+        false => None,
+    };
 
     let stats = Arc::new(PipelineStats::default());
     let pipeline_cancel = cancel.child_token();
@@ -246,6 +256,17 @@ pub(super) async fn run(
         .saturating_sub(1);
     report(&args, &timeline, start, calls, rss_before);
     println!("{verified}");
+    if let Some(reader) = read_back {
+        let read = reader.finish(n)?;
+        if read.records != n || read.reads != n || read.distinct_ids != n {
+            return Err(BenchError::Failed(format!(
+                "read back {} records from {TOPIC}: {} READ with {} distinct Ids, expected {n} \
+                 (the mock cluster keeps the last 5 MB of a partition: more --partitions keep more)",
+                read.records, read.reads, read.distinct_ids
+            )));
+        }
+        println!("read back: {n} READ records in {TOPIC}, {n} distinct Ids");
+    }
     drop(kafka);
     drop(sim);
     Ok(())

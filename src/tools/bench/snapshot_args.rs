@@ -31,6 +31,10 @@ pub struct SnapshotBenchArgs {
     /// seconds (each).
     #[arg(long = "timeout", default_value_t = 900)]
     pub(crate) timeout_secs: u64,
+    /// Also read the topic back while the snapshot runs and check it holds exactly `--records`
+    /// READ records with distinct Ids (the set of Ids adds to the peak RSS).
+    #[arg(long)]
+    pub(crate) read_back: bool,
 }
 
 /// The config of a run: the org's `salesforce` section (as the org printed it), the Account
@@ -71,6 +75,7 @@ mod tests {
             page_records: 2_000,
             partitions: 1,
             timeout_secs: 1,
+            read_back: false,
         };
         let salesforce = "salesforce:\n  login_url: http://127.0.0.1:1\n  pubsub_endpoint: http://127.0.0.1:2\n  allow_plaintext: true\n  auth:\n    type: client_credentials\n    client_id: a\n    client_secret: b\n";
         let text = snapshot_config(salesforce, "127.0.0.1:9092", &args);
