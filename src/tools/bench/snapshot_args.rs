@@ -32,7 +32,9 @@ pub struct SnapshotBenchArgs {
     #[arg(long = "timeout", default_value_t = 900)]
     pub(crate) timeout_secs: u64,
     /// Also read the topic back while the snapshot runs and check it holds exactly `--records`
-    /// READ records with distinct Ids (the set of Ids adds to the peak RSS).
+    /// READ records with distinct Ids (the set of Ids adds to the peak RSS). The mock cluster
+    /// keeps the last 5 MB of a partition (about 3,500 of these Accounts, 2026-12-05), so a
+    /// reader falling behind loses records and fails the run: give partitions × 3,500 ≥ records.
     #[arg(long)]
     pub(crate) read_back: bool,
 }
