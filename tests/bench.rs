@@ -230,3 +230,69 @@ fn full_record_completes_every_update_and_prints_its_reads() {
     let api: u64 = words[words.len() - 3].parse().expect(line);
     assert_eq!(api, calls + 1, "{line}");
 }
+
+/// `forcebridge bench snapshot ARGS`: its stdout, the run having succeeded.
+fn snapshot_bench(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+        .args(["bench", "snapshot"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
+/// The verification line, the figures' labels and the API calls a snapshot of `records` spent.
+fn check_snapshot(out: &str, records: u64) -> u64 {
+    let verified = format!(
+        "verified: {records} READ rows read, {records} records acknowledged on salesforce.Account, 0 deliveries failed"
+    );
+    assert!(out.lines().any(|l| l == verified), "{out}");
+    let read_back =
+        format!("read back: {records} READ records in salesforce.Account, {records} distinct Ids");
+    assert!(out.lines().any(|l| l == read_back), "{out}");
+    for label in [
+        "first row → handoff",
+        "start → handoff",
+        "RSS before the source",
+        "RSS sampled each second",
+    ] {
+        assert!(figure(out, label).len() > 1, "{out}");
+    }
+    let calls = figure(out, "API calls spent");
+    calls
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("API calls: {calls:?} in:\n{out}"))
+}
+
+#[test]
+fn a_rest_snapshot_of_2000_records_verifies() {
+    let out = snapshot_bench(&["--records", "2000", "--partitions", "2", "--read-back"]);
+    assert!(out.contains("REST query pages"), "{out}");
+    // At least the count and one query page (2,000 rows a page).
+    assert!(check_snapshot(&out, 2000) >= 2, "{out}");
+}
+
+#[test]
+fn a_bulk_snapshot_pages_its_results_and_verifies() {
+    let args = [
+        "--records",
+        "2000",
+        "--rest-below",
+        "0",
+        "--page-records",
+        "1000",
+        "--read-back",
+    ];
+    let out = snapshot_bench(&args);
+    assert!(
+        out.contains("Bulk API 2.0 query job, pages of 1000 rows"),
+        "{out}"
+    );
+    // The job's create, status and two result pages at least.
+    assert!(check_snapshot(&out, 2000) >= 4, "{out}");
+}

@@ -23,8 +23,8 @@ pub struct SimArgs {
     /// Address of the HTTP side (OAuth token endpoint, REST): the login and instance URL.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub http: SocketAddr,
-    /// Interval of empty keepalive FetchResponses (Salesforce: within 270 s).
-    #[arg(long, default_value = "270s", value_parser = humantime::parse_duration)]
+    /// Interval of empty keepalive FetchResponses, at most 270 s (Salesforce: within 270 s).
+    #[arg(long, default_value = "270s", value_parser = parse_keepalive)]
     pub keepalive_interval: Duration,
     /// Create this many Accounts at start, so that subscribers with `earliest` see events at once.
     #[arg(long, default_value_t = 0)]
@@ -42,6 +42,18 @@ pub struct SimArgs {
     /// CA, and write that CA's certificate (PEM) to this file, for `salesforce.ca_file`.
     #[arg(long, value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
+}
+
+/// `--keepalive-interval`: a duration, 1 ms to 270 s. Salesforce sends a keepalive "within 270
+/// seconds" when there are no events (Pub/Sub API Developer Guide, "Subscribe RPC Method").
+fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
+    if d.is_zero() || d > Duration::from_secs(270) {
+        return Err(format!(
+            "`{s}`: out of range: more than 0 and at most 270s (Salesforce sends one within 270 s)"
+        ));
+    }
+    Ok(d)
 }
 
 /// `Object=count` of `--seed`.
@@ -198,3 +210,18 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
 
 /// How long requests in flight get to finish after SIGTERM before the servers drop them.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keepalive_interval_is_at_most_270_seconds() {
+        assert_eq!(parse_keepalive("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_keepalive("270s"), Ok(Duration::from_secs(270)));
+        let err = parse_keepalive("271s").unwrap_err();
+        assert!(err.contains("at most 270s"), "{err}");
+        assert!(parse_keepalive("0s").unwrap_err().contains("out of range"));
+        assert!(parse_keepalive("soon").is_err());
+    }
+}

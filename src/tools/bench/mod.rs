@@ -4,14 +4,19 @@
 //!
 //! Contract: [`run`] runs the subcommand of [`BenchCommand`]: `bench source` (`source.rs`: its options
 //! in `source_args.rs`, the changes it makes in the org in `workload.rs`, its measured window in
-//! `window.rs`) or `bench sink` ([`sink`]). Both read the
+//! `window.rs`), `bench sink` ([`sink`]) or `bench snapshot` (`snapshot.rs`, its options in
+//! `snapshot_args.rs`; the org a child process); `GET /limits` in `limits.rs`. Both read the
 //! process and the machine from `/proc` (`machine.rs`), print their figures (`report.rs`), and
 //! fail with a [`BenchError`] when a run does not verify or overruns its timeout.
 
 mod error;
+mod limits;
 mod machine;
+mod readback;
 mod report;
 pub mod sink;
+mod snapshot;
+mod snapshot_args;
 mod source;
 mod source_args;
 mod window;
@@ -20,6 +25,7 @@ mod workload;
 use tokio_util::sync::CancellationToken;
 
 pub use error::BenchError;
+pub use snapshot_args::SnapshotBenchArgs;
 pub use source_args::SourceBenchArgs;
 
 /// `forcebridge bench …`.
@@ -29,6 +35,9 @@ pub enum BenchCommand {
     Source(SourceBenchArgs),
     /// Kafka (mock cluster) → forcebridge's sink → Salesforce (simulated), in this process.
     Sink(sink::SinkBenchArgs),
+    /// Salesforce (simulated, a child process) → a channel's initial snapshot → Kafka (mock
+    /// cluster): rows/s, API calls, peak RSS.
+    Snapshot(SnapshotBenchArgs),
 }
 
 /// Runs `forcebridge bench …`.
@@ -36,5 +45,6 @@ pub async fn run(command: BenchCommand, cancel: CancellationToken) -> Result<(),
     match command {
         BenchCommand::Source(args) => source::run(args, cancel).await,
         BenchCommand::Sink(args) => sink::run(args, cancel).await,
+        BenchCommand::Snapshot(args) => snapshot::run(args, cancel).await,
     }
 }

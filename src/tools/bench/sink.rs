@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::error::BenchError;
+use super::limits::Limits;
 use super::machine::{cpu_time, machine_ticks, peak_rss};
 use super::report::{SinkFigures, print_sink};
 use crate::config::{Config, SinkConfig};
@@ -159,56 +160,6 @@ fn bench_config(sim: &SimOrg, bootstrap: &str, args: &SinkBenchArgs) -> Result<C
     Ok(Config::from_yaml(&text, |_| None)?)
 }
 
-/// Reads `GET /limits` as the org's user: what the sink's calls spend is the drop of
-/// `DailyApiRequests.Remaining` between two reads.
-struct Limits {
-    http: reqwest::Client,
-    api_version: String,
-    token: String,
-}
-
-impl Limits {
-    /// A client with the config's TLS settings and timeout, and a token the org issued.
-    fn new(config: &Config, sim: &SimOrg) -> Result<Limits, BenchError> {
-        let tls = crate::salesforce::tls::ClientTls::from_config(&config.salesforce)
-            .map_err(|e| BenchError::Failed(format!("TLS settings: {e}")))?;
-        let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
-            .map_err(|e| BenchError::Failed(format!("HTTP client: {e}")))?;
-        let token = sim.issue_access_token();
-        let api_version = config.salesforce.api_version.clone();
-        Ok(Limits {
-            http,
-            api_version,
-            token,
-        })
-    }
-
-    /// `DailyApiRequests.Remaining` from `GET /limits` (a call the org counts, itself included).
-    async fn remaining(&self, sim: &SimOrg) -> Result<u64, BenchError> {
-        let url = format!(
-            "{}/services/data/v{}/limits",
-            sim.instance_url(),
-            self.api_version
-        );
-        let failed = |e: String| BenchError::Failed(format!("GET /limits: {e}"));
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let status = response.status();
-        let body: Value = response.json().await.map_err(|e| failed(e.to_string()))?;
-        if !status.is_success() {
-            return Err(failed(format!("HTTP {status}: {body}")));
-        }
-        body.pointer("/DailyApiRequests/Remaining")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| failed(format!("no DailyApiRequests.Remaining in {body}")))
-    }
-}
-
 fn kafka_error(e: impl std::fmt::Display) -> BenchError {
     BenchError::Kafka(e.to_string())
 }
@@ -253,8 +204,8 @@ pub(super) async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Resul
     let planned = planned_calls(n, objects, sink_config.batch_records);
     print_header(&args, sink_config, topics.partitions, prepared);
 
-    let limits = Limits::new(&config, &sim)?;
-    let remaining_before = limits.remaining(&sim).await?;
+    let limits = Limits::new(&config, &sim.instance_url(), sim.issue_access_token())?;
+    let remaining_before = limits.remaining().await?;
 
     let stats = Arc::new(SinkStats::default());
     let sink_cancel = cancel.child_token();
@@ -278,7 +229,7 @@ pub(super) async fn run(args: SinkBenchArgs, cancel: CancellationToken) -> Resul
         .await
         .map_err(|e| BenchError::Failed(format!("sink task failed: {e}")))?;
     let snapshot = stats.snapshot();
-    let remaining_after = limits.remaining(&sim).await;
+    let remaining_after = limits.remaining().await;
     let mut latencies = probe.take();
     latencies.sort_unstable();
     let topic_counts = count_records(&bootstrap, &topics).await?;
