@@ -75,25 +75,6 @@ fn flink_rows(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>
     rows
 }
 
-/// Waits until the channel's checkpoint is past the org's last event.
-async fn wait_caught_up(sim: &SimOrg, bootstrap: &str) {
-    let last = sim.replay_ids(CHANNEL).last().cloned().expect("events");
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let store = support::source::checkpoints(bootstrap).await;
-            if store
-                .get(CHANNEL)
-                .is_some_and(|c| c.replay_id[..] == last[..] && c.snapshot.is_none())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the stream caught up with the org");
-}
-
 #[allow(
     clippy::too_many_lines,
     reason = "one scenario: snapshot, changes, then every op's envelope and the replica"
@@ -143,7 +124,7 @@ async fn debezium_topics_rebuild_the_org_under_flink_rules() {
     sim.delete("Account", &ids[1]).unwrap();
     sim.delete("Account", &ids[2]).unwrap();
     sim.undelete("Account", &ids[2]).unwrap();
-    wait_caught_up(&sim, &bootstrap).await;
+    support::source::wait_caught_up(&sim, &bootstrap, CHANNEL).await;
     running.stop().await;
 
     let records = read_topic(&bootstrap, ACCOUNTS);

@@ -89,25 +89,6 @@ fn churn(sim: SimOrg, ids: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::J
     })
 }
 
-/// Waits until the channel's checkpoint is past the org's last event.
-async fn wait_caught_up(sim: &SimOrg, bootstrap: &str) {
-    let last = sim.replay_ids(CHANNEL).last().cloned().expect("events");
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let store = support::source::checkpoints(bootstrap).await;
-            if store
-                .get(CHANNEL)
-                .is_some_and(|c| c.replay_id[..] == last[..] && c.snapshot.is_none())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the stream caught up with the org");
-}
-
 /// Records existing before the start are loaded (`READ`), changes made while the snapshot runs
 /// and after it follow in the topic, and the loader holds exactly the org's records. Without
 /// the position fixed before the snapshot the changes made during it would be missing: the
@@ -151,7 +132,7 @@ async fn hands_off(extra_source: &str) {
         rounds > 10,
         "changes went on during the snapshot ({rounds} rounds)"
     );
-    wait_caught_up(&sim, &bootstrap).await;
+    support::source::wait_caught_up(&sim, &bootstrap, CHANNEL).await;
     let stats = running.stop().await;
 
     let records = read_topic(&bootstrap, ACCOUNTS);
@@ -276,7 +257,7 @@ async fn a_snapshot_cut_short_resumes_at_the_position_it_fixed() {
     .expect("the resumed snapshot ends");
     stop.store(true, Ordering::Relaxed);
     churning.await.unwrap();
-    wait_caught_up(&sim, &bootstrap).await;
+    support::source::wait_caught_up(&sim, &bootstrap, CHANNEL).await;
     second.stop().await;
 
     let records = read_topic(&bootstrap, ACCOUNTS);

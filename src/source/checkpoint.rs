@@ -234,6 +234,28 @@ impl CheckpointStore {
         (key, value)
     }
 
+    /// Sends the checkpoint record of `channel` through `producer` (the open Kafka transaction of
+    /// exactly-once mode) and waits until Kafka acknowledged it; the caller commits, then
+    /// [`CheckpointStore::remember_with`]s it.
+    pub async fn deliver_in(
+        &self,
+        producer: &crate::kafka::Producer,
+        channel: &str,
+        replay_id: &[u8],
+        commit_timestamp: Option<i64>,
+        snapshot: Option<&SnapshotProgress>,
+    ) -> Result<(), String> {
+        let (key, value) = self.record_with(channel, replay_id, commit_timestamp, snapshot);
+        producer
+            .deliver([crate::kafka::OutgoingRecord {
+                topic: &self.topic,
+                key: Some(key.as_bytes()),
+                value: Some(&value),
+                headers: &[],
+            }])
+            .await
+    }
+
     /// Records that `replay_id` is now the durable checkpoint of `channel` (written by the
     /// caller, e.g. committed in a Kafka transaction).
     pub fn remember(&self, channel: &str, replay_id: &[u8]) {

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::error::{AttemptError, PipelineError};
 use super::setup::Shared;
-use crate::kafka::{AckWindow, KafkaError, OutgoingRecord, Producer, TransactionFailure};
+use crate::kafka::{AckWindow, KafkaError, Producer, TransactionFailure};
 use crate::ops::telemetry::ChannelStats;
 use crate::retry::Directive;
 
@@ -68,14 +68,8 @@ impl Transaction<'_> {
         };
         let checkpoints = &self.shared.checkpoints;
         let at = self.window.durable_at();
-        let (key, value) = checkpoints.record_with(self.channel, &durable, at, None);
-        self.producer
-            .deliver([OutgoingRecord {
-                topic: checkpoints.topic(),
-                key: Some(key.as_bytes()),
-                value: Some(&value),
-                headers: &[],
-            }])
+        checkpoints
+            .deliver_in(self.producer, self.channel, &durable, at, None)
             .await
             .map_err(AttemptError::Restart)?;
         let mut attempts = 0;

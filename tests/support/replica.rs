@@ -89,9 +89,18 @@ pub fn merge(row: &mut Map<String, Value>, changes: &Map<String, Value>) {
     }
 }
 
-/// The loader: applies the topic in order, per Id: `READ`, `CREATE` and `UNDELETE` replace the
-/// row, `UPDATE` merges its changed fields, `DELETE` (and a tombstone) removes it.
-pub fn load(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> {
+/// What a loader does with one record.
+enum Step {
+    Replace(Map<String, Value>),
+    Merge(Map<String, Value>),
+    Remove,
+}
+
+/// Applies `records` in order, per key, as `step` reads each value; a tombstone removes.
+fn apply(
+    records: &[ConsumedRecord],
+    step: impl Fn(&Value) -> Step,
+) -> BTreeMap<String, Map<String, Value>> {
     let mut rows: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for record in records {
         let id = key(record);
@@ -99,20 +108,31 @@ pub fn load(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> 
             rows.remove(&id);
             continue;
         }
-        let envelope = value(record);
-        let fields = envelope["record"].as_object().cloned().unwrap_or_default();
-        match envelope["operation"].as_str().unwrap() {
-            "READ" | "CREATE" | "UNDELETE" => {
+        match step(&value(record)) {
+            Step::Replace(fields) => {
                 rows.insert(id, fields);
             }
-            "UPDATE" => merge(rows.entry(id).or_default(), &fields),
-            "DELETE" => {
+            Step::Merge(fields) => merge(rows.entry(id).or_default(), &fields),
+            Step::Remove => {
                 rows.remove(&id);
             }
-            other => panic!("unexpected operation {other}"),
         }
     }
     rows
+}
+
+/// The loader: applies the topic in order, per Id: `READ`, `CREATE` and `UNDELETE` replace the
+/// row, `UPDATE` merges its changed fields, `DELETE` (and a tombstone) removes it.
+pub fn load(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> {
+    apply(records, |envelope| {
+        let fields = envelope["record"].as_object().cloned().unwrap_or_default();
+        match envelope["operation"].as_str().unwrap() {
+            "READ" | "CREATE" | "UNDELETE" => Step::Replace(fields),
+            "UPDATE" => Step::Merge(fields),
+            "DELETE" => Step::Remove,
+            other => panic!("unexpected operation {other}"),
+        }
+    })
 }
 
 /// The loader of a `format: debezium` topic, applied in order per key as Flink's
@@ -120,27 +140,15 @@ pub fn load(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> 
 /// row with `after`, `u` sets the fields of `after` (a partial row, `source.partial`), `d` or a
 /// tombstone removes it.
 pub fn load_debezium(records: &[ConsumedRecord]) -> BTreeMap<String, Map<String, Value>> {
-    let mut rows: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    for record in records {
-        let id = key(record);
-        if record.value.is_none() {
-            rows.remove(&id);
-            continue;
-        }
-        let envelope = value(record);
+    apply(records, |envelope| {
         let after = envelope["after"].as_object().cloned().unwrap_or_default();
         match envelope["op"].as_str().unwrap() {
-            "r" | "c" => {
-                rows.insert(id, after);
-            }
-            "u" => merge(rows.entry(id).or_default(), &after),
-            "d" => {
-                rows.remove(&id);
-            }
+            "r" | "c" => Step::Replace(after),
+            "u" => Step::Merge(after),
+            "d" => Step::Remove,
             other => panic!("unexpected op {other}"),
         }
-    }
-    rows
+    })
 }
 
 /// The org's live Accounts and the loaded `rows`, each by Id in [`canonical`] form.

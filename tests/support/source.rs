@@ -255,3 +255,22 @@ pub fn delivered(records: &[ConsumedRecord]) -> Delivered {
 pub fn org_replay_ids(sim: &SimOrg, channel: &str) -> BTreeSet<String> {
     sim.replay_ids(channel).iter().map(hex::encode).collect()
 }
+
+/// Waits until `channel`'s checkpoint is at the org's last event, no snapshot under way.
+pub async fn wait_caught_up(sim: &SimOrg, bootstrap: &str, channel: &str) {
+    let last = sim.replay_ids(channel).last().cloned().expect("events");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let store = checkpoints(bootstrap).await;
+            if store
+                .get(channel)
+                .is_some_and(|c| c.replay_id[..] == last[..] && c.snapshot.is_none())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stream caught up with the org");
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use super::SnapshotError;
 use super::progress::SnapshotProgress;
-use crate::kafka::{AckWindow, EventHandle, OutgoingRecord, Producer};
+use crate::kafka::{AckWindow, EventHandle, Producer};
 use crate::ops::telemetry::ChannelStats;
 use crate::source::setup::Shared;
 
@@ -93,14 +93,8 @@ impl<'a> Committer<'a> {
                 .await?;
         } else {
             self.begin().await?;
-            let (key, value) = checkpoints.record_with(self.channel, position, at, progress);
-            self.producer
-                .deliver([OutgoingRecord {
-                    topic: checkpoints.topic(),
-                    key: Some(key.as_bytes()),
-                    value: Some(&value),
-                    headers: &[],
-                }])
+            checkpoints
+                .deliver_in(self.producer, self.channel, position, at, progress)
                 .await
                 .map_err(SnapshotError::Delivery)?;
             self.producer
