@@ -6,6 +6,7 @@
 //! tool.
 
 pub mod bench;
+pub mod capture;
 pub mod check;
 pub mod daemon;
 pub mod demo;
