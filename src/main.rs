@@ -58,6 +58,8 @@ enum Command {
     /// events/s, CPU time per event, commit→Kafka latency and peak RSS.
     #[command(subcommand)]
     Bench(forcebridge::tools::bench::BenchCommand),
+    /// Record a real org's Pub/Sub traffic (read-only) into a directory `sim --replay` serves.
+    Capture(forcebridge::tools::capture::command::CaptureArgs),
     /// Run the simulated Salesforce org (Pub/Sub gRPC, OAuth, REST) until interrupted.
     Sim(forcebridge::sim::SimArgs),
 }
@@ -101,9 +103,14 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     // Config errors surface before any runtime or connection exists.
     let config = match &command {
-        Command::Run { config } | Command::Check { config, .. } => Some(
-            Config::load(config).with_context(|| format!("invalid config {}", config.display()))?,
-        ),
+        Command::Run { config }
+        | Command::Check { config, .. }
+        | Command::Capture(forcebridge::tools::capture::command::CaptureArgs { config, .. }) => {
+            Some(
+                Config::load(config)
+                    .with_context(|| format!("invalid config {}", config.display()))?,
+            )
+        }
         _ => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -150,6 +157,14 @@ fn dispatch(
         Command::Bench(command) => {
             runtime.block_on(forcebridge::tools::bench::run(
                 command,
+                shutdown_on_signals(None),
+            ))?;
+            Ok(())
+        }
+        Command::Capture(args) => {
+            runtime.block_on(forcebridge::tools::capture::command::run(
+                args,
+                &config.expect("loaded above"),
                 shutdown_on_signals(None),
             ))?;
             Ok(())

@@ -5,4 +5,5 @@
 //! [`format::CaptureWriter`], read back whole by [`format::read_capture`]); the command that
 //! subscribes to an org and the simulator's replay loader both go through it.
 
+pub mod command;
 pub mod format;

@@ -1,0 +1,259 @@
+//! `forcebridge capture --config FILE --out DIR [--duration D] [--max-events N]`: records a real
+//! org's Pub/Sub traffic, read-only, into a capture directory ([`super::format`]).
+//!
+//! Contract: logs in as the source does (the config's `salesforce` section), asks `GetTopic` for
+//! every channel of `source.channels`, then subscribes to each from its `initial_replay` preset
+//! (`latest` or `earliest`) and writes every event (raw payload bytes, replay id, schema id,
+//! event id) and keepalive in arrival order, and each schema id's `GetSchema` text on its first
+//! sighting. It never publishes, never commits a replay id and never connects to Kafka (the
+//! config's `kafka` section is ignored). Stops on the cancel token (SIGINT/SIGTERM), after
+//! `--duration` or `--max-events` events (over all channels); the files are flushed and
+//! `manifest.json` written on every stop, also when a channel failed (its error names it). A
+//! channel silent for `source.stream_idle_timeout` (no event, no keepalive) fails the capture.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::format::{CaptureWriter, CapturedEvent, FormatError, Manifest, TopicRecord};
+use crate::config::{Config, InitialReplay};
+use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle};
+use crate::salesforce::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
+use crate::salesforce::tls::ClientTls;
+
+/// `forcebridge capture`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct CaptureArgs {
+    /// The YAML config file (its `salesforce` and `source.channels`; `kafka` is ignored).
+    #[arg(long, short, env = "FORCEBRIDGE_CONFIG")]
+    pub config: PathBuf,
+    /// The capture directory (created; must be empty if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Stop after this long (`90s`, `10m`, `24h`); default: until interrupted.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many events over all channels.
+    #[arg(long)]
+    pub max_events: Option<u64>,
+}
+
+/// A capture failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The config has no `source.channels`.
+    #[error("the config has no source section: nothing to capture")]
+    NoChannels,
+    /// TLS settings, HTTP client or login.
+    #[error("cannot log in: {0}")]
+    Login(String),
+    /// Login refused.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A Pub/Sub call failed (the error names the channel or schema id).
+    #[error("channel {channel}: {source}")]
+    Channel {
+        /// The channel.
+        channel: String,
+        /// The cause.
+        source: PubSubError,
+    },
+    /// The channel exists but the user may not subscribe to it.
+    #[error("channel {0}: the user may not subscribe to it")]
+    NotSubscribable(String),
+    /// Writing the capture.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `forcebridge capture`: records until `cancel`, `--duration` or `--max-events`; prints a
+/// summary line.
+pub async fn run(
+    args: CaptureArgs,
+    config: &Config,
+    cancel: CancellationToken,
+) -> Result<(), CaptureError> {
+    let source = config.source.as_ref().ok_or(CaptureError::NoChannels)?;
+    let tls = ClientTls::from_config(&config.salesforce)
+        .map_err(|e| CaptureError::Login(crate::ops::telemetry::error_chain(&e)))?;
+    let http = crate::salesforce::auth::http_client(&tls, config.salesforce.http_timeout)
+        .map_err(|e| CaptureError::Login(e.to_string()))?;
+    let session = Authenticator::new(&config.salesforce, http).login().await?;
+    let org_id = session.org_id.clone();
+    let session = SessionHandle::new(session);
+    let endpoint = &config.salesforce.pubsub_endpoint;
+    let pubsub = PubSub::connect(endpoint, session, &tls)
+        .await
+        .map_err(|source| CaptureError::Channel {
+            channel: endpoint.clone(),
+            source,
+        })?;
+    let mut writer = CaptureWriter::create(&args.out)?;
+    let started_at_ms = now_ms();
+    let channels: Vec<String> = source.channels.iter().map(|c| c.name.clone()).collect();
+    for name in &channels {
+        let topic = pubsub
+            .get_topic(name)
+            .await
+            .map_err(|source| CaptureError::Channel {
+                channel: name.clone(),
+                source,
+            })?;
+        if !topic.can_subscribe {
+            return Err(CaptureError::NotSubscribable(name.clone()));
+        }
+        let schema = get_schema(&pubsub, name, &topic.schema_id).await?;
+        writer.schema(&topic.schema_id, &schema)?;
+        writer.topic(&TopicRecord {
+            topic_name: name.clone(),
+            schema_id: topic.schema_id,
+            can_subscribe: topic.can_subscribe,
+            can_publish: topic.can_publish,
+            tenant_guid: topic.tenant_guid,
+        })?;
+    }
+    let stop = cancel.child_token();
+    let (tx, mut rx) = mpsc::channel(256);
+    for channel in &source.channels {
+        let start = match channel.initial_replay {
+            InitialReplay::Latest => ReplayStart::Latest,
+            InitialReplay::Earliest => ReplayStart::Earliest,
+        };
+        tokio::spawn(subscribe(
+            pubsub.clone(),
+            channel.name.clone(),
+            start,
+            tx.clone(),
+            stop.clone(),
+            source.stream_idle_timeout,
+        ));
+    }
+    drop(tx);
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let outcome = record(&mut rx, &pubsub, &mut writer, &args, deadline, &stop).await;
+    stop.cancel();
+    let manifest = Manifest {
+        format: super::format::FORMAT_VERSION,
+        forcebridge_version: env!("CARGO_PKG_VERSION").to_string(),
+        org_id,
+        api_version: config.salesforce.api_version.clone(),
+        started_at_ms,
+        ended_at_ms: now_ms(),
+        channels,
+    };
+    writer.finish(&manifest)?;
+    let events = outcome?;
+    println!("captured {events} events into {}", args.out.display());
+    Ok(())
+}
+
+async fn get_schema(pubsub: &PubSub, channel: &str, id: &str) -> Result<String, CaptureError> {
+    pubsub
+        .get_schema(id)
+        .await
+        .map_err(|source| CaptureError::Channel {
+            channel: channel.to_string(),
+            source,
+        })
+}
+
+type Item = (String, Result<Delivery, PubSubError>);
+
+/// The writer's loop: every delivery in arrival order, until a stop; the number of events.
+async fn record(
+    rx: &mut mpsc::Receiver<Item>,
+    pubsub: &PubSub,
+    writer: &mut CaptureWriter,
+    args: &CaptureArgs,
+    deadline: Option<tokio::time::Instant>,
+    stop: &CancellationToken,
+) -> Result<u64, CaptureError> {
+    let mut events = 0u64;
+    let mut known = std::collections::BTreeSet::new();
+    let until = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until);
+    while args.max_events.is_none_or(|max| events < max) {
+        let (channel, delivery) = tokio::select! {
+            () = stop.cancelled() => break,
+            () = &mut until => break,
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let delivery = delivery.map_err(|source| CaptureError::Channel {
+            channel: channel.clone(),
+            source,
+        })?;
+        match delivery {
+            Delivery::Keepalive { latest_replay_id } => {
+                writer.keepalive(&channel, &latest_replay_id, now_ms())?;
+            }
+            Delivery::Event(consumed) => {
+                let event = consumed.event.unwrap_or_default();
+                if known.insert(event.schema_id.clone()) {
+                    let schema = get_schema(pubsub, &channel, &event.schema_id).await?;
+                    writer.schema(&event.schema_id, &schema)?;
+                }
+                writer.event(
+                    &channel,
+                    &CapturedEvent {
+                        replay_id: consumed.replay_id.to_vec(),
+                        schema_id: event.schema_id,
+                        event_id: event.id,
+                        payload: event.payload.to_vec(),
+                        at_ms: now_ms(),
+                    },
+                )?;
+                events += 1;
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// One channel's subscription: every delivery to the writer until `stop` or an error (sent
+/// as the last item).
+async fn subscribe(
+    pubsub: PubSub,
+    channel: String,
+    start: ReplayStart,
+    tx: mpsc::Sender<Item>,
+    stop: CancellationToken,
+    idle_timeout: Duration,
+) {
+    let opened = tokio::select! {
+        () = stop.cancelled() => return,
+        opened = pubsub.subscribe(&channel, start, 100, idle_timeout) => opened,
+    };
+    let mut subscription = match opened {
+        Ok(s) => s,
+        Err(err) => {
+            let _ = tx.send((channel, Err(err))).await;
+            return;
+        }
+    };
+    loop {
+        let delivery = tokio::select! {
+            () = stop.cancelled() => return,
+            d = subscription.next() => d,
+        };
+        let failed = delivery.is_err();
+        if tx.send((channel.clone(), delivery)).await.is_err() || failed {
+            return;
+        }
+    }
+}
