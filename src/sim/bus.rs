@@ -12,6 +12,13 @@
 //! * Events older than the retention window are dropped ([`Bus::expire`], [`Bus::purge_before`]);
 //!   a `CUSTOM` replay id is accepted only if it has that form, is not newer than the newest event
 //!   and not older than the newest dropped event ([`Bus::check_replay_id`]).
+//! * A replayed capture (`forcebridge sim --replay`) keeps the replay ids the real org sent
+//!   ([`Bus::use_captured_ids`]): the n-th event of the log carries the n-th captured id (the
+//!   captured ids of every channel, merged and strictly increasing as big-endian integers, all of
+//!   one length up to 16 bytes); events appended after them get the last captured id plus 1, 2, …
+//!   and the position before the first event is the first id minus 1. Cursors stay sequence
+//!   numbers, so fetching, retention and flow control are unchanged; only the bytes on the wire
+//!   ([`Bus::id_of`]) and their parsing ([`Bus::check_replay_id`]) differ.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -94,6 +101,34 @@ pub struct Bus {
     last_seq: u64,
     /// Highest sequence number dropped from the log (0 if none).
     floor: u64,
+    /// The captured replay ids of a replayed capture (see the module docs).
+    captured: Option<CapturedIds>,
+}
+
+/// The replay ids of a capture: `ids[n - 1]` is the id of sequence number `n`.
+#[derive(Debug)]
+struct CapturedIds {
+    ids: Vec<u128>,
+    width: usize,
+}
+
+/// Captured replay ids a bus cannot use, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapturedIdsError {
+    /// The ids are not all of one length from 1 to 16 bytes.
+    #[error("replay id {0} is not as long as the first one (1 to 16 bytes)")]
+    Width(String),
+    /// Not strictly increasing, or the first is zero (no position before it).
+    #[error("replay id {0} does not follow the one before it (or is zero)")]
+    Order(String),
+    /// Fewer or more ids than events in the log.
+    #[error("{ids} captured replay ids for {events} events")]
+    Count {
+        /// Ids given.
+        ids: usize,
+        /// Events in the log.
+        events: u64,
+    },
 }
 
 impl Bus {
@@ -135,16 +170,71 @@ impl Bus {
         }
     }
 
+    /// From now on, the events already in the log carry `ids` (one each, in order) instead of
+    /// the simulator's own replay ids (see the module docs).
+    pub fn use_captured_ids(&mut self, ids: &[Vec<u8>]) -> Result<(), CapturedIdsError> {
+        if ids.len() as u64 != self.last_seq {
+            return Err(CapturedIdsError::Count {
+                ids: ids.len(),
+                events: self.last_seq,
+            });
+        }
+        let width = ids.first().map_or(REPLAY_ID_LEN, Vec::len);
+        let mut values: Vec<u128> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if id.len() != width || !(1..=16).contains(&width) {
+                return Err(CapturedIdsError::Width(hex::encode(id)));
+            }
+            let value = id.iter().fold(0u128, |v, b| (v << 8) | u128::from(*b));
+            if values.last().map_or(value == 0, |last| value <= *last) {
+                return Err(CapturedIdsError::Order(hex::encode(id)));
+            }
+            values.push(value);
+        }
+        self.captured = Some(CapturedIds { ids: values, width });
+        Ok(())
+    }
+
+    /// The replay id of sequence number `seq` (0: the position before the first event).
+    pub fn id_of(&self, seq: u64) -> Vec<u8> {
+        let Some(c) = self.captured.as_ref().filter(|c| !c.ids.is_empty()) else {
+            return replay_id(seq);
+        };
+        let len = c.ids.len() as u64;
+        let value = match seq {
+            0 => c.ids[0] - 1,
+            n if n <= len => c.ids[(n - 1) as usize],
+            n => c.ids[c.ids.len() - 1] + u128::from(n - len),
+        };
+        value.to_be_bytes()[16 - c.width..].to_vec()
+    }
+
+    /// The sequence number a replay id stands for, if this org issued it.
+    fn seq_of(&self, raw: &[u8]) -> Option<u64> {
+        let Some(c) = self.captured.as_ref().filter(|c| !c.ids.is_empty()) else {
+            let (counter, tail) = raw.split_first_chunk::<8>()?;
+            return (raw.len() == REPLAY_ID_LEN && tail == [0, 0])
+                .then(|| u64::from_be_bytes(*counter));
+        };
+        if raw.len() != c.width {
+            return None;
+        }
+        let value = raw.iter().fold(0u128, |v, b| (v << 8) | u128::from(*b));
+        let last = c.ids[c.ids.len() - 1];
+        if value == c.ids[0] - 1 {
+            Some(0)
+        } else if value > last {
+            u64::try_from(value - last)
+                .ok()?
+                .checked_add(c.ids.len() as u64)
+        } else {
+            c.ids.binary_search(&value).ok().map(|i| i as u64 + 1)
+        }
+    }
+
     /// Validates a `CUSTOM` replay id; returns the cursor (deliver strictly after it).
     pub fn check_replay_id(&self, raw: &[u8]) -> Result<u64, ReplayIdError> {
-        let (counter, tail) = match raw.split_first_chunk::<8>() {
-            Some((counter, tail)) if raw.len() == REPLAY_ID_LEN => (counter, tail),
-            _ => return Err(ReplayIdError::Malformed),
-        };
-        if tail != [0, 0] {
-            return Err(ReplayIdError::Malformed);
-        }
-        let seq = u64::from_be_bytes(*counter);
+        let seq = self.seq_of(raw).ok_or(ReplayIdError::Malformed)?;
         if seq < self.floor || seq > self.last_seq {
             return Err(ReplayIdError::OutOfRange);
         }
@@ -182,7 +272,7 @@ impl Bus {
         self.log
             .iter()
             .filter(|e| channel.matches(&e.source))
-            .map(|e| replay_id(e.seq))
+            .map(|e| self.id_of(e.seq))
             .collect()
     }
 

@@ -77,6 +77,7 @@ pub mod jwt;
 mod jwt_demo;
 mod login_faults;
 pub mod org;
+pub mod replay;
 mod rest;
 mod shared;
 pub(crate) mod soql;

@@ -44,7 +44,7 @@ use crate::salesforce::proto::{
     ManagedFetchResponse, PublishRequest, PublishResponse, PublishResult, SchemaInfo,
     SchemaRequest, TopicInfo, TopicRequest,
 };
-use crate::sim::bus::{self, Channel};
+use crate::sim::bus::Channel;
 use crate::sim::shared::Shared;
 use crate::sim::util::lock;
 
@@ -270,7 +270,7 @@ impl PubSubService {
         let correlation_key = event.id.clone();
         let seq = self.shared.append_platform_event(name, event);
         PublishResult {
-            replay_id: bus::replay_id(seq),
+            replay_id: crate::sim::util::lock(&self.shared.bus).id_of(seq),
             error: None,
             correlation_key,
         }

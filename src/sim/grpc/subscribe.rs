@@ -23,7 +23,7 @@ use tonic::{Code, Status, Streaming};
 use super::service::PubSubService;
 use super::status::sf_status;
 use crate::salesforce::proto::{ConsumerEvent, FetchRequest, FetchResponse, ReplayPreset};
-use crate::sim::bus::{self, Channel, LoggedEvent, ReplayIdError};
+use crate::sim::bus::{Channel, LoggedEvent, ReplayIdError};
 use crate::sim::util::lock;
 
 /// Most events a subscriber may have outstanding.
@@ -187,6 +187,8 @@ impl Subscription {
         credits: i32,
     ) -> FetchResponse {
         let blank_schema_id = matches!(channel, Channel::AllChanges);
+        // The replay ids on the wire: the simulator's own, or a replayed capture's (bus.rs).
+        let bus = lock(&self.service.shared.bus);
         FetchResponse {
             events: events
                 .iter()
@@ -197,11 +199,11 @@ impl Subscription {
                     }
                     ConsumerEvent {
                         event: Some(event),
-                        replay_id: bus::replay_id(e.seq).into(),
+                        replay_id: bus.id_of(e.seq).into(),
                     }
                 })
                 .collect(),
-            latest_replay_id: bus::replay_id(cursor),
+            latest_replay_id: bus.id_of(cursor),
             rpc_id: self.rpc_id.clone(),
             pending_num_requested: credits,
         }

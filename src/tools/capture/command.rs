@@ -1,5 +1,6 @@
 //! `forcebridge capture --config FILE --out DIR [--duration D] [--max-events N]`: records a real
-//! org's Pub/Sub traffic, read-only, into a capture directory ([`super::format`]).
+//! org's Pub/Sub traffic, read-only, into a capture directory
+//! ([`crate::sim::replay::format`]).
 //!
 //! Contract: logs in as the source does (the config's `salesforce` section), asks `GetTopic` for
 //! every channel of `source.channels`, then subscribes to each from its `initial_replay` preset
@@ -17,11 +18,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::format::{CaptureWriter, CapturedEvent, FormatError, Manifest, TopicRecord};
 use crate::config::{Config, InitialReplay};
 use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle};
 use crate::salesforce::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use crate::salesforce::tls::ClientTls;
+use crate::sim::replay::format::{
+    CaptureWriter, CapturedEvent, FORMAT_VERSION, FormatError, Manifest, TopicRecord,
+};
 
 /// `forcebridge capture`'s arguments.
 #[derive(Debug, clap::Args)]
@@ -141,7 +144,7 @@ pub async fn run(
     let outcome = record(&mut rx, &pubsub, &mut writer, &args, deadline, &stop).await;
     stop.cancel();
     let manifest = Manifest {
-        format: super::format::FORMAT_VERSION,
+        format: FORMAT_VERSION,
         forcebridge_version: env!("CARGO_PKG_VERSION").to_string(),
         org_id,
         api_version: config.salesforce.api_version.clone(),
