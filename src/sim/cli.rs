@@ -42,6 +42,11 @@ pub struct SimArgs {
     /// CA, and write that CA's certificate (PEM) to this file, for `salesforce.ca_file`.
     #[arg(long, value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
+    /// Serve a capture made by `forcebridge capture` (its directory): the captured events come
+    /// first on their channels, with their payload bytes, schema ids and replay ids; GetSchema and
+    /// GetTopic answer as the real org did; the org id is the captured org's.
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
 }
 
 /// `--keepalive-interval`: a duration, 1 ms to 270 s. Salesforce sends a keepalive "within 270
@@ -93,6 +98,20 @@ fn write_key(path: &Path, pem: &str) -> Result<(), SimError> {
     std::io::Write::write_all(&mut file, pem.as_bytes()).map_err(io)
 }
 
+/// The default config, serving the capture in `dir` (`--replay`) under its org id, if any.
+fn replay_config(dir: Option<&std::path::Path>) -> Result<SimConfig, SimError> {
+    let mut config = SimConfig::default();
+    if let Some(dir) = dir {
+        let capture =
+            super::replay::format::read_capture(dir).map_err(super::replay::ReplayError::from)?;
+        if let Some(org_id) = super::ids::normalize(&capture.manifest.org_id) {
+            config.org_id = org_id;
+        }
+        config.replay = Some(std::sync::Arc::new(capture));
+    }
+    Ok(config)
+}
+
 /// Runs the simulated org until `cancel` fires.
 pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), SimError> {
     let test_ca = args
@@ -100,10 +119,11 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
         .as_ref()
         .map(|_| super::tls::TestCa::generate())
         .transpose()?;
+    let defaults = replay_config(args.replay.as_deref())?;
     let config = SimConfig {
         keepalive_interval: args.keepalive_interval,
         tls: test_ca.as_ref().map(|ca| ca.server.clone()),
-        ..SimConfig::default()
+        ..defaults
     };
     let org = SimOrg::start_on(config, args.grpc, args.http).await?;
     if let (Some(path), Some(ca)) = (&args.tls_ca, &test_ca) {

@@ -59,6 +59,9 @@ pub struct SimConfig {
     /// Simulated latency added to every REST request under `/services/data` (one whole
     /// `/composite` call is one request); changed later by [`SimOrg::set_rest_latency`](super::SimOrg::set_rest_latency).
     pub rest_latency: Duration,
+    /// A capture to serve (`forcebridge sim --replay DIR`, see `replay`): its events are the
+    /// bus's first, with their captured replay ids, schemas and topics.
+    pub replay: Option<std::sync::Arc<crate::sim::replay::format::Capture>>,
 }
 
 impl Default for SimConfig {
@@ -86,6 +89,7 @@ impl Default for SimConfig {
             query_batch_size: 2_000,
             tls: None,
             rest_latency: Duration::ZERO,
+            replay: None,
         }
     }
 }

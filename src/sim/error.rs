@@ -9,6 +9,9 @@ use super::tls::SimTlsError;
 /// Errors of the simulated org.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// A capture the org cannot serve (`--replay`).
+    #[error("replay: {0}")]
+    Replay(#[from] crate::sim::replay::ReplayError),
     /// The object is not a CDC-enabled sObject (or platform event) of this org.
     #[error("unknown object {0}")]
     UnknownObject(String),

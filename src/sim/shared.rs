@@ -161,6 +161,9 @@ impl Shared {
 
     /// The channel behind a topic name, if this org has it.
     pub fn resolve_channel(&self, topic: &str) -> Option<Channel> {
+        if let Some(channel) = super::replay::replayed_channel(&self.config, topic) {
+            return Some(channel);
+        }
         let org = lock(&self.org);
         if topic == "/data/ChangeEvents" {
             return Some(Channel::AllChanges);

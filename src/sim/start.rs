@@ -60,12 +60,18 @@ impl SimOrg {
         };
         let mut api = ApiState::new(config.daily_api_requests);
         api.latency = config.rest_latency;
+        // A replayed capture's events come first, with their captured replay ids (`replay`).
+        let mut bus = Bus::default();
+        if let Some(capture) = &config.replay {
+            super::replay::load_into(&mut bus, capture, std::time::SystemTime::now())?;
+        }
+        let tip = bus.tip();
         let shared = Arc::new(Shared {
             api: Mutex::new(api),
             config,
             org: Mutex::new(Org::new()?),
-            bus: Mutex::new(Bus::default()),
-            tip: watch::Sender::new(0),
+            bus: Mutex::new(bus),
+            tip: watch::Sender::new(tip),
             tokens: Mutex::new(HashMap::new()),
             resets: watch::Sender::new(0),
             stream_faults: StreamFaults::default(),

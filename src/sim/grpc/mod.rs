@@ -121,6 +121,14 @@ impl PubSub for PubSubService {
                 &rpc_id,
             ));
         }
+        // A replayed capture's schemas: GetSchema's exact captured text.
+        if let Some(json) = crate::sim::replay::captured_schema(&self.shared.config, &schema_id) {
+            return Ok(Response::new(SchemaInfo {
+                schema_json: json,
+                schema_id,
+                rpc_id,
+            }));
+        }
         let schema = lock(&self.shared.org)
             .schema_by_id(&schema_id)
             .ok_or_else(|| {
@@ -146,6 +154,17 @@ impl PubSub for PubSubService {
         self.authenticate(&request, &rpc_id)?;
         let topic_name = request.into_inner().topic_name;
         let channel = self.channel(&topic_name, &rpc_id)?;
+        // A replayed capture's topics: what GetTopic answered the capture.
+        if let Some(t) = crate::sim::replay::captured_topic(&self.shared.config, &topic_name) {
+            return Ok(Response::new(TopicInfo {
+                can_publish: t.can_publish,
+                can_subscribe: t.can_subscribe,
+                schema_id: t.schema_id.clone(),
+                tenant_guid: self.shared.config.org_id.clone(),
+                topic_name,
+                rpc_id,
+            }));
+        }
         Ok(Response::new(TopicInfo {
             can_publish: matches!(channel, Channel::PlatformEvent(_)),
             can_subscribe: true,

@@ -15,9 +15,10 @@ pub mod format;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use self::format::{Capture, Captured};
+use self::format::{Capture, Captured, TopicRecord};
 use crate::salesforce::proto::ProducerEvent;
-use crate::sim::bus::{Bus, CapturedIdsError, Source};
+use crate::sim::config::SimConfig;
+use crate::sim::bus::{Bus, CapturedIdsError, Channel, Source};
 
 /// A capture the simulated org cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,28 @@ fn source_of(channel: &str) -> Result<Source, ReplayError> {
         }
         _ => Err(ReplayError::Channel(channel.to_string())),
     }
+}
+
+/// The channel of a replayed capture's `topic`, when the org serves a capture that has it.
+pub(crate) fn replayed_channel(config: &SimConfig, topic: &str) -> Option<Channel> {
+    let capture = config.replay.as_ref()?;
+    if !capture.streams.contains_key(topic) {
+        return None;
+    }
+    match source_of(topic).ok()? {
+        Source::Entity(e) => Some(Channel::Entity(e)),
+        Source::PlatformEvent(p) => Some(Channel::PlatformEvent(p)),
+    }
+}
+
+/// GetSchema's captured text for `schema_id`, when the org serves a capture that has it.
+pub(crate) fn captured_schema(config: &SimConfig, schema_id: &str) -> Option<String> {
+    config.replay.as_ref()?.schemas.get(schema_id).cloned()
+}
+
+/// GetTopic's captured answer for `topic`, when the org serves a capture that has it.
+pub(crate) fn captured_topic<'a>(config: &'a SimConfig, topic: &str) -> Option<&'a TopicRecord> {
+    config.replay.as_ref()?.topics.get(topic)
 }
 
 /// Appends `capture`'s events to the empty `bus` (all at `at`) and makes it serve their captured
