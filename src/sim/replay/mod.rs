@@ -17,8 +17,8 @@ use std::time::SystemTime;
 
 use self::format::{Capture, Captured, TopicRecord};
 use crate::salesforce::proto::ProducerEvent;
-use crate::sim::config::SimConfig;
 use crate::sim::bus::{Bus, CapturedIdsError, Channel, Source};
+use crate::sim::config::SimConfig;
 
 /// A capture the simulated org cannot serve.
 #[derive(Debug, thiserror::Error)]
