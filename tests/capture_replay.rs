@@ -100,3 +100,78 @@ async fn a_replayed_capture_gives_the_same_kafka_records() {
     original.shutdown().await;
     replayed.shutdown().await;
 }
+
+/// A capture built from the public real-org event of pozil/pub-sub-api-node-client#27
+/// (tests/fixtures/real/SOURCES.md): its payload bytes, event id, schema id and 10-byte replay
+/// id as the org sent them; the schema is the one `tests/real_captures.rs` reads off the bytes
+/// (the issue published none). Served by `sim --replay`, consumed by forcebridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_of_real_org_payloads_is_served_and_consumed_exactly() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/capture/pozil-node-client-27");
+    let capture = read_capture(&dir).expect("the fixture reads");
+    let org = SimOrg::start(SimConfig {
+        replay: Some(Arc::new(capture)),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let kafka = mock_kafka();
+    let bootstrap = kafka.bootstrap();
+    let channel = "/data/ActionVente__ChangeEvent";
+    let running = start(config_with(&org, &bootstrap, &[channel], "", MOCK_KAFKA));
+    running.wait_produced(1).await;
+    running.stop().await;
+    let records =
+        tokio::task::spawn_blocking(move || read_topic(&bootstrap, "salesforce.ActionVente__c"))
+            .await
+            .unwrap();
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.key.as_deref(), Some(&b"a21AU000000FSC5YAO"[..]));
+    let value: serde_json::Value =
+        serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
+    // The facts of the capture (tests/real_captures.rs decodes the same bytes), with the real
+    // org's 10-byte replay id [0,0,0,0,0,7,111,91,0,0] carried through.
+    assert_eq!(
+        value,
+        json!({
+            "operation": "UPDATE", "object": "ActionVente__c", "id": "a21AU000000FSC5YAO",
+            "record": {"LastModifiedDate": 1_709_303_151_000_i64, "Field13__c": "arstrast"},
+            "changed_fields": ["LastModifiedDate", "Field13__c"], "nulled_fields": [],
+            "diff_fields": [], "commit_timestamp": 1_709_303_151_000_i64,
+            "commit_number": "1709303151782928388", "commit_user": "0055J000001D89MQAS",
+            "transaction_key": "00001983-4fdf-b2cf-3f09-22bfd2e31173", "sequence_number": 1,
+            "change_origin": "com/salesforce/api/soap/60.0;client=SfdcInternalAPI/",
+            "source": {
+                "channel": channel, "replay_id": "0000000000076f5b0000",
+                "event_id": "594594b7-fd12-4cd8-a77b-030e033bec19",
+                "schema_id": "i6_JU3VTbNhRZYbMVlV-xQ"
+            }
+        })
+    );
+    let headers: Vec<(&str, &[u8])> = record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("forcebridge.replay_id", &b"0000000000076f5b0000"[..]),
+            ("forcebridge.schema_id", b"i6_JU3VTbNhRZYbMVlV-xQ"),
+            ("forcebridge.change_type", b"UPDATE"),
+            (
+                "forcebridge.change_origin",
+                b"com/salesforce/api/soap/60.0;client=SfdcInternalAPI/"
+            ),
+            ("forcebridge.channel", channel.as_bytes()),
+            (
+                "forcebridge.event_id",
+                b"594594b7-fd12-4cd8-a77b-030e033bec19"
+            ),
+        ]
+    );
+    org.shutdown().await;
+}
