@@ -96,9 +96,56 @@ async fn a_replayed_capture_gives_the_same_kafka_records() {
             .collect()
     };
     assert_eq!(strip(from_replay), strip(from_original));
+    replayed_presets(&replayed, &read_capture(&dir).unwrap()).await;
     std::fs::remove_dir_all(&dir).unwrap();
     original.shutdown().await;
     replayed.shutdown().await;
+}
+
+/// On the replayed org, GetTopic and GetSchema answer as captured, and a CUSTOM subscription
+/// after the second captured replay id starts at the third, with the captured id.
+async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::format::Capture) {
+    use forcebridge::salesforce::auth::{Authenticator, SessionHandle, http_client};
+    use forcebridge::salesforce::pubsub::{Delivery, PubSub, ReplayStart};
+    use forcebridge::salesforce::tls::ClientTls;
+    use forcebridge::sim::replay::format::Captured;
+
+    let config = config_with(org, "127.0.0.1:1", &[CHANNEL], "", MOCK_KAFKA);
+    let tls = ClientTls::from_config(&config.salesforce).unwrap();
+    let http = http_client(&tls, std::time::Duration::from_secs(10)).unwrap();
+    let session = Authenticator::new(&config.salesforce, http)
+        .login()
+        .await
+        .unwrap();
+    let pubsub = PubSub::connect(&org.pubsub_endpoint(), SessionHandle::new(session), &tls)
+        .await
+        .unwrap();
+    let topic = pubsub.get_topic(CHANNEL).await.unwrap();
+    assert_eq!(topic.schema_id, capture.topics[CHANNEL].schema_id);
+    assert_eq!(
+        pubsub.get_schema(&topic.schema_id).await.unwrap(),
+        capture.schemas[&topic.schema_id]
+    );
+    let ids: Vec<Vec<u8>> = capture.streams[CHANNEL]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => Some(e.replay_id.clone()),
+            Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    let mut sub = pubsub
+        .subscribe(
+            CHANNEL,
+            ReplayStart::After(ids[1].clone().into()),
+            1,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    match sub.next().await.unwrap() {
+        Delivery::Event(e) => assert_eq!(e.replay_id.as_ref(), ids[2].as_slice()),
+        Delivery::Keepalive { .. } => panic!("an event was expected"),
+    }
 }
 
 /// A capture built from the public real-org event of pozil/pub-sub-api-node-client#27
