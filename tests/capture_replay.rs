@@ -222,3 +222,48 @@ async fn a_capture_of_real_org_payloads_is_served_and_consumed_exactly() {
     );
     org.shutdown().await;
 }
+
+/// A stream reset while capturing (`UNAVAILABLE`, as an outage does) is survived: the capture
+/// resubscribes after the last replay id it received, so no event is lost or recorded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_survives_a_stream_reset() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let org = SimOrg::start(SimConfig::default()).await.unwrap();
+    for name in ["One", "Two"] {
+        org.create("Account", fields(json!({ "Name": name })))
+            .unwrap();
+    }
+    let dir = scratch("reset");
+    let config = config_with(&org, "127.0.0.1:1", &[CHANNEL], "", MOCK_KAFKA);
+    let args = CaptureArgs {
+        config: PathBuf::from("unused.yaml"),
+        out: dir.clone(),
+        duration: None,
+        max_events: Some(3),
+    };
+    let task = tokio::spawn(async move { capture(args, &config, CancellationToken::new()).await });
+    let events = dir.join("events/data.AccountChangeEvent.jsonl");
+    tokio::time::timeout(support::source::WAIT, async {
+        while std::fs::read_to_string(&events).map_or(0, |t| t.lines().count()) < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("two events captured");
+    org.reset_streams();
+    org.create("Account", fields(json!({ "Name": "Three" })))
+        .unwrap();
+    task.await.unwrap().expect("the capture survives the reset");
+    let captured = read_capture(&dir).unwrap();
+    let ids: Vec<Vec<u8>> = captured.streams[CHANNEL]
+        .iter()
+        .filter_map(|c| match c {
+            forcebridge::sim::replay::format::Captured::Event(e) => Some(e.replay_id.clone()),
+            forcebridge::sim::replay::format::Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    let expected: Vec<Vec<u8>> = org.replay_ids(CHANNEL).into_iter().collect();
+    assert_eq!(ids, expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+    org.shutdown().await;
+}

@@ -228,35 +228,60 @@ async fn record(
     Ok(events)
 }
 
+/// How many times in a row a channel's stream is reopened after a transient error before the
+/// capture fails with it.
+const MAX_RETRIES: u32 = 5;
+
 /// One channel's subscription: every delivery to the writer until `stop` or an error (sent
-/// as the last item).
+/// as the last item). A stream that ends with a transient error (`Directive::Retry`: closed by
+/// the org, `UNAVAILABLE`, silent) is reopened after the last replay id received, after 1 s, up
+/// to [`MAX_RETRIES`] times in a row, so a long capture survives resets.
 async fn subscribe(
     pubsub: PubSub,
     channel: String,
-    start: ReplayStart,
+    mut start: ReplayStart,
     tx: mpsc::Sender<Item>,
     stop: CancellationToken,
     idle_timeout: Duration,
 ) {
-    let opened = tokio::select! {
-        () = stop.cancelled() => return,
-        opened = pubsub.subscribe(&channel, start, 100, idle_timeout) => opened,
-    };
-    let mut subscription = match opened {
-        Ok(s) => s,
-        Err(err) => {
+    let mut retries = 0;
+    loop {
+        let opened = tokio::select! {
+            () = stop.cancelled() => return,
+            opened = pubsub.subscribe(&channel, start.clone(), 100, idle_timeout) => opened,
+        };
+        let err = match opened {
+            Ok(mut subscription) => loop {
+                let delivery = tokio::select! {
+                    () = stop.cancelled() => return,
+                    d = subscription.next() => d,
+                };
+                match &delivery {
+                    Ok(Delivery::Event(e)) => start = ReplayStart::After(e.replay_id.clone()),
+                    Ok(Delivery::Keepalive { latest_replay_id })
+                        if !latest_replay_id.is_empty() =>
+                    {
+                        start = ReplayStart::After(latest_replay_id.clone());
+                    }
+                    Ok(Delivery::Keepalive { .. }) => {}
+                    Err(_) => break delivery.err().expect("an error"),
+                }
+                retries = 0;
+                if tx.send((channel.clone(), delivery)).await.is_err() {
+                    return;
+                }
+            },
+            Err(err) => err,
+        };
+        retries += 1;
+        if err.directive() != crate::retry::Directive::Retry || retries > MAX_RETRIES {
             let _ = tx.send((channel, Err(err))).await;
             return;
         }
-    };
-    loop {
-        let delivery = tokio::select! {
+        tracing::warn!(channel, error = %err, "stream ended; resubscribing after the last replay id");
+        tokio::select! {
             () = stop.cancelled() => return,
-            d = subscription.next() => d,
-        };
-        let failed = delivery.is_err();
-        if tx.send((channel.clone(), delivery)).await.is_err() || failed {
-            return;
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
