@@ -254,20 +254,20 @@ async fn subscribe(
             Ok(mut subscription) => loop {
                 let delivery = tokio::select! {
                     () = stop.cancelled() => return,
-                    d = subscription.next() => d,
+                    d = subscription.next() => match d {
+                        Ok(delivery) => delivery,
+                        Err(err) => break err,
+                    },
                 };
                 match &delivery {
-                    Ok(Delivery::Event(e)) => start = ReplayStart::After(e.replay_id.clone()),
-                    Ok(Delivery::Keepalive { latest_replay_id })
-                        if !latest_replay_id.is_empty() =>
-                    {
+                    Delivery::Event(e) => start = ReplayStart::After(e.replay_id.clone()),
+                    Delivery::Keepalive { latest_replay_id } if !latest_replay_id.is_empty() => {
                         start = ReplayStart::After(latest_replay_id.clone());
                     }
-                    Ok(Delivery::Keepalive { .. }) => {}
-                    Err(_) => break delivery.err().expect("an error"),
+                    Delivery::Keepalive { .. } => {}
                 }
                 retries = 0;
-                if tx.send((channel.clone(), delivery)).await.is_err() {
+                if tx.send((channel.clone(), Ok(delivery))).await.is_err() {
                     return;
                 }
             },
