@@ -12,7 +12,8 @@
 //!   and every other `/` turned into `.`: `/data/AccountChangeEvent` ->
 //!   `data.AccountChangeEvent.jsonl`), in the order the org sent them, one line each:
 //!   - `{"kind": "event", "channel", "replay_id": <hex>, "schema_id", "event_id",
-//!     "payload": <base64 of the Avro bytes>, "at_ms"}`;
+//!     "payload": <base64 of the Avro bytes>, "headers": [{"key", "value": <base64>}], "at_ms"}`
+//!     (`headers` left out when the event has none);
 //!   - `{"kind": "keepalive", "channel", "latest_replay_id": <hex>, "at_ms"}` (a `FetchResponse`
 //!     with no events).
 //!
@@ -123,6 +124,9 @@ pub enum StreamRecord {
         event_id: String,
         /// The Avro payload, standard base64.
         payload: String,
+        /// The event's headers (`EventHeader`), when it has any.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<HeaderRecord>,
         /// When it was received (Unix ms).
         at_ms: i64,
     },
@@ -137,6 +141,16 @@ pub enum StreamRecord {
     },
 }
 
+/// One `EventHeader` of an event: its key, and its value in standard base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRecord {
+    /// The key.
+    pub key: String,
+    /// The value bytes, standard base64.
+    pub value: String,
+}
+
 /// An event as read back, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapturedEvent {
@@ -148,6 +162,8 @@ pub struct CapturedEvent {
     pub event_id: String,
     /// The Avro payload bytes.
     pub payload: Vec<u8>,
+    /// The event's headers (key, value bytes), in order.
+    pub headers: Vec<(String, Vec<u8>)>,
     /// When it was received (Unix ms).
     pub at_ms: i64,
 }
@@ -258,6 +274,14 @@ impl CaptureWriter {
             schema_id: event.schema_id.clone(),
             event_id: event.event_id.clone(),
             payload: base64::engine::general_purpose::STANDARD.encode(&event.payload),
+            headers: event
+                .headers
+                .iter()
+                .map(|(key, value)| HeaderRecord {
+                    key: key.clone(),
+                    value: base64::engine::general_purpose::STANDARD.encode(value),
+                })
+                .collect(),
             at_ms: event.at_ms,
         };
         self.append(channel, &record)
@@ -444,6 +468,7 @@ fn decode_record(
             schema_id,
             event_id,
             payload,
+            headers,
             at_ms,
         } => {
             on(&c)?;
@@ -452,14 +477,21 @@ fn decode_record(
                     "schema {schema_id} has no schemas/{schema_id}.json"
                 ));
             }
-            let payload = base64::engine::general_purpose::STANDARD
-                .decode(&payload)
-                .map_err(|e| format!("payload is not base64: {e}"))?;
+            let b64 = |field: &str, v: &str| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map_err(|e| format!("{field} is not base64: {e}"))
+            };
+            let headers = headers
+                .into_iter()
+                .map(|h| Ok((h.key, b64("header value", &h.value)?)))
+                .collect::<Result<_, String>>()?;
             Ok(Captured::Event(CapturedEvent {
                 replay_id: bytes("replay_id", &replay_id)?,
                 schema_id,
                 event_id,
-                payload,
+                payload: b64("payload", &payload)?,
+                headers,
                 at_ms,
             }))
         }

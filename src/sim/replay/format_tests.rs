@@ -19,6 +19,11 @@ fn event(n: u8) -> CapturedEvent {
         schema_id: "4Xk2ZtZV_ybNtAUVS3CUhg".into(),
         event_id: format!("e-{n}"),
         payload: vec![0, 1, 2, 255, n],
+        headers: if n == 0 {
+            Vec::new()
+        } else {
+            vec![("traceparent".into(), vec![n, 0, 255])]
+        },
         at_ms: 1_700_000_000_000 + i64::from(n),
     }
 }
@@ -128,6 +133,10 @@ fn bad_stream_lines_name_the_file_and_line() {
         (
             r#"{"kind":"event","channel":"/data/AccountChangeEvent","replay_id":"00","schema_id":"4Xk2ZtZV_ybNtAUVS3CUhg","event_id":"x","payload":"!!","at_ms":1}"#,
             "payload is not base64",
+        ),
+        (
+            r#"{"kind":"event","channel":"/data/AccountChangeEvent","replay_id":"00","schema_id":"4Xk2ZtZV_ybNtAUVS3CUhg","event_id":"x","payload":"","headers":[{"key":"k","value":"%"}],"at_ms":1}"#,
+            "header value is not base64",
         ),
     ];
     for (i, (line, reason)) in cases.into_iter().enumerate() {

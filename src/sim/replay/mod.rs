@@ -119,7 +119,14 @@ pub fn load_into(bus: &mut Bus, capture: &Capture, at: SystemTime) -> Result<usi
             id: event.event_id.clone(),
             schema_id: event.schema_id.clone(),
             payload: event.payload.clone().into(),
-            headers: Vec::new(),
+            headers: event
+                .headers
+                .iter()
+                .map(|(key, value)| crate::salesforce::proto::EventHeader {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
         };
         bus.append(source_of(channel)?, producer, at);
         ids.push(id);

@@ -16,6 +16,7 @@ fn event(id: &[u8], n: u8) -> Captured {
         schema_id: format!("schema{n}"),
         event_id: format!("event-{n}"),
         payload: vec![n; 3],
+        headers: vec![("h".into(), vec![n])],
         at_ms: 0,
     })
 }
@@ -68,6 +69,8 @@ fn channels_are_merged_in_replay_id_order_and_served_with_their_ids() {
     assert_eq!(ids, ["event-1", "event-3"]);
     assert_eq!(got[1].event.payload.as_ref(), [3, 3, 3]);
     assert_eq!(got[1].event.schema_id, "schema3");
+    assert_eq!(got[1].event.headers[0].key, "h");
+    assert_eq!(got[1].event.headers[0].value.as_slice(), [3]);
     // The keepalive position at the tip is the newest captured id.
     assert_eq!(bus.id_of(cursor), rid(1_104_900));
     // CUSTOM: strictly after a captured id.

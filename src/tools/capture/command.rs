@@ -218,6 +218,11 @@ async fn record(
                         schema_id: event.schema_id,
                         event_id: event.id,
                         payload: event.payload.to_vec(),
+                        headers: event
+                            .headers
+                            .into_iter()
+                            .map(|h| (h.key, h.value.to_vec()))
+                            .collect(),
                         at_ms: now_ms(),
                     },
                 )?;
