@@ -10,7 +10,7 @@ use super::tls::SimTlsError;
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// A capture the org cannot serve (`--replay`).
-    #[error("replay: {0}")]
+    #[error("cannot serve the capture (--replay)")]
     Replay(#[from] crate::sim::replay::ReplayError),
     /// The object is not a CDC-enabled sObject (or platform event) of this org.
     #[error("unknown object {0}")]

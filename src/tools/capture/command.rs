@@ -56,7 +56,7 @@ pub enum CaptureError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// A Pub/Sub call failed (the error names the channel or schema id).
-    #[error("channel {channel}: {source}")]
+    #[error("channel {channel}")]
     Channel {
         /// The channel.
         channel: String,
