@@ -151,7 +151,7 @@ pub(super) async fn services_data(
     into_response(reply, Some(usage))
 }
 
-fn into_response(reply: Reply, usage: Option<String>) -> Response {
+pub(super) fn into_response(reply: Reply, usage: Option<String>) -> Response {
     let mut response = match (reply.raw, reply.body) {
         (Some(raw), _) => (reply.status, raw).into_response(),
         (None, Some(body)) => (reply.status, axum::Json(body)).into_response(),
