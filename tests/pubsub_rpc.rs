@@ -374,3 +374,66 @@ async fn unimplemented_rpcs_carry_the_error_trailers() {
     assert_sf_status(&status, tonic::Code::Unimplemented, "service.unimplemented");
     org.shutdown().await;
 }
+
+/// A Platform Event published over REST (`POST /sobjects/Order_Event__e`) answers as the
+/// Platform Events Developer Guide shows (201, `OPERATION_ENQUEUED` with the EventUuid) and
+/// reaches a Pub/Sub subscriber with its fields; a field the event doesn't have is refused.
+#[tokio::test]
+async fn a_platform_event_published_over_rest_reaches_subscribers() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let org = SimOrg::start(SimConfig::default()).await.unwrap();
+    let mut client = Client::connect(&org).await;
+    let url = format!(
+        "{}/services/data/v62.0/sobjects/Order_Event__e",
+        org.instance_url()
+    );
+    let http = reqwest::Client::new();
+    let response = http
+        .post(&url)
+        .bearer_auth(&client.token)
+        .json(&serde_json::json!({"Order_Number__c": "SO-REST", "Amount__c": 12.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["success"], true);
+    assert_eq!(body["errors"][0]["statusCode"], "OPERATION_ENQUEUED");
+    let uuid = body["errors"][0]["message"].as_str().unwrap().to_owned();
+
+    let refused = http
+        .post(&url)
+        .bearer_auth(&client.token)
+        .json(&serde_json::json!({"No_Such__c": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let errors: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(errors[0]["errorCode"], "INVALID_FIELD", "{errors}");
+
+    let (_, schema) = client.schema().await;
+    let (fetch_tx, fetch_rx) = mpsc::channel(4);
+    fetch_tx
+        .send(FetchRequest {
+            topic_name: TOPIC.into(),
+            replay_preset: ReplayPreset::Earliest as i32,
+            replay_id: Vec::new(),
+            num_requested: 10,
+            auth_refresh: String::new(),
+        })
+        .await
+        .unwrap();
+    let req = client.req(ReceiverStream::new(fetch_rx));
+    let mut sub = client.grpc.subscribe(req).await.unwrap().into_inner();
+    let response = sub.message().await.unwrap().unwrap();
+    assert_eq!(response.events.len(), 1);
+    let event = response.events[0].event.as_ref().unwrap();
+    assert_eq!(event.id, uuid);
+    let value = apache_avro::from_avro_datum(&schema, &mut &event.payload[..], None).unwrap();
+    let json = forcebridge::sim::org::avro_to_json(&value);
+    assert_eq!(json["Order_Number__c"], "SO-REST");
+    assert_eq!(json["Amount__c"], 12.5);
+    assert_eq!(json["CreatedById"], org.config().user_id.as_str());
+    org.shutdown().await;
+}

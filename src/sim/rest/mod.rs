@@ -17,6 +17,7 @@
 //!   `created: false`); `query?q=` ([`super::soql`]; at most `query_batch_size` rows per page,
 //!   the rest through `nextRecordsUrl` = `query/{locator}-{offset}`, see [`Cursors`](cursors::Cursors)); `limits`;
 //!   `composite/sobjects…` (incl. `composite/sobjects/{Object}` POST retrieve);
+//!   `sobjects/{Event__e}` POST publishes a Platform Event (in `events`);
 //!   `composite`; `sobjects/` GET (describe global) and `sobjects/{Object}/describe` GET (in
 //!   `describe`); the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
 //!   known path with another method: 405 `METHOD_NOT_ALLOWED`.
@@ -41,6 +42,7 @@ mod collections;
 mod composite;
 pub(super) mod cursors;
 mod describe;
+mod events;
 pub(super) mod limits;
 mod query;
 mod render;
@@ -226,6 +228,7 @@ impl Exec<'_> {
             ["jobs", "query", rest @ ..] => self.bulk_query(call, rest),
             ["sobjects"] if m == Method::GET => self.describe_global(call),
             ["sobjects"] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["sobjects", event] if self.is_platform_event(event) => self.publish_event(call, event),
             ["sobjects", object] if !self.org.has_object(object) => Reply::not_found(),
             ["sobjects", object] if m == Method::POST => self.create_row(call, object),
             ["sobjects", _] => Reply::method_not_allowed(m, "GET,POST,HEAD"),
