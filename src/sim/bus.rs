@@ -10,7 +10,8 @@
 //! * A channel (`/data/AccountChangeEvent`, `/data/ChangeEvents`, `/data/Foo__chn`,
 //!   `/event/Foo__e`) selects events by their source (entity or platform event).
 //! * Events older than the retention window are dropped ([`Bus::expire`], [`Bus::purge_before`]);
-//!   a `CUSTOM` replay id is accepted only if it has that form, is not newer than the newest event
+//!   a `CUSTOM` replay id is accepted only if it has that form (or is its first 8 bytes, as the
+//!   pozil Node client sends it), is not newer than the newest event
 //!   and not older than the newest dropped event ([`Bus::check_replay_id`]).
 
 use std::collections::VecDeque;
@@ -137,11 +138,17 @@ impl Bus {
 
     /// Validates a `CUSTOM` replay id; returns the cursor (deliver strictly after it).
     pub fn check_replay_id(&self, raw: &[u8]) -> Result<u64, ReplayIdError> {
+        // The 10 bytes real orgs send, or their first 8 bytes: the pozil Node client encodes the
+        // replay id it is given as an 8-byte big-endian number (`encodeReplayId`, the fix of
+        // pozil/pub-sub-api-node-client#4, whose `replayid.corrupted` came from sending text),
+        // and its `subscribeFromReplayId` works against real orgs.
         let (counter, tail) = match raw.split_first_chunk::<8>() {
-            Some((counter, tail)) if raw.len() == REPLAY_ID_LEN => (counter, tail),
+            Some((counter, tail)) if raw.len() == REPLAY_ID_LEN || tail.is_empty() => {
+                (counter, tail)
+            }
             _ => return Err(ReplayIdError::Malformed),
         };
-        if tail != [0, 0] {
+        if !tail.is_empty() && tail != [0, 0] {
             return Err(ReplayIdError::Malformed);
         }
         let seq = u64::from_be_bytes(*counter);
@@ -258,9 +265,15 @@ mod tests {
             Err(ReplayIdError::OutOfRange)
         );
         assert_eq!(bus.check_replay_id(b"42"), Err(ReplayIdError::Malformed));
-        // The 8-byte form of an earlier simulator is not a replay id of this org.
+        // The first 8 bytes, as the pozil Node client encodes a replay id, name the same event;
+        // other lengths and a non-zero tail are malformed.
+        assert_eq!(bus.check_replay_id(&2u64.to_be_bytes()), Ok(2));
         assert_eq!(
-            bus.check_replay_id(&2u64.to_be_bytes()),
+            bus.check_replay_id(&[0, 0, 0, 0, 0, 0, 0, 2, 0]),
+            Err(ReplayIdError::Malformed)
+        );
+        assert_eq!(
+            bus.check_replay_id(&[0, 0, 0, 0, 0, 0, 0, 2, 0, 1]),
             Err(ReplayIdError::Malformed)
         );
         let (got, _) = bus.fetch(&Channel::AllChanges, bus.earliest_cursor(), 10);
