@@ -2,7 +2,9 @@
 # Runs every forcebridge test: the formatting, lint and layout checks (CONTRIBUTING.md), unit
 # tests, integration tests against the simulated org with the embedded Kafka (librdkafka mock
 # cluster) and with a real broker process (tansu), after each cargo-fuzz target has run for a short
-# fixed time (README, "Fuzzing"), and the Helm chart checks (README, "Kubernetes").
+# fixed time (README, "Fuzzing"), the Helm chart checks (README, "Kubernetes") and the interop tier
+# (clients nobody here wrote against the simulated org, README "Developing against the simulated
+# org").
 # Installs tansu with its in-memory storage engine (feature `dynostore`) first; cargo skips the
 # install when that exact build is already present (the first install takes 10 to 20 minutes).
 set -euo pipefail
@@ -49,5 +51,19 @@ if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/github.com/Masterm
     fi
 fi
 python3 -c "import kubernetes_validate" 2>/dev/null || python3 -m pip install -q kubernetes-validate==1.37.0
+
+# The interop tier (tests/interop.rs): clients nobody here wrote, run against `forcebridge sim`.
+# Node.js packages pinned by tests/interop/node/package-lock.json (pozil's Pub/Sub client and
+# jsforce), installed with `npm ci` when missing or when the lock file changed (a few seconds).
+node_dir=tests/interop/node
+if command -v npm >/dev/null; then
+    if [ ! -f "$node_dir/node_modules/.forcebridge-lock" ] ||
+        ! cmp -s "$node_dir/package-lock.json" "$node_dir/node_modules/.forcebridge-lock"; then
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$node_dir/package-lock.json" "$node_dir/node_modules/.forcebridge-lock"
+    fi
+else
+    echo "note: install Node.js and npm for the interop tier (tests/interop.rs)"
+fi
 
 cargo test --all-targets "$@"
