@@ -66,4 +66,14 @@ else
     echo "note: install Node.js and npm for the interop tier (tests/interop.rs)"
 fi
 
+# Python packages pinned by tests/interop/python/requirements.txt (grpcio-tools for a client
+# generated from the proto, avro, simple-salesforce), in a venv, reinstalled when the file changed.
+py_dir=tests/interop/python
+if [ ! -f "$py_dir/.venv/.forcebridge-requirements" ] ||
+    ! cmp -s "$py_dir/requirements.txt" "$py_dir/.venv/.forcebridge-requirements"; then
+    python3 -m venv "$py_dir/.venv"
+    "$py_dir/.venv/bin/pip" install -q -r "$py_dir/requirements.txt"
+    cp "$py_dir/requirements.txt" "$py_dir/.venv/.forcebridge-requirements"
+fi
+
 cargo test --all-targets "$@"
