@@ -315,6 +315,36 @@ async fn pozil_node_client_and_jsforce_against_the_simulated_org() {
     replay_ids.extend(batch["replayIds"].as_array().unwrap().iter().cloned());
     assert_eq!(received["replayIds"], json!(replay_ids));
 
+    // A managed subscription: created with jsforce's Tooling API, read by name, a commit, the
+    // client restarted, read by Id from right after the committed replay id.
+    let managed = step("managed");
+    assert_eq!(managed["created"]["success"], true);
+    assert_eq!(managed["created"]["id"], managed["subscriptionId"]);
+    assert!(
+        managed["subscriptionId"]
+            .as_str()
+            .unwrap()
+            .starts_with("18x")
+    );
+    let order_numbers = |events: &Value| -> Vec<String> {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Order_Number__c"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        order_numbers(&managed["before"]),
+        ["SO-SINGLE", "SO-0", "SO-1"]
+    );
+    assert_eq!(managed["committed"], managed["before"][1]["replayId"]);
+    assert_eq!(order_numbers(&managed["after"]), ["SO-1", "SO-2", "SO-3"]);
+    assert_eq!(
+        managed["after"][0]["replayId"],
+        managed["before"][2]["replayId"]
+    );
+
     // What the Node client decoded is what forcebridge put in Kafka.
     let mut events = earliest.clone();
     events.extend(latest["events"].as_array().unwrap().iter().cloned());

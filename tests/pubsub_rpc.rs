@@ -1,15 +1,16 @@
 //! The Pub/Sub RPCs other clients use, against the simulated org through the generated tonic
 //! client (the proto verbatim): `PublishStream` (pipelined requests, per-event results with the
 //! publisher's correlation keys, events over 1 MB refused alone, a topic change refused, the idle
-//! close) and the error trailers of every refusal.
+//! close), `ManagedSubscribe` (Tooling API records, commits, resuming, one client at a time),
+//! Platform Events published over REST, and the error trailers of every refusal.
 
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
 use forcebridge::salesforce::proto::pub_sub_client::PubSubClient;
 use forcebridge::salesforce::proto::{
-    FetchRequest, ProducerEvent, PublishRequest, PublishResponse, ReplayPreset, SchemaRequest,
-    TopicRequest,
+    CommitReplayRequest, FetchRequest, ManagedFetchRequest, ManagedFetchResponse, ProducerEvent,
+    PublishRequest, PublishResponse, ReplayPreset, SchemaRequest, TopicRequest,
 };
 use forcebridge::sim::{SimConfig, SimOrg};
 use tokio::sync::mpsc;
@@ -363,15 +364,193 @@ async fn an_idle_publish_stream_is_closed() {
     org.shutdown().await;
 }
 
-/// `ManagedSubscribe`'s refusal carries the trailers every other error carries.
+/// Creates a `ManagedEventSubscription` through the Tooling API; its Id.
+async fn create_managed(org: &SimOrg, token: &str, name: &str, default_replay: &str) -> String {
+    let url = format!(
+        "{}/services/data/v62.0/tooling/sobjects/ManagedEventSubscription",
+        org.instance_url()
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({"FullName": name, "Metadata": {
+            "label": name, "topicName": TOPIC, "defaultReplay": default_replay,
+            "errorRecoveryReplay": "LATEST", "state": "RUN"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// A ManagedSubscribe stream whose first request names the subscription.
+async fn managed_stream(
+    client: &mut Client,
+    first: ManagedFetchRequest,
+) -> (
+    mpsc::Sender<ManagedFetchRequest>,
+    Streaming<ManagedFetchResponse>,
+) {
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(first).await.unwrap();
+    let req = client.req(ReceiverStream::new(rx));
+    let stream = client
+        .grpc
+        .managed_subscribe(req)
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, stream)
+}
+
+/// The next `n` events of a managed stream (commit responses and keepalives skipped), after
+/// those of `first`.
+async fn managed_events(
+    stream: &mut Streaming<ManagedFetchResponse>,
+    first: Option<ManagedFetchResponse>,
+    n: usize,
+) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pending = first;
+    while out.len() < n {
+        let response = match pending.take() {
+            Some(r) => r,
+            None => stream.message().await.unwrap().unwrap(),
+        };
+        for consumer in response.events {
+            out.push((consumer.event.unwrap().id, consumer.replay_id.to_vec()));
+        }
+    }
+    out
+}
+
+/// A managed subscription created through the Tooling API: subscribed by developer name from
+/// `defaultReplay` (EARLIEST), a commit answered with its request id, the stream closed, then
+/// resubscribed by Id: it resumes right after the committed replay id. A second client of the
+/// same subscription is refused while the first holds it; an unknown one is `NOT_FOUND` with
+/// the error trailers.
 #[tokio::test]
-async fn unimplemented_rpcs_carry_the_error_trailers() {
+async fn a_managed_subscription_resumes_after_its_committed_replay_id() {
+    forcebridge::ops::telemetry::install_crypto_provider();
     let org = SimOrg::start(SimConfig::default()).await.unwrap();
     let mut client = Client::connect(&org).await;
-    let (_tx, rx) = mpsc::channel(1);
-    let req = client.req(ReceiverStream::new(rx));
-    let status = client.grpc.managed_subscribe(req).await.unwrap_err();
-    assert_sf_status(&status, tonic::Code::Unimplemented, "service.unimplemented");
+    let (schema_id, schema) = client.schema().await;
+    let user = org.config().user_id.clone();
+    let (publisher, mut acks) = client.publish_stream().await;
+    publisher
+        .send(PublishRequest {
+            topic_name: TOPIC.into(),
+            events: (0..5)
+                .map(|i| event(format!("e{i}"), &schema_id, order(&schema, &user, "SO")))
+                .collect(),
+            auth_refresh: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().results.len(), 5);
+    let token = client.token.clone();
+    let id = create_managed(&org, &token, "Orders_Sub", "EARLIEST").await;
+    assert!(id.starts_with("18x"));
+
+    let (tx, mut stream) = managed_stream(
+        &mut client,
+        ManagedFetchRequest {
+            developer_name: "Orders_Sub".into(),
+            num_requested: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let first = managed_events(&mut stream, None, 3).await;
+    let ids: Vec<&str> = first.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["e0", "e1", "e2"]);
+
+    let (_second, mut refused) = managed_stream(
+        &mut Client::connect(&org).await,
+        ManagedFetchRequest {
+            subscription_id: id.clone(),
+            num_requested: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let refused = refused.message().await.unwrap_err();
+    assert_sf_status(
+        &refused,
+        tonic::Code::FailedPrecondition,
+        "subscription.managed.in.use",
+    );
+
+    tx.send(ManagedFetchRequest {
+        commit_replay_id_request: Some(CommitReplayRequest {
+            commit_request_id: "commit-1".into(),
+            replay_id: first[1].1.clone(),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let committed = loop {
+        let response = stream.message().await.unwrap().unwrap();
+        if let Some(commit) = response.commit_response {
+            break commit;
+        }
+    };
+    assert_eq!(committed.commit_request_id, "commit-1");
+    assert_eq!(committed.replay_id.to_vec(), first[1].1);
+    assert!(committed.error.is_none());
+    assert!(committed.process_time > 0);
+    drop(tx);
+    drop(stream);
+
+    // The server notices the closed stream and releases the subscription.
+    let mut resumed = None;
+    for _ in 0..100 {
+        let (tx, mut stream) = managed_stream(
+            &mut Client::connect(&org).await,
+            ManagedFetchRequest {
+                subscription_id: id.clone(),
+                num_requested: 10,
+                ..Default::default()
+            },
+        )
+        .await;
+        match stream.message().await {
+            Ok(first) => {
+                resumed = Some((tx, stream, first));
+                break;
+            }
+            Err(status) if error_code(&status).ends_with("in.use") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    let (_tx, mut stream, first) = resumed.expect("the subscription is released");
+    let next = managed_events(&mut stream, first, 3).await;
+    let ids: Vec<&str> = next.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["e2", "e3", "e4"],
+        "resumes right after the committed e1"
+    );
+
+    let (_third, mut unknown) = managed_stream(
+        &mut client,
+        ManagedFetchRequest {
+            developer_name: "No_Such_Sub".into(),
+            num_requested: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let unknown = unknown.message().await.unwrap_err();
+    assert_sf_status(
+        &unknown,
+        tonic::Code::NotFound,
+        "subscription.managed.not.found",
+    );
     org.shutdown().await;
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub bulk: Mutex<BulkJobs>,
     /// Token endpoint faults queued, and the logins served ([`SimOrg::fail_next_logins`]).
     pub logins: super::login_faults::LoginFaults,
+    /// Managed event subscriptions and their commits (see `managed`).
+    pub managed: Mutex<super::managed::ManagedSubscriptions>,
 }
 
 impl Shared {
@@ -161,7 +163,11 @@ impl Shared {
 
     /// The channel behind a topic name, if this org has it.
     pub fn resolve_channel(&self, topic: &str) -> Option<Channel> {
-        let org = lock(&self.org);
+        self.resolve_channel_in(&lock(&self.org), topic)
+    }
+
+    /// [`Shared::resolve_channel`] with the org already locked.
+    pub fn resolve_channel_in(&self, org: &super::org::Org, topic: &str) -> Option<Channel> {
         if topic == "/data/ChangeEvents" {
             return Some(Channel::AllChanges);
         }

@@ -20,8 +20,9 @@
 //!   go silent (no events, no keepalives, not closed) as a dead stream behind a proxy does.
 //! * `Publish` accepts platform events encoded with any schema version of the topic; each event
 //!   gets its own `PublishResult` (an event over 1 MB refused in its own). `PublishStream` in
-//!   [`publish_stream`]. `ManagedSubscribe` is `UNIMPLEMENTED` (with the error trailers).
+//!   [`publish_stream`], `ManagedSubscribe` (Beta) in [`managed`].
 
+mod managed;
 mod publish_stream;
 mod service;
 mod status;
@@ -104,7 +105,7 @@ impl PubSub for PubSubService {
             tx,
             expires: session.expires,
         };
-        tokio::spawn(task.run(request.into_inner()));
+        tokio::spawn(task.run(Box::pin(request.into_inner())));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -221,13 +222,19 @@ impl PubSub for PubSubService {
         request: Request<Streaming<ManagedFetchRequest>>,
     ) -> Result<Response<Self::ManagedSubscribeStream>, Status> {
         let rpc_id = new_rpc_id();
-        self.authenticate(&request, &rpc_id)?;
-        Err(sf_status(
-            Code::Unimplemented,
-            "service.unimplemented",
-            "ManagedSubscribe is not implemented by the forcebridge simulated org; use Subscribe.",
-            &rpc_id,
-        ))
+        let session = self.authenticate(&request, &rpc_id)?;
+        self.shared.stream_faults.check_refusal(&rpc_id)?;
+        let (tx, rx) = managed::response_channel();
+        let task = managed::ManagedStream {
+            service: PubSubService {
+                shared: self.shared.clone(),
+            },
+            rpc_id,
+            tx,
+            expires: session.expires,
+        };
+        tokio::spawn(task.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 

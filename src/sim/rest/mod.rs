@@ -18,6 +18,7 @@
 //!   the rest through `nextRecordsUrl` = `query/{locator}-{offset}`, see [`Cursors`](cursors::Cursors)); `limits`;
 //!   `composite/sobjects…` (incl. `composite/sobjects/{Object}` POST retrieve);
 //!   `sobjects/{Event__e}` POST publishes a Platform Event (in `events`);
+//!   `tooling/…` for `ManagedEventSubscription` (in `tooling`);
 //!   `composite`; `sobjects/` GET (describe global) and `sobjects/{Object}/describe` GET (in
 //!   `describe`); the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
 //!   known path with another method: 405 `METHOD_NOT_ALLOWED`.
@@ -51,6 +52,7 @@ mod reply;
 mod rows;
 #[cfg(test)]
 mod tests;
+mod tooling;
 
 pub(crate) use self::call::bearer;
 pub(crate) use self::reply::Reply;
@@ -249,6 +251,7 @@ impl Exec<'_> {
                 Method::PATCH => self.upsert_row(call, object, field, value),
                 _ => Reply::method_not_allowed(m, "GET,PATCH,HEAD"),
             },
+            ["tooling", rest @ ..] if call.top => self.tooling(call, rest),
             ["composite"] if !call.top => composite_unsupported(call),
             ["composite"] if m == Method::POST => composite::run(self, call),
             ["composite"] => Reply::method_not_allowed(m, "POST"),

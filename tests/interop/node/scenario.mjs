@@ -7,8 +7,11 @@
 // (password + security token), and NODE_EXTRA_CA_CERTS for the REST side's TLS (the gRPC side
 // bundles its own CA list, so it is told `rejectUnauthorizedSsl: false`, its own option).
 
+import { execFileSync } from 'node:child_process';
+
 import jsforce from 'jsforce';
-import PubSubApiClient from 'salesforce-pubsub-api-client';
+
+import { collectManaged, connected, summary } from './managed_lib.mjs';
 
 const env = (name) => {
     const value = process.env[name];
@@ -17,7 +20,6 @@ const env = (name) => {
 };
 const out = (step, fields) =>
     console.log(JSON.stringify({ step, ...fields }, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)));
-const quiet = { debug() {}, info() {}, warn() {}, error: (...a) => console.error(...a) };
 
 async function rest() {
     // The OAuth 2.0 username-password flow (jsforce's SOAP `login()` needs a client id to take it).
@@ -95,22 +97,6 @@ const change = (e) => ({
     Name: e.payload.Name ?? null,
 });
 
-/// A connected client. The client keeps one gRPC stream per topic and sends a later subscribe
-/// call's FetchRequest on it, where the replay options of any but the first FetchRequest have
-/// no effect (Pub/Sub API, "Subscribe RPC Method"): each way of subscribing gets its own client.
-async function connected() {
-    const client = new PubSubApiClient({
-        authType: 'oauth-client-credentials',
-        loginUrl: env('SF_LOGIN_URL'),
-        clientId: env('SF_CLIENT_ID'),
-        clientSecret: env('SF_CLIENT_SECRET'),
-        pubSubEndpoint: env('SF_PUBSUB'),
-        rejectUnauthorizedSsl: false,
-    }, quiet);
-    await client.connect();
-    return client;
-}
-
 async function pubsub(conn) {
     const topic = '/data/AccountChangeEvent';
     const first = await connected();
@@ -174,12 +160,47 @@ async function pubsub(conn) {
     const reader = await connected();
     const received = await collect(reader, 'earliest', orders, 501);
     reader.close();
+    await managed(conn, orders);
     out('received', {
         count: received.length,
         orderNumbers: received.map((e) => e.payload.Order_Number__c),
         replayIds: received.map((e) => e.replayId),
     });
     client.close();
+}
+
+/// A managed subscription (Beta): created through the Tooling API with jsforce; a first client
+/// process (`managed_first.mjs`) reads it by name and commits a replay id, then exits (closing a
+/// client in-process leaves its streams open in grpc-js); a second client reads it by Id and
+/// must resume right after the commit.
+async function managed(conn, topicName) {
+    const created = await conn.tooling.sobject('ManagedEventSubscription').create({
+        FullName: 'Interop_Orders',
+        Metadata: { label: 'Interop Orders', topicName, defaultReplay: 'EARLIEST', errorRecoveryReplay: 'LATEST', state: 'RUN' },
+    });
+    const first = JSON.parse(execFileSync(process.execPath, ['managed_first.mjs'], { env: process.env })
+        .toString().trim().split('\n').pop());
+    let after;
+    for (let attempt = 0; ; attempt++) {
+        const second = await connected();
+        try {
+            after = await collectManaged(second, first.subscriptionId, 3);
+            second.close();
+            break;
+        } catch (error) {
+            second.close();
+            // The server releases the subscription once it sees the first client's stream end.
+            if (attempt > 20 || !String(error?.details ?? error).includes('already used')) throw error;
+            await new Promise((r) => setTimeout(r, 200));
+        }
+    }
+    out('managed', {
+        created: { success: created.success, id: created.id },
+        subscriptionId: first.subscriptionId,
+        committed: first.committed,
+        before: first.before,
+        after: summary(after),
+    });
 }
 
 try {
