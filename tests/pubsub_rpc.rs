@@ -9,8 +9,8 @@ use std::time::Duration;
 use apache_avro::types::Value as Avro;
 use forcebridge::salesforce::proto::pub_sub_client::PubSubClient;
 use forcebridge::salesforce::proto::{
-    CommitReplayRequest, FetchRequest, ManagedFetchRequest, ManagedFetchResponse, ProducerEvent,
-    PublishRequest, PublishResponse, ReplayPreset, SchemaRequest, TopicRequest,
+    CommitReplayRequest, FetchRequest, FetchResponse, ManagedFetchRequest, ManagedFetchResponse,
+    ProducerEvent, PublishRequest, PublishResponse, ReplayPreset, SchemaRequest, TopicRequest,
 };
 use forcebridge::sim::{SimConfig, SimOrg};
 use tokio::sync::mpsc;
@@ -69,6 +69,25 @@ impl Client {
             .into_inner()
             .schema_json;
         (id, apache_avro::Schema::parse_str(&json).unwrap())
+    }
+
+    /// A Subscribe stream on the topic from EARLIEST with `n` credits; the sender asks for more.
+    async fn subscribe_earliest(
+        &mut self,
+        n: i32,
+    ) -> (mpsc::Sender<FetchRequest>, Streaming<FetchResponse>) {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(FetchRequest {
+            topic_name: TOPIC.into(),
+            replay_preset: ReplayPreset::Earliest as i32,
+            replay_id: Vec::new(),
+            num_requested: n,
+            auth_refresh: String::new(),
+        })
+        .await
+        .unwrap();
+        let req = self.req(ReceiverStream::new(rx));
+        (tx, self.grpc.subscribe(req).await.unwrap().into_inner())
     }
 
     async fn publish_stream(
@@ -178,19 +197,7 @@ async fn publish_stream_acknowledges_500_pipelined_events_with_their_correlation
     let expected: Vec<String> = (0..500).map(|n| format!("corr-{n:03}")).collect();
     assert_eq!(keys, expected);
 
-    let (fetch_tx, fetch_rx) = mpsc::channel(4);
-    fetch_tx
-        .send(FetchRequest {
-            topic_name: TOPIC.into(),
-            replay_preset: ReplayPreset::Earliest as i32,
-            replay_id: Vec::new(),
-            num_requested: 100,
-            auth_refresh: String::new(),
-        })
-        .await
-        .unwrap();
-    let req = client.req(ReceiverStream::new(fetch_rx));
-    let mut sub = client.grpc.subscribe(req).await.unwrap().into_inner();
+    let (fetch_tx, mut sub) = client.subscribe_earliest(100).await;
     let mut received = Vec::new();
     while received.len() < 500 {
         let response = sub.message().await.unwrap().unwrap();
@@ -592,19 +599,7 @@ async fn a_platform_event_published_over_rest_reaches_subscribers() {
     assert_eq!(errors[0]["errorCode"], "INVALID_FIELD", "{errors}");
 
     let (_, schema) = client.schema().await;
-    let (fetch_tx, fetch_rx) = mpsc::channel(4);
-    fetch_tx
-        .send(FetchRequest {
-            topic_name: TOPIC.into(),
-            replay_preset: ReplayPreset::Earliest as i32,
-            replay_id: Vec::new(),
-            num_requested: 10,
-            auth_refresh: String::new(),
-        })
-        .await
-        .unwrap();
-    let req = client.req(ReceiverStream::new(fetch_rx));
-    let mut sub = client.grpc.subscribe(req).await.unwrap().into_inner();
+    let (_fetch_tx, mut sub) = client.subscribe_earliest(10).await;
     let response = sub.message().await.unwrap().unwrap();
     assert_eq!(response.events.len(), 1);
     let event = response.events[0].event.as_ref().unwrap();
