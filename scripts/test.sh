@@ -2,7 +2,9 @@
 # Runs every forcebridge test: the formatting, lint and layout checks (CONTRIBUTING.md), unit
 # tests, integration tests against the simulated org with the embedded Kafka (librdkafka mock
 # cluster) and with a real broker process (tansu), after each cargo-fuzz target has run for a short
-# fixed time (README, "Fuzzing"), and the Helm chart checks (README, "Kubernetes").
+# fixed time (README, "Fuzzing"), the Helm chart checks (README, "Kubernetes") and the interop tier
+# (clients nobody here wrote against the simulated org, README "Developing against the simulated
+# org").
 # Installs tansu with its in-memory storage engine (feature `dynostore`) first; cargo skips the
 # install when that exact build is already present (the first install takes 10 to 20 minutes).
 set -euo pipefail
@@ -49,5 +51,29 @@ if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/github.com/Masterm
     fi
 fi
 python3 -c "import kubernetes_validate" 2>/dev/null || python3 -m pip install -q kubernetes-validate==1.37.0
+
+# The interop tier (tests/interop.rs): clients nobody here wrote, run against `forcebridge sim`.
+# Node.js packages pinned by tests/interop/node/package-lock.json (pozil's Pub/Sub client and
+# jsforce), installed with `npm ci` when missing or when the lock file changed (a few seconds).
+node_dir=tests/interop/node
+if command -v npm >/dev/null; then
+    if [ ! -f "$node_dir/node_modules/.forcebridge-lock" ] ||
+        ! cmp -s "$node_dir/package-lock.json" "$node_dir/node_modules/.forcebridge-lock"; then
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$node_dir/package-lock.json" "$node_dir/node_modules/.forcebridge-lock"
+    fi
+else
+    echo "note: install Node.js and npm for the interop tier (tests/interop.rs)"
+fi
+
+# Python packages pinned by tests/interop/python/requirements.txt (grpcio-tools for a client
+# generated from the proto, avro, simple-salesforce), in a venv, reinstalled when the file changed.
+py_dir=tests/interop/python
+if [ ! -f "$py_dir/.venv/.forcebridge-requirements" ] ||
+    ! cmp -s "$py_dir/requirements.txt" "$py_dir/.venv/.forcebridge-requirements"; then
+    python3 -m venv "$py_dir/.venv"
+    "$py_dir/.venv/bin/pip" install -q -r "$py_dir/requirements.txt"
+    cp "$py_dir/requirements.txt" "$py_dir/.venv/.forcebridge-requirements"
+fi
 
 cargo test --all-targets "$@"

@@ -10,7 +10,8 @@
 //! * A channel (`/data/AccountChangeEvent`, `/data/ChangeEvents`, `/data/Foo__chn`,
 //!   `/event/Foo__e`) selects events by their source (entity or platform event).
 //! * Events older than the retention window are dropped ([`Bus::expire`], [`Bus::purge_before`]);
-//!   a `CUSTOM` replay id is accepted only if it has that form, is not newer than the newest event
+//!   a `CUSTOM` replay id is accepted only if it has that form (or is its first 8 bytes, as the
+//!   pozil Node client sends it), is not newer than the newest event
 //!   and not older than the newest dropped event ([`Bus::check_replay_id`]).
 //! * A replayed capture (`forcebridge sim --replay`) keeps the replay ids the real org sent
 //!   ([`Bus::use_captured_ids`]): the n-th event of the log carries the n-th captured id (the
@@ -212,9 +213,13 @@ impl Bus {
     /// The sequence number a replay id stands for, if this org issued it.
     fn seq_of(&self, raw: &[u8]) -> Option<u64> {
         let Some(c) = self.captured.as_ref().filter(|c| !c.ids.is_empty()) else {
+            // The 10 bytes real orgs send, or their first 8 bytes: the pozil Node client encodes
+            // the replay id it is given as an 8-byte big-endian number (`encodeReplayId`, the fix
+            // of pozil/pub-sub-api-node-client#4, whose `replayid.corrupted` came from sending
+            // text), and its `subscribeFromReplayId` works against real orgs.
             let (counter, tail) = raw.split_first_chunk::<8>()?;
-            return (raw.len() == REPLAY_ID_LEN && tail == [0, 0])
-                .then(|| u64::from_be_bytes(*counter));
+            let ok = (raw.len() == REPLAY_ID_LEN && tail == [0, 0]) || tail.is_empty();
+            return ok.then(|| u64::from_be_bytes(*counter));
         };
         if raw.len() != c.width {
             return None;
@@ -348,9 +353,15 @@ mod tests {
             Err(ReplayIdError::OutOfRange)
         );
         assert_eq!(bus.check_replay_id(b"42"), Err(ReplayIdError::Malformed));
-        // The 8-byte form of an earlier simulator is not a replay id of this org.
+        // The first 8 bytes, as the pozil Node client encodes a replay id, name the same event;
+        // other lengths and a non-zero tail are malformed.
+        assert_eq!(bus.check_replay_id(&2u64.to_be_bytes()), Ok(2));
         assert_eq!(
-            bus.check_replay_id(&2u64.to_be_bytes()),
+            bus.check_replay_id(&[0, 0, 0, 0, 0, 0, 0, 2, 0]),
+            Err(ReplayIdError::Malformed)
+        );
+        assert_eq!(
+            bus.check_replay_id(&[0, 0, 0, 0, 0, 0, 0, 2, 0, 1]),
             Err(ReplayIdError::Malformed)
         );
         let (got, _) = bus.fetch(&Channel::AllChanges, bus.earliest_cursor(), 10);

@@ -39,6 +39,9 @@ pub struct SimConfig {
     /// Close a Subscribe stream when no credits are pending and no FetchRequest came for this
     /// long (Salesforce: 60 s).
     pub idle_timeout: Duration,
+    /// Close a PublishStream when no request with events came for this long (Salesforce: 70 s,
+    /// `proto/pubsub_api.proto`, `rpc PublishStream`).
+    pub publish_idle_timeout: Duration,
     /// Event retention window (Salesforce: 72 h).
     pub retention: Duration,
     /// Lifetime of issued access tokens.
@@ -78,6 +81,7 @@ impl Default for SimConfig {
             jwt_certificate_pem: DEMO_CERTIFICATE_PEM.into(),
             keepalive_interval: Duration::from_secs(270),
             idle_timeout: Duration::from_secs(60),
+            publish_idle_timeout: Duration::from_secs(70),
             retention: Duration::from_secs(72 * 3600),
             token_ttl: Duration::from_secs(2 * 3600),
             custom_channels: BTreeMap::from([(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::bus::{self, Channel};
+use super::bus::Channel;
 use super::error::SimError;
 use super::gap::{self, GAP_OVERFLOW, GapKind, OVERFLOW_RECORD_ID};
 use super::grpc::stream_faults::StreamFaultCounts;
@@ -46,7 +46,7 @@ impl SimOrg {
             Some(Channel::PlatformEvent(name)) => self.shared.append_platform_event(&name, event),
             _ => return Err(SimError::UnknownTopic(topic.to_owned())),
         };
-        Ok(bus::replay_id(seq))
+        Ok(lock(&self.shared.bus).id_of(seq))
     }
 
     /// Sets the REST calls used so far today (e.g. 0 to restore an exhausted allocation).

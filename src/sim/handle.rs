@@ -11,15 +11,13 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
-use super::bus;
 use super::config::SimConfig;
 use super::error::SimError;
 use super::jwt;
-use super::org::{self, Op};
+use super::org::Op;
 use super::shared::Shared;
 use super::soql;
-use super::util::{API_VERSION, lock, now_ms, rest_origin};
-use crate::salesforce::proto::ProducerEvent;
+use super::util::{API_VERSION, lock, rest_origin};
 
 /// Handle to a running simulated org (cheap to clone).
 #[derive(Clone)]
@@ -165,27 +163,11 @@ impl SimOrg {
         fields: Map<String, Value>,
     ) -> Result<Vec<u8>, SimError> {
         let name = topic.strip_prefix("/event/").unwrap_or(topic);
-        let schema = lock(&self.shared.org)
-            .platform_event_schema(name)
-            .ok_or_else(|| SimError::UnknownTopic(topic.to_owned()))?;
-        let mut values = org::normalize_fields(&schema, name, &fields, org::FieldCheck::Event)?;
-        values
-            .entry("CreatedDate")
-            // A platform event's CreatedDate keeps its milliseconds, unlike record datetimes
-            // (the platform event sample in salesforce/lwc#3488: `…T18:31:40.517Z`).
-            .or_insert_with(|| now_ms().into());
-        values
-            .entry("CreatedById")
-            .or_insert_with(|| self.shared.config.user_id.clone().into());
-        let payload = org::encode_body(&schema, None, &values)?;
-        let event = ProducerEvent {
-            id: uuid::Uuid::new_v4().to_string(),
-            schema_id: schema.id.clone(),
-            payload: payload.into(),
-            headers: Vec::new(),
-        };
+        let event = lock(&self.shared.org)
+            .build_platform_event(name, &fields, &self.shared.config.user_id)
+            .ok_or_else(|| SimError::UnknownTopic(topic.to_owned()))??;
         let seq = self.shared.append_platform_event(name, event);
-        Ok(bus::replay_id(seq))
+        Ok(lock(&self.shared.bus).id_of(seq))
     }
 
     /// Adds a nullable field (`avro_type`: a primitive type name such as `"string"`, or

@@ -19,6 +19,9 @@
 //!   "kind": "update"}, "overflow": "Account", "gap_records": […], "fail_next_logins": {"count":
 //!   3, "fault": "maintenance" | "unknown_error" | "html_200"}}` (the `SimOrg` knobs over
 //!   HTTP; `gap`/`overflow`/`gap_records` are `emit_gap`, `emit_overflow`, `emit_gaps_for`).
+//! * Any other path: 404 with the REST API's `NOT_FOUND` array; a known path with another
+//!   method: 405 `METHOD_NOT_ALLOWED`. Both read the request's body first, so that a keep-alive
+//!   connection stays usable (a body over 2 MB: 413 with `Connection: close`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,7 +89,53 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/generate", post(generate))
         .route("/sim/seed", post(seed))
         .route("/sim/faults", get(faults_state).post(set_faults))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
+}
+
+/// A known path with another method: 405 `METHOD_NOT_ALLOWED`, after reading the body (see
+/// [`unknown_path`]).
+async fn method_not_allowed(
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let reply = Reply::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "HTTP Method not allowed for this resource",
+        &[],
+    );
+    drained(body, reply)
+}
+
+/// Any other path: 404 with the REST API's `NOT_FOUND` array, after reading the request's body.
+/// Reading it keeps the connection usable: hyper closes an HTTP/1.1 connection whose request
+/// body was left unread, without a `Connection: close` header, and a pooled client's next
+/// request on it then fails with EPIPE (RFC 9112, section 9.6: a server that closes must say
+/// `close`; issue 21). A body over the `Bytes` limit (2 MB) is refused with 413 and
+/// `Connection: close`.
+async fn unknown_path(
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    drained(body, Reply::not_found())
+}
+
+/// `reply` once the body was read, or the body's rejection with `Connection: close`.
+fn drained(
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+    reply: Reply,
+) -> Response {
+    match body {
+        Ok(_) => rest::into_response(reply, None),
+        Err(rejection) => {
+            let mut response = rejection.into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 fn oauth_error(error: &str, description: &str) -> Response {

@@ -76,6 +76,7 @@ pub mod ids;
 pub mod jwt;
 mod jwt_demo;
 mod login_faults;
+mod managed;
 pub mod org;
 pub mod replay;
 mod rest;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::{self, Bus, Channel, Source};
+use super::bus::{Bus, Channel, Source};
 use super::config::SimConfig;
 use super::error::SimError;
 use super::gap;
@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub bulk: Mutex<BulkJobs>,
     /// Token endpoint faults queued, and the logins served ([`SimOrg::fail_next_logins`]).
     pub logins: super::login_faults::LoginFaults,
+    /// Managed event subscriptions and their commits (see `managed`).
+    pub managed: Mutex<super::managed::ManagedSubscriptions>,
 }
 
 impl Shared {
@@ -125,7 +127,8 @@ impl Shared {
             transaction_key: uuid::Uuid::new_v4().to_string(),
         };
         let event = gap::header_only_event(&org, object, ids, symbol, &ctx, 1)?;
-        Ok(bus::replay_id(self.append_entity_events(vec![event])))
+        let seq = self.append_entity_events(vec![event]);
+        Ok(lock(&self.bus).id_of(seq))
     }
 
     /// Appends change events to the bus and wakes the subscribers; returns the newest sequence
@@ -161,10 +164,14 @@ impl Shared {
 
     /// The channel behind a topic name, if this org has it.
     pub fn resolve_channel(&self, topic: &str) -> Option<Channel> {
+        self.resolve_channel_in(&lock(&self.org), topic)
+    }
+
+    /// [`Shared::resolve_channel`] with the org already locked.
+    pub fn resolve_channel_in(&self, org: &super::org::Org, topic: &str) -> Option<Channel> {
         if let Some(channel) = super::replay::replayed_channel(&self.config, topic) {
             return Some(channel);
         }
-        let org = lock(&self.org);
         if topic == "/data/ChangeEvents" {
             return Some(Channel::AllChanges);
         }

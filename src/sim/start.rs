@@ -83,6 +83,7 @@ impl SimOrg {
             cursors: Mutex::new(Cursors::default()),
             bulk: Mutex::new(super::rest::bulk_jobs::BulkJobs::default()),
             logins: Default::default(),
+            managed: Mutex::default(),
         });
         let http_listener = match http_tls {
             Some(config) => http::Incoming::Tls(

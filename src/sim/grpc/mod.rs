@@ -19,8 +19,11 @@
 //!   `Subscribe` with `UNAVAILABLE` (`service.unavailable`) until a deadline; make the open streams
 //!   go silent (no events, no keepalives, not closed) as a dead stream behind a proxy does.
 //! * `Publish` accepts platform events encoded with any schema version of the topic; each event
-//!   gets its own `PublishResult`. `PublishStream` and `ManagedSubscribe` are `UNIMPLEMENTED`.
+//!   gets its own `PublishResult` (an event over 1 MB refused in its own). `PublishStream` in
+//!   [`publish_stream`], `ManagedSubscribe` (Beta) in [`managed`].
 
+mod managed;
+mod publish_stream;
 mod service;
 mod status;
 pub(super) mod stream_faults;
@@ -102,7 +105,7 @@ impl PubSub for PubSubService {
             tx,
             expires: session.expires,
         };
-        tokio::spawn(task.run(request.into_inner()));
+        tokio::spawn(task.run(Box::pin(request.into_inner())));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -184,12 +187,7 @@ impl PubSub for PubSubService {
         let req = request.into_inner();
         let channel = self.channel(&req.topic_name, &rpc_id)?;
         let Channel::PlatformEvent(name) = channel else {
-            return Err(sf_status(
-                Code::PermissionDenied,
-                "topic.meta.permission",
-                &format!("Publishing to topic {} is not allowed.", req.topic_name),
-                &rpc_id,
-            ));
+            return Err(publish_stream::publish_denied(&req.topic_name, &rpc_id));
         };
         if req.events.is_empty() {
             return Err(sf_status(
@@ -202,7 +200,12 @@ impl PubSub for PubSubService {
         let results = req
             .events
             .into_iter()
-            .map(|event| self.publish_one(&name, event))
+            .map(|event| match event.payload.len() {
+                len if len > publish_stream::MAX_EVENT_BYTES => {
+                    publish_stream::too_large(event.id, len)
+                }
+                _ => self.publish_one(&name, event),
+            })
             .collect();
         let schema_id = lock(&self.shared.org)
             .platform_event_schema(&name)
@@ -221,9 +224,16 @@ impl PubSub for PubSubService {
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let rpc_id = new_rpc_id();
         self.authenticate(&request, &rpc_id)?;
-        Err(Status::unimplemented(format!(
-            "PublishStream is not implemented by the forcebridge simulated org; use Publish. rpcId: {rpc_id}"
-        )))
+        let (tx, rx) = publish_stream::response_channel();
+        let task = publish_stream::PublishStream {
+            service: PubSubService {
+                shared: self.shared.clone(),
+            },
+            rpc_id,
+            tx,
+        };
+        tokio::spawn(task.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn managed_subscribe(
@@ -231,15 +241,24 @@ impl PubSub for PubSubService {
         request: Request<Streaming<ManagedFetchRequest>>,
     ) -> Result<Response<Self::ManagedSubscribeStream>, Status> {
         let rpc_id = new_rpc_id();
-        self.authenticate(&request, &rpc_id)?;
-        Err(Status::unimplemented(format!(
-            "ManagedSubscribe is not implemented by the forcebridge simulated org; use Subscribe. rpcId: {rpc_id}"
-        )))
+        let session = self.authenticate(&request, &rpc_id)?;
+        self.shared.stream_faults.check_refusal(&rpc_id)?;
+        let (tx, rx) = managed::response_channel();
+        let task = managed::ManagedStream {
+            service: PubSubService {
+                shared: self.shared.clone(),
+            },
+            rpc_id,
+            tx,
+            expires: session.expires,
+        };
+        tokio::spawn(task.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
 impl PubSubService {
-    fn publish_one(
+    pub(super) fn publish_one(
         &self,
         name: &str,
         mut event: crate::salesforce::proto::ProducerEvent,

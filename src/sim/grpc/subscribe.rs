@@ -18,7 +18,8 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tonic::{Code, Status, Streaming};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Status};
 
 use super::service::PubSubService;
 use super::status::sf_status;
@@ -52,8 +53,18 @@ enum Stop {
     Fail(Status),
 }
 
+/// The FetchRequests of a subscription: the client's stream (`Subscribe`), or those a managed
+/// subscription derives from its ManagedFetchRequests (`managed`).
+pub(super) type Inbound =
+    std::pin::Pin<Box<dyn Stream<Item = Result<FetchRequest, Status>> + Send>>;
+
+/// The next request, as `Streaming::message` gives it.
+async fn message(inbound: &mut Inbound) -> Result<Option<FetchRequest>, Status> {
+    inbound.next().await.transpose()
+}
+
 impl Subscription {
-    pub(super) async fn run(self, mut inbound: Streaming<FetchRequest>) {
+    pub(super) async fn run(self, mut inbound: Inbound) {
         let stop = self.serve(&mut inbound).await;
         if let Stop::Fail(status) = stop {
             tracing::debug!(rpc_id = %self.rpc_id, %status, "subscription ended with an error");
@@ -121,13 +132,10 @@ impl Subscription {
 
     /// Reads the first FetchRequest: the topic, its channel, the first credits and the cursor
     /// the replay preset starts from.
-    async fn open(
-        &self,
-        inbound: &mut Streaming<FetchRequest>,
-    ) -> Result<(String, Channel, i32, u64), Stop> {
+    async fn open(&self, inbound: &mut Inbound) -> Result<(String, Channel, i32, u64), Stop> {
         let shared = &self.service.shared;
         let first = tokio::select! {
-            m = inbound.message() => m,
+            m = message(inbound) => m,
             () = shared.shutdown.cancelled() => return Err(Stop::Quiet),
             () = self.tx.closed() => return Err(Stop::Quiet),
         };
@@ -209,7 +217,7 @@ impl Subscription {
         }
     }
 
-    async fn serve(&self, inbound: &mut Streaming<FetchRequest>) -> Stop {
+    async fn serve(&self, inbound: &mut Inbound) -> Stop {
         let shared = self.service.shared.clone();
         let mut resets = shared.resets.subscribe();
         resets.mark_unchanged();
@@ -234,7 +242,7 @@ impl Subscription {
             // that reads its requests as they come: left unread while events flow, they pile up
             // in HTTP/2 until h2 ends the connection (GOAWAY ENHANCE_YOUR_CALM,
             // too_many_data_frames).
-            while let Some(message) = inbound.message().now_or_never() {
+            while let Some(message) = message(inbound).now_or_never() {
                 if let Err(stop) = self.on_request(message, &topic, &mut credits, &mut in_flight) {
                     return stop;
                 }
@@ -300,7 +308,7 @@ impl Subscription {
                 }
                 _ = silences.changed() => return self.stay_silent().await,
                 () = tokio::time::sleep_until(self.expires) => return self.token_expired(),
-                message = inbound.message() => {
+                message = message(inbound) => {
                     if let Err(stop) = self.on_request(message, &topic, &mut credits, &mut in_flight) {
                         return stop;
                     }

@@ -28,6 +28,7 @@
 
 mod cdc;
 mod change;
+mod event;
 mod fields;
 mod record;
 mod recycle;

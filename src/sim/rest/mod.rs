@@ -17,6 +17,8 @@
 //!   `created: false`); `query?q=` ([`super::soql`]; at most `query_batch_size` rows per page,
 //!   the rest through `nextRecordsUrl` = `query/{locator}-{offset}`, see [`Cursors`](cursors::Cursors)); `limits`;
 //!   `composite/sobjects…` (incl. `composite/sobjects/{Object}` POST retrieve);
+//!   `sobjects/{Event__e}` POST publishes a Platform Event (in `events`);
+//!   `tooling/…` for `ManagedEventSubscription` (in `tooling`);
 //!   `composite`; `sobjects/` GET (describe global) and `sobjects/{Object}/describe` GET (in
 //!   `describe`); the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
 //!   known path with another method: 405 `METHOD_NOT_ALLOWED`.
@@ -41,6 +43,7 @@ mod collections;
 mod composite;
 pub(super) mod cursors;
 mod describe;
+mod events;
 pub(super) mod limits;
 mod query;
 mod render;
@@ -49,6 +52,7 @@ mod reply;
 mod rows;
 #[cfg(test)]
 mod tests;
+mod tooling;
 
 pub(crate) use self::call::bearer;
 pub(crate) use self::reply::Reply;
@@ -151,7 +155,7 @@ pub(super) async fn services_data(
     into_response(reply, Some(usage))
 }
 
-fn into_response(reply: Reply, usage: Option<String>) -> Response {
+pub(super) fn into_response(reply: Reply, usage: Option<String>) -> Response {
     let mut response = match (reply.raw, reply.body) {
         (Some(raw), _) => (reply.status, raw).into_response(),
         (None, Some(body)) => (reply.status, axum::Json(body)).into_response(),
@@ -226,6 +230,7 @@ impl Exec<'_> {
             ["jobs", "query", rest @ ..] => self.bulk_query(call, rest),
             ["sobjects"] if m == Method::GET => self.describe_global(call),
             ["sobjects"] => Reply::method_not_allowed(m, "GET,HEAD"),
+            ["sobjects", event] if self.is_platform_event(event) => self.publish_event(call, event),
             ["sobjects", object] if !self.org.has_object(object) => Reply::not_found(),
             ["sobjects", object] if m == Method::POST => self.create_row(call, object),
             ["sobjects", _] => Reply::method_not_allowed(m, "GET,POST,HEAD"),
@@ -246,6 +251,7 @@ impl Exec<'_> {
                 Method::PATCH => self.upsert_row(call, object, field, value),
                 _ => Reply::method_not_allowed(m, "GET,PATCH,HEAD"),
             },
+            ["tooling", rest @ ..] if call.top => self.tooling(call, rest),
             ["composite"] if !call.top => composite_unsupported(call),
             ["composite"] if m == Method::POST => composite::run(self, call),
             ["composite"] => Reply::method_not_allowed(m, "POST"),

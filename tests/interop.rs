@@ -1,0 +1,426 @@
+//! The interop tier: clients nobody at forcebridge wrote, against `forcebridge sim --tls-ca` run
+//! as a user runs it. `./scripts/test.sh` installs them, pinned (`tests/interop/node/package.json`
+//! and its lock file): pozil's Node Pub/Sub client (`salesforce-pubsub-api-client`) and jsforce.
+//! The scenario (`tests/interop/node/scenario.mjs`) prints JSON lines; this file asserts each
+//! exactly, and that what the Node client decoded equals what forcebridge put in Kafka for the
+//! same events (the same org, read by forcebridge's source into the embedded mock cluster).
+//! Without Node.js or the installed packages the test says SKIPPED, and fails under `CI=true`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use forcebridge::config::Config;
+use support::kafka::{MockKafka, wait_for_records};
+use support::source::{WAIT, start, value};
+
+/// `forcebridge sim` as a child process, killed on drop.
+struct Sim {
+    child: Child,
+    org_id: String,
+    login_url: String,
+    pubsub: String,
+    ca: PathBuf,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sim {
+    /// Starts the org over TLS on free ports with 2,500 existing Accounts (more than one query
+    /// page), and reads its endpoints from what it prints.
+    fn start(dir: &Path) -> Sim {
+        let ca = dir.join("ca.pem");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
+            .args(["sim", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--tls-ca")
+            .arg(&ca)
+            .args(["--seed", "Account=2500"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("sim.log")).unwrap())
+            .spawn()
+            .expect("spawn forcebridge sim");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut org_id, mut login_url, mut pubsub) = (None, None, None);
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let url = line.split_whitespace().last().unwrap_or("").to_owned();
+            if let Some(rest) = line.strip_prefix("simulated Salesforce org ") {
+                org_id = rest.split_whitespace().next().map(str::to_owned);
+            } else if line.trim_start().starts_with("Pub/Sub API") {
+                pubsub = Some(url);
+            } else if line.trim_start().starts_with("login/instance URL") {
+                login_url = Some(url);
+            }
+            if org_id.is_some() && login_url.is_some() && pubsub.is_some() {
+                break;
+            }
+        }
+        // The org goes on printing (credentials, a config): keep reading, or it dies of EPIPE.
+        std::thread::spawn(move || lines.for_each(drop));
+        let pubsub = pubsub.expect("the org prints its Pub/Sub endpoint");
+        Sim {
+            child,
+            org_id: org_id.expect("the org prints its id"),
+            login_url: login_url.expect("the org prints its instance URL"),
+            pubsub,
+            ca,
+        }
+    }
+}
+
+/// The Node client's directory when Node.js and the installed packages are there.
+fn node_clients() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node");
+    let node = Command::new("node").arg("--version").output();
+    let installed = dir
+        .join("node_modules/salesforce-pubsub-api-client")
+        .is_dir();
+    if node.is_ok_and(|o| o.status.success()) && installed {
+        return Some(dir);
+    }
+    let why = "interop tier SKIPPED: run ./scripts/test.sh (it installs Node.js packages in tests/interop/node)";
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("{why}");
+    None
+}
+
+/// Runs the Node scenario against `sim`; its JSON lines by step.
+fn run_scenario(dir: &Path, sim: &Sim) -> BTreeMap<String, Value> {
+    let output = Command::new("node")
+        .arg("scenario.mjs")
+        .current_dir(dir)
+        .env("SF_LOGIN_URL", &sim.login_url)
+        .env("SF_PUBSUB", sim.pubsub.trim_start_matches("https://"))
+        .env("SF_CLIENT_ID", "3MVG9SIM.forcebridge.demo.consumer.key")
+        .env("SF_CLIENT_SECRET", "SIM0123456789SECRET")
+        .env("SF_USERNAME", "demo@forcebridge.sim")
+        .env("SF_PASSWORD", "forcebridge-demoSIMTOKEN42")
+        .env("NODE_EXTRA_CA_CERTS", &sim.ca)
+        .output()
+        .expect("run node");
+    parse_steps("Node", &output)
+}
+
+/// The Python venv's interpreter when `./scripts/test.sh` installed it.
+fn python_clients() -> Option<PathBuf> {
+    let python =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python/.venv/bin/python");
+    if python.is_file() {
+        return Some(python);
+    }
+    let why = "interop tier (Python) SKIPPED: run ./scripts/test.sh (it installs tests/interop/python/.venv)";
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("{why}");
+    None
+}
+
+/// Runs the Python scenario against `sim`; its JSON lines by step.
+fn run_python(python: &Path, sim: &Sim, scratch: &Path) -> BTreeMap<String, Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(python)
+        .arg(root.join("tests/interop/python/scenario.py"))
+        .env("SF_LOGIN_URL", &sim.login_url)
+        .env("SF_PUBSUB", sim.pubsub.trim_start_matches("https://"))
+        .env("SF_CLIENT_ID", "3MVG9SIM.forcebridge.demo.consumer.key")
+        .env("SF_CLIENT_SECRET", "SIM0123456789SECRET")
+        .env("SF_CA", &sim.ca)
+        .env("PROTO", root.join("proto/pubsub_api.proto"))
+        .env("OUT", scratch)
+        .output()
+        .expect("run python");
+    parse_steps("Python", &output)
+}
+
+/// The JSON lines of a scenario's stdout by step; panics with its output if it failed.
+fn parse_steps(what: &str, output: &std::process::Output) -> BTreeMap<String, Value> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the {what} scenario failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| (v["step"].as_str().unwrap().to_owned(), v))
+        .collect()
+}
+
+/// The hex replay id forcebridge writes for the Node client's number (the first 8 bytes, big
+/// endian, of the org's 10-byte replay id).
+fn replay_hex(n: &Value) -> String {
+    format!("{:016x}0000", n.as_u64().unwrap())
+}
+
+/// forcebridge's source against the same org, into the mock cluster: the Account records by
+/// replay id.
+async fn forcebridge_records(sim: &Sim, count: usize) -> BTreeMap<String, Value> {
+    let kafka = MockKafka::start(1);
+    let bootstrap = kafka.bootstrap();
+    let yaml = format!(
+        "name: interop\nsalesforce:\n  login_url: {login}\n  pubsub_endpoint: {pubsub}\n  ca_file: {ca}\n  auth:\n    type: client_credentials\n    client_id: 3MVG9SIM.forcebridge.demo.consumer.key\n    client_secret: SIM0123456789SECRET\nsource:\n  channels:\n    - name: /data/AccountChangeEvent\n      initial_replay: earliest\n  checkpoint_interval: 100ms\nkafka:\n  bootstrap_servers: {bootstrap}\n  create_topics: false\n",
+        login = sim.login_url,
+        pubsub = sim.pubsub,
+        ca = sim.ca.display(),
+    );
+    let config = Config::from_yaml(&yaml, |_| None).expect("interop config is valid");
+    let running = start(config);
+    let records = wait_for_records(&bootstrap, "salesforce.Account", count, WAIT).await;
+    running.cancel.cancel();
+    let _ = running.handle.await;
+    records
+        .iter()
+        .map(|r| {
+            let v = value(r);
+            (v["source"]["replay_id"].as_str().unwrap().to_owned(), v)
+        })
+        .collect()
+}
+
+/// Each change event as the Node client decoded it equals forcebridge's record of it.
+fn assert_same_as_forcebridge(events: &[Value], kafka: &BTreeMap<String, Value>) {
+    for event in events {
+        let hex = replay_hex(&event["replayId"]);
+        let record = kafka
+            .get(&hex)
+            .unwrap_or_else(|| panic!("forcebridge has no record of replay id {hex}"));
+        assert_eq!(record["operation"], event["changeType"], "{hex}");
+        assert_eq!(json!([record["id"]]), event["recordIds"], "{hex}");
+        assert_eq!(record["changed_fields"], event["changedFields"], "{hex}");
+        let name = record["record"].get("Name").cloned().unwrap_or(Value::Null);
+        assert_eq!(name, event["Name"], "{hex}");
+    }
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: every step's exact expectations in order"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pozil_node_client_and_jsforce_against_the_simulated_org() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let Some(node_dir) = node_clients() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("forcebridge-interop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = Sim::start(&dir);
+    let steps = tokio::task::block_in_place(|| run_scenario(&node_dir, &sim));
+    let step = |name: &str| {
+        steps
+            .get(name)
+            .unwrap_or_else(|| panic!("no step {name}: {steps:?}"))
+    };
+
+    // jsforce over REST.
+    assert_eq!(step("login")["organizationId"], sim.org_id.as_str());
+    let created: Vec<String> = step("create")["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["success"], true);
+            r["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(created.len(), 3);
+    let upsert = step("upsert");
+    assert_eq!(upsert["first"]["created"], true);
+    assert_eq!(upsert["second"]["created"], false);
+    assert_eq!(upsert["first"]["id"], upsert["second"]["id"]);
+    let ext_id = upsert["first"]["id"].as_str().unwrap().to_owned();
+    // 2,500 existing + 3 created + 1 upserted, in pages of 2,000 through nextRecordsUrl.
+    assert_eq!(step("query")["totalSize"], 2504, "{}", step("query"));
+    assert_eq!(step("query")["fetched"], 2504);
+    assert_eq!(step("query")["pages"], json!([2000, 504]));
+    assert_eq!(
+        step("query_one")["records"],
+        json!([{"Id": created[0], "Name": "Interop One", "Industry": "Energy"}])
+    );
+    assert_eq!(
+        step("describe"),
+        &json!({"step": "describe", "name": "Account", "fields": {
+            "Id": {"type": "id", "externalId": false, "calculated": false},
+            "Name": {"type": "string", "externalId": false, "calculated": false},
+            "BillingCity": {"type": "string", "externalId": false, "calculated": false},
+            "External_Id__c": {"type": "string", "externalId": true, "calculated": false},
+            "Name_Upper__c": {"type": "string", "externalId": false, "calculated": true},
+        }})
+    );
+    assert_eq!(step("delete")["success"], true);
+    assert_eq!(step("delete")["id"], created[2].as_str());
+
+    // pozil's client over gRPC: earliest, from a replay id, latest.
+    let earliest = step("earliest")["events"].as_array().unwrap().clone();
+    let summary: Vec<(String, String, Value)> = earliest
+        .iter()
+        .map(|e| {
+            (
+                e["changeType"].as_str().unwrap().to_owned(),
+                e["recordIds"][0].as_str().unwrap().to_owned(),
+                e["Name"].clone(),
+            )
+        })
+        .collect();
+    let t = |c: &str, id: &str, name: Value| (c.to_owned(), id.to_owned(), name);
+    assert_eq!(
+        summary,
+        vec![
+            t("CREATE", &created[0], json!("Interop One")),
+            t("CREATE", &created[1], json!("Interop Two")),
+            t("CREATE", &created[2], json!("Interop Three")),
+            t("CREATE", &ext_id, json!("Interop Ext")),
+            t("UPDATE", &ext_id, json!("Interop Ext 2")),
+            t("DELETE", &created[2], Value::Null),
+        ]
+    );
+    assert_eq!(
+        earliest[4]["changedFields"],
+        json!(["Name", "LastModifiedDate"])
+    );
+    let from_replay = step("from_replay");
+    assert_eq!(from_replay["after"], earliest[3]["replayId"]);
+    assert_eq!(from_replay["events"], json!(earliest[4..6]));
+    let latest = step("latest");
+    let fresh = latest["created"].as_str().unwrap();
+    assert_eq!(latest["events"].as_array().unwrap().len(), 1);
+    assert_eq!(latest["events"][0]["changeType"], "CREATE");
+    assert_eq!(latest["events"][0]["recordIds"], json!([fresh]));
+    assert_eq!(latest["events"][0]["Name"], "Interop Latest");
+
+    // Publish, publishBatch over PublishStream, and a subscriber receiving all of them.
+    let publish = step("publish");
+    assert_eq!(publish["correlationKey"], "corr-single");
+    assert_eq!(publish["error"], Value::Null);
+    let batch = step("publish_batch");
+    assert_eq!(batch["count"], 500);
+    let keys: Vec<String> = (0..500).map(|i| format!("corr-{i}")).collect();
+    assert_eq!(batch["correlationKeys"], json!(keys));
+    let received = step("received");
+    assert_eq!(received["count"], 501);
+    let mut numbers = vec!["SO-SINGLE".to_owned()];
+    numbers.extend((0..500).map(|i| format!("SO-{i}")));
+    assert_eq!(received["orderNumbers"], json!(numbers));
+    let mut replay_ids = vec![publish["replayId"].clone()];
+    replay_ids.extend(batch["replayIds"].as_array().unwrap().iter().cloned());
+    assert_eq!(received["replayIds"], json!(replay_ids));
+
+    // A managed subscription: created with jsforce's Tooling API, read by name, a commit, the
+    // client restarted, read by Id from right after the committed replay id.
+    let managed = step("managed");
+    assert_eq!(managed["created"]["success"], true);
+    assert_eq!(managed["created"]["id"], managed["subscriptionId"]);
+    assert!(
+        managed["subscriptionId"]
+            .as_str()
+            .unwrap()
+            .starts_with("18x")
+    );
+    let order_numbers = |events: &Value| -> Vec<String> {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Order_Number__c"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        order_numbers(&managed["before"]),
+        ["SO-SINGLE", "SO-0", "SO-1"]
+    );
+    assert_eq!(managed["committed"], managed["before"][1]["replayId"]);
+    assert_eq!(order_numbers(&managed["after"]), ["SO-1", "SO-2", "SO-3"]);
+    assert_eq!(
+        managed["after"][0]["replayId"],
+        managed["before"][2]["replayId"]
+    );
+
+    // What the Node client decoded is what forcebridge put in Kafka.
+    let mut events = earliest.clone();
+    events.extend(latest["events"].as_array().unwrap().iter().cloned());
+    let kafka = forcebridge_records(&sim, events.len()).await;
+    assert_eq!(kafka.len(), events.len());
+    assert_same_as_forcebridge(&events, &kafka);
+}
+
+/// A Python Pub/Sub client generated from the proto (grpcio-tools), decoding with Apache's avro
+/// package, and simple-salesforce over REST: exact results, and the decoded change events equal
+/// forcebridge's records of them (replay id, operation, Id, commit timestamp, transaction key,
+/// values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_generated_client_and_simple_salesforce_against_the_simulated_org() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let Some(python) = python_clients() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("forcebridge-interop-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = Sim::start(&dir);
+    let steps = tokio::task::block_in_place(|| run_python(&python, &sim, &dir));
+    let step = |name: &str| {
+        steps
+            .get(name)
+            .unwrap_or_else(|| panic!("no step {name}: {steps:?}"))
+    };
+    let ids: Vec<String> = step("create")["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(step("create")["success"], json!([true, true]));
+    assert_eq!(step("upsert")["statuses"], json!([201, 200]));
+    // 2,500 existing + 2 created + 1 upserted, read across pages by query_all.
+    assert_eq!(step("query_all")["totalSize"], 2503);
+    assert_eq!(step("query_all")["fetched"], 2503);
+    assert_eq!(step("get")["Name"], "Py One");
+    assert_eq!(step("get")["NumberOfEmployees"], 7);
+    assert_eq!(step("describe")["externalIds"], json!(["External_Id__c"]));
+    assert_eq!(step("delete")["status"], 204);
+
+    let subscribe = step("subscribe");
+    let events = subscribe["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["changeType"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["CREATE", "CREATE", "CREATE", "UPDATE", "DELETE"]);
+    assert_eq!(events[0]["recordIds"], json!([ids[0]]));
+    assert_eq!(events[0]["Name"], "Py One");
+    assert_eq!(events[0]["NumberOfEmployees"], 7);
+    assert_eq!(events[3]["Name"], "Py Ext 2");
+    assert_eq!(events[4]["recordIds"], json!([ids[1]]));
+    for event in events {
+        assert_eq!(event["schemaId"], subscribe["topicSchemaId"]);
+    }
+
+    let kafka = forcebridge_records(&sim, events.len()).await;
+    for event in events {
+        let hex = event["replayId"].as_str().unwrap();
+        let record = kafka
+            .get(hex)
+            .unwrap_or_else(|| panic!("forcebridge has no record of replay id {hex}"));
+        assert_eq!(record["operation"], event["changeType"], "{hex}");
+        assert_eq!(json!([record["id"]]), event["recordIds"], "{hex}");
+        assert_eq!(
+            record["commit_timestamp"], event["commitTimestamp"],
+            "{hex}"
+        );
+        assert_eq!(record["transaction_key"], event["transactionKey"], "{hex}");
+        assert_eq!(record["source"]["schema_id"], event["schemaId"], "{hex}");
+        for field in ["Name", "NumberOfEmployees"] {
+            let ours = record["record"].get(field).cloned().unwrap_or(Value::Null);
+            assert_eq!(ours, event[field], "{hex} {field}");
+        }
+    }
+}
