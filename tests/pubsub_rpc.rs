@@ -100,6 +100,24 @@ impl Client {
     }
 }
 
+/// An org, a client of it, the topic's schema id and schema, and the org's user.
+async fn start(config: SimConfig) -> (SimOrg, Client, String, apache_avro::Schema, String) {
+    let org = SimOrg::start(config).await.unwrap();
+    let mut client = Client::connect(&org).await;
+    let (schema_id, schema) = client.schema().await;
+    let user = org.config().user_id.clone();
+    (org, client, schema_id, schema, user)
+}
+
+/// A PublishRequest of these events (`topic` empty after a stream's first request).
+fn request(topic: &str, events: Vec<ProducerEvent>) -> PublishRequest {
+    PublishRequest {
+        topic_name: topic.into(),
+        events,
+        auth_refresh: String::new(),
+    }
+}
+
 /// An `Order_Event__e` payload with this order number.
 fn order(schema: &apache_avro::Schema, user: &str, number: &str) -> Vec<u8> {
     let null = || Avro::Union(0, Box::new(Avro::Null));
@@ -156,10 +174,7 @@ fn assert_sf_status(status: &Status, code: tonic::Code, error_code_suffix: &str)
 /// id, and a subscriber receives all 500 with those ids, in order.
 #[tokio::test]
 async fn publish_stream_acknowledges_500_pipelined_events_with_their_correlation_keys() {
-    let org = SimOrg::start(SimConfig::default()).await.unwrap();
-    let mut client = Client::connect(&org).await;
-    let (schema_id, schema) = client.schema().await;
-    let user = org.config().user_id.clone();
+    let (org, mut client, schema_id, schema, user) = start(SimConfig::default()).await;
     let (tx, mut responses) = client.publish_stream().await;
     for batch in 0..5 {
         let events = (0..100)
@@ -173,13 +188,7 @@ async fn publish_stream_acknowledges_500_pipelined_events_with_their_correlation
             })
             .collect();
         let topic_name = if batch == 0 { TOPIC } else { "" };
-        tx.send(PublishRequest {
-            topic_name: topic_name.into(),
-            events,
-            auth_refresh: String::new(),
-        })
-        .await
-        .unwrap();
+        tx.send(request(topic_name, events)).await.unwrap();
     }
     let mut acknowledged = Vec::new();
     for _ in 0..5 {
@@ -225,20 +234,16 @@ async fn publish_stream_acknowledges_500_pipelined_events_with_their_correlation
 /// published, and the stream goes on.
 #[tokio::test]
 async fn an_event_over_one_megabyte_is_refused_alone() {
-    let org = SimOrg::start(SimConfig::default()).await.unwrap();
-    let mut client = Client::connect(&org).await;
-    let (schema_id, schema) = client.schema().await;
-    let user = org.config().user_id.clone();
+    let (org, mut client, schema_id, schema, user) = start(SimConfig::default()).await;
     let (tx, mut responses) = client.publish_stream().await;
     let big = order(&schema, &user, &"x".repeat(1024 * 1024 + 1));
-    tx.send(PublishRequest {
-        topic_name: TOPIC.into(),
-        events: vec![
+    tx.send(request(
+        TOPIC,
+        vec![
             event("big".into(), &schema_id, big),
             event("small".into(), &schema_id, order(&schema, &user, "SO-1")),
         ],
-        auth_refresh: String::new(),
-    })
+    ))
     .await
     .unwrap();
     let response = responses.message().await.unwrap().unwrap();
@@ -249,15 +254,14 @@ async fn an_event_over_one_megabyte_is_refused_alone() {
     assert_eq!(response.results[1].correlation_key, "small");
     assert!(response.results[1].error.is_none());
     assert_eq!(org.event_count(TOPIC), 1);
-    tx.send(PublishRequest {
-        topic_name: String::new(),
-        events: vec![event(
+    tx.send(request(
+        "",
+        vec![event(
             "next".into(),
             &schema_id,
             order(&schema, &user, "SO-2"),
         )],
-        auth_refresh: String::new(),
-    })
+    ))
     .await
     .unwrap();
     let response = responses.message().await.unwrap().unwrap();
@@ -269,10 +273,7 @@ async fn an_event_over_one_megabyte_is_refused_alone() {
 /// A request over gRPC's 4 MB limit ends the stream with an error (Salesforce closes it).
 #[tokio::test]
 async fn a_request_over_four_megabytes_ends_the_stream() {
-    let org = SimOrg::start(SimConfig::default()).await.unwrap();
-    let mut client = Client::connect(&org).await;
-    let (schema_id, schema) = client.schema().await;
-    let user = org.config().user_id.clone();
+    let (org, mut client, schema_id, schema, user) = start(SimConfig::default()).await;
     let (tx, mut responses) = client.publish_stream().await;
     let events = (0..5)
         .map(|i| {
@@ -280,13 +281,7 @@ async fn a_request_over_four_megabytes_ends_the_stream() {
             event(format!("e{i}"), &schema_id, payload)
         })
         .collect();
-    tx.send(PublishRequest {
-        topic_name: TOPIC.into(),
-        events,
-        auth_refresh: String::new(),
-    })
-    .await
-    .unwrap();
+    tx.send(request(TOPIC, events)).await.unwrap();
     let status = responses.message().await.unwrap_err();
     assert_ne!(status.code(), tonic::Code::Ok);
     assert_eq!(org.event_count(TOPIC), 0);
@@ -297,27 +292,14 @@ async fn a_request_over_four_megabytes_ends_the_stream() {
 /// request on a change event channel is refused as `Publish` refuses it.
 #[tokio::test]
 async fn the_topic_is_fixed_by_the_first_request() {
-    let org = SimOrg::start(SimConfig::default()).await.unwrap();
-    let mut client = Client::connect(&org).await;
-    let (schema_id, schema) = client.schema().await;
-    let user = org.config().user_id.clone();
+    let (org, mut client, schema_id, schema, user) = start(SimConfig::default()).await;
     let (tx, mut responses) = client.publish_stream().await;
     let one = |id: &str| vec![event(id.into(), &schema_id, order(&schema, &user, "SO-1"))];
-    tx.send(PublishRequest {
-        topic_name: TOPIC.into(),
-        events: one("a"),
-        auth_refresh: String::new(),
-    })
-    .await
-    .unwrap();
+    tx.send(request(TOPIC, one("a"))).await.unwrap();
     assert!(responses.message().await.unwrap().is_some());
-    tx.send(PublishRequest {
-        topic_name: "/event/Other_Event__e".into(),
-        events: one("b"),
-        auth_refresh: String::new(),
-    })
-    .await
-    .unwrap();
+    tx.send(request("/event/Other_Event__e", one("b")))
+        .await
+        .unwrap();
     let status = responses.message().await.unwrap_err();
     assert_sf_status(
         &status,
@@ -326,13 +308,9 @@ async fn the_topic_is_fixed_by_the_first_request() {
     );
 
     let (tx, mut responses) = client.publish_stream().await;
-    tx.send(PublishRequest {
-        topic_name: "/data/AccountChangeEvent".into(),
-        events: one("c"),
-        auth_refresh: String::new(),
-    })
-    .await
-    .unwrap();
+    tx.send(request("/data/AccountChangeEvent", one("c")))
+        .await
+        .unwrap();
     let status = responses.message().await.unwrap_err();
     assert_sf_status(
         &status,
@@ -347,21 +325,16 @@ async fn the_topic_is_fixed_by_the_first_request() {
 /// closes the stream with a status that says so.
 #[tokio::test]
 async fn an_idle_publish_stream_is_closed() {
-    let org = SimOrg::start(SimConfig {
+    let (org, mut client, schema_id, schema, user) = start(SimConfig {
         publish_idle_timeout: Duration::from_millis(300),
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let mut client = Client::connect(&org).await;
-    let (schema_id, schema) = client.schema().await;
-    let user = org.config().user_id.clone();
+    .await;
     let (tx, mut responses) = client.publish_stream().await;
-    tx.send(PublishRequest {
-        topic_name: TOPIC.into(),
-        events: vec![event("a".into(), &schema_id, order(&schema, &user, "SO-1"))],
-        auth_refresh: String::new(),
-    })
+    tx.send(request(
+        TOPIC,
+        vec![event("a".into(), &schema_id, order(&schema, &user, "SO-1"))],
+    ))
     .await
     .unwrap();
     assert!(responses.message().await.unwrap().is_some());
@@ -440,19 +413,15 @@ async fn managed_events(
 #[tokio::test]
 async fn a_managed_subscription_resumes_after_its_committed_replay_id() {
     forcebridge::ops::telemetry::install_crypto_provider();
-    let org = SimOrg::start(SimConfig::default()).await.unwrap();
-    let mut client = Client::connect(&org).await;
-    let (schema_id, schema) = client.schema().await;
-    let user = org.config().user_id.clone();
+    let (org, mut client, schema_id, schema, user) = start(SimConfig::default()).await;
     let (publisher, mut acks) = client.publish_stream().await;
     publisher
-        .send(PublishRequest {
-            topic_name: TOPIC.into(),
-            events: (0..5)
+        .send(request(
+            TOPIC,
+            (0..5)
                 .map(|i| event(format!("e{i}"), &schema_id, order(&schema, &user, "SO")))
                 .collect(),
-            auth_refresh: String::new(),
-        })
+        ))
         .await
         .unwrap();
     assert_eq!(acks.message().await.unwrap().unwrap().results.len(), 5);

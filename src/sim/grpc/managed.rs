@@ -140,9 +140,7 @@ impl ManagedStream {
         let (fetch_tx, fetch_rx) = mpsc::channel::<Result<FetchRequest, Status>>(16);
         let (inner_tx, mut inner_rx) = mpsc::channel(RESPONSE_BUFFER);
         let subscription = Subscription {
-            service: PubSubService {
-                shared: self.service.shared.clone(),
-            },
+            service: self.service.handle(),
             rpc_id: self.rpc_id.clone(),
             tx: inner_tx,
             expires: self.expires,

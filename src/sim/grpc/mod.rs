@@ -98,9 +98,7 @@ impl PubSub for PubSubService {
         self.shared.stream_faults.check_refusal(&rpc_id)?;
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let task = Subscription {
-            service: PubSubService {
-                shared: self.shared.clone(),
-            },
+            service: self.handle(),
             rpc_id,
             tx,
             expires: session.expires,
@@ -197,25 +195,7 @@ impl PubSub for PubSubService {
                 &rpc_id,
             ));
         }
-        let results = req
-            .events
-            .into_iter()
-            .map(|event| match event.payload.len() {
-                len if len > publish_stream::MAX_EVENT_BYTES => {
-                    publish_stream::too_large(event.id, len)
-                }
-                _ => self.publish_one(&name, event),
-            })
-            .collect();
-        let schema_id = lock(&self.shared.org)
-            .platform_event_schema(&name)
-            .map(|s| s.id.clone())
-            .unwrap_or_default();
-        Ok(Response::new(PublishResponse {
-            results,
-            schema_id,
-            rpc_id,
-        }))
+        Ok(Response::new(self.publish_all(&name, req.events, &rpc_id)))
     }
 
     async fn publish_stream(
@@ -226,9 +206,7 @@ impl PubSub for PubSubService {
         self.authenticate(&request, &rpc_id)?;
         let (tx, rx) = publish_stream::response_channel();
         let task = publish_stream::PublishStream {
-            service: PubSubService {
-                shared: self.shared.clone(),
-            },
+            service: self.handle(),
             rpc_id,
             tx,
         };
@@ -245,9 +223,7 @@ impl PubSub for PubSubService {
         self.shared.stream_faults.check_refusal(&rpc_id)?;
         let (tx, rx) = managed::response_channel();
         let task = managed::ManagedStream {
-            service: PubSubService {
-                shared: self.shared.clone(),
-            },
+            service: self.handle(),
             rpc_id,
             tx,
             expires: session.expires,
@@ -257,8 +233,43 @@ impl PubSub for PubSubService {
     }
 }
 
+/// The largest event payload accepted ("Pub/Sub API and Event Allocations": "Each event message
+/// in a batch in a PublishRequest has a maximum size of 1 MB … the PublishResult of that event
+/// contains an error").
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
 impl PubSubService {
-    pub(super) fn publish_one(
+    /// Another handle on the same org, for a stream's task.
+    pub(super) fn handle(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// One request's events published on the Platform Event `name` (`Publish`, `PublishStream`):
+    /// a result each, and the event's current schema id.
+    pub(super) fn publish_all(
+        &self,
+        name: &str,
+        events: Vec<crate::salesforce::proto::ProducerEvent>,
+        rpc_id: &str,
+    ) -> PublishResponse {
+        let results = events
+            .into_iter()
+            .map(|event| self.publish_one(name, event))
+            .collect();
+        let schema_id = lock(&self.shared.org)
+            .platform_event_schema(name)
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        PublishResponse {
+            results,
+            schema_id,
+            rpc_id: rpc_id.to_owned(),
+        }
+    }
+
+    fn publish_one(
         &self,
         name: &str,
         mut event: crate::salesforce::proto::ProducerEvent,
@@ -271,6 +282,15 @@ impl PubSubService {
             }),
             correlation_key: key,
         };
+        if event.payload.len() > MAX_EVENT_BYTES {
+            let len = event.payload.len();
+            return failed(
+                event.id,
+                format!(
+                    "The event is {len} bytes; an event can be at most {MAX_EVENT_BYTES} bytes (1 MB)."
+                ),
+            );
+        }
         if event.id.len() > 36 {
             return failed(
                 String::new(),

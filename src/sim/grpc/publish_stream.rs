@@ -13,8 +13,7 @@
 //!   stream with `INVALID_ARGUMENT` (the proto's comment). A later request with no topic publishes
 //!   on the first one.
 //! * An event over 1 MB is refused in its own result; the others of its request are published
-//!   ("Pub/Sub API and Event Allocations": "Each event message in a batch in a PublishRequest has
-//!   a maximum size of 1 MB … the PublishResult of that event contains an error").
+//!   (as by `Publish`: `PubSubService::publish_one`).
 //! * A request over the gRPC 4 MB limit ends the stream (same page: "If your PublishRequest
 //!   exceeds 4 MB, the publish call fails … and the server closes the stream"). tonic's decoder
 //!   enforces the limit (`max_decoding_message_size`, 4 MiB by default), and the stream ends with
@@ -35,14 +34,8 @@ use tonic::{Code, Status, Streaming};
 
 use super::service::PubSubService;
 use super::status::sf_status;
-use crate::salesforce::proto::{
-    Error as PublishError, ErrorCode, PublishRequest, PublishResponse, PublishResult,
-};
+use crate::salesforce::proto::{PublishRequest, PublishResponse};
 use crate::sim::bus::Channel;
-use crate::sim::util::lock;
-
-/// The largest event payload accepted (Pub/Sub API and Event Allocations: 1 MB).
-pub(super) const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 /// Responses buffered for a slow reader before the stream stops reading requests.
 const RESPONSE_BUFFER: usize = 16;
@@ -142,26 +135,9 @@ impl PublishStream {
                 &self.rpc_id,
             ));
         }
-        let results = request
-            .events
-            .into_iter()
-            .map(|event| {
-                if event.payload.len() > MAX_EVENT_BYTES {
-                    too_large(event.id, event.payload.len())
-                } else {
-                    self.service.publish_one(&name, event)
-                }
-            })
-            .collect();
-        let schema_id = lock(&self.service.shared.org)
-            .platform_event_schema(&name)
-            .map(|s| s.id.clone())
-            .unwrap_or_default();
-        Ok(PublishResponse {
-            results,
-            schema_id,
-            rpc_id: self.rpc_id.clone(),
-        })
+        Ok(self
+            .service
+            .publish_all(&name, request.events, &self.rpc_id))
     }
 
     /// The Platform Event a topic names, or the error `Publish` gives.
@@ -181,18 +157,4 @@ pub(super) fn publish_denied(topic_name: &str, rpc_id: &str) -> Status {
         &format!("Publishing to topic {topic_name} is not allowed."),
         rpc_id,
     )
-}
-
-/// The result of an event over [`MAX_EVENT_BYTES`].
-pub(super) fn too_large(correlation_key: String, len: usize) -> PublishResult {
-    PublishResult {
-        replay_id: Vec::new(),
-        error: Some(PublishError {
-            code: ErrorCode::Publish as i32,
-            msg: format!(
-                "The event is {len} bytes; an event can be at most {MAX_EVENT_BYTES} bytes (1 MB)."
-            ),
-        }),
-        correlation_key,
-    }
 }

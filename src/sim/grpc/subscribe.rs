@@ -195,23 +195,29 @@ impl Subscription {
         credits: i32,
     ) -> FetchResponse {
         let blank_schema_id = matches!(channel, Channel::AllChanges);
-        // The replay ids on the wire: the simulator's own, or a replayed capture's (bus.rs).
-        let bus = lock(&self.service.shared.bus);
+        // The replay ids on the wire: the simulator's own, or a replayed capture's (bus.rs);
+        // the bus is locked for them only, not while the events are copied.
+        let (ids, latest) = {
+            let bus = lock(&self.service.shared.bus);
+            let ids: Vec<Vec<u8>> = events.iter().map(|e| bus.id_of(e.seq)).collect();
+            (ids, bus.id_of(cursor))
+        };
         FetchResponse {
             events: events
                 .iter()
-                .map(|e| {
+                .zip(ids)
+                .map(|(e, replay_id)| {
                     let mut event = e.event.clone();
                     if blank_schema_id {
                         event.schema_id.clear();
                     }
                     ConsumerEvent {
                         event: Some(event),
-                        replay_id: bus.id_of(e.seq).into(),
+                        replay_id: replay_id.into(),
                     }
                 })
                 .collect(),
-            latest_replay_id: bus.id_of(cursor),
+            latest_replay_id: latest,
             rpc_id: self.rpc_id.clone(),
             pending_num_requested: credits,
         }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::call::{Call, Exec, query_param};
 use super::reply::Reply;
+use crate::sim::util::lock;
 
 const OBJECT: &str = "ManagedEventSubscription";
 
@@ -33,15 +34,15 @@ impl Exec<'_> {
             },
             ["sobjects", object, id] if object.eq_ignore_ascii_case(OBJECT) => match *m {
                 Method::GET => {
-                    let managed = super::super::util::lock(&self.shared.managed);
+                    let managed = lock(&self.shared.managed);
                     match managed.find(id) {
                         Some(sub) => Reply::json(StatusCode::OK, sub.record(call.version)),
                         None => Reply::not_found(),
                     }
                 }
                 Method::DELETE => {
-                    if super::super::util::lock(&self.shared.managed).delete(id) {
-                        Reply::json(StatusCode::NO_CONTENT, Value::Null)
+                    if lock(&self.shared.managed).delete(id) {
+                        Reply::no_content()
                     } else {
                         Reply::not_found()
                     }
@@ -58,7 +59,7 @@ impl Exec<'_> {
             Err(reply) => return reply,
         };
         let topic_exists = |topic: &str| self.shared.resolve_channel_in(&self.org, topic).is_some();
-        let created = super::super::util::lock(&self.shared.managed).create(&body, topic_exists);
+        let created = lock(&self.shared.managed).create(&body, topic_exists);
         match created {
             Ok(id) => Reply::json(
                 StatusCode::CREATED,
@@ -90,7 +91,7 @@ impl Exec<'_> {
                 &[],
             );
         }
-        let managed = super::super::util::lock(&self.shared.managed);
+        let managed = lock(&self.shared.managed);
         let mut records: Vec<Value> = match filter {
             Some(value) => managed
                 .find(&value)
