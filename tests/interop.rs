@@ -1,10 +1,13 @@
 //! The interop tier: clients nobody at forcebridge wrote, against `forcebridge sim --tls-ca` run
-//! as a user runs it. `./scripts/test.sh` installs them, pinned (`tests/interop/node/package.json`
-//! and its lock file): pozil's Node Pub/Sub client (`salesforce-pubsub-api-client`) and jsforce.
-//! The scenario (`tests/interop/node/scenario.mjs`) prints JSON lines; this file asserts each
-//! exactly, and that what the Node client decoded equals what forcebridge put in Kafka for the
-//! same events (the same org, read by forcebridge's source into the embedded mock cluster).
-//! Without Node.js or the installed packages the test says SKIPPED, and fails under `CI=true`.
+//! as a user runs it. `./scripts/test.sh` installs them, pinned: pozil's Node Pub/Sub client
+//! (`salesforce-pubsub-api-client`) and jsforce (`tests/interop/node/package.json` and its lock
+//! file, `npm ci` into `tests/interop/node/node_modules`), and grpcio-tools, avro and
+//! simple-salesforce (`tests/interop/python/requirements.txt`, a venv in
+//! `tests/interop/python/.venv`). The scenarios (`tests/interop/node/*.mjs`,
+//! `tests/interop/python/scenario.py`) print JSON lines; this file asserts each exactly, and that
+//! what each client decoded equals what forcebridge put in Kafka for the same events (the same
+//! org, read by forcebridge's source into the embedded mock cluster). Without Node.js, the venv
+//! or the installed packages a test says SKIPPED, and fails under `CI=true`.
 
 mod support;
 
@@ -37,14 +40,17 @@ impl Drop for Sim {
 
 impl Sim {
     /// Starts the org over TLS on free ports with 2,500 existing Accounts (more than one query
-    /// page), and reads its endpoints from what it prints.
+    /// page), keepalives after 2 s without a response (a client sees its subscription is open),
+    /// the demo JWT key in `dir/jwt.pem`, and reads its endpoints from what it prints.
     fn start(dir: &Path) -> Sim {
         let ca = dir.join("ca.pem");
         let mut child = Command::new(env!("CARGO_BIN_EXE_forcebridge"))
             .args(["sim", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .arg("--tls-ca")
             .arg(&ca)
-            .args(["--seed", "Account=2500"])
+            .arg("--write-jwt-key")
+            .arg(dir.join("jwt.pem"))
+            .args(["--seed", "Account=2500", "--keepalive-interval", "2s"])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("sim.log")).unwrap())
             .spawn()
@@ -105,6 +111,7 @@ fn run_scenario(dir: &Path, sim: &Sim) -> BTreeMap<String, Value> {
         .env("SF_CLIENT_SECRET", "SIM0123456789SECRET")
         .env("SF_USERNAME", "demo@forcebridge.sim")
         .env("SF_PASSWORD", "forcebridge-demoSIMTOKEN42")
+        .env("SF_JWT_KEY", sim.ca.with_file_name("jwt.pem"))
         .env("NODE_EXTRA_CA_CERTS", &sim.ca)
         .output()
         .expect("run node");
@@ -288,6 +295,7 @@ async fn pozil_node_client_and_jsforce_against_the_simulated_org() {
         earliest[4]["changedFields"],
         json!(["Name", "LastModifiedDate"])
     );
+    assert_eq!(step("jwt")["events"], json!(earliest[..1]));
     let from_replay = step("from_replay");
     assert_eq!(from_replay["after"], earliest[3]["replayId"]);
     assert_eq!(from_replay["events"], json!(earliest[4..6]));
@@ -353,17 +361,19 @@ async fn pozil_node_client_and_jsforce_against_the_simulated_org() {
     assert_same_as_forcebridge(&events, &kafka);
 }
 
-/// A Python Pub/Sub client generated from the proto (grpcio-tools), decoding with Apache's avro
-/// package, and simple-salesforce over REST: exact results, and the decoded change events equal
-/// forcebridge's records of them (replay id, operation, Id, commit timestamp, transaction key,
-/// values).
+/// A Python Pub/Sub client generated from the proto (grpcio-tools, into target/), decoding with
+/// Apache's avro package and expanding the header's bitmaps itself, and simple-salesforce over
+/// REST: exact results, and each decoded change event equals forcebridge's record of it field by
+/// field (README, "Kafka record format": the header's fields, the field lists, `record` as the
+/// fields carrying a value plus the nulled ones).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_generated_client_and_simple_salesforce_against_the_simulated_org() {
     forcebridge::ops::telemetry::install_crypto_provider();
     let Some(python) = python_clients() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("forcebridge-interop-py-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("interop-py-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sim = Sim::start(&dir);
     let steps = tokio::task::block_in_place(|| run_python(&python, &sim, &dir));
@@ -383,9 +393,15 @@ async fn python_generated_client_and_simple_salesforce_against_the_simulated_org
     // 2,500 existing + 2 created + 1 upserted, read across pages by query_all.
     assert_eq!(step("query_all")["totalSize"], 2503);
     assert_eq!(step("query_all")["fetched"], 2503);
-    assert_eq!(step("get")["Name"], "Py One");
-    assert_eq!(step("get")["NumberOfEmployees"], 7);
+    assert_eq!(
+        step("get"),
+        &json!({"step": "get", "Name": "Py One", "NumberOfEmployees": 7, "BillingCity": "Lyon"})
+    );
     assert_eq!(step("describe")["externalIds"], json!(["External_Id__c"]));
+    assert_eq!(
+        step("update"),
+        &json!({"step": "update", "status": 204, "NumberOfEmployees": null, "BillingCity": "Paris"})
+    );
     assert_eq!(step("delete")["status"], 204);
 
     let subscribe = step("subscribe");
@@ -394,12 +410,29 @@ async fn python_generated_client_and_simple_salesforce_against_the_simulated_org
         .iter()
         .map(|e| e["changeType"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["CREATE", "CREATE", "CREATE", "UPDATE", "DELETE"]);
+    assert_eq!(
+        kinds,
+        ["CREATE", "CREATE", "CREATE", "UPDATE", "UPDATE", "DELETE"]
+    );
     assert_eq!(events[0]["recordIds"], json!([ids[0]]));
     assert_eq!(events[0]["Name"], "Py One");
     assert_eq!(events[0]["NumberOfEmployees"], 7);
+    assert_eq!(
+        events[0]["record"]["BillingAddress"],
+        json!({"City": "Lyon"})
+    );
     assert_eq!(events[3]["Name"], "Py Ext 2");
-    assert_eq!(events[4]["recordIds"], json!([ids[1]]));
+    assert_eq!(events[4]["recordIds"], json!([ids[0]]));
+    assert_eq!(
+        events[4]["changedFields"],
+        json!([
+            "NumberOfEmployees",
+            "LastModifiedDate",
+            "BillingAddress.City"
+        ])
+    );
+    assert_eq!(events[4]["nulledFields"], json!(["NumberOfEmployees"]));
+    assert_eq!(events[5]["recordIds"], json!([ids[1]]));
     for event in events {
         assert_eq!(event["schemaId"], subscribe["topicSchemaId"]);
     }
@@ -410,17 +443,24 @@ async fn python_generated_client_and_simple_salesforce_against_the_simulated_org
         let record = kafka
             .get(hex)
             .unwrap_or_else(|| panic!("forcebridge has no record of replay id {hex}"));
-        assert_eq!(record["operation"], event["changeType"], "{hex}");
-        assert_eq!(json!([record["id"]]), event["recordIds"], "{hex}");
-        assert_eq!(
-            record["commit_timestamp"], event["commitTimestamp"],
-            "{hex}"
-        );
-        assert_eq!(record["transaction_key"], event["transactionKey"], "{hex}");
-        assert_eq!(record["source"]["schema_id"], event["schemaId"], "{hex}");
-        for field in ["Name", "NumberOfEmployees"] {
-            let ours = record["record"].get(field).cloned().unwrap_or(Value::Null);
-            assert_eq!(ours, event[field], "{hex} {field}");
+        let pairs = [
+            ("operation", "changeType"),
+            ("commit_timestamp", "commitTimestamp"),
+            ("commit_number", "commitNumber"),
+            ("commit_user", "commitUser"),
+            ("transaction_key", "transactionKey"),
+            ("sequence_number", "sequenceNumber"),
+            ("change_origin", "changeOrigin"),
+            ("changed_fields", "changedFields"),
+            ("nulled_fields", "nulledFields"),
+            ("diff_fields", "diffFields"),
+            ("record", "record"),
+        ];
+        for (ours, theirs) in pairs {
+            assert_eq!(record[ours], event[theirs], "{hex} {ours}");
         }
+        assert_eq!(json!([record["id"]]), event["recordIds"], "{hex}");
+        assert_eq!(record["source"]["schema_id"], event["schemaId"], "{hex}");
+        assert_eq!(record["source"]["replay_id"], event["replayId"], "{hex}");
     }
 }
