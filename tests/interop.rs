@@ -100,10 +100,10 @@ fn node_clients() -> Option<PathBuf> {
     None
 }
 
-/// Runs the Node scenario against `sim`; its JSON lines by step.
-fn run_scenario(dir: &Path, sim: &Sim) -> BTreeMap<String, Value> {
+/// Runs a Node script of `dir` with `args` against `sim`; its JSON lines by step.
+fn run_node(dir: &Path, sim: &Sim, script: &[&str]) -> BTreeMap<String, Value> {
     let output = Command::new("node")
-        .arg("scenario.mjs")
+        .args(script)
         .current_dir(dir)
         .env("SF_LOGIN_URL", &sim.login_url)
         .env("SF_PUBSUB", sim.pubsub.trim_start_matches("https://"))
@@ -219,10 +219,11 @@ async fn pozil_node_client_and_jsforce_against_the_simulated_org() {
     let Some(node_dir) = node_clients() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("forcebridge-interop-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("interop-node-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sim = Sim::start(&dir);
-    let steps = tokio::task::block_in_place(|| run_scenario(&node_dir, &sim));
+    let steps = tokio::task::block_in_place(|| run_node(&node_dir, &sim, &["scenario.mjs"]));
     let step = |name: &str| {
         steps
             .get(name)
@@ -463,4 +464,132 @@ async fn python_generated_client_and_simple_salesforce_against_the_simulated_org
         assert_eq!(record["source"]["schema_id"], event["schemaId"], "{hex}");
         assert_eq!(record["source"]["replay_id"], event["replayId"], "{hex}");
     }
+}
+
+/// jsforce against the REST resources a loader reads: describe global, SOQL (COUNT(), a datetime
+/// literal, comparisons, ORDER BY, LIMIT, OFFSET), queryAll's deleted rows, the replication API,
+/// and a Platform Event published over REST that pozil's client then reads.
+#[test]
+fn jsforce_reads_what_a_loader_reads() {
+    let Some(node_dir) = node_clients() else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("interop-served-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = Sim::start(&dir);
+    let steps = run_node(&node_dir, &sim, &["rest_resources.mjs", "served"]);
+    let step = |name: &str| {
+        let step = steps
+            .get(name)
+            .unwrap_or_else(|| panic!("no step {name}: {steps:?}"));
+        assert_eq!(step["error"], Value::Null, "{name} failed: {step}");
+        step
+    };
+    assert_eq!(step("login")["organizationId"], sim.org_id.as_str());
+
+    let global = step("describe_global");
+    for object in ["Account", "Contact"] {
+        assert!(
+            global["names"].as_array().unwrap().contains(&json!(object)),
+            "{global}"
+        );
+    }
+    assert_eq!(
+        global["account"],
+        json!({"queryable": true,
+               "describe": "/services/data/v62.0/sobjects/Account/describe",
+               "sobject": "/services/data/v62.0/sobjects/Account"})
+    );
+
+    // 2,500 seeded (created before the last hour) and 3 of the scenario, 10, 20 and 30 employees.
+    assert_eq!(
+        step("soql"),
+        &json!({"step": "soql", "count": 2503, "countRecords": 0, "recent": 3,
+                "page": ["Zeta Interop B", "Zeta Interop C"],
+                "below": ["Zeta Interop B", "Zeta Interop C"]})
+    );
+
+    let mine: Vec<Value> = step("replication")["mine"].as_array().unwrap().clone();
+    assert_eq!(
+        step("query_all"),
+        &json!({"step": "query_all", "live": 0,
+                "all": [{"Id": mine[2], "Name": "Zeta Interop C", "IsDeleted": true}]})
+    );
+    let replication = step("replication");
+    assert_eq!(replication["updated"], json!(mine[..2]));
+    assert_eq!(replication["deleted"], json!([mine[2]]));
+
+    // Platform Events guide, "Publish Event Messages Using REST API": 201 with the record-like
+    // result whose OPERATION_ENQUEUED message is the EventUuid; subscribers get the event with
+    // that EventUuid as the event's id.
+    let event = step("platform_event_rest");
+    let uuid = &event["published"]["errors"][0]["message"];
+    assert_eq!(event["published"]["success"], true);
+    assert_eq!(
+        event["published"]["errors"][0]["statusCode"],
+        "OPERATION_ENQUEUED"
+    );
+    assert!(
+        event["published"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("e01")
+    );
+    assert_eq!(
+        event["received"],
+        json!([{"id": uuid, "Order_Number__c": "SO-REST", "Quantity__c": 3}])
+    );
+}
+
+/// jsforce against the resources the issue's REST part adds (the `rest-any` branch): identity,
+/// sObject basic information, SOQL `LIKE` and `OR`, `composite/tree`, `composite/batch`. Each
+/// step runs on its own; the failure lists every step that failed with the org's answer.
+#[test]
+#[ignore = "needs identity, sObject basic information, SOQL LIKE/OR, composite/tree and composite/batch (issue 21, REST part)"]
+fn jsforce_reads_identity_basic_info_and_writes_trees_and_batches() {
+    let Some(node_dir) = node_clients() else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("interop-added-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = Sim::start(&dir);
+    let steps = run_node(&node_dir, &sim, &["rest_resources.mjs", "added"]);
+    let user_id = steps["login"]["userId"].clone();
+    let tree_ids = steps["composite_tree"]["ids"].clone();
+    let expected = [
+        // Identity URLs (REST API Developer Guide, "Identity URLs"), reached as jsforce does:
+        // the `id` of the token response.
+        json!({"step": "identity", "user_id": user_id, "organization_id": sim.org_id,
+               "username": "demo@forcebridge.sim"}),
+        // Resources by Version: the list names `identity` among the others.
+        json!({"step": "resources", "has_identity": true}),
+        // sObject Basic Information: GET /sobjects/Account answers objectDescribe and recentItems.
+        json!({"step": "basic_info", "name": "Account",
+               "urls": "/services/data/v62.0/sobjects/Account", "recentItems": true}),
+        // sObject Tree: referenceIds in order, an Id each, no errors.
+        json!({"step": "composite_tree", "hasErrors": false, "referenceIds": ["acc1", "acc2"],
+               "ids": tree_ids}),
+        // Composite Batch: each subrequest's status and body; a 404 makes hasErrors true.
+        json!({"step": "composite_batch", "hasErrors": true, "statusCodes": [201, 200, 404],
+               "created": true, "queried": ["Batch One"], "notFound": "NOT_FOUND"}),
+        json!({"step": "soql_like_or", "names": ["Batch One", "Tree One", "Tree Two"]}),
+    ];
+    let mut failed = Vec::new();
+    for want in expected {
+        let name = want["step"].as_str().unwrap();
+        let got = steps.get(name).cloned().unwrap_or(Value::Null);
+        let ok = match name {
+            "resources" => got["keys"]
+                .as_array()
+                .is_some_and(|keys| keys.contains(&json!("identity"))),
+            "composite_tree" => got == want && tree_ids.as_array().is_some_and(|i| i.len() == 2),
+            _ => got == want,
+        };
+        if !ok {
+            failed.push(format!("{name}: expected {want}, got {got}"));
+        }
+    }
+    assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
 }
