@@ -366,7 +366,8 @@ async fn pozil_node_client_and_jsforce_against_the_simulated_org() {
 /// Apache's avro package and expanding the header's bitmaps itself, and simple-salesforce over
 /// REST: exact results, and each decoded change event equals forcebridge's record of it field by
 /// field (README, "Kafka record format": the header's fields, the field lists, `record` as the
-/// fields carrying a value plus the nulled ones).
+/// fields carrying a value plus the nulled ones); refused calls of Subscribe, ManagedSubscribe
+/// and PublishStream carry the `error-code` and `rpc-id` trailers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_generated_client_and_simple_salesforce_against_the_simulated_org() {
     forcebridge::ops::telemetry::install_crypto_provider();
@@ -437,6 +438,29 @@ async fn python_generated_client_and_simple_salesforce_against_the_simulated_org
     for event in events {
         assert_eq!(event["schemaId"], subscribe["topicSchemaId"]);
     }
+
+    // Errors as the generated client sees them: the status, and the `error-code` and `rpc-id`
+    // trailers (the rpc id also ending the message).
+    let refused = |rpc: &str, code: &str, error_code: &str| {
+        json!({"rpc": rpc, "code": code, "rpcIdInMessage": true,
+               "errorCode": format!("sfdc.platform.eventbus.grpc.{error_code}")})
+    };
+    assert_eq!(
+        step("errors")["calls"],
+        json!([
+            refused("Subscribe", "NOT_FOUND", "topic.not.found"),
+            refused(
+                "ManagedSubscribe",
+                "NOT_FOUND",
+                "subscription.managed.not.found"
+            ),
+            refused(
+                "PublishStream",
+                "INVALID_ARGUMENT",
+                "publish.event.count.invalid"
+            ),
+        ])
+    );
 
     let kafka = forcebridge_records(&sim, events.len()).await;
     for event in events {

@@ -3,7 +3,8 @@
 simple-salesforce over REST (create, upsert by External Id, a query paged through
 nextRecordsUrl, get, describe, update, delete), then a Pub/Sub client generated here from
 proto/pubsub_api.proto with grpcio-tools, decoding with Apache's avro package: GetTopic,
-GetSchema, Subscribe from EARLIEST, the header's bitmap fields expanded here. One JSON object
+GetSchema, Subscribe from EARLIEST, the header's bitmap fields expanded here, and three refused
+calls (Subscribe, ManagedSubscribe, PublishStream) with their trailers. One JSON object
 per line ({"step": ...}); tests/interop.rs asserts them. Settings from the environment: SF_LOGIN_URL, SF_PUBSUB (host:port), SF_CLIENT_ID,
 SF_CLIENT_SECRET, SF_CA (the test CA), PROTO (the proto file), OUT (a scratch directory under
 target/, where the stubs are generated).
@@ -15,6 +16,7 @@ import os
 import subprocess
 import sys
 
+import grpc
 import requests
 
 
@@ -120,7 +122,6 @@ def record_of(body, nulled):
 def subscribe(session, count):
     import avro.io
     import avro.schema
-    import grpc
 
     pb, pb_grpc = stubs()
     with open(os.environ["SF_CA"], "rb") as f:
@@ -176,7 +177,38 @@ def subscribe(session, count):
         if len(events) >= count:
             break
     out("subscribe", topicSchemaId=topic.schema_id, events=events)
+    out("errors", calls=errors(pb, stub, metadata))
     channel.close()
+
+
+def errors(pb, stub, metadata):
+    """Each refused call as the client sees it: status code, the `error-code` trailer, and whether
+    the `rpc-id` trailer is the one the message ends with (Pub/Sub API Developer Guide,
+    "Handling Errors": every error carries both)."""
+    calls = {
+        "Subscribe": lambda: list(stub.Subscribe(iter([pb.FetchRequest(
+            topic_name="/data/NopeChangeEvent", replay_preset=pb.ReplayPreset.LATEST, num_requested=1)]),
+            metadata=metadata)),
+        "ManagedSubscribe": lambda: list(stub.ManagedSubscribe(iter([pb.ManagedFetchRequest(
+            developer_name="Nope", num_requested=1)]), metadata=metadata)),
+        "PublishStream": lambda: list(stub.PublishStream(iter([pb.PublishRequest(
+            topic_name="/event/Order_Event__e")]), metadata=metadata)),
+    }
+    seen = []
+    for name, call in calls.items():
+        try:
+            call()
+            seen.append({"rpc": name, "code": "OK"})
+        except grpc.RpcError as error:
+            trailers = dict(error.trailing_metadata() or ())
+            rpc_id = trailers.get("rpc-id", "")
+            seen.append({
+                "rpc": name,
+                "code": error.code().name,
+                "errorCode": trailers.get("error-code"),
+                "rpcIdInMessage": bool(rpc_id) and error.details().endswith(f"rpcId: {rpc_id}"),
+            })
+    return seen
 
 
 def main():
