@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import grpc
 import requests
@@ -146,8 +147,13 @@ def subscribe(session, count):
             schemas[schema_id] = avro.schema.parse(info.schema_json)
         return schemas[schema_id]
 
+    # The request stream stays open while events are read, as a subscriber's does: ending it
+    # (half-close) may end the subscription before the events are delivered.
+    received = threading.Event()
+
     def requests_():
         yield pb.FetchRequest(topic_name=topic.topic_name, replay_preset=pb.ReplayPreset.EARLIEST, num_requested=count)
+        received.wait()
 
     events = []
     for response in stub.Subscribe(requests_(), metadata=metadata):
@@ -176,6 +182,7 @@ def subscribe(session, count):
             })
         if len(events) >= count:
             break
+    received.set()
     out("subscribe", topicSchemaId=topic.schema_id, events=events)
     out("errors", calls=errors(pb, stub, metadata))
     channel.close()
