@@ -68,8 +68,10 @@ async function rest() {
 
 /// Subscribes and resolves with the events once `count` arrived. Up to 100 (the most one
 /// subscription may have requested) the client itself ends with LAST_EVENT; beyond, it is asked
-/// for events without end (it tops its credits up itself) and the count decides.
-function collect(client, how, topic, count, replayId) {
+/// for events without end (it tops its credits up itself) and the count decides. `onKeepalive`
+/// is called at each keepalive (an empty FetchResponse, sent by the org after its
+/// `--keepalive-interval` without a response: the subscription's position is fixed by then).
+function collect(client, how, topic, count, replayId, onKeepalive = () => {}) {
     const requested = count > 100 ? null : count;
     return new Promise((resolve, reject) => {
         const events = [];
@@ -79,6 +81,8 @@ function collect(client, how, topic, count, replayId) {
                 if (requested === null && events.length === count) resolve(events);
             } else if (type === 'lastEvent') {
                 resolve(events);
+            } else if (type === 'grpcKeepAlive') {
+                onKeepalive();
             } else if (type === 'error') {
                 reject(data);
             }
@@ -109,10 +113,20 @@ async function pubsub(conn) {
     out('from_replay', { after: earliest[3].replayId, events: fromReplay.map(change) });
     second.close();
 
+    // A client logged in with the JWT bearer flow and its own default assertion (`exp` 5 minutes
+    // ahead), reading the first event.
+    const jwt = await connected('oauth-jwt-bearer');
+    const firstByJwt = await collect(jwt, 'earliest', topic, 1);
+    out('jwt', { events: firstByJwt.map(change) });
+    jwt.close();
+
     const client = await connected();
-    const latest = collect(client, 'latest', topic, 1);
-    // The subscription is open once the client sent its FetchRequest; give it that moment.
-    await new Promise((r) => setTimeout(r, 500));
+    // The record is created once the subscription's first keepalive came: its position (the
+    // latest event) was fixed when the org read the FetchRequest, before that keepalive.
+    let opened;
+    const open = new Promise((resolve) => { opened = resolve; });
+    const latest = collect(client, 'latest', topic, 1, undefined, () => opened());
+    await open;
     const fresh = await conn.sobject('Account').create({ Name: 'Interop Latest' });
     out('latest', { created: fresh.id, events: (await latest).map(change) });
 
@@ -190,7 +204,7 @@ async function managed(conn, topicName) {
         } catch (error) {
             second.close();
             // The server releases the subscription once it sees the first client's stream end.
-            if (attempt > 20 || !String(error?.details ?? error).includes('already used')) throw error;
+            if (attempt > 150 || !String(error?.details ?? error).includes('already used')) throw error;
             await new Promise((r) => setTimeout(r, 200));
         }
     }
