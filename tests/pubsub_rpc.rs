@@ -344,6 +344,45 @@ async fn an_idle_publish_stream_is_closed() {
     org.shutdown().await;
 }
 
+/// A subscriber that half-closes its request stream right after its first FetchRequest still
+/// receives the events it asked for (gRPC lets the server send after the client's half-close;
+/// the Pub/Sub API guide is silent), then the stream closes as idle once no credit is left.
+#[tokio::test]
+async fn a_half_closed_subscription_still_gets_the_events_it_asked_for() {
+    let (org, mut client, schema_id, schema, user) = start(SimConfig {
+        keepalive_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let (tx, mut events) = client.subscribe_earliest(3).await;
+    drop(tx);
+    // The first keepalive shows the half-closed stream is still open before anything is published.
+    let keepalive = events.message().await.unwrap().unwrap();
+    assert!(keepalive.events.is_empty());
+    assert_eq!(keepalive.pending_num_requested, 3);
+    let published: Vec<ProducerEvent> = (0..4)
+        .map(|n| {
+            event(
+                format!("e{n}"),
+                &schema_id,
+                order(&schema, &user, &format!("SO-{n}")),
+            )
+        })
+        .collect();
+    let (publish, mut acks) = client.publish_stream().await;
+    publish.send(request(TOPIC, published)).await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().results.len(), 4);
+    let mut received = Vec::new();
+    while let Some(response) = events.message().await.unwrap() {
+        received.extend(response.events.into_iter().map(|e| e.event.unwrap().id));
+    }
+    // The three credits, not the fourth event; then the idle close ends the stream with OK.
+    assert_eq!(received, ["e0", "e1", "e2"]);
+    drop(publish);
+    org.shutdown().await;
+}
+
 /// Creates a `ManagedEventSubscription` through the Tooling API; its Id.
 async fn create_managed(org: &SimOrg, token: &str, name: &str, default_replay: &str) -> String {
     let url = format!(

@@ -159,10 +159,22 @@ impl ManagedStream {
         {
             return;
         }
+        // The client's requests until it half-closes them; then the subscription goes on
+        // serving the credits it holds, as a half-closed Subscribe does (`subscribe.rs`).
+        let mut fetch_tx = Some(fetch_tx);
         loop {
             tokio::select! {
-                request = requests.message() => {
-                    let Ok(Some(request)) = request else { return };
+                // The client went away (a reset stream reads as a half-close on this side).
+                () = self.tx.closed() => return,
+                request = requests.message(), if fetch_tx.is_some() => {
+                    let request = match request {
+                        Ok(Some(request)) => request,
+                        Ok(None) => {
+                            fetch_tx = None;
+                            continue;
+                        }
+                        Err(_) => return,
+                    };
                     if let Some(commit) = request.commit_replay_id_request
                         && !self.send(Ok(self.commit(sub, commit, &latest))).await
                     {
@@ -170,6 +182,7 @@ impl ManagedStream {
                     }
                     if request.num_requested != 0 {
                         let credits = FetchRequest { num_requested: request.num_requested, ..Default::default() };
+                        let Some(fetch_tx) = &fetch_tx else { return };
                         if fetch_tx.send(Ok(credits)).await.is_err() {
                             return;
                         }

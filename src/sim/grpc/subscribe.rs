@@ -3,7 +3,8 @@
 //! outstanding number of events, the credits still owed (`pending_num_requested`) and
 //! `latest_replay_id`. An empty FetchResponse is sent after `keepalive_interval` without any
 //! response; the stream is closed when no credits are pending and no FetchRequest arrived within
-//! `idle_timeout`. Responses go through a small bounded channel, so a slow reader stalls the
+//! `idle_timeout`. A client that half-closes its request stream has only stopped asking: it
+//! still gets what its credits cover. Responses go through a small bounded channel, so a slow reader stalls the
 //! subscription (HTTP/2 backpressure). The stream ends with `UNAUTHENTICATED` when its token
 //! expires, and as the stream fault knobs ([`StreamFaults`](super::stream_faults::StreamFaults))
 //! say. Events on `/data/ChangeEvents` carry a blank `schema_id`, as real orgs send them
@@ -58,9 +59,16 @@ enum Stop {
 pub(super) type Inbound =
     std::pin::Pin<Box<dyn Stream<Item = Result<FetchRequest, Status>> + Send>>;
 
-/// The next request, as `Streaming::message` gives it.
+/// The next request, as `Streaming::message` gives it. Once the client has half-closed its
+/// request stream (`Ok(None)`), `inbound` never yields again: the client has only stopped
+/// asking, so the stream goes on serving the credits it holds and then closes as idle (see
+/// [`Subscription::on_request`]).
 async fn message(inbound: &mut Inbound) -> Result<Option<FetchRequest>, Status> {
-    inbound.next().await.transpose()
+    let message = inbound.next().await.transpose();
+    if let Ok(None) = message {
+        *inbound = Box::pin(futures_util::stream::pending());
+    }
+    message
 }
 
 impl Subscription {
@@ -249,10 +257,11 @@ impl Subscription {
             // in HTTP/2 until h2 ends the connection (GOAWAY ENHANCE_YOUR_CALM,
             // too_many_data_frames).
             while let Some(message) = message(inbound).now_or_never() {
-                if let Err(stop) = self.on_request(message, &topic, &mut credits, &mut in_flight) {
-                    return stop;
+                match self.on_request(message, &topic, &mut credits, &mut in_flight) {
+                    Ok(true) => idle_since = None,
+                    Ok(false) => {}
+                    Err(stop) => return stop,
                 }
-                idle_since = None;
             }
             let now = Instant::now();
             while in_flight.front().is_some_and(|(at, _)| *at <= now) {
@@ -315,10 +324,11 @@ impl Subscription {
                 _ = silences.changed() => return self.stay_silent().await,
                 () = tokio::time::sleep_until(self.expires) => return self.token_expired(),
                 message = message(inbound) => {
-                    if let Err(stop) = self.on_request(message, &topic, &mut credits, &mut in_flight) {
-                        return stop;
+                    match self.on_request(message, &topic, &mut credits, &mut in_flight) {
+                        Ok(true) => idle_since = None,
+                        Ok(false) => {}
+                        Err(stop) => return stop,
                     }
-                    idle_since = None;
                 }
                 () = sleep_until_opt(in_flight.front().map(|(at, _)| *at)), if !in_flight.is_empty() => {}
                 changed = tip.changed(), if credits > 0 => {
@@ -342,19 +352,25 @@ impl Subscription {
     }
 
     /// Takes one FetchRequest after the first: its credits count now, or after the simulated
-    /// round trip.
+    /// round trip (`Ok(true)`). A half-closed request stream (`Ok(false)`) does not end the
+    /// subscription: the client asked for the credits it holds, and gRPC lets the server go on
+    /// sending after the client's half-close (gRPC over HTTP/2: a client's END_STREAM ends its
+    /// own side only). The Pub/Sub API guide says nothing of a half-close, so the stream treats
+    /// it as a client that stopped sending FetchRequests: events up to the credits it holds,
+    /// keepalives, then the idle close once no credit is left (ARCHITECTURE.md, Known
+    /// differences).
     fn on_request(
         &self,
         message: Result<Option<FetchRequest>, Status>,
         topic: &str,
         credits: &mut i32,
         in_flight: &mut std::collections::VecDeque<(Instant, i32)>,
-    ) -> Result<(), Stop> {
+    ) -> Result<bool, Stop> {
         let req = match message {
             Ok(Some(req)) => req,
             Ok(None) => {
-                tracing::debug!(rpc_id = %self.rpc_id, "the client closed its request stream");
-                return Err(Stop::Quiet);
+                tracing::debug!(rpc_id = %self.rpc_id, "the client half-closed its request stream");
+                return Ok(false);
             }
             Err(status) => {
                 tracing::debug!(rpc_id = %self.rpc_id, %status, "the client's request stream failed");
@@ -383,7 +399,7 @@ impl Subscription {
         } else {
             self.add_credits(credits, n);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Adds `n` credits; more than 100 outstanding is treated as 100, the excess counted.
