@@ -544,6 +544,24 @@ fn jsforce_reads_what_a_loader_reads() {
     assert_eq!(replication["updated"], json!(mine[..2]));
     assert_eq!(replication["deleted"], json!([mine[2]]));
 
+    // SOAP API Developer Guide, "login()": the session of a 64.0 login works for REST until
+    // logout(); 65.0 has no login(); a wrong password is INVALID_LOGIN (src/sim/soap.rs).
+    let soap = step("soap_login");
+    assert_eq!(soap["organizationId"], sim.org_id.as_str(), "{soap}");
+    assert_eq!(soap["userId"], step("login")["userId"], "{soap}");
+    assert_eq!(soap["instanceUrl"], sim.login_url.as_str(), "{soap}");
+    assert!(soap["accounts"].as_u64().unwrap() > 2000, "{soap}");
+    assert_eq!(soap["accounts"], soap["accountsViaOAuth"], "{soap}");
+    assert_eq!(soap["afterLogout"], "INVALID_SESSION_ID", "{soap}");
+    assert_eq!(
+        soap["v65"],
+        "INVALID_OPERATION: The SOAP Login operation is not available in the API version specified (65.0). Refer to the documentation for supported versions."
+    );
+    assert_eq!(
+        soap["wrongPassword"],
+        "INVALID_LOGIN: Invalid username, password, security token; or user locked out."
+    );
+
     // Platform Events guide, "Publish Event Messages Using REST API": 201 with the record-like
     // result whose OPERATION_ENQUEUED message is the EventUuid; subscribers get the event with
     // that EventUuid as the event's id.

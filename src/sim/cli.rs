@@ -47,6 +47,10 @@ pub struct SimArgs {
     /// GetTopic answer as the real org did; the org id is the captured org's.
     #[arg(long, value_name = "DIR")]
     pub replay: Option<PathBuf>,
+    /// Answer the SOAP API's login() as an org created since Winter '26 does by default:
+    /// disabled (`INVALID_OPERATION`). Without it, login() works up to API version 64.0.
+    #[arg(long)]
+    pub no_soap_login: bool,
 }
 
 /// `--keepalive-interval`: a duration, 1 ms to 270 s. Salesforce sends a keepalive "within 270
@@ -123,6 +127,7 @@ pub async fn run_cli(args: SimArgs, cancel: CancellationToken) -> Result<(), Sim
     let config = SimConfig {
         keepalive_interval: args.keepalive_interval,
         tls: test_ca.as_ref().map(|ca| ca.server.clone()),
+        soap_login: !args.no_soap_login,
         ..defaults
     };
     let org = SimOrg::start_on(config, args.grpc, args.http).await?;

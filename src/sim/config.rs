@@ -65,6 +65,10 @@ pub struct SimConfig {
     /// A capture to serve (`forcebridge sim --replay DIR`, see `replay`): its events are the
     /// bus's first, with their captured replay ids, schemas and topics.
     pub replay: Option<std::sync::Arc<crate::sim::replay::format::Capture>>,
+    /// The SOAP API's `login()` is enabled (API versions up to 64.0), as in orgs created before
+    /// Winter '26; `false` answers it as an org created since, where it is disabled by default
+    /// (SOAP API Developer Guide, "login()"; see `soap`).
+    pub soap_login: bool,
 }
 
 impl Default for SimConfig {
@@ -94,6 +98,7 @@ impl Default for SimConfig {
             tls: None,
             rest_latency: Duration::ZERO,
             replay: None,
+            soap_login: true,
         }
     }
 }

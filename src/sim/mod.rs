@@ -81,6 +81,7 @@ pub mod org;
 pub mod replay;
 mod rest;
 mod shared;
+mod soap;
 pub(crate) mod soql;
 mod start;
 #[cfg(test)]

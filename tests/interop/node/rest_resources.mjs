@@ -5,7 +5,7 @@
 // that fails. Settings from the environment, as scenario.mjs.
 //   served: describe global, SOQL (COUNT(), datetime literals, ORDER BY, LIMIT, OFFSET),
 //           queryAll with deleted rows, the replication API (updated, deleted), a Platform Event
-//           published over REST and read by pozil's Pub/Sub client.
+//           published over REST and read by pozil's Pub/Sub client, jsforce's SOAP login().
 //   added:  identity (jsforce identity(), the resource list), sObject basic information,
 //           SOQL LIKE and OR, composite/tree, composite/batch.
 
@@ -87,6 +87,39 @@ async function served() {
             updated: [...updated.ids].sort(),
             deleted: deleted.deletedRecords.map((r) => r.id),
             mine: mine.map((r) => r.id),
+        };
+    });
+
+    // jsforce's login without an OAuth client is the SOAP API's login(): at 64.0 (the last
+    // version that has it) the session works for REST and ends with logout(); at 65.0 the org
+    // refuses the call; a wrong password is INVALID_LOGIN.
+    await step('soap_login', async () => {
+        const soap = new jsforce.Connection({ loginUrl: env('SF_LOGIN_URL'), version: '64.0' });
+        const info = await soap.login(env('SF_USERNAME'), env('SF_PASSWORD'));
+        const count = await soap.query('SELECT COUNT() FROM Account');
+        const token = soap.accessToken;
+        const instanceUrl = soap.instanceUrl;
+        await soap.logout();
+        const failed = async (run) => {
+            try {
+                await run();
+                return null;
+            } catch (error) {
+                return String(error?.errorCode ?? error?.message ?? error);
+            }
+        };
+        const stale = new jsforce.Connection({ instanceUrl, accessToken: token, version: '64.0' });
+        return {
+            organizationId: info.organizationId,
+            userId: info.id,
+            instanceUrl,
+            accounts: count.totalSize,
+            accountsViaOAuth: (await conn.query('SELECT COUNT() FROM Account')).totalSize,
+            afterLogout: await failed(() => stale.query('SELECT COUNT() FROM Account')),
+            v65: await failed(() => new jsforce.Connection({ loginUrl: env('SF_LOGIN_URL'), version: '65.0' })
+                .login(env('SF_USERNAME'), env('SF_PASSWORD'))),
+            wrongPassword: await failed(() => new jsforce.Connection({ loginUrl: env('SF_LOGIN_URL'), version: '64.0' })
+                .login(env('SF_USERNAME'), 'wrong')),
         };
     });
 
