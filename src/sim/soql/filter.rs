@@ -3,7 +3,9 @@
 //!
 //! Contract (SOQL and SOSL Reference, "Comparison Operators", "Date Formats and Date Literals",
 //! "ORDER BY"):
-//! * Operators `=`, `!=` (and `<>`), `<`, `<=`, `>`, `>=`, `IN (…)`. Text compares
+//! * Operators `=`, `!=` (and `<>`), `<`, `<=`, `>`, `>=`, `IN (…)`, `NOT IN (…)`, `LIKE`
+//!   (text and Id fields only, a quoted pattern: "The LIKE operator is supported for string
+//!   fields only"; see [`super::cond::like`]). Text compares
 //!   case-insensitively; Ids compare as 18-character Ids (15 and 18 characters alike);
 //!   numbers numerically; dates and datetimes as instants (a datetime literal in any offset,
 //!   `Z` or `+0000`); booleans `false < true`. A literal must fit the field: quoted for text and
@@ -20,6 +22,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value as Json};
 
+use super::cond::like;
 use super::lex::located;
 use crate::sim::catalog::Temporal;
 use crate::sim::error::QueryError;
@@ -60,6 +63,8 @@ pub(super) enum Op {
     Gt,
     Ge,
     In,
+    NotIn,
+    Like,
 }
 
 impl Op {
@@ -148,6 +153,10 @@ pub(super) fn check_filter(
                     "field '{api}' can not be filtered in a query call"
                 )));
             }
+            (Kind::Id | Kind::IdRef | Kind::Text, Literal::Str(_)) if op == Op::Like => true,
+            // A LIKE pattern is a quoted string on a text field; any other pairing is refused
+            // with the message of a literal of the wrong type.
+            (_, _) if op == Op::Like => false,
             (_, Literal::Null) if op.is_range() => {
                 return Err(QueryError::InvalidFilter(located(
                     text,
@@ -225,7 +234,11 @@ impl Filter {
         };
         match self.op {
             Op::Eq | Op::In => self.values.iter().any(hit),
-            Op::Ne => !self.values.iter().any(hit),
+            Op::Ne | Op::NotIn => !self.values.iter().any(hit),
+            Op::Like => match (value, self.values.first()) {
+                (Some(Json::String(v)), Some(Literal::Str(p))) => like(v, p),
+                _ => false,
+            },
             range => {
                 let (Some(v), Some(lit)) = (value, self.values.first()) else {
                     return false;

@@ -5,10 +5,11 @@
 //! Contract:
 //! * Grammar (`parse.rs`; keywords case-insensitive, field and object names matched
 //!   case-insensitively and reported with their API spelling):
-//!   `SELECT (f1, f2, … | COUNT()) FROM Object [WHERE cond [AND cond]…]
-//!   [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], …] [LIMIT n] [OFFSET n]` where `cond` is
-//!   `field <op> literal` (`=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`) or `field IN (literal, …)`;
-//!   literals are quoted strings (`\'`, `\\`, `\n`, `\t`, `\"` escapes), numbers, `true`/`false`,
+//!   `SELECT (f1, f2, … | COUNT()) FROM Object [WHERE expr]
+//!   [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], …] [LIMIT n] [OFFSET n]` where `expr` joins
+//!   field expressions with `AND`, `OR`, `NOT` and parentheses (`cond.rs`), a field expression
+//!   being `field <op> literal` (`=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`, `LIKE`) or
+//!   `field [NOT] IN (literal, …)`; literals are quoted strings (`\'`, `\\`, `\n`, `\t`, `\"` escapes), numbers, `true`/`false`,
 //!   `null`, dates (`2024-01-31`) and datetimes (`2024-01-31T12:05:09Z`,
 //!   `2024-01-31T12:05:09.000+0000`, `…-08:00`), unquoted as SOQL writes them (SOQL and SOSL
 //!   Reference, "Date Formats and Date Literals"; `lex.rs`).
@@ -33,6 +34,7 @@
 //! * Errors are [`QueryError`]s carrying Salesforce's error code and message, the message
 //!   located like Salesforce's (`\n<line>\n   ^\nERROR at Row:1:Column:4\n<text>`).
 
+mod cond;
 mod filter;
 mod lex;
 mod parse;
@@ -43,6 +45,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value as Json};
 
+use self::cond::Cond;
 use self::filter::{Filter, Kind, Literal, Op, OrderKey, check_filter, field_kind};
 use self::lex::{located, tokenize};
 use self::parse::{Parser, Raw};
@@ -63,7 +66,7 @@ pub struct Query {
     pub fields: Vec<String>,
     /// `SELECT COUNT()`.
     pub count: bool,
-    filters: Vec<Filter>,
+    filter: Option<Cond<Filter>>,
     order: Vec<OrderKey>,
     /// `LIMIT`.
     pub limit: Option<usize>,
@@ -94,7 +97,7 @@ impl Query {
         let Raw {
             fields: raw_fields,
             object: (raw_object, object_pos),
-            filters: raw_filters,
+            filter: raw_filter,
             order: raw_order,
             limit,
             offset,
@@ -132,18 +135,22 @@ impl Query {
             }
             fields.push(api);
         }
-        let mut filters = Vec::new();
-        for raw in raw_filters {
-            let (name, pos) = raw.field;
-            let (api, kind) = field_kind(&meta, &name).ok_or_else(|| no_such(&name, pos))?;
-            check_filter(text, &api, kind, raw.op, pos, &raw.values)?;
-            filters.push(Filter {
-                field: api,
-                kind,
-                op: raw.op,
-                values: raw.values.into_iter().map(|(l, _)| l).collect(),
-            });
-        }
+        let filter = raw_filter
+            .map(|cond| {
+                cond.try_map(&mut |raw| {
+                    let (name, pos) = raw.field;
+                    let (api, kind) =
+                        field_kind(&meta, &name).ok_or_else(|| no_such(&name, pos))?;
+                    check_filter(text, &api, kind, raw.op, pos, &raw.values)?;
+                    Ok(Filter {
+                        field: api,
+                        kind,
+                        op: raw.op,
+                        values: raw.values.into_iter().map(|(l, _)| l).collect(),
+                    })
+                })
+            })
+            .transpose()?;
         let mut order = Vec::new();
         for raw in raw_order {
             let (name, pos) = raw.field;
@@ -175,7 +182,7 @@ impl Query {
             object,
             fields,
             count,
-            filters,
+            filter,
             order,
             limit,
             offset: offset.map(|(n, _)| n),
@@ -231,7 +238,11 @@ impl Query {
     ) -> Vec<(&'r Map<String, Json>, bool)> {
         let mut rows: Vec<(&Map<String, Json>, bool)> = rows
             .into_iter()
-            .filter(|(rec, d)| self.filters.iter().all(|f| f.matches(meta, rec, *d)))
+            .filter(|(rec, d)| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|c| c.eval(&|f: &Filter| f.matches(meta, rec, *d)))
+            })
             .collect();
         if !self.order.is_empty() {
             rows.sort_by(|a, b| {
@@ -248,9 +259,10 @@ impl Query {
             .collect()
     }
 
-    /// The candidate rows of the first filter that lookups can answer, in Id order.
+    /// The candidate rows of the first filter that lookups can answer (one every matching row
+    /// satisfies: a top-level conjunct), in Id order.
     fn lookup(&self, org: &Org, tx: Option<&Tx>) -> Option<Vec<Map<String, Json>>> {
-        let filter = self.filters.iter().find(|f| {
+        let filter = self.filter.as_ref()?.conjuncts().into_iter().find(|f| {
             matches!(f.op, Op::Eq | Op::In)
                 && f.values.iter().all(|v| matches!(v, Literal::Str(_)))
                 && (f.kind == Kind::Id || org.is_external_id(&self.object, &f.field))

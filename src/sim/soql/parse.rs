@@ -1,12 +1,17 @@
 //! The SOQL grammar the simulated org reads, before names are resolved:
-//! `SELECT (f1, f2, … | COUNT()) FROM Object [WHERE cond [AND cond]…]
+//! `SELECT (f1, f2, … | COUNT()) FROM Object [WHERE expr]
 //! [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], …] [LIMIT n] [OFFSET n]` (clauses in this order,
-//! as the SOQL and SOSL Reference's "SOQL SELECT Syntax" gives them), where `cond` is
-//! `field <op> literal` (`=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`) or `field IN (literal, …)`.
+//! as the SOQL and SOSL Reference's "SOQL SELECT Syntax" gives them), where
+//! `expr` is `term [AND term]…` or `term [OR term]…`, `term` is `NOT term`, `( expr )` or a
+//! field expression: `field <op> literal` (`=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`, `LIKE`) or
+//! `field [NOT] IN (literal, …)`. "Parentheses are required whenever you mix the operators"
+//! (SOQL and SOSL Reference, "Logical Operators"): `a AND b OR c` stops at the `OR`. `NOT`
+//! applies to the term after it (`NOT a AND b` is `(NOT a) AND b`).
 //!
 //! Contract: [`Parser::query`] returns the [`Raw`] query or a `MALFORMED_QUERY` located at the
 //! first token that does not fit (`unexpected token: '…'`).
 
+use super::cond::Cond;
 use super::filter::{Literal, Op};
 use super::lex::{Tok, located};
 use crate::salesforce::sftime;
@@ -34,7 +39,7 @@ pub(super) struct Raw {
     /// `None` for `SELECT COUNT()`.
     pub fields: Option<Vec<Located<String>>>,
     pub object: Located<String>,
-    pub filters: Vec<RawFilter>,
+    pub filter: Option<Cond<RawFilter>>,
     pub order: Vec<RawOrder>,
     pub limit: Option<usize>,
     pub offset: Option<Located<usize>>,
@@ -162,7 +167,11 @@ impl Parser<'_> {
                 values.push(self.literal()?);
                 Op::from_symbol(sym)
             }
-            (t, _) if t.is_kw("IN") => {
+            (t, _) if t.is_kw("IN") || (t.is_kw("NOT") && self.peek().is_kw("IN")) => {
+                let negated = t.is_kw("NOT");
+                if negated {
+                    self.next();
+                }
                 if *self.peek() != Tok::Open {
                     return Err(self.unexpected());
                 }
@@ -176,7 +185,11 @@ impl Parser<'_> {
                     return Err(self.unexpected());
                 }
                 self.next();
-                Op::In
+                if negated { Op::NotIn } else { Op::In }
+            }
+            (t, _) if t.is_kw("LIKE") => {
+                values.push(self.literal()?);
+                Op::Like
             }
             _ => {
                 self.at -= 1;
@@ -184,6 +197,50 @@ impl Parser<'_> {
             }
         };
         Ok(RawFilter { field, op, values })
+    }
+
+    /// `term [AND term]…` or `term [OR term]…`: one operator per level.
+    fn expr(&mut self) -> Result<Cond<RawFilter>, QueryError> {
+        let first = self.term()?;
+        let op = if self.peek().is_kw("AND") {
+            "AND"
+        } else if self.peek().is_kw("OR") {
+            "OR"
+        } else {
+            return Ok(first);
+        };
+        let mut terms = vec![first];
+        while self.peek().is_kw(op) {
+            self.next();
+            terms.push(self.term()?);
+        }
+        // Another logical operator at this level: the query mixes them without parentheses.
+        if self.peek().is_kw("AND") || self.peek().is_kw("OR") {
+            return Err(self.unexpected());
+        }
+        Ok(if op == "AND" {
+            Cond::And(terms)
+        } else {
+            Cond::Or(terms)
+        })
+    }
+
+    /// `NOT term`, `( expr )` or a field expression.
+    fn term(&mut self) -> Result<Cond<RawFilter>, QueryError> {
+        if self.peek().is_kw("NOT") {
+            self.next();
+            return Ok(Cond::Not(Box::new(self.term()?)));
+        }
+        if *self.peek() == Tok::Open {
+            self.next();
+            let inner = self.expr()?;
+            if *self.peek() != Tok::Close {
+                return Err(self.unexpected());
+            }
+            self.next();
+            return Ok(inner);
+        }
+        Ok(Cond::Leaf(self.condition()?))
     }
 
     fn order_by(&mut self) -> Result<Vec<RawOrder>, QueryError> {
@@ -225,16 +282,10 @@ impl Parser<'_> {
         let fields = self.select_list()?;
         self.keyword("FROM")?;
         let object = self.word()?;
-        let mut filters = Vec::new();
+        let mut filter = None;
         if self.peek().is_kw("WHERE") {
             self.next();
-            loop {
-                filters.push(self.condition()?);
-                if !self.peek().is_kw("AND") {
-                    break;
-                }
-                self.next();
-            }
+            filter = Some(self.expr()?);
         }
         let mut order = Vec::new();
         if self.peek().is_kw("ORDER") {
@@ -258,7 +309,7 @@ impl Parser<'_> {
         Ok(Raw {
             fields,
             object,
-            filters,
+            filter,
             order,
             limit,
             offset,

@@ -16,7 +16,7 @@ fn parses_the_sink_subset() {
     assert_eq!(q.fields, ["Id", "Name", "External_Id__c"]);
     assert_eq!(q.limit, Some(5));
     assert_eq!(
-        q.filters[0].values,
+        q.filter.as_ref().expect("where").leaves()[0].values,
         vec![Literal::Str("a".into()), Literal::Str("b'c".into())]
     );
     let q = Query::parse(
@@ -24,7 +24,7 @@ fn parses_the_sink_subset() {
         &org,
     )
     .expect("parse");
-    assert_eq!(q.filters.len(), 2);
+    assert_eq!(q.filter.as_ref().expect("where").leaves().len(), 2);
 }
 
 #[test]
@@ -43,7 +43,10 @@ fn errors_carry_salesforce_codes_and_locations() {
     for bad in [
         "SELECT FROM Account",
         "SELECT Id FROM Account WHERE",
-        "SELECT Id FROM Account WHERE Name LIKE 'A%'",
+        "SELECT Id FROM Account WHERE Name = 'a' AND Name = 'b' OR Name = 'c'",
+        "SELECT Id FROM Account WHERE (Name = 'a' OR Name = 'b'",
+        "SELECT Id FROM Account WHERE Name NOT LIKE 'a%'",
+        "SELECT Id FROM Account WHERE NOT",
         "SELECT Id FROM Account LIMIT x",
         "SELECT Id, Id FROM Account",
         "DELETE FROM Account",
@@ -238,4 +241,100 @@ fn refusals_of_the_new_clauses() {
     );
     Query::parse("SELECT Id FROM Contact ORDER BY Name OFFSET 2000", &org)
         .expect("2000 is allowed");
+}
+
+#[test]
+fn or_not_like_and_not_in_combine_as_soql_does() {
+    let org = contacts();
+    let last = |q: &str| {
+        let query = Query::parse(q, &org).expect(q);
+        let rows: Vec<_> = query
+            .run(&org, None)
+            .iter()
+            .map(|r| query.select(&org, r))
+            .collect();
+        names(&rows, "LastName")
+    };
+    let s = |v: &str| Some(v.to_owned());
+    // Titles in Id order: One `b`, Two null, Three `A`, Four `c`.
+    assert_eq!(
+        last("SELECT LastName FROM Contact WHERE Title = 'a' OR Title = 'C'"),
+        [s("Three"), s("Four")]
+    );
+    assert_eq!(
+        last(
+            "SELECT LastName FROM Contact WHERE LastName LIKE 't%' OR (Title = 'b' AND Birthdate > 1989-01-01) ORDER BY LastName"
+        ),
+        [s("One"), s("Three"), s("Two")]
+    );
+    assert_eq!(
+        last("SELECT LastName FROM Contact WHERE LastName LIKE '_o%'"),
+        [s("Four")]
+    );
+    assert_eq!(
+        last("SELECT LastName FROM Contact WHERE NOT Title = 'b'"),
+        [s("Two"), s("Three"), s("Four")],
+        "NOT of a false comparison on a null field is true"
+    );
+    assert_eq!(
+        last("SELECT LastName FROM Contact WHERE Title NOT IN ('b', 'C')"),
+        [s("Two"), s("Three")]
+    );
+    assert_eq!(
+        last(
+            "SELECT LastName FROM Contact WHERE NOT (Title = 'b' OR Title = null) AND Birthdate != null"
+        ),
+        [s("Three")]
+    );
+    assert_eq!(
+        last(
+            "SELECT LastName FROM Contact WHERE Title LIKE 'b' OR Title LIKE 'B' OR Title LIKE '%'"
+        ),
+        [s("One"), s("Three"), s("Four")],
+        "LIKE never matches a null"
+    );
+    // An Id conjunct inside an OR must not narrow the rows to that Id.
+    let first = run(&org, "SELECT Id FROM Contact ORDER BY Id LIMIT 1");
+    let id = first[0]["Id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        last(&format!(
+            "SELECT LastName FROM Contact WHERE Id = '{id}' OR Title = 'c'"
+        )),
+        [s("One"), s("Four")]
+    );
+    assert_eq!(
+        last(&format!(
+            "SELECT LastName FROM Contact WHERE Id = '{id}' AND Title = 'c'"
+        )),
+        Vec::<Option<String>>::new()
+    );
+}
+
+#[test]
+fn like_takes_a_quoted_pattern_on_text_fields_only() {
+    let org = contacts();
+    for (q, code) in [
+        (
+            "SELECT Id FROM Contact WHERE Birthdate LIKE '1990%'",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Contact WHERE Title LIKE null",
+            "INVALID_FIELD",
+        ),
+        ("SELECT Id FROM Contact WHERE Title LIKE 3", "INVALID_FIELD"),
+    ] {
+        let err = Query::parse(q, &org).expect_err(q);
+        assert_eq!(err.code(), code, "{q}: {err}");
+    }
+    let err = Query::parse(
+        "SELECT Id FROM Contact WHERE Title = 'a' AND Title = 'b' OR Title = 'c'",
+        &org,
+    )
+    .expect_err("mixed");
+    assert!(
+        err.to_string()
+            .ends_with("Column:58\nunexpected token: 'OR'"),
+        "{err}"
+    );
 }
