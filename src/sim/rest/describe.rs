@@ -1,19 +1,27 @@
-//! Describe: `sobjects/` GET (describe global) and `sobjects/{Object}/describe` GET, with
+//! Describe: `sobjects/` GET (describe global), `sobjects/{Object}` GET (sObject Basic
+//! Information) and `sobjects/{Object}/describe` GET, with
 //! Salesforce's JSON shapes (REST API Developer Guide, "Describe Global" and "sObject Describe";
 //! the keys are those of `DescribeGlobalSObjectResult`, `DescribeSObjectResult` and `Field` in
 //! the SOAP API Developer Guide). The fields come from the org's field metadata
 //! ([`crate::sim::fieldmeta`]): compound fields with their components (`compoundFieldName`),
 //! formula fields (`calculated`, `calculatedFormula`), read-only system fields.
 //!
-//! Contract: both are GET only (405 otherwise); an unknown object is 404 `NOT_FOUND` (routed by
-//! `rest`); both count against `DailyApiRequests` like every other REST call.
+//! Contract: all are GET only (405 otherwise; `sobjects/{Object}` also takes POST, a create);
+//! an unknown object is 404 `NOT_FOUND` (routed by `rest`); all count against
+//! `DailyApiRequests` like every other REST call. Basic Information (REST API Developer Guide,
+//! "sObject Basic Information" and "Get Metadata for an Object") answers `{"objectDescribe":
+//! <the object's describe global entry>, "recentItems": [...]}`, the recent items being the
+//! records the token's user last created or updated through REST (see `recent`), newest first,
+//! each as `attributes` (`type`, `url`), `Id` and `Name`.
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::call::{Call, Exec};
+use super::render::render_record;
 use super::reply::Reply;
 use crate::sim::fieldmeta::{FieldMeta, Source};
+use crate::sim::util::lock;
 
 /// The object's plural label.
 fn plural(label: &str) -> String {
@@ -144,6 +152,34 @@ impl Exec<'_> {
         Reply::json(
             StatusCode::OK,
             json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects}),
+        )
+    }
+
+    /// `GET sobjects/{Object}`: sObject Basic Information.
+    pub(super) fn basic_info(&self, call: &Call, object: &str) -> Reply {
+        let Some(meta) = self.org.meta(object) else {
+            return Reply::not_found();
+        };
+        let ids = lock(&self.shared.recent).of(&self.user, object);
+        let fields = ["Id".to_owned(), "Name".to_owned()];
+        let recent: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| self.org.view(self.outer.as_ref(), object, id))
+            .filter(|r| r.get("IsDeleted") != Some(&Value::Bool(true)))
+            .map(|r| {
+                Value::Object(render_record(
+                    &meta,
+                    object,
+                    call.version,
+                    &r,
+                    Some(&fields),
+                ))
+            })
+            .collect();
+        let describe = object_summary(call, object, self.org.key_prefix(object));
+        Reply::json(
+            StatusCode::OK,
+            json!({"objectDescribe": describe, "recentItems": recent}),
         )
     }
 
