@@ -12,7 +12,8 @@
 //! "sObject Basic Information" and "Get Metadata for an Object") answers `{"objectDescribe":
 //! <the object's describe global entry>, "recentItems": [...]}`, the recent items being the
 //! records the token's user last created or updated through REST (see `recent`), newest first,
-//! each as `attributes` (`type`, `url`), `Id` and `Name`.
+//! each as `attributes` (`type`, `url`), `Id` and `Name`. An object's describe lists as
+//! `childRelationships` the relationships sObject Tree knows (`tree::RELATIONSHIPS`).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use super::call::{Call, Exec};
 use super::render::render_record;
 use super::reply::Reply;
+use super::tree::RELATIONSHIPS;
 use crate::sim::fieldmeta::{FieldMeta, Source};
 use crate::sim::util::lock;
 
@@ -141,6 +143,28 @@ fn field_json(f: &FieldMeta) -> Value {
     })
 }
 
+/// The `ChildRelationship`s of an object (SOAP API Developer Guide, "describeSObjectResult"):
+/// those the simulator knows (see `tree`), e.g. Account's `Contacts` through `Contact.AccountId`.
+fn child_relationships(object: &str) -> Value {
+    let items: Vec<Value> = RELATIONSHIPS
+        .iter()
+        .filter(|(parent, ..)| *parent == object)
+        .map(|(_, name, child, field)| {
+            json!({
+                "cascadeDelete": false,
+                "childSObject": child,
+                "deprecatedAndHidden": false,
+                "field": field,
+                "junctionIdListNames": [],
+                "junctionReferenceTo": [],
+                "relationshipName": name,
+                "restrictedDelete": false,
+            })
+        })
+        .collect();
+    Value::Array(items)
+}
+
 impl Exec<'_> {
     /// `GET sobjects/`: describe global.
     pub(super) fn describe_global(&self, call: &Call) -> Reply {
@@ -193,7 +217,7 @@ impl Exec<'_> {
             "fields".into(),
             Value::Array(meta.fields.iter().map(field_json).collect()),
         );
-        body.insert("childRelationships".into(), json!([]));
+        body.insert("childRelationships".into(), child_relationships(object));
         body.insert("recordTypeInfos".into(), json!([]));
         body.insert("supportedScopes".into(), json!([]));
         body.insert("namedLayoutInfos".into(), json!([]));

@@ -344,6 +344,22 @@ async fn a_tree_creates_parents_then_children_in_one_transaction() {
         "Parent Two"
     );
 
+    // The relationships a tree takes are those describe lists.
+    let describe = api.get("/sobjects/Account/describe").await;
+    assert_eq!(
+        describe.body["childRelationships"],
+        json!([
+            {"cascadeDelete": false, "childSObject": "Contact", "deprecatedAndHidden": false,
+             "field": "AccountId", "junctionIdListNames": [], "junctionReferenceTo": [],
+             "relationshipName": "Contacts", "restrictedDelete": false},
+            {"cascadeDelete": false, "childSObject": "Account", "deprecatedAndHidden": false,
+             "field": "ParentId", "junctionIdListNames": [], "junctionReferenceTo": [],
+             "relationshipName": "ChildAccounts", "restrictedDelete": false},
+        ])
+    );
+    let describe = api.get("/sobjects/Contact/describe").await;
+    assert_eq!(describe.body["childRelationships"], json!([]));
+
     let decoded = events(&org, ALL_CHANGES, 5).await;
     assert_eq!(org.event_count(ALL_CHANGES), 5);
     let headers: Vec<&Value> = decoded.iter().map(|e| &e["ChangeEventHeader"]).collect();
