@@ -97,7 +97,7 @@ fn relationship(parent: &str, name: &str) -> Option<(&'static str, &'static str)
 }
 
 /// A record's `attributes.referenceId`.
-fn reference_id(record: &Value) -> Result<String, Reply> {
+fn reference_id(record: &Map<String, Value>) -> Result<String, Reply> {
     let id = record
         .get("attributes")
         .and_then(|a| a.get("referenceId"))
@@ -136,7 +136,7 @@ fn flatten(exec: &Exec, object: &str, top: Vec<Value>) -> Result<Vec<Node>, Repl
                     "Cannot deserialize instance of sObject from a value that is not a JSON object",
                 ));
             };
-            let reference_id = reference_id(&Value::Object(map.clone()))?;
+            let reference_id = reference_id(&map)?;
             let children = take_children(&mut map, &expected)?;
             let (typed, fields) = typed_record(exec, Value::Object(map))?;
             if typed != expected {
