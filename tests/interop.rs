@@ -584,11 +584,10 @@ fn jsforce_reads_what_a_loader_reads() {
     );
 }
 
-/// jsforce against the resources the issue's REST part adds (the `rest-any` branch): identity,
+/// jsforce against the resources a generic client uses beyond a loader's: identity,
 /// sObject basic information, SOQL `LIKE` and `OR`, `composite/tree`, `composite/batch`. Each
 /// step runs on its own; the failure lists every step that failed with the org's answer.
 #[test]
-#[ignore = "needs identity, sObject basic information, SOQL LIKE/OR, composite/tree and composite/batch (issue 21, REST part)"]
 fn jsforce_reads_identity_basic_info_and_writes_trees_and_batches() {
     let Some(node_dir) = node_clients() else {
         return;

@@ -10,6 +10,8 @@
 //!   HTTP 400). Not counted as API requests.
 //! * `GET /services/oauth2/userinfo` with `Authorization: Bearer` (401 otherwise): the token's
 //!   user.
+//! * `GET /id/{orgId}/{userId}`: the Identity URL the token response's `id` names
+//!   (`rest::identity`).
 //! * `POST /services/Soap/{u|c}/{version}`: the SOAP API's login() and logout() (`soap`).
 //! * `/services/data` (version list) and `/services/data/v{ver}/…`: see `rest`.
 //! * Simulator only, no auth: `POST /sim/generate` `{"object": "Account", "count": 1000}`;
@@ -84,6 +86,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/services/oauth2/token", post(token))
         .route("/services/oauth2/userinfo", get(userinfo).post(userinfo))
+        .route("/id/{org}/{user}", get(rest::identity))
         .route("/services/Soap/{api}/{version}", post(super::soap::call))
         .route("/services/data", get(rest::versions))
         .route("/services/data/", get(rest::versions))

@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     pub logins: super::login_faults::LoginFaults,
     /// Managed event subscriptions and their commits (see `managed`).
     pub managed: Mutex<super::managed::ManagedSubscriptions>,
+    /// The records each user last wrote through REST (sObject Basic Information's
+    /// `recentItems`).
+    pub recent: Mutex<super::rest::recent::RecentItems>,
 }
 
 impl Shared {

@@ -84,6 +84,7 @@ impl SimOrg {
             bulk: Mutex::new(super::rest::bulk_jobs::BulkJobs::default()),
             logins: Default::default(),
             managed: Mutex::default(),
+            recent: Mutex::default(),
         });
         let http_listener = match http_tls {
             Some(config) => http::Incoming::Tls(

@@ -183,6 +183,7 @@ impl<'a> Exec<'a> {
             return results;
         }
         let changes = org.finish(tx);
+        lock(&self.shared.recent).note(&self.user, &changes);
         if let Err(error) = self
             .shared
             .publish(org, changes, origin.to_owned(), &self.user)
@@ -199,6 +200,7 @@ impl<'a> Exec<'a> {
         };
         let org = &mut *self.org;
         let changes = org.finish(tx);
+        lock(&self.shared.recent).note(&self.user, &changes);
         if let Err(error) = self.shared.publish(org, changes, origin, &self.user) {
             tracing::error!(%error, "simulated org could not publish change events");
         }

@@ -123,7 +123,7 @@ fn parse_body(call: &Call) -> Result<(bool, Vec<Value>), Reply> {
 /// A record's type and fields (`attributes` removed, component fields nested into their
 /// compound as the org stores them), checked against the org: the whole request's refusals; a
 /// compound or formula field named refuses that record only (`INVALID_FIELD_FOR_INSERT_UPDATE`).
-fn typed_record(exec: &Exec, record: Value) -> Result<(String, Stored), Reply> {
+pub(super) fn typed_record(exec: &Exec, record: Value) -> Result<(String, Stored), Reply> {
     let Value::Object(mut fields) = record else {
         return Err(Reply::json_parser_error(
             "Cannot deserialize instance of sObject from a value that is not a JSON object",
@@ -183,7 +183,7 @@ fn typed_record(exec: &Exec, record: Value) -> Result<(String, Stored), Reply> {
 }
 
 /// A record's fields as the org stores them, or why the record is refused on its own.
-type Stored = Result<Map<String, Value>, RecordError>;
+pub(super) type Stored = Result<Map<String, Value>, RecordError>;
 
 impl RecordError {
     fn reply_400(&self) -> Reply {

@@ -1,19 +1,29 @@
-//! Describe: `sobjects/` GET (describe global) and `sobjects/{Object}/describe` GET, with
+//! Describe: `sobjects/` GET (describe global), `sobjects/{Object}` GET (sObject Basic
+//! Information) and `sobjects/{Object}/describe` GET, with
 //! Salesforce's JSON shapes (REST API Developer Guide, "Describe Global" and "sObject Describe";
 //! the keys are those of `DescribeGlobalSObjectResult`, `DescribeSObjectResult` and `Field` in
 //! the SOAP API Developer Guide). The fields come from the org's field metadata
 //! ([`crate::sim::fieldmeta`]): compound fields with their components (`compoundFieldName`),
 //! formula fields (`calculated`, `calculatedFormula`), read-only system fields.
 //!
-//! Contract: both are GET only (405 otherwise); an unknown object is 404 `NOT_FOUND` (routed by
-//! `rest`); both count against `DailyApiRequests` like every other REST call.
+//! Contract: all are GET only (405 otherwise; `sobjects/{Object}` also takes POST, a create);
+//! an unknown object is 404 `NOT_FOUND` (routed by `rest`); all count against
+//! `DailyApiRequests` like every other REST call. Basic Information (REST API Developer Guide,
+//! "sObject Basic Information" and "Get Metadata for an Object") answers `{"objectDescribe":
+//! <the object's describe global entry>, "recentItems": [...]}`, the recent items being the
+//! records the token's user last created or updated through REST (see `recent`), newest first,
+//! each as `attributes` (`type`, `url`), `Id` and `Name`. An object's describe lists as
+//! `childRelationships` the relationships sObject Tree knows (`tree::RELATIONSHIPS`).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::call::{Call, Exec};
+use super::render::render_record;
 use super::reply::Reply;
+use super::tree::RELATIONSHIPS;
 use crate::sim::fieldmeta::{FieldMeta, Source};
+use crate::sim::util::lock;
 
 /// The object's plural label.
 fn plural(label: &str) -> String {
@@ -133,6 +143,28 @@ fn field_json(f: &FieldMeta) -> Value {
     })
 }
 
+/// The `ChildRelationship`s of an object (SOAP API Developer Guide, "describeSObjectResult"):
+/// those the simulator knows (see `tree`), e.g. Account's `Contacts` through `Contact.AccountId`.
+fn child_relationships(object: &str) -> Value {
+    let items: Vec<Value> = RELATIONSHIPS
+        .iter()
+        .filter(|(parent, ..)| *parent == object)
+        .map(|(_, name, child, field)| {
+            json!({
+                "cascadeDelete": false,
+                "childSObject": child,
+                "deprecatedAndHidden": false,
+                "field": field,
+                "junctionIdListNames": [],
+                "junctionReferenceTo": [],
+                "relationshipName": name,
+                "restrictedDelete": false,
+            })
+        })
+        .collect();
+    Value::Array(items)
+}
+
 impl Exec<'_> {
     /// `GET sobjects/`: describe global.
     pub(super) fn describe_global(&self, call: &Call) -> Reply {
@@ -147,6 +179,34 @@ impl Exec<'_> {
         )
     }
 
+    /// `GET sobjects/{Object}`: sObject Basic Information.
+    pub(super) fn basic_info(&self, call: &Call, object: &str) -> Reply {
+        let Some(meta) = self.org.meta(object) else {
+            return Reply::not_found();
+        };
+        let ids = lock(&self.shared.recent).of(&self.user, object);
+        let fields = ["Id".to_owned(), "Name".to_owned()];
+        let recent: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| self.org.view(self.outer.as_ref(), object, id))
+            .filter(|r| r.get("IsDeleted") != Some(&Value::Bool(true)))
+            .map(|r| {
+                Value::Object(render_record(
+                    &meta,
+                    object,
+                    call.version,
+                    &r,
+                    Some(&fields),
+                ))
+            })
+            .collect();
+        let describe = object_summary(call, object, self.org.key_prefix(object));
+        Reply::json(
+            StatusCode::OK,
+            json!({"objectDescribe": describe, "recentItems": recent}),
+        )
+    }
+
     /// `GET sobjects/{Object}/describe` of an object of the org.
     pub(super) fn describe(&self, call: &Call, object: &str) -> Reply {
         let Some(meta) = self.org.meta(object) else {
@@ -157,7 +217,7 @@ impl Exec<'_> {
             "fields".into(),
             Value::Array(meta.fields.iter().map(field_json).collect()),
         );
-        body.insert("childRelationships".into(), json!([]));
+        body.insert("childRelationships".into(), child_relationships(object));
         body.insert("recordTypeInfos".into(), json!([]));
         body.insert("supportedScopes".into(), json!([]));
         body.insert("namedLayoutInfos".into(), json!([]));

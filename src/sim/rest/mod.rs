@@ -1,8 +1,10 @@
 //! The org's REST API under `/services/data/v{ver}/`: authentication, accounting and routing
 //! here; sObject rows and rows by External Id in `rows`, the SOQL query endpoint in `query` (its
-//! cursors in `cursors`), sObject Collections in `collections`, Composite in `composite`, API
-//! accounting, fault refusals and limits in `limits`; what they share in `call` (the request,
-//! [`Exec`]), `reply` (replies and errors) and `render` (records as REST renders them).
+//! cursors in `cursors`), sObject Collections in `collections`, Composite in `composite`,
+//! Composite Batch in `batch`, sObject Tree in `tree`, API accounting, fault refusals and limits
+//! in `limits`; what they share in `call` (the request, [`Exec`]), `reply` (replies and errors)
+//! and `render` (records as REST renders them). The Identity URL (`/id/{orgId}/{userId}`, outside
+//! `/services/data`) is in `identity`; the records each user last wrote, in `recent`.
 //!
 //! Contract:
 //! * Bearer (or `OAuth`) token auth: 401 `INVALID_SESSION_ID` otherwise. Then the call passes the
@@ -19,8 +21,11 @@
 //!   `composite/sobjects…` (incl. `composite/sobjects/{Object}` POST retrieve);
 //!   `sobjects/{Event__e}` POST publishes a Platform Event (in `events`);
 //!   `tooling/…` for `ManagedEventSubscription` (in `tooling`);
-//!   `composite`; `sobjects/` GET (describe global) and `sobjects/{Object}/describe` GET (in
-//!   `describe`); the resource list (GET on the version). Other paths: 404 `NOT_FOUND`; a
+//!   `composite`; `composite/batch` POST (in `batch`); `composite/tree/{Object}` POST (in
+//!   `tree`); `sobjects/` GET (describe global), `sobjects/{Object}` GET (sObject Basic
+//!   Information: `objectDescribe` and `recentItems`) and `sobjects/{Object}/describe` GET (in
+//!   `describe`); the resource list (GET on the version: `sobjects`, `query`, `composite`,
+//!   `limits`, and `identity`, the token user's Identity URL). Other paths: 404 `NOT_FOUND`; a
 //!   known path with another method: 405 `METHOD_NOT_ALLOWED`.
 //! * Fields as Salesforce's REST API has them (SOAP API Developer Guide, "Compound Fields"): a
 //!   compound field's components (`BillingCity`, `FirstName`) are written and read; the
@@ -33,6 +38,7 @@
 //! * Errors are Salesforce's arrays `[{"message", "errorCode", "fields"}]`; per-record errors of
 //!   collections are `{"statusCode", "message", "fields"}` (see [`RecordError`]).
 
+mod batch;
 mod bulk;
 mod bulk_csv;
 pub(super) mod bulk_jobs;
@@ -44,17 +50,23 @@ mod composite;
 pub(super) mod cursors;
 mod describe;
 mod events;
+mod identity;
 pub(super) mod limits;
 mod query;
+pub(super) mod recent;
 mod render;
 mod replication;
 mod reply;
+#[cfg(test)]
+mod resources_tests;
 mod rows;
 #[cfg(test)]
 mod tests;
 mod tooling;
+mod tree;
 
 pub(crate) use self::call::bearer;
+pub(crate) use self::identity::identity;
 pub(crate) use self::reply::Reply;
 
 use std::sync::Arc;
@@ -188,7 +200,13 @@ impl Exec<'_> {
         // Resources and Requests"), so `/sobjects/account/describe` describes Account.
         let object_at = match segments.first().map(String::as_str) {
             Some("sobjects") => 1,
-            Some("composite") if segments.get(1).is_some_and(|s| s == "sobjects") => 2,
+            Some("composite")
+                if segments
+                    .get(1)
+                    .is_some_and(|s| s == "sobjects" || s == "tree") =>
+            {
+                2
+            }
             _ => usize::MAX,
         };
         if let Some(name) = segments
@@ -209,6 +227,10 @@ impl Exec<'_> {
                         "query": format!("{base}/query"),
                         "composite": format!("{base}/composite"),
                         "limits": format!("{base}/limits"),
+                        "identity": format!(
+                            "{}/id/{}/{}",
+                            self.shared.instance_url, self.shared.config.org_id, self.user
+                        ),
                     }),
                 )
             }
@@ -233,6 +255,7 @@ impl Exec<'_> {
             ["sobjects", event] if self.is_platform_event(event) => self.publish_event(call, event),
             ["sobjects", object] if !self.org.has_object(object) => Reply::not_found(),
             ["sobjects", object] if m == Method::POST => self.create_row(call, object),
+            ["sobjects", object] if m == Method::GET => self.basic_info(call, object),
             ["sobjects", _] => Reply::method_not_allowed(m, "GET,POST,HEAD"),
             ["sobjects", object, ..] if !self.org.has_object(object) => Reply::not_found(),
             ["sobjects", object, "describe"] if m == Method::GET => self.describe(call, object),
@@ -269,6 +292,12 @@ impl Exec<'_> {
                 collections::upsert(self, call, object, field)
             }
             ["composite", "sobjects", _, _] => Reply::method_not_allowed(m, "PATCH"),
+            ["composite", "tree" | "batch", ..] if !call.top => composite_unsupported(call),
+            ["composite", "tree", object] if !self.org.has_object(object) => Reply::not_found(),
+            ["composite", "tree", object] if m == Method::POST => tree::create(self, call, object),
+            ["composite", "tree", _] => Reply::method_not_allowed(m, "POST"),
+            ["composite", "batch"] if m == Method::POST => batch::run(self, call),
+            ["composite", "batch"] => Reply::method_not_allowed(m, "POST"),
             _ => Reply::not_found(),
         }
     }

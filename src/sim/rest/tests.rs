@@ -18,24 +18,24 @@ const HALTED: &str =
     "The transaction was rolled back since another operation in the same transaction failed.";
 
 /// A REST client of one session.
-struct Rest {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-    tag: Option<String>,
+pub(super) struct Rest {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+    pub tag: Option<String>,
 }
 
 /// A response: status, `Sforce-Limit-Info`, JSON body (null when empty).
 #[derive(Debug)]
-struct Resp {
-    status: u16,
-    limit_info: Option<String>,
-    body: Value,
+pub(super) struct Resp {
+    pub status: u16,
+    pub limit_info: Option<String>,
+    pub body: Value,
 }
 
 impl Rest {
     /// Logs in with the client credentials grant (the integration user).
-    async fn login(org: &SimOrg) -> Rest {
+    pub(super) async fn login(org: &SimOrg) -> Rest {
         let cfg = org.config();
         let http = http_client();
         let body: Value = http
@@ -59,7 +59,7 @@ impl Rest {
         }
     }
 
-    fn tagged(mut self, tag: &str) -> Rest {
+    pub(super) fn tagged(mut self, tag: &str) -> Rest {
         self.tag = Some(tag.to_owned());
         self
     }
@@ -95,16 +95,16 @@ impl Rest {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+    pub(super) async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
         self.send_raw(method, path, body.map(|b| b.to_string()))
             .await
     }
 
-    async fn get(&self, path: &str) -> Resp {
+    pub(super) async fn get(&self, path: &str) -> Resp {
         self.send(Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Resp {
+    pub(super) async fn post(&self, path: &str, body: Value) -> Resp {
         self.send(Method::POST, path, Some(body)).await
     }
 
@@ -116,7 +116,7 @@ impl Rest {
         self.send(Method::DELETE, path, None).await
     }
 
-    async fn query(&self, soql: &str) -> Resp {
+    pub(super) async fn query(&self, soql: &str) -> Resp {
         self.get(&format!("/query?q={}", encode(soql))).await
     }
 
@@ -130,7 +130,7 @@ impl Rest {
 }
 
 /// Percent-encodes a query parameter value.
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -178,7 +178,7 @@ fn id_of(item: &Value) -> String {
 }
 
 /// The first `n` change events of `channel`, decoded.
-async fn events(org: &SimOrg, channel: &str, n: usize) -> Vec<Value> {
+pub(super) async fn events(org: &SimOrg, channel: &str, n: usize) -> Vec<Value> {
     let mut client = Client::connect(org, org.issue_access_token()).await;
     let mut sub = client
         .subscribe(fetch(channel, ReplayPreset::Earliest, Vec::new(), 100))
@@ -190,7 +190,7 @@ async fn events(org: &SimOrg, channel: &str, n: usize) -> Vec<Value> {
     out
 }
 
-async fn start() -> (SimOrg, Rest) {
+pub(super) async fn start() -> (SimOrg, Rest) {
     let org = SimOrg::start(SimConfig::default()).await.expect("start");
     let api = Rest::login(&org).await;
     (org, api)
