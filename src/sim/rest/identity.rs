@@ -5,8 +5,10 @@
 //! Contract:
 //! * The access token comes in `Authorization: Bearer …` (or `OAuth …`) or in the
 //!   `oauth_token` query parameter (jsforce's `identity()` sends both). None: 403
-//!   `Missing_OAuth_Token`; unknown or expired: 403 `Bad_OAuth_Token`. Errors are plain text
-//!   bodies with that code, as the identity service answers them.
+//!   `Missing_OAuth_Token`; unknown or expired: 403 `Bad_OAuth_Token` (a real org's answer to a
+//!   stale token, captured in Drupal's salesforce module, issue #3191597: "403 Forbidden
+//!   response: Bad_OAuth_Token"). Errors are plain text bodies with that code, as the identity
+//!   service answers them.
 //! * An org Id other than the org's: 403 `Wrong_Org`. A user Id that is malformed or not a user
 //!   of the org: 404 `Bad_Id`. Ids match in their 15- or 18-character form. Any user of the org
 //!   can be read with a token of the org (the simulator's tokens carry the `api` scope, and
