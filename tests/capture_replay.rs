@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use forcebridge::sim::replay::format::read_capture;
+use forcebridge::salesforce::pubsub::{Delivery, PubSub, ReplayStart};
+use forcebridge::sim::replay::format::{Capture, Captured, read_capture};
 use forcebridge::sim::{SimConfig, SimOrg};
 use forcebridge::tools::capture::command::{CaptureArgs, run as capture};
 use support::kafka::{ConsumedRecord, read_topic};
@@ -30,14 +31,38 @@ fn scratch(name: &str) -> PathBuf {
 /// The records forcebridge's source produces from `sim`'s `n` events, as read back from a
 /// fresh mock cluster (key, value, headers, in order).
 async fn source_records(sim: &SimOrg, n: u64) -> Vec<ConsumedRecord> {
+    let mut topics = records_of(sim, CHANNEL, &[TOPIC], n).await;
+    topics.pop().unwrap()
+}
+
+/// The records forcebridge's source, subscribed to `channel`, produces from `sim`'s `n` events
+/// into each of `topics`, as read back from a fresh mock cluster.
+async fn records_of(
+    sim: &SimOrg,
+    channel: &str,
+    topics: &[&str],
+    n: u64,
+) -> Vec<Vec<ConsumedRecord>> {
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
-    let running = start(config_with(sim, &bootstrap, &[CHANNEL], "", MOCK_KAFKA));
+    let running = start(config_with(sim, &bootstrap, &[channel], "", MOCK_KAFKA));
     running.wait_produced(n).await;
     running.stop().await;
-    tokio::task::spawn_blocking(move || read_topic(&bootstrap, TOPIC))
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || topics.iter().map(|t| read_topic(&bootstrap, t)).collect())
         .await
         .unwrap()
+}
+
+/// A record as compared: key, value, headers.
+type Compared = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+/// Key, value and headers of each record.
+fn strip(records: Vec<ConsumedRecord>) -> Vec<Compared> {
+    records
+        .into_iter()
+        .map(|r| (r.key, r.value, r.headers))
+        .collect()
 }
 
 /// Round trip: changes in a simulated org, captured with `forcebridge capture`, replayed with
@@ -89,12 +114,6 @@ async fn a_replayed_capture_gives_the_same_kafka_records() {
     let from_original = source_records(&original, 4).await;
     let from_replay = source_records(&replayed, 4).await;
     assert_eq!(from_original.len(), 4);
-    let strip = |records: Vec<ConsumedRecord>| -> Vec<_> {
-        records
-            .into_iter()
-            .map(|r| (r.key, r.value, r.headers))
-            .collect()
-    };
     assert_eq!(strip(from_replay), strip(from_original));
     replayed_presets(&replayed, &read_capture(&dir).unwrap()).await;
     std::fs::remove_dir_all(&dir).unwrap();
@@ -102,13 +121,10 @@ async fn a_replayed_capture_gives_the_same_kafka_records() {
     replayed.shutdown().await;
 }
 
-/// On the replayed org, GetTopic and GetSchema answer as captured, and a CUSTOM subscription
-/// after the second captured replay id starts at the third, with the captured id.
-async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::format::Capture) {
+/// A Pub/Sub client logged in to `org`.
+async fn pubsub_of(org: &SimOrg) -> PubSub {
     use forcebridge::salesforce::auth::{Authenticator, SessionHandle, http_client};
-    use forcebridge::salesforce::pubsub::{Delivery, PubSub, ReplayStart};
     use forcebridge::salesforce::tls::ClientTls;
-    use forcebridge::sim::replay::format::Captured;
 
     let config = config_with(org, "127.0.0.1:1", &[CHANNEL], "", MOCK_KAFKA);
     let tls = ClientTls::from_config(&config.salesforce).unwrap();
@@ -117,9 +133,53 @@ async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::form
         .login()
         .await
         .unwrap();
-    let pubsub = PubSub::connect(&org.pubsub_endpoint(), SessionHandle::new(session), &tls)
+    PubSub::connect(&org.pubsub_endpoint(), SessionHandle::new(session), &tls)
+        .await
+        .unwrap()
+}
+
+/// The replayed org serves `channel` from `earliest` exactly as captured: replay ids, schema
+/// ids (blank where captured blank), event ids, payload bytes.
+async fn served_as_captured(org: &SimOrg, capture: &Capture, channel: &str) {
+    let wire = |replay_id: &[u8], schema_id: &str, id: &str, payload: &[u8]| {
+        (
+            replay_id.to_vec(),
+            schema_id.to_owned(),
+            id.to_owned(),
+            payload.to_vec(),
+        )
+    };
+    let expected: Vec<_> = capture.streams[channel]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => Some(wire(&e.replay_id, &e.schema_id, &e.event_id, &e.payload)),
+            Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    let pubsub = pubsub_of(org).await;
+    let mut sub = pubsub
+        .subscribe(
+            channel,
+            ReplayStart::Earliest,
+            100,
+            std::time::Duration::from_secs(60),
+        )
         .await
         .unwrap();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        if let Delivery::Event(c) = sub.next().await.unwrap() {
+            let e = c.event.unwrap();
+            got.push(wire(&c.replay_id, &e.schema_id, &e.id, &e.payload));
+        }
+    }
+    assert_eq!(got, expected);
+}
+
+/// On the replayed org, GetTopic and GetSchema answer as captured, and a CUSTOM subscription
+/// after the second captured replay id starts at the third, with the captured id.
+async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::format::Capture) {
+    let pubsub = pubsub_of(org).await;
     let topic = pubsub.get_topic(CHANNEL).await.unwrap();
     assert_eq!(topic.schema_id, capture.topics[CHANNEL].schema_id);
     assert_eq!(
@@ -258,12 +318,151 @@ async fn a_capture_survives_a_stream_reset() {
     let ids: Vec<Vec<u8>> = captured.streams[CHANNEL]
         .iter()
         .filter_map(|c| match c {
-            forcebridge::sim::replay::format::Captured::Event(e) => Some(e.replay_id.clone()),
-            forcebridge::sim::replay::format::Captured::Keepalive { .. } => None,
+            Captured::Event(e) => Some(e.replay_id.clone()),
+            Captured::Keepalive { .. } => None,
         })
         .collect();
     let expected: Vec<Vec<u8>> = org.replay_ids(CHANNEL).into_iter().collect();
     assert_eq!(ids, expected);
     std::fs::remove_dir_all(&dir).unwrap();
     org.shutdown().await;
+}
+
+/// Account and Contact changes in a simulated org; the Account it created first.
+fn account_and_contact_changes(org: &SimOrg) {
+    let a = org
+        .create("Account", fields(json!({"Name": "Acme"})))
+        .unwrap();
+    org.create(
+        "Contact",
+        fields(json!({"Name": {"LastName": "Doe"}, "AccountId": a})),
+    )
+    .unwrap();
+    org.update("Account", &a, fields(json!({"Name": "Acme Corp"})))
+        .unwrap();
+    org.create("Contact", fields(json!({"Name": {"LastName": "Roe"}})))
+        .unwrap();
+}
+
+/// Captures `n` events of `channel` from `org` into `dir`.
+async fn capture_channel(org: &SimOrg, channel: &str, dir: &std::path::Path, n: u64) -> Capture {
+    let config = config_with(org, "127.0.0.1:1", &[channel], "", MOCK_KAFKA);
+    let args = CaptureArgs {
+        config: PathBuf::from("unused.yaml"),
+        out: dir.to_path_buf(),
+        duration: None,
+        max_events: Some(n),
+    };
+    capture(args, &config, CancellationToken::new())
+        .await
+        .expect("capture");
+    read_capture(dir).expect("the capture reads back")
+}
+
+/// `/data/ChangeEvents`, whose events real orgs send with a blank schema id
+/// (forcedotcom/pub-sub-api#63), as the simulated org does: the capture records each event as
+/// received (blank schema id), with its entity, and the entities' own channels' `GetTopic`
+/// answers and schemas; replayed, forcebridge's source (which finds each event's schema through
+/// its entity's channel) produces the same Kafka records in each object's topic as from the
+/// original org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_change_events_capture_gives_the_same_kafka_records() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let original = SimOrg::start(SimConfig::default()).await.unwrap();
+    account_and_contact_changes(&original);
+    let dir = scratch("change-events");
+    let all = "/data/ChangeEvents";
+    let captured = capture_channel(&original, all, &dir, 4).await;
+    assert_eq!(captured.topics[all].schema_id, "");
+    assert_eq!(
+        captured.manifest.entity_channels,
+        ["/data/AccountChangeEvent", "/data/ContactChangeEvent"]
+    );
+    let events: Vec<_> = captured.streams[all]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => Some((e.schema_id.as_str(), e.entity.as_deref())),
+            Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("", Some("Account")),
+            ("", Some("Contact")),
+            ("", Some("Account")),
+            ("", Some("Contact")),
+        ]
+    );
+    let account_schema = &captured.topics["/data/AccountChangeEvent"].schema_id;
+    assert!(captured.schemas.contains_key(account_schema));
+
+    let captured = Arc::new(captured);
+    let replayed = SimOrg::start(SimConfig {
+        replay: Some(captured.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let topics = [TOPIC, "salesforce.Contact"];
+    let from_original = records_of(&original, all, &topics, 4).await;
+    served_as_captured(&replayed, &captured, all).await;
+    let from_replay = records_of(&replayed, all, &topics, 4).await;
+    assert_eq!(
+        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2]
+    );
+    for (replay, original) in from_replay.into_iter().zip(from_original) {
+        assert_eq!(strip(replay), strip(original));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    original.shutdown().await;
+    replayed.shutdown().await;
+}
+
+/// The custom channel `/data/Sales__chn` (Account, Contact), whose events carry their schema
+/// ids (pozil/pub-sub-api-node-client#27): captured with each event's entity, replayed, it gives
+/// forcebridge's source the same Kafka records as the original org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_custom_channel_capture_gives_the_same_kafka_records() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let original = SimOrg::start(SimConfig::default()).await.unwrap();
+    account_and_contact_changes(&original);
+    let dir = scratch("custom-channel");
+    let sales = "/data/Sales__chn";
+    let captured = capture_channel(&original, sales, &dir, 4).await;
+    assert!(captured.manifest.entity_channels.is_empty());
+    let entities: Vec<_> = captured.streams[sales]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => {
+                assert!(captured.schemas.contains_key(&e.schema_id));
+                e.entity.clone()
+            }
+            Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    assert_eq!(entities, ["Account", "Contact", "Account", "Contact"]);
+
+    let captured = Arc::new(captured);
+    let replayed = SimOrg::start(SimConfig {
+        replay: Some(captured.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let topics = [TOPIC, "salesforce.Contact"];
+    let from_original = records_of(&original, sales, &topics, 4).await;
+    served_as_captured(&replayed, &captured, sales).await;
+    let from_replay = records_of(&replayed, sales, &topics, 4).await;
+    assert_eq!(
+        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2]
+    );
+    for (replay, original) in from_replay.into_iter().zip(from_original) {
+        assert_eq!(strip(replay), strip(original));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    original.shutdown().await;
+    replayed.shutdown().await;
 }

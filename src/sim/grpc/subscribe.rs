@@ -202,7 +202,12 @@ impl Subscription {
         cursor: u64,
         credits: i32,
     ) -> FetchResponse {
-        let blank_schema_id = matches!(channel, Channel::AllChanges);
+        let blank_schema_id = matches!(channel.live(), Channel::AllChanges);
+        // A replayed capture's channel serves each event with the schema id it carried there.
+        let replayed = match channel {
+            Channel::Replayed { topic, .. } => Some(topic.as_str()),
+            _ => None,
+        };
         // The replay ids on the wire: the simulator's own, or a replayed capture's (bus.rs);
         // the bus is locked for them only, not while the events are copied.
         let (ids, latest) = {
@@ -216,7 +221,10 @@ impl Subscription {
                 .zip(ids)
                 .map(|(e, replay_id)| {
                     let mut event = e.event.clone();
-                    if blank_schema_id {
+                    let captured = replayed.and_then(|topic| e.source.captured_schema_id(topic));
+                    if let Some(id) = captured {
+                        id.clone_into(&mut event.schema_id);
+                    } else if blank_schema_id {
                         event.schema_id.clear();
                     }
                     ConsumerEvent {
