@@ -359,6 +359,38 @@ async fn capture_channel(org: &SimOrg, channel: &str, dir: &std::path::Path, n: 
     read_capture(dir).expect("the capture reads back")
 }
 
+/// `captured` (of `channel`, from `original`'s Account and Contact changes) replayed: the
+/// replayed org serves `channel` as captured, and forcebridge's source produces the same records
+/// in `salesforce.Account` and `salesforce.Contact` from both orgs.
+async fn replay_gives_the_same_records(
+    original: SimOrg,
+    captured: Capture,
+    channel: &str,
+    dir: &std::path::Path,
+) {
+    let captured = Arc::new(captured);
+    let replayed = SimOrg::start(SimConfig {
+        replay: Some(captured.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let topics = [TOPIC, "salesforce.Contact"];
+    let from_original = records_of(&original, channel, &topics, 4).await;
+    served_as_captured(&replayed, &captured, channel).await;
+    let from_replay = records_of(&replayed, channel, &topics, 4).await;
+    assert_eq!(
+        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2]
+    );
+    for (replay, original) in from_replay.into_iter().zip(from_original) {
+        assert_eq!(strip(replay), strip(original));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+    original.shutdown().await;
+    replayed.shutdown().await;
+}
+
 /// `/data/ChangeEvents`, whose events real orgs send with a blank schema id
 /// (forcedotcom/pub-sub-api#63), as the simulated org does: the capture records each event as
 /// received (blank schema id), with its entity, and the entities' own channels' `GetTopic`
@@ -397,27 +429,7 @@ async fn a_replayed_change_events_capture_gives_the_same_kafka_records() {
     let account_schema = &captured.topics["/data/AccountChangeEvent"].schema_id;
     assert!(captured.schemas.contains_key(account_schema));
 
-    let captured = Arc::new(captured);
-    let replayed = SimOrg::start(SimConfig {
-        replay: Some(captured.clone()),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let topics = [TOPIC, "salesforce.Contact"];
-    let from_original = records_of(&original, all, &topics, 4).await;
-    served_as_captured(&replayed, &captured, all).await;
-    let from_replay = records_of(&replayed, all, &topics, 4).await;
-    assert_eq!(
-        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
-        [2, 2]
-    );
-    for (replay, original) in from_replay.into_iter().zip(from_original) {
-        assert_eq!(strip(replay), strip(original));
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
-    original.shutdown().await;
-    replayed.shutdown().await;
+    replay_gives_the_same_records(original, captured, all, &dir).await;
 }
 
 /// The custom channel `/data/Sales__chn` (Account, Contact), whose events carry their schema
@@ -444,25 +456,5 @@ async fn a_replayed_custom_channel_capture_gives_the_same_kafka_records() {
         .collect();
     assert_eq!(entities, ["Account", "Contact", "Account", "Contact"]);
 
-    let captured = Arc::new(captured);
-    let replayed = SimOrg::start(SimConfig {
-        replay: Some(captured.clone()),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let topics = [TOPIC, "salesforce.Contact"];
-    let from_original = records_of(&original, sales, &topics, 4).await;
-    served_as_captured(&replayed, &captured, sales).await;
-    let from_replay = records_of(&replayed, sales, &topics, 4).await;
-    assert_eq!(
-        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
-        [2, 2]
-    );
-    for (replay, original) in from_replay.into_iter().zip(from_original) {
-        assert_eq!(strip(replay), strip(original));
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
-    original.shutdown().await;
-    replayed.shutdown().await;
+    replay_gives_the_same_records(original, captured, sales, &dir).await;
 }
