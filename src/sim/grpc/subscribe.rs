@@ -11,7 +11,8 @@
 //! (pozil/pub-sub-api-node-client#34: "The schema ID can't be blank" from `GetSchema` after
 //! subscribing to `/data/ChangeEvents`; forcedotcom/pub-sub-api#63: "Schema ID is not sent from
 //! the server" for that channel); a custom channel's events carry theirs (the capture in
-//! pozil/pub-sub-api-node-client#27 has `schemaId` on a custom channel).
+//! pozil/pub-sub-api-node-client#27 has `schemaId` on a custom channel). A replayed capture's
+//! channel sends each event with the schema id it carried on that channel in the capture.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

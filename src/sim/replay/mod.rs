@@ -181,7 +181,11 @@ struct Merged<'a> {
 /// Every captured event by replay id; the same event captured on several channels under one id
 /// is one entry.
 fn merge(capture: &Capture) -> Result<BTreeMap<Vec<u8>, Merged<'_>>, ReplayError> {
-    // Real replay ids are big-endian counters of one length, so byte order is their order.
+    // Real replay ids are big-endian counters of one length, so byte order is their order. They
+    // are unique for the org and the channel (Streaming API Developer Guide, "Message
+    // Durability", "Event Numbering"): the same event may carry another id on another channel
+    // (then it is two events here, each served on its own channel), and since the bus keeps one
+    // org-wide order, two different events must not share an id.
     let mut merged: BTreeMap<Vec<u8>, Merged<'_>> = BTreeMap::new();
     for (channel, stream) in &capture.streams {
         kind_of(channel)?;
