@@ -21,6 +21,8 @@
 //! (`/data/AccountChangeEvent`) and `GetSchema` for that schema id, and records both (the topic
 //! in `topics.jsonl`, the channel in the manifest's `entity_channels`), as the source does to
 //! decode it. A payload that names no entity fails the capture with the channel and replay id.
+//! The entity's channel is asked once per capture: a schema change during it is not seen for
+//! blank-schema events (events of channels that carry schema ids record each new id).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
