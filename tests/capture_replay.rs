@@ -31,21 +31,21 @@ fn scratch(name: &str) -> PathBuf {
 /// The records forcebridge's source produces from `sim`'s `n` events, as read back from a
 /// fresh mock cluster (key, value, headers, in order).
 async fn source_records(sim: &SimOrg, n: u64) -> Vec<ConsumedRecord> {
-    let mut topics = records_of(sim, CHANNEL, &[TOPIC], n).await;
+    let mut topics = records_of(sim, &[CHANNEL], &[TOPIC], n).await;
     topics.pop().unwrap()
 }
 
-/// The records forcebridge's source, subscribed to `channel`, produces from `sim`'s `n` events
+/// The records forcebridge's source, subscribed to `channels`, produces from `sim`'s `n` events
 /// into each of `topics`, as read back from a fresh mock cluster.
 async fn records_of(
     sim: &SimOrg,
-    channel: &str,
+    channels: &[&str],
     topics: &[&str],
     n: u64,
 ) -> Vec<Vec<ConsumedRecord>> {
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
-    let running = start(config_with(sim, &bootstrap, &[channel], "", MOCK_KAFKA));
+    let running = start(config_with(sim, &bootstrap, channels, "", MOCK_KAFKA));
     running.wait_produced(n).await;
     running.stop().await;
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
@@ -344,9 +344,14 @@ fn account_and_contact_changes(org: &SimOrg) {
         .unwrap();
 }
 
-/// Captures `n` events of `channel` from `org` into `dir`.
-async fn capture_channel(org: &SimOrg, channel: &str, dir: &std::path::Path, n: u64) -> Capture {
-    let config = config_with(org, "127.0.0.1:1", &[channel], "", MOCK_KAFKA);
+/// Captures `n` events of `channels` from `org` into `dir`.
+async fn capture_channels(
+    org: &SimOrg,
+    channels: &[&str],
+    dir: &std::path::Path,
+    n: u64,
+) -> Capture {
+    let config = config_with(org, "127.0.0.1:1", channels, "", MOCK_KAFKA);
     let args = CaptureArgs {
         config: PathBuf::from("unused.yaml"),
         out: dir.to_path_buf(),
@@ -376,9 +381,9 @@ async fn replay_gives_the_same_records(
     .await
     .unwrap();
     let topics = [TOPIC, "salesforce.Contact"];
-    let from_original = records_of(&original, channel, &topics, 4).await;
+    let from_original = records_of(&original, &[channel], &topics, 4).await;
     served_as_captured(&replayed, &captured, channel).await;
-    let from_replay = records_of(&replayed, channel, &topics, 4).await;
+    let from_replay = records_of(&replayed, &[channel], &topics, 4).await;
     assert_eq!(
         from_original.iter().map(Vec::len).collect::<Vec<_>>(),
         [2, 2]
@@ -404,7 +409,7 @@ async fn a_replayed_change_events_capture_gives_the_same_kafka_records() {
     account_and_contact_changes(&original);
     let dir = scratch("change-events");
     let all = "/data/ChangeEvents";
-    let captured = capture_channel(&original, all, &dir, 4).await;
+    let captured = capture_channels(&original, &[all], &dir, 4).await;
     assert_eq!(captured.topics[all].schema_id, "");
     assert_eq!(
         captured.manifest.entity_channels,
@@ -442,7 +447,7 @@ async fn a_replayed_custom_channel_capture_gives_the_same_kafka_records() {
     account_and_contact_changes(&original);
     let dir = scratch("custom-channel");
     let sales = "/data/Sales__chn";
-    let captured = capture_channel(&original, sales, &dir, 4).await;
+    let captured = capture_channels(&original, &[sales], &dir, 4).await;
     assert!(captured.manifest.entity_channels.is_empty());
     let entities: Vec<_> = captured.streams[sales]
         .iter()
@@ -457,4 +462,73 @@ async fn a_replayed_custom_channel_capture_gives_the_same_kafka_records() {
     assert_eq!(entities, ["Account", "Contact", "Account", "Contact"]);
 
     replay_gives_the_same_records(original, captured, sales, &dir).await;
+}
+
+/// `/data/ChangeEvents` and `/data/AccountChangeEvent` captured together: the simulated org
+/// numbers an event once for all its channels, so each Account event is captured twice under one
+/// replay id (with its schema id on its own channel, blank on `/data/ChangeEvents`), and the
+/// Account channel's `GetTopic` answer is recorded once. Replayed, each channel is served as
+/// captured, and forcebridge's source subscribed to both produces the same records as from the
+/// original org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_channels_are_each_replayed_as_captured() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let original = SimOrg::start(SimConfig::default()).await.unwrap();
+    account_and_contact_changes(&original);
+    let dir = scratch("overlapping");
+    let channels = ["/data/ChangeEvents", CHANNEL];
+    let captured = capture_channels(&original, &channels, &dir, 6).await;
+    assert_eq!(
+        captured.manifest.entity_channels,
+        ["/data/ContactChangeEvent"]
+    );
+    let topics = std::fs::read_to_string(dir.join("topics.jsonl")).unwrap();
+    assert_eq!(topics.lines().count(), 3, "{topics}");
+    let ids = |channel: &str| -> Vec<Vec<u8>> {
+        captured.streams[channel]
+            .iter()
+            .filter_map(|c| match c {
+                Captured::Event(e) => Some(e.replay_id.clone()),
+                Captured::Keepalive { .. } => None,
+            })
+            .collect()
+    };
+    let (all, accounts) = (ids(channels[0]), ids(CHANNEL));
+    assert_eq!(all.len(), 4);
+    assert_eq!(accounts, [all[0].clone(), all[2].clone()]);
+
+    let captured = Arc::new(captured);
+    let replayed = SimOrg::start(SimConfig {
+        replay: Some(captured.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    // One bus event per captured event: a channel that was not captured (`/data/Sales__chn`,
+    // Account and Contact) sees each once.
+    assert_eq!(replayed.event_count("/data/Sales__chn"), 4);
+    for channel in channels {
+        served_as_captured(&replayed, &captured, channel).await;
+    }
+    let topics = [TOPIC, "salesforce.Contact"];
+    let sorted = |records: Vec<Vec<ConsumedRecord>>| -> Vec<Vec<Compared>> {
+        records
+            .into_iter()
+            .map(|r| {
+                let mut r = strip(r);
+                r.sort();
+                r
+            })
+            .collect()
+    };
+    let from_original = sorted(records_of(&original, &channels, &topics, 6).await);
+    let from_replay = sorted(records_of(&replayed, &channels, &topics, 6).await);
+    assert_eq!(
+        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
+        [4, 2]
+    );
+    assert_eq!(from_replay, from_original);
+    std::fs::remove_dir_all(&dir).unwrap();
+    original.shutdown().await;
+    replayed.shutdown().await;
 }

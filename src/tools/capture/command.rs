@@ -21,8 +21,9 @@
 //! (`/data/AccountChangeEvent`) and `GetSchema` for that schema id, and records both (the topic
 //! in `topics.jsonl`, the channel in the manifest's `entity_channels`), as the source does to
 //! decode it. A payload that names no entity fails the capture with the channel and replay id.
-//! The entity's channel is asked once per capture: a schema change during it is not seen for
-//! blank-schema events (events of channels that carry schema ids record each new id).
+//! The entity's channel is asked once per capture (not again when it is a captured channel
+//! itself): a schema change during the capture is not seen for blank-schema events (events of
+//! channels that carry schema ids record each new id).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -131,6 +132,7 @@ pub async fn run(
         writer,
         schemas: Default::default(),
         entity_channels: Vec::new(),
+        topics: Default::default(),
     };
     for name in &channels {
         let topic = recorder.topic(name).await?;
@@ -187,6 +189,8 @@ struct Recorder {
     schemas: std::collections::BTreeSet<String>,
     /// Entities' channels asked with `GetTopic` for blank-schema events, in order.
     entity_channels: Vec<String>,
+    /// Every channel whose `GetTopic` answer is recorded.
+    topics: std::collections::BTreeSet<String>,
 }
 
 impl Recorder {
@@ -201,6 +205,7 @@ impl Recorder {
                     source,
                 })?;
         self.schema(channel, &topic.schema_id).await?;
+        self.topics.insert(channel.to_string());
         self.writer.topic(&TopicRecord {
             topic_name: channel.to_string(),
             schema_id: topic.schema_id.clone(),
@@ -247,7 +252,7 @@ impl Recorder {
         self.schema(channel, &event.schema_id).await?;
         if let Some(entity) = entity.as_deref().filter(|_| blank) {
             let topic = entity_channel(entity);
-            if !self.entity_channels.contains(&topic) {
+            if !self.topics.contains(&topic) {
                 self.topic(&topic).await?;
                 self.entity_channels.push(topic);
             }
