@@ -54,6 +54,27 @@ async fn records_of(
         .unwrap()
 }
 
+/// The simulated org of `sim --replay`, serving `capture`.
+async fn replay_of(capture: &Arc<Capture>) -> SimOrg {
+    SimOrg::start(SimConfig {
+        replay: Some(capture.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The replay ids of the events captured on `channel`, in order.
+fn captured_ids(capture: &Capture, channel: &str) -> Vec<Vec<u8>> {
+    capture.streams[channel]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => Some(e.replay_id.clone()),
+            Captured::Keepalive { .. } => None,
+        })
+        .collect()
+}
+
 /// A record as compared: key, value, headers.
 type Compared = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
 
@@ -105,12 +126,7 @@ async fn a_replayed_capture_gives_the_same_kafka_records() {
     assert_eq!(captured.streams[CHANNEL].len(), 4);
     assert_eq!(captured.manifest.org_id, original.config().org_id);
 
-    let replayed = SimOrg::start(SimConfig {
-        replay: Some(Arc::new(captured)),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let replayed = replay_of(&Arc::new(captured)).await;
     let from_original = source_records(&original, 4).await;
     let from_replay = source_records(&replayed, 4).await;
     assert_eq!(from_original.len(), 4);
@@ -186,13 +202,7 @@ async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::form
         pubsub.get_schema(&topic.schema_id).await.unwrap(),
         capture.schemas[&topic.schema_id]
     );
-    let ids: Vec<Vec<u8>> = capture.streams[CHANNEL]
-        .iter()
-        .filter_map(|c| match c {
-            Captured::Event(e) => Some(e.replay_id.clone()),
-            Captured::Keepalive { .. } => None,
-        })
-        .collect();
+    let ids = captured_ids(capture, CHANNEL);
     let mut sub = pubsub
         .subscribe(
             CHANNEL,
@@ -218,12 +228,7 @@ async fn a_capture_of_real_org_payloads_is_served_and_consumed_exactly() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/capture/pozil-node-client-27");
     let capture = read_capture(&dir).expect("the fixture reads");
-    let org = SimOrg::start(SimConfig {
-        replay: Some(Arc::new(capture)),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let org = replay_of(&Arc::new(capture)).await;
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
     let channel = "/data/ActionVente__ChangeEvent";
@@ -315,13 +320,7 @@ async fn a_capture_survives_a_stream_reset() {
         .unwrap();
     task.await.unwrap().expect("the capture survives the reset");
     let captured = read_capture(&dir).unwrap();
-    let ids: Vec<Vec<u8>> = captured.streams[CHANNEL]
-        .iter()
-        .filter_map(|c| match c {
-            Captured::Event(e) => Some(e.replay_id.clone()),
-            Captured::Keepalive { .. } => None,
-        })
-        .collect();
+    let ids = captured_ids(&captured, CHANNEL);
     let expected: Vec<Vec<u8>> = org.replay_ids(CHANNEL).into_iter().collect();
     assert_eq!(ids, expected);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -374,12 +373,7 @@ async fn replay_gives_the_same_records(
     dir: &std::path::Path,
 ) {
     let captured = Arc::new(captured);
-    let replayed = SimOrg::start(SimConfig {
-        replay: Some(captured.clone()),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let replayed = replay_of(&captured).await;
     let topics = [TOPIC, "salesforce.Contact"];
     let from_original = records_of(&original, &[channel], &topics, 4).await;
     served_as_captured(&replayed, &captured, channel).await;
@@ -484,26 +478,13 @@ async fn overlapping_channels_are_each_replayed_as_captured() {
     );
     let topics = std::fs::read_to_string(dir.join("topics.jsonl")).unwrap();
     assert_eq!(topics.lines().count(), 3, "{topics}");
-    let ids = |channel: &str| -> Vec<Vec<u8>> {
-        captured.streams[channel]
-            .iter()
-            .filter_map(|c| match c {
-                Captured::Event(e) => Some(e.replay_id.clone()),
-                Captured::Keepalive { .. } => None,
-            })
-            .collect()
-    };
-    let (all, accounts) = (ids(channels[0]), ids(CHANNEL));
+    let all = captured_ids(&captured, channels[0]);
+    let accounts = captured_ids(&captured, CHANNEL);
     assert_eq!(all.len(), 4);
     assert_eq!(accounts, [all[0].clone(), all[2].clone()]);
 
     let captured = Arc::new(captured);
-    let replayed = SimOrg::start(SimConfig {
-        replay: Some(captured.clone()),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let replayed = replay_of(&captured).await;
     // One bus event per captured event: a channel that was not captured (`/data/Sales__chn`,
     // Account and Contact) sees each once.
     assert_eq!(replayed.event_count("/data/Sales__chn"), 4);
