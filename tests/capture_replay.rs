@@ -513,3 +513,78 @@ async fn overlapping_channels_are_each_replayed_as_captured() {
     original.shutdown().await;
     replayed.shutdown().await;
 }
+
+/// A `/data/ChangeEvents` event naming an entity the org has no channel for (`Nope__c`): the
+/// capture records it with its entity and without that channel's topic (`GetTopic` found none);
+/// replayed, forcebridge's source dead-letters it as it does against the original org, and the
+/// events around it flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_an_entity_without_a_channel_is_replayed_as_captured() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let original = SimOrg::start(SimConfig::default()).await.unwrap();
+    original
+        .create("Account", fields(json!({"Name": "Acme"})))
+        .unwrap();
+    // A payload that names `Nope__c` first, as a change event names its entity.
+    let mut nope = vec![14];
+    nope.extend_from_slice(b"Nope__c");
+    nope.extend_from_slice(&[0, 0, 0]);
+    original
+        .inject_raw_event(CHANNEL, "", nope.clone())
+        .unwrap();
+    original
+        .create("Contact", fields(json!({"Name": {"LastName": "Doe"}})))
+        .unwrap();
+    let dir = scratch("no-channel");
+    let all = "/data/ChangeEvents";
+    let captured = capture_channels(&original, &[all], &dir, 3).await;
+    assert_eq!(
+        captured.manifest.entity_channels,
+        ["/data/AccountChangeEvent", "/data/ContactChangeEvent"]
+    );
+    let entities: Vec<_> = captured.streams[all]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => e.entity.clone(),
+            Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    assert_eq!(entities, ["Account", "Nope__c", "Contact"]);
+
+    let captured = Arc::new(captured);
+    let replayed = replay_of(&captured).await;
+    served_as_captured(&replayed, &captured, all).await;
+    let topics = [TOPIC, "salesforce.Contact", "forcebridge.dlq"];
+    let from_original = records_of(&original, &[all], &topics, 2).await;
+    let from_replay = records_of(&replayed, &[all], &topics, 2).await;
+    assert_eq!(
+        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+    assert_eq!(from_original[2][0].value.as_deref(), Some(nope.as_slice()));
+    // The dead letter's reason quotes the org's error, whose rpcId is new on every call.
+    let masked = |records: Vec<ConsumedRecord>| -> Vec<Compared> {
+        let mut records = strip(records);
+        for (_, _, headers) in &mut records {
+            for (_, value) in headers.iter_mut() {
+                let text = String::from_utf8(value.clone()).unwrap();
+                if let Some(at) = text.find("rpcId: ") {
+                    let end = (at + "rpcId: ".len() + 36).min(text.len());
+                    *value = format!("{}rpcId: _{}", &text[..at], &text[end..]).into_bytes();
+                }
+            }
+        }
+        records
+    };
+    let reason = String::from_utf8(masked(from_original[2].clone())[0].2[1].1.clone()).unwrap();
+    assert!(
+        reason.contains("Nope__c") && reason.contains("rpcId: _ (error-code"),
+        "{reason}"
+    );
+    for (replay, original) in from_replay.into_iter().zip(from_original) {
+        assert_eq!(masked(replay), masked(original));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    original.shutdown().await;
+    replayed.shutdown().await;
+}

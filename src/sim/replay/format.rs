@@ -23,7 +23,8 @@
 //!     `/data/ChangeEvents` and of custom `/data/<Name>__chn` channels, left out elsewhere.
 //!     `schema_id` is as received: blank on `/data/ChangeEvents` (real orgs send none there,
 //!     forcedotcom/pub-sub-api#63), and then the topic of the entity's own channel
-//!     ([`entity_channel`]) is in `topics.jsonl` with its schema;
+//!     ([`entity_channel`]) is in `topics.jsonl` with its schema, unless the org had no such
+//!     channel (its `GetTopic` failed: the replayed org answers it as an unknown topic too);
 //!   - `{"kind": "keepalive", "channel", "latest_replay_id": <hex>, "at_ms"}` (a `FetchResponse`
 //!     with no events).
 //!
@@ -33,8 +34,8 @@
 //!
 //! Reading checks everything a replay relies on and names the file and line of the first fault:
 //! unknown `kind`, bad hex/base64, an event whose schema file is missing, a blank-schema event
-//! whose entity's topic is missing, an event of `/data/ChangeEvents` or a `__chn` channel
-//! without its entity, a line on the wrong channel's file, a topic or channel not listed in the
+//! without its entity or whose entity's topic has no schema id, an event of
+//! `/data/ChangeEvents` or a `__chn` channel without its entity, a line on the wrong channel's file, a topic or channel not listed in the
 //! manifest.
 //!
 //! Compatibility: `entity_channels`, `entity` and blank schema ids were added without a new
@@ -442,8 +443,8 @@ fn decode_record(
     }
 }
 
-/// An event of a channel of several entities names its entity; a blank-schema event's entity has
-/// its channel's topic (with the schema) recorded.
+/// An event of a channel of several entities names its entity, so does a blank-schema event, and
+/// its entity's channel's topic, when recorded, has a schema id.
 fn check_entity(
     channel: &str,
     event: &CapturedEvent,
@@ -461,11 +462,10 @@ fn check_entity(
     };
     let topic = entity_channel(entity);
     match topics.get(&topic) {
-        _ if !event.schema_id.is_empty() => Ok(()),
-        Some(t) if !t.schema_id.is_empty() => Ok(()),
-        _ => Err(format!(
-            "the schema id is blank and entity {entity}'s channel {topic} has no topic with a schema id"
+        Some(t) if event.schema_id.is_empty() && t.schema_id.is_empty() => Err(format!(
+            "the schema id is blank and entity {entity}'s channel {topic} has no schema id"
         )),
+        _ => Ok(()),
     }
 }
 

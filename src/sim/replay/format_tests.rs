@@ -192,7 +192,8 @@ const CONTACT_SCHEMA: &str = "{\"type\":\"record\",\"name\":\"ContactChangeEvent
 
 /// A capture of `/data/ChangeEvents`: the channel's topic without a schema id, an event with a
 /// blank schema id and its entity, and the entity's own channel's topic and schema.
-fn write_change_events(dir: &Path, event: &CapturedEvent, entity_topic: bool) {
+/// `entity_topic`: the schema id `GetTopic` gave for the entity's channel (`None`: not recorded).
+fn write_change_events(dir: &Path, event: &CapturedEvent, entity_topic: Option<&str>) {
     let mut w = CaptureWriter::create(dir).unwrap();
     let topic = |name: &str, schema_id: &str| TopicRecord {
         topic_name: name.into(),
@@ -203,9 +204,9 @@ fn write_change_events(dir: &Path, event: &CapturedEvent, entity_topic: bool) {
     };
     w.topic(&topic(ALL, "")).unwrap();
     w.event(ALL, event).unwrap();
-    if entity_topic {
+    if let Some(schema_id) = entity_topic {
         w.schema("contactSchema", CONTACT_SCHEMA).unwrap();
-        w.topic(&topic("/data/ContactChangeEvent", "contactSchema"))
+        w.topic(&topic("/data/ContactChangeEvent", schema_id))
             .unwrap();
     }
     let mut m = manifest();
@@ -225,7 +226,7 @@ fn blank_contact_event() -> CapturedEvent {
 #[test]
 fn change_events_with_blank_schema_ids_read_back_equal() {
     let dir = scratch("change-events");
-    write_change_events(&dir, &blank_contact_event(), true);
+    write_change_events(&dir, &blank_contact_event(), Some("contactSchema"));
     let capture = read_capture(&dir).unwrap();
     assert_eq!(
         capture.manifest.entity_channels,
@@ -272,13 +273,13 @@ fn change_events_without_what_replay_needs_are_named() {
                 entity: None,
                 ..blank_contact_event()
             },
-            true,
+            Some("contactSchema"),
             "events/data.ChangeEvents.jsonl:1: an event of /data/ChangeEvents without its entity",
         ),
         (
             blank_contact_event(),
-            false,
-            "events/data.ChangeEvents.jsonl:1: the schema id is blank and entity Contact's channel /data/ContactChangeEvent has no topic with a schema id",
+            Some(""),
+            "events/data.ChangeEvents.jsonl:1: the schema id is blank and entity Contact's channel /data/ContactChangeEvent has no schema id",
         ),
     ];
     for (i, (event, entity_topic, reason)) in cases.into_iter().enumerate() {
@@ -298,4 +299,20 @@ fn change_events_without_what_replay_needs_are_named() {
         err.contains("topics.jsonl:1: topic /data/ContactChangeEvent is not in the manifest"),
         "{err}"
     );
+}
+
+/// An entity whose channel `GetTopic` could not find: its blank-schema events are kept (a
+/// replayed org answers that channel as unknown, and the source dead-letters them, as against
+/// the real org).
+#[test]
+fn a_blank_schema_event_of_an_entity_without_a_channel_reads() {
+    let dir = scratch("change-events-unknown");
+    write_change_events(&dir, &blank_contact_event(), None);
+    let capture = read_capture(&dir).unwrap();
+    assert!(!capture.topics.contains_key("/data/ContactChangeEvent"));
+    assert_eq!(
+        capture.streams[ALL],
+        vec![Captured::Event(blank_contact_event())]
+    );
+    fs::remove_dir_all(&dir).unwrap();
 }

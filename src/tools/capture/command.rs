@@ -20,7 +20,9 @@
 //! first time its entity is seen the capture asks `GetTopic` on the entity's own channel
 //! (`/data/AccountChangeEvent`) and `GetSchema` for that schema id, and records both (the topic
 //! in `topics.jsonl`, the channel in the manifest's `entity_channels`), as the source does to
-//! decode it. A payload that names no entity fails the capture with the channel and replay id.
+//! decode it; an entity whose channel the org does not have (`NOT_FOUND`, `PERMISSION_DENIED`)
+//! is recorded without it, as the source dead-letters its events. A payload that names no
+//! entity fails the capture with the channel and replay id.
 //! The entity's channel is asked once per capture (not again when it is a captured channel
 //! itself): a schema change during the capture is not seen for blank-schema events (events of
 //! channels that carry schema ids record each new id).
@@ -234,6 +236,31 @@ impl Recorder {
         Ok(())
     }
 
+    /// Records the `GetTopic` answer of `entity`'s channel, once. A channel the org does not
+    /// have or lets the user see (`NOT_FOUND`, `PERMISSION_DENIED`) is left out, as the source
+    /// dead-letters such an event: the replayed org answers `GetTopic` on it as an unknown topic.
+    async fn entity_topic(&mut self, entity: &str) -> Result<(), CaptureError> {
+        let topic = entity_channel(entity);
+        if !self.topics.insert(topic.clone()) {
+            return Ok(());
+        }
+        match self.topic(&topic).await {
+            Ok(_) => self.entity_channels.push(topic),
+            Err(CaptureError::Channel { source, .. })
+                if source.status().is_some_and(|s| {
+                    matches!(
+                        s.code(),
+                        tonic::Code::NotFound | tonic::Code::PermissionDenied
+                    )
+                }) =>
+            {
+                tracing::warn!(%entity, %topic, error = %source, "the entity's channel is not recorded");
+            }
+            Err(err) => return Err(err),
+        }
+        Ok(())
+    }
+
     /// Records one event of `channel`, with its entity and the schemas it needs (module doc).
     async fn event(&mut self, channel: &str, consumed: ConsumerEvent) -> Result<(), CaptureError> {
         let event = consumed.event.unwrap_or_default();
@@ -251,11 +278,7 @@ impl Recorder {
         };
         self.schema(channel, &event.schema_id).await?;
         if let Some(entity) = entity.as_deref().filter(|_| blank) {
-            let topic = entity_channel(entity);
-            if !self.topics.contains(&topic) {
-                self.topic(&topic).await?;
-                self.entity_channels.push(topic);
-            }
+            self.entity_topic(entity).await?;
         }
         self.writer.event(
             channel,
