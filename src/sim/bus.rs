@@ -378,6 +378,41 @@ mod tests {
         );
     }
 
+    /// A replayed capture's channel selects the events captured on it, and the org's own events
+    /// as its live channel does; any other channel selects captured events by their origin.
+    #[test]
+    fn replayed_channels_select_what_was_captured_on_them() {
+        let captured = |channels: &[(&str, &str)]| {
+            Source::Captured(Box::new(CapturedSource {
+                origin: account(),
+                channels: channels
+                    .iter()
+                    .map(|(c, id)| (c.to_string(), id.to_string()))
+                    .collect(),
+            }))
+        };
+        let both = captured(&[("/data/ChangeEvents", ""), ("/data/Sales__chn", "s1")]);
+        let one = captured(&[("/data/Sales__chn", "s1")]);
+        let all = Channel::Replayed {
+            topic: "/data/ChangeEvents".into(),
+            live: Box::new(Channel::AllChanges),
+        };
+        assert!(all.matches(&both));
+        assert!(!all.matches(&one), "not captured on /data/ChangeEvents");
+        assert!(
+            all.matches(&account()),
+            "the org's own events, as AllChanges"
+        );
+        assert!(!all.matches(&Source::PlatformEvent("Order_Event__e".into())));
+        assert_eq!(all.live(), &Channel::AllChanges);
+        assert!(Channel::Entity("Account".into()).matches(&one));
+        assert!(!Channel::Entity("Contact".into()).matches(&one));
+        assert_eq!(both.captured_schema_id("/data/ChangeEvents"), Some(""));
+        assert_eq!(both.captured_schema_id("/data/Sales__chn"), Some("s1"));
+        assert_eq!(one.captured_schema_id("/data/ChangeEvents"), None);
+        assert_eq!(account().captured_schema_id("/data/ChangeEvents"), None);
+    }
+
     /// Replay ids have the layout real orgs send: pozil/pub-sub-api-node-client #36 shows
     /// replay id 1104717 as the bytes `[0,0,0,0,0,16,219,77,0,0]`.
     #[test]

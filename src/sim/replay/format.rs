@@ -35,8 +35,8 @@
 //! Reading checks everything a replay relies on and names the file and line of the first fault:
 //! unknown `kind`, bad hex/base64, an event whose schema file is missing, a blank-schema event
 //! without its entity or whose entity's topic has no schema id, an event of
-//! `/data/ChangeEvents` or a `__chn` channel without its entity, a line on the wrong channel's file, a topic or channel not listed in the
-//! manifest.
+//! `/data/ChangeEvents` or a `__chn` channel without its entity, a line on the wrong channel's
+//! file, a topic or channel not listed in the manifest.
 //!
 //! Compatibility: `entity_channels`, `entity` and blank schema ids were added without a new
 //! format number; a capture written before them reads as it did.
