@@ -131,7 +131,7 @@ async fn a_replayed_capture_gives_the_same_kafka_records() {
     let from_replay = source_records(&replayed, 4).await;
     assert_eq!(from_original.len(), 4);
     assert_eq!(strip(from_replay), strip(from_original));
-    replayed_presets(&replayed, &read_capture(&dir).unwrap()).await;
+    replayed_presets(&replayed, &read_capture(&dir).unwrap(), CHANNEL, &[]).await;
     std::fs::remove_dir_all(&dir).unwrap();
     original.shutdown().await;
     replayed.shutdown().await;
@@ -192,20 +192,33 @@ async fn served_as_captured(org: &SimOrg, capture: &Capture, channel: &str) {
     assert_eq!(got, expected);
 }
 
-/// On the replayed org, GetTopic and GetSchema answer as captured, and a CUSTOM subscription
-/// after the second captured replay id starts at the third, with the captured id.
-async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::format::Capture) {
+/// On the replayed org, GetTopic answers as captured for `channel` and for `topics` (GetSchema
+/// too, where the org gave a schema id), and a CUSTOM subscription to `channel` after the second
+/// captured replay id starts at the third, with the captured id and schema id.
+async fn replayed_presets(org: &SimOrg, capture: &Capture, channel: &str, topics: &[&str]) {
     let pubsub = pubsub_of(org).await;
-    let topic = pubsub.get_topic(CHANNEL).await.unwrap();
-    assert_eq!(topic.schema_id, capture.topics[CHANNEL].schema_id);
-    assert_eq!(
-        pubsub.get_schema(&topic.schema_id).await.unwrap(),
-        capture.schemas[&topic.schema_id]
-    );
-    let ids = captured_ids(capture, CHANNEL);
+    for name in std::iter::once(channel).chain(topics.iter().copied()) {
+        let topic = pubsub.get_topic(name).await.unwrap();
+        assert_eq!(topic.schema_id, capture.topics[name].schema_id, "{name}");
+        if !topic.schema_id.is_empty() {
+            assert_eq!(
+                pubsub.get_schema(&topic.schema_id).await.unwrap(),
+                capture.schemas[&topic.schema_id]
+            );
+        }
+    }
+    let third = capture.streams[channel]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => Some(e),
+            Captured::Keepalive { .. } => None,
+        })
+        .nth(2)
+        .unwrap();
+    let ids = captured_ids(capture, channel);
     let mut sub = pubsub
         .subscribe(
-            CHANNEL,
+            channel,
             ReplayStart::After(ids[1].clone().into()),
             1,
             std::time::Duration::from_secs(60),
@@ -213,7 +226,10 @@ async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::form
         .await
         .unwrap();
     match sub.next().await.unwrap() {
-        Delivery::Event(e) => assert_eq!(e.replay_id.as_ref(), ids[2].as_slice()),
+        Delivery::Event(e) => {
+            assert_eq!(e.replay_id.as_ref(), third.replay_id.as_slice());
+            assert_eq!(e.event.unwrap().schema_id, third.schema_id);
+        }
         Delivery::Keepalive { .. } => panic!("an event was expected"),
     }
 }
@@ -404,6 +420,10 @@ async fn a_replayed_change_events_capture_gives_the_same_kafka_records() {
     let dir = scratch("change-events");
     let all = "/data/ChangeEvents";
     let captured = capture_channels(&original, &[all], &dir, 4).await;
+    let replayed = replay_of(&Arc::new(captured.clone())).await;
+    let entity_topics = ["/data/AccountChangeEvent", "/data/ContactChangeEvent"];
+    replayed_presets(&replayed, &captured, all, &entity_topics).await;
+    replayed.shutdown().await;
     assert_eq!(captured.topics[all].schema_id, "");
     assert_eq!(
         captured.manifest.entity_channels,
