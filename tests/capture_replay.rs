@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use forcebridge::sim::replay::format::read_capture;
+use forcebridge::salesforce::pubsub::{Delivery, PubSub, ReplayStart};
+use forcebridge::sim::replay::format::{Capture, Captured, read_capture};
 use forcebridge::sim::{SimConfig, SimOrg};
 use forcebridge::tools::capture::command::{CaptureArgs, run as capture};
 use support::kafka::{ConsumedRecord, read_topic};
@@ -30,14 +31,59 @@ fn scratch(name: &str) -> PathBuf {
 /// The records forcebridge's source produces from `sim`'s `n` events, as read back from a
 /// fresh mock cluster (key, value, headers, in order).
 async fn source_records(sim: &SimOrg, n: u64) -> Vec<ConsumedRecord> {
+    let mut topics = records_of(sim, &[CHANNEL], &[TOPIC], n).await;
+    topics.pop().unwrap()
+}
+
+/// The records forcebridge's source, subscribed to `channels`, produces from `sim`'s `n` events
+/// into each of `topics`, as read back from a fresh mock cluster.
+async fn records_of(
+    sim: &SimOrg,
+    channels: &[&str],
+    topics: &[&str],
+    n: u64,
+) -> Vec<Vec<ConsumedRecord>> {
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
-    let running = start(config_with(sim, &bootstrap, &[CHANNEL], "", MOCK_KAFKA));
+    let running = start(config_with(sim, &bootstrap, channels, "", MOCK_KAFKA));
     running.wait_produced(n).await;
     running.stop().await;
-    tokio::task::spawn_blocking(move || read_topic(&bootstrap, TOPIC))
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || topics.iter().map(|t| read_topic(&bootstrap, t)).collect())
         .await
         .unwrap()
+}
+
+/// The simulated org of `sim --replay`, serving `capture`.
+async fn replay_of(capture: &Arc<Capture>) -> SimOrg {
+    SimOrg::start(SimConfig {
+        replay: Some(capture.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The replay ids of the events captured on `channel`, in order.
+fn captured_ids(capture: &Capture, channel: &str) -> Vec<Vec<u8>> {
+    capture.streams[channel]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => Some(e.replay_id.clone()),
+            Captured::Keepalive { .. } => None,
+        })
+        .collect()
+}
+
+/// A record as compared: key, value, headers.
+type Compared = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+/// Key, value and headers of each record.
+fn strip(records: Vec<ConsumedRecord>) -> Vec<Compared> {
+    records
+        .into_iter()
+        .map(|r| (r.key, r.value, r.headers))
+        .collect()
 }
 
 /// Round trip: changes in a simulated org, captured with `forcebridge capture`, replayed with
@@ -80,35 +126,21 @@ async fn a_replayed_capture_gives_the_same_kafka_records() {
     assert_eq!(captured.streams[CHANNEL].len(), 4);
     assert_eq!(captured.manifest.org_id, original.config().org_id);
 
-    let replayed = SimOrg::start(SimConfig {
-        replay: Some(Arc::new(captured)),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let replayed = replay_of(&Arc::new(captured)).await;
     let from_original = source_records(&original, 4).await;
     let from_replay = source_records(&replayed, 4).await;
     assert_eq!(from_original.len(), 4);
-    let strip = |records: Vec<ConsumedRecord>| -> Vec<_> {
-        records
-            .into_iter()
-            .map(|r| (r.key, r.value, r.headers))
-            .collect()
-    };
     assert_eq!(strip(from_replay), strip(from_original));
-    replayed_presets(&replayed, &read_capture(&dir).unwrap()).await;
+    replayed_presets(&replayed, &read_capture(&dir).unwrap(), CHANNEL, &[]).await;
     std::fs::remove_dir_all(&dir).unwrap();
     original.shutdown().await;
     replayed.shutdown().await;
 }
 
-/// On the replayed org, GetTopic and GetSchema answer as captured, and a CUSTOM subscription
-/// after the second captured replay id starts at the third, with the captured id.
-async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::format::Capture) {
+/// A Pub/Sub client logged in to `org`.
+async fn pubsub_of(org: &SimOrg) -> PubSub {
     use forcebridge::salesforce::auth::{Authenticator, SessionHandle, http_client};
-    use forcebridge::salesforce::pubsub::{Delivery, PubSub, ReplayStart};
     use forcebridge::salesforce::tls::ClientTls;
-    use forcebridge::sim::replay::format::Captured;
 
     let config = config_with(org, "127.0.0.1:1", &[CHANNEL], "", MOCK_KAFKA);
     let tls = ClientTls::from_config(&config.salesforce).unwrap();
@@ -117,25 +149,76 @@ async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::form
         .login()
         .await
         .unwrap();
-    let pubsub = PubSub::connect(&org.pubsub_endpoint(), SessionHandle::new(session), &tls)
+    PubSub::connect(&org.pubsub_endpoint(), SessionHandle::new(session), &tls)
         .await
-        .unwrap();
-    let topic = pubsub.get_topic(CHANNEL).await.unwrap();
-    assert_eq!(topic.schema_id, capture.topics[CHANNEL].schema_id);
-    assert_eq!(
-        pubsub.get_schema(&topic.schema_id).await.unwrap(),
-        capture.schemas[&topic.schema_id]
-    );
-    let ids: Vec<Vec<u8>> = capture.streams[CHANNEL]
+        .unwrap()
+}
+
+/// The replayed org serves `channel` from `earliest` exactly as captured: replay ids, schema
+/// ids (blank where captured blank), event ids, payload bytes.
+async fn served_as_captured(org: &SimOrg, capture: &Capture, channel: &str) {
+    let wire = |replay_id: &[u8], schema_id: &str, id: &str, payload: &[u8]| {
+        (
+            replay_id.to_vec(),
+            schema_id.to_owned(),
+            id.to_owned(),
+            payload.to_vec(),
+        )
+    };
+    let expected: Vec<_> = capture.streams[channel]
         .iter()
         .filter_map(|c| match c {
-            Captured::Event(e) => Some(e.replay_id.clone()),
+            Captured::Event(e) => Some(wire(&e.replay_id, &e.schema_id, &e.event_id, &e.payload)),
             Captured::Keepalive { .. } => None,
         })
         .collect();
+    let pubsub = pubsub_of(org).await;
     let mut sub = pubsub
         .subscribe(
-            CHANNEL,
+            channel,
+            ReplayStart::Earliest,
+            100,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        if let Delivery::Event(c) = sub.next().await.unwrap() {
+            let e = c.event.unwrap();
+            got.push(wire(&c.replay_id, &e.schema_id, &e.id, &e.payload));
+        }
+    }
+    assert_eq!(got, expected);
+}
+
+/// On the replayed org, GetTopic answers as captured for `channel` and for `topics` (GetSchema
+/// too, where the org gave a schema id), and a CUSTOM subscription to `channel` after the second
+/// captured replay id starts at the third, with the captured id and schema id.
+async fn replayed_presets(org: &SimOrg, capture: &Capture, channel: &str, topics: &[&str]) {
+    let pubsub = pubsub_of(org).await;
+    for name in std::iter::once(channel).chain(topics.iter().copied()) {
+        let topic = pubsub.get_topic(name).await.unwrap();
+        assert_eq!(topic.schema_id, capture.topics[name].schema_id, "{name}");
+        if !topic.schema_id.is_empty() {
+            assert_eq!(
+                pubsub.get_schema(&topic.schema_id).await.unwrap(),
+                capture.schemas[&topic.schema_id]
+            );
+        }
+    }
+    let third = capture.streams[channel]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => Some(e),
+            Captured::Keepalive { .. } => None,
+        })
+        .nth(2)
+        .unwrap();
+    let ids = captured_ids(capture, channel);
+    let mut sub = pubsub
+        .subscribe(
+            channel,
             ReplayStart::After(ids[1].clone().into()),
             1,
             std::time::Duration::from_secs(60),
@@ -143,7 +226,10 @@ async fn replayed_presets(org: &SimOrg, capture: &forcebridge::sim::replay::form
         .await
         .unwrap();
     match sub.next().await.unwrap() {
-        Delivery::Event(e) => assert_eq!(e.replay_id.as_ref(), ids[2].as_slice()),
+        Delivery::Event(e) => {
+            assert_eq!(e.replay_id.as_ref(), third.replay_id.as_slice());
+            assert_eq!(e.event.unwrap().schema_id, third.schema_id);
+        }
         Delivery::Keepalive { .. } => panic!("an event was expected"),
     }
 }
@@ -158,12 +244,7 @@ async fn a_capture_of_real_org_payloads_is_served_and_consumed_exactly() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/capture/pozil-node-client-27");
     let capture = read_capture(&dir).expect("the fixture reads");
-    let org = SimOrg::start(SimConfig {
-        replay: Some(Arc::new(capture)),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let org = replay_of(&Arc::new(capture)).await;
     let kafka = mock_kafka();
     let bootstrap = kafka.bootstrap();
     let channel = "/data/ActionVente__ChangeEvent";
@@ -255,15 +336,275 @@ async fn a_capture_survives_a_stream_reset() {
         .unwrap();
     task.await.unwrap().expect("the capture survives the reset");
     let captured = read_capture(&dir).unwrap();
-    let ids: Vec<Vec<u8>> = captured.streams[CHANNEL]
-        .iter()
-        .filter_map(|c| match c {
-            forcebridge::sim::replay::format::Captured::Event(e) => Some(e.replay_id.clone()),
-            forcebridge::sim::replay::format::Captured::Keepalive { .. } => None,
-        })
-        .collect();
+    let ids = captured_ids(&captured, CHANNEL);
     let expected: Vec<Vec<u8>> = org.replay_ids(CHANNEL).into_iter().collect();
     assert_eq!(ids, expected);
     std::fs::remove_dir_all(&dir).unwrap();
     org.shutdown().await;
+}
+
+/// Account and Contact changes in a simulated org; the Account it created first.
+fn account_and_contact_changes(org: &SimOrg) {
+    let a = org
+        .create("Account", fields(json!({"Name": "Acme"})))
+        .unwrap();
+    org.create(
+        "Contact",
+        fields(json!({"Name": {"LastName": "Doe"}, "AccountId": a})),
+    )
+    .unwrap();
+    org.update("Account", &a, fields(json!({"Name": "Acme Corp"})))
+        .unwrap();
+    org.create("Contact", fields(json!({"Name": {"LastName": "Roe"}})))
+        .unwrap();
+}
+
+/// Captures `n` events of `channels` from `org` into `dir`.
+async fn capture_channels(
+    org: &SimOrg,
+    channels: &[&str],
+    dir: &std::path::Path,
+    n: u64,
+) -> Capture {
+    let config = config_with(org, "127.0.0.1:1", channels, "", MOCK_KAFKA);
+    let args = CaptureArgs {
+        config: PathBuf::from("unused.yaml"),
+        out: dir.to_path_buf(),
+        duration: None,
+        max_events: Some(n),
+    };
+    capture(args, &config, CancellationToken::new())
+        .await
+        .expect("capture");
+    read_capture(dir).expect("the capture reads back")
+}
+
+/// `captured` (of `channel`, from `original`'s Account and Contact changes) replayed: the
+/// replayed org serves `channel` as captured, and forcebridge's source produces the same records
+/// in `salesforce.Account` and `salesforce.Contact` from both orgs.
+async fn replay_gives_the_same_records(
+    original: SimOrg,
+    captured: Capture,
+    channel: &str,
+    dir: &std::path::Path,
+) {
+    let captured = Arc::new(captured);
+    let replayed = replay_of(&captured).await;
+    let topics = [TOPIC, "salesforce.Contact"];
+    let from_original = records_of(&original, &[channel], &topics, 4).await;
+    served_as_captured(&replayed, &captured, channel).await;
+    let from_replay = records_of(&replayed, &[channel], &topics, 4).await;
+    assert_eq!(
+        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2]
+    );
+    for (replay, original) in from_replay.into_iter().zip(from_original) {
+        assert_eq!(strip(replay), strip(original));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+    original.shutdown().await;
+    replayed.shutdown().await;
+}
+
+/// `/data/ChangeEvents`, whose events real orgs send with a blank schema id
+/// (forcedotcom/pub-sub-api#63), as the simulated org does: the capture records each event as
+/// received (blank schema id), with its entity, and the entities' own channels' `GetTopic`
+/// answers and schemas; replayed, forcebridge's source (which finds each event's schema through
+/// its entity's channel) produces the same Kafka records in each object's topic as from the
+/// original org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_change_events_capture_gives_the_same_kafka_records() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let original = SimOrg::start(SimConfig::default()).await.unwrap();
+    account_and_contact_changes(&original);
+    let dir = scratch("change-events");
+    let all = "/data/ChangeEvents";
+    let captured = capture_channels(&original, &[all], &dir, 4).await;
+    let replayed = replay_of(&Arc::new(captured.clone())).await;
+    let entity_topics = ["/data/AccountChangeEvent", "/data/ContactChangeEvent"];
+    replayed_presets(&replayed, &captured, all, &entity_topics).await;
+    replayed.shutdown().await;
+    assert_eq!(captured.topics[all].schema_id, "");
+    assert_eq!(
+        captured.manifest.entity_channels,
+        ["/data/AccountChangeEvent", "/data/ContactChangeEvent"]
+    );
+    let events: Vec<_> = captured.streams[all]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => Some((e.schema_id.as_str(), e.entity.as_deref())),
+            Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("", Some("Account")),
+            ("", Some("Contact")),
+            ("", Some("Account")),
+            ("", Some("Contact")),
+        ]
+    );
+    let account_schema = &captured.topics["/data/AccountChangeEvent"].schema_id;
+    assert!(captured.schemas.contains_key(account_schema));
+
+    replay_gives_the_same_records(original, captured, all, &dir).await;
+}
+
+/// The custom channel `/data/Sales__chn` (Account, Contact), whose events carry their schema
+/// ids (pozil/pub-sub-api-node-client#27): captured with each event's entity, replayed, it gives
+/// forcebridge's source the same Kafka records as the original org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_custom_channel_capture_gives_the_same_kafka_records() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let original = SimOrg::start(SimConfig::default()).await.unwrap();
+    account_and_contact_changes(&original);
+    let dir = scratch("custom-channel");
+    let sales = "/data/Sales__chn";
+    let captured = capture_channels(&original, &[sales], &dir, 4).await;
+    assert!(captured.manifest.entity_channels.is_empty());
+    let entities: Vec<_> = captured.streams[sales]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => {
+                assert!(captured.schemas.contains_key(&e.schema_id));
+                e.entity.clone()
+            }
+            Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    assert_eq!(entities, ["Account", "Contact", "Account", "Contact"]);
+
+    replay_gives_the_same_records(original, captured, sales, &dir).await;
+}
+
+/// `/data/ChangeEvents` and `/data/AccountChangeEvent` captured together: the simulated org
+/// numbers an event once for all its channels, so each Account event is captured twice under one
+/// replay id (with its schema id on its own channel, blank on `/data/ChangeEvents`), and the
+/// Account channel's `GetTopic` answer is recorded once. Replayed, each channel is served as
+/// captured, and forcebridge's source subscribed to both produces the same records as from the
+/// original org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_channels_are_each_replayed_as_captured() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let original = SimOrg::start(SimConfig::default()).await.unwrap();
+    account_and_contact_changes(&original);
+    let dir = scratch("overlapping");
+    let channels = ["/data/ChangeEvents", CHANNEL];
+    let captured = capture_channels(&original, &channels, &dir, 6).await;
+    assert_eq!(
+        captured.manifest.entity_channels,
+        ["/data/ContactChangeEvent"]
+    );
+    let topics = std::fs::read_to_string(dir.join("topics.jsonl")).unwrap();
+    assert_eq!(topics.lines().count(), 3, "{topics}");
+    let all = captured_ids(&captured, channels[0]);
+    let accounts = captured_ids(&captured, CHANNEL);
+    assert_eq!(all.len(), 4);
+    assert_eq!(accounts, [all[0].clone(), all[2].clone()]);
+
+    let captured = Arc::new(captured);
+    let replayed = replay_of(&captured).await;
+    // One bus event per captured event: a channel that was not captured (`/data/Sales__chn`,
+    // Account and Contact) sees each once.
+    assert_eq!(replayed.event_count("/data/Sales__chn"), 4);
+    for channel in channels {
+        served_as_captured(&replayed, &captured, channel).await;
+    }
+    let topics = [TOPIC, "salesforce.Contact"];
+    let sorted = |records: Vec<Vec<ConsumedRecord>>| -> Vec<Vec<Compared>> {
+        records
+            .into_iter()
+            .map(|r| {
+                let mut r = strip(r);
+                r.sort();
+                r
+            })
+            .collect()
+    };
+    let from_original = sorted(records_of(&original, &channels, &topics, 6).await);
+    let from_replay = sorted(records_of(&replayed, &channels, &topics, 6).await);
+    assert_eq!(
+        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
+        [4, 2]
+    );
+    assert_eq!(from_replay, from_original);
+    std::fs::remove_dir_all(&dir).unwrap();
+    original.shutdown().await;
+    replayed.shutdown().await;
+}
+
+/// A `/data/ChangeEvents` event naming an entity the org has no channel for (`Nope__c`): the
+/// capture records it with its entity and without that channel's topic (`GetTopic` found none);
+/// replayed, forcebridge's source dead-letters it as it does against the original org, and the
+/// events around it flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_an_entity_without_a_channel_is_replayed_as_captured() {
+    forcebridge::ops::telemetry::install_crypto_provider();
+    let original = SimOrg::start(SimConfig::default()).await.unwrap();
+    original
+        .create("Account", fields(json!({"Name": "Acme"})))
+        .unwrap();
+    // A payload that names `Nope__c` first, as a change event names its entity.
+    let mut nope = vec![14];
+    nope.extend_from_slice(b"Nope__c");
+    nope.extend_from_slice(&[0, 0, 0]);
+    original
+        .inject_raw_event(CHANNEL, "", nope.clone())
+        .unwrap();
+    original
+        .create("Contact", fields(json!({"Name": {"LastName": "Doe"}})))
+        .unwrap();
+    let dir = scratch("no-channel");
+    let all = "/data/ChangeEvents";
+    let captured = capture_channels(&original, &[all], &dir, 3).await;
+    assert_eq!(
+        captured.manifest.entity_channels,
+        ["/data/AccountChangeEvent", "/data/ContactChangeEvent"]
+    );
+    let entities: Vec<_> = captured.streams[all]
+        .iter()
+        .filter_map(|c| match c {
+            Captured::Event(e) => e.entity.clone(),
+            Captured::Keepalive { .. } => None,
+        })
+        .collect();
+    assert_eq!(entities, ["Account", "Nope__c", "Contact"]);
+
+    let captured = Arc::new(captured);
+    let replayed = replay_of(&captured).await;
+    served_as_captured(&replayed, &captured, all).await;
+    let topics = [TOPIC, "salesforce.Contact", "forcebridge.dlq"];
+    let from_original = records_of(&original, &[all], &topics, 2).await;
+    let from_replay = records_of(&replayed, &[all], &topics, 2).await;
+    assert_eq!(
+        from_original.iter().map(Vec::len).collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+    assert_eq!(from_original[2][0].value.as_deref(), Some(nope.as_slice()));
+    // The dead letter's reason quotes the org's error, whose rpcId is new on every call.
+    let masked = |records: Vec<ConsumedRecord>| -> Vec<Compared> {
+        let mut records = strip(records);
+        for (_, _, headers) in &mut records {
+            for (_, value) in headers.iter_mut() {
+                let text = String::from_utf8(value.clone()).unwrap();
+                if let Some(at) = text.find("rpcId: ") {
+                    let end = (at + "rpcId: ".len() + 36).min(text.len());
+                    *value = format!("{}rpcId: _{}", &text[..at], &text[end..]).into_bytes();
+                }
+            }
+        }
+        records
+    };
+    let reason = String::from_utf8(masked(from_original[2].clone())[0].2[1].1.clone()).unwrap();
+    assert!(
+        reason.contains("Nope__c") && reason.contains("rpcId: _ (error-code"),
+        "{reason}"
+    );
+    for (replay, original) in from_replay.into_iter().zip(from_original) {
+        assert_eq!(masked(replay), masked(original));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    original.shutdown().await;
+    replayed.shutdown().await;
 }

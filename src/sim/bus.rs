@@ -20,6 +20,10 @@
 //!   and the position before the first event is the first id minus 1. Cursors stay sequence
 //!   numbers, so fetching, retention and flow control are unchanged; only the bytes on the wire
 //!   ([`Bus::id_of`]) and their parsing ([`Bus::check_replay_id`]) differ.
+//! * A replayed capture's events are [`Source::Captured`]: each captured channel
+//!   ([`Channel::Replayed`]) serves exactly the events captured on it, with the schema id each
+//!   carried there; any other channel selects them by the entity or platform event that produced
+//!   them, as it selects the org's own events.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,6 +38,33 @@ pub enum Source {
     Entity(String),
     /// A platform event of this name (`Order_Event__e`).
     PlatformEvent(String),
+    /// An event of a replayed capture (`forcebridge sim --replay`).
+    Captured(Box<CapturedSource>),
+}
+
+/// What produced a replayed event, and the captured channels it came on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedSource {
+    /// The entity or platform event that produced it ([`Source::Entity`] or
+    /// [`Source::PlatformEvent`]).
+    pub origin: Source,
+    /// Each captured channel it was delivered on, with the schema id it carried there (blank on
+    /// `/data/ChangeEvents`, as captured).
+    pub channels: Vec<(String, String)>,
+}
+
+impl Source {
+    /// The schema id this event carried on the captured channel `topic`, if it was captured there.
+    pub fn captured_schema_id(&self, topic: &str) -> Option<&str> {
+        match self {
+            Self::Captured(c) => c
+                .channels
+                .iter()
+                .find(|(t, _)| t == topic)
+                .map(|(_, id)| id.as_str()),
+            _ => None,
+        }
+    }
 }
 
 /// A subscribable channel.
@@ -47,12 +78,34 @@ pub enum Channel {
     Custom(Vec<String>),
     /// `/event/<Name>__e`.
     PlatformEvent(String),
+    /// A channel of a replayed capture: the events captured on `topic`, then the events
+    /// appended after the capture that `live` selects.
+    Replayed {
+        /// The channel's name (`/data/ChangeEvents`).
+        topic: String,
+        /// The channel as the org resolves it for its own events.
+        live: Box<Channel>,
+    },
 }
 
 impl Channel {
+    /// The channel as the org resolves it for its own events (itself, or a replayed channel's
+    /// `live`).
+    pub fn live(&self) -> &Channel {
+        match self {
+            Self::Replayed { live, .. } => live,
+            other => other,
+        }
+    }
+
     /// True if events from `source` are published on this channel.
     pub fn matches(&self, source: &Source) -> bool {
         match (self, source) {
+            (Self::Replayed { topic, .. }, Source::Captured(_)) => {
+                source.captured_schema_id(topic).is_some()
+            }
+            (Self::Replayed { live, .. }, _) => live.matches(source),
+            (_, Source::Captured(c)) => self.matches(&c.origin),
             (Self::Entity(e), Source::Entity(s)) => e == s,
             (Self::AllChanges, Source::Entity(_)) => true,
             (Self::Custom(members), Source::Entity(s)) => members.iter().any(|m| m == s),
@@ -323,6 +376,41 @@ mod tests {
             bus.count(&Channel::PlatformEvent("Order_Event__e".into())),
             1
         );
+    }
+
+    /// A replayed capture's channel selects the events captured on it, and the org's own events
+    /// as its live channel does; any other channel selects captured events by their origin.
+    #[test]
+    fn replayed_channels_select_what_was_captured_on_them() {
+        let captured = |channels: &[(&str, &str)]| {
+            Source::Captured(Box::new(CapturedSource {
+                origin: account(),
+                channels: channels
+                    .iter()
+                    .map(|(c, id)| (c.to_string(), id.to_string()))
+                    .collect(),
+            }))
+        };
+        let both = captured(&[("/data/ChangeEvents", ""), ("/data/Sales__chn", "s1")]);
+        let one = captured(&[("/data/Sales__chn", "s1")]);
+        let all = Channel::Replayed {
+            topic: "/data/ChangeEvents".into(),
+            live: Box::new(Channel::AllChanges),
+        };
+        assert!(all.matches(&both));
+        assert!(!all.matches(&one), "not captured on /data/ChangeEvents");
+        assert!(
+            all.matches(&account()),
+            "the org's own events, as AllChanges"
+        );
+        assert!(!all.matches(&Source::PlatformEvent("Order_Event__e".into())));
+        assert_eq!(all.live(), &Channel::AllChanges);
+        assert!(Channel::Entity("Account".into()).matches(&one));
+        assert!(!Channel::Entity("Contact".into()).matches(&one));
+        assert_eq!(both.captured_schema_id("/data/ChangeEvents"), Some(""));
+        assert_eq!(both.captured_schema_id("/data/Sales__chn"), Some("s1"));
+        assert_eq!(one.captured_schema_id("/data/ChangeEvents"), None);
+        assert_eq!(account().captured_schema_id("/data/ChangeEvents"), None);
     }
 
     /// Replay ids have the layout real orgs send: pozil/pub-sub-api-node-client #36 shows

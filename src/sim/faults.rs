@@ -39,7 +39,13 @@ impl SimOrg {
             payload: payload.into(),
             headers: Vec::new(),
         };
-        let seq = match self.shared.resolve_channel(topic) {
+        let seq = match self
+            .shared
+            .resolve_channel(topic)
+            .as_ref()
+            .map(Channel::live)
+            .cloned()
+        {
             Some(Channel::Entity(entity)) => self
                 .shared
                 .append_entity_events(vec![BuiltEvent { entity, event }]),

@@ -167,7 +167,7 @@ impl PubSub for PubSubService {
             }));
         }
         Ok(Response::new(TopicInfo {
-            can_publish: matches!(channel, Channel::PlatformEvent(_)),
+            can_publish: matches!(channel.live(), Channel::PlatformEvent(_)),
             can_subscribe: true,
             schema_id: self.topic_schema_id(&channel),
             tenant_guid: self.shared.config.org_id.clone(),
@@ -184,7 +184,7 @@ impl PubSub for PubSubService {
         self.authenticate(&request, &rpc_id)?;
         let req = request.into_inner();
         let channel = self.channel(&req.topic_name, &rpc_id)?;
-        let Channel::PlatformEvent(name) = channel else {
+        let Channel::PlatformEvent(name) = channel.live().clone() else {
             return Err(publish_stream::publish_denied(&req.topic_name, &rpc_id));
         };
         if req.events.is_empty() {

@@ -142,8 +142,8 @@ impl PublishStream {
 
     /// The Platform Event a topic names, or the error `Publish` gives.
     fn platform_event(&self, topic_name: &str) -> Result<String, Status> {
-        match self.service.channel(topic_name, &self.rpc_id)? {
-            Channel::PlatformEvent(name) => Ok(name),
+        match self.service.channel(topic_name, &self.rpc_id)?.live() {
+            Channel::PlatformEvent(name) => Ok(name.clone()),
             _ => Err(publish_denied(topic_name, &self.rpc_id)),
         }
     }

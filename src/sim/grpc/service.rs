@@ -84,11 +84,11 @@ impl PubSubService {
     /// The topic's current schema id ("" for channels spanning several entities).
     pub(super) fn topic_schema_id(&self, channel: &Channel) -> String {
         let org = lock(&self.shared.org);
-        let schema = match channel {
+        let schema = match channel.live() {
             Channel::Entity(e) => org.object_schema(e),
             Channel::Custom(members) if members.len() == 1 => org.object_schema(&members[0]),
             Channel::PlatformEvent(p) => org.platform_event_schema(p),
-            Channel::AllChanges | Channel::Custom(_) => None,
+            Channel::AllChanges | Channel::Custom(_) | Channel::Replayed { .. } => None,
         };
         schema.map(|s| s.id.clone()).unwrap_or_default()
     }

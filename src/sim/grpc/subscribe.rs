@@ -11,7 +11,8 @@
 //! (pozil/pub-sub-api-node-client#34: "The schema ID can't be blank" from `GetSchema` after
 //! subscribing to `/data/ChangeEvents`; forcedotcom/pub-sub-api#63: "Schema ID is not sent from
 //! the server" for that channel); a custom channel's events carry theirs (the capture in
-//! pozil/pub-sub-api-node-client#27 has `schemaId` on a custom channel).
+//! pozil/pub-sub-api-node-client#27 has `schemaId` on a custom channel). A replayed capture's
+//! channel sends each event with the schema id it carried on that channel in the capture.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -202,7 +203,12 @@ impl Subscription {
         cursor: u64,
         credits: i32,
     ) -> FetchResponse {
-        let blank_schema_id = matches!(channel, Channel::AllChanges);
+        let blank_schema_id = matches!(channel.live(), Channel::AllChanges);
+        // A replayed capture's channel serves each event with the schema id it carried there.
+        let replayed = match channel {
+            Channel::Replayed { topic, .. } => Some(topic.as_str()),
+            _ => None,
+        };
         // The replay ids on the wire: the simulator's own, or a replayed capture's (bus.rs);
         // the bus is locked for them only, not while the events are copied.
         let (ids, latest) = {
@@ -216,7 +222,10 @@ impl Subscription {
                 .zip(ids)
                 .map(|(e, replay_id)| {
                     let mut event = e.event.clone();
-                    if blank_schema_id {
+                    let captured = replayed.and_then(|topic| e.source.captured_schema_id(topic));
+                    if let Some(id) = captured {
+                        id.clone_into(&mut event.schema_id);
+                    } else if blank_schema_id {
                         event.schema_id.clear();
                     }
                     ConsumerEvent {

@@ -3,29 +3,46 @@
 //!
 //! Contract (format version 1):
 //! * `manifest.json`: `{"format": 1, "forcebridge_version", "org_id", "api_version",
-//!   "started_at_ms", "ended_at_ms", "channels": ["/data/AccountChangeEvent", ...]}`.
+//!   "started_at_ms", "ended_at_ms", "channels": ["/data/AccountChangeEvent", ...],
+//!   "entity_channels": ["/data/ContactChangeEvent", ...]}`; `entity_channels` (left out when
+//!   empty) lists the per-entity channels that were not subscribed but asked with `GetTopic`
+//!   for the schema of events that came with a blank schema id.
 //! * `schemas/<schema_id>.json`: the exact `schema_json` text `GetSchema` returned for that id,
 //!   byte for byte (never re-serialised, so the replayed org serves the same text).
-//! * `topics.jsonl`: one line per channel, what `GetTopic` answered:
-//!   `{"topic_name", "schema_id", "can_subscribe", "can_publish", "tenant_guid"}`.
+//! * `topics.jsonl`: one line per channel of `channels` and `entity_channels`, what `GetTopic`
+//!   answered: `{"topic_name", "schema_id", "can_subscribe", "can_publish", "tenant_guid"}`;
+//!   `schema_id` is blank where the org gave none (`/data/ChangeEvents`, a custom channel of
+//!   several entities), otherwise it has its `schemas/` file.
 //! * `events/<file>.jsonl`, one file per channel (the channel name with its leading `/` dropped
 //!   and every other `/` turned into `.`: `/data/AccountChangeEvent` ->
 //!   `data.AccountChangeEvent.jsonl`), in the order the org sent them, one line each:
 //!   - `{"kind": "event", "channel", "replay_id": <hex>, "schema_id", "event_id",
-//!     "payload": <base64 of the Avro bytes>, "headers": [{"key", "value": <base64>}], "at_ms"}`
-//!     (`headers` left out when the event has none);
+//!     "payload": <base64 of the Avro bytes>, "headers": [{"key", "value": <base64>}], "at_ms",
+//!     "entity"}` (`headers` left out when the event has none). `entity` is the entity the
+//!     payload names first (its `ChangeEventHeader.entityName`), present on every event of
+//!     `/data/ChangeEvents` and of custom `/data/<Name>__chn` channels, left out elsewhere.
+//!     `schema_id` is as received: blank on `/data/ChangeEvents` (real orgs send none there,
+//!     forcedotcom/pub-sub-api#63), and then the topic of the entity's own channel
+//!     ([`entity_channel`]) is in `topics.jsonl` with its schema, unless the org had no such
+//!     channel (its `GetTopic` failed: the replayed org answers it as an unknown topic too);
 //!   - `{"kind": "keepalive", "channel", "latest_replay_id": <hex>, "at_ms"}` (a `FetchResponse`
 //!     with no events).
 //!
 //!   Replay ids are opaque bytes (10 on real orgs), kept as lowercase hex.
 //!
+//! [`super::writer::CaptureWriter`] writes this format; [`read_capture`] reads it back.
+//!
 //! Reading checks everything a replay relies on and names the file and line of the first fault:
-//! unknown `kind`, bad hex/base64, an event whose schema file is missing, a line on the wrong
-//! channel's file, a topic or channel not listed in the manifest.
+//! unknown `kind`, bad hex/base64, an event whose schema file is missing, a blank-schema event
+//! without its entity or whose entity's topic has no schema id, an event of
+//! `/data/ChangeEvents` or a `__chn` channel without its entity, a line on the wrong channel's
+//! file, a topic or channel not listed in the manifest.
+//!
+//! Compatibility: `entity_channels`, `entity` and blank schema ids were added without a new
+//! format number; a capture written before them reads as it did.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -57,14 +74,14 @@ pub enum FormatError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FormatError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FormatError + '_ {
     move |source| FormatError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn invalid(path: &Path, line: usize, reason: impl Into<String>) -> FormatError {
+pub(super) fn invalid(path: &Path, line: usize, reason: impl Into<String>) -> FormatError {
     FormatError::Invalid {
         path: path.to_path_buf(),
         line,
@@ -90,6 +107,9 @@ pub struct Manifest {
     pub ended_at_ms: i64,
     /// The channels subscribed to, in the config's order.
     pub channels: Vec<String>,
+    /// The per-entity channels asked with `GetTopic` only, for events with a blank schema id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entity_channels: Vec<String>,
 }
 
 /// One line of `topics.jsonl`: what `GetTopic` answered.
@@ -129,6 +149,9 @@ pub enum StreamRecord {
         headers: Vec<HeaderRecord>,
         /// When it was received (Unix ms).
         at_ms: i64,
+        /// The entity its payload names first (on `/data/ChangeEvents` and `__chn` channels).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entity: Option<String>,
     },
     /// A `FetchResponse` without events.
     Keepalive {
@@ -166,6 +189,8 @@ pub struct CapturedEvent {
     pub headers: Vec<(String, Vec<u8>)>,
     /// When it was received (Unix ms).
     pub at_ms: i64,
+    /// The entity its payload names first (see the module doc).
+    pub entity: Option<String>,
 }
 
 /// One item of a channel's stream, as read back.
@@ -195,6 +220,25 @@ pub struct Capture {
     pub streams: BTreeMap<String, Vec<Captured>>,
 }
 
+/// The change event channel of an entity: `Account` -> `/data/AccountChangeEvent`, a custom
+/// object `Foo__c` -> `/data/Foo__ChangeEvent` (Change Data Capture Developer Guide, "Change
+/// Event Object Name").
+pub fn entity_channel(entity: &str) -> String {
+    match entity.strip_suffix("__c") {
+        Some(base) => format!("/data/{base}__ChangeEvent"),
+        None => format!("/data/{entity}ChangeEvent"),
+    }
+}
+
+/// True for the channels whose events carry their entity in the capture: `/data/ChangeEvents`
+/// and custom channels `/data/<Name>__chn`.
+pub fn names_entities(channel: &str) -> bool {
+    channel == "/data/ChangeEvents"
+        || channel
+            .strip_prefix("/data/")
+            .is_some_and(|n| n.ends_with("__chn"))
+}
+
 /// The events file name of `channel` (see the module doc).
 pub fn events_file_name(channel: &str) -> String {
     format!(
@@ -203,7 +247,7 @@ pub fn events_file_name(channel: &str) -> String {
     )
 }
 
-fn check_schema_id(id: &str) -> Result<(), String> {
+pub(super) fn check_schema_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -216,125 +260,6 @@ fn check_schema_id(id: &str) -> Result<(), String> {
             "schema id {id:?} is not 1-64 letters, digits, '-' or '_'"
         ))
     }
-}
-
-/// Writes a capture as it arrives: schemas and topics once, stream lines appended and flushed
-/// per line (a killed capture keeps every line already received), the manifest at the end.
-pub struct CaptureWriter {
-    dir: PathBuf,
-    topics: BufWriter<File>,
-    streams: BTreeMap<String, BufWriter<File>>,
-    schemas: std::collections::BTreeSet<String>,
-}
-
-impl CaptureWriter {
-    /// Creates `dir` (which must not exist or be empty) with its `schemas/` and `events/`.
-    pub fn create(dir: &Path) -> Result<Self, FormatError> {
-        if dir.exists() {
-            let mut entries = fs::read_dir(dir).map_err(io_err(dir))?;
-            if entries.next().is_some() {
-                return Err(invalid(dir, 0, "the output directory is not empty"));
-            }
-        }
-        for sub in ["schemas", "events"] {
-            let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(io_err(&path))?;
-        }
-        let path = dir.join("topics.jsonl");
-        let topics = BufWriter::new(File::create(&path).map_err(io_err(&path))?);
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            topics,
-            streams: BTreeMap::new(),
-            schemas: Default::default(),
-        })
-    }
-
-    /// Records a schema's exact text, once per id.
-    pub fn schema(&mut self, schema_id: &str, json: &str) -> Result<(), FormatError> {
-        let path = self.dir.join("schemas").join(format!("{schema_id}.json"));
-        check_schema_id(schema_id).map_err(|r| invalid(&path, 0, r))?;
-        if self.schemas.insert(schema_id.to_string()) {
-            fs::write(&path, json).map_err(io_err(&path))?;
-        }
-        Ok(())
-    }
-
-    /// Records a channel's `GetTopic` answer.
-    pub fn topic(&mut self, topic: &TopicRecord) -> Result<(), FormatError> {
-        let path = self.dir.join("topics.jsonl");
-        write_line(&mut self.topics, &path, topic)
-    }
-
-    /// Appends an event to its channel's file.
-    pub fn event(&mut self, channel: &str, event: &CapturedEvent) -> Result<(), FormatError> {
-        let record = StreamRecord::Event {
-            channel: channel.to_string(),
-            replay_id: hex::encode(&event.replay_id),
-            schema_id: event.schema_id.clone(),
-            event_id: event.event_id.clone(),
-            payload: base64::engine::general_purpose::STANDARD.encode(&event.payload),
-            headers: event
-                .headers
-                .iter()
-                .map(|(key, value)| HeaderRecord {
-                    key: key.clone(),
-                    value: base64::engine::general_purpose::STANDARD.encode(value),
-                })
-                .collect(),
-            at_ms: event.at_ms,
-        };
-        self.append(channel, &record)
-    }
-
-    /// Appends a keepalive to its channel's file.
-    pub fn keepalive(
-        &mut self,
-        channel: &str,
-        latest_replay_id: &[u8],
-        at_ms: i64,
-    ) -> Result<(), FormatError> {
-        let record = StreamRecord::Keepalive {
-            channel: channel.to_string(),
-            latest_replay_id: hex::encode(latest_replay_id),
-            at_ms,
-        };
-        self.append(channel, &record)
-    }
-
-    fn append(&mut self, channel: &str, record: &StreamRecord) -> Result<(), FormatError> {
-        let path = self.dir.join("events").join(events_file_name(channel));
-        if !self.streams.contains_key(channel) {
-            let file = File::create(&path).map_err(io_err(&path))?;
-            self.streams
-                .insert(channel.to_string(), BufWriter::new(file));
-        }
-        let out = self.streams.get_mut(channel).expect("inserted above");
-        write_line(out, &path, record)
-    }
-
-    /// Flushes every file and writes `manifest.json`.
-    pub fn finish(mut self, manifest: &Manifest) -> Result<(), FormatError> {
-        let path = self.dir.join("topics.jsonl");
-        self.topics.flush().map_err(io_err(&path))?;
-        for (channel, out) in &mut self.streams {
-            let path = self.dir.join("events").join(events_file_name(channel));
-            out.flush().map_err(io_err(&path))?;
-        }
-        let path = self.dir.join("manifest.json");
-        let text = serde_json::to_string_pretty(manifest).expect("a manifest serialises");
-        fs::write(&path, text + "\n").map_err(io_err(&path))
-    }
-}
-
-fn write_line<T: Serialize>(
-    out: &mut BufWriter<File>,
-    path: &Path,
-    value: &T,
-) -> Result<(), FormatError> {
-    let line = serde_json::to_string(value).expect("a record serialises");
-    writeln!(out, "{line}").map_err(io_err(path))?;
-    out.flush().map_err(io_err(path))
 }
 
 /// Reads the capture in `dir` whole and checks it (see the module doc).
@@ -359,7 +284,7 @@ pub fn read_capture(dir: &Path) -> Result<Capture, FormatError> {
     for channel in &manifest.channels {
         let path = dir.join("events").join(events_file_name(channel));
         let stream = if path.exists() {
-            read_stream(&path, channel, &schemas)?
+            read_stream(&path, channel, &schemas, &topics)?
         } else {
             Vec::new()
         };
@@ -403,7 +328,8 @@ fn read_topics(
     for (n, line) in numbered_lines(&text) {
         let topic: TopicRecord =
             serde_json::from_str(line).map_err(|e| invalid(path, n, e.to_string()))?;
-        if !manifest.channels.contains(&topic.topic_name) {
+        let listed = |list: &[String]| list.contains(&topic.topic_name);
+        if !listed(&manifest.channels) && !listed(&manifest.entity_channels) {
             return Err(invalid(
                 path,
                 n,
@@ -413,7 +339,8 @@ fn read_topics(
                 ),
             ));
         }
-        if !schemas.contains_key(&topic.schema_id) {
+        // GetTopic gives no schema id for a channel of several entities (simulator: the same).
+        if !topic.schema_id.is_empty() && !schemas.contains_key(&topic.schema_id) {
             return Err(invalid(
                 path,
                 n,
@@ -436,13 +363,18 @@ fn read_stream(
     path: &Path,
     channel: &str,
     schemas: &BTreeMap<String, String>,
+    topics: &BTreeMap<String, TopicRecord>,
 ) -> Result<Vec<Captured>, FormatError> {
     let text = fs::read_to_string(path).map_err(io_err(path))?;
     let mut stream = Vec::new();
     for (n, line) in numbered_lines(&text) {
         let record: StreamRecord =
             serde_json::from_str(line).map_err(|e| invalid(path, n, e.to_string()))?;
-        stream.push(decode_record(record, channel, schemas).map_err(|r| invalid(path, n, r))?);
+        let item = decode_record(record, channel, schemas).map_err(|r| invalid(path, n, r))?;
+        if let Captured::Event(event) = &item {
+            check_entity(channel, event, topics).map_err(|r| invalid(path, n, r))?;
+        }
+        stream.push(item);
     }
     Ok(stream)
 }
@@ -470,9 +402,10 @@ fn decode_record(
             payload,
             headers,
             at_ms,
+            entity,
         } => {
             on(&c)?;
-            if !schemas.contains_key(&schema_id) {
+            if !schema_id.is_empty() && !schemas.contains_key(&schema_id) {
                 return Err(format!(
                     "schema {schema_id} has no schemas/{schema_id}.json"
                 ));
@@ -493,6 +426,7 @@ fn decode_record(
                 payload: b64("payload", &payload)?,
                 headers,
                 at_ms,
+                entity,
             }))
         }
         StreamRecord::Keepalive {
@@ -506,6 +440,32 @@ fn decode_record(
                 at_ms,
             })
         }
+    }
+}
+
+/// An event of a channel of several entities names its entity, so does a blank-schema event, and
+/// its entity's channel's topic, when recorded, has a schema id.
+fn check_entity(
+    channel: &str,
+    event: &CapturedEvent,
+    topics: &BTreeMap<String, TopicRecord>,
+) -> Result<(), String> {
+    let entity = match &event.entity {
+        Some(entity) => entity,
+        None if names_entities(channel) => {
+            return Err(format!("an event of {channel} without its entity"));
+        }
+        None if event.schema_id.is_empty() => {
+            return Err("an event with a blank schema id and no entity".to_owned());
+        }
+        None => return Ok(()),
+    };
+    let topic = entity_channel(entity);
+    match topics.get(&topic) {
+        Some(t) if event.schema_id.is_empty() && t.schema_id.is_empty() => Err(format!(
+            "the schema id is blank and entity {entity}'s channel {topic} has no schema id"
+        )),
+        _ => Ok(()),
     }
 }
 

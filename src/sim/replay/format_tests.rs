@@ -2,6 +2,7 @@
 //! its file and line.
 
 use super::*;
+use crate::sim::replay::writer::CaptureWriter;
 
 fn scratch(name: &str) -> PathBuf {
     let dir =
@@ -25,6 +26,7 @@ fn event(n: u8) -> CapturedEvent {
             vec![("traceparent".into(), vec![n, 0, 255])]
         },
         at_ms: 1_700_000_000_000 + i64::from(n),
+        entity: None,
     }
 }
 
@@ -37,6 +39,7 @@ fn manifest() -> Manifest {
         started_at_ms: 1,
         ended_at_ms: 2,
         channels: vec![CHANNEL.into()],
+        entity_channels: Vec::new(),
     }
 }
 
@@ -180,6 +183,136 @@ fn a_schema_that_is_not_json_is_named() {
     assert!(
         err.contains("schemas/4Xk2ZtZV_ybNtAUVS3CUhg.json:2: not JSON"),
         "{err}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+const ALL: &str = "/data/ChangeEvents";
+const CONTACT_SCHEMA: &str = "{\"type\":\"record\",\"name\":\"ContactChangeEvent\",\"fields\":[]}";
+
+/// A capture of `/data/ChangeEvents`: the channel's topic without a schema id, an event with a
+/// blank schema id and its entity, and the entity's own channel's topic and schema.
+/// `entity_topic`: the schema id `GetTopic` gave for the entity's channel (`None`: not recorded).
+fn write_change_events(dir: &Path, event: &CapturedEvent, entity_topic: Option<&str>) {
+    let mut w = CaptureWriter::create(dir).unwrap();
+    let topic = |name: &str, schema_id: &str| TopicRecord {
+        topic_name: name.into(),
+        schema_id: schema_id.into(),
+        can_subscribe: true,
+        can_publish: false,
+        tenant_guid: "00D000000000001AAA".into(),
+    };
+    w.topic(&topic(ALL, "")).unwrap();
+    w.event(ALL, event).unwrap();
+    if let Some(schema_id) = entity_topic {
+        w.schema("contactSchema", CONTACT_SCHEMA).unwrap();
+        w.topic(&topic("/data/ContactChangeEvent", schema_id))
+            .unwrap();
+    }
+    let mut m = manifest();
+    m.channels = vec![ALL.into()];
+    m.entity_channels = vec!["/data/ContactChangeEvent".into()];
+    w.finish(&m).unwrap();
+}
+
+fn blank_contact_event() -> CapturedEvent {
+    CapturedEvent {
+        schema_id: String::new(),
+        entity: Some("Contact".into()),
+        ..event(2)
+    }
+}
+
+#[test]
+fn change_events_with_blank_schema_ids_read_back_equal() {
+    let dir = scratch("change-events");
+    write_change_events(&dir, &blank_contact_event(), Some("contactSchema"));
+    let capture = read_capture(&dir).unwrap();
+    assert_eq!(
+        capture.manifest.entity_channels,
+        ["/data/ContactChangeEvent"]
+    );
+    assert_eq!(capture.topics[ALL].schema_id, "");
+    assert_eq!(
+        capture.topics["/data/ContactChangeEvent"].schema_id,
+        "contactSchema"
+    );
+    assert_eq!(capture.schemas["contactSchema"], CONTACT_SCHEMA);
+    assert_eq!(
+        capture.streams[ALL],
+        vec![Captured::Event(blank_contact_event())]
+    );
+    let line = fs::read_to_string(dir.join("events/data.ChangeEvents.jsonl")).unwrap();
+    assert!(line.contains(r#""schema_id":"","#), "{line}");
+    assert!(line.ends_with("\"entity\":\"Contact\"}\n"), "{line}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A capture written before entities and blank schema ids: no `entity_channels` in the
+/// manifest, no `entity` on the events.
+#[test]
+fn older_captures_read_as_before() {
+    let dir = scratch("older");
+    write_sample(&dir);
+    let manifest = fs::read_to_string(dir.join("manifest.json")).unwrap();
+    assert!(!manifest.contains("entity_channels"), "{manifest}");
+    let events = fs::read_to_string(dir.join(EVENTS)).unwrap();
+    assert!(!events.contains("entity"), "{events}");
+    assert_eq!(
+        read_capture(&dir).unwrap().manifest.entity_channels,
+        Vec::<String>::new()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn change_events_without_what_replay_needs_are_named() {
+    let cases = [
+        (
+            CapturedEvent {
+                entity: None,
+                ..blank_contact_event()
+            },
+            Some("contactSchema"),
+            "events/data.ChangeEvents.jsonl:1: an event of /data/ChangeEvents without its entity",
+        ),
+        (
+            blank_contact_event(),
+            Some(""),
+            "events/data.ChangeEvents.jsonl:1: the schema id is blank and entity Contact's channel /data/ContactChangeEvent has no schema id",
+        ),
+    ];
+    for (i, (event, entity_topic, reason)) in cases.into_iter().enumerate() {
+        let dir = scratch(&format!("change-events-{i}"));
+        write_change_events(&dir, &event, entity_topic);
+        let err = read_capture(&dir).unwrap_err().to_string();
+        assert!(err.ends_with(reason), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+    let err = corrupt(
+        "unlisted",
+        "topics.jsonl",
+        1,
+        r#"{"topic_name":"/data/ContactChangeEvent","schema_id":"","can_subscribe":true,"can_publish":false,"tenant_guid":"g"}"#,
+    );
+    assert!(
+        err.contains("topics.jsonl:1: topic /data/ContactChangeEvent is not in the manifest"),
+        "{err}"
+    );
+}
+
+/// An entity whose channel `GetTopic` could not find: its blank-schema events are kept (a
+/// replayed org answers that channel as unknown, and the source dead-letters them, as against
+/// the real org).
+#[test]
+fn a_blank_schema_event_of_an_entity_without_a_channel_reads() {
+    let dir = scratch("change-events-unknown");
+    write_change_events(&dir, &blank_contact_event(), None);
+    let capture = read_capture(&dir).unwrap();
+    assert!(!capture.topics.contains_key("/data/ContactChangeEvent"));
+    assert_eq!(
+        capture.streams[ALL],
+        vec![Captured::Event(blank_contact_event())]
     );
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,6 +9,8 @@ use crate::sim::bus::{Channel, ReplayIdError};
 
 const ACCOUNTS: &str = "/data/AccountChangeEvent";
 const ORDERS: &str = "/event/Order_Event__e";
+const ALL: &str = "/data/ChangeEvents";
+const SALES: &str = "/data/Sales__chn";
 
 fn event(id: &[u8], n: u8) -> Captured {
     Captured::Event(CapturedEvent {
@@ -18,7 +20,19 @@ fn event(id: &[u8], n: u8) -> Captured {
         payload: vec![n; 3],
         headers: vec![("h".into(), vec![n])],
         at_ms: 0,
+        entity: None,
     })
+}
+
+/// A change event of `entity` as a channel of several entities records it, with `schema_id`
+/// (blank as `/data/ChangeEvents` sends it).
+fn change(id: &[u8], n: u8, entity: &str, schema_id: &str) -> Captured {
+    let Captured::Event(mut e) = event(id, n) else {
+        unreachable!()
+    };
+    e.entity = Some(entity.to_owned());
+    schema_id.clone_into(&mut e.schema_id);
+    Captured::Event(e)
 }
 
 /// Real-shaped replay ids (10 bytes, pozil/pub-sub-api-node-client #36): 1104717 and on.
@@ -36,6 +50,7 @@ fn capture(streams: Vec<(&str, Vec<Captured>)>) -> Capture {
             started_at_ms: 0,
             ended_at_ms: 0,
             channels: streams.iter().map(|(c, _)| c.to_string()).collect(),
+            entity_channels: Vec::new(),
         },
         schemas: BTreeMap::new(),
         topics: BTreeMap::new(),
@@ -116,8 +131,19 @@ fn unusable_captures_are_refused_with_the_reason() {
             .to_string()
     };
     assert_eq!(
-        err(capture(vec![("/data/ChangeEvents", vec![])])),
-        "channel /data/ChangeEvents: replay serves /data/<Entity>ChangeEvent and /event/<Name>__e channels only"
+        err(capture(vec![("/topic/AccountUpdates", vec![])])),
+        "channel /topic/AccountUpdates: replay serves /data/<Entity>ChangeEvent, /data/ChangeEvents, /data/<Name>__chn and /event/<Name>__e channels only"
+    );
+    assert_eq!(
+        err(capture(vec![(ALL, vec![event(&rid(5), 1)])])),
+        "channel /data/ChangeEvents: an event without its entity"
+    );
+    assert_eq!(
+        err(capture(vec![
+            (ACCOUNTS, vec![event(&rid(5), 1)]),
+            (ALL, vec![change(&rid(5), 2, "Account", "")]),
+        ])),
+        "replay id 00000000000000050000 is captured on both /data/AccountChangeEvent and /data/ChangeEvents"
     );
     assert_eq!(
         err(capture(vec![
@@ -150,4 +176,183 @@ fn unusable_captures_are_refused_with_the_reason() {
             .to_string(),
         "the simulated org already has 1 events: a replay starts from an empty bus"
     );
+}
+
+/// The topics `GetTopic` answered a capture of `/data/ChangeEvents`: none for the channel, and
+/// the entities' own channels with their schema ids.
+fn entity_topics(capture: &mut Capture) {
+    for (topic, schema_id) in [
+        (ALL, ""),
+        ("/data/AccountChangeEvent", "accountSchema"),
+        ("/data/ContactChangeEvent", "contactSchema"),
+    ] {
+        capture.topics.insert(
+            topic.to_owned(),
+            TopicRecord {
+                topic_name: topic.to_owned(),
+                schema_id: schema_id.to_owned(),
+                can_subscribe: true,
+                can_publish: false,
+                tenant_guid: "00D000000000001AAA".to_owned(),
+            },
+        );
+    }
+}
+
+fn replayed(topic: &str, live: Channel) -> Channel {
+    Channel::Replayed {
+        topic: topic.to_owned(),
+        live: Box::new(live),
+    }
+}
+
+/// `/data/ChangeEvents` as captured (blank schema ids, forcedotcom/pub-sub-api#63): the replayed
+/// channel serves every captured event with its captured blank schema id; an entity's own
+/// channel, answered from the captured `GetTopic`, selects that entity's events with the
+/// entity's schema id.
+#[test]
+fn change_events_are_replayed_with_their_blank_schema_ids() {
+    let mut c = capture(vec![(
+        ALL,
+        vec![
+            change(&rid(10), 1, "Account", ""),
+            change(&rid(12), 2, "Contact", ""),
+            change(&rid(15), 3, "Account", ""),
+        ],
+    )]);
+    entity_topics(&mut c);
+    let mut bus = Bus::default();
+    assert_eq!(load_into(&mut bus, &c, SystemTime::now()).unwrap(), 3);
+    let all = replayed(ALL, Channel::AllChanges);
+    let (got, _) = bus.fetch(&all, bus.earliest_cursor(), 10);
+    let seen: Vec<_> = got
+        .iter()
+        .map(|e| {
+            (
+                bus.id_of(e.seq),
+                e.event.id.as_str(),
+                e.source.captured_schema_id(ALL),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (rid(10), "event-1", Some("")),
+            (rid(12), "event-2", Some("")),
+            (rid(15), "event-3", Some("")),
+        ]
+    );
+    assert_eq!(got[1].event.payload.as_ref(), [2, 2, 2]);
+    let contacts = Channel::Entity("Contact".into());
+    let (got, _) = bus.fetch(&contacts, bus.earliest_cursor(), 10);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event.id, "event-2");
+    assert_eq!(got[0].event.schema_id, "contactSchema");
+    assert_eq!(
+        bus.replay_ids(&Channel::Entity("Account".into())),
+        [rid(10), rid(15)]
+    );
+
+    let config = SimConfig {
+        replay: Some(std::sync::Arc::new(c)),
+        ..SimConfig::default()
+    };
+    assert_eq!(replayed_channel(&config, ALL), Some(all));
+    assert_eq!(
+        replayed_channel(&config, "/data/ContactChangeEvent"),
+        Some(contacts)
+    );
+    assert_eq!(replayed_channel(&config, "/data/LeadChangeEvent"), None);
+}
+
+/// One event captured on two channels under one replay id is one event of the bus, served on
+/// each with the schema id it carried there; captured under two ids, it is two events, each
+/// served only on its channel.
+#[test]
+fn an_event_captured_on_two_channels_is_served_on_each_as_captured() {
+    let mut c = capture(vec![
+        (ACCOUNTS, vec![event(&rid(20), 1), event(&rid(30), 4)]),
+        (
+            ALL,
+            vec![
+                change(&rid(20), 1, "Account", ""),
+                change(&rid(31), 4, "Account", ""),
+            ],
+        ),
+    ]);
+    entity_topics(&mut c);
+    let mut bus = Bus::default();
+    assert_eq!(load_into(&mut bus, &c, SystemTime::now()).unwrap(), 3);
+    let accounts = replayed(ACCOUNTS, Channel::Entity("Account".into()));
+    let all = replayed(ALL, Channel::AllChanges);
+    assert_eq!(bus.replay_ids(&accounts), [rid(20), rid(30)]);
+    assert_eq!(bus.replay_ids(&all), [rid(20), rid(31)]);
+    let (got, _) = bus.fetch(&all, bus.earliest_cursor(), 1);
+    assert_eq!(got[0].source.captured_schema_id(ALL), Some(""));
+    assert_eq!(got[0].source.captured_schema_id(ACCOUNTS), Some("schema1"));
+    assert_eq!(got[0].event.schema_id, "schema1");
+    // Events appended after the capture are served on the replayed channels as their live
+    // channel selects them.
+    let seq = bus.append(
+        Source::Entity("Account".into()),
+        ProducerEvent::default(),
+        SystemTime::now(),
+    );
+    assert_eq!(bus.replay_ids(&all).last(), Some(&bus.id_of(seq)));
+    assert_eq!(bus.replay_ids(&accounts).len(), 3);
+}
+
+/// A custom channel's events carry their schema ids and entities
+/// (pozil/pub-sub-api-node-client#27); replayed, the channel resolves to the simulator's members
+/// when it has that channel, else to the entities captured on it.
+#[test]
+fn custom_channels_are_replayed_with_their_members() {
+    let c = capture(vec![
+        (
+            SALES,
+            vec![
+                change(&rid(40), 1, "Contact", "contactSchema"),
+                change(&rid(41), 2, "Account", "accountSchema"),
+            ],
+        ),
+        (
+            "/data/Other__chn",
+            vec![change(&rid(42), 3, "Lead", "leadSchema")],
+        ),
+    ]);
+    let mut bus = Bus::default();
+    assert_eq!(load_into(&mut bus, &c, SystemTime::now()).unwrap(), 3);
+    let config = SimConfig {
+        replay: Some(std::sync::Arc::new(c)),
+        ..SimConfig::default()
+    };
+    let sales = replayed_channel(&config, SALES).unwrap();
+    assert_eq!(
+        sales,
+        replayed(
+            SALES,
+            Channel::Custom(vec!["Account".into(), "Contact".into()])
+        )
+    );
+    assert_eq!(
+        replayed_channel(&config, "/data/Other__chn"),
+        Some(replayed(
+            "/data/Other__chn",
+            Channel::Custom(vec!["Lead".into()])
+        ))
+    );
+    let (got, _) = bus.fetch(&sales, bus.earliest_cursor(), 10);
+    let seen: Vec<_> = got
+        .iter()
+        .map(|e| (e.event.id.as_str(), e.source.captured_schema_id(SALES)))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("event-1", Some("contactSchema")),
+            ("event-2", Some("accountSchema"))
+        ]
+    );
+    assert_eq!(bus.count(&Channel::Entity("Lead".into())), 1);
 }

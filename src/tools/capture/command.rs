@@ -11,6 +11,21 @@
 //! `--duration` or `--max-events` events (over all channels); the files are flushed and
 //! `manifest.json` written on every stop, also when a channel failed (its error names it). A
 //! channel silent for `source.stream_idle_timeout` (no event, no keepalive) fails the capture.
+//!
+//! Channels of several entities (`/data/ChangeEvents`, custom `/data/<Name>__chn`): a channel
+//! whose `GetTopic` gives no schema id has none recorded; each event is recorded with the entity
+//! its payload names first (the `entityName` its `ChangeEventHeader` starts with, as the
+//! source's `blank_schema` reads it). An event with a blank schema id (real orgs send
+//! `/data/ChangeEvents` events so, forcedotcom/pub-sub-api#63) is recorded as received, and the
+//! first time its entity is seen the capture asks `GetTopic` on the entity's own channel
+//! (`/data/AccountChangeEvent`) and `GetSchema` for that schema id, and records both (the topic
+//! in `topics.jsonl`, the channel in the manifest's `entity_channels`), as the source does to
+//! decode it; an entity whose channel the org does not have (`NOT_FOUND`, `PERMISSION_DENIED`)
+//! is recorded without it, as the source dead-letters its events. A payload that names no
+//! entity fails the capture with the channel and replay id.
+//! The entity's channel is asked once per capture (not again when it is a captured channel
+//! itself): a schema change during the capture is not seen for blank-schema events (events of
+//! channels that carry schema ids record each new id).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,11 +35,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, InitialReplay};
 use crate::salesforce::auth::{AuthError, Authenticator, SessionHandle};
+use crate::salesforce::proto::{ConsumerEvent, TopicInfo};
 use crate::salesforce::pubsub::{Delivery, PubSub, PubSubError, ReplayStart};
 use crate::salesforce::tls::ClientTls;
 use crate::sim::replay::format::{
-    CaptureWriter, CapturedEvent, FORMAT_VERSION, FormatError, Manifest, TopicRecord,
+    CapturedEvent, FORMAT_VERSION, FormatError, Manifest, TopicRecord, entity_channel,
+    names_entities,
 };
+use crate::sim::replay::writer::CaptureWriter;
 
 /// `forcebridge capture`'s arguments.
 #[derive(Debug, clap::Args)]
@@ -66,6 +84,15 @@ pub enum CaptureError {
     /// The channel exists but the user may not subscribe to it.
     #[error("channel {0}: the user may not subscribe to it")]
     NotSubscribable(String),
+    /// An event of a channel of several entities, or with a blank schema id, whose payload
+    /// names no entity.
+    #[error("channel {channel}: the event with replay id {replay_id} names no entity")]
+    NoEntity {
+        /// The channel.
+        channel: String,
+        /// Its replay id, hex.
+        replay_id: String,
+    },
     /// Writing the capture.
     #[error(transparent)]
     Format(#[from] FormatError),
@@ -99,29 +126,21 @@ pub async fn run(
             channel: endpoint.clone(),
             source,
         })?;
-    let mut writer = CaptureWriter::create(&args.out)?;
+    let writer = CaptureWriter::create(&args.out)?;
     let started_at_ms = now_ms();
     let channels: Vec<String> = source.channels.iter().map(|c| c.name.clone()).collect();
+    let mut recorder = Recorder {
+        pubsub: pubsub.clone(),
+        writer,
+        schemas: Default::default(),
+        entity_channels: Vec::new(),
+        topics: Default::default(),
+    };
     for name in &channels {
-        let topic = pubsub
-            .get_topic(name)
-            .await
-            .map_err(|source| CaptureError::Channel {
-                channel: name.clone(),
-                source,
-            })?;
+        let topic = recorder.topic(name).await?;
         if !topic.can_subscribe {
             return Err(CaptureError::NotSubscribable(name.clone()));
         }
-        let schema = get_schema(&pubsub, name, &topic.schema_id).await?;
-        writer.schema(&topic.schema_id, &schema)?;
-        writer.topic(&TopicRecord {
-            topic_name: name.clone(),
-            schema_id: topic.schema_id,
-            can_subscribe: topic.can_subscribe,
-            can_publish: topic.can_publish,
-            tenant_guid: topic.tenant_guid,
-        })?;
     }
     let stop = cancel.child_token();
     let (tx, mut rx) = mpsc::channel(256);
@@ -141,8 +160,13 @@ pub async fn run(
     }
     drop(tx);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let outcome = record(&mut rx, &pubsub, &mut writer, &args, deadline, &stop).await;
+    let outcome = record(&mut rx, &mut recorder, &args, deadline, &stop).await;
     stop.cancel();
+    let Recorder {
+        writer,
+        entity_channels,
+        ..
+    } = recorder;
     let manifest = Manifest {
         format: FORMAT_VERSION,
         forcebridge_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -151,6 +175,7 @@ pub async fn run(
         started_at_ms,
         ended_at_ms: now_ms(),
         channels,
+        entity_channels,
     };
     writer.finish(&manifest)?;
     let events = outcome?;
@@ -158,14 +183,121 @@ pub async fn run(
     Ok(())
 }
 
-async fn get_schema(pubsub: &PubSub, channel: &str, id: &str) -> Result<String, CaptureError> {
-    pubsub
-        .get_schema(id)
-        .await
-        .map_err(|source| CaptureError::Channel {
-            channel: channel.to_string(),
-            source,
-        })
+/// What is written, and what the org was already asked.
+struct Recorder {
+    pubsub: PubSub,
+    writer: CaptureWriter,
+    /// Schema ids already recorded.
+    schemas: std::collections::BTreeSet<String>,
+    /// Entities' channels asked with `GetTopic` for blank-schema events, in order.
+    entity_channels: Vec<String>,
+    /// Every channel whose `GetTopic` answer is recorded.
+    topics: std::collections::BTreeSet<String>,
+}
+
+impl Recorder {
+    /// Asks `GetTopic` for `channel` and records its answer and its schema (none when blank).
+    async fn topic(&mut self, channel: &str) -> Result<TopicInfo, CaptureError> {
+        let topic =
+            self.pubsub
+                .get_topic(channel)
+                .await
+                .map_err(|source| CaptureError::Channel {
+                    channel: channel.to_string(),
+                    source,
+                })?;
+        self.schema(channel, &topic.schema_id).await?;
+        self.topics.insert(channel.to_string());
+        self.writer.topic(&TopicRecord {
+            topic_name: channel.to_string(),
+            schema_id: topic.schema_id.clone(),
+            can_subscribe: topic.can_subscribe,
+            can_publish: topic.can_publish,
+            tenant_guid: topic.tenant_guid.clone(),
+        })?;
+        Ok(topic)
+    }
+
+    /// Records the `GetSchema` text of `id` on its first sighting (nothing for a blank id).
+    async fn schema(&mut self, channel: &str, id: &str) -> Result<(), CaptureError> {
+        if id.is_empty() || self.schemas.contains(id) {
+            return Ok(());
+        }
+        let schema = self
+            .pubsub
+            .get_schema(id)
+            .await
+            .map_err(|source| CaptureError::Channel {
+                channel: channel.to_string(),
+                source,
+            })?;
+        self.writer.schema(id, &schema)?;
+        self.schemas.insert(id.to_string());
+        Ok(())
+    }
+
+    /// Records the `GetTopic` answer of `entity`'s channel, once. A channel the org does not
+    /// have or lets the user see (`NOT_FOUND`, `PERMISSION_DENIED`) is left out, as the source
+    /// dead-letters such an event: the replayed org answers `GetTopic` on it as an unknown topic.
+    async fn entity_topic(&mut self, entity: &str) -> Result<(), CaptureError> {
+        let topic = entity_channel(entity);
+        if !self.topics.insert(topic.clone()) {
+            return Ok(());
+        }
+        match self.topic(&topic).await {
+            Ok(_) => self.entity_channels.push(topic),
+            Err(CaptureError::Channel { source, .. })
+                if source.status().is_some_and(|s| {
+                    matches!(
+                        s.code(),
+                        tonic::Code::NotFound | tonic::Code::PermissionDenied
+                    )
+                }) =>
+            {
+                tracing::warn!(%entity, %topic, error = %source, "the entity's channel is not recorded");
+            }
+            Err(err) => return Err(err),
+        }
+        Ok(())
+    }
+
+    /// Records one event of `channel`, with its entity and the schemas it needs (module doc).
+    async fn event(&mut self, channel: &str, consumed: ConsumerEvent) -> Result<(), CaptureError> {
+        let event = consumed.event.unwrap_or_default();
+        let blank = event.schema_id.is_empty();
+        let entity = if blank || names_entities(channel) {
+            let entity = crate::source::cdc::leading_string(&event.payload)
+                .filter(|e| crate::config::is_api_name(e))
+                .ok_or_else(|| CaptureError::NoEntity {
+                    channel: channel.to_string(),
+                    replay_id: hex::encode(&consumed.replay_id),
+                })?;
+            Some(entity.to_string())
+        } else {
+            None
+        };
+        self.schema(channel, &event.schema_id).await?;
+        if let Some(entity) = entity.as_deref().filter(|_| blank) {
+            self.entity_topic(entity).await?;
+        }
+        self.writer.event(
+            channel,
+            &CapturedEvent {
+                replay_id: consumed.replay_id.to_vec(),
+                schema_id: event.schema_id,
+                event_id: event.id,
+                payload: event.payload.to_vec(),
+                headers: event
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.key, h.value.to_vec()))
+                    .collect(),
+                at_ms: now_ms(),
+                entity,
+            },
+        )?;
+        Ok(())
+    }
 }
 
 type Item = (String, Result<Delivery, PubSubError>);
@@ -173,14 +305,12 @@ type Item = (String, Result<Delivery, PubSubError>);
 /// The writer's loop: every delivery in arrival order, until a stop; the number of events.
 async fn record(
     rx: &mut mpsc::Receiver<Item>,
-    pubsub: &PubSub,
-    writer: &mut CaptureWriter,
+    recorder: &mut Recorder,
     args: &CaptureArgs,
     deadline: Option<tokio::time::Instant>,
     stop: &CancellationToken,
 ) -> Result<u64, CaptureError> {
     let mut events = 0u64;
-    let mut known = std::collections::BTreeSet::new();
     let until = async {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -203,29 +333,12 @@ async fn record(
         })?;
         match delivery {
             Delivery::Keepalive { latest_replay_id } => {
-                writer.keepalive(&channel, &latest_replay_id, now_ms())?;
+                recorder
+                    .writer
+                    .keepalive(&channel, &latest_replay_id, now_ms())?;
             }
             Delivery::Event(consumed) => {
-                let event = consumed.event.unwrap_or_default();
-                if known.insert(event.schema_id.clone()) {
-                    let schema = get_schema(pubsub, &channel, &event.schema_id).await?;
-                    writer.schema(&event.schema_id, &schema)?;
-                }
-                writer.event(
-                    &channel,
-                    &CapturedEvent {
-                        replay_id: consumed.replay_id.to_vec(),
-                        schema_id: event.schema_id,
-                        event_id: event.id,
-                        payload: event.payload.to_vec(),
-                        headers: event
-                            .headers
-                            .into_iter()
-                            .map(|h| (h.key, h.value.to_vec()))
-                            .collect(),
-                        at_ms: now_ms(),
-                    },
-                )?;
+                recorder.event(&channel, consumed).await?;
                 events += 1;
             }
         }
