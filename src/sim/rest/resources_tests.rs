@@ -4,30 +4,12 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::tests::{Rest, events, start};
+use super::tests::{Rest, events, start, token_response};
 use crate::sim::tests::{http_client, login};
 use crate::sim::util::API_VERSION;
 use crate::sim::{SimConfig, SimOrg};
 
 const ALL_CHANGES: &str = "/data/ChangeEvents";
-
-/// The token response of the client credentials grant (the integration user).
-async fn token_response(org: &SimOrg) -> Value {
-    let cfg = org.config();
-    http_client()
-        .post(format!("{}/services/oauth2/token", org.instance_url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", cfg.client_id.as_str()),
-            ("client_secret", cfg.client_secret.as_str()),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json")
-}
 
 /// GET `url` with an optional bearer token: status, `Sforce-Limit-Info`, body text.
 async fn get_text(url: &str, token: Option<&str>) -> (u16, Option<String>, String) {

@@ -17,6 +17,24 @@ const ROLLED_BACK: &str = "Record rolled back because not all records were valid
 const HALTED: &str =
     "The transaction was rolled back since another operation in the same transaction failed.";
 
+/// The token response of the client credentials grant (the integration user).
+pub(super) async fn token_response(org: &SimOrg) -> Value {
+    let cfg = org.config();
+    http_client()
+        .post(format!("{}/services/oauth2/token", org.instance_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", cfg.client_id.as_str()),
+            ("client_secret", cfg.client_secret.as_str()),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token json")
+}
+
 /// A REST client of one session.
 pub(super) struct Rest {
     pub http: reqwest::Client,
@@ -36,21 +54,8 @@ pub(super) struct Resp {
 impl Rest {
     /// Logs in with the client credentials grant (the integration user).
     pub(super) async fn login(org: &SimOrg) -> Rest {
-        let cfg = org.config();
         let http = http_client();
-        let body: Value = http
-            .post(format!("{}/services/oauth2/token", org.instance_url()))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", cfg.client_id.as_str()),
-                ("client_secret", cfg.client_secret.as_str()),
-            ])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("token json");
+        let body = token_response(org).await;
         Rest {
             http,
             base: format!("{}/services/data/v62.0", org.instance_url()),
