@@ -5,8 +5,9 @@
 //! `expr` is `term [AND term]…` or `term [OR term]…`, `term` is `NOT term`, `( expr )` or a
 //! field expression: `field <op> literal` (`=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`, `LIKE`) or
 //! `field [NOT] IN (literal, …)`. "Parentheses are required whenever you mix the operators"
-//! (SOQL and SOSL Reference, "Logical Operators"): `a AND b OR c` stops at the `OR`. `NOT`
-//! applies to the term after it (`NOT a AND b` is `(NOT a) AND b`).
+//! (SOQL and SOSL Reference, "Logical Operators"): `a AND b OR c` stops at the `OR`, and a bare
+//! `NOT` term takes no `AND` or `OR` beside it (`NOT a AND b` stops at the `AND`, `a AND NOT b`
+//! at the `NOT`; `a AND (NOT b)` is the reference's own example).
 //!
 //! Contract: [`Parser::query`] returns the [`Raw`] query or a `MALFORMED_QUERY` located at the
 //! first token that does not fit (`unexpected token: '…'`).
@@ -201,7 +202,7 @@ impl Parser<'_> {
 
     /// `term [AND term]…` or `term [OR term]…`: one operator per level.
     fn expr(&mut self) -> Result<Cond<RawFilter>, QueryError> {
-        let first = self.term()?;
+        let (first, bare_not) = self.term()?;
         let op = if self.peek().is_kw("AND") {
             "AND"
         } else if self.peek().is_kw("OR") {
@@ -209,10 +210,17 @@ impl Parser<'_> {
         } else {
             return Ok(first);
         };
+        // A bare `NOT` beside `AND`/`OR` mixes the operators without parentheses.
+        if bare_not {
+            return Err(self.unexpected());
+        }
         let mut terms = vec![first];
         while self.peek().is_kw(op) {
             self.next();
-            terms.push(self.term()?);
+            if self.peek().is_kw("NOT") {
+                return Err(self.unexpected());
+            }
+            terms.push(self.term()?.0);
         }
         // Another logical operator at this level: the query mixes them without parentheses.
         if self.peek().is_kw("AND") || self.peek().is_kw("OR") {
@@ -225,11 +233,11 @@ impl Parser<'_> {
         })
     }
 
-    /// `NOT term`, `( expr )` or a field expression.
-    fn term(&mut self) -> Result<Cond<RawFilter>, QueryError> {
+    /// `NOT term`, `( expr )` or a field expression; true with a bare `NOT` term.
+    fn term(&mut self) -> Result<(Cond<RawFilter>, bool), QueryError> {
         if self.peek().is_kw("NOT") {
             self.next();
-            return Ok(Cond::Not(Box::new(self.term()?)));
+            return Ok((Cond::Not(Box::new(self.term()?.0)), true));
         }
         if *self.peek() == Tok::Open {
             self.next();
@@ -238,9 +246,9 @@ impl Parser<'_> {
                 return Err(self.unexpected());
             }
             self.next();
-            return Ok(inner);
+            return Ok((inner, false));
         }
-        Ok(Cond::Leaf(self.condition()?))
+        Ok((Cond::Leaf(self.condition()?), false))
     }
 
     fn order_by(&mut self) -> Result<Vec<RawOrder>, QueryError> {

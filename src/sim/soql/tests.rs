@@ -47,6 +47,8 @@ fn errors_carry_salesforce_codes_and_locations() {
         "SELECT Id FROM Account WHERE (Name = 'a' OR Name = 'b'",
         "SELECT Id FROM Account WHERE Name NOT LIKE 'a%'",
         "SELECT Id FROM Account WHERE NOT",
+        "SELECT Id FROM Account WHERE NOT Name = 'a' AND Name = 'b'",
+        "SELECT Id FROM Account WHERE Name = 'a' OR NOT Name = 'b'",
         "SELECT Id FROM Account LIMIT x",
         "SELECT Id, Id FROM Account",
         "DELETE FROM Account",
@@ -282,7 +284,7 @@ fn or_not_like_and_not_in_combine_as_soql_does() {
     );
     assert_eq!(
         last(
-            "SELECT LastName FROM Contact WHERE NOT (Title = 'b' OR Title = null) AND Birthdate != null"
+            "SELECT LastName FROM Contact WHERE (NOT (Title = 'b' OR Title = null)) AND Birthdate != null"
         ),
         [s("Three")]
     );
