@@ -529,7 +529,7 @@ fn jsforce_reads_what_a_loader_reads() {
     // 2,500 seeded (created before the last hour) and 3 of the scenario, 10, 20 and 30 employees.
     assert_eq!(
         step("soql"),
-        &json!({"step": "soql", "count": 2503, "countRecords": 0, "recent": 3,
+        &json!({"step": "soql", "count": 2503, "countRecords": 0, "recent": 3, "relative": 3,
                 "page": ["Zeta Interop B", "Zeta Interop C"],
                 "below": ["Zeta Interop B", "Zeta Interop C"]})
     );

@@ -39,6 +39,8 @@ pub(super) enum Literal {
     DateTime(i64),
     /// A date literal, epoch ms of its midnight UTC.
     Date(i64),
+    /// A relative date literal (`TODAY`, `LAST_N_DAYS:7`): `[start, end)` in epoch ms.
+    Range(i64, i64),
 }
 
 /// How a field compares in a filter.
@@ -172,7 +174,8 @@ pub(super) fn check_filter(
                     &format!("invalid ID field: {s}"),
                 )));
             }
-            (Kind::Temporal(Temporal::DateTime), Literal::DateTime(_))
+            (Kind::Temporal(_), Literal::Range(..))
+            | (Kind::Temporal(Temporal::DateTime), Literal::DateTime(_))
             | (Kind::Temporal(Temporal::Date), Literal::Date(_))
             | (Kind::Id | Kind::IdRef | Kind::Text, Literal::Str(_))
             | (Kind::Number, Literal::Num(_))
@@ -230,6 +233,9 @@ impl Filter {
         let hit = |lit: &Literal| match (lit, value) {
             (Literal::Null, v) => v.is_none(),
             (_, None) => false,
+            (Literal::Range(start, end), Some(v)) => {
+                v.as_i64().is_some_and(|x| *start <= x && x < *end)
+            }
             (lit, Some(v)) => compare(self.kind, v, lit) == Some(Ordering::Equal),
         };
         match self.op {
@@ -243,6 +249,16 @@ impl Filter {
                 let (Some(v), Some(lit)) = (value, self.values.first()) else {
                     return false;
                 };
+                // A date literal's range: `<` before its start, `<=` before its end, `>` from
+                // its end on, `>=` from its start on ("Date Formats and Date Literals in WHERE").
+                if let (Literal::Range(start, end), Some(x)) = (lit, v.as_i64()) {
+                    return match range {
+                        Op::Lt => x < *start,
+                        Op::Le => x < *end,
+                        Op::Gt => x >= *end,
+                        _ => x >= *start,
+                    };
+                }
                 match compare(self.kind, v, lit) {
                     Some(o) => match range {
                         Op::Lt => o == Ordering::Less,

@@ -12,7 +12,8 @@
 //!   `field [NOT] IN (literal, …)`; literals are quoted strings (`\'`, `\\`, `\n`, `\t`, `\"` escapes), numbers, `true`/`false`,
 //!   `null`, dates (`2024-01-31`) and datetimes (`2024-01-31T12:05:09Z`,
 //!   `2024-01-31T12:05:09.000+0000`, `…-08:00`), unquoted as SOQL writes them (SOQL and SOSL
-//!   Reference, "Date Formats and Date Literals"; `lex.rs`).
+//!   Reference, "Date Formats and Date Literals"; `lex.rs`), and relative date literals
+//!   (`TODAY`, `LAST_N_DAYS:30`, `THIS_MONTH`: `dates.rs`).
 //! * Selectable and filterable: every field of the object's describe ([`super::fieldmeta`]):
 //!   `Id`, `IsDeleted`, `SystemModstamp`, the schema's fields, compound fields' components
 //!   (`BillingCity`, `FirstName`) and the compounds themselves (selectable; an address is not
@@ -35,6 +36,7 @@
 //!   located like Salesforce's (`\n<line>\n   ^\nERROR at Row:1:Column:4\n<text>`).
 
 mod cond;
+mod dates;
 mod filter;
 mod lex;
 mod parse;
@@ -87,12 +89,19 @@ fn unsortable(meta: &ObjectMeta, api: &str) -> bool {
 }
 
 impl Query {
-    /// Parses `text` and resolves its object and fields against `org`.
+    /// Parses `text` and resolves its object and fields against `org`; relative date literals
+    /// (`TODAY`) are resolved now.
     pub fn parse(text: &str, org: &Org) -> Result<Query, QueryError> {
+        Query::parse_at(text, org, super::util::now_ms())
+    }
+
+    /// [`Query::parse`] with relative date literals resolved at `now` (epoch ms).
+    pub(crate) fn parse_at(text: &str, org: &Org, now: i64) -> Result<Query, QueryError> {
         let mut p = Parser {
             text,
             toks: tokenize(text)?,
             at: 0,
+            now,
         };
         let Raw {
             fields: raw_fields,

@@ -13,6 +13,7 @@
 //! first token that does not fit (`unexpected token: '…'`).
 
 use super::cond::Cond;
+use super::dates::{self, Arity};
 use super::filter::{Literal, Op};
 use super::lex::{Tok, located};
 use crate::salesforce::sftime;
@@ -50,6 +51,8 @@ pub(super) struct Parser<'t> {
     pub text: &'t str,
     pub toks: Vec<(Tok, usize)>,
     pub at: usize,
+    /// The instant relative date literals (`TODAY`) are resolved at, epoch ms.
+    pub now: i64,
 }
 
 impl Parser<'_> {
@@ -117,6 +120,7 @@ impl Parser<'_> {
                 }
                 Literal::DateTime(sftime::parse_datetime(t).map_err(|_| self.unexpected())?)
             }
+            Tok::Word(w) if dates::arity(w).is_some() => return self.date_literal(),
             t if t.is_kw("null") => Literal::Null,
             t if t.is_kw("true") => Literal::Bool(true),
             t if t.is_kw("false") => Literal::Bool(false),
@@ -124,6 +128,21 @@ impl Parser<'_> {
         };
         self.at += 1;
         Ok((lit, p))
+    }
+
+    /// A relative date literal (`TODAY`, `LAST_N_DAYS:30`) as its range at `now`.
+    fn date_literal(&mut self) -> Result<(Literal, usize), QueryError> {
+        let (word, p) = self.word()?;
+        let mut n = 0;
+        if dates::arity(&word) == Some(Arity::WithN) {
+            if *self.peek() != Tok::Other(':') {
+                return Err(self.unexpected());
+            }
+            self.next();
+            n = i64::try_from(self.number()?.0).map_err(|_| self.unexpected())?;
+        }
+        let (start, end) = dates::range(&word, n, self.now).ok_or_else(|| self.unexpected())?;
+        Ok((Literal::Range(start, end), p))
     }
 
     fn number(&mut self) -> Result<Located<usize>, QueryError> {

@@ -340,3 +340,61 @@ fn like_takes_a_quoted_pattern_on_text_fields_only() {
         "{err}"
     );
 }
+
+#[test]
+fn relative_date_literals_compare_as_ranges() {
+    let org = contacts();
+    let at = |now: &str| crate::salesforce::sftime::parse_datetime(now).expect("now");
+    let count = |q: &str, now: i64| {
+        Query::parse_at(q, &org, now)
+            .expect(q)
+            .run(&org, None)
+            .len()
+    };
+    // The four Contacts were created at 2023-11-14T22:13:20Z: "yesterday" on the 15th.
+    let next_day = at("2023-11-15T10:00:00Z");
+    for (cond, n) in [
+        ("CreatedDate = YESTERDAY", 4),
+        ("CreatedDate = TODAY", 0),
+        ("CreatedDate = LAST_N_DAYS:1", 4),
+        ("CreatedDate = last_n_days:0", 0),
+        ("CreatedDate > YESTERDAY", 0),
+        ("CreatedDate >= YESTERDAY", 4),
+        ("CreatedDate < YESTERDAY", 0),
+        ("CreatedDate <= YESTERDAY", 4),
+        ("CreatedDate < TODAY", 4),
+        ("CreatedDate IN (TODAY, THIS_WEEK)", 4),
+    ] {
+        let q = format!("SELECT Id FROM Contact WHERE {cond}");
+        assert_eq!(count(&q, next_day), n, "{cond}");
+    }
+    // Birthdates: One 1990-05-01, Three 1985-01-31, the others none.
+    let may = at("1990-05-03T00:00:00Z");
+    for (cond, n) in [
+        ("Birthdate = N_DAYS_AGO:2", 1),
+        ("Birthdate = THIS_MONTH", 1),
+        ("Birthdate < THIS_YEAR", 1),
+        ("Birthdate = LAST_N_YEARS:5", 1),
+        ("Birthdate != THIS_YEAR", 3),
+    ] {
+        let q = format!("SELECT Id FROM Contact WHERE {cond}");
+        assert_eq!(count(&q, may), n, "{cond}");
+    }
+    for (q, code) in [
+        (
+            "SELECT Id FROM Contact WHERE Title = TODAY",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id FROM Contact WHERE CreatedDate = LAST_N_DAYS",
+            "MALFORMED_QUERY",
+        ),
+        (
+            "SELECT Id FROM Contact WHERE CreatedDate = THIS_FISCAL_YEAR",
+            "MALFORMED_QUERY",
+        ),
+    ] {
+        let err = Query::parse_at(q, &org, may).expect_err(q);
+        assert_eq!(err.code(), code, "{q}: {err}");
+    }
+}

@@ -58,12 +58,15 @@ async function served() {
         const recent = await conn.query(`SELECT COUNT() FROM Account WHERE CreatedDate >= ${hourAgo}`);
         const page = await conn.query(
             `SELECT Id, Name FROM Account WHERE CreatedDate >= ${hourAgo} AND NumberOfEmployees >= 10 ORDER BY NumberOfEmployees DESC LIMIT 2 OFFSET 1`);
+        const relative = await conn.query(
+            "SELECT COUNT() FROM Account WHERE CreatedDate = LAST_N_DAYS:1 AND Name LIKE 'Zeta Interop%'");
         const below = await conn.query(
             `SELECT Name FROM Account WHERE CreatedDate > ${hourAgo} AND NumberOfEmployees < 25 AND NumberOfEmployees <= 20 ORDER BY Name`);
         return {
             count: count.totalSize,
             countRecords: count.records.length,
             recent: recent.totalSize,
+            relative: relative.totalSize,
             page: names(page.records),
             below: names(below.records),
         };
