@@ -38,7 +38,7 @@ const SKEW: Duration = Duration::from_secs(30);
 /// real org accepted `exp = now + 300` from `requests`), the 5-minute cap of
 /// arthurimirzian/salesforce-jwt-bearer-token-flow (issue #7), and the pozil Pub/Sub Node
 /// client's default assertion, used against real orgs. What a real org does beyond 5 minutes is
-/// not known; the simulated org refuses it (ARCHITECTURE.md, "Known differences").
+/// not known; the simulated org refuses it (README.md, "Known differences from a real org").
 const MAX_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Parses a certificate PEM into DER, checking that it is an X.509 certificate.

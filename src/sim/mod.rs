@@ -51,8 +51,8 @@
 //! `soql` (the query subset), `fieldmeta` (the fields as REST and describe see them: types,
 //! compound components, formula fields), `tls` (test CA, TLS listener).
 //!
-//! Known differences from a real org: the table in `ARCHITECTURE.md` ("Known differences between
-//! the simulated org and a real org"), kept current: behaviour, what Salesforce does with its
+//! Known differences from a real org: the table in `README.md` ("Known differences from a real
+//! org"), kept current: behaviour, what Salesforce does with its
 //! source, what the simulated org does, and why it cannot matter to forcebridge (a difference
 //! that could is a bug to fix). Among them: only the SOQL subset of `soql` is understood; a
 //! Bulk API 2.0 query job completes when it is looked at after its knob's duration;

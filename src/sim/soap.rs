@@ -28,7 +28,7 @@
 //!   - an unknown session on logout: `INVALID_SESSION_ID`;
 //!   - a body that is not a login or logout envelope: `UNKNOWN_EXCEPTION` naming what is
 //!     missing; any other SOAP call: `UNKNOWN_EXCEPTION` (the simulator serves login and logout
-//!     only: ARCHITECTURE.md, Known differences).
+//!     only: README.md, Known differences).
 
 use std::sync::Arc;
 

@@ -366,7 +366,7 @@ impl Subscription {
     /// sending after the client's half-close (gRPC over HTTP/2: a client's END_STREAM ends its
     /// own side only). The Pub/Sub API guide says nothing of a half-close, so the stream treats
     /// it as a client that stopped sending FetchRequests: events up to the credits it holds,
-    /// keepalives, then the idle close once no credit is left (ARCHITECTURE.md, Known
+    /// keepalives, then the idle close once no credit is left (README.md, Known
     /// differences).
     fn on_request(
         &self,
