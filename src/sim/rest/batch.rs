@@ -27,7 +27,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::call::{Body, Call, Exec, parse_version};
+use super::call::{Body, Call, Exec, flag, parse_version};
 use super::reply::Reply;
 use crate::sim::util::lock;
 
@@ -101,20 +101,8 @@ fn parse_sub(i: usize, item: &Value) -> Result<Sub, Reply> {
 }
 
 fn parse(call: &Call) -> Result<(bool, Vec<Sub>), Reply> {
-    let Value::Object(body) = call.body.json()? else {
-        return Err(Reply::json_parser_error(
-            "Cannot deserialize the request body: expected a JSON object",
-        ));
-    };
-    let halt = match body.get("haltOnError") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(Reply::json_parser_error(&format!(
-                "Cannot deserialize value of type boolean for haltOnError from {other}"
-            )));
-        }
-    };
+    let body = call.body.object()?;
+    let halt = flag(&body, "haltOnError")?;
     let Some(Value::Array(items)) = body.get("batchRequests") else {
         return Err(Reply::json_parser_error(
             "Cannot deserialize the request body: batchRequests is required and must be an array",

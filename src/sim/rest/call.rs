@@ -23,7 +23,29 @@ pub(super) enum Body<'b> {
     Json(Option<&'b Value>),
 }
 
+/// An optional boolean of a request body (`allOrNone`, `haltOnError`): false when absent or
+/// null, `JSON_PARSER_ERROR` when not a boolean.
+pub(super) fn flag(body: &Map<String, Value>, name: &str) -> Result<bool, Reply> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(Reply::json_parser_error(&format!(
+            "Cannot deserialize value of type boolean for {name} from {other}"
+        ))),
+    }
+}
+
 impl Body<'_> {
+    /// The body as a JSON object, `JSON_PARSER_ERROR` otherwise.
+    pub(super) fn object(&self) -> Result<Map<String, Value>, Reply> {
+        match self.json()? {
+            Value::Object(body) => Ok(body),
+            _ => Err(Reply::json_parser_error(
+                "Cannot deserialize the request body: expected a JSON object",
+            )),
+        }
+    }
+
     pub fn json(&self) -> Result<Value, Reply> {
         match self {
             Body::Raw(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Err(

@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::call::{Call, Exec, query_param};
+use super::call::{Call, Exec, flag, query_param};
 use super::render::{canonical_field, render_record};
 use super::reply::{RecordError, Reply};
 use crate::sim::error::SimError;
@@ -86,21 +86,8 @@ fn slots_of(records: impl IntoIterator<Item = Result<Op, RecordError>>) -> (Vec<
 
 /// `{"allOrNone", "records"}` of a create/update/upsert body.
 fn parse_body(call: &Call) -> Result<(bool, Vec<Value>), Reply> {
-    let body = call.body.json()?;
-    let Value::Object(mut body) = body else {
-        return Err(Reply::json_parser_error(
-            "Cannot deserialize the request body: expected a JSON object",
-        ));
-    };
-    let all_or_none = match body.get("allOrNone") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(Reply::json_parser_error(&format!(
-                "Cannot deserialize value of type boolean for allOrNone from {other}"
-            )));
-        }
-    };
+    let mut body = call.body.object()?;
+    let all_or_none = flag(&body, "allOrNone")?;
     let records = match body.remove("records") {
         Some(Value::Array(records)) => records,
         Some(other) => {
@@ -462,14 +449,9 @@ pub(super) fn retrieve(exec: &mut Exec, call: &Call, object: &str) -> Reply {
     let Some(meta) = exec.org.meta(object) else {
         return Reply::not_found();
     };
-    let body = match call.body.json() {
+    let body = match call.body.object() {
         Ok(b) => b,
         Err(r) => return r,
-    };
-    let Value::Object(body) = body else {
-        return Reply::json_parser_error(
-            "Cannot deserialize the request body: expected a JSON object",
-        );
     };
     let list = |name: &str| -> Result<Vec<String>, Reply> {
         match body.get(name) {

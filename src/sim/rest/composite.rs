@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use axum::http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::call::{Body, Call, Exec, call_options_tag, parse_version};
+use super::call::{Body, Call, Exec, call_options_tag, flag, parse_version};
 use super::reply::Reply;
 use crate::sim::org::Tx;
 use crate::sim::util::rest_origin;
@@ -62,21 +62,9 @@ fn halted(message: &str) -> Reply {
 }
 
 fn parse(call: &Call) -> Result<(bool, Vec<Sub>), Reply> {
-    let body = call.body.json()?;
-    let Value::Object(body) = body else {
-        return Err(Reply::json_parser_error(
-            "Cannot deserialize the request body: expected a JSON object",
-        ));
-    };
-    let flag = |name: &str| match body.get(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(Reply::json_parser_error(&format!(
-            "Cannot deserialize value of type boolean for {name} from {other}"
-        ))),
-    };
-    let all_or_none = flag("allOrNone")?;
-    flag("collateSubrequests")?;
+    let body = call.body.object()?;
+    let all_or_none = flag(&body, "allOrNone")?;
+    flag(&body, "collateSubrequests")?;
     let Some(Value::Array(items)) = body.get("compositeRequest") else {
         return Err(Reply::json_parser_error(
             "Cannot deserialize the request body: compositeRequest is required and must be an array",
